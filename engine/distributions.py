@@ -1,0 +1,283 @@
+"""Marginal p(x) and posterior p(z|x) of a CPA generative network (Theorem 1, Prop. 1-2).
+
+For each region omega with affine map ``g(z) = A z + b`` (eq. 2)::
+
+    Sigma_omega = (Sigma_z^-1 + A^T Sigma_x^-1 A)^-1                        (eq. 7)
+    mu_omega(x) = Sigma_omega A^T Sigma_x^-1 (x - b)                         (eq. 7)
+    p(x) = sum_omega N(x; b, Sigma_x + A Sigma_z A^T) Phi_omega(mu_omega(x), Sigma_omega)   (eq. 5)
+    p(z|x) = sum_omega 1[z in omega] N(x; b, ...) N(z; mu_omega(x), Sigma_omega) / p(x)      (eq. 6)
+
+Everything is computed in the coordinates whitened by ``Sigma_x = L_x L_x^T`` and in log space. The
+Gaussian prefactor uses the completed square (no cancellation between large terms)::
+
+    -2 log N(x; b, Sigma_x + A Sigma_z A^T) = D log 2pi + log|Sigma_x| + log|Sigma_z| - log|Sigma_omega|
+                                               + |e - A~ mu|^2 + mu^T Sigma_z^-1 mu,   e = L_x^-1 (x - b)
+
+(matrix determinant lemma and Woodbury), so a region whose Gaussian mass is 1e-300 keeps its
+relative accuracy and its contribution is summed with ``logsumexp``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.linalg import solve_triangular
+from scipy.special import logsumexp
+
+from .errors import DGNInputError, check_finite
+from .gaussian import truncated_moments
+from .network import Network
+from .partition import DEFAULT_MAX_REGIONS, Partition, partition
+
+_LOG_2PI = np.log(2.0 * np.pi)
+_CHUNK_FLOATS = 2_000_000  # (points x regions x D) block size for the whitened residuals
+
+
+@dataclass
+class RegionGaussians:
+    """Per-region quantities of eq. 7 that do not depend on x, in whitened coordinates."""
+
+    A_w: np.ndarray  # (R, D, S)  L_x^-1 A
+    b_w: np.ndarray  # (R, D)     L_x^-1 b
+    cov: np.ndarray  # (R, S, S)  Sigma_omega
+    logdet_cov: np.ndarray  # (R,)
+    prec_z: np.ndarray  # (S, S)  Sigma_z^-1
+    const: np.ndarray  # (R,) -1/2 (D log 2pi + log|Sigma_x| + log|Sigma_z| - log|Sigma_omega|)
+    chol_x: np.ndarray  # (D, D)
+
+
+def region_gaussians(net: Network, part: Partition) -> RegionGaussians:
+    """Sigma_omega and the constants of the prefactor of eq. 5 for every region."""
+    D, S = net.data_dim, net.latent_dim
+    chol_x = np.linalg.cholesky(net.cov_x)
+    chol_z = np.linalg.cholesky(net.cov_z)
+    A_w = solve_triangular(chol_x, part.A.transpose(1, 0, 2).reshape(D, -1), lower=True)
+    A_w = A_w.reshape(D, len(part), S).transpose(1, 0, 2)
+    b_w = solve_triangular(chol_x, part.b.T, lower=True).T
+    inv_chol_z = solve_triangular(chol_z, np.eye(S), lower=True)
+    prec_z = inv_chol_z.T @ inv_chol_z
+    precision = prec_z[None] + np.einsum("rds,rdt->rst", A_w, A_w)
+    chol_p = np.linalg.cholesky(precision)
+    inv_chol_p = np.linalg.inv(chol_p)
+    cov = np.einsum("rts,rtu->rsu", inv_chol_p, inv_chol_p)
+    logdet_cov = -2.0 * np.log(np.diagonal(chol_p, axis1=1, axis2=2)).sum(axis=1)
+    logdet_x = 2.0 * np.log(np.diag(chol_x)).sum()
+    logdet_z = 2.0 * np.log(np.diag(chol_z)).sum()
+    const = -0.5 * (D * _LOG_2PI + logdet_x + logdet_z - logdet_cov)
+    return RegionGaussians(A_w, b_w, cov, logdet_cov, prec_z, const, chol_x)
+
+
+def _check_data(net: Network, X) -> np.ndarray:
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DGNInputError("data", "is not a numeric array") from None
+    if X.ndim == 1:
+        X = X[None, :] if X.shape[0] == net.data_dim else X[:, None]
+    if X.ndim != 2 or X.shape[1] != net.data_dim:
+        raise DGNInputError("data", f"has shape {X.shape} but the network's output dimension D is {net.data_dim}",
+                            f"give an (N, {net.data_dim}) array")
+    check_finite("data", X)
+    return X
+
+
+def posterior_region_params(net: Network, part: Partition, X, rg: RegionGaussians | None = None):
+    """``mu_omega(x)`` (N, R, S) and ``log N(x; b_omega, Sigma_x + A Sigma_z A^T)`` (N, R), eq. 5 and 7."""
+    rg = rg or region_gaussians(net, part)
+    X = _check_data(net, X)
+    N, D = X.shape
+    R, S = len(part), net.latent_dim
+    X_w = solve_triangular(rg.chol_x, X.T, lower=True).T
+    mu = np.empty((N, R, S))
+    log_norm = np.empty((N, R))
+    chunk = max(1, _CHUNK_FLOATS // max(1, R * D))
+    for s in range(0, N, chunk):
+        e = X_w[s:s + chunk, None, :] - rg.b_w[None]  # (n, R, D)
+        at_e = np.einsum("rds,nrd->nrs", rg.A_w, e)
+        m = np.einsum("rst,nrt->nrs", rg.cov, at_e)
+        resid = e - np.einsum("rds,nrs->nrd", rg.A_w, m)
+        quad = np.einsum("nrd,nrd->nr", resid, resid) + np.einsum("nrs,st,nrt->nr", m, rg.prec_z, m)
+        mu[s:s + chunk] = m
+        log_norm[s:s + chunk] = rg.const[None] - 0.5 * quad
+    return mu, log_norm
+
+
+@dataclass
+class Evaluation:
+    """Exact marginal and posterior of a batch of points (Theorem 1, Prop. 2, Sec. 4.1 notation).
+
+    ``region_weights[n, r]`` is e0 = P(z in omega_r | x_n); ``region_means`` and ``region_covs`` are the
+    conditional moments E[z | x, z in omega_r] and Cov[z | x, z in omega_r], so that
+    ``e1 = e0 * mean`` and ``E2 = e0 * (cov + mean mean^T)``.
+    """
+
+    log_marginal: np.ndarray  # (N,)
+    posterior_mean: np.ndarray  # (N, S)
+    posterior_cov: np.ndarray  # (N, S, S)
+    region_log_weights: np.ndarray  # (N, R)
+    region_means: np.ndarray  # (N, R, S)
+    region_covs: np.ndarray  # (N, R, S, S)
+    n_regions: int
+    method: str
+    log_marginal_error: np.ndarray | None = None  # (N,) error bar on log p(x) when a method estimates
+    partition: Partition | None = field(default=None, repr=False)
+
+    @property
+    def region_weights(self) -> np.ndarray:
+        return np.exp(self.region_log_weights)
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The E-step statistics (e0, e1, E2) of Sec. 4.1, shapes (N,R), (N,R,S), (N,R,S,S)."""
+        e0 = self.region_weights
+        e1 = e0[..., None] * self.region_means
+        outer = self.region_means[..., :, None] * self.region_means[..., None, :]
+        E2 = e0[..., None, None] * (self.region_covs + outer)
+        return e0, e1, E2
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "log_marginal": self.log_marginal.tolist(),
+            "posterior_mean": self.posterior_mean.tolist(),
+            "posterior_cov": self.posterior_cov.tolist(),
+            "region_weights": self.region_weights.tolist(),
+            "n_regions": int(self.n_regions),
+            "method": self.method,
+        }
+        if self.log_marginal_error is not None:
+            out["log_marginal_error"] = self.log_marginal_error.tolist()
+        return out
+
+
+def region_truncated_moments(part: Partition, mu: np.ndarray, covs: np.ndarray, *, moments: int = 2,
+                             method: str = "auto", rng=None):
+    """log Phi_omega(mu, Sigma_omega) (N, R), conditional means (N, R, S), covariances (N, R, S, S).
+
+    Returns also the method name and the (N, R) absolute error bounds on the log masses (or None).
+    """
+    N, R, S = mu.shape
+    if S == 1:
+        from .gaussian.interval import interval_moments
+
+        bounds = np.array([r.polytope.interval() for r in part])  # (R, 2)
+        sd = np.sqrt(covs[:, 0, 0])
+        log_mass, m, v = interval_moments(mu[..., 0], sd[None], bounds[None, :, 0], bounds[None, :, 1],
+                                          moments=max(moments, 2))
+        return log_mass, m[..., None], v[..., None, None], "interval-closed-form", None
+    log_mass = np.empty((N, R))
+    means = np.empty((N, R, S))
+    cond_covs = np.empty((N, R, S, S))
+    errors = None
+    methods = set()
+    for r, region in enumerate(part):
+        tm = truncated_moments(region.polytope, mu[:, r], covs[r], moments=moments, method=method, rng=rng)
+        log_mass[:, r] = tm.log_mass
+        if tm.mean is not None:
+            means[:, r] = tm.mean
+        if tm.cov is not None:
+            cond_covs[:, r] = tm.cov
+        methods.add(tm.method)
+        if tm.log_mass_error is not None:
+            if errors is None:
+                errors = np.zeros((N, R))
+            errors[:, r] = tm.log_mass_error
+    return log_mass, means, cond_covs, "+".join(sorted(methods)), errors
+
+
+def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = None,
+             max_regions: int = DEFAULT_MAX_REGIONS, rng=None) -> Evaluation:
+    """Exact log p(x), posterior mean/covariance and per-region posterior terms for each row of X."""
+    X = _check_data(net, X)
+    part = part if part is not None else partition(net, max_regions=max_regions)
+    rg = region_gaussians(net, part)
+    mu, log_norm = posterior_region_params(net, part, X, rg)
+    log_mass, means, covs, used, mass_err = region_truncated_moments(part, mu, rg.cov, method=method, rng=rng)
+    log_joint = log_norm + log_mass
+    log_px = logsumexp(log_joint, axis=1)
+    log_w = log_joint - log_px[:, None]
+    w = np.exp(log_w)
+    post_mean = np.einsum("nr,nrs->ns", w, means)
+    dev = means - post_mean[:, None, :]
+    post_cov = np.einsum("nr,nrst->nst", w, covs) + np.einsum("nr,nrs,nrt->nst", w, dev, dev)
+    err = None
+    if mass_err is not None:
+        # |log sum w_r e^{d_r} - log sum w_r| <= max_r |d_r| for posterior weights w_r
+        err = np.max(np.where(w > 0, mass_err, 0.0), axis=1)
+    return Evaluation(log_marginal=log_px, posterior_mean=post_mean, posterior_cov=post_cov,
+                      region_log_weights=log_w, region_means=means, region_covs=covs, n_regions=len(part),
+                      method=used, log_marginal_error=err, partition=part)
+
+
+def log_marginal(net: Network, X, **kwargs) -> np.ndarray:
+    """Exact ``log p(x)`` (eq. 5) for each row of X."""
+    return evaluate(net, X, **kwargs).log_marginal
+
+
+def prior_region_log_masses(net: Network, part: Partition | None = None, method: str = "auto") -> np.ndarray:
+    """log Phi_omega(0, Sigma_z) for each region: the mixture weights of Prop. 1 (they sum to 1)."""
+    part = part if part is not None else partition(net)
+    zero = np.zeros((1, net.latent_dim))
+    if net.latent_dim == 1:
+        from .gaussian.interval import interval_moments
+
+        bounds = np.array([r.polytope.interval() for r in part])
+        log_mass, _, _ = interval_moments(0.0, np.sqrt(net.cov_z[0, 0]), bounds[:, 0], bounds[:, 1])
+        return log_mass
+    return np.array([truncated_moments(r.polytope, zero, net.cov_z, moments=0, method=method).log_mass[0]
+                     for r in part])
+
+
+def prior_region_masses(net: Network, part: Partition | None = None, method: str = "auto") -> np.ndarray:
+    """Phi_omega(0, Sigma_z) for each region (Prop. 1)."""
+    return np.exp(prior_region_log_masses(net, part, method))
+
+
+def sample_posterior(net: Network, x, n: int, rng=None, part: Partition | None = None,
+                     max_tries: int = 1000) -> np.ndarray:
+    """Exact draws from p(z | x) (eq. 6): a region by its posterior weight, then the truncated Gaussian.
+
+    S = 1 uses the inverse CDF in log space (exact in any tail). For S >= 2 the truncated Gaussian is
+    drawn by rejection from N(mu_omega(x), Sigma_omega), exact but slow when a region's mass is tiny;
+    ``max_tries`` rounds of proposals bound the work and a clear error is raised past it.
+    """
+    rng = np.random.default_rng(rng)
+    x = _check_data(net, x)
+    if x.shape[0] != 1:
+        raise DGNInputError("x", f"has {x.shape[0]} rows", "pass one data point")
+    part = part if part is not None else partition(net)
+    ev = evaluate(net, x, part=part)
+    rg = region_gaussians(net, part)
+    mu_full, _ = posterior_region_params(net, part, x, rg)  # untruncated means mu_omega(x) of eq. 7
+    w = ev.region_weights[0]
+    counts = rng.multinomial(n, w / w.sum())
+    out = []
+    S = net.latent_dim
+    for r in np.nonzero(counts)[0]:
+        k = counts[r]
+        m, cov = mu_full[0, r], rg.cov[r]
+        if S == 1:
+            from scipy.stats import truncnorm
+
+            lo, hi = part[r].polytope.interval()
+            sd = np.sqrt(cov[0, 0])
+            draws = truncnorm.rvs((lo - m[0]) / sd, (hi - m[0]) / sd, loc=m[0], scale=sd, size=k,
+                                  random_state=rng)
+            out.append(draws[:, None])
+            continue
+        chol = np.linalg.cholesky(cov)
+        got: list[np.ndarray] = []
+        have = 0
+        for _ in range(max_tries):
+            prop = m + rng.standard_normal((max(4 * k, 256), S)) @ chol.T
+            inside = prop[part[r].polytope.contains(prop, tol=0.0)]
+            got.append(inside)
+            have += len(inside)
+            if have >= k:
+                break
+        else:
+            raise DGNInputError("sample_posterior", f"region {r} has posterior mass {w[r]:.3g} but its truncated "
+                                "Gaussian accepts too few proposals", "draw fewer samples or use S = 1")
+        out.append(np.vstack(got)[:k])
+    Z = np.vstack(out)
+    return Z[rng.permutation(len(Z))]

@@ -1,0 +1,1 @@
+"""dgnexact verifier: checks Theorem 1 and the posterior against independent oracles."""

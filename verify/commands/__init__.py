@@ -1,0 +1,1 @@
+"""Verifier commands: one module per ``python -m verify`` subcommand (see verify/cli.py)."""
