@@ -310,8 +310,8 @@ class Network:
             if isinstance(layer, Linear):
                 lin = nn.Linear(layer.in_features, layer.out_features, dtype=torch.float64)
                 with torch.no_grad():
-                    lin.weight.copy_(torch.from_numpy(layer.weight))
-                    lin.bias.copy_(torch.from_numpy(layer.bias))
+                    lin.weight.copy_(torch.tensor(layer.weight))
+                    lin.bias.copy_(torch.tensor(layer.bias))
                 mods.append(lin)
             elif layer.kind == "relu":
                 mods.append(nn.ReLU())

@@ -4,7 +4,9 @@ Every region is the set of z sharing one sign pattern of all hidden pre-activati
 network is affine, ``g(z) = A z + b`` (eq. 2), and each pre-activation layer is affine,
 ``h^l(z) = A^{1->l} z + b^{1->l}`` (eq. 8).
 
-Algorithm: layer-by-layer cell subdivision with the double-description method. Each cell carries
+For S = 1 each layer's units split the current intervals at their exact breakpoints ``-b_j / a_j``.
+
+Algorithm (S >= 2): layer-by-layer cell subdivision with the double-description method. Each cell carries
 both representations of its polyhedron: constraints ``H z <= c`` and generators
 ``conv(V) + cone(R) + span(L)``. Walking through the layers, every unit's hyperplane
 ``a.z + beta = 0`` (affine inside the cell) is tested on the generators: if all generators lie on
@@ -49,7 +51,12 @@ class Region:
     A: np.ndarray  # (D, S)
     b: np.ndarray  # (D,)
     layer_maps: list[tuple[np.ndarray, np.ndarray]]  # pre-activation (A^{1->l}, b^{1->l}) per activation
-    neighbours: tuple[int, ...] = ()
+    _partition: Partition | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def neighbours(self) -> tuple[int, ...]:
+        """Indices of the regions that share a facet with this one."""
+        return self._partition.neighbours(self.index)
 
     @property
     def H(self) -> np.ndarray:
@@ -82,98 +89,101 @@ class Region:
 
 @dataclass
 class _Cell:
-    V: np.ndarray  # (nv, S) vertices
-    R: np.ndarray  # (nr, S) unit rays
+    """A cell in double description: generators in homogeneous form and constraints.
+
+    ``G[k] = (z, t)``: a vertex z when t = 1, a unit ray z when t = 0. Column 0 of ``inc`` is the
+    homogenising constraint t >= 0 (tight exactly at rays); column j + 1 says whether generator k is
+    tight on constraint j of ``H z <= c``.
+    """
+
+    G: np.ndarray  # (ng, S + 1)
     L: np.ndarray  # (nl, S) orthonormal lineality basis
     H: np.ndarray  # (F, S) unit-norm constraint normals
     c: np.ndarray  # (F,)
-    incV: np.ndarray  # (nv, F) bool: vertex tight on constraint
-    incR: np.ndarray  # (nr, F) bool: ray parallel to constraint
+    inc: np.ndarray  # (ng, F + 1) bool
     M: np.ndarray = field(default=None)  # current affine map of z: (k, S)
     m: np.ndarray = field(default=None)  # (k,)
     Mabs: np.ndarray = field(default=None)  # magnitude bookkeeping to detect cancelled rows
     signs: list = field(default_factory=list)
     maps: list = field(default_factory=list)
 
+    @property
+    def V(self) -> np.ndarray:
+        return self.G[self.G[:, -1] > 0, :-1]
 
-def _vertex_tol(V: np.ndarray) -> np.ndarray:
-    return _REL_TOL * (1.0 + np.abs(V).max(axis=1)) if V.size else np.zeros(0)
+    @property
+    def R(self) -> np.ndarray:
+        return self.G[self.G[:, -1] == 0, :-1]
+
+
+def _tolerance(G: np.ndarray) -> np.ndarray:
+    """Side-of-hyperplane tolerance per generator: relative to a vertex's size, absolute for rays."""
+    return _REL_TOL * (1.0 + G[:, -1] * np.abs(G[:, :-1]).max(axis=1))
 
 
 def _adjacent_pairs(inc: np.ndarray, pos: np.ndarray, neg: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
     """Pairs (i in pos, j in neg) of adjacent generators of a pointed cone of dimension d."""
-    P, Q = inc[pos], inc[neg]
-    common = P[:, None, :] & Q[None, :, :]  # (p, q, F')
+    common = inc[pos][:, None, :] & inc[neg][None, :, :]  # (p, q, F + 1)
     ok = common.sum(axis=2) >= d - 2
-    if not ok.any():
-        return np.zeros(0, int), np.zeros(0, int)
     pi, qi = np.nonzero(ok)
-    cm = common[pi, qi]  # (k, F')
+    if pi.size == 0:
+        return pi, qi
+    cm = common[pi, qi]  # (k, F + 1)
     # contained[k, g]: generator g is tight on every constraint the pair shares
     contained = ~np.any(cm[:, None, :] & ~inc[None, :, :], axis=2)
-    contained[np.arange(len(pi)), pos[pi]] = False
-    contained[np.arange(len(pi)), neg[qi]] = False
+    rows = np.arange(len(pi))
+    contained[rows, pos[pi]] = False
+    contained[rows, neg[qi]] = False
     adjacent = ~contained.any(axis=1)
     return pos[pi[adjacent]], neg[qi[adjacent]]
 
 
-def _split(cell: _Cell, a: np.ndarray, beta: float, fV, fR, fL) -> tuple[_Cell, _Cell]:
-    """Split a cell by ``a.z + beta = 0`` into its parts ``<= 0`` (first) and ``>= 0`` (second)."""
+def _split(cell: _Cell, a: np.ndarray, beta: float, f: np.ndarray, fL: np.ndarray) -> tuple[_Cell, _Cell]:
+    """Split a cell by ``a.z + beta = 0`` into its parts ``<= 0`` (first) and ``>= 0`` (second).
+
+    ``f`` holds the homogeneous values ``a.z + beta t`` of the generators, ``fL`` those of the lines.
+    """
     S = a.shape[0]
-    new_rows = (np.vstack([cell.H, a]), np.append(cell.c, -beta)), (np.vstack([cell.H, -a]), np.append(cell.c, beta))
+    H_lo, c_lo = np.vstack([cell.H, a]), np.append(cell.c, -beta)
+    H_hi, c_hi = np.vstack([cell.H, -a]), np.append(cell.c, beta)
     if cell.L.shape[0] and np.max(np.abs(fL)) > _REL_TOL:
         # The cell contains lines crossing the hyperplane: project along l, add the ray -l / +l.
         l = fL @ cell.L
         l /= np.linalg.norm(l)
-        al = a @ l
         P = cell.L - np.outer(cell.L @ l, l)
         L_new = np.linalg.svd(P)[2][: cell.L.shape[0] - 1] if cell.L.shape[0] > 1 else np.zeros((0, S))
-        V_new = cell.V - np.outer(fV / al, l)
-        R_new = cell.R - np.outer(fR / al, l)
-        if R_new.shape[0]:
-            R_new /= np.linalg.norm(R_new, axis=1, keepdims=True)
-        incV = np.hstack([cell.incV, np.ones((len(V_new), 1), bool)])
-        incR_old = np.hstack([cell.incR, np.ones((len(R_new), 1), bool)])
-        ray_inc = np.append(np.ones(cell.H.shape[0], bool), False)[None, :]
-        out = []
-        for (H, c), ray in zip(new_rows, (-l, l)):
-            out.append(_Cell(V_new, np.vstack([R_new, ray]), L_new, H, c, incV,
-                             np.vstack([incR_old, ray_inc])))
-        return out[0], out[1]
+        G = cell.G.copy()
+        G[:, :-1] -= np.outer(f / (a @ l), l)
+        rays = G[:, -1] == 0
+        if rays.any():
+            G[rays, :-1] /= np.linalg.norm(G[rays, :-1], axis=1, keepdims=True)
+        inc = np.hstack([cell.inc, np.ones((len(G), 1), bool)])
+        ray_inc = np.ones((1, inc.shape[1]), bool)
+        ray_inc[0, -1] = False
+        inc = np.vstack([inc, ray_inc])
+        lower = _Cell(np.vstack([G, np.append(-l, 0.0)]), L_new, H_lo, c_lo, inc)
+        upper = _Cell(np.vstack([G, np.append(l, 0.0)]), L_new, H_hi, c_hi, inc)
+        return lower, upper
 
-    nv = cell.V.shape[0]
-    tolV = _vertex_tol(cell.V)
-    f = np.concatenate([fV, fR])
-    tol = np.concatenate([tolV, np.full(len(fR), _REL_TOL)])
-    gens = np.vstack([cell.V, cell.R])
-    t = np.concatenate([np.ones(nv), np.zeros(len(fR))])
-    inc = np.vstack([cell.incV, cell.incR])
-    inc_h = np.hstack([inc, (t == 0)[:, None]])  # homogenising constraint t >= 0: tight at rays
-    pos = np.nonzero(f > tol)[0]
-    neg = np.nonzero(f < -tol)[0]
-    zero = ~(f > tol) & ~(f < -tol)
+    tol = _tolerance(cell.G)
+    above, below = f > tol, f < -tol
+    pos, neg = np.nonzero(above)[0], np.nonzero(below)[0]
     d = S - cell.L.shape[0] + 1
-    pi, nj = _adjacent_pairs(inc_h, pos, neg, d)
-    fi, fj = f[pi][:, None], f[nj][:, None]
-    g_new = fi * gens[nj] - fj * gens[pi]
-    t_new = fi[:, 0] * t[nj] - fj[:, 0] * t[pi]
-    is_vertex = t_new > 0
-    new_V = g_new[is_vertex] / t_new[is_vertex, None]
-    new_R = g_new[~is_vertex]
-    if new_R.shape[0]:
-        new_R = new_R / np.linalg.norm(new_R, axis=1, keepdims=True)
-    new_inc = inc[pi] & inc[nj]
+    pi, nj = _adjacent_pairs(cell.inc, pos, neg, d)
+    g_new = f[pi, None] * cell.G[nj] - f[nj, None] * cell.G[pi]
+    t = g_new[:, -1]
+    vertex = t > 0
+    g_new[vertex] /= t[vertex, None]
+    if (~vertex).any():
+        g_new[~vertex, :-1] /= np.linalg.norm(g_new[~vertex, :-1], axis=1, keepdims=True)
+        g_new[~vertex, -1] = 0.0
+    inc_new = np.hstack([cell.inc[pi] & cell.inc[nj], np.ones((len(pi), 1), bool)])
+    on_plane = ~above & ~below
     out = []
-    for side, (H, c) in ((f < -tol) | zero, new_rows[0]), ((f > tol) | zero, new_rows[1]):
-        keepV = side[:nv]
-        keepR = side[nv:]
-        V = np.vstack([cell.V[keepV], new_V])
-        R = np.vstack([cell.R[keepR], new_R])
-        incV = np.vstack([cell.incV[keepV], new_inc[is_vertex]])
-        incR = np.vstack([cell.incR[keepR], new_inc[~is_vertex]])
-        incV = np.hstack([incV, np.concatenate([zero[:nv][keepV], np.ones(is_vertex.sum(), bool)])[:, None]])
-        incR = np.hstack([incR, np.concatenate([zero[nv:][keepR], np.ones((~is_vertex).sum(), bool)])[:, None]])
-        out.append(_Cell(V, R, cell.L, H, c, incV, incR))
+    for keep, H, c in ((~above, H_lo, c_lo), (~below, H_hi, c_hi)):
+        G = np.vstack([cell.G[keep], g_new])
+        inc = np.vstack([np.hstack([cell.inc[keep], on_plane[keep, None]]), inc_new])
+        out.append(_Cell(G, cell.L, H, c, inc))
     return out[0], out[1]
 
 
@@ -183,7 +193,7 @@ def _refine(cell: _Cell, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray) -> list
     signs = np.ones(units, dtype=bool)
     norms = np.linalg.norm(M, axis=1)
     zero_row = norms <= _ZERO_ROW * np.linalg.norm(Mabs, axis=1)
-    signs[zero_row] = m[zero_row] >= 0
+    signs[zero_row] = m[zero_row] > 0  # h = 0 counts as negative, as in Network.sign_patterns
     active = np.nonzero(~zero_row)[0]
     a_all = np.zeros_like(M)
     beta_all = np.zeros(units)
@@ -196,28 +206,27 @@ def _refine(cell: _Cell, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray) -> list
         if pend.size == 0:
             results.append((cur, sg))
             continue
-        a, beta = a_all[pend], beta_all[pend]
-        fV = cur.V @ a.T + beta
-        fR = cur.R @ a.T
-        fL = cur.L @ a.T
-        tolV = _vertex_tol(cur.V)[:, None]
-        pos = (fV > tolV).any(axis=0) | (fR > _REL_TOL).any(axis=0)
-        neg = (fV < -tolV).any(axis=0) | (fR < -_REL_TOL).any(axis=0)
-        crosses_line = (np.abs(fL) > _REL_TOL).any(axis=0) if cur.L.shape[0] else np.zeros(len(pend), bool)
-        splits = crosses_line | (pos & neg)
+        f = cur.G[:, :-1] @ a_all[pend].T + cur.G[:, -1:] * beta_all[pend]  # (ng, p)
+        tol = _tolerance(cur.G)[:, None]
+        pos = (f > tol).any(axis=0)
+        neg = (f < -tol).any(axis=0)
+        if cur.L.shape[0]:
+            fL = cur.L @ a_all[pend].T
+            splits = (np.abs(fL) > _REL_TOL).any(axis=0) | (pos & neg)
+        else:
+            fL = np.zeros((0, len(pend)))
+            splits = pos & neg
         decided = ~splits
-        sg[pend[decided]] = np.where(neg[decided] & ~pos[decided], False, True)
+        sg[pend[decided]] = ~(neg[decided] & ~pos[decided])
         if not splits.any():
             results.append((cur, sg))
             continue
         k = int(np.argmax(splits))
         unit = pend[k]
+        lower, upper = _split(cur, a_all[unit], beta_all[unit], f[:, k], fL[:, k])
         rest = pend[splits][1:]
-        lower, upper = _split(cur, a_all[unit], beta_all[unit], fV[:, k], fR[:, k], fL[:, k])
-        sg_up = sg.copy()
-        sg_up[unit] = True
-        sg_lo = sg.copy()
-        sg_lo[unit] = False
+        sg_up, sg_lo = sg.copy(), sg.copy()
+        sg_up[unit], sg_lo[unit] = True, False
         stack.append((upper, rest, sg_up))
         stack.append((lower, rest, sg_lo))
     return results
@@ -228,32 +237,88 @@ def _prune(cell: _Cell) -> None:
     F = cell.H.shape[0]
     if F == 0:
         return
-    Z = np.vstack([cell.incV, cell.incR]).T  # (F, ng)
-    has_vertex = cell.incV.any(axis=0)
-    # strictly_inside[i, j]: Z_i is a proper subset of Z_j
+    Z = cell.inc[:, 1:].T  # (F, ng)
+    has_vertex = Z[:, cell.G[:, -1] > 0].any(axis=1)
+    # sub[i, j]: the tight set of i is contained in that of j
     sub = ~np.any(Z[:, None, :] & ~Z[None, :, :], axis=2)
     equal = sub & sub.T
-    proper = sub & ~equal
-    keep = has_vertex & ~proper.any(axis=1)
-    # among constraints with equal tight sets (duplicates of one facet) keep the first
-    dup = np.triu(equal, k=1).any(axis=0)
-    keep &= ~dup
+    keep = has_vertex & ~(sub & ~equal).any(axis=1)
+    keep &= ~np.triu(equal, k=1).any(axis=0)  # duplicates of one facet: keep the first
     if keep.all():
         return
     cell.H, cell.c = cell.H[keep], cell.c[keep]
-    cell.incV, cell.incR = cell.incV[:, keep], cell.incR[:, keep]
+    cell.inc = cell.inc[:, np.concatenate([[True], keep])]
+
+
+def _refine_interval(lo: float, hi: float, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray):
+    """S = 1: split ``[lo, hi]`` at the exact breakpoints ``-m_j / M_j`` of one layer's units.
+
+    Returns a list of ((lo, hi), signs) pieces; breakpoints closer than the tolerance are merged, so
+    duplicate units and units through a previous breakpoint split nothing twice.
+    """
+    a, beta = M[:, 0], m
+    zero_row = np.abs(a) <= _ZERO_ROW * Mabs[:, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        roots = np.where(zero_row, np.nan, -beta / a)
+    scale = _REL_TOL * (1.0 + np.abs(roots))
+    inside = ~zero_row & (roots > lo + scale) & (roots < hi - scale)
+    cuts = np.sort(roots[inside])
+    if cuts.size > 1:
+        keep = np.diff(cuts) > _REL_TOL * (1.0 + np.abs(cuts[1:]))
+        cuts = cuts[np.concatenate([[True], keep])]
+    ends = np.concatenate([[lo], cuts, [hi]])
+    pieces = []
+    for left, right in zip(ends[:-1], ends[1:]):
+        if np.isfinite(left) and np.isfinite(right):
+            probe = 0.5 * (left + right)
+        elif np.isfinite(left):
+            probe = left + 1.0 + abs(left)
+        elif np.isfinite(right):
+            probe = right - 1.0 - abs(right)
+        else:
+            probe = 0.0
+        signs = np.where(zero_row, beta > 0, a * probe + beta > 0)
+        pieces.append(((float(left), float(right)), signs))
+    return pieces
+
+
+def _interval_cell(lo: float, hi: float) -> _Cell:
+    """The double-description cell of ``[lo, hi]`` (ends may be infinite)."""
+    H, c, G = [], [], []
+    if np.isfinite(lo):
+        H.append([-1.0])
+        c.append(-lo)
+        G.append([lo, 1.0])
+    else:
+        G.append([-1.0, 0.0])
+    if np.isfinite(hi):
+        H.append([1.0])
+        c.append(hi)
+        G.append([hi, 1.0])
+    else:
+        G.append([1.0, 0.0])
+    L = np.zeros((0, 1))
+    if not H:
+        G, L = [[0.0, 1.0]], np.eye(1)
+    G = np.array(G, dtype=float)
+    H, c = np.array(H, dtype=float).reshape(-1, 1), np.array(c, dtype=float)
+    tight = (G[:, -1:] > 0) & (G[:, :1] * H.T[:1] == c[None, :]) if H.size else np.zeros((len(G), 0), bool)
+    inc = np.hstack([(G[:, -1] == 0)[:, None], tight])
+    return _Cell(G, L, H, c, inc)
 
 
 class Partition:
     """All regions of the latent space of ``net``; iterate, index, or :meth:`locate` points."""
 
-    def __init__(self, net: Network, regions: list[Region]):
+    def __init__(self, net: Network, regions: list[Region], incidence: list[np.ndarray] | None = None):
         self.net = net
         self.regions = regions
         self.A = np.stack([r.A for r in regions])  # (R, D, S)
         self.b = np.stack([r.b for r in regions])  # (R, D)
         self.signs = np.stack([r.signs for r in regions])  # (R, n_units)
         self._lookup = {np.packbits(s).tobytes(): i for i, s in enumerate(self.signs)}
+        self._incidence = incidence  # per region: (vertices + rays, facets) tight flags
+        self._neighbours: list[tuple[int, ...]] | None = None
 
     def __len__(self) -> int:
         return len(self.regions)
@@ -272,31 +337,36 @@ class Partition:
     def n_bounded(self) -> int:
         return sum(r.bounded for r in self.regions)
 
+    def neighbours(self, i: int) -> tuple[int, ...]:
+        """Regions sharing a facet with region i (computed for all regions on first use)."""
+        if self._neighbours is None:
+            self._neighbours = _neighbours(self)
+        return self._neighbours[i]
+
     def locate(self, Z) -> np.ndarray:
         """Index of the region containing each row of Z (-1 if none, which only a bug can cause)."""
         Z = self.net._as_latent(Z)
-        signs = self.net.sign_patterns(Z)
-        idx = np.array([self._lookup.get(np.packbits(s).tobytes(), -1) for s in signs], dtype=int)
-        missing = np.nonzero(idx < 0)[0]
-        if missing.size:
+        signs = np.packbits(self.net.sign_patterns(Z), axis=1)
+        idx = np.array([self._lookup.get(s.tobytes(), -1) for s in signs], dtype=int)
+        for i in np.nonzero(idx < 0)[0]:
             # Points on a boundary, or units that are identically zero on a region: use the H-rep.
-            for i in missing:
-                slack = [np.max(r.H @ Z[i] - r.c, initial=-np.inf) for r in self.regions]
-                best = int(np.argmin(slack))
-                if slack[best] <= 1e-7 * (1.0 + np.abs(Z[i]).max()):
-                    idx[i] = best
+            slack = np.array([np.max(r.H @ Z[i] - r.c, initial=-np.inf) for r in self.regions])
+            best = int(np.argmin(slack))
+            if slack[best] <= 1e-7 * (1.0 + np.abs(Z[i]).max()):
+                idx[i] = best
         return idx
 
 
-def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS, neighbours: bool = True) -> Partition:
+def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition:
     """Enumerate every region (bounded and unbounded) of the latent space of ``net``.
 
     Raises :class:`RegionBudgetError` as soon as more than ``max_regions`` cells exist.
     """
+    if isinstance(max_regions, bool) or not isinstance(max_regions, int | np.integer) or max_regions < 1:
+        raise RegionBudgetError("max_regions", f"must be a positive integer, got {max_regions!r}")
     S = net.latent_dim
-    root = _Cell(V=np.zeros((1, S)), R=np.zeros((0, S)), L=np.eye(S), H=np.zeros((0, S)), c=np.zeros(0),
-                 incV=np.zeros((1, 0), bool), incR=np.zeros((0, 0), bool),
-                 M=np.eye(S), m=np.zeros(S), Mabs=np.eye(S))
+    root = _Cell(G=np.append(np.zeros(S), 1.0)[None], L=np.eye(S), H=np.zeros((0, S)), c=np.zeros(0),
+                 inc=np.zeros((1, 1), bool), M=np.eye(S), m=np.zeros(S), Mabs=np.eye(S))
     cells = [root]
     for li, layer in enumerate(net.layers):
         if isinstance(layer, Linear):
@@ -307,14 +377,21 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS, neighbours: 
         assert isinstance(layer, Activation)
         new_cells = []
         for cell in cells:
-            for piece, sg in _refine(cell, cell.M, cell.m, cell.Mabs):
+            if S == 1:
+                lo, hi = (-np.inf, np.inf) if cell.L.shape[0] else _cell_interval(cell)
+                pieces = [(_interval_cell(*ends), sg)
+                          for ends, sg in _refine_interval(lo, hi, cell.M, cell.m, cell.Mabs)]
+            else:
+                pieces = _refine(cell, cell.M, cell.m, cell.Mabs)
+            for piece, sg in pieces:
                 slopes = layer.slopes(sg)
                 piece.maps = cell.maps + [(cell.M, cell.m)]
                 piece.signs = cell.signs + [sg]
                 piece.M = slopes[:, None] * cell.M
                 piece.m = slopes * cell.m
                 piece.Mabs = np.abs(slopes)[:, None] * cell.Mabs
-                _prune(piece)
+                if S > 1:
+                    _prune(piece)
                 new_cells.append(piece)
             if len(new_cells) > max_regions:
                 raise RegionBudgetError(
@@ -322,36 +399,54 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS, neighbours: 
                     f"(widths {net.widths})", "raise max_regions or use a narrower/shallower network")
         cells = new_cells
 
-    regions = []
+    regions, incidence = [], []
     for i, cell in enumerate(cells):
         signs = np.concatenate(cell.signs) if cell.signs else np.zeros(0, dtype=bool)
-        poly = Polytope(H=cell.H, c=cell.c, vertices=cell.V, rays=cell.R, lineality=cell.L)
+        order = np.argsort(cell.G[:, -1] == 0, kind="stable")  # vertices first, then rays
+        G = cell.G[order]
+        nv = int((G[:, -1] > 0).sum())
+        poly = Polytope(H=cell.H, c=cell.c, vertices=G[:nv, :-1], rays=G[nv:, :-1], lineality=cell.L)
         regions.append(Region(index=i, signs=signs, polytope=poly, A=cell.M, b=cell.m, layer_maps=cell.maps))
-    part = Partition(net, regions)
-    if neighbours:
-        _attach_neighbours(part, cells)
+        incidence.append(cell.inc[order][:, 1:])
+    part = Partition(net, regions, incidence)
+    for region in regions:
+        region._partition = part
     return part
 
 
-def _attach_neighbours(part: Partition, cells: list[_Cell]) -> None:
-    """Neighbours across each facet: step just outside the facet's centre and locate the point."""
+def _cell_interval(cell: _Cell) -> tuple[float, float]:
+    lo, hi = -np.inf, np.inf
+    for h, c in zip(cell.H[:, 0], cell.c):
+        if h > 0:
+            hi = min(hi, c / h)
+        else:
+            lo = max(lo, c / h)
+    return lo, hi
+
+
+def _neighbours(part: Partition) -> list[tuple[int, ...]]:
+    """Neighbours across each facet: step just outside the facet's centre and locate the point.
+
+    The centre of a facet is the mean of its tight vertices plus the mean of its tight rays, a point
+    of its relative interior.
+    """
     points, owners = [], []
-    for i, cell in enumerate(cells):
-        for f in range(cell.H.shape[0]):
-            tv, tr = cell.incV[:, f], cell.incR[:, f]
-            p = cell.V[tv].mean(axis=0)
-            if tr.any():
-                p = p + cell.R[tr].mean(axis=0)
-            step = 1e-7 * (1.0 + np.abs(p).max())
-            points.append(p + step * cell.H[f])
-            owners.append(i)
-    if not points:
-        return
-    where = part.locate(np.array(points))
-    nbrs: list[set[int]] = [set() for _ in cells]
-    for i, j in zip(owners, where):
-        if j >= 0 and j != i:
-            nbrs[i].add(int(j))
-            nbrs[int(j)].add(i)
-    for region, s in zip(part.regions, nbrs):
-        region.neighbours = tuple(sorted(s))
+    for i, (region, inc) in enumerate(zip(part.regions, part._incidence)):
+        if region.H.shape[0] == 0:
+            continue
+        nv = region.vertices.shape[0]
+        tv, tr = inc[:nv].T.astype(float), inc[nv:].T.astype(float)  # (F, nv), (F, nr)
+        centre = (tv @ region.vertices) / np.maximum(tv.sum(1, keepdims=True), 1)
+        if tr.shape[1]:
+            centre = centre + (tr @ region.rays) / np.maximum(tr.sum(1, keepdims=True), 1)
+        step = 1e-7 * (1.0 + np.abs(centre).max(axis=1, keepdims=True))
+        points.append(centre + step * region.H)
+        owners.append(np.full(len(centre), i))
+    nbrs: list[set[int]] = [set() for _ in part.regions]
+    if points:
+        where = part.locate(np.vstack(points))
+        for i, j in zip(np.concatenate(owners), where):
+            if j >= 0 and j != i:
+                nbrs[i].add(int(j))
+                nbrs[int(j)].add(int(i))
+    return [tuple(sorted(s)) for s in nbrs]

@@ -1,0 +1,67 @@
+"""Engine timings: partition and exact evaluation (Theorem 1) against the issue's targets.
+
+Run: ``.venv/bin/python benchmarks/bench_engine.py`` (add ``--repeat 20`` for steadier minima).
+Prints the best of several runs per case, the number of regions and the throughput in
+(point, region) pairs per second. Targets are from the engine-foundation issue; the authors'
+reference code needs 1.8-2.5 s for the first case and 249 s for the second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import engine
+
+
+def best_of(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+
+    print(f"{'case':<34}{'regions':>8}{'best time':>12}{'target':>10}{'pairs/s':>12}")
+    for widths, n, target in (([1, 16, 16, 2], 100, 0.010), ([1, 8, 8, 784], 1000, 1.0)):
+        net = engine.random_network(widths, rng=0, cov_x=0.1)
+        X = net.sample(n, rng=1)
+        holder = {}
+
+        def run(net=net, X=X, holder=holder):
+            holder["ev"] = engine.evaluate(net, X)
+
+        t = best_of(run, args.repeat)
+        R = holder["ev"].n_regions
+        print(f"{'evaluate ' + str(widths) + f' N={n}':<34}{R:>8}{t * 1e3:>10.2f}ms{target * 1e3:>8.0f}ms"
+              f"{n * R / t:>12.3g}")
+    for widths, target in (([2, 16, 16], 0.1), ([3, 16, 16], 2.0)):
+        net = engine.random_network(widths + [2], rng=0)
+        holder = {}
+
+        def run(net=net, holder=holder):
+            holder["P"] = engine.partition(net)
+
+        t = best_of(run, max(1, args.repeat // 2))
+        print(f"{'partition ' + str(widths):<34}{len(holder['P']):>8}{t * 1e3:>10.1f}ms{target * 1e3:>8.0f}ms"
+              f"{'':>12}")
+    # time per (point, region) pair of the S = 1 closed form alone
+    net = engine.random_network([1, 32, 32, 2], rng=0)
+    P = engine.partition(net)
+    X = net.sample(2000, rng=2)
+    t = best_of(lambda: engine.evaluate(net, X, part=P), args.repeat)
+    print(f"S=1 evaluate, partition given: {len(P)} regions x {len(X)} points, "
+          f"{t / (len(P) * len(X)) * 1e9:.0f} ns per (point, region) pair")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
