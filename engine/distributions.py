@@ -170,23 +170,18 @@ def region_truncated_moments(part: Partition, mu: np.ndarray, covs: np.ndarray, 
         log_mass, m, v = interval_moments(mu[..., 0], sd[None], bounds[None, :, 0], bounds[None, :, 1],
                                           moments=max(moments, 2))
         return log_mass, m[..., None], v[..., None, None], "interval-closed-form", None
-    log_mass = np.empty((N, R))
-    means = np.empty((N, R, S))
-    cond_covs = np.empty((N, R, S, S))
+    from .gaussian.polytopes import polytope_moments_batch
+
+    results = polytope_moments_batch([r.polytope for r in part], mu.transpose(1, 0, 2), covs,
+                                     moments=moments, method=method, rng=rng)
+    log_mass = np.stack([tm.log_mass for tm in results], axis=1)
+    means = np.stack([tm.mean if tm.mean is not None else np.zeros((N, S)) for tm in results], axis=1)
+    cond_covs = np.stack([tm.cov if tm.cov is not None else np.zeros((N, S, S)) for tm in results], axis=1)
+    methods = {tm.method for tm in results}
     errors = None
-    methods = set()
-    for r, region in enumerate(part):
-        tm = truncated_moments(region.polytope, mu[:, r], covs[r], moments=moments, method=method, rng=rng)
-        log_mass[:, r] = tm.log_mass
-        if tm.mean is not None:
-            means[:, r] = tm.mean
-        if tm.cov is not None:
-            cond_covs[:, r] = tm.cov
-        methods.add(tm.method)
-        if tm.log_mass_error is not None:
-            if errors is None:
-                errors = np.zeros((N, R))
-            errors[:, r] = tm.log_mass_error
+    if any(tm.log_mass_error is not None for tm in results):
+        errors = np.stack([np.zeros(N) if tm.log_mass_error is None else tm.log_mass_error for tm in results],
+                          axis=1)
     return log_mass, means, cond_covs, "+".join(sorted(methods)), errors
 
 
@@ -207,8 +202,10 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     post_cov = np.einsum("nr,nrst->nst", w, covs) + np.einsum("nr,nrs,nrt->nst", w, dev, dev)
     err = None
     if mass_err is not None:
-        # |log sum w_r e^{d_r} - log sum w_r| <= max_r |d_r| for posterior weights w_r
+        # |log sum w_r e^{d_r} - log sum w_r| <= max_r |d_r| for posterior weights w_r; a region whose
+        # mass a method could not resolve (infinite error) leaves that point's log p(x) unbounded.
         err = np.max(np.where(w > 0, mass_err, 0.0), axis=1)
+        err[np.isinf(mass_err).any(axis=1)] = np.inf
     return Evaluation(log_marginal=log_px, posterior_mean=post_mean, posterior_cov=post_cov,
                       region_log_weights=log_w, region_means=means, region_covs=covs, n_regions=len(part),
                       method=used, log_marginal_error=err, partition=part)

@@ -1,0 +1,725 @@
+"""Properties of exact CPA-DGN inference, checkable on dgnexact and on foreign implementations.
+
+Each property is a function ``check(case, subject) -> float`` that raises :class:`PropertyFailure`
+(an ``AssertionError``) when violated and otherwise returns its worst ``error / tolerance`` ratio, which
+the hypothesis tests feed to ``target()`` to steer the search toward the largest errors. A property
+that cannot judge a case (too many regions, S >= 2 before the polytope integrator exists) raises
+:class:`NotApplicable`; hypothesis then rejects the example.
+
+The *subject* is what is tested: :data:`DGNEXACT` (the engine) or a :class:`Foreign` implementation
+(``fn(model_dict, X) -> claims``, see verify/foreign.py). Properties marked ``foreign=True`` test only
+the subject's claims (log_marginal, posterior_mean, posterior_cov) and so apply to any
+implementation; the others test engine internals (partition, region masses, E-step moments).
+
+Oracles and tolerances (``lp`` = log p(x) in nats, ``kappa`` = condition number of the data covariance
+``Sigma_x + A Sigma_z A^T`` of the collapsed linear model, the float64 error amplifier):
+
+=================  =============================================================  ====================
+property           oracle                                                         tolerance
+=================  =============================================================  ====================
+agreement          dgnexact ``evaluate`` (Theorem 1), for foreign subjects        lp 1e-8 max(1,|lp|);
+                                                                                  mean 1e-7 (sd+|m|);
+                                                                                  cov 1e-7 |C| + 1e-10 |m|^2
+prior_mass         Prop. 1: sum of Phi_omega(0, Sigma_z) is 1                     1e-12 / 1e-10 / 1e-8
+                                                                                  for S = 1 / 2 / 3
+region_map         eq. 2 / Lemma 3: each z in one region, g(z) = A z + b          1e-10 (1+depth) |g|abs
+posterior_weights  eq. 6: weights sum to 1; E[z|x,omega] in omega; Cov[z|x,omega]  as prior_mass; 1e-8
+                   <= Sigma_omega (Brascamp-Lieb); posterior covariance PSD
+bayes              p(x) p(z|x) = p(z) p(x|z) at random z, scipy logpdf oracle     1e-9 (1 + sum |terms|)
+ppca               linear decoder: N(x; b, W Sz W^T + Sx), 40-digit mpmath        1e-9 max(1,|lp|) + 1e-14 kappa q
+permutation        invariance under permuting hidden units                       as ppca
+rescaling          invariance of ReLU-family units under (row, bias) * c, col / c as ppca
+refinement         extra cuts (units with zero outgoing weights) change nothing   as ppca
+dirac              Lemma 2: sigma -> 0, E[|x - g(z)|^2 | x] -> 0 for x = g(z0)    1e3 sigma^2 (S + 1)
+em_monotone        EM: L(th') - L(th) >= Q(th'|th) - Q(th|th) >= 0, exact last-   1e-9 (1 + sum |lp|)
+                   layer M-step from the E-step moments (Sec. 4.1)
+batch_order        outputs do not depend on point order or batch size             1e-11 (1 + |value|)
+=================  =============================================================  ====================
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import mpmath
+import numpy as np
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from engine.errors import DGNInputError, RegionBudgetError
+from engine.network import Activation, Linear, Network
+
+from .strategies import Case
+
+MAX_REGIONS = 3000
+MASS_TOL = {1: 1e-12, 2: 1e-10, 3: 1e-8}
+
+
+class PropertyFailure(AssertionError):
+    """A property does not hold; the message says which value, by how much, against what tolerance."""
+
+
+class NotApplicable(Exception):
+    """The property cannot judge this case (region budget exceeded, S not yet supported...)."""
+
+
+# --------------------------------------------------------------------------- subjects
+def integrals_available(S: int) -> bool:
+    """Whether dgnexact can evaluate Gaussian integrals in dimension S (S >= 2 needs polytopes.py)."""
+    return S == 1 or importlib.util.find_spec("engine.gaussian.polytopes") is not None
+
+
+def supported_latent_dims() -> tuple[int, ...]:
+    return tuple(S for S in (1, 2, 3) if integrals_available(S))
+
+
+def _partition(net: Network):
+    import engine
+
+    try:
+        return engine.partition(net, max_regions=MAX_REGIONS)
+    except RegionBudgetError as exc:
+        raise NotApplicable(str(exc)) from None
+
+
+def _evaluate(net: Network, X, part=None):
+    import engine
+
+    if not integrals_available(net.latent_dim):
+        raise NotApplicable(f"dgnexact has no Gaussian integrals for S = {net.latent_dim} yet")
+    return engine.evaluate(net, X, part=part if part is not None else _partition(net))
+
+
+class Subject:
+    """Something whose claims about (net, X) are tested."""
+
+    name = "subject"
+    is_engine = False
+
+    def claims(self, net: Network, X: np.ndarray) -> dict:
+        raise NotImplementedError
+
+
+class _DGNExact(Subject):
+    name = "dgnexact"
+    is_engine = True
+
+    def claims(self, net, X):
+        ev = _evaluate(net, X)
+        return {"log_marginal": ev.log_marginal, "posterior_mean": ev.posterior_mean,
+                "posterior_cov": ev.posterior_cov, "n_regions": ev.n_regions}
+
+
+DGNEXACT = _DGNExact()
+
+
+@dataclass
+class Foreign(Subject):
+    """A foreign implementation ``fn(model_dict, X) -> claims`` (contract in verify/foreign.py)."""
+
+    fn: Callable
+    spec: str | None = None
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.spec or getattr(self.fn, "__name__", "foreign")
+
+    def claims(self, net, X):
+        from .foreign import call_impl
+
+        try:
+            return call_impl(self.fn, net, X)
+        except DGNInputError as exc:
+            raise PropertyFailure(f"{self.name} gave no valid claims: {exc}") from None
+
+
+def as_subject(impl: Subject | Callable | str | None) -> Subject:
+    if impl is None:
+        return DGNEXACT
+    if isinstance(impl, Subject):
+        return impl
+    if isinstance(impl, str):
+        from .foreign import load_impl
+
+        return Foreign(load_impl(impl), impl)
+    return Foreign(impl)
+
+
+# --------------------------------------------------------------------------- helpers
+def _fail(prop: str, what: str, got, want, err: float, tol: float, where: str = "") -> PropertyFailure:
+    return PropertyFailure(f"{prop}: {what}{where}: got {got!r}, expected {want!r} "
+                           f"(error {err:.3g} > tolerance {tol:.3g})")
+
+
+def _ratio(err, tol) -> np.ndarray:
+    return np.asarray(err, dtype=np.float64) / np.asarray(tol, dtype=np.float64)
+
+
+def _collapse(net: Network) -> tuple[np.ndarray, np.ndarray]:
+    """W, b of the affine map obtained by deleting every activation (the PPCA decoder)."""
+    W, b = np.eye(net.latent_dim), np.zeros(net.latent_dim)
+    for layer in net.layers:
+        if isinstance(layer, Linear):
+            W, b = layer.weight @ W, layer.weight @ b + layer.bias
+    return W, b
+
+
+def _kappa(net: Network) -> float:
+    """Condition number of the collapsed data covariance: the float64 error amplifier of eq. 5."""
+    W, _ = _collapse(net)
+    C = net.cov_x + W @ net.cov_z @ W.T
+    return float(np.linalg.cond(C)) * float(np.linalg.cond(net.cov_z))
+
+
+def _claims_close(prop: str, a: dict, b: dict, kappa: float, what_a: str, what_b: str) -> float:
+    """Compare two claim dicts field by field with the shared tolerances; return the worst ratio."""
+    worst = 0.0
+    if "log_marginal" in a and "log_marginal" in b:
+        la, lb = np.asarray(a["log_marginal"]), np.asarray(b["log_marginal"])
+        tol = 1e-9 * np.maximum(1.0, np.abs(lb)) + 1e-15 * kappa * np.maximum(1.0, np.abs(lb))
+        r = _ratio(np.abs(la - lb), tol)
+        i = int(np.argmax(r))
+        worst = max(worst, float(r[i]))
+        if r[i] > 1:
+            raise _fail(prop, f"log p(x) of {what_a}", float(la[i]), float(lb[i]), abs(la[i] - lb[i]), tol[i],
+                        f" at point {i} (vs {what_b})")
+    if "posterior_mean" in a and "posterior_mean" in b and "posterior_cov" in b:
+        ma, mb, cb = np.asarray(a["posterior_mean"]), np.asarray(b["posterior_mean"]), np.asarray(b["posterior_cov"])
+        sd = np.sqrt(np.maximum(np.trace(cb, axis1=1, axis2=2), 0.0))
+        tol = 1e-8 * (1.0 + 1e-6 * kappa) * (sd + np.linalg.norm(mb, axis=1)) + 1e-300
+        err = np.linalg.norm(ma - mb, axis=1)
+        r = _ratio(err, tol)
+        i = int(np.argmax(r))
+        worst = max(worst, float(r[i]))
+        if r[i] > 1:
+            raise _fail(prop, f"posterior mean of {what_a}", ma[i].tolist(), mb[i].tolist(), err[i], tol[i],
+                        f" at point {i} (vs {what_b})")
+    if "posterior_cov" in a and "posterior_cov" in b:
+        ca, cb = np.asarray(a["posterior_cov"]), np.asarray(b["posterior_cov"])
+        mb = np.asarray(b.get("posterior_mean", np.zeros(ca.shape[:2])))
+        err = np.linalg.norm(ca - cb, axis=(1, 2))
+        tol = (1e-8 * (1.0 + 1e-6 * kappa) * np.linalg.norm(cb, axis=(1, 2))
+               + 1e-10 * np.sum(mb * mb, axis=1) + 1e-300)
+        r = _ratio(err, tol)
+        i = int(np.argmax(r))
+        worst = max(worst, float(r[i]))
+        if r[i] > 1:
+            raise _fail(prop, f"posterior covariance of {what_a}", ca[i].tolist(), cb[i].tolist(), err[i],
+                        tol[i], f" at point {i} (vs {what_b})")
+    return worst
+
+
+def _hidden_layers(net: Network) -> list[int]:
+    """Indices (in net.layers) of the linear layers that feed an activation."""
+    return [i - 1 for i, _ in net.activations]
+
+
+def _next_linear(net: Network, i: int) -> int:
+    return next(j for j in range(i + 1, len(net.layers)) if isinstance(net.layers[j], Linear))
+
+
+def _abs_forward(net: Network, Z: np.ndarray) -> np.ndarray:
+    """Magnitude bound of g(z): the forward pass with |W|, |b|, |z| and slopes max(1, |eta|)."""
+    h = np.abs(Z)
+    for layer in net.layers:
+        if isinstance(layer, Linear):
+            h = h @ np.abs(layer.weight).T + np.abs(layer.bias)
+        else:
+            h = h * max(1.0, abs(layer.negative_slope))
+    return h
+
+
+# --------------------------------------------------------------------------- properties
+def agreement(case: Case, subject: Subject) -> float:
+    """A foreign subject's claims equal dgnexact's exact values (Theorem 1, Prop. 2)."""
+    if subject.is_engine:
+        raise NotApplicable("agreement compares a foreign implementation with dgnexact")
+    exact = DGNEXACT.claims(case.net, case.X)
+    got = subject.claims(case.net, case.X)
+    return _claims_close("agreement", got, exact, _kappa(case.net), subject.name, "dgnexact")
+
+
+def prior_mass(case: Case, subject: Subject) -> float:
+    """Prop. 1: the prior region masses Phi_omega(0, Sigma_z) are in [0, 1] and sum to 1."""
+    import engine
+
+    net = case.net
+    if not integrals_available(net.latent_dim):
+        raise NotApplicable("no S >= 2 integrals yet")
+    part = _partition(net)
+    logm = engine.prior_region_log_masses(net, part)
+    if not np.all(np.isfinite(logm) | (logm == -np.inf)) or np.any(logm > 1e-12):
+        raise PropertyFailure(f"prior_mass: log masses not in [-inf, 0]: {logm.tolist()}")
+    total = float(np.exp(logsumexp(logm)))
+    tol = MASS_TOL[net.latent_dim]
+    if abs(total - 1.0) > tol:
+        raise _fail("prior_mass", f"sum of the {len(part)} prior region masses", total, 1.0, abs(total - 1.0), tol)
+    return abs(total - 1.0) / tol
+
+
+def region_map(case: Case, subject: Subject) -> float:
+    """Eq. 2 and Lemma 3: a sampled z lies in exactly one region, whose affine map gives g(z)."""
+    net = case.net
+    part = _partition(net)
+    rng = np.random.default_rng([case.aux_seed, 11])
+    chol = np.linalg.cholesky(net.cov_z)
+    Z = rng.normal(size=(48, net.latent_dim)) @ chol.T
+    Z[40:] *= 20.0  # latent tails
+    idx = part.locate(Z)
+    if np.any(idx < 0):
+        i = int(np.argmin(idx))
+        raise PropertyFailure(f"region_map: z = {Z[i].tolist()} is in no region of the {len(part)}-region partition")
+    scale = 1.0 + np.abs(Z).max(axis=1)
+    tolz = 1e-9 * scale
+    slack = np.stack([np.max(Z @ r.H.T - r.c, axis=1, initial=-np.inf) for r in part], axis=1)  # (n, R)
+    inside = slack <= tolz[:, None]
+    strictly = slack < -tolz[:, None]
+    own = inside[np.arange(len(Z)), idx]
+    if not own.all():
+        i = int(np.argmin(own))
+        raise PropertyFailure(f"region_map: locate put z = {Z[i].tolist()} in region {idx[i]} which does not "
+                              f"contain it (slack {slack[i, idx[i]]:.3g})")
+    n_strict = strictly.sum(axis=1)
+    if np.any(n_strict > 1):
+        i = int(np.argmax(n_strict))
+        raise PropertyFailure(f"region_map: z = {Z[i].tolist()} is interior to {n_strict[i]} regions "
+                              f"{np.nonzero(strictly[i])[0].tolist()}")
+    G = net.forward(Z)
+    aff = np.einsum("nds,ns->nd", part.A[idx], Z) + part.b[idx]
+    depth = len(net.activations)
+    tol = 1e-10 * (1 + depth) * _abs_forward(net, Z).max(axis=1) + 1e-300
+    err = np.abs(G - aff).max(axis=1)
+    r = _ratio(err, tol)
+    i = int(np.argmax(r))
+    if r[i] > 1:
+        raise _fail("region_map", "A z + b of the located region", aff[i].tolist(), G[i].tolist(), err[i], tol[i],
+                    f" at z = {Z[i].tolist()}")
+    # the sign pattern of z is the region's, except on units that vanish at z to rounding
+    pre = net.preactivations(Z)
+    if pre:
+        P = np.concatenate(pre, axis=1)
+        mag = np.concatenate(_abs_preactivations(net, Z), axis=1)
+        decided = np.abs(P) > 1e-9 * (1 + depth) * mag + 1e-300
+        wrong = decided & ((P > 0) != part.signs[idx])
+        if wrong.any():
+            i = int(np.argmax(wrong.any(axis=1)))
+            raise PropertyFailure(f"region_map: z = {Z[i].tolist()} has sign pattern {(P[i] > 0).astype(int).tolist()}"
+                                  f" but its region {idx[i]} has {part.signs[idx[i]].astype(int).tolist()}")
+    return float(r.max())
+
+
+def _abs_preactivations(net: Network, Z: np.ndarray) -> list[np.ndarray]:
+    h, out = np.abs(Z), []
+    for layer in net.layers:
+        if isinstance(layer, Linear):
+            h = h @ np.abs(layer.weight).T + np.abs(layer.bias)
+        else:
+            out.append(h)
+            h = h * max(1.0, abs(layer.negative_slope))
+    return out
+
+
+def posterior_weights(case: Case, subject: Subject) -> float:
+    """Eq. 6: weights sum to 1; E[z | x, omega] in omega (convexity); Cov[z | x, omega] <= Sigma_omega."""
+    import engine
+
+    net = case.net
+    part = _partition(net)
+    ev = _evaluate(net, case.X, part)
+    S = net.latent_dim
+    w = ev.region_weights
+    # normalising by log p(x) = logsumexp(log joint) is exact up to the rounding of log p(x) itself
+    tol = MASS_TOL[S] + 8 * np.finfo(float).eps * np.abs(ev.log_marginal)
+    err = np.abs(w.sum(axis=1) - 1.0)
+    if np.any(err > tol) or np.any(w < 0) or np.any(w > 1 + tol[:, None]):
+        i = int(np.argmax(err / tol))
+        raise _fail("posterior_weights", "sum of posterior region weights", float(w[i].sum()), 1.0, err[i], tol[i])
+    worst = float(np.max(err / tol))
+    rg = engine.region_gaussians(net, part)
+    for r, region in enumerate(part):
+        live = w[:, r] > 1e-300
+        if not live.any():
+            continue
+        m = ev.region_means[live, r]
+        sd = np.sqrt(np.trace(rg.cov[r]))
+        tolz = 1e-8 * (1.0 + np.abs(m).max(axis=1) + sd)
+        slack = np.max(m @ region.H.T - region.c, axis=1, initial=-np.inf)
+        if np.any(slack > tolz):
+            i = int(np.argmax(slack - tolz))
+            raise PropertyFailure(f"posterior_weights: E[z | x, z in region {r}] = {m[i].tolist()} lies outside the "
+                                  f"region (slack {slack[i]:.3g} > {tolz[i]:.3g})")
+        L = np.linalg.cholesky(rg.cov[r])
+        Li = np.linalg.inv(L)
+        C = ev.region_covs[live, r]
+        rel = np.linalg.eigvalsh(Li @ C @ Li.T)
+        if np.any(rel.max(axis=1) > 1 + 1e-8) or np.any(rel.min(axis=1) < -1e-8):
+            i = int(np.argmax(np.abs(rel - 0.5).max(axis=1)))
+            raise PropertyFailure(f"posterior_weights: Cov[z | x, z in region {r}] has eigenvalues "
+                                  f"{rel[i].tolist()} relative to Sigma_omega, outside [0, 1] (Brascamp-Lieb)")
+    lam = np.linalg.eigvalsh(ev.posterior_cov)
+    scale = np.trace(ev.posterior_cov, axis1=1, axis2=2) + 1e-300
+    if np.any(lam.min(axis=1) < -1e-10 * scale):
+        i = int(np.argmin(lam.min(axis=1) / scale))
+        raise PropertyFailure(f"posterior_weights: posterior covariance of point {i} is not PSD: eigenvalues "
+                              f"{lam[i].tolist()}")
+    return worst
+
+
+def bayes(case: Case, subject: Subject) -> float:
+    """Bayes' rule at random z: log p(x) = log N(x; g(z), Sx) + log N(z; 0, Sz) - log p(z | x) (eq. 5-7)."""
+    import engine
+    from engine.distributions import posterior_region_params
+    from engine.gaussian import truncated_moments
+
+    net = case.net
+    part = _partition(net)
+    ev = _evaluate(net, case.X, part)
+    rg = engine.region_gaussians(net, part)
+    mu, _ = posterior_region_params(net, part, case.X, rg)
+    rng = np.random.default_rng([case.aux_seed, 12])
+    chol = np.linalg.cholesky(net.cov_z)
+    worst = 0.0
+    for n, x in enumerate(case.X):
+        # z from the prior and from near the posterior mean, where p(z | x) is not negligible
+        Z = np.vstack([rng.normal(size=(3, net.latent_dim)) @ chol.T,
+                       ev.posterior_mean[n] + rng.normal(size=(3, net.latent_dim))
+                       @ np.linalg.cholesky(ev.posterior_cov[n] + 1e-300 * np.eye(net.latent_dim)).T])
+        idx = part.locate(Z)
+        for z, r in zip(Z, idx):
+            lw = ev.region_log_weights[n, r]
+            if r < 0 or not np.isfinite(lw):
+                continue
+            tm = truncated_moments(part[r].polytope, mu[n, r][None], rg.cov[r], moments=0)
+            log_trunc = multivariate_normal.logpdf(z, mu[n, r], rg.cov[r]) - tm.log_mass[0]
+            log_post = lw + log_trunc
+            lx = multivariate_normal.logpdf(x, net.forward(z[None])[0], net.cov_x)
+            lz = multivariate_normal.logpdf(z, np.zeros(net.latent_dim), net.cov_z)
+            rhs = lx + lz - log_post
+            lp = ev.log_marginal[n]
+            if not np.isfinite(log_post):
+                continue
+            tol = 1e-9 * (1.0 + abs(lx) + abs(lz) + abs(log_trunc) + abs(lw) + abs(lp)) * (1.0 + 1e-6 * _kappa(net))
+            err = abs(rhs - lp)
+            worst = max(worst, err / tol)
+            if err > tol:
+                raise _fail("bayes", "log p(x|z) + log p(z) - log p(z|x)", float(rhs), float(lp), err, tol,
+                            f" at point {n}, z = {z.tolist()} (region {r})")
+    return worst
+
+
+def _mp_ppca(W, b, Sz, Sx, X, dps: int = 40):
+    """log N(x; b, W Sz W^T + Sx), posterior mean and covariance of z, in mpmath at ``dps`` digits."""
+    with mpmath.workdps(dps):
+        Wm, Szm, Sxm = mpmath.matrix(W.tolist()), mpmath.matrix(Sz.tolist()), mpmath.matrix(Sx.tolist())
+        C = Sxm + Wm * Szm * Wm.T
+        Ci = C ** -1
+        logdet = mpmath.log(mpmath.det(C))
+        D = len(b)
+        K = Szm * Wm.T * Ci
+        cov = Szm - K * Wm * Szm
+        lps, means = [], []
+        for x in X:
+            e = mpmath.matrix([mpmath.mpf(float(xi)) - mpmath.mpf(float(bi)) for xi, bi in zip(x, b)])
+            quad = (e.T * Ci * e)[0]
+            lps.append(float(-0.5 * (D * mpmath.log(2 * mpmath.pi) + logdet + quad)))
+            means.append([float(v) for v in (K * e)])
+        covf = np.array([[float(cov[i, j]) for j in range(cov.cols)] for i in range(cov.rows)])
+    return np.array(lps), np.array(means), np.repeat(covf[None], len(X), axis=0)
+
+
+def ppca(case: Case, subject: Subject) -> float:
+    """Linear decoder (activations removed): p(x) = N(x; b, W Sz W^T + Sx), Gaussian posterior (PPCA)."""
+    net = case.net
+    W, b = _collapse(net)
+    lin = Network(layers=[Linear(W, b)], latent_dim=net.latent_dim, cov_z_spec=net.cov_z_spec,
+                  cov_x_spec=net.cov_x_spec)
+    lp, m, C = _mp_ppca(W, b, net.cov_z, net.cov_x, case.X)
+    got = subject.claims(lin, case.X)
+    return _claims_close("ppca", got, {"log_marginal": lp, "posterior_mean": m, "posterior_cov": C},
+                         _kappa(lin), subject.name, "40-digit PPCA closed form")
+
+
+def _invariance(prop: str, case: Case, subject: Subject, other: Network) -> float:
+    net = case.net
+    if subject.is_engine and not integrals_available(net.latent_dim):
+        # partition-level invariance: the same multiset of affine maps (A, b) and the same region count
+        p1, p2 = _partition(net), _partition(other)
+        if len(p1) != len(p2):
+            raise PropertyFailure(f"{prop}: {len(p1)} regions before, {len(p2)} after the transformation")
+        return 0.0
+    a = subject.claims(net, case.X)
+    b = subject.claims(other, case.X)
+    return _claims_close(prop, b, a, _kappa(net), f"{subject.name} (transformed network)",
+                         f"{subject.name} (original network)")
+
+
+def permutation(case: Case, subject: Subject) -> float:
+    """Permuting the units of a hidden layer (rows of W^l, v^l and columns of W^(l+1)) changes nothing."""
+    net = case.net
+    hidden = _hidden_layers(net)
+    if not hidden:
+        raise NotApplicable("no hidden layer")
+    rng = np.random.default_rng([case.aux_seed, 13])
+    i = hidden[rng.integers(len(hidden))]
+    j = _next_linear(net, i)
+    perm = rng.permutation(net.layers[i].out_features)
+    layers = list(net.layers)
+    layers[i] = Linear(net.layers[i].weight[perm], net.layers[i].bias[perm])
+    layers[j] = Linear(net.layers[j].weight[:, perm], net.layers[j].bias)
+    return _invariance("permutation", case, subject, net.replace(layers=layers))
+
+
+def rescaling(case: Case, subject: Subject) -> float:
+    """A two-slope unit is positively homogeneous: (row, bias) * c and outgoing column / c, c > 0."""
+    net = case.net
+    hidden = _hidden_layers(net)
+    if not hidden:
+        raise NotApplicable("no hidden layer")
+    rng = np.random.default_rng([case.aux_seed, 14])
+    i = hidden[rng.integers(len(hidden))]
+    j = _next_linear(net, i)
+    u = rng.integers(net.layers[i].out_features)
+    c = 10.0 ** rng.uniform(-3, 3)
+    W1, b1, W2 = net.layers[i].weight.copy(), net.layers[i].bias.copy(), net.layers[j].weight.copy()
+    W1[u] *= c
+    b1[u] *= c
+    W2[:, u] /= c
+    layers = list(net.layers)
+    layers[i], layers[j] = Linear(W1, b1), Linear(W2, net.layers[j].bias)
+    return _invariance("rescaling", case, subject, net.replace(layers=layers))
+
+
+def refinement(case: Case, subject: Subject) -> float:
+    """Cutting regions further (triangulation) vs the fast path: a unit with zero outgoing weights adds
+    hyperplanes to the partition but leaves g, hence p(x) and p(z|x) (eq. 5-6), unchanged."""
+    net = case.net
+    hidden = _hidden_layers(net)
+    if not hidden:
+        raise NotApplicable("no hidden layer")
+    rng = np.random.default_rng([case.aux_seed, 15])
+    i = hidden[rng.integers(len(hidden))]
+    j = _next_linear(net, i)
+    W1, b1, W2 = net.layers[i].weight, net.layers[i].bias, net.layers[j].weight
+    k = rng.integers(1, 3)
+    new_rows = rng.normal(size=(k, W1.shape[1])) * (np.abs(W1).mean() + 1e-300)
+    new_bias = rng.normal(size=k) * (np.abs(b1).mean() + 1e-300)
+    layers = list(net.layers)
+    layers[i] = Linear(np.vstack([W1, new_rows]), np.concatenate([b1, new_bias]))
+    layers[j] = Linear(np.hstack([W2, np.zeros((W2.shape[0], k))]), net.layers[j].bias)
+    return _invariance("refinement", case, subject, net.replace(layers=layers))
+
+
+def batch_order(case: Case, subject: Subject) -> float:
+    """Outputs for a point do not depend on the other points, their order, or the batch size."""
+    net, X = case.net, case.X
+    rng = np.random.default_rng([case.aux_seed, 16])
+    full = subject.claims(net, X)
+    perm = rng.permutation(len(X))
+    shuffled = subject.claims(net, np.vstack([X[perm], X[perm]]))
+    worst = 0.0
+    inv = np.argsort(perm)
+    pieces = []
+    start = 0
+    while start < len(X):
+        size = int(rng.integers(1, len(X) + 1))
+        pieces.append(subject.claims(net, X[start:start + size]))
+        start += size
+    for field_name in ("log_marginal", "posterior_mean", "posterior_cov"):
+        if field_name not in full:
+            continue
+        ref = np.asarray(full[field_name])
+        variants = {"shuffled": np.asarray(shuffled[field_name])[: len(X)][inv],
+                    "shuffled (second copy)": np.asarray(shuffled[field_name])[len(X):][inv],
+                    "batched": np.concatenate([np.asarray(p[field_name]) for p in pieces])}
+        for label, got in variants.items():
+            err = np.abs(got - ref).reshape(len(X), -1).max(axis=1)
+            tol = 1e-11 * (1.0 + np.abs(ref).reshape(len(X), -1).max(axis=1))
+            r = _ratio(err, tol)
+            i = int(np.argmax(r))
+            worst = max(worst, float(r[i]))
+            if r[i] > 1:
+                raise _fail("batch_order", f"{field_name} ({label})", np.asarray(got[i]).tolist(),
+                            np.asarray(ref[i]).tolist(), err[i], tol[i], f" at point {i}")
+    return worst
+
+
+def dirac(case: Case, subject: Subject) -> float:
+    """Lemma 2: with Sigma_x = sigma^2 I, sigma -> 0, p(z|x) collapses onto {z : g(z) = x} for x = g(z0).
+
+    Checked through the exact posterior expected squared reconstruction error
+    E[|x - g(z)|^2 | x] = sum_omega e0 (|x - A m - b|^2 + tr(A C A^T)) (Sec. 4.1 moments), which must be
+    O(sigma^2 log(1/sigma)); the bound used is 1e3 sigma^2 (S + 1) at sigma = 1e-4 (1 + |x|).
+    """
+    net = case.net
+    rng = np.random.default_rng([case.aux_seed, 17])
+    chol = np.linalg.cholesky(net.cov_z)
+    z0 = rng.normal(size=(2, net.latent_dim)) @ chol.T
+    X = net.forward(z0)
+    sigma = 1e-4 * (1.0 + np.abs(X).max())
+    small = net.replace(cov_x=sigma * sigma)
+    part = _partition(small)
+    ev = _evaluate(small, X, part)
+    w, m, C = ev.region_weights, ev.region_means, ev.region_covs
+    resid = X[:, None, :] - np.einsum("rds,nrs->nrd", part.A, m) - part.b[None]
+    spread = np.einsum("rds,nrst,rdt->nr", part.A, C, part.A)
+    expected = np.einsum("nr,nr->n", w, np.einsum("nrd,nrd->nr", resid, resid) + spread)
+    bound = 1e3 * sigma * sigma * (net.latent_dim + 1)
+    i = int(np.argmax(expected))
+    if expected[i] > bound:
+        raise _fail("dirac", "E[|x - g(z)|^2 | x] at sigma", float(expected[i]), f"<= {bound:.3g}",
+                    float(expected[i]), bound, f" = {sigma:.3g}, x = g({z0[i].tolist()})")
+    return float(expected[i] / bound)
+
+
+def _last_hidden_maps(net: Network, part) -> tuple[np.ndarray, np.ndarray]:
+    """Per region, h(z) = P z + q: the input of the last linear layer as an affine map of z (eq. 8)."""
+    S = net.latent_dim
+    if not net.activations:
+        return np.repeat(np.eye(S)[None], len(part), axis=0), np.zeros((len(part), S))
+    act: Activation = net.activations[-1][1]
+    P, q = [], []
+    for region in part:
+        M, mvec = region.layer_maps[-1]
+        slopes = act.slopes(region.layer_signs(net)[-1])
+        P.append(slopes[:, None] * M)
+        q.append(slopes * mvec)
+    return np.stack(P), np.stack(q)
+
+
+def em_monotone(case: Case, subject: Subject) -> float:
+    """EM (Sec. 4): for the exact M-step of the last layer (W^L, v^L), which leaves the partition alone,
+    Q(th'|th) >= Q(th|th) and L(th') - L(th) >= Q(th'|th) - Q(th|th), Q from the E-step moments."""
+    net, X = case.net, case.X
+    part = _partition(net)
+    ev = _evaluate(net, X, part)
+    P, q = _last_hidden_maps(net, part)
+    w, m, C = ev.region_weights, ev.region_means, ev.region_covs
+    Eh_r = np.einsum("rhs,nrs->nrh", P, m) + q[None]  # (N, R, H)
+    Eh = np.einsum("nr,nrh->nh", w, Eh_r)
+    Ehh = (np.einsum("nr,rhs,nrst,rkt->nhk", w, P, C, P)
+           + np.einsum("nr,nrh,nrk->nhk", w, Eh_r, Eh_r))
+    N, H = Eh.shape
+    Et = np.hstack([Eh, np.ones((N, 1))])
+    G = np.zeros((H + 1, H + 1))
+    G[:H, :H] = Ehh.sum(axis=0)
+    G[:H, H] = G[H, :H] = Eh.sum(axis=0)
+    G[H, H] = N
+    F = X.T @ Et  # (D, H+1)
+    Sxx = X.T @ X
+    last = net.layers[-1]
+    B_old = np.hstack([last.weight, last.bias[:, None]])
+    B_new = np.linalg.lstsq(G, F.T, rcond=None)[0].T
+    Li = np.linalg.inv(np.linalg.cholesky(net.cov_x))
+    prec = Li.T @ Li
+
+    def Q(B):
+        return -0.5 * np.trace(prec @ (Sxx - B @ F.T - F @ B.T + B @ G @ B.T))
+
+    q_old, q_new = Q(B_old), Q(B_new)
+    new = net.replace(layers=[*net.layers[:-1], Linear(B_new[:, :H], B_new[:, H])])
+    ev_new = _evaluate(new, X)
+    dL = float(ev_new.log_marginal.sum() - ev.log_marginal.sum())
+    dQ = float(q_new - q_old)
+    scale = (1.0 + np.abs(ev.log_marginal).sum() + np.abs(ev_new.log_marginal).sum() + abs(q_old) + abs(q_new))
+    tol = 1e-9 * scale * (1.0 + 1e-6 * _kappa(net))
+    if dQ < -tol:
+        raise _fail("em_monotone", "Q(th'|th) - Q(th|th) of the exact M-step", dQ, ">= 0", -dQ, tol)
+    if dL < dQ - tol:
+        raise _fail("em_monotone", "L(th') - L(th)", dL, f">= Q(th'|th) - Q(th|th) = {dQ:.6g}", dQ - dL, tol)
+    return max(0.0, (dQ - dL) / tol)
+
+
+# --------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class Property:
+    name: str
+    check: Callable[[Case, Subject], float]
+    foreign: bool  # applies to foreign implementations (uses only their claims)
+    engine: bool  # applies to dgnexact itself
+    needs_integrals: bool  # restrict S to the dimensions dgnexact can integrate
+    strategy: dict = field(default_factory=dict)  # keyword arguments for verify.strategies.case_specs
+
+    @property
+    def doc(self) -> str:
+        return (self.check.__doc__ or "").strip().splitlines()[0]
+
+
+PROPERTIES: dict[str, Property] = {p.name: p for p in [
+    Property("agreement", agreement, foreign=True, engine=False, needs_integrals=True),
+    Property("prior_mass", prior_mass, foreign=False, engine=True, needs_integrals=True),
+    Property("region_map", region_map, foreign=False, engine=True, needs_integrals=False),
+    Property("posterior_weights", posterior_weights, foreign=False, engine=True, needs_integrals=True),
+    Property("bayes", bayes, foreign=False, engine=True, needs_integrals=True, strategy={"max_points": 3}),
+    Property("ppca", ppca, foreign=True, engine=True, needs_integrals=True),
+    Property("permutation", permutation, foreign=True, engine=True, needs_integrals=False),
+    Property("rescaling", rescaling, foreign=True, engine=True, needs_integrals=False),
+    Property("refinement", refinement, foreign=True, engine=True, needs_integrals=False),
+    Property("dirac", dirac, foreign=False, engine=True, needs_integrals=True),
+    Property("em_monotone", em_monotone, foreign=False, engine=True, needs_integrals=True),
+    Property("batch_order", batch_order, foreign=True, engine=True, needs_integrals=True),
+]}
+
+
+def properties_for(impl) -> list[Property]:
+    """The properties that apply to dgnexact (impl None) or to a foreign implementation."""
+    return [p for p in PROPERTIES.values() if (p.foreign if impl is not None else p.engine)]
+
+
+def strategy_for(prop: Property, impl=None, **overrides):
+    """The case strategy of a property: S restricted to what the oracle (dgnexact) can integrate."""
+    from .strategies import cases
+
+    kwargs = dict(prop.strategy)
+    if prop.name == "agreement" or (impl is None and prop.needs_integrals):
+        kwargs.setdefault("latent_dims", supported_latent_dims())
+    kwargs.update(overrides)
+    return cases(**kwargs)
+
+
+def run_property(name: str, case: Case, impl=None) -> float:
+    """Run one property on one case (no hypothesis): the worst error/tolerance ratio, or raises."""
+    if name not in PROPERTIES:
+        raise DGNInputError("property", f"unknown property {name!r}", f"choose from {', '.join(PROPERTIES)}")
+    return PROPERTIES[name].check(case, as_subject(impl))
+
+
+#: the last case each property failed on in this process (the fuzzing campaign reads it after a
+#: hypothesis run: hypothesis replays the minimal failing example last).
+LAST_FAILURE: dict[str, Case] = {}
+#: number of test-function calls per property in this process (examples tried, shrinking included)
+CALLS: dict[str, int] = {}
+
+
+def make_test(name: str, impl=None, strategy=None, examples=()):
+    """A hypothesis test function (no arguments) checking property ``name`` on ``impl``.
+
+    It draws cases, calls ``target()`` with the error/tolerance ratio, rejects inapplicable cases and
+    records the failing case in :data:`LAST_FAILURE`. Apply ``settings``/``seed`` decorators on top.
+    """
+    from hypothesis import assume, example, given, target
+
+    prop = PROPERTIES[name]
+    subject = as_subject(impl)
+    strat = strategy if strategy is not None else strategy_for(prop, impl)
+
+    def test(case):
+        CALLS[name] = CALLS.get(name, 0) + 1
+        try:
+            ratio = prop.check(case, subject)
+        except NotApplicable:
+            assume(False)
+            return
+        except Exception:
+            LAST_FAILURE[name] = case
+            raise
+        if np.isfinite(ratio):
+            target(float(min(ratio, 1e6)), label=f"{name} error/tolerance")
+
+    test.__name__ = f"test_{name}"
+    test.__qualname__ = test.__name__
+    wrapped = given(case=strat)(test)
+    for ex in examples:
+        wrapped = example(case=ex)(wrapped)
+    return wrapped
