@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup verify test test-full lint bench clean
+.PHONY: setup verify proofs test test-full lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ setup: $(STAMP)
 
 verify: $(STAMP)
 	$(PY) -m verify
+
+proofs: $(STAMP)
+	$(PY) -m proofs
 
 lint: $(STAMP)
 	$(PY) -m ruff check engine verify proofs tests benchmarks

@@ -4,6 +4,7 @@ Data flows one way: network -> partition -> regions (H-representation, affine ma
 integrals -> distributions (marginal, posterior) -> EM / baselines.
 """
 
+from . import datasets
 from .distributions import (
     Evaluation,
     evaluate,
@@ -13,12 +14,14 @@ from .distributions import (
     region_gaussians,
     sample_posterior,
 )
+from .em import EM
 from .errors import DGNInputError, RegionBudgetError
 from .network import Activation, Linear, Network, load_network, random_network, save_network
 from .partition import Partition, Region, partition
 from .polytope import Polytope
 
 __all__ = [
+    "EM", "datasets",
     "Activation", "DGNInputError", "Evaluation", "Linear", "Network", "Partition", "Polytope", "Region",
     "RegionBudgetError", "evaluate", "load_network", "log_marginal", "partition", "prior_region_log_masses",
     "prior_region_masses", "random_network", "region_gaussians", "sample_posterior", "save_network",

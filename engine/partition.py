@@ -319,6 +319,7 @@ class Partition:
         self._lookup = {np.packbits(s).tobytes(): i for i, s in enumerate(self.signs)}
         self._incidence = incidence  # per region: (vertices + rays, facets) tight flags
         self._neighbours: list[tuple[int, ...]] | None = None
+        self._padded: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return len(self.regions)
@@ -336,6 +337,19 @@ class Partition:
     @property
     def n_bounded(self) -> int:
         return sum(r.bounded for r in self.regions)
+
+    def padded_facets(self) -> tuple[np.ndarray, np.ndarray]:
+        """All regions' facets stacked as (R, F_max, S) normals and (R, F_max) offsets; padding rows
+        have zero normals and +inf offsets (constraints that hold everywhere)."""
+        if self._padded is None:
+            F = max((r.H.shape[0] for r in self.regions), default=0)
+            H = np.zeros((len(self), F, self.latent_dim))
+            c = np.full((len(self), F), np.inf)
+            for i, r in enumerate(self.regions):
+                H[i, : r.H.shape[0]] = r.H
+                c[i, : r.H.shape[0]] = r.c
+            self._padded = (H, c)
+        return self._padded
 
     def neighbours(self, i: int) -> tuple[int, ...]:
         """Regions sharing a facet with region i (computed for all regions on first use)."""
@@ -390,7 +404,7 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition
                 piece.M = slopes[:, None] * cell.M
                 piece.m = slopes * cell.m
                 piece.Mabs = np.abs(slopes)[:, None] * cell.Mabs
-                if S > 1:
+                if S > 1 and piece is not cell:  # an unsplit cell keeps its (irredundant) constraints
                     _prune(piece)
                 new_cells.append(piece)
             if len(new_cells) > max_regions:

@@ -35,7 +35,8 @@ def s1_quadrature(net, x, kinks, dps=30):
         # locate the integrand's maximum on a float64 grid, then shift by it in log space
         grid = np.concatenate([np.linspace(-12, 12, 4801), np.asarray(kinks, float)])
         resid = x[None, :] - net.forward(grid[:, None])
-        rough = -0.5 * np.einsum("nd,de,ne->n", resid, np.linalg.inv(net.cov_x), resid) - grid**2 / (2 * net.cov_z[0, 0])
+        prec = np.linalg.inv(net.cov_x)
+        rough = -0.5 * np.einsum("nd,de,ne->n", resid, prec, resid) - grid**2 / (2 * net.cov_z[0, 0])
         z_peak = grid[int(np.argmax(rough))]
         shift = log_joint(mp.mpf(z_peak))
         pts = sorted({float(k) for k in kinks} | {float(z_peak)})

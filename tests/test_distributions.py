@@ -33,7 +33,7 @@ def test_s1_far_off_manifold_d64_tiny_masses():
     rng = np.random.default_rng(3)
     X = net.forward(np.array([[0.4], [-1.2]])) + rng.normal(size=(2, 64)) * 1.5 + 2.0
     ev = evaluate(net, X, part=P)
-    from engine.distributions import region_gaussians, posterior_region_params
+    from engine.distributions import posterior_region_params, region_gaussians
     from engine.gaussian.interval import interval_moments
 
     mu, _ = posterior_region_params(net, P, X)

@@ -36,7 +36,8 @@ def test_evaluate_writes_fields(model_and_data, data):
 @pytest.mark.parametrize("args,message", [
     (["--data", "x.npy"], "the following arguments are required: --model"),
     (["--model", "m.json", "--data", "missing.npy"], "error: data: file"),
-    (["--model", "m.json", "--data", "bad.npy"], "error: data: has shape (4, 2) but the network's output dimension D is 3"),
+    (["--model", "m.json", "--data", "bad.npy"],
+     "error: data: has shape (4, 2) but the network's output dimension D is 3"),
     (["--model", "bad.json", "--data", "x.npy"], "error: model: is not valid JSON"),
 ])
 def test_evaluate_bad_input_exits_2_with_one_line(model_and_data, args, message):

@@ -940,3 +940,29 @@ def check_triangulation(case, settings: Settings) -> list[Check]:
             1e-7,
         ),
     ]
+
+
+# --------------------------------------------------------------------------- symbolic proofs
+def check_proofs(settings: Settings) -> list[Check]:
+    """The paper's algebra, established symbolically by ``proofs`` (sympy; full profile)."""
+    from proofs import CLAIMS, run_claim
+
+    records = []
+    for claim in CLAIMS:
+        result = run_claim(claim)
+        records.append(
+            Check(
+                f"proof/{claim.key}",
+                f"{claim.title} ({claim.equation})",
+                "symbolic identity",
+                {"kind": "symbolic (sympy)", "precision": "exact", "method": claim.method},
+                0.0,
+                "exact: the zero-test can miss a true identity but never passes a false one",
+                PASS if result.ok else FAIL,
+                int(settings.seed),
+                result.status,
+                "proved or checked",
+                message=f"{result.status} in {result.seconds:.1f} s" + (f"; {result.detail}" if result.detail else ""),
+            )
+        )
+    return records

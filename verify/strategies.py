@@ -41,8 +41,17 @@ ACTIVATIONS = ("relu", "leaky_relu", "abs")
 #: Leaky slopes tried first (shrinking goes to the first); any float in [-4, 4] is drawn as well.
 SPECIAL_SLOPES = (0.1, 0.0, 0.01, -1.0, 1.0, 2.0, -0.5, 1e-6, 3.5)
 #: Degenerate constructions applied to a hidden unit (see :func:`_apply_degeneracy`).
-DEGENERACIES = ("duplicate", "parallel", "antiparallel", "zero_row", "dead", "through_origin",
-                "through_vertex", "tiny_row", "huge_row")
+DEGENERACIES = (
+    "duplicate",
+    "parallel",
+    "antiparallel",
+    "zero_row",
+    "dead",
+    "through_origin",
+    "through_vertex",
+    "tiny_row",
+    "huge_row",
+)
 COV_KINDS = ("iso", "diag", "full")
 PLACEMENTS = ("on", "near", "far", "latent_tail")
 WEIGHT_SCALES = (1.0, 1e-3, 1e3, 1e-6, 1e4)
@@ -80,8 +89,12 @@ class Case:
     meta: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.net.to_dict(), "data": self.X.tolist(), "aux_seed": int(self.aux_seed),
-                "spec": None if self.spec is None else _spec_to_json(self.spec)}
+        return {
+            "model": self.net.to_dict(),
+            "data": self.X.tolist(),
+            "aux_seed": int(self.aux_seed),
+            "spec": None if self.spec is None else _spec_to_json(self.spec),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> Case:
@@ -125,7 +138,7 @@ def _spec_from_json(d: dict) -> CaseSpec:
 # --------------------------------------------------------------------------- building a case
 def _covariance(kind: str, log10: int, dim: int, rng: np.random.Generator):
     """Isotropic number, diagonal list or full SPD matrix with variances around 10**log10."""
-    scale = 10.0 ** log10
+    scale = 10.0**log10
     if kind == "iso":
         return scale
     if kind == "diag":
@@ -136,8 +149,9 @@ def _covariance(kind: str, log10: int, dim: int, rng: np.random.Generator):
     return (0.5 * (M + M.T)).tolist()
 
 
-def _apply_degeneracy(kind: str, layer: int, unit: int, Ws: list[np.ndarray], bs: list[np.ndarray],
-                      rng: np.random.Generator) -> None:
+def _apply_degeneracy(
+    kind: str, layer: int, unit: int, Ws: list[np.ndarray], bs: list[np.ndarray], rng: np.random.Generator
+) -> None:
     """Make one hidden unit of activation layer ``layer`` degenerate (in place)."""
     W, b = Ws[layer], bs[layer]
     n = W.shape[0]
@@ -194,9 +208,12 @@ def build_network(spec: CaseSpec) -> Network:
             slope = {"relu": 0.0, "abs": -1.0}.get(kind, spec.slopes[k % len(spec.slopes)])
             layers.append(Activation(kind, float(slope)))
     crng = np.random.default_rng([spec.weight_seed, 2])
-    return Network(layers=layers, latent_dim=spec.S,
-                   cov_z_spec=_covariance(spec.cov_z, spec.cov_z_log10, spec.S, crng),
-                   cov_x_spec=_covariance(spec.cov_x, spec.cov_x_log10, spec.D, crng))
+    return Network(
+        layers=layers,
+        latent_dim=spec.S,
+        cov_z_spec=_covariance(spec.cov_z, spec.cov_z_log10, spec.S, crng),
+        cov_x_spec=_covariance(spec.cov_x, spec.cov_x_log10, spec.D, crng),
+    )
 
 
 def build_data(net: Network, spec: CaseSpec) -> np.ndarray:
@@ -216,7 +233,7 @@ def build_data(net: Network, spec: CaseSpec) -> np.ndarray:
         elif place == "far":
             direction = rng.normal(size=D)
             direction /= np.linalg.norm(direction)
-            x = x + (10.0 ** spec.far_log10) * (chol_x @ direction) * rng.uniform(1.0, 3.0)
+            x = x + (10.0**spec.far_log10) * (chol_x @ direction) * rng.uniform(1.0, 3.0)
         rows.append(x)
     return np.array(rows, dtype=np.float64).reshape(len(spec.placements), D)
 
@@ -232,9 +249,17 @@ DEFAULT_MAX_WIDTH = {1: 16, 2: 12, 3: 6}
 
 
 @st.composite
-def case_specs(draw, latent_dims=(1, 2, 3), max_depth: int = 3, max_width: int | dict | None = None,
-               max_data_dim: int = 4, max_points: int = 5, activations=ACTIVATIONS,
-               degenerate: bool = True, placements=PLACEMENTS) -> CaseSpec:
+def case_specs(
+    draw,
+    latent_dims=(1, 2, 3),
+    max_depth: int = 3,
+    max_width: int | dict | None = None,
+    max_data_dim: int = 4,
+    max_points: int = 5,
+    activations=ACTIVATIONS,
+    degenerate: bool = True,
+    placements=PLACEMENTS,
+) -> CaseSpec:
     """A :class:`CaseSpec`: architecture, activations, covariances, degeneracies and data placement."""
     S = draw(st.sampled_from(tuple(latent_dims)))
     limits = DEFAULT_MAX_WIDTH if max_width is None else max_width
@@ -243,19 +268,33 @@ def case_specs(draw, latent_dims=(1, 2, 3), max_depth: int = 3, max_width: int |
     widths = tuple(draw(st.integers(1, wmax)) for _ in range(depth))
     D = draw(st.integers(1, max_data_dim))
     acts = tuple(draw(st.sampled_from(tuple(activations))) for _ in range(depth))
-    slopes = tuple(draw(st.one_of(st.sampled_from(SPECIAL_SLOPES),
-                                  st.integers(-400, 400).map(lambda k: k / 100.0))) for _ in range(depth))
+    slopes = tuple(
+        draw(st.one_of(st.sampled_from(SPECIAL_SLOPES), st.integers(-400, 400).map(lambda k: k / 100.0)))
+        for _ in range(depth)
+    )
     degs: tuple = ()
     if degenerate:
-        degs = tuple(draw(st.lists(st.tuples(st.sampled_from(DEGENERACIES), st.integers(0, depth - 1),
-                                             st.integers(0, 15)), max_size=3)))
+        degs = tuple(
+            draw(
+                st.lists(
+                    st.tuples(st.sampled_from(DEGENERACIES), st.integers(0, depth - 1), st.integers(0, 15)),
+                    max_size=3,
+                )
+            )
+        )
     n = draw(st.integers(1, max_points))
     return CaseSpec(
-        S=S, widths=widths, D=D, activations=acts, slopes=slopes,
+        S=S,
+        widths=widths,
+        D=D,
+        activations=acts,
+        slopes=slopes,
         weight_seed=draw(st.integers(0, 2**32 - 1)),
         weight_scale=draw(st.sampled_from(WEIGHT_SCALES)),
-        cov_z=draw(st.sampled_from(COV_KINDS)), cov_z_log10=draw(st.integers(-3, 3)),
-        cov_x=draw(st.sampled_from(COV_KINDS)), cov_x_log10=draw(st.integers(-4, 3)),
+        cov_z=draw(st.sampled_from(COV_KINDS)),
+        cov_z_log10=draw(st.integers(-3, 3)),
+        cov_x=draw(st.sampled_from(COV_KINDS)),
+        cov_x_log10=draw(st.integers(-4, 3)),
         degeneracies=degs,
         placements=tuple(draw(st.sampled_from(tuple(placements))) for _ in range(n)),
         far_log10=draw(st.integers(1, 4)),
@@ -270,21 +309,32 @@ def cases(**kwargs) -> st.SearchStrategy[Case]:
 
 # --------------------------------------------------------------------------- profiles
 PROFILE_ENV = "HYPOTHESIS_PROFILE"
-_QUIET_CHECKS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
-                 HealthCheck.large_base_example]
+_QUIET_CHECKS = [
+    HealthCheck.too_slow,
+    HealthCheck.data_too_large,
+    HealthCheck.filter_too_much,
+    HealthCheck.large_base_example,
+]
 
 
 def register_profiles(load: bool = True) -> str:
     """Register ``ci``, ``dev`` and ``fuzz``; load the one named by ``$HYPOTHESIS_PROFILE``.
 
-    * ``ci``: derandomised (same examples every run), no example database, 12 examples per property,
+    * ``ci``: derandomised (same examples every run), no example database, 30 examples per property,
       no deadline: deterministic and bounded in time inside ``make test``.
     * ``dev``: random, local database (failures are replayed first next time), 60 examples.
     * ``fuzz``: random, 2000 examples per property, all phases; for long sessions.
     """
-    settings.register_profile("ci", derandomize=True, database=None, max_examples=12, deadline=None,
-                              suppress_health_check=_QUIET_CHECKS, print_blob=False,
-                              phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink])
+    settings.register_profile(
+        "ci",
+        derandomize=True,
+        database=None,
+        max_examples=30,
+        deadline=None,
+        suppress_health_check=_QUIET_CHECKS,
+        print_blob=False,
+        phases=[Phase.explicit, Phase.generate, Phase.target, Phase.shrink],
+    )
     settings.register_profile("dev", max_examples=60, deadline=None, suppress_health_check=_QUIET_CHECKS)
     settings.register_profile("fuzz", max_examples=2000, deadline=None, suppress_health_check=_QUIET_CHECKS)
     name = os.environ.get(PROFILE_ENV, "dev")

@@ -48,6 +48,8 @@ def plan(settings: C.Settings):
         items += [(f"tri/{case.name}", "det", lambda d, c=case: C.check_triangulation(c, settings))]
     items.append(("lemma2", "det", lambda d: C.check_lemma2(settings)))
     items.append(("em", "det", lambda d: C.check_em(settings)))
+    if settings.profile == "full":
+        items.append(("proofs", "det", lambda d: C.check_proofs(settings)))
     return items
 
 

@@ -29,7 +29,7 @@ from scipy.special import erf, erfcx
 _SQRT2 = np.sqrt(2.0)
 _HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
 _SQRT_HALF_PI = np.sqrt(np.pi / 2.0)
-_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(64)
+_GL_TIERS = [(np.polynomial.legendre.leggauss(n), span) for n, span in ((12, 2.0), (24, 12.0), (64, np.inf))]
 _NARROW = 0.5  # w (1 + |a|) below this: the interval is narrow
 _DEEP = 4.0  # a above this: moments by continued fraction or quadrature
 _NEGLIGIBLE_EXPONENT = 40.0  # exp(-a w - w^2/2) below e^-40: the far end does not matter
@@ -53,13 +53,31 @@ def _mills_tail_moments(a, depth: int = 80):
 
 
 def _quadrature_moments(a, w, beta):
-    """log Z, mean, variance by Gauss-Legendre on ``u in [0, w]`` of ``exp(-a u - u^2/2)``."""
-    u = 0.5 * w[:, None] * (_GL_NODES + 1.0)
-    f = np.exp(-a[:, None] * u - 0.5 * u * u) * _GL_WEIGHTS
-    m0 = f.sum(axis=1)
-    eu = (f * u).sum(axis=1) / m0
-    vu = (f * (u - eu[:, None]) ** 2).sum(axis=1) / m0
-    return _log_phi(beta) + np.log(0.5 * w * m0), beta - eu, vu
+    """log Z, mean, variance by Gauss-Legendre on ``u in [0, w]`` of ``exp(-a u - u^2/2)``.
+
+    The number of nodes follows the span of the exponent over the interval (12, 24 or 64 nodes for
+    spans up to 2, 12 or 40): the rule is exact to rounding for that smooth factor in each tier.
+    """
+    log_z = np.empty(a.shape)
+    mean = np.empty(a.shape)
+    var = np.empty(a.shape)
+    span = np.abs(a) * w + 0.5 * w * w
+    lower = 0.0
+    for (nodes, weights), upper in _GL_TIERS:
+        sel = (span > lower) & (span <= upper) if lower else span <= upper
+        lower = upper
+        if not sel.any():
+            continue
+        ws, as_ = w[sel], a[sel]
+        u = 0.5 * ws[:, None] * (nodes + 1.0)
+        f = np.exp(-as_[:, None] * u - 0.5 * u * u) * weights
+        m0 = f.sum(axis=1)
+        eu = (f * u).sum(axis=1) / m0
+        vu = (f * (u - eu[:, None]) ** 2).sum(axis=1) / m0
+        log_z[sel] = _log_phi(beta[sel]) + np.log(0.5 * ws * m0)
+        mean[sel] = beta[sel] - eu
+        var[sel] = vu
+    return log_z, mean, var
 
 
 def standard_interval_moments(alpha, beta):

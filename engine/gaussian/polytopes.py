@@ -20,14 +20,14 @@ Methods (``method=``):
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 from ..errors import DGNInputError
 from ..polytope import Polytope
 from . import TruncatedMoments
 from .facets import facet_moments
 from .interval import standard_interval_moments
-from .planar import planar_log_mass, planar_moments, planar_slice_log_mass
+from .planar import cancels, planar_log_mass, planar_moments, planar_slice_log_mass, planar_slice_moments
+from .planar_batch import RegionGeometry, batch_planar_moments
 from .qmc import rqmc_moments
 from .solid import solid_log_mass
 from .triangulation import triangulation_moments
@@ -47,14 +47,14 @@ def _whiten(polytope: Polytope, mean: np.ndarray, cov: np.ndarray):
     nrm = np.linalg.norm(HL, axis=1)
     Nrm = HL / nrm[:, None]
     D = (c[None, :] - mean @ H.T) / nrm
-    Yv = solve_triangular(L, (polytope.vertices[None, :, :] - mean[:, None, :]).reshape(-1, S).T,
-                          lower=True).T.reshape(mean.shape[0], -1, S) if polytope.vertices.size else np.zeros(
-                              (mean.shape[0], 0, S))
-    Yr = solve_triangular(L, polytope.rays.T, lower=True).T if polytope.rays.size else np.zeros((0, S))
+    Linv = np.linalg.inv(L)
+    Yv = ((polytope.vertices[None, :, :] - mean[:, None, :]) @ Linv.T if polytope.vertices.size
+          else np.zeros((mean.shape[0], 0, S)))
+    Yr = polytope.rays @ Linv.T if polytope.rays.size else np.zeros((0, S))
     if Yr.size:
         Yr = Yr / np.linalg.norm(Yr, axis=1)[:, None]
     if polytope.lineality.size:
-        W = solve_triangular(L, polytope.lineality.T, lower=True)
+        W = Linv @ polytope.lineality.T
         Q, _ = np.linalg.qr(np.column_stack([W, np.eye(S)]))
         k = np.linalg.matrix_rank(W)
         Wq, Qc = Q[:, :k], Q[:, k:S]
@@ -90,6 +90,10 @@ def _solve(Nrm, D, Yv, Yr, moments, method, rng):
             if moments < 1:
                 return lm, None, None, rel
             mean, cov = facet_moments(Nrm, D, lm, lambda i, Nf, Df: _edge_solver(Nf, Df), moments)
+            if moments >= 2:
+                redo = cancels(mean, cov, lm, rel)  # E[yy^T] - m m^T cancels: law of total variance instead
+                if np.any(redo):
+                    _, mean[redo], cov[redo] = planar_slice_moments(Nrm, D[redo])
             return lm, mean, cov, rel
         lm, mean, cov, rel = planar_moments(Nrm, D, moments)
         return lm, mean, cov, rel
@@ -108,23 +112,39 @@ def _edge_solver(Nf, Df):
     return lz, m
 
 
+def _check(mean, cov, method):
+    if method not in METHODS:
+        raise DGNInputError("method", f"unknown integration method {method!r}",
+                            f"use one of {', '.join(METHODS)}")
+    mean = np.atleast_2d(np.asarray(mean, dtype=np.float64))
+    cov = np.asarray(cov, dtype=np.float64)
+    S = mean.shape[1]
+    if cov.shape != (S, S):
+        raise DGNInputError("cov", f"shape {cov.shape} does not match latent dimension {S}",
+                            "pass an (S, S) matrix")
+    return mean, cov
+
+
 def polytope_moments(polytope: Polytope, mean, cov, *, moments: int = 2, method: str = "auto",
                      rng=None) -> TruncatedMoments:
     """Mass (log), conditional mean and covariance of ``N(mean_n, cov)`` on ``polytope`` for each row n.
 
     ``log_mass_error`` is an absolute error bound on ``log_mass``: a rounding-level bound for the
     deterministic paths (from the measured cancellation of the planar edge sums), 3 standard errors
-    for ``rqmc``, None for ``triangulation`` (signed sums; no bound).
+    for ``rqmc``, None for ``triangulation`` (signed sums; no bound). S = 2 with ``method="auto"`` goes
+    through :func:`polytope_moments_batch` (one region), so single and batched results are identical.
     """
-    if method not in METHODS:
-        raise DGNInputError("method", f"unknown integration method {method!r}",
-                            f"use one of {', '.join(METHODS)}")
-    mean = np.atleast_2d(np.asarray(mean, dtype=np.float64))
-    cov = np.asarray(cov, dtype=np.float64)
+    mean, cov = _check(mean, cov, method)
+    if mean.shape[1] == 2 and method == "auto":
+        return polytope_moments_batch([polytope], mean[None], cov[None], moments=moments, method=method,
+                                      rng=rng)[0]
+    return _polytope_moments_single(polytope, mean, cov, moments=moments, method=method, rng=rng)
+
+
+def _polytope_moments_single(polytope: Polytope, mean, cov, *, moments: int = 2, method: str = "auto",
+                             rng=None) -> TruncatedMoments:
+    """The per-region path (whitening, lineality, every method); the batch's fallback."""
     N, S = mean.shape
-    if cov.shape != (S, S):
-        raise DGNInputError("cov", f"shape {cov.shape} does not match latent dimension {S}",
-                            "pass an (S, S) matrix")
     if polytope.H.shape[0] == 0:
         full = np.broadcast_to(cov, (N, S, S)).copy()
         return TruncatedMoments(np.zeros(N), mean.copy(), full, "whole-space", np.zeros(N))
@@ -166,10 +186,104 @@ def polytope_moments(polytope: Polytope, mean, cov, *, moments: int = 2, method:
     return TruncatedMoments(lm, mz, cz, name, log_err)
 
 
-def polytope_moments_batch(polytopes, means, covs, *, moments: int = 2, method: str = "auto", rng=None):
-    """Batched entry point: ``means`` (R, N, S), ``covs`` (R, S, S) -> list of R TruncatedMoments."""
-    return [polytope_moments(p, m, c, moments=moments, method=method, rng=rng)
-            for p, m, c in zip(polytopes, means, covs)]
+def _log_err(rel):
+    with np.errstate(invalid="ignore"):
+        return np.where(rel < 0.5, -np.log1p(-np.minimum(rel, 0.49)), np.inf)
+
+
+_CHUNK_PAIRS = 16384  # pairs per vectorised block (bounds the (pairs, edges, 40 nodes) arrays)
+
+
+def polytope_moments_batch(polytopes, means, covs, *, moments: int = 2, method: str = "auto", rng=None,
+                           need=None):
+    """Batched entry point: ``means`` (R, N, S), ``covs`` (R, S, S) -> list of R TruncatedMoments.
+
+    ``need`` (optional (R, N) bool): pairs with ``need[r, n]`` False are skipped and returned as
+    ``log_mass = -inf``, zero mean and covariance, ``log_mass_error = 0`` (for pairs whose term of
+    eq. 5 the caller has shown to be negligible). S = 2 with ``method="auto"`` is vectorised over all
+    (region, point) pairs (``planar_batch``); pairs whose edge sum cancels beyond the error budget,
+    and regions with lineality or degenerate rows, take the exact per-region path. Other cases loop
+    over regions (vectorised over points).
+    """
+    R = len(polytopes)
+    means = np.asarray(means, dtype=np.float64)
+    covs = np.asarray(covs, dtype=np.float64)
+    if means.ndim != 3 or means.shape[0] != R:
+        raise DGNInputError("means", f"shape {means.shape} is not (R={R}, N, S)", "pass an (R, N, S) array")
+    _, N, S = means.shape
+    if covs.shape != (R, S, S):
+        raise DGNInputError("covs", f"shape {covs.shape} is not (R={R}, S={S}, S={S})",
+                            "pass one (S, S) covariance per region")
+    if need is None:
+        need = np.ones((R, N), dtype=bool)
+    else:
+        need = np.asarray(need, dtype=bool)
+        if need.shape != (R, N):
+            raise DGNInputError("need", f"shape {need.shape} is not (R={R}, N={N})",
+                                "pass an (R, N) boolean mask")
+    _check(np.zeros((1, S)), covs[0] if R else np.eye(S), method)
+    log_mass = np.full((R, N), -np.inf)
+    mean_out = np.zeros((R, N, S)) if moments >= 1 else None
+    cov_out = np.zeros((R, N, S, S)) if moments >= 2 else None
+    err_out = np.zeros((R, N))
+    has_err = np.zeros(R, dtype=bool)
+    names = [None] * R
+    todo = np.ones(R, dtype=bool)
+    if S == 2 and method == "auto" and R:
+        geo = RegionGeometry(polytopes, covs)
+        if geo.chol is None:
+            raise DGNInputError("cov", "covariance is not symmetric positive definite",
+                                "pass a positive definite covariance")
+        todo = ~geo.ok
+        pr_all, pn_all = np.nonzero(need & geo.ok[:, None])
+        for s0 in range(0, pr_all.size, _CHUNK_PAIRS):
+            pr, pn = pr_all[s0:s0 + _CHUNK_PAIRS], pn_all[s0:s0 + _CHUNK_PAIRS]
+            mu = means[pr, pn]
+            with np.errstate(invalid="ignore"):
+                lm, my, cy, rel, flagged, D = batch_planar_moments(geo, pr, mu, moments)
+            if np.any(flagged):
+                for r in np.unique(pr[flagged]):
+                    sel = np.nonzero(flagged & (pr == r))[0]
+                    f = polytopes[r].H.shape[0]
+                    with np.errstate(invalid="ignore"):
+                        l2, m2, c2, r2 = planar_moments(geo.Nrm[r, :f], D[sel, :f], moments)
+                    lm[sel], rel[sel] = l2, r2
+                    if moments >= 1:
+                        my[sel] = np.where(np.isfinite(l2)[:, None], m2, 0.0)
+                    if moments >= 2:
+                        cy[sel] = np.where(np.isfinite(l2)[:, None, None], c2, 0.0)
+            log_mass[pr, pn] = lm
+            err_out[pr, pn] = _log_err(rel)
+            if moments >= 1:
+                Lp = geo.chol[pr]
+                fin = np.isfinite(lm)
+                mean_out[pr, pn] = np.where(fin[:, None], mu + np.einsum("pij,pj->pi", Lp, my), 0.0)
+                if moments >= 2:
+                    cov_out[pr, pn] = np.where(fin[:, None, None],
+                                               np.einsum("pij,pjk,plk->pil", Lp, cy, Lp), 0.0)
+        has_err[geo.ok] = True
+        for r in np.nonzero(geo.ok)[0]:
+            names[r] = "planar-owen"
+    for r in np.nonzero(todo)[0]:
+        rows = np.nonzero(need[r])[0]
+        if rows.size == 0:
+            continue
+        mean_r, cov_r = _check(means[r, rows], covs[r], method)
+        tm = _polytope_moments_single(polytopes[r], mean_r, cov_r, moments=moments, method=method, rng=rng)
+        names[r] = tm.method
+        log_mass[r, rows] = tm.log_mass
+        if moments >= 1 and tm.mean is not None:
+            mean_out[r, rows] = tm.mean
+        if moments >= 2 and tm.cov is not None:
+            cov_out[r, rows] = tm.cov
+        if tm.log_mass_error is not None:
+            has_err[r] = True
+            err_out[r, rows] = tm.log_mass_error
+    default = method if method != "auto" else ("planar-owen" if S == 2 else "solid-quadrature" if S == 3
+                                               else "rqmc")
+    return [TruncatedMoments(log_mass[r], None if mean_out is None else mean_out[r],
+                             None if cov_out is None else cov_out[r], names[r] or default,
+                             err_out[r] if has_err[r] else None) for r in range(R)]
 
 
 __all__ = ["polytope_moments", "polytope_moments_batch", "planar_log_mass"]

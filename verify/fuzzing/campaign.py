@@ -75,21 +75,36 @@ def run_chunk(prop: str, impl: str | None, seed: int, max_examples: int, round_i
     root = _repo_root()
     if root not in sys.path:
         sys.path.insert(0, root)
-    from hypothesis import HealthCheck, Phase, Verbosity, seed as hseed, settings
+    from hypothesis import HealthCheck, Phase, Verbosity, settings
+    from hypothesis import seed as hseed
     from hypothesis.errors import Unsatisfiable
     from hypothesis.reporting import with_reporter
 
     from verify import properties as P
 
     test = P.make_test(prop, impl)
-    test = settings(database=None, derandomize=False, max_examples=max_examples, deadline=None,
-                    suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet,
-                    phases=[Phase.generate, Phase.target, Phase.shrink], report_multiple_bugs=False,
-                    print_blob=False)(test)
+    test = settings(
+        database=None,
+        derandomize=False,
+        max_examples=max_examples,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        verbosity=Verbosity.quiet,
+        phases=[Phase.generate, Phase.target, Phase.shrink],
+        report_multiple_bugs=False,
+        print_blob=False,
+    )(test)
     test = hseed(seed)(test)
     P.CALLS[prop] = 0
     P.LAST_FAILURE.pop(prop, None)
-    out = {"property": prop, "round": round_index, "seed": seed, "examples": 0, "status": "ok", "failure": None}
+    out = {
+        "property": prop,
+        "round": round_index,
+        "seed": seed,
+        "examples": 0,
+        "status": "ok",
+        "failure": None,
+    }
     t0 = time.perf_counter()
     try:
         with with_reporter(lambda _msg: None):
@@ -116,20 +131,33 @@ def _message(exc: BaseException) -> str:
 def case_record(prop: str, case, impl: str | None, seed: int | None, message: str) -> dict:
     """The JSON case file: property, cpa-dgn model, data, aux seed, spec, impl, seed, message."""
     d = case.to_dict()
-    return {"format": CASE_FORMAT, "version": 1, "property": prop, "model": d["model"], "data": d["data"],
-            "aux_seed": d["aux_seed"], "spec": d["spec"], "impl": impl, "seed": seed, "message": message}
+    return {
+        "format": CASE_FORMAT,
+        "version": 1,
+        "property": prop,
+        "model": d["model"],
+        "data": d["data"],
+        "aux_seed": d["aux_seed"],
+        "spec": d["spec"],
+        "impl": impl,
+        "seed": seed,
+        "message": message,
+    }
 
 
 def case_key(record: dict) -> str:
-    payload = json.dumps([record["property"], record["model"], record["data"], record["aux_seed"]],
-                         sort_keys=True)
+    payload = json.dumps(
+        [record["property"], record["model"], record["data"], record["aux_seed"]], sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def case_size(record: dict) -> tuple:
     """Shrink order of cases: fewer parameters, fewer points, then the JSON text."""
-    n_params = sum(np.size(layer.get("weight", [])) + np.size(layer.get("bias", []))
-                   for layer in record["model"]["layers"])
+    n_params = sum(
+        np.size(layer.get("weight", [])) + np.size(layer.get("bias", []))
+        for layer in record["model"]["layers"]
+    )
     return (n_params, len(record["data"]), json.dumps(record["model"], sort_keys=True))
 
 
@@ -143,7 +171,9 @@ def load_case(path: str | Path) -> dict:
     except json.JSONDecodeError as exc:
         raise DGNInputError("case", f"is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if not isinstance(record, dict) or record.get("format") != CASE_FORMAT:
-        raise DGNInputError("case", f"is not a {CASE_FORMAT} file", "pass a case written by python -m verify fuzz")
+        raise DGNInputError(
+            "case", f"is not a {CASE_FORMAT} file", "pass a case written by python -m verify fuzz"
+        )
     for key in ("property", "model", "data"):
         if key not in record:
             raise DGNInputError(f"case.{key}", "is missing")
@@ -268,30 +298,49 @@ class CampaignResult:
             s[0] += c["examples"]
             s[1] += 1
             s[2] += c["status"] == "failed"
-        lines = [f"fuzz campaign seed {self.seed} on {self.impl or 'dgnexact'} ({self.mode}): "
-                 f"{self.examples} examples in {len(self.chunks)} chunks, {self.elapsed:.1f} s"]
+        lines = [
+            f"fuzz campaign seed {self.seed} on {self.impl or 'dgnexact'} ({self.mode}): "
+            f"{self.examples} examples in {len(self.chunks)} chunks, {self.elapsed:.1f} s"
+        ]
         findings = self.findings()
         for prop in self.properties:
             ex, ch, bad = by_prop.get(prop, [0, 0, 0])
             n = len(findings.get(prop, []))
-            lines.append(f"  {prop:<18} {ex:>6} examples {ch:>4} chunks  "
-                         + (f"FAILED in {bad} chunk(s), {n} distinct minimal case(s)" if bad else "ok"))
+            lines.append(
+                f"  {prop:<18} {ex:>6} examples {ch:>4} chunks  "
+                + (f"FAILED in {bad} chunk(s), {n} distinct minimal case(s)" if bad else "ok")
+            )
         if findings:
             lines.append("minimal cases:")
             for prop, recs in findings.items():
                 rec = recs[0]
-                widths = [rec["model"]["latent_dim"]] + [len(layer["bias"]) for layer in rec["model"]["layers"]
-                                                         if layer["type"] == "linear"]
-                lines.append(f"  {prop}: widths {widths}, {len(rec['data'])} point(s): {rec['message'][:300]}")
+                widths = [rec["model"]["latent_dim"]] + [
+                    len(layer["bias"]) for layer in rec["model"]["layers"] if layer["type"] == "linear"
+                ]
+                lines.append(
+                    f"  {prop}: widths {widths}, {len(rec['data'])} point(s): {rec['message'][:300]}"
+                )
         if paths:
-            lines.append(f"{len(paths)} case file(s) written to {paths[0].parent}; re-run one with "
-                         "python -m verify replay CASE.json")
+            lines.append(
+                f"{len(paths)} case file(s) written to {paths[0].parent}; re-run one with "
+                "python -m verify replay CASE.json"
+            )
         return "\n".join(lines)
 
 
-def run_campaign(budget: float, *, impl: str | None = None, workers: int = 1, scheduler=None, seed: int = 0,
-                 properties: list[str] | None = None, chunk_examples: int = 20, max_rounds: int | None = None,
-                 stop_on_failure: bool = False, log: Callable[[str], None] | None = None) -> CampaignResult:
+def run_campaign(
+    budget: float,
+    *,
+    impl: str | None = None,
+    workers: int = 1,
+    scheduler=None,
+    seed: int = 0,
+    properties: list[str] | None = None,
+    chunk_examples: int = 20,
+    max_rounds: int | None = None,
+    stop_on_failure: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> CampaignResult:
     """Run property chunks until ``budget`` seconds are spent (see the module docstring).
 
     ``scheduler`` is a Dask scheduler address (or a ``distributed.Client``); otherwise ``workers``
@@ -307,7 +356,9 @@ def run_campaign(budget: float, *, impl: str | None = None, workers: int = 1, sc
     names = properties or [p.name for p in P.properties_for(impl)]
     for name in names:
         if name not in P.PROPERTIES:
-            raise DGNInputError("properties", f"unknown property {name!r}", f"choose from {', '.join(P.PROPERTIES)}")
+            raise DGNInputError(
+                "properties", f"unknown property {name!r}", f"choose from {', '.join(P.PROPERTIES)}"
+            )
     if workers < 1:
         raise DGNInputError("workers", f"must be >= 1, got {workers}")
     if scheduler is not None:
@@ -319,7 +370,9 @@ def run_campaign(budget: float, *, impl: str | None = None, workers: int = 1, sc
     slots = 1 if mode == "inline" else (workers if scheduler is None else max(2, _dask_threads(ex)))
     result = CampaignResult(seed=seed, properties=list(names), impl=impl, mode=mode)
     t0 = time.perf_counter()
-    queue = ((k, i, name) for k in (range(max_rounds) if max_rounds else _count()) for i, name in enumerate(names))
+    queue = (
+        (k, i, name) for k in (range(max_rounds) if max_rounds else _count()) for i, name in enumerate(names)
+    )
     pending: list = []
     stop = False
     try:

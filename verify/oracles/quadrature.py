@@ -106,11 +106,10 @@ def _peak_points(logf, lo, hi):
 def _memo(fn):
     cache = {}
 
-    def wrapped(z):
-        key = z
-        if key not in cache:
-            cache[key] = fn(z)
-        return cache[key]
+    def wrapped(*z):
+        if z not in cache:
+            cache[z] = fn(*z)
+        return cache[z]
 
     return wrapped
 
@@ -317,3 +316,137 @@ def quad_s2(net: Network, x, part, dps: int = 30) -> QuadResult:
             float(mom),
             dps,
         )
+
+
+def polygon_moments_mp(Nrm, D, dps: int = 40):
+    """Mass, mean and covariance of ``y ~ N(0, I_2)`` on the polygon ``{y : Nrm y <= D}`` by mpmath.
+
+    Independent of the engine's planar code (no Owen T, no divergence theorem): coordinates
+    ``y = t u + v w`` with ``u`` the direction of the polygon point closest to the origin (found by
+    brute-force over edges and vertices in mpmath), the outer integral over ``t`` by tanh-sinh split at
+    every vertex height and at ``t0 + k / max(1, t0)`` around the near end, the inner one over ``v`` in
+    closed form (``ncdf`` differences taken on the far side of 0, so no cancellation in any tail). The
+    covariance is integrated about the mean (two passes), so no large terms cancel. Returns
+    ``(log_mass, mean (2,), cov (2, 2), rel_err)`` as floats; rel_err is mp.quad's estimate for the mass.
+    """
+    Nrm = np.asarray(Nrm, dtype=np.float64)
+    D = np.asarray(D, dtype=np.float64)
+    with mp.workdps(dps):
+        rows = [(mp.mpf(float(a)), mp.mpf(float(b)), mp.mpf(float(d))) for (a, b), d in zip(Nrm, D)]
+        # vertices and the closest point (brute force)
+        cands = []
+        for i, (a, b, d) in enumerate(rows):
+            nn = a * a + b * b
+            cands.append((a * d / nn, b * d / nn))  # foot of the perpendicular
+            for a2, b2, d2 in rows[i + 1:]:
+                det = a * b2 - b * a2
+                if abs(det) > mp.mpf(10) ** (-12):
+                    cands.append(((d * b2 - b * d2) / det, (a * d2 - d * a2) / det))
+        tol = mp.mpf(10) ** (-20)
+
+        def feasible(p):
+            return all(a * p[0] + b * p[1] <= d + tol * (1 + abs(d)) for a, b, d in rows)
+
+        if all(d > 0 for _, _, d in rows):
+            closest = (mp.mpf(0), mp.mpf(0))
+        else:
+            pts = [p for p in cands if feasible(p)]
+            closest = min(pts, key=lambda p: p[0] ** 2 + p[1] ** 2)
+        r0 = mp.sqrt(closest[0] ** 2 + closest[1] ** 2)
+        if r0 > mp.mpf(10) ** (-8):
+            u = (closest[0] / r0, closest[1] / r0)
+        else:
+            u = (mp.mpf(0.6), mp.mpf(0.8))  # generic direction (not parallel to a network edge)
+        w = (-u[1], u[0])
+        # rows in (t, v) coordinates: at t + bt v <= d
+        tv = [(a * u[0] + b * u[1], a * w[0] + b * w[1], d) for a, b, d in rows]
+        verts = []
+        for i, (a, b, d) in enumerate(tv):
+            for a2, b2, d2 in tv[i + 1:]:
+                det = a * b2 - b * a2
+                if abs(det) > mp.mpf(10) ** (-12):
+                    p = ((d * b2 - b * d2) / det, (a * d2 - d * a2) / det)
+                    if all(aa * p[0] + bb * p[1] <= dd + tol * (1 + abs(dd)) for aa, bb, dd in tv):
+                        verts.append(p[0])
+
+        def seg(t):
+            lo, hi = -mp.inf, mp.inf
+            for a, b, d in tv:
+                if abs(b) < mp.mpf(10) ** (-30):
+                    if a * t > d:
+                        return None
+                    continue
+                q = (d - a * t) / b
+                if b > 0:
+                    hi = min(hi, q)
+                else:
+                    lo = max(lo, q)
+            return (lo, hi) if lo < hi else None
+
+        def tail(x):  # P(N > x) without cancellation
+            return mp.ncdf(-x)
+
+        def inner(t, cv=None):
+            """(Z, int v phi, int (v - cv)^2 phi) over the slice at t."""
+            s = seg(t)
+            if s is None:
+                return mp.mpf(0), mp.mpf(0), mp.mpf(0)
+            lo, hi = s
+            if lo >= 0:
+                Z = tail(lo) - tail(hi) if hi != mp.inf else tail(lo)
+            elif hi <= 0:
+                Z = tail(-hi) - tail(-lo) if lo != -mp.inf else tail(-hi)
+            else:
+                Z = 1 - tail(hi) - tail(-lo)
+            plo = mp.npdf(lo) if lo != -mp.inf else mp.mpf(0)
+            phi = mp.npdf(hi) if hi != mp.inf else mp.mpf(0)
+            S1 = plo - phi
+            if cv is None:
+                return Z, S1, mp.mpf(0)
+            # int (v - cv)^2 phi = int v^2 phi - 2 cv S1 + cv^2 Z, int v^2 phi = Z + lo plo - hi phi
+            lp = lo * plo if lo != -mp.inf else mp.mpf(0)
+            hp = hi * phi if hi != mp.inf else mp.mpf(0)
+            S2 = Z + lp - hp
+            return Z, S1, S2 - 2 * cv * S1 + cv * cv * Z
+
+        t_lo = min(verts) if verts else -mp.inf
+        t_hi = max(verts) if verts else mp.inf
+        # unbounded directions: test far points
+        big = mp.mpf(10) ** 6
+        if seg(t_lo - 1 if t_lo != -mp.inf else -big) is not None:
+            t_lo = -mp.inf
+        if seg(t_hi + 1 if t_hi != mp.inf else big) is not None:
+            t_hi = mp.inf
+        t0 = max(r0, mp.mpf(0)) if r0 > 0 else mp.mpf(0)
+        sc = 1 / max(mp.mpf(1), t0)
+        split = {t_lo, t_hi} | {v for v in verts if t_lo < v < t_hi}
+        for k in (0, 0.25, 0.5, 1, 2, 4, 8, 16, 32, -0.5, -1, -2, -4, -8):
+            p = t0 + k * sc
+            if t_lo < p < t_hi:
+                split.add(p)
+        pts = sorted(split)
+        ref = t0 * t0 / 2  # scale the integrand to O(1) near the mode
+
+        def out_w(t):
+            return mp.exp(-t * t / 2 + ref) / mp.sqrt(2 * mp.pi)
+
+        cache = {}
+
+        def I(t):
+            if t not in cache:
+                cache[t] = inner(t)
+            return cache[t]
+
+        M0, e0 = mp.quad(lambda t: out_w(t) * I(t)[0], pts, error=True)
+        Mt = mp.quad(lambda t: out_w(t) * t * I(t)[0], pts)
+        Mv = mp.quad(lambda t: out_w(t) * I(t)[1], pts)
+        mt, mv = Mt / M0, Mv / M0
+        Ctt = mp.quad(lambda t: out_w(t) * (t - mt) ** 2 * I(t)[0], pts) / M0
+        Ctv = mp.quad(lambda t: out_w(t) * (t - mt) * (I(t)[1] - mv * I(t)[0]), pts) / M0
+        Cvv = mp.quad(lambda t: out_w(t) * inner(t, mv)[2], pts) / M0
+        log_mass = mp.log(M0) - ref
+        U = mp.matrix([[u[0], w[0]], [u[1], w[1]]])
+        m = U * mp.matrix([mt, mv])
+        C = U * mp.matrix([[Ctt, Ctv], [Ctv, Cvv]]) * U.T
+        return (float(log_mass), np.array([float(m[0]), float(m[1])]),
+                np.array([[float(C[i, j]) for j in range(2)] for i in range(2)]), float(e0 / M0))

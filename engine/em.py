@@ -1,0 +1,747 @@
+"""Exact, monotone EM for CPA generative networks (paper Sec. 4.1-4.2, Appendix G).
+
+Notation. The decoder alternates linear layers ``u^l = W^l h^l + v^l`` (``h^1 = z``) and CPA
+activations ``h^{l+1} = D^l u^l`` whose slope matrix ``D^l_omega`` is constant on each region omega of
+the partition (Lemma 3). On omega every quantity is affine in z (eq. 2, eq. 8), so for every linear
+layer l::
+
+    h^l(z)  = P^l_omega z + p^l_omega                    (input of layer l; P^1 = I, p^1 = 0)
+    g(z)    = B^l_omega (W^l h^l(z) + v^l) + r^l_omega     (B^l = W^L D^{L-1} ... W^{l+1} D^l, B^L = I)
+    g(z)    = A_omega z + b_omega                         (eq. 2)
+
+``r^l_omega`` collects the biases after layer l. With ``z_hat = [z; 1]`` the posterior statistics of
+Sec. 4.1, ``e0 = E[1_omega]``, ``e1 = E[z 1_omega]``, ``E2 = E[z z^T 1_omega]`` (taken under the
+current parameters theta_t), enter every formula below only through the per-region sums over data::
+
+    M_omega  = sum_n [[E2, e1], [e1^T, e0]]_{n omega}            (S+1, S+1)
+    X_omega  = sum_n x_n [e1; e0]^T_{n omega}                     (D, S+1)
+
+E-step (Sec. 4.1). :func:`expected_complete_loglik` returns, per point,
+``Q_n(theta; theta_t) = E_{z|x_n, theta_t}[log p(x_n | z, theta) + log p(z | theta)]``::
+
+    Q_n = -1/2 log|2 pi Sigma_x| - 1/2 log|2 pi Sigma_z| - 1/2 tr(Sigma_z^-1 E[z z^T | x_n])
+          -1/2 sum_omega e0 [(x - A m - b)^T Sigma_x^-1 (x - A m - b) + tr(A^T Sigma_x^-1 A C)]
+
+with ``m = e1/e0`` and ``C = E2/e0 - m m^T`` the conditional moments on omega and (A, b) the affine
+map of theta on the regions of theta_t (the paper's E-step formula, written about the conditional
+mean so that no large terms cancel). When theta moves only the last layer or the covariances the
+regions do not move and this is exactly Q; otherwise it is the frozen-mask surrogate of NOTES §3.
+
+M-step (Sec. 4.2, Appendix G; derived here). Write ``Lam = Sigma_x^-1``, ``Theta = [W^l, v^l]``,
+``P_hat = [[P, p], [0, 1]]`` so that ``[h^l; 1] = P_hat z_hat``. Then, with the masks of theta_t,
+
+    C_omega = P_hat M_omega P_hat^T,   K_omega = B^T Lam B,   hbar_omega = P_hat M_omega[:, S]
+    Y = sum_omega B^T Lam (X_omega P_hat^T - r hbar^T)                          (m, n+1)
+    (sum_omega C_omega (x) K_omega) vec(Theta) = vec(Y)                          (normal equations)
+
+because Q is a convex quadratic in Theta with gradient ``sum_omega B^T Lam (X P_hat^T - r hbar^T
+- B Theta C)``. Its bias block is the paper's ``v^{l*}`` (Sec. 4.2) at the new W, with the left factor
+weighted by e0, ``sum_x sum_omega e0 B^T Lam B`` (the printed formula omits e0). For the
+last layer ``B = I, r = 0``, the system factorises and Lam cancels:
+``[W^L, v^L] = (sum_omega X_omega P_hat^T) (sum_omega C_omega)^-1``, a weighted least squares.
+A proximal ridge ``lam_r/2 |Theta - Theta_t|^2`` with ``lam_r = 1e-12 tr(G)/dim`` keeps the system
+definite when units are dead; it keeps Q(new) >= Q(old) (the proximal term is >= 0).
+
+``Sigma_x``: with the new decoder, ``S_x = (1/N) sum_n sum_omega e0 [(x - A m - b)(x - A m - b)^T
++ A C A^T]``; full: ``S_x``; diagonal: ``diag(S_x)``; isotropic: ``tr(S_x)/D``; each the exact
+maximiser of Q over its family, clipped from below at ``min_cov_x`` (the constrained maximiser, so
+still monotone). ``Sigma_z`` (optional): ``(1/N) sum_n E[z z^T | x_n]``. Note the scale trade-off
+``(Sigma_z, W^1) ~ (L Sigma_z L^T, W^1 L^-1)``: learning both leaves the model unchanged up to that
+reparametrisation, so ``Sigma_z = I`` is the default.
+
+Monotonicity. Updates of the last layer, Sigma_x and Sigma_z leave the partition in place and are
+exact M-steps (the EM argument gives log p >= its old value). An inner layer's frozen-mask update
+maximises only a surrogate, so it is guarded by the exact log-likelihood (``engine.evaluate``):
+accepted when the mean log-likelihood does not decrease, else halved toward the current parameters
+up to ``max_backtracks`` times, else rejected. Every accepted evaluation is the E-step of the next
+update (a generalised EM with fresh statistics). Default ``sweep="chain"``: exact step first, then
+the inner layers top-down, each guarded (the first accepted guard validates the exact step too); if
+all are rejected the exact step alone is evaluated on the unchanged partition. Even the exact step
+is guarded: if rounding made the exact log-likelihood fall, it is undone. Hence
+``log_likelihoods_`` never decreases.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.linalg import LinAlgError, cho_factor, cho_solve, solve_triangular
+
+from .distributions import Evaluation, evaluate
+from .errors import DGNInputError, RegionBudgetError, check_finite
+from .network import Linear, Network, load_network, random_network
+from .partition import DEFAULT_MAX_REGIONS, Partition
+
+_LOG_2PI = np.log(2.0 * np.pi)
+COV_X_TYPES = ("isotropic", "diagonal", "full")
+_RIDGE = 1e-12
+_CHUNK_FLOATS = 4_000_000
+
+
+# --------------------------------------------------------------------------- frozen-mask maps
+@dataclass
+class FrozenMaps:
+    """Per-region affine structure of ``net`` with the activation masks of ``part`` (eq. 2, eq. 8).
+
+    ``P[k], p[k]``: input of linear layer k as an affine function of z, (R, n_k, S), (R, n_k).
+    ``B[k], r[k]``: ``g = B (W h + v) + r`` on each region, (R, D, m_k), (R, D).
+    ``A, b``: the decoder's affine map (R, D, S), (R, D). Keys are indices into ``net.layers``.
+    """
+
+    P: dict[int, np.ndarray]
+    p: dict[int, np.ndarray]
+    B: dict[int, np.ndarray]
+    r: dict[int, np.ndarray]
+    A: np.ndarray
+    b: np.ndarray
+
+
+def _region_slopes(net: Network, signs: np.ndarray) -> dict[int, np.ndarray]:
+    """Diagonal of ``D^l_omega`` for every activation layer: {layer index: (R, width)}."""
+    out, start = {}, 0
+    for i, act in net.activations:
+        width = net._width_before(i)
+        out[i] = act.slopes(signs[:, start:start + width])
+        start += width
+    return out
+
+
+def frozen_maps(net: Network, part: Partition) -> FrozenMaps:
+    """The affine maps of ``net``'s layers on the regions of ``part`` (masks taken from ``part``)."""
+    R, S, D = len(part), net.latent_dim, net.data_dim
+    slopes = _region_slopes(net, part.signs)
+    P, p = {}, {}
+    M = np.broadcast_to(np.eye(S), (R, S, S))
+    m = np.zeros((R, S))
+    for i, layer in enumerate(net.layers):
+        if isinstance(layer, Linear):
+            P[i], p[i] = M, m
+            M = np.einsum("oi,ris->ros", layer.weight, M)
+            m = m @ layer.weight.T + layer.bias
+        else:
+            M = slopes[i][:, :, None] * M
+            m = slopes[i] * m
+    B, r = {}, {}
+    Bc = np.broadcast_to(np.eye(D), (R, D, D))
+    rc = np.zeros((R, D))
+    for i in range(len(net.layers) - 1, -1, -1):
+        layer = net.layers[i]
+        if isinstance(layer, Linear):
+            B[i], r[i] = Bc, rc
+            rc = rc + np.einsum("rdo,o->rd", Bc, layer.bias)
+            Bc = np.einsum("rdo,oi->rdi", Bc, layer.weight)
+        else:
+            Bc = Bc * slopes[i][:, None, :]
+    return FrozenMaps(P, p, B, r, np.ascontiguousarray(M), m)
+
+
+def repartition(net: Network, part: Partition) -> Partition:
+    """``part`` with the affine maps of ``net``, for a ``net`` whose inner layers equal ``part.net``'s.
+
+    Updates of the last layer (and of the covariances) do not move the regions; only A, b change.
+    """
+    fm = frozen_maps(net, part)
+    out = copy.copy(part)  # keeps the regions' polytopes, sign lookup and adjacency
+    out.net = net
+    out.regions = [dataclasses.replace(r, A=fm.A[i], b=fm.b[i]) for i, r in enumerate(part)]
+    out.A, out.b = fm.A, fm.b
+    return out
+
+
+# --------------------------------------------------------------------------- E-step statistics
+@dataclass
+class Statistics:
+    """Per-region sums over the data of the Sec. 4.1 moments (see the module docstring)."""
+
+    n: int
+    M: np.ndarray  # (R, S+1, S+1)  sum_n [[E2, e1], [e1^T, e0]]
+    X: np.ndarray  # (R, D, S+1)    sum_n x_n [e1; e0]^T
+    Ezz: np.ndarray  # (S, S)       sum_n E[z z^T | x_n]
+
+
+def _check_data(net: Network, X) -> np.ndarray:
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DGNInputError("data", "is not a numeric array") from None
+    if X.ndim == 1 and net.data_dim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[1] != net.data_dim:
+        raise DGNInputError("data", f"has shape {X.shape} but the network's output dimension D is "
+                            f"{net.data_dim}", f"give an (N, {net.data_dim}) array")
+    if X.shape[0] == 0:
+        raise DGNInputError("data", "has no rows", "give at least one data point")
+    check_finite("data", X)
+    return X
+
+
+def _weights(ev: Evaluation) -> np.ndarray:
+    return np.exp(ev.region_log_weights)
+
+
+def statistics(ev: Evaluation, X: np.ndarray) -> Statistics:
+    """Sum the E-step moments e0, e1, E2 (Sec. 4.1) over the data, per region."""
+    w = _weights(ev)  # (N, R)
+    m = np.where(w[..., None] > 0, ev.region_means, 0.0)
+    C = np.where(w[..., None, None] > 0, ev.region_covs, 0.0)
+    N, R, S = m.shape
+    e1 = w[..., None] * m
+    M = np.empty((R, S + 1, S + 1))
+    M[:, :S, :S] = np.einsum("nr,nrst->rst", w, C) + np.einsum("nrs,nrt->rst", e1, m)
+    M[:, :S, S] = e1.sum(axis=0)
+    M[:, S, :S] = M[:, :S, S]
+    M[:, S, S] = w.sum(axis=0)
+    Xs = np.empty((R, X.shape[1], S + 1))
+    Xs[:, :, :S] = np.einsum("nd,nrs->rds", X, e1)
+    Xs[:, :, S] = w.T @ X
+    Ezz = M[:, :S, :S].sum(axis=0)
+    return Statistics(N, M, Xs, 0.5 * (Ezz + Ezz.T))
+
+
+def _residual_moments(fm: FrozenMaps, ev: Evaluation, X: np.ndarray, full: bool) -> np.ndarray:
+    """``sum_n sum_omega e0 [(x - A m - b)(...)^T + A C A^T]``: (D, D) if full else its diagonal (D,)."""
+    w = _weights(ev)
+    N, R = w.shape
+    D = X.shape[1]
+    mean = np.where(w[..., None] > 0, ev.region_means, 0.0)
+    C = np.where(w[..., None, None] > 0, ev.region_covs, 0.0)
+    Cw = np.einsum("nr,nrst->rst", w, C)
+    out = np.zeros((D, D) if full else D)
+    chunk = max(1, _CHUNK_FLOATS // max(1, R * D))
+    for s in range(0, N, chunk):
+        e = X[s:s + chunk, None, :] - np.einsum("rds,nrs->nrd", fm.A, mean[s:s + chunk]) - fm.b[None]
+        ws = w[s:s + chunk]
+        if full:
+            out += np.einsum("nr,nrd,nre->de", ws, e, e)
+        else:
+            out += np.einsum("nr,nrd,nrd->d", ws, e, e)
+    if full:
+        out += np.einsum("rds,rst,ret->de", fm.A, Cw, fm.A)
+        return 0.5 * (out + out.T)
+    return out + np.einsum("rds,rst,rdt->d", fm.A, Cw, fm.A)
+
+
+def expected_complete_loglik(net: Network, X, ev: Evaluation) -> np.ndarray:
+    """Per-point ``Q_n(theta; theta_t)`` of Sec. 4.1 for theta = ``net`` and the E-step ``ev`` (theta_t).
+
+    The regions and masks are those of ``ev.partition``; see the module docstring for the formula.
+    """
+    X = _check_data(net, X)
+    part = ev.partition
+    fm = frozen_maps(net, part)
+    w = _weights(ev)
+    mean = np.where(w[..., None] > 0, ev.region_means, 0.0)
+    C = np.where(w[..., None, None] > 0, ev.region_covs, 0.0)
+    S, D = net.latent_dim, net.data_dim
+    chol_x = np.linalg.cholesky(net.cov_x)
+    chol_z = np.linalg.cholesky(net.cov_z)
+    R = len(part)
+    A_w = solve_triangular(chol_x, fm.A.transpose(1, 0, 2).reshape(D, -1), lower=True)
+    A_w = A_w.reshape(D, R, S).transpose(1, 0, 2)
+    b_w = solve_triangular(chol_x, fm.b.T, lower=True).T
+    X_w = solve_triangular(chol_x, X.T, lower=True).T
+    K = np.einsum("rds,rdt->rst", A_w, A_w)
+    e = X_w[:, None, :] - np.einsum("rds,nrs->nrd", A_w, mean) - b_w[None]
+    quad_x = np.einsum("nr,nrd,nrd->n", w, e, e) + np.einsum("nr,rst,nrst->n", w, K, C)
+    inv_chol_z = solve_triangular(chol_z, np.eye(S), lower=True)
+    prec_z = inv_chol_z.T @ inv_chol_z
+    Ezz = ev.posterior_cov + np.einsum("ns,nt->nst", ev.posterior_mean, ev.posterior_mean)
+    quad_z = np.einsum("st,nst->n", prec_z, Ezz)
+    logdet_x = 2.0 * np.log(np.diag(chol_x)).sum()
+    logdet_z = 2.0 * np.log(np.diag(chol_z)).sum()
+    return -0.5 * ((D + S) * _LOG_2PI + logdet_x + logdet_z + quad_x + quad_z)
+
+
+# --------------------------------------------------------------------------- M-step
+def _linear_indices(net: Network) -> list[int]:
+    return [i for i, layer in enumerate(net.layers) if isinstance(layer, Linear)]
+
+
+def _solve_spd(G: np.ndarray, rhs: np.ndarray, x0: np.ndarray) -> np.ndarray:
+    """Solve ``(G + lam I) x = rhs + lam x0`` (proximal ridge toward x0, lam = 1e-12 tr(G)/dim)."""
+    q = G.shape[0]
+    lam = _RIDGE * max(np.trace(G) / q, np.finfo(float).tiny)
+    Gr = G + lam * np.eye(q)
+    r = rhs + lam * x0
+    try:
+        return cho_solve(cho_factor(Gr), r)
+    except LinAlgError:
+        return np.linalg.lstsq(Gr, r, rcond=None)[0]
+
+
+def layer_update(net: Network, stats: Statistics, fm: FrozenMaps, index: int) -> Linear:
+    """Closed-form (frozen-mask) maximiser of Q over ``[W^l, v^l]`` of layer ``net.layers[index]``.
+
+    Normal equations ``(sum_omega C_omega (x) B^T Lam B) vec Theta = vec(sum_omega B^T Lam (X P_hat^T
+    - r hbar^T))`` (module docstring). For the last layer this is exact and reduces to a weighted
+    least squares ``Theta = (sum X P_hat^T)(sum C)^-1`` independent of Sigma_x.
+    """
+    layer = net.layers[index]
+    assert isinstance(layer, Linear)
+    m_out, n_in = layer.weight.shape
+    S = net.latent_dim
+    P, p = fm.P[index], fm.p[index]
+    R = P.shape[0]
+    P_hat = np.zeros((R, n_in + 1, S + 1))
+    P_hat[:, :n_in, :S] = P
+    P_hat[:, :n_in, S] = p
+    P_hat[:, n_in, S] = 1.0
+    C = np.einsum("ris,rst,rjt->rij", P_hat, stats.M, P_hat)  # sum_n E[1_omega h_hat h_hat^T]
+    XP = np.einsum("rds,ris->rdi", stats.X, P_hat)  # sum_n x E[1_omega h_hat]^T
+    theta0 = np.hstack([layer.weight, layer.bias[:, None]])
+    if index == len(net.layers) - 1:
+        Ct = C.sum(axis=0)
+        Yt = XP.sum(axis=0)
+        # (Ct + lam I) Theta^T = Yt^T + lam Theta_t^T, the Lam-weighted proximal ridge
+        theta = _solve_spd(Ct, Yt.T, theta0.T).T
+    else:
+        hbar = np.einsum("ris,rs->ri", P_hat, stats.M[:, :, S])
+        prec_x = np.linalg.inv(net.cov_x)
+        B, r = fm.B[index], fm.r[index]
+        LB = np.einsum("de,rem->rdm", prec_x, B)
+        K = np.einsum("rdm,rdk->rmk", B, LB)
+        Y = np.einsum("rdm,rdi->mi", LB, XP) - np.einsum("rdm,rd,ri->mi", LB, r, hbar)
+        q = m_out * (n_in + 1)
+        G = (C.reshape(R, -1).T @ K.reshape(R, -1)).reshape(n_in + 1, n_in + 1, m_out, m_out)
+        G = G.transpose(0, 2, 1, 3).reshape(q, q)
+        G = 0.5 * (G + G.T)
+        sol = _solve_spd(G, Y.T.reshape(-1), theta0.T.reshape(-1))
+        theta = sol.reshape(n_in + 1, m_out).T
+    return Linear(np.ascontiguousarray(theta[:, :n_in]), np.ascontiguousarray(theta[:, n_in]))
+
+
+def cov_x_update(net: Network, ev: Evaluation, X: np.ndarray, cov_x_type: str, floor: float) -> Any:
+    """Exact M-step for ``Sigma_x`` in its family (isotropic number, diagonal list or full matrix).
+
+    ``S_x = (1/N) sum_n sum_omega e0 [(x - A m - b)(x - A m - b)^T + A C A^T]`` with (A, b) of ``net``
+    on the regions of ``ev``; isotropic ``tr(S_x)/D``, diagonal ``diag(S_x)``, full ``S_x``; variances
+    (eigenvalues for full) clipped below at ``floor``, the maximiser over ``{Sigma_x >= floor I}``.
+    """
+    fm = frozen_maps(net, ev.partition)
+    N = X.shape[0]
+    if cov_x_type == "full":
+        Sx = _residual_moments(fm, ev, X, full=True) / N
+        vals, vecs = np.linalg.eigh(Sx)
+        Sx = (vecs * np.maximum(vals, floor)) @ vecs.T
+        return 0.5 * (Sx + Sx.T)
+    diag = _residual_moments(fm, ev, X, full=False) / N
+    if cov_x_type == "diagonal":
+        return np.maximum(diag, floor)
+    return float(max(diag.mean(), floor))
+
+
+def cov_z_update(stats: Statistics) -> np.ndarray:
+    """Exact M-step ``Sigma_z = (1/N) sum_n E[z z^T | x_n]`` (maximiser of the prior term of Q)."""
+    return stats.Ezz / stats.n
+
+
+def project_cov_x(cov_x: np.ndarray, cov_x_type: str, floor: float) -> Any:
+    """Cast a full covariance into the chosen family (and floor it), as a cpa-dgn spec."""
+    if cov_x_type == "isotropic":
+        return float(max(np.trace(cov_x) / cov_x.shape[0], floor))
+    if cov_x_type == "diagonal":
+        return np.maximum(np.diag(cov_x).copy(), floor)
+    vals, vecs = np.linalg.eigh(cov_x)
+    out = (vecs * np.maximum(vals, floor)) @ vecs.T
+    return 0.5 * (out + out.T)
+
+
+# --------------------------------------------------------------------------- initialisation
+def init_random(widths: list[int], X, activation: str = "relu", negative_slope: float = 0.1,
+                rng=None) -> Network:
+    """A random network (He-style weights) whose output layer is shifted/scaled to the data.
+
+    The last layer's bias is the data mean and its weights are scaled so that g(z) has roughly the
+    data's spread; ``cov_x`` starts at the mean per-dimension data variance (isotropic).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    net = random_network(widths, activation=activation, negative_slope=negative_slope, rng=rng)
+    G = net.forward(np.random.default_rng(rng).standard_normal((2000, widths[0])))
+    scale = np.sqrt(X.var(axis=0).mean() / max(G.var(axis=0).mean(), 1e-300))
+    last = net.layers[-1]
+    bias = X.mean(axis=0) - scale * (G.mean(axis=0) - last.bias)
+    layers = list(net.layers[:-1]) + [Linear(last.weight * scale, bias)]
+    return net.replace(layers=layers, cov_x=float(max(X.var(axis=0).mean(), 1e-12)))
+
+
+def init_pca(widths: list[int], X, activation: str = "relu", negative_slope: float = 0.1,
+             rng=None, n_fit: int = 4000) -> Network:
+    """Start from probabilistic PCA (Tipping and Bishop): the ML linear decoder, then a CPA net near it.
+
+    With ``widths = [S, D]`` (a linear decoder) this returns the PPCA maximum-likelihood solution
+    ``W = U_S (Lambda_S - sigma^2 I)^{1/2}``, ``v = mean``, ``Sigma_x = sigma^2 I`` (covariances with
+    the 1/N normalisation), so EM starts at its fixed point. For a deep net the inner layers are
+    random and the last layer is the least-squares fit of the PPCA decoder ``mean + W z`` on
+    ``n_fit`` prior draws of z; ``cov_x`` is sigma^2 plus that fit's residual variance.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    S, D = widths[0], widths[-1]
+    N = X.shape[0]
+    mean = X.mean(axis=0)
+    cov = (X - mean).T @ (X - mean) / N
+    vals, vecs = np.linalg.eigh(cov)
+    vals, vecs = vals[::-1], vecs[:, ::-1]
+    sigma2 = float(vals[S:].mean()) if S < D else float(max(vals.min() * 1e-3, 1e-12))
+    sigma2 = max(sigma2, 1e-12 * max(vals.max(), 1e-300))
+    W = vecs[:, :S] * np.sqrt(np.maximum(vals[:S] - sigma2, 0.0))
+    if len(widths) == 2:
+        return Network(layers=[Linear(W, mean)], latent_dim=S, cov_z_spec=1.0, cov_x_spec=sigma2)
+    net = random_network(widths, activation=activation, negative_slope=negative_slope, rng=rng)
+    Z = np.random.default_rng(rng).standard_normal((n_fit, S))
+    H = Z
+    for layer in net.layers[:-1]:
+        H = H @ layer.weight.T + layer.bias if isinstance(layer, Linear) else layer(H)
+    H1 = np.hstack([H, np.ones((n_fit, 1))])
+    T = mean + Z @ W.T
+    coef = np.linalg.lstsq(H1, T, rcond=None)[0]
+    resid = float(((T - H1 @ coef) ** 2).mean())
+    last = Linear(np.ascontiguousarray(coef[:-1].T), np.ascontiguousarray(coef[-1]))
+    return net.replace(layers=list(net.layers[:-1]) + [last], cov_x=sigma2 + resid)
+
+
+# --------------------------------------------------------------------------- the estimator
+class EM:
+    """Exact EM for a CPA generative network, in the scikit-learn estimator style.
+
+    Parameters
+    ----------
+    network : Network, cpa-dgn dict/JSON/path, or a list of widths ``[S, h1, ..., D]`` (then built by
+        ``init``: ``"random"`` or ``"pca"``, with ``activation`` and ``random_state``).
+    max_iter, tol : at most ``max_iter`` EM iterations; converged when the mean log-likelihood rises
+        by less than ``tol`` nats per point in one iteration.
+    cov_x_type : ``"isotropic"`` (default), ``"diagonal"`` or ``"full"``.
+    learn_cov_z : learn Sigma_z (default False: fixed to the network's, identity by default). Note the
+        trade-off of its scale with W^1 (module docstring).
+    random_state : seed for the random initialisation.
+    warm_start : if True, a second ``fit`` starts from ``network_``.
+    verbose : show a tqdm progress bar with the current log-likelihood.
+    max_backtracks : halvings of a rejected inner-layer update before giving it up (default 1).
+    min_cov_x : floor on Sigma_x's variances (eigenvalues if full), relative to the mean
+        per-dimension data variance (default 1e-6; must be > 0). The M-step maximises Q over
+        ``{Sigma_x >= floor I}``, so the floor keeps EM monotone (constant pixels of digits4).
+    sweep : how the inner layers are updated (all variants are monotone).
+        ``"chain"`` (default): the exact M-step (last layer, covariances) from the E-step at theta_t,
+        then each inner layer top-down by its frozen-mask update, each guarded by one exact
+        evaluation that also serves as the next layer's E-step; if every inner update is rejected the
+        exact step alone is evaluated and kept. ``"layerwise"``: each inner layer (bottom-up) guarded
+        on its own from fresh statistics, then the exact step. ``"joint"``: exact step, then all
+        inner layers by block-coordinate ascent on the surrogate, guarded by one evaluation.
+        ``"none"``: exact steps only (last layer and covariances). On circle/wave "chain" gained
+        the most likelihood per evaluation; "joint" is cheapest per iteration but often rejected.
+    init, activation, negative_slope : how a network given as widths is built (``init_random`` or
+        ``init_pca``).
+    max_regions, method : passed to ``engine.evaluate`` (region budget; Gaussian-integral method).
+
+    Attributes after ``fit``: ``network_``, ``log_likelihoods_`` (mean exact log p(x) per point; entry
+    0 is the starting network, entry t after iteration t), ``n_regions_`` (per entry), ``history_``
+    (per iteration: log-likelihood, region count, the fate of every update, wall seconds),
+    ``converged_``, ``n_iter_``.
+    """
+
+    def __init__(self, network, max_iter: int = 100, tol: float = 1e-4, cov_x_type: str = "isotropic",
+                 learn_cov_z: bool = False, random_state=None, warm_start: bool = False,
+                 verbose: bool = False,
+                 *, init: str = "random", activation: str = "relu", negative_slope: float = 0.1,
+                 max_backtracks: int = 1, min_cov_x: float = 1e-6, sweep: str = "chain",
+                 max_regions: int = DEFAULT_MAX_REGIONS, method: str = "auto"):
+        self.network = network
+        self.max_iter = max_iter
+        self.tol = tol
+        self.cov_x_type = cov_x_type
+        self.learn_cov_z = learn_cov_z
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.init = init
+        self.activation = activation
+        self.negative_slope = negative_slope
+        self.max_backtracks = max_backtracks
+        self.min_cov_x = min_cov_x
+        self.sweep = sweep
+        self.max_regions = max_regions
+        self.method = method
+
+    # ----------------------------------------------------------------- checks
+    def _check_params(self) -> None:
+        if (isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int | np.integer)
+                or self.max_iter < 0):
+            raise DGNInputError("max_iter", f"must be a non-negative integer, got {self.max_iter!r}")
+        if not isinstance(self.tol, int | float) or not np.isfinite(self.tol) or self.tol < 0:
+            raise DGNInputError("tol", f"must be a finite number >= 0, got {self.tol!r}")
+        if self.cov_x_type not in COV_X_TYPES:
+            raise DGNInputError("cov_x_type", f"is {self.cov_x_type!r}",
+                                f"choose one of {', '.join(COV_X_TYPES)}")
+        if self.sweep not in ("chain", "joint", "layerwise", "none"):
+            raise DGNInputError("sweep", f"is {self.sweep!r}",
+                                "choose 'chain', 'joint', 'layerwise' or 'none'")
+        if self.init not in ("random", "pca"):
+            raise DGNInputError("init", f"is {self.init!r}", "choose 'random' or 'pca'")
+        if not isinstance(self.max_backtracks, int) or self.max_backtracks < 0:
+            raise DGNInputError("max_backtracks",
+                                f"must be a non-negative integer, got {self.max_backtracks!r}")
+        if not isinstance(self.min_cov_x, int | float) or not 0 < self.min_cov_x < np.inf:
+            raise DGNInputError("min_cov_x", f"must be a positive number, got {self.min_cov_x!r}",
+                                "a zero floor lets Sigma_x become singular on constant pixels")
+
+    def _starting_network(self, X: np.ndarray) -> Network:
+        if self.warm_start and hasattr(self, "network_"):
+            return self.network_
+        spec = self.network
+        if isinstance(spec, list | tuple) and spec and all(isinstance(w, int | np.integer) for w in spec):
+            widths = [int(w) for w in spec]
+            if len(widths) < 2 or min(widths) < 1:
+                raise DGNInputError("network", f"widths {widths} are not [S, ..., D] with positive entries")
+            if widths[-1] != X.shape[1]:
+                raise DGNInputError("network", f"the last width {widths[-1]} differs from the data dimension "
+                                    f"{X.shape[1]}", "make the widths end with D")
+            make = init_pca if self.init == "pca" else init_random
+            return make(widths, X, activation=self.activation, negative_slope=self.negative_slope,
+                        rng=self.random_state)
+        if isinstance(spec, Network):
+            return spec
+        return load_network(spec)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "network_"):
+            raise DGNInputError("EM", "is not fitted yet", "call fit(X) first")
+
+    def _evaluate(self, net: Network, X: np.ndarray, part: Partition | None = None) -> Evaluation:
+        return evaluate(net, X, part=part, max_regions=self.max_regions, method=self.method,
+                        rng=self.random_state)
+
+    # ----------------------------------------------------------------- fit
+    def fit(self, X, y=None) -> EM:
+        """Run exact EM from the starting network on data X (N, D); returns self.
+
+        BLAS runs single-threaded inside ``fit`` (threadpoolctl): the matrices are small (at most a
+        few hundred rows) and threads only add overhead and contention.
+        """
+        try:  # threadpoolctl ships with scikit-learn, a dependency of this package
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover
+            return self._fit(X)
+        with threadpool_limits(limits=1, user_api="blas"):
+            return self._fit(X)
+
+    def _fit(self, X) -> EM:
+        self._check_params()
+        try:
+            X0 = np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DGNInputError("data", "is not a numeric array") from None
+        if X0.ndim not in (1, 2) or X0.size == 0:
+            raise DGNInputError("data", f"has shape {X0.shape}", "give a non-empty (N, D) array")
+        net = self._starting_network(_as_2d(X0))
+        X = _check_data(net, X0)
+        floor = float(self.min_cov_x) * float(max(X.var(axis=0).mean(), np.finfo(float).tiny))
+        self.cov_x_floor_ = floor
+        net = net.replace(cov_x=project_cov_x(net.cov_x, self.cov_x_type, floor))
+        ev = self._evaluate(net, X)
+        ll = float(ev.log_marginal.mean())
+        self.log_likelihoods_ = [ll]
+        self.n_regions_ = [ev.n_regions]
+        self.history_: list[dict] = []
+        self.converged_ = False
+        self.n_iter_ = 0
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.max_iter, desc="EM", unit="it")
+        try:
+            for it in range(1, self.max_iter + 1):
+                t0 = time.perf_counter()
+                net, ev, ll_new, record = self._iteration(net, ev, X, ll, floor)
+                record["iteration"] = it
+                record["seconds"] = time.perf_counter() - t0
+                self.history_.append(record)
+                self.log_likelihoods_.append(ll_new)
+                self.n_regions_.append(ev.n_regions)
+                self.n_iter_ = it
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loglik=f"{ll_new:.6f}", regions=ev.n_regions)
+                gain = ll_new - ll
+                ll = ll_new
+                if gain <= self.tol:
+                    self.converged_ = True
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        self.network_ = net
+        self.evaluation_ = ev
+        self.lower_bound_ = ll
+        return self
+
+    def _exact_step(self, net: Network, ev: Evaluation, X: np.ndarray, floor: float,
+                    stats: Statistics) -> tuple[Network, list[str]]:
+        """Exact M-step on the partition of ``ev``: last layer, then Sigma_x, then Sigma_z if learned."""
+        lin = _linear_indices(net)
+        layers = list(net.layers)
+        layers[lin[-1]] = layer_update(net, stats, frozen_maps(net, ev.partition), lin[-1])
+        new = net.replace(layers=layers)
+        new = new.replace(cov_x=cov_x_update(new, ev, X, self.cov_x_type, floor))
+        names = [f"layer{len(lin) - 1}", "cov_x"]
+        if self.learn_cov_z:
+            new = new.replace(cov_z=cov_z_update(stats))
+            names.append("cov_z")
+        return new, names
+
+    def _try(self, base: Network, proposal: Network, indices: list[int], X: np.ndarray, ll: float):
+        """Accept ``proposal`` (inner layers ``indices`` moved from ``base``) if the exact mean log-likelihood
+        is >= ``ll``, else halve the move toward ``base`` up to ``max_backtracks`` times."""
+        step = 1.0
+        for _ in range(self.max_backtracks + 1):
+            layers = list(base.layers)
+            for k in indices:
+                old, new = base.layers[k], proposal.layers[k]
+                layers[k] = Linear(old.weight + step * (new.weight - old.weight),
+                                   old.bias + step * (new.bias - old.bias))
+            cand = base.replace(layers=layers, cov_x=proposal.cov_x_spec, cov_z=proposal.cov_z_spec)
+            try:
+                cand_ev = self._evaluate(cand, X)
+            except RegionBudgetError:
+                step *= 0.5
+                continue
+            cand_ll = float(cand_ev.log_marginal.mean())
+            if cand_ll >= ll:
+                return cand, cand_ev, cand_ll, ("accepted" if step == 1.0 else f"accepted (step {step:g})")
+            step *= 0.5
+        return None, None, None, "rejected"
+
+    def _iteration(self, net: Network, ev: Evaluation, X: np.ndarray, ll: float, floor: float):
+        """One generalised-EM iteration; returns (network, its evaluation, mean log-lik, record)."""
+        lin = _linear_indices(net)
+        inner = lin[:-1]
+        updates: dict[str, str] = {}
+        record: dict[str, Any] = {"updates": updates}
+        if self.sweep == "layerwise":
+            # every inner layer's frozen-mask update guarded on its own, with fresh statistics
+            for k in inner:
+                proposal = layer_update(net, statistics(ev, X), frozen_maps(net, ev.partition), k)
+                layers = list(net.layers)
+                layers[k] = proposal
+                cand, cand_ev, cand_ll, fate = self._try(net, net.replace(layers=layers), [k], X, ll)
+                if cand is not None:
+                    net, ev, ll = cand, cand_ev, cand_ll
+                updates[f"layer{lin.index(k)}"] = fate
+        stats = statistics(ev, X)
+        exact, names = self._exact_step(net, ev, X, floor, stats)
+        if self.sweep == "chain" and inner:
+            # exact step first (not yet evaluated), then each inner layer guarded on its own; the first
+            # accepted evaluation also validates the exact step and gives fresh statistics
+            base, base_ev, validated = exact, ev, False
+            for k in reversed(inner):
+                fm = frozen_maps(base, base_ev.partition)
+                st = stats if not validated else statistics(base_ev, X)
+                layers = list(base.layers)
+                layers[k] = layer_update(base, st, fm, k)
+                cand, cand_ev, cand_ll, fate = self._try(base, base.replace(layers=layers), [k], X, ll)
+                if cand is not None:
+                    base, base_ev, ll, validated = cand, cand_ev, cand_ll, True
+                updates[f"layer{lin.index(k)}"] = fate
+            if validated:
+                for name in names:
+                    updates[name] = "accepted"
+                record.update(log_likelihood=ll, n_regions=base_ev.n_regions)
+                return base, base_ev, ll, record
+        if self.sweep == "joint" and inner:
+            # inner layers by block-coordinate ascent on the frozen-mask surrogate, from the exact step
+            proposal = exact
+            fm = frozen_maps(proposal, ev.partition)
+            for k in reversed(inner):
+                layers = list(proposal.layers)
+                layers[k] = layer_update(proposal, stats, fm, k)
+                proposal = proposal.replace(layers=layers)
+                fm = frozen_maps(proposal, ev.partition)
+            cand, cand_ev, cand_ll, fate = self._try(exact, proposal, inner, X, ll)
+            for k in inner:
+                updates[f"layer{lin.index(k)}"] = fate
+            if cand is not None:
+                for name in names:
+                    updates[name] = "accepted"
+                record.update(log_likelihood=cand_ll, n_regions=cand_ev.n_regions)
+                return cand, cand_ev, cand_ll, record
+        exact_ev = self._evaluate(exact, X, part=repartition(exact, ev.partition))
+        exact_ll = float(exact_ev.log_marginal.mean())
+        if exact_ll >= ll:
+            net, ev, ll = exact, exact_ev, exact_ll
+            fate = "accepted"
+        else:
+            fate = f"undone (rounding: {exact_ll - ll:.3g})"
+        for name in names:
+            updates[name] = fate
+        record.update(log_likelihood=ll, n_regions=ev.n_regions)
+        return net, ev, ll, record
+
+    # ----------------------------------------------------------------- scoring and sampling
+    def score_samples(self, X) -> np.ndarray:
+        """Exact ``log p(x)`` (Theorem 1) of each row of X under the fitted network."""
+        self._check_fitted()
+        return self._evaluate(self.network_, _check_data(self.network_, X)).log_marginal
+
+    def score(self, X, y=None) -> float:
+        """Mean exact log-likelihood per point."""
+        return float(self.score_samples(X).mean())
+
+    def posterior(self, X) -> Evaluation:
+        """Exact posterior of each row (Prop. 2): ``posterior_mean``, ``posterior_cov``, region weights."""
+        self._check_fitted()
+        return self._evaluate(self.network_, _check_data(self.network_, X))
+
+    def sample(self, n: int = 1, random_state=None, return_latent: bool = False):
+        """Draw n points from the fitted model (and their latents if ``return_latent``)."""
+        self._check_fitted()
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise DGNInputError("n", f"must be a positive integer, got {n!r}")
+        rng = self.random_state if random_state is None else random_state
+        return self.network_.sample(int(n), rng=rng, return_latent=return_latent)
+
+    def n_parameters(self) -> int:
+        """Free parameters: all weights and biases, Sigma_x in its family, Sigma_z when learned."""
+        self._check_fitted()
+        net = self.network_
+        k = sum(layer.weight.size + layer.bias.size for layer in net.layers if isinstance(layer, Linear))
+        D, S = net.data_dim, net.latent_dim
+        k += {"isotropic": 1, "diagonal": D, "full": D * (D + 1) // 2}[self.cov_x_type]
+        if self.learn_cov_z:
+            k += S * (S + 1) // 2
+        return int(k)
+
+    def aic(self, X) -> float:
+        """Akaike information criterion ``-2 sum log p(x) + 2 k`` (lower is better)."""
+        ll = self.score_samples(X).sum()
+        return float(-2.0 * ll + 2.0 * self.n_parameters())
+
+    def bic(self, X) -> float:
+        """Bayesian information criterion ``-2 sum log p(x) + k log N`` (lower is better)."""
+        lp = self.score_samples(X)
+        return float(-2.0 * lp.sum() + self.n_parameters() * np.log(lp.shape[0]))
+
+    def history(self) -> dict:
+        """JSON-ready history: ``log_likelihoods`` (mean per point; entry 0 = start), ``n_regions``,
+        ``converged``, ``n_iter``, ``accepted`` (names of the accepted updates per iteration) and
+        ``updates`` (the fate of every update: accepted, accepted (step s), rejected, undone)."""
+        self._check_fitted()
+        return {"log_likelihoods": [float(v) for v in self.log_likelihoods_],
+                "n_regions": [int(v) for v in self.n_regions_], "converged": bool(self.converged_),
+                "n_iter": int(self.n_iter_),
+                "accepted": [[k for k, v in h["updates"].items() if v.startswith("accepted")]
+                             for h in self.history_],
+                "updates": [h["updates"] for h in self.history_]}
+
+
+def _as_2d(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X)
+    return X[:, None] if X.ndim == 1 else X
+
+
+__all__ = ["EM", "FrozenMaps", "Statistics", "cov_x_update", "cov_z_update", "expected_complete_loglik",
+           "frozen_maps", "init_pca", "init_random", "layer_update", "project_cov_x", "repartition",
+           "statistics"]
