@@ -241,11 +241,22 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     part = part if part is not None else partition(net, max_regions=max_regions)
     rg = region_gaussians(net, part)
     mu, log_norm = posterior_region_params(net, part, X, rg)
-    if prune and net.latent_dim >= 2 and len(part) > 3:
-        log_mass, means, covs, used, mass_err = _pruned_truncated_moments(part, mu, rg.cov, log_norm, method, rng)
-    else:
-        log_mass, means, covs, used, mass_err = region_truncated_moments(part, mu, rg.cov, method=method,
-                                                                          rng=rng)
+    from .gaussian.planar import covariance_accuracy
+
+    # First pass: region covariances accurate relative to Sigma_omega, enough for regions of small
+    # posterior weight; the pairs that carry weight are then redone to full relative accuracy.
+    with covariance_accuracy("absolute"):
+        if prune and net.latent_dim >= 2 and len(part) > 3:
+            log_mass, means, covs, used, mass_err = _pruned_truncated_moments(part, mu, rg.cov, log_norm, method,
+                                                                              rng)
+        else:
+            log_mass, means, covs, used, mass_err = region_truncated_moments(part, mu, rg.cov, method=method,
+                                                                              rng=rng)
+    if net.latent_dim == 2:
+        heavy = (log_norm + log_mass) - logsumexp(log_norm + log_mass, axis=1, keepdims=True) > np.log(1e-3)
+        redo = region_truncated_moments(part, mu, rg.cov, method=method, rng=rng, need=heavy)
+        means = np.where(heavy[..., None], redo[1], means)
+        covs = np.where(heavy[..., None, None], redo[2], covs)
     log_joint = log_norm + log_mass
     log_px = logsumexp(log_joint, axis=1)
     log_w = log_joint - log_px[:, None]

@@ -37,7 +37,7 @@ from .network import Activation, Linear, Network
 from .polytope import Polytope
 
 DEFAULT_MAX_REGIONS = 100_000
-_REL_TOL = 1e-9  # side-of-hyperplane tolerance, relative to the size of the coordinates
+_REL_TOL = 1e-12  # side-of-hyperplane tolerance relative to the coordinates (rounding of a.z + b is ~eps |z|)
 _ZERO_ROW = 1e-12  # a pre-activation row this small relative to its terms is identically zero
 
 
@@ -224,12 +224,30 @@ def _refine(cell: _Cell, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray) -> list
         k = int(np.argmax(splits))
         unit = pend[k]
         lower, upper = _split(cur, a_all[unit], beta_all[unit], f[:, k], fL[:, k])
+        if not (_full_dimensional(lower) and _full_dimensional(upper)):
+            # A cut closer to the cell's boundary than the tolerance (a numerically flat child): the
+            # unit does not split this cell; it keeps the sign of the side holding the cell.
+            sg[unit] = f[:, k].max() >= -f[:, k].min()
+            stack.append((cur, pend[pend != unit], sg))
+            continue
         rest = pend[splits][1:]
         sg_up, sg_lo = sg.copy(), sg.copy()
         sg_up[unit], sg_lo[unit] = True, False
         stack.append((upper, rest, sg_up))
         stack.append((lower, rest, sg_lo))
     return results
+
+
+def _full_dimensional(cell: _Cell) -> bool:
+    """The homogenised cone of the cell (generators plus lines) spans R^(S+1)."""
+    S = cell.G.shape[1] - 1
+    lines = np.hstack([cell.L, np.zeros((cell.L.shape[0], 1))])
+    G = np.vstack([cell.G, lines])
+    if G.shape[0] < S + 1:
+        return False
+    G = G / np.maximum(np.abs(G).max(axis=1, keepdims=True), 1e-300)
+    sv = np.linalg.svd(G, compute_uv=False)
+    return bool(sv[S] > _REL_TOL * sv[0])
 
 
 def _prune(cell: _Cell) -> None:

@@ -31,7 +31,8 @@ def assert_partition_matches_sampling(net, P, n=20000, scale=4.0, seed=1):
             assert r.polytope.contains((p + 1e3 * ray)[None], tol=1e-6).all()
         pre = net.preactivations(p[None])
         for (M, m), h in zip(r.layer_maps, pre):
-            np.testing.assert_allclose(M @ p + m, h[0], rtol=1e-9, atol=1e-9)
+            terms = np.abs(M) @ np.abs(p) + np.abs(m)  # rounding of M p + m is ~eps * terms
+            np.testing.assert_allclose(M @ p + m, h[0], rtol=1e-9, atol=1e-9 + 1e-12 * terms.max())
 
 
 @pytest.mark.parametrize("widths", [[1, 8, 8, 2], [2, 8, 8, 3], [3, 6, 6, 2], [2, 6, 4, 5, 2]])
@@ -142,3 +143,14 @@ def test_locate_rejects_wrong_latent_shape():
     net = random_network([2, 4, 2], rng=0)
     with pytest.raises(DGNInputError, match=r"z: has shape \(3, 3\)"):
         partition(net).locate(np.zeros((3, 3)))
+
+
+def test_fuzz_regression_s3_tiny_row_no_overlap():
+    """Found by `python -m verify fuzz`: a near-zero first-layer row once produced numerically flat
+    cells whose pruned H-representation was a half-space, so regions overlapped."""
+    from verify.strategies import CaseSpec, build_case
+
+    net = build_case(CaseSpec(S=3, widths=(6, 6, 1), D=1, activations=("relu", "relu", "relu"),
+                              degeneracies=(("tiny_row", 0, 1),))).net
+    P = partition(net)
+    assert_partition_matches_sampling(net, P, n=20000)

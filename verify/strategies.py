@@ -320,7 +320,7 @@ _QUIET_CHECKS = [
 def register_profiles(load: bool = True) -> str:
     """Register ``ci``, ``dev`` and ``fuzz``; load the one named by ``$HYPOTHESIS_PROFILE``.
 
-    * ``ci``: derandomised (same examples every run), no example database, 30 examples per property,
+    * ``ci``: derandomised (same examples every run), no example database, 12 examples per property,
       no deadline: deterministic and bounded in time inside ``make test``.
     * ``dev``: random, local database (failures are replayed first next time), 60 examples.
     * ``fuzz``: random, 2000 examples per property, all phases; for long sessions.
@@ -329,7 +329,7 @@ def register_profiles(load: bool = True) -> str:
         "ci",
         derandomize=True,
         database=None,
-        max_examples=30,
+        max_examples=12,
         deadline=None,
         suppress_health_check=_QUIET_CHECKS,
         print_blob=False,

@@ -30,6 +30,9 @@ truncated-normal mass and mean of ``s`` on edge i (``interval.standard_interval_
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import numpy as np
 from scipy.special import logsumexp, owens_t
 
@@ -317,7 +320,6 @@ def planar_slice_moments(Nrm, D, edges=None):
     ``Nrm`` is (F, 2) or per row (M, F, 2). Returns ``(log_mass, mean (M, 2), cov (M, 2, 2))``.
     """
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
-    M = D.shape[0]
     if edges is None:
         if Nrm.ndim == 2:
             edges = planar_edges(Nrm, D)[:3]
@@ -390,18 +392,42 @@ _COV_UNIT_ERR = 2e-14  # measured covariance error of the divergence formula per
 _COV_TOL = 3e-9  # estimated relative covariance error above which the slice moments replace it (issue: 1e-8)
 
 
+COVARIANCE_ACCURACY: ContextVar[str] = ContextVar("covariance_accuracy", default="relative")
+
+
+@contextmanager
+def covariance_accuracy(mode: str):
+    """Within the block, S = 2 conditional covariances are held to ``mode`` accuracy:
+
+    * ``"relative"`` (default): relative to the region's own truncated covariance, however thin;
+    * ``"absolute"``: relative to the untruncated Sigma_omega (the whitened unit), which is what a
+      mixture over regions needs for a region of small posterior weight; it avoids the slow
+      cancellation-free slice moments for thin regions.
+    """
+    if mode not in ("relative", "absolute"):
+        raise ValueError(f"covariance accuracy must be 'relative' or 'absolute', got {mode!r}")
+    token = COVARIANCE_ACCURACY.set(mode)
+    try:
+        yield
+    finally:
+        COVARIANCE_ACCURACY.reset(token)
+
+
 def cancels(mean, cov, log_mass, rel=0.0):
     """Pairs whose divergence-theorem covariance ``E[yy^T] - m m^T`` cancels beyond ``_COV_TOL``.
 
     The relative error of the mass (common to every facet term) becomes an error ``eps (1 + |m|^2)`` of
     the covariance, so the relative error is ``eps * kappa`` (``eps``: the mass's error bound ``rel``
-    plus ``_COV_UNIT_ERR``) with ``kappa = (1 + |m|^2) / lambda_min``.
+    plus ``_COV_UNIT_ERR``) with ``kappa = (1 + |m|^2) / lambda_min`` (``kappa = 1 + |m|^2`` under
+    ``covariance_accuracy("absolute")``).
     Measured against mpmath (tests/test_s2_against_quadrature.py) the error stays below
     ``_COV_UNIT_ERR * kappa``; pairs above ``_COV_TOL`` are recomputed by :func:`planar_slice_moments`.
     """
+    spread = 1.0 + (mean * mean).sum(axis=1)
     tr = cov[:, 0, 0] + cov[:, 1, 1]
     det = cov[:, 0, 0] * cov[:, 1, 1] - cov[:, 0, 1] * cov[:, 1, 0]
     with np.errstate(invalid="ignore", divide="ignore"):
         lam = det / (0.5 * tr + np.sqrt(np.maximum(0.25 * tr * tr - det, 0.0)))  # smaller eigenvalue
-        kappa = np.where(lam > 0.0, (1.0 + (mean * mean).sum(axis=1)) / lam, np.inf)  # lam <= 0: cancelled
+        scale = lam if COVARIANCE_ACCURACY.get() == "relative" else np.ones_like(lam)
+        kappa = np.where(lam > 0.0, spread / scale, np.inf)  # lam <= 0: cancelled
     return np.isfinite(log_mass) & ~((_COV_UNIT_ERR + rel) * kappa <= _COV_TOL)

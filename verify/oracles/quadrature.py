@@ -79,6 +79,8 @@ class QuadResult:
 
 def _peak_points(logf, lo, hi):
     """Split points around the maximum of the Gaussian ``exp(logf)`` on [lo, hi] (fit from 3 raw values)."""
+    if not lo < hi:
+        return []  # an empty or single-point piece has nothing to split
     if mp.isinf(lo) and mp.isinf(hi):
         a, b, c = mp.mpf(-1), mp.mpf(0), mp.mpf(1)
     elif mp.isinf(lo):
@@ -432,17 +434,17 @@ def polygon_moments_mp(Nrm, D, dps: int = 40):
 
         cache = {}
 
-        def I(t):
+        def inner_at(t):
             if t not in cache:
                 cache[t] = inner(t)
             return cache[t]
 
-        M0, e0 = mp.quad(lambda t: out_w(t) * I(t)[0], pts, error=True)
-        Mt = mp.quad(lambda t: out_w(t) * t * I(t)[0], pts)
-        Mv = mp.quad(lambda t: out_w(t) * I(t)[1], pts)
+        M0, e0 = mp.quad(lambda t: out_w(t) * inner_at(t)[0], pts, error=True)
+        Mt = mp.quad(lambda t: out_w(t) * t * inner_at(t)[0], pts)
+        Mv = mp.quad(lambda t: out_w(t) * inner_at(t)[1], pts)
         mt, mv = Mt / M0, Mv / M0
-        Ctt = mp.quad(lambda t: out_w(t) * (t - mt) ** 2 * I(t)[0], pts) / M0
-        Ctv = mp.quad(lambda t: out_w(t) * (t - mt) * (I(t)[1] - mv * I(t)[0]), pts) / M0
+        Ctt = mp.quad(lambda t: out_w(t) * (t - mt) ** 2 * inner_at(t)[0], pts) / M0
+        Ctv = mp.quad(lambda t: out_w(t) * (t - mt) * (inner_at(t)[1] - mv * inner_at(t)[0]), pts) / M0
         Cvv = mp.quad(lambda t: out_w(t) * inner(t, mv)[2], pts) / M0
         log_mass = mp.log(M0) - ref
         U = mp.matrix([[u[0], w[0]], [u[1], w[1]]])
