@@ -2,10 +2,11 @@
 
 The oracle integrates exp(log N(x; g(z), Sigma_x) + log N(z; 0, Sigma_z) - shift) with g the network's
 forward pass (none of the engine's closed forms), by scipy's adaptive Gauss-Kronrod in z2 inside each
-region polygon's slice at z1, then in z1 over the polygon's extent (infinite ends included), and sums
-the regions. The shift is the integrand's maximum found by a grid search refined with Nelder-Mead, so
-points far off the manifold integrate as accurately as typical ones. The polygons come from the
-partition, whose geometry is checked separately against sampled sign patterns.
+region polygon's slice at z1, then in z1 over the polygon's extent, piecewise between its vertices' z1
+(where the slice's ends change formula; infinite ends included), and sums the regions. The shift is
+the integrand's maximum found by a grid search refined with Nelder-Mead, so points far off the
+manifold integrate as accurately as typical ones. The polygons come from the partition, whose
+geometry is checked separately against sampled sign patterns.
 """
 
 import numpy as np
@@ -74,7 +75,11 @@ def nested_quadrature(net, part, x):
                 return integrate.quad(lambda z2: f(z1, z2) * np.exp(log_joint([z1, z2])[0] - shift),
                                       seg[0], seg[1], epsabs=0, epsrel=1e-12, limit=200)[0]
 
-            totals[k] += integrate.quad(inner, lo1, hi1, epsabs=0, epsrel=1e-11, limit=200)[0]
+            # the slice's ends change formula at the vertices' z1: integrate piecewise between them
+            knots = np.concatenate([[lo1], np.unique(region.vertices[:, 0]), [hi1]])
+            knots = np.unique(knots[(knots >= lo1) & (knots <= hi1)])
+            totals[k] += sum(integrate.quad(inner, a, b, epsabs=0, epsrel=1e-11, limit=200)[0]
+                             for a, b in zip(knots[:-1], knots[1:]) if a < b)
     m0 = totals[0]
     mean = totals[1:3] / m0
     second = np.array([[totals[3], totals[4]], [totals[4], totals[5]]]) / m0
