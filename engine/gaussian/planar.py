@@ -290,12 +290,8 @@ def _slice_problem(Nrm, D, edges):
     return u, v, lo, hi, breaks, slices
 
 
-def planar_slice_log_mass(Nrm, D, edges=None):
-    """Nested quadrature: outer ``quad1d`` along the direction of the closest point, exact 1-D slices."""
-    D = np.atleast_2d(np.asarray(D, dtype=np.float64))
-    if edges is None:
-        edges = planar_edges(Nrm, D)[:3]
-    _, _, lo, hi, breaks, slices = _slice_problem(Nrm, D, edges)
+def _slice_log_density(slices):
+    """``t -> log(phi(t) P(slice at t))``: the outer integrand of the nested slice quadrature."""
 
     def logf(T):
         slo, shi, feas = slices(T)
@@ -304,7 +300,17 @@ def planar_slice_log_mass(Nrm, D, edges=None):
             lz[feas] = standard_interval_moments(slo[feas], shi[feas])[0]
         return -0.5 * T * T - _LOG_SQRT_2PI + lz
 
-    total, _, _ = integrate_logconcave(logf, lo, hi, breaks)
+    return logf
+
+
+def planar_slice_log_mass(Nrm, D, edges=None):
+    """Nested quadrature: outer ``quad1d`` along the direction of the closest point, exact 1-D slices."""
+    D = np.atleast_2d(np.asarray(D, dtype=np.float64))
+    if edges is None:
+        edges = planar_edges(Nrm, D)[:3]
+    _, _, lo, hi, breaks, slices = _slice_problem(Nrm, D, edges)
+
+    total, _, _ = integrate_logconcave(_slice_log_density(slices), lo, hi, breaks)
     return total, np.full(D.shape[0], 1e-13)
 
 
@@ -327,14 +333,7 @@ def planar_slice_moments(Nrm, D, edges=None):
             raise ValueError("per-row normals need their edges")
     u, v, lo, hi, breaks, slices = _slice_problem(Nrm, D, edges)
 
-    def logf(T):
-        slo, shi, feas = slices(T)
-        lz = np.full(T.shape, -np.inf)
-        if np.any(feas):
-            lz[feas] = standard_interval_moments(slo[feas], shi[feas])[0]
-        return -0.5 * T * T - _LOG_SQRT_2PI + lz
-
-    total, nodes, lw = integrate_logconcave(logf, lo, hi, breaks)
+    total, nodes, lw = integrate_logconcave(_slice_log_density(slices), lo, hi, breaks)
     slo, shi, feas = slices(nodes)
     mv = np.zeros(nodes.shape)
     vv = np.zeros(nodes.shape)
@@ -365,27 +364,40 @@ def planar_moments(Nrm: np.ndarray, D: np.ndarray, moments: int = 2):
     log_mass, rel, (s_lo, s_hi, active) = planar_log_mass(Nrm, D, return_edges=True)
     if moments < 1:
         return log_mass, None, None, rel
-    M, F = D.shape
-    E = np.stack([-Nrm[:, 1], Nrm[:, 0]], axis=1)
-    log_z = np.full((M, F), -np.inf)
-    m_s = np.zeros((M, F))
+    mean, cov = edge_divergence_moments(np.broadcast_to(Nrm, D.shape + (2,)), D, s_lo, s_hi, active, log_mass,
+                                        moments)
+    if moments < 2:
+        return log_mass, mean, None, rel
+    redo = cancels(mean, cov, log_mass, rel)
+    if np.any(redo):
+        _, mean[redo], cov[redo] = planar_slice_moments(Nrm, D[redo], (s_lo[redo], s_hi[redo], active[redo]))
+    return log_mass, mean, cov, rel
+
+
+def edge_divergence_moments(Nrm, D, s_lo, s_hi, active, log_mass, moments: int = 2):
+    """Conditional mean and covariance of ``y ~ N(0, I_2)`` on a polygon by the divergence theorem.
+
+    NOTES §3 in two dimensions: ``E[y 1] = -sum_i n_i phi(d_i) P(edge_i)`` and
+    ``E[yy^T 1] = P I - sum_i n_i phi(d_i) E[y 1 | edge_i]^T``, each edge a 1-D interval problem
+    ``[s_lo, s_hi]`` along its direction. Shapes: ``Nrm`` (P, F, 2), ``D``, ``s_lo``, ``s_hi``,
+    ``active`` (P, F), ``log_mass`` (P,). Returns ``(mean (P, 2), cov (P, 2, 2) or None)``.
+    """
+    log_z = np.full(D.shape, -np.inf)
+    m_s = np.zeros(D.shape)
     if np.any(active):
         lz, ms, _ = standard_interval_moments(s_lo[active], s_hi[active])
         log_z[active], m_s[active] = lz, ms
     with np.errstate(invalid="ignore", over="ignore"):
         q = np.exp(-0.5 * D * D - _LOG_SQRT_2PI + log_z - log_mass[:, None])
     q = np.where(active & np.isfinite(q), q, 0.0)
-    mean = -np.einsum("mf,fk->mk", q, Nrm)
+    mean = -np.einsum("pf,pfk->pk", q, Nrm)
     if moments < 2:
-        return log_mass, mean, None, rel
-    face = D[:, :, None] * Nrm[None] + m_s[:, :, None] * E[None]  # (M, F, 2) mean of y on each edge
-    second = np.eye(2)[None] - np.einsum("mf,fj,mfk->mjk", q, Nrm, face)
+        return mean, None
+    E = np.stack([-Nrm[..., 1], Nrm[..., 0]], axis=-1)
+    face = D[:, :, None] * Nrm + m_s[:, :, None] * E  # (P, F, 2) mean of y on each edge
+    second = np.eye(2)[None] - np.einsum("pf,pfj,pfk->pjk", q, Nrm, face)
     cov = second - mean[:, :, None] * mean[:, None, :]
-    cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
-    redo = cancels(mean, cov, log_mass, rel)
-    if np.any(redo):
-        _, mean[redo], cov[redo] = planar_slice_moments(Nrm, D[redo], (s_lo[redo], s_hi[redo], active[redo]))
-    return log_mass, mean, cov, rel
+    return mean, 0.5 * (cov + np.swapaxes(cov, 1, 2))
 
 
 _COV_UNIT_ERR = 2e-14  # measured covariance error of the divergence formula per unit of cancellation

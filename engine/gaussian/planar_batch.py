@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .interval import standard_interval_moments
-from .planar import _PARALLEL, _edge_log_B, cancels, planar_slice_moments
+from .planar import _PARALLEL, _edge_log_B, cancels, edge_divergence_moments, planar_slice_moments
 
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 _EPS = np.finfo(np.float64).eps
@@ -162,23 +161,9 @@ def batch_planar_moments(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, mo
     if moments < 1:
         return log_mass, None, None, rel_err, flagged, D
     Nrm = geo.Nrm[pr]
-    log_z = np.full((P, geo.F), -np.inf)
-    m_s = np.zeros((P, geo.F))
-    kq = keep & ~flagged[:, None]
-    if np.any(kq):
-        lz, ms, _ = standard_interval_moments(s_lo[kq], s_hi[kq])
-        log_z[kq], m_s[kq] = lz, ms
-    with np.errstate(invalid="ignore", over="ignore"):
-        q = np.exp(-0.5 * D * D - _LOG_SQRT_2PI + log_z - log_mass[:, None])
-    q = np.where(kq & np.isfinite(q), q, 0.0)
-    mean = -np.einsum("pf,pfk->pk", q, Nrm)
+    mean, cov = edge_divergence_moments(Nrm, D, s_lo, s_hi, keep & ~flagged[:, None], log_mass, moments)
     if moments < 2:
         return log_mass, mean, None, rel_err, flagged, D
-    E = np.stack([-Nrm[..., 1], Nrm[..., 0]], axis=-1)
-    face = D[:, :, None] * Nrm + m_s[:, :, None] * E
-    second = np.eye(2)[None] - np.einsum("pf,pfj,pfk->pjk", q, Nrm, face)
-    cov = second - mean[:, :, None] * mean[:, None, :]
-    cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
     redo = cancels(mean, cov, log_mass, rel_err) & ~flagged  # flagged pairs are redone by the caller
     if np.any(redo):
         # padded rows (Nrm 0, D 1) are the constraint 0 <= 1 for the slices
