@@ -166,7 +166,7 @@ def region_truncated_moments(part: Partition, mu: np.ndarray, covs: np.ndarray, 
     if S == 1:
         from .gaussian.interval import interval_moments
 
-        bounds = np.array([r.polytope.interval() for r in part])  # (R, 2)
+        bounds = part.intervals()
         sd = np.sqrt(covs[:, 0, 0])
         log_mass, m, v = interval_moments(mu[..., 0], sd[None], bounds[None, :, 0], bounds[None, :, 1],
                                           moments=max(moments, 2))
@@ -287,7 +287,7 @@ def prior_region_log_masses(net: Network, part: Partition | None = None, method:
     if net.latent_dim == 1:
         from .gaussian.interval import interval_moments
 
-        bounds = np.array([r.polytope.interval() for r in part])
+        bounds = part.intervals()
         log_mass, _, _ = interval_moments(0.0, np.sqrt(net.cov_z[0, 0]), bounds[:, 0], bounds[:, 1])
         return log_mass
     return np.array([truncated_moments(r.polytope, zero, net.cov_z, moments=0, method=method).log_mass[0]

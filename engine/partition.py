@@ -338,6 +338,7 @@ class Partition:
         self._incidence = incidence  # per region: (vertices + rays, facets) tight flags
         self._neighbours: list[tuple[int, ...]] | None = None
         self._padded: tuple[np.ndarray, np.ndarray] | None = None
+        self._intervals: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.regions)
@@ -355,6 +356,12 @@ class Partition:
     @property
     def n_bounded(self) -> int:
         return sum(r.bounded for r in self.regions)
+
+    def intervals(self) -> np.ndarray:
+        """S = 1 only: every region as ``[lo, hi]``, shape (R, 2), infinite ends for unbounded ones."""
+        if self._intervals is None:
+            self._intervals = np.array([r.polytope.interval() for r in self.regions]).reshape(-1, 2)
+        return self._intervals
 
     def padded_facets(self) -> tuple[np.ndarray, np.ndarray]:
         """All regions' facets stacked as (R, F_max, S) normals and (R, F_max) offsets; padding rows

@@ -140,6 +140,19 @@ def _adj_det(M: _FMat):
     return a * d - b * c
 
 
+
+def _symbolic_matrices(S: int, D: int):
+    """Symbolic A, b, x, z, Sx, Sz (symmetric covariances) and the polynomial ring of their entries."""
+    mats = {
+        "A": sym_matrix("a", D, S), "b": sym_matrix("b", D, 1), "x": sym_matrix("x", D, 1),
+        "z": sym_matrix("z", S, 1), "Sx": sym_matrix("p", D, symmetric=True),
+        "Sz": sym_matrix("q", S, symmetric=True),
+    }
+    gens = sorted(set().union(*(m.free_symbols for m in mats.values())), key=str)
+    ring, *_ = sp.ring(gens, sp.QQ)
+    return mats, ring
+
+
 def claim(perturb: str | None = None, S: int = 2, D: int = 2) -> list[Residual]:
     """Symbolic residuals (exponent, normaliser) for latent dim S <= 2 and output dim D <= 2.
 
@@ -149,13 +162,7 @@ def claim(perturb: str | None = None, S: int = 2, D: int = 2) -> list[Residual]:
     check_perturb(perturb, PERTURBATIONS)
     if max(S, D) > 2:
         raise ValueError("the symbolic proof is for S, D <= 2; use claim_random for larger dims")
-    mats = {
-        "A": sym_matrix("a", D, S), "b": sym_matrix("b", D, 1), "x": sym_matrix("x", D, 1),
-        "z": sym_matrix("z", S, 1), "Sx": sym_matrix("p", D, symmetric=True),
-        "Sz": sym_matrix("q", S, symmetric=True),
-    }
-    gens = sorted(set().union(*(m.free_symbols for m in mats.values())), key=str)
-    ring, *_ = sp.ring(gens, sp.QQ)
+    mats, ring = _symbolic_matrices(S, D)
     one = ring(1)
     f = {
         k: _FMat([[_Frac(ring(e), one) for e in m.row(i)] for i in range(m.rows)])
@@ -171,13 +178,7 @@ def claim_22() -> list[Residual]:
     mu = dz adj(N) A^T adj(Sx)(x - b)/dN. The exponent residual times dx dz dK dN^2 and the normaliser
     residual times dN are polynomials; both must expand to 0."""
     S = D = 2
-    mats = {
-        "A": sym_matrix("a", D, S), "b": sym_matrix("b", D, 1), "x": sym_matrix("x", D, 1),
-        "z": sym_matrix("z", S, 1), "Sx": sym_matrix("p", D, symmetric=True),
-        "Sz": sym_matrix("q", S, symmetric=True),
-    }
-    gens = sorted(set().union(*(m.free_symbols for m in mats.values())), key=str)
-    ring, *_ = sp.ring(gens, sp.QQ)
+    mats, ring = _symbolic_matrices(S, D)
     A, b, x, z, Sx, Sz = (
         _FMat([[ring(e) for e in mats[k].row(i)] for i in range(mats[k].rows)])
         for k in ("A", "b", "x", "z", "Sx", "Sz")

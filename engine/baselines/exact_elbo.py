@@ -83,7 +83,7 @@ def q_region_moments(part: Partition, mean: np.ndarray, cov: np.ndarray, *, meth
     if S == 1:
         from ..gaussian.interval import interval_moments
 
-        bounds = np.array([r.polytope.interval() for r in part])  # (R, 2)
+        bounds = part.intervals()  # (R, 2)
         sd = np.sqrt(cov[:, 0, 0])[:, None]
         log_mass, m, v = interval_moments(mean[:, :1], sd, bounds[None, :, 0], bounds[None, :, 1])
         return log_mass, m[..., None], v[..., None, None]

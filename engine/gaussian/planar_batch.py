@@ -23,7 +23,6 @@ import numpy as np
 
 from .planar import _PARALLEL, _edge_log_B, cancels, edge_divergence_moments, planar_slice_moments
 
-_LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 _EPS = np.finfo(np.float64).eps
 _DROP = 45.0  # nats: e^-45 = 2.9e-20 relative, far below float64 resolution
 _FALLBACK_REL = 4e-12  # relative mass error bound above which a pair goes to the exact slow path
