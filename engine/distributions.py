@@ -27,6 +27,7 @@ from scipy.special import log_ndtr, logsumexp
 
 from .errors import DGNInputError, check_finite
 from .gaussian import truncated_moments
+from .gaussian.planar_kernel import NEGLIGIBLE_NATS
 from .network import Network
 from .partition import DEFAULT_MAX_REGIONS, Partition, partition
 
@@ -36,15 +37,32 @@ _CHUNK_FLOATS = 2_000_000  # (points x regions x D) block size for the whitened 
 
 @dataclass
 class RegionGaussians:
-    """Per-region quantities of eq. 7 that do not depend on x, in whitened coordinates."""
+    """Per-region quantities of eq. 7 that do not depend on x, in whitened coordinates.
+
+    With ``A~ = A_w L_z = U diag(s) V^T`` (thin SVD, ``L_z`` the Cholesky factor of Sigma_z)::
+
+        Sigma_omega = L_z V diag(1 / (1 + s^2)) V^T L_z^T,   log|Sigma_omega| = log|Sigma_z| - sum log(1 + s^2)
+
+    so no matrix ``Sigma_z^-1 + A_w^T A_w`` is ever formed: the unit eigenvalues of ``I + A~^T A~`` along
+    the null space of a huge ``A_w`` are kept exactly. Once cond(Sigma_omega) nears 1/eps (|A_w|^2 >~ 1e15)
+    the dense ``cov`` can no longer carry its thin directions (rounding of O(1) entries exceeds them, and a
+    Cholesky factorisation of it may fail); ``chol_cov`` still does, to relative accuracy ~eps times the ratio of
+    the thick to the thin standard deviation.
+    """
 
     A_w: np.ndarray  # (R, D, S)  L_x^-1 A
     b_w: np.ndarray  # (R, D)     L_x^-1 b
     cov: np.ndarray  # (R, S, S)  Sigma_omega
-    logdet_cov: np.ndarray  # (R,)
+    logdet_cov: np.ndarray  # (R,)  log|Sigma_omega| (exact, from the SVD)
     prec_z: np.ndarray  # (S, S)  Sigma_z^-1
     const: np.ndarray  # (R,) -1/2 (D log 2pi + log|Sigma_x| + log|Sigma_z| - log|Sigma_omega|)
     chol_x: np.ndarray  # (D, D)
+    U: np.ndarray  # (R, D, k)  left singular vectors of A~ = A_w L_z, k = min(D, S)
+    s: np.ndarray  # (R, k)     singular values of A~
+    V: np.ndarray  # (R, S, S)  right singular vectors of A~ (completed to a basis of R^S when D < S)
+    gain: np.ndarray  # (R, S, k)  L_z V_k diag(s / (1 + s^2)): mu_omega = gain U^T e
+    shrink: np.ndarray  # (R, k)  1 / (1 + s^2): the quadratic form along U is sum shrink (U^T e)^2
+    chol_cov: np.ndarray  # (R, S, S)  lower-triangular L with L L^T = Sigma_omega, from the SVD (not from cov)
 
 
 def _solve_lower(L: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -54,24 +72,49 @@ def _solve_lower(L: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def region_gaussians(net: Network, part: Partition) -> RegionGaussians:
-    """Sigma_omega and the constants of the prefactor of eq. 5 for every region."""
+    """Sigma_omega and the constants of the prefactor of eq. 5 for every region (through the SVD of
+    ``A_w L_z``; see :class:`RegionGaussians`)."""
     D, S = net.data_dim, net.latent_dim
+    R = len(part)
     chol_x = np.linalg.cholesky(net.cov_x)
     chol_z = np.linalg.cholesky(net.cov_z)
-    A_w = _solve_lower(chol_x, part.A.transpose(1, 0, 2).reshape(D, -1))
-    A_w = A_w.reshape(D, len(part), S).transpose(1, 0, 2)
-    b_w = _solve_lower(chol_x, part.b.T).T
+    whiten = _solve_lower
+    if D >= 32:  # an O(D^2) triangular solve instead of an O(D^3) LU of the Cholesky factor
+        from scipy.linalg import solve_triangular
+
+        def whiten(L, B):
+            return solve_triangular(L, B, lower=True, check_finite=False)
+    A_w = whiten(chol_x, part.A.transpose(1, 0, 2).reshape(D, -1))
+    A_w = A_w.reshape(D, R, S).transpose(1, 0, 2)
+    b_w = whiten(chol_x, part.b.T).T
     inv_chol_z = _solve_lower(chol_z, np.eye(S))
     prec_z = inv_chol_z.T @ inv_chol_z
-    precision = prec_z[None] + np.einsum("rds,rdt->rst", A_w, A_w)
-    chol_p = np.linalg.cholesky(precision)
-    inv_chol_p = np.linalg.inv(chol_p)
-    cov = np.einsum("rts,rtu->rsu", inv_chol_p, inv_chol_p)
-    logdet_cov = -2.0 * np.log(np.diagonal(chol_p, axis1=1, axis2=2)).sum(axis=1)
+    k = min(D, S)
+    # full_matrices only when D < S, for the S - D right singular vectors of the null space of A~
+    U, sv, Vt = np.linalg.svd(A_w @ chol_z, full_matrices=D < S)  # U (R, D, k), sv (R, k), Vt (R, S, S)
+    V = Vt.transpose(0, 2, 1)
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        sq = sv * sv
+        shrink = 1.0 / (1.0 + sq)  # 0 when s^2 overflows
+        ratio = np.where(sv > 1.0, 1.0 / (sv + 1.0 / sv), sv * shrink)  # s / (1 + s^2), no inf / inf
+        log1p_sq = np.where(sv > 1.0, 2.0 * np.log(sv) + np.log1p(1.0 / sq), np.log1p(sq))  # log(1 + s^2)
+    LV = np.einsum("st,rtu->rsu", chol_z, V)  # L_z V (R, S, S)
+    # singular values padded with zeros (unit shrink) along the S - k directions where A~ vanishes
+    half = LV * np.sqrt(np.concatenate([shrink, np.ones((R, S - k))], axis=1))[:, None, :]
+    cov = np.einsum("rsu,rtu->rst", half, half)
+    cov = 0.5 * (cov + cov.transpose(0, 2, 1))
+    # lower-triangular factor from the QR of half^T (half half^T = Sigma_omega): no Cholesky of the dense
+    # matrix, whose smallest eigenvalues are lost to rounding once cond(Sigma_omega) approaches 1/eps
+    upper = np.linalg.qr(half.transpose(0, 2, 1), mode="r")
+    sign = np.where(np.diagonal(upper, axis1=1, axis2=2) < 0, -1.0, 1.0)
+    chol_cov = upper.transpose(0, 2, 1) * sign[:, None, :]
+    gain = LV[:, :, :k] * ratio[:, None, :]
     logdet_x = 2.0 * np.log(np.diag(chol_x)).sum()
     logdet_z = 2.0 * np.log(np.diag(chol_z)).sum()
-    const = -0.5 * (D * _LOG_2PI + logdet_x + logdet_z - logdet_cov)
-    return RegionGaussians(A_w, b_w, cov, logdet_cov, prec_z, const, chol_x)
+    sum_log1p = log1p_sq.sum(axis=1)
+    logdet_cov = logdet_z - sum_log1p
+    const = -0.5 * (D * _LOG_2PI + logdet_x + sum_log1p)  # log|Sigma_z| - log|Sigma_omega| = sum log(1 + s^2)
+    return RegionGaussians(A_w, b_w, cov, logdet_cov, prec_z, const, chol_x, U, sv, V, gain, shrink, chol_cov)
 
 
 def _check_data(net: Network, X) -> np.ndarray:
@@ -89,22 +132,43 @@ def _check_data(net: Network, X) -> np.ndarray:
 
 
 def posterior_region_params(net: Network, part: Partition, X, rg: RegionGaussians | None = None):
-    """``mu_omega(x)`` (N, R, S) and ``log N(x; b_omega, Sigma_x + A Sigma_z A^T)`` (N, R), eq. 5 and 7."""
+    """``mu_omega(x)`` (N, R, S) and ``log N(x; b_omega, Sigma_x + A Sigma_z A^T)`` (N, R), eq. 5 and 7.
+
+    With ``e = L_x^-1 (x - b)``, ``f = U^T e`` and ``e_perp = e - U f`` (see :class:`RegionGaussians`)::
+
+        e^T (I + A~ A~^T)^-1 e = |e_perp|^2 + sum_i f_i^2 / (1 + s_i^2),   mu = L_z V diag(s / (1 + s^2)) f
+
+    a sum of non-negative terms: nothing cancels however large ``A_w`` is (the form
+    ``|e - A_w mu|^2 + mu^T Sigma_z^-1 mu`` loses ``(eps |A_w mu|)^2``). When D <= S, U is square and
+    ``e_perp`` is exactly zero.
+    """
     rg = rg or region_gaussians(net, part)
     X = _check_data(net, X)
     N, D = X.shape
     R, S = len(part), net.latent_dim
-    X_w = _solve_lower(rg.chol_x, X.T).T
+    perp = D > rg.U.shape[2]
+    U_t = rg.U.transpose(0, 2, 1)  # (R, k, D)
+    gain_t = rg.gain.transpose(0, 2, 1)  # (R, k, S)
+    root_shrink = np.sqrt(rg.shrink)[:, None, :]  # (R, 1, k)
+    if D < 32:
+        X_w = _solve_lower(rg.chol_x, X.T).T
+    else:  # O(D^2 N) triangular solve instead of an O(D^3 + D^2 N) LU
+        from scipy.linalg import solve_triangular
+
+        X_w = solve_triangular(rg.chol_x, X.T, lower=True, check_finite=False).T
     mu = np.empty((N, R, S))
     log_norm = np.empty((N, R))
     chunk = max(1, _CHUNK_FLOATS // max(1, R * D))
     for s in range(0, N, chunk):
-        e = X_w[s:s + chunk, None, :] - rg.b_w[None]  # (n, R, D)
-        at_e = np.einsum("rds,nrd->nrs", rg.A_w, e)
-        m = np.einsum("rst,nrt->nrs", rg.cov, at_e)
-        resid = e - np.einsum("rds,nrs->nrd", rg.A_w, m)
-        quad = np.einsum("nrd,nrd->nr", resid, resid) + np.einsum("nrs,st,nrt->nr", m, rg.prec_z, m)
-        mu[s:s + chunk] = m
+        # region-major blocks, so that every product is one batched matmul over the regions
+        e = X_w[None, s:s + chunk, :] - rg.b_w[:, None, :]  # (R, n, D)
+        f = np.matmul(e, rg.U)  # (R, n, k)
+        g = f * root_shrink
+        quad = np.einsum("rnk,rnk->nr", g, g)
+        if perp:
+            e -= np.matmul(f, U_t)
+            quad += np.einsum("rnd,rnd->nr", e, e)
+        mu[s:s + chunk] = np.matmul(f, gain_t).transpose(1, 0, 2)
         log_norm[s:s + chunk] = rg.const[None] - 0.5 * quad
     return mu, log_norm
 
@@ -156,11 +220,14 @@ class Evaluation:
 
 
 def region_truncated_moments(part: Partition, mu: np.ndarray, covs: np.ndarray, *, moments: int = 2,
-                             method: str = "auto", rng=None, need: np.ndarray | None = None):
+                             method: str = "auto", rng=None, need: np.ndarray | None = None,
+                             log_weight_scale: np.ndarray | None = None):
     """log Phi_omega(mu, Sigma_omega) (N, R), conditional means (N, R, S), covariances (N, R, S, S).
 
     Returns also the method name and the (N, R) absolute error bounds on the log masses (or None).
     ``need`` (N, R) marks the pairs to compute (S >= 2); the others come back as -inf mass.
+    ``log_weight_scale`` (N, R) bounds each pair's posterior weight by ``exp(log_weight_scale) * mass``
+    so that pairs of small weight are integrated to proportionally looser thresholds (S = 2 batch).
     """
     N, R, S = mu.shape
     if S == 1:
@@ -175,7 +242,8 @@ def region_truncated_moments(part: Partition, mu: np.ndarray, covs: np.ndarray, 
 
     results = polytope_moments_batch([r.polytope for r in part], mu.transpose(1, 0, 2), covs,
                                      moments=moments, method=method, rng=rng,
-                                     need=None if need is None else need.T)
+                                     need=None if need is None else need.T,
+                                     log_weight_scale=None if log_weight_scale is None else log_weight_scale.T)
     log_mass = np.stack([tm.log_mass for tm in results], axis=1)
     means = np.stack([tm.mean if tm.mean is not None else np.zeros((N, S)) for tm in results], axis=1)
     cond_covs = np.stack([tm.cov if tm.cov is not None else np.zeros((N, S, S)) for tm in results], axis=1)
@@ -187,7 +255,7 @@ def region_truncated_moments(part: Partition, mu: np.ndarray, covs: np.ndarray, 
     return log_mass, means, cond_covs, "+".join(sorted(methods)), errors
 
 
-PRUNE_NATS = 50.0  # pairs provably below e^-50 of p(x) are skipped (S >= 2); see evaluate()
+PRUNE_NATS = NEGLIGIBLE_NATS  # pairs provably below e^-50 of p(x) are skipped (S >= 2); see evaluate()
 
 
 def log_mass_upper_bound(part: Partition, mu: np.ndarray, covs: np.ndarray) -> np.ndarray:
@@ -206,7 +274,13 @@ def log_mass_upper_bound(part: Partition, mu: np.ndarray, covs: np.ndarray) -> n
 
 def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng):
     """Truncated moments of the pairs that can matter: a pair whose upper bound log_norm + log-mass
-    bound lies PRUNE_NATS below a lower bound of log p(x) contributes less than e^-50 p(x)."""
+    bound lies PRUNE_NATS below a lower bound of log p(x) contributes less than e^-50 p(x).
+
+    The pairs that remain are integrated to an accuracy that follows their posterior weight, bounded
+    by ``w <= exp(log_norm - lower) * mass``: below weight 1e-3 the thresholds are loosened by 1e-3 / w
+    (``planar_kernel.loosen_factor``), so a pair's weighted mass error is ``<= 4e-12 w + 4e-15`` and its
+    weighted covariance error ``<= 3e-9 w + 3e-12`` (units of Sigma_omega), far below the contracts of
+    eq. 5-6 summed over regions."""
     N, R = log_norm.shape
     upper = log_norm + log_mass_upper_bound(part, mu, covs)
     k = min(3, R)
@@ -217,7 +291,8 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng):
     second = (upper >= lower[:, None] - PRUNE_NATS) & ~first
     if not second.any():
         return a
-    b = region_truncated_moments(part, mu, covs, method=method, rng=rng, need=second)
+    b = region_truncated_moments(part, mu, covs, method=method, rng=rng, need=second,
+                                 log_weight_scale=log_norm - lower[:, None])
     log_mass = np.where(first, a[0], b[0])
     means = np.where(first[..., None], a[1], b[1])
     cond_covs = np.where(first[..., None, None], a[2], b[2])
@@ -266,9 +341,10 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     post_cov = np.einsum("nr,nrst->nst", w, covs) + np.einsum("nr,nrs,nrt->nst", w, dev, dev)
     err = None
     if mass_err is not None:
-        # |log sum w_r e^{d_r} - log sum w_r| <= max_r |d_r| for posterior weights w_r; a region whose
-        # mass a method could not resolve (infinite error) leaves that point's log p(x) unbounded.
-        err = np.max(np.where(w > 0, mass_err, 0.0), axis=1)
+        # |log sum_r w_r e^{d_r}| <= log sum_r w_r e^{|d_r|} for posterior weights w_r (sum 1) and
+        # log-mass errors |d_r| <= mass_err_r (Jensen for the lower side); a region whose mass a method
+        # could not resolve (infinite error) leaves that point's log p(x) unbounded.
+        err = logsumexp(np.where(w > 0, log_w + mass_err, -np.inf), axis=1)
         err[np.isinf(mass_err).any(axis=1)] = np.inf
     return Evaluation(log_marginal=log_px, posterior_mean=post_mean, posterior_cov=post_cov,
                       region_log_weights=log_w, region_means=means, region_covs=covs, n_regions=len(part),

@@ -239,15 +239,26 @@ def _refine(cell: _Cell, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray) -> list
 
 
 def _full_dimensional(cell: _Cell) -> bool:
-    """The homogenised cone of the cell (generators plus lines) spans R^(S+1)."""
-    S = cell.G.shape[1] - 1
-    lines = np.hstack([cell.L, np.zeros((cell.L.shape[0], 1))])
-    G = np.vstack([cell.G, lines])
-    if G.shape[0] < S + 1:
+    """The cell spans R^S: its edge directions ``V[1:] - V[0]``, rays and lines have rank S.
+
+    The test is translation invariant: each direction is scaled to unit norm before the rank test, so a
+    cell far from the origin (vertices at |z| ~ 1e12 and beyond) is judged by its own shape, not by its
+    size relative to |z| (the homogenised generators ``(v, 1)`` lose the t column there).
+    """
+    G = cell.G
+    S = G.shape[1] - 1
+    first = int(np.argmax(G[:, -1]))
+    if G[first, -1] <= 0:
+        return False  # no vertex: not a cell
+    # one row per generator: v - v0 for vertices (zero for v0 itself), the ray itself for rays
+    Dm = G[:, :-1] - G[:, -1:] * G[first, :-1]
+    if cell.L.shape[0]:
+        Dm = np.vstack([Dm, cell.L])
+    if Dm.shape[0] < S + 1:  # fewer than S directions besides the zero row of v0
         return False
-    G = G / np.maximum(np.abs(G).max(axis=1, keepdims=True), 1e-300)
-    sv = np.linalg.svd(G, compute_uv=False)
-    return bool(sv[S] > _REL_TOL * sv[0])
+    Dm /= np.maximum(np.sqrt(np.einsum("ij,ij->i", Dm, Dm))[:, None], 1e-300)
+    sv = np.linalg.svd(Dm, compute_uv=False)
+    return bool(sv[S - 1] > _REL_TOL * sv[0])
 
 
 def _prune(cell: _Cell) -> None:

@@ -154,3 +154,66 @@ def test_fuzz_regression_s3_tiny_row_no_overlap():
                               degeneracies=(("tiny_row", 0, 1),))).net
     P = partition(net)
     assert_partition_matches_sampling(net, P, n=20000)
+
+
+def _far_triangle(centre, size):
+    """Three ReLU units whose lines bound a triangle of inradius ``size`` around ``centre``."""
+    from engine.network import Activation, Linear, Network
+
+    ang = np.array([0.3, 2.4, 4.4])
+    a = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    bias = size - a @ np.asarray(centre, dtype=float)  # a_i.(z - centre) + size >= 0 on the triangle
+    layers = [Linear(a, bias), Activation("relu", 0.0), Linear(np.array([[1.0, 2.0, 3.0]]), np.zeros(1))]
+    return Network(layers=layers, latent_dim=2), a, bias
+
+
+@pytest.mark.parametrize("centre,size", [([0.0, 0.0], 1.0), ([1e6, -1e6], 1.0), ([3e12, 1e12], 1.0),
+                                         ([3e12, 1e12], 1e3), ([1e14, 2e13], 1e3)])
+def test_far_cells_are_not_judged_flat(centre, size):
+    """A cell is flat or not by its own shape, wherever it lies: the homogenised generators (v, 1) scaled to
+    max 1 lost the t column for vertices beyond |z| ~ 1e6 / size, and merged the triangle (and more) away."""
+    net, a, bias = _far_triangle(centre, size)
+    P = partition(net)
+    assert len(P) == 7 and P.n_bounded == 1
+    tri = next(r for r in P if r.bounded)
+    corners = np.array([np.linalg.solve(a[[i, j]], -bias[[i, j]]) for i, j in ((0, 1), (1, 2), (0, 2))])
+    got = tri.vertices[np.argsort(np.linalg.norm(tri.vertices[:, None] - corners[None], axis=2).argmin(axis=1))]
+    np.testing.assert_allclose(got, corners, rtol=0, atol=1e-13 * np.abs(corners).max() + 1e-13 * size)
+    rng = np.random.default_rng(0)
+    Z = np.asarray(centre) + rng.normal(size=(4000, 2)) * 3 * size
+    patterns = {np.packbits(s).tobytes() for s in net.sign_patterns(Z)}
+    assert patterns <= {np.packbits(s).tobytes() for s in P.signs}
+    assert (P.locate(Z) >= 0).all()
+
+
+@pytest.mark.parametrize("spec", [dict(widths=(4, 2, 4), weight_seed=4), dict(widths=(2, 3, 5))])
+def test_fuzz_regression_far_cells_permutation_invariant(spec):
+    """Found by the property fuzzer (``permutation``, gain 1e-6): regions whose vertices all lie beyond
+    |z| ~ 1e12 were judged flat and merged into a neighbour that depended on the unit order (31 vs 30
+    regions; a wrong affine map). Permuting the units of any hidden layer now gives the same partition."""
+    from engine.network import Linear
+    from verify.strategies import CaseSpec, build_case
+
+    net = build_case(CaseSpec(S=2, activations=("relu",) * 3, weight_scale=1e-6, **spec)).net
+    P = partition(net)
+    ref = {np.packbits(s).tobytes() for s in P.signs}
+    rng = np.random.default_rng(0)
+    linear = [i for i, layer in enumerate(net.layers) if isinstance(layer, Linear)]
+    start = 0
+    for i, j in zip(linear[:-1], linear[1:]):
+        width = net.layers[i].out_features
+        for _ in range(4):
+            perm = rng.permutation(width)
+            layers = list(net.layers)
+            layers[i] = Linear(net.layers[i].weight[perm], net.layers[i].bias[perm])
+            layers[j] = Linear(net.layers[j].weight[:, perm], net.layers[j].bias)
+            Q = partition(net.replace(layers=layers))
+            assert len(Q) == len(P)
+            signs = Q.signs.copy()
+            signs[:, start + perm] = Q.signs[:, start:start + width]  # back to the original unit order
+            assert {np.packbits(s).tobytes() for s in signs} == ref
+            Z = np.array([r.polytope.interior_point() for r in Q])
+            i1, i2 = P.locate(Z), Q.locate(Z)
+            assert (i1 >= 0).all() and (i2 >= 0).all()
+            np.testing.assert_array_equal(P.signs[i1], signs[i2])
+        start += width

@@ -309,6 +309,10 @@ def cases(**kwargs) -> st.SearchStrategy[Case]:
 
 # --------------------------------------------------------------------------- profiles
 PROFILE_ENV = "HYPOTHESIS_PROFILE"
+#: Examples per property in the ``ci`` profile: tests/test_properties.py takes ~30 s with it on 2 cores (~60 s
+#: at 200; the same derandomised runs at 300 and 1000 examples pass too, bar the reported engine bugs pinned as
+#: strict xfails in tests/test_properties.py).
+CI_EXAMPLES = 100
 _QUIET_CHECKS = [
     HealthCheck.too_slow,
     HealthCheck.data_too_large,
@@ -320,8 +324,8 @@ _QUIET_CHECKS = [
 def register_profiles(load: bool = True) -> str:
     """Register ``ci``, ``dev`` and ``fuzz``; load the one named by ``$HYPOTHESIS_PROFILE``.
 
-    * ``ci``: derandomised (same examples every run), no example database, 12 examples per property,
-      no deadline: deterministic and bounded in time inside ``make test``.
+    * ``ci``: derandomised (same examples every run), no example database, :data:`CI_EXAMPLES` examples per
+      property, no deadline: deterministic and bounded in time inside ``make test``.
     * ``dev``: random, local database (failures are replayed first next time), 60 examples.
     * ``fuzz``: random, 2000 examples per property, all phases; for long sessions.
     """
@@ -329,7 +333,7 @@ def register_profiles(load: bool = True) -> str:
         "ci",
         derandomize=True,
         database=None,
-        max_examples=12,
+        max_examples=CI_EXAMPLES,
         deadline=None,
         suppress_health_check=_QUIET_CHECKS,
         print_blob=False,

@@ -51,7 +51,9 @@ _SWEEP = np.array([-6.0, -3.0, -1.5, 0.0, 1.5, 3.0, 6.0])  # inner abscissae whe
 
 
 def planar_edges(Nrm: np.ndarray, D: np.ndarray):
-    """Edges of ``{y : Nrm y <= D}`` for each row of D (M, F): ``(s_lo, s_hi, active, empty)``."""
+    """Edges of ``{y : Nrm y <= D}`` for each row of D (M, F): ``(s_lo, s_hi, active, empty, ds_lo, ds_hi)``.
+
+    ``ds_lo``, ``ds_hi`` bound the rounding of the computed ends (:func:`end_rounding`)."""
     F = Nrm.shape[0]
     zero = (Nrm * Nrm).sum(axis=1) < _ZERO_ROW
     E = np.stack([-Nrm[:, 1], Nrm[:, 0]], axis=1)
@@ -63,9 +65,13 @@ def planar_edges(Nrm: np.ndarray, D: np.ndarray):
     par = ~(upper | lower)
     with np.errstate(divide="ignore", invalid="ignore"):
         Q = R / np.where(par, 1.0, G)[None]
-    s_hi = np.min(np.where(upper[None], Q, np.inf), axis=2)
-    s_lo = np.max(np.where(lower[None], Q, -np.inf), axis=2)
+    jh = np.argmin(np.where(upper[None], Q, np.inf), axis=2)
+    jl = np.argmax(np.where(lower[None], Q, -np.inf), axis=2)
+    s_hi = np.take_along_axis(np.where(upper[None], Q, np.inf), jh[..., None], axis=2)[..., 0]
+    s_lo = np.take_along_axis(np.where(lower[None], Q, -np.inf), jl[..., None], axis=2)[..., 0]
     idx = np.arange(F)
+    ds_hi = end_rounding(np.take_along_axis(D, jh, axis=1), D, s_hi, G[idx[None, :], jh])
+    ds_lo = end_rounding(np.take_along_axis(D, jl, axis=1), D, s_lo, G[idx[None, :], jl])
     other = idx[None, :] != idx[:, None]
     tol = 1e-12 * (1.0 + np.abs(D[:, None, :]) + np.abs(D[:, :, None]))
     same = par & (C > 0.5) & other
@@ -75,12 +81,33 @@ def planar_edges(Nrm: np.ndarray, D: np.ndarray):
     # a zero row with a negative offset, or two antiparallel rows that do not overlap: empty polygon
     empty = np.any(zero[None] & (D < -1e-300), axis=1)
     active = (~zero)[None] & ~blocked & (s_lo < s_hi) & ~empty[:, None]
-    return s_lo, s_hi, active, empty
+    return s_lo, s_hi, active, empty, ds_lo, ds_hi
+
+
+def end_rounding(d_j, d_i, s, g):
+    """Rounding bound of an edge end ``s = (d_j - d_i n_i.n_j) / g`` (``g = n_j . e_i``)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 4.0 * _EPS * (np.abs(d_j) + np.abs(d_i) + np.abs(s * g)) / np.abs(g)
+
+
+def vertex_log_error(h, s, ds):
+    """log of the mass error that an error ``ds`` in an edge end ``s`` causes in the signed edge sum.
+
+    Consecutive edges compute their shared vertex separately, so their angular sectors may overlap or
+    leave a gap of angle ``dtheta = ds h / (h^2 + s^2)``, whose Gaussian mass beyond the vertex is
+    ``exp(-(h^2 + s^2) / 2) dtheta / (2 pi)``: an absolute error that a small polygon's mass (a
+    difference of much larger sector masses) does not scale down. Infinite ends contribute nothing.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = h * h + s * s
+        out = -_LOG_2PI - 0.5 * r2 + np.log(h * ds / r2)
+    return np.where(np.isfinite(s) & (h > 0), out, -np.inf)
 
 
 _OWEN_H = 8.0  # scipy's owens_t keeps ~1e-15 relative accuracy for h below this (checked vs mpmath)
 _OWEN_REL = 1e-14  # cancellation bound above which a same-side Owen-T difference is not used
 _GRADES = 8  # geometric panels of the s-quadrature (at most)
+_NEAR_FOOT = 0.05  # one-sided edges closer than this to the origin: Owen's T first (graded panels' floor)
 _GRADED_NODES = 20  # Gauss-Legendre nodes per panel
 
 
@@ -89,7 +116,9 @@ def _edge_log_B(h, s_lo, s_hi):
 
     Three rules, each used where it keeps ~1e-15 relative accuracy:
     * Owen's T (``h < 8``): ``B = T(h, s_hi/h) - T(h, s_lo/h)``, a sum of two positive terms when the
-      edge straddles the foot ``s = 0``, a difference otherwise (used while its cancellation is < 1e-14);
+      edge straddles the foot ``s = 0``, a difference otherwise (used while its cancellation is < 1e-14,
+      and only for one-sided edges within ``_NEAR_FOOT`` of the origin, where the graded rule's panels
+      would not resolve the poles ``s = +-i h``);
     * edges straddling the foot with ``h >= 8``: 2 x 20-point Gauss-Legendre in the angle over the
       40-nat window (the integrand ``exp(-h^2 tan^2 / 2)`` is far from the poles of tan there);
     * edges on one side of the foot: ``s = a + u``, ``B = e^{-(h^2+a^2)/2}/(2 pi) int exp(-a u - u^2/2)
@@ -103,7 +132,9 @@ def _edge_log_B(h, s_lo, s_hi):
     log_B = np.full(h.shape, -np.inf)
     rel = np.full(h.shape, 1e-15)
     straddle = (s_lo < 0.0) & (s_hi > 0.0)
-    small = h < _OWEN_H
+    with np.errstate(invalid="ignore"):
+        near = np.minimum(np.abs(s_lo), np.abs(s_hi))
+        small = (h < _OWEN_H) & (straddle | (h * h + near * near < _NEAR_FOOT ** 2))
     done = np.zeros(h.shape, dtype=bool)
     if np.any(small):
         ho = h[small]
@@ -151,7 +182,7 @@ def _edge_graded(h, s_lo, s_hi):
     flip = s_hi <= 0.0
     a = np.where(flip, -s_hi, s_lo)
     b = np.where(flip, -s_lo, s_hi)
-    rho = np.maximum(np.sqrt(a * a + h * h), 0.05)
+    rho = np.maximum(np.sqrt(a * a + h * h), _NEAR_FOOT)
     uw = np.sqrt(a * a + 2.0 * _WINDOW) - a  # a u + u^2 / 2 = window
     with np.errstate(invalid="ignore"):
         wb = np.minimum(b - a, uw)
@@ -188,7 +219,7 @@ def planar_log_mass(Nrm: np.ndarray, D: np.ndarray, *, fallback: bool = True, re
     """log P(y in {Nrm y <= D}), y ~ N(0, I_2), per row of D (M, F): (log_mass, rel_err[, edges])."""
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     M, F = D.shape
-    s_lo, s_hi, active, empty = planar_edges(Nrm, D)
+    s_lo, s_hi, active, empty, ds_lo, ds_hi = planar_edges(Nrm, D)
     h = np.abs(D)
     log_B = np.full((M, F), -np.inf)
     rel_B = np.zeros((M, F))
@@ -212,7 +243,9 @@ def planar_log_mass(Nrm: np.ndarray, D: np.ndarray, *, fallback: bool = True, re
         ratio = np.exp(log_neg - log_pos)
         log_mass = log_pos + np.log1p(-np.minimum(ratio, 1.0))
         # the indicator is exact; the rounding of 1 - sum B is the (1 + ratio) term below
-        abs_terms = logsumexp(log_B + np.log(rel_B + _EPS), axis=1)
+        ends = np.where(active[..., None], np.stack([vertex_log_error(h, s_lo, ds_lo),
+                                                     vertex_log_error(h, s_hi, ds_hi)], axis=-1), -np.inf)
+        abs_terms = logsumexp(np.concatenate([log_B + np.log(rel_B + _EPS), ends.reshape(M, 2 * F)], axis=1), axis=1)
         rel_err = np.exp(abs_terms - log_mass) + 4.0 * _EPS * (1.0 + ratio) / np.maximum(1.0 - ratio, 1e-300)
     rel_err = np.where(np.isfinite(log_mass), rel_err, np.where(empty | ~np.any(active, axis=1), 0.0, np.inf))
     log_mass = np.where(empty | ~np.any(active, axis=1) & ~inside, -np.inf, log_mass)
@@ -425,7 +458,7 @@ def covariance_accuracy(mode: str):
         COVARIANCE_ACCURACY.reset(token)
 
 
-def cancels(mean, cov, log_mass, rel=0.0):
+def cancels(mean, cov, log_mass, rel=0.0, loosen=1.0):
     """Pairs whose divergence-theorem covariance ``E[yy^T] - m m^T`` cancels beyond ``_COV_TOL``.
 
     The relative error of the mass (common to every facet term) becomes an error ``eps (1 + |m|^2)`` of
@@ -433,7 +466,8 @@ def cancels(mean, cov, log_mass, rel=0.0):
     plus ``_COV_UNIT_ERR``) with ``kappa = (1 + |m|^2) / lambda_min`` (``kappa = 1 + |m|^2`` under
     ``covariance_accuracy("absolute")``).
     Measured against mpmath (tests/test_s2_against_quadrature.py) the error stays below
-    ``_COV_UNIT_ERR * kappa``; pairs above ``_COV_TOL`` are recomputed by :func:`planar_slice_moments`.
+    ``_COV_UNIT_ERR * kappa``; pairs above ``_COV_TOL`` (times ``loosen``, per pair, for callers that need
+    less accuracy on pairs of small posterior weight) are recomputed by :func:`planar_slice_moments`.
     """
     spread = 1.0 + (mean * mean).sum(axis=1)
     tr = cov[:, 0, 0] + cov[:, 1, 1]
@@ -442,4 +476,4 @@ def cancels(mean, cov, log_mass, rel=0.0):
         lam = det / (0.5 * tr + np.sqrt(np.maximum(0.25 * tr * tr - det, 0.0)))  # smaller eigenvalue
         scale = lam if COVARIANCE_ACCURACY.get() == "relative" else np.ones_like(lam)
         kappa = np.where(lam > 0.0, spread / scale, np.inf)  # lam <= 0: cancelled
-    return np.isfinite(log_mass) & ~((_COV_UNIT_ERR + rel) * kappa <= _COV_TOL)
+    return np.isfinite(log_mass) & ~((_COV_UNIT_ERR + rel) * kappa <= _COV_TOL * loosen)

@@ -1,4 +1,4 @@
-"""S = 2 batched over (region, point) pairs: the Owen-T edge formula of ``planar`` without per-pair loops.
+"""S = 2 batched over (region, point) pairs: the Owen-T edge formula of ``planar``, one kernel call per batch.
 
 Theorem 1 (eq. 5) needs ``Phi_omega(mu_omega(x), Sigma_omega)`` for every pair (x, omega). Whitening by
 ``Sigma_omega = L L^T`` maps region omega to the polygon ``{Nrm y <= D}`` with fixed unit normals
@@ -8,12 +8,13 @@ does not change a polygon's combinatorics, so for each edge ``i`` the neighbouri
 ``s_hi = (d_j - d_i n_i.n_j) / (n_j . e_i)`` (``planar.planar_edges`` does the same with an O(F^2)
 search). Regions are padded to a common edge count with inactive edges and all pairs are stacked.
 
-Each edge's ``B_i`` (mass beyond edge i inside its angular sector) comes from ``planar._edge_log_B``,
+The per-pair work is compiled (``planar_kernel``, the same branches as the numpy reference path
+``planar.planar_moments``). Each edge's ``B_i`` (mass beyond edge i inside its angular sector) is
 evaluated only on the edges that can matter: ``B_i <= exp(-rho_i^2 / 2) / 2`` (``rho_i`` the distance
-from the origin to the edge), so edges more than ``_DROP`` nats below the largest such bound (or below
+from the origin to the edge), so edges more than 45 nats below the largest such bound (or below
 1 when the origin is inside) are left out and their bounds are added to the error estimate. The same
 cancellation analysis as ``planar.planar_log_mass`` gives a relative error bound per pair; pairs above
-``_FALLBACK_REL``, and pairs whose origin lies on an edge line, are handed back to the caller for the
+``planar_kernel.FALLBACK_REL``, and pairs whose origin lies on an edge line, are handed back to the caller for the
 exact per-region path (slice quadrature). Moments by the divergence theorem as in ``planar_moments``.
 """
 
@@ -21,20 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .planar import _PARALLEL, _edge_log_B, cancels, edge_divergence_moments, planar_slice_moments
+from .planar import _COV_TOL, _PARALLEL, cancels, planar_slice_moments
+from .planar_kernel import pair_planar_moments, small_polygon_pairs
 
-_EPS = np.finfo(np.float64).eps
-_DROP = 45.0  # nats: e^-45 = 2.9e-20 relative, far below float64 resolution
-_FALLBACK_REL = 4e-12  # relative mass error bound above which a pair goes to the exact slow path
-_LOG_HALF = np.log(0.5)
-
-
-def _lse(a, axis):
-    """log-sum-exp with plain numpy (scipy's wrapper overhead dominates small arrays)."""
-    m = np.max(a, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    with np.errstate(divide="ignore"):
-        return np.log(np.sum(np.exp(a - m), axis=axis)) + np.squeeze(m, axis=axis)
+_CUBATURE_COV_UNIT_ERR = 1e-14  # covariance error of the small-polygon cubature per unit of L^2 / lambda_min
 
 
 class RegionGeometry:
@@ -63,6 +54,9 @@ class RegionGeometry:
         self.clo = np.zeros((R, F))
         self.has_hi = np.zeros((R, F), dtype=bool)
         self.has_lo = np.zeros((R, F), dtype=bool)
+        # the lower end of edge i is the upper end of edge jlo[i] (one vertex, two lines): the kernel then
+        # computes that vertex once, so the two angular sectors meet exactly (planar_kernel)
+        self.paired = np.zeros((R, F), dtype=bool)
         try:
             chol = np.linalg.cholesky(covs)
         except np.linalg.LinAlgError:
@@ -114,58 +108,43 @@ class RegionGeometry:
             self.glo[r, :f] = np.where(lower[idx[:f], jl], G[idx[:f], jl], 1.0)
             self.chi[r, :f] = C[idx[:f], jh]
             self.clo[r, :f] = C[idx[:f], jl]
+            self.paired[r, :f] = self.has_lo[r, :f] & self.has_hi[r, jl] & (jh[jl] == idx[:f])
 
 
-def batch_planar_moments(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, moments: int = 2):
+def batch_planar_moments(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, moments: int = 2,
+                         log_weight_scale: np.ndarray | None = None):
     """Whitened mass and moments for pairs (region ``pr[p]``, mean ``mu[p]``), P pairs.
+
+    ``log_weight_scale`` (P,): the caller's bound ``w <= exp(log_weight_scale) * mass`` on each pair's
+    posterior weight; pairs of weight below ``LOOSEN_WEIGHT`` get their accuracy thresholds (mass:
+    ``FALLBACK_REL``, covariance: ``planar._COV_TOL``) multiplied by ``LOOSEN_WEIGHT / w`` (at most
+    ``MAX_LOOSEN``): a pair's error times its weight stays below the strict threshold times 1e-3.
 
     Returns ``(log_mass (P,), mean_y (P, 2), cov_y (P, 2, 2), rel_err (P,), flagged (P,), D (P, F))``
     in whitened coordinates of each pair's region; ``flagged`` pairs must be recomputed by the caller.
+    The per-pair work is the compiled kernel ``planar_kernel.pair_planar_moments``; covariances whose
+    divergence formula cancels (``planar.cancels``) are redone here by the slice moments.
     """
-    P = pr.shape[0]
-    valid = geo.valid[pr]
-    D = geo.cn[pr] - np.einsum("pk,pfk->pf", mu, geo.Hn[pr])
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        s_hi = np.where(geo.has_hi[pr],
-                        (np.take_along_axis(D, geo.jhi[pr], axis=1) - D * geo.chi[pr]) / geo.ghi[pr], np.inf)
-        s_lo = np.where(geo.has_lo[pr],
-                        (np.take_along_axis(D, geo.jlo[pr], axis=1) - D * geo.clo[pr]) / geo.glo[pr], -np.inf)
-    act = valid & (s_lo < s_hi)
-    h = np.abs(D)
-    s_star = np.clip(0.0, s_lo, s_hi)
-    bound = np.where(act, _LOG_HALF - 0.5 * (h * h + s_star * s_star), -np.inf)  # log B_i <= this
-    Dv = np.where(valid, D, 1.0)
-    inside = np.all(Dv > 0.0, axis=1)
-    outside = np.any(Dv < 0.0, axis=1)
-    boundary = ~inside & ~outside
-    ref = np.where(inside, 0.0, np.max(bound, axis=1))
-    keep = act & (bound > ref[:, None] - _DROP)
-    log_B = np.full((P, geo.F), -np.inf)
-    rel_B = np.zeros((P, geo.F))
-    if np.any(keep):
-        lb, rb = _edge_log_B(h[keep], s_lo[keep], s_hi[keep])
-        log_B[keep] = lb
-        rel_B[keep] = rb
-    log_pos = _lse(np.where(D < 0.0, log_B, -np.inf), axis=1)
-    log_pos = np.where(inside, 0.0, log_pos)  # inside: the indicator 1; no edge has d < 0
-    log_neg = _lse(np.where(D > 0.0, log_B, -np.inf), axis=1)
-    dropped = act & ~keep
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        ratio = np.exp(log_neg - log_pos)
-        log_mass = log_pos + np.log1p(-np.minimum(ratio, 1.0))
-        terms = np.concatenate([log_B + np.log(rel_B + _EPS), np.where(dropped, bound, -np.inf)], axis=1)
-        abs_terms = _lse(terms, axis=1)
-        rel_err = np.exp(abs_terms - log_mass) + 4.0 * _EPS * (1.0 + ratio) / np.maximum(1.0 - ratio, 1e-300)
-    flagged = boundary | ~np.isfinite(log_mass) | ~(rel_err <= _FALLBACK_REL)
+    Hn = geo.Hn[pr]
+    D = geo.cn[pr] - mu[:, :1] * Hn[:, :, 0] - mu[:, 1:] * Hn[:, :, 1]
+    scale = np.full(pr.shape[0], np.inf) if log_weight_scale is None else log_weight_scale
+    log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, _ = pair_planar_moments(geo, pr, D, moments,
+                                                                                              scale)
     if moments < 1:
         return log_mass, None, None, rel_err, flagged, D
-    Nrm = geo.Nrm[pr]
-    mean, cov = edge_divergence_moments(Nrm, D, s_lo, s_hi, keep & ~flagged[:, None], log_mass, moments)
     if moments < 2:
         return log_mass, mean, None, rel_err, flagged, D
-    redo = cancels(mean, cov, log_mass, rel_err) & ~flagged  # flagged pairs are redone by the caller
+    redo = cancels(mean, cov, log_mass, rel_err, loosen) & ~flagged  # flagged pairs are redone by the caller
+    if np.any(redo):
+        # small polygons: cubature moments, about the polygon's centre, cancel nothing
+        idx = np.nonzero(redo)[0]
+        used, _, kappa, m_small, c_small = small_polygon_pairs(geo.Nrm, pr[idx], D[idx], s_lo[idx], s_hi[idx],
+                                                               act[idx], moments)
+        used &= _CUBATURE_COV_UNIT_ERR * kappa <= _COV_TOL * loosen[idx]
+        mean[idx[used]], cov[idx[used]] = m_small[used], c_small[used]
+        redo[idx[used]] = False
     if np.any(redo):
         # padded rows (Nrm 0, D 1) are the constraint 0 <= 1 for the slices
-        _, mean[redo], cov[redo] = planar_slice_moments(Nrm[redo], D[redo],
+        _, mean[redo], cov[redo] = planar_slice_moments(geo.Nrm[pr[redo]], D[redo],
                                                         (s_lo[redo], s_hi[redo], act[redo]))
     return log_mass, mean, cov, rel_err, flagged, D

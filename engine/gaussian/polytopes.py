@@ -8,9 +8,11 @@ constraints only see the orthogonal complement), leaving a pointed problem of di
 Methods (``method=``):
 
 * ``"auto"``: S' = 1 closed form (``interval``); S' = 2 Owen-T edge formula with tail-relative
-  accuracy and slice-quadrature fallback (``planar``); S' = 3 outer quadrature over exact planar slice
-  masses (``solid``); moments for S' = 2, 3 by the divergence-theorem facet recursion (``facets``);
-  S' >= 4 randomised QMC with exact planar inner integrals and an error bar (``qmc``).
+  accuracy and slice-quadrature fallback (``planar``); S = 3 the cone decomposition over edges, all
+  (region, point) pairs in one compiled pass, with a tetrahedral cubature for small regions, and per region
+  for degenerate rows or flagged pairs: outer quadrature over exact planar slice masses (``solid``); moments for
+  S' = 2, 3 by the divergence theorem (``facets``); S' >= 4 randomised QMC with exact planar inner
+  integrals and an error bar (``qmc``).
 * ``"triangulation"``: the paper's eq. 9 + Lemma 4 with exact cones for unbounded regions and full
   Tallis second moments (``triangulation``).
 * ``"slices"`` (S' = 2): the mass by nested quadrature of 1-D slice masses instead of Owen's T.
@@ -29,7 +31,7 @@ from .interval import standard_interval_moments
 from .planar import cancels, planar_log_mass, planar_moments, planar_slice_log_mass, planar_slice_moments
 from .planar_batch import RegionGeometry, batch_planar_moments
 from .qmc import rqmc_moments
-from .solid import solid_log_mass
+from .solid import SolidGeometry, batch_solid_moments, cubature_moments, loosen_factors, solid_log_mass
 from .triangulation import triangulation_moments
 
 METHODS = ("auto", "triangulation", "slices", "rqmc")
@@ -132,10 +134,11 @@ def polytope_moments(polytope: Polytope, mean, cov, *, moments: int = 2, method:
     ``log_mass_error`` is an absolute error bound on ``log_mass``: a rounding-level bound for the
     deterministic paths (from the measured cancellation of the planar edge sums), 3 standard errors
     for ``rqmc``, None for ``triangulation`` (signed sums; no bound). S = 2 with ``method="auto"`` goes
-    through :func:`polytope_moments_batch` (one region), so single and batched results are identical.
+    through :func:`polytope_moments_batch` (one region), so single and batched results are identical;
+    so does S = 3 (``solid.batch_solid_moments``).
     """
     mean, cov = _check(mean, cov, method)
-    if mean.shape[1] == 2 and method == "auto":
+    if mean.shape[1] in (2, 3) and method == "auto":
         return polytope_moments_batch([polytope], mean[None], cov[None], moments=moments, method=method,
                                       rng=rng)[0]
     return _polytope_moments_single(polytope, mean, cov, moments=moments, method=method, rng=rng)
@@ -186,21 +189,106 @@ def _polytope_moments_single(polytope: Polytope, mean, cov, *, moments: int = 2,
     return TruncatedMoments(lm, mz, cz, name, log_err)
 
 
+def _congruence_2x2(L, C):
+    """``L C L^T`` for stacks of lower-triangular L and symmetric C (2 x 2), written out."""
+    l00, l10, l11 = L[:, 0, 0], L[:, 1, 0], L[:, 1, 1]
+    c00, c01, c11 = C[:, 0, 0], C[:, 0, 1], C[:, 1, 1]
+    out = np.empty_like(C)
+    out[:, 0, 0] = l00 * l00 * c00
+    out[:, 0, 1] = out[:, 1, 0] = l00 * (l10 * c00 + l11 * c01)
+    out[:, 1, 1] = l10 * l10 * c00 + 2.0 * l10 * l11 * c01 + l11 * l11 * c11
+    return out
+
+
 def _log_err(rel):
     with np.errstate(invalid="ignore"):
         return np.where(rel < 0.5, -np.log1p(-np.minimum(rel, 0.49)), np.inf)
 
 
 _CHUNK_PAIRS = 16384  # pairs per vectorised block (bounds the (pairs, edges, 40 nodes) arrays)
+_CHUNK_PAIRS_S3 = 8192  # S = 3: (pairs, facets, incident edges) arrays
+
+
+def _solid_batch(polytopes, means, covs, need, moments, log_mass, mean_out, cov_out, err_out, has_err, names, rng,
+                 log_weight_scale):
+    """S = 3, ``method="auto"``: all (region, point) pairs of the regular regions through
+    ``solid.batch_solid_moments`` (cone decomposition). Its flagged pairs (cancellation beyond the error budget,
+    a boundary, degenerate geometry) are small regions as a rule: they take ``solid.cubature_moments``, and what
+    that cannot resolve the per-region nested quadrature ``_polytope_moments_single``. Pairs whose covariance
+    may cancel beyond ``solid.COV_TOL`` (relative to its smallest eigenvalue, or to Sigma_omega under
+    ``planar.covariance_accuracy("absolute")``) take the cubature where it applies and keep their values otherwise.
+    Returns the regions left to the per-region path (no facets, lineality, degenerate rows)."""
+    geo = SolidGeometry(polytopes, covs)
+    if geo.chol is None:
+        raise DGNInputError("cov", "covariance is not symmetric positive definite",
+                            "pass a positive definite covariance")
+    pr_all, pn_all = np.nonzero(need & geo.ok[:, None])
+    lws_all = None if log_weight_scale is None else log_weight_scale[pr_all, pn_all]
+    flagged_all = np.zeros(pr_all.size, dtype=bool)
+    refine_all = np.zeros(pr_all.size, dtype=bool)
+    loosen_all = np.ones(pr_all.size)
+
+    def store(r, rows, lm, my, cy, rel):
+        """Whitened results of region r (scalar) or regions r (array) into the outputs."""
+        log_mass[r, rows] = lm
+        err_out[r, rows] = _log_err(rel)
+        if moments >= 1:
+            Lp = geo.chol[r]
+            fin = np.isfinite(lm)
+            mz = means[r, rows] + np.matmul(Lp, my[:, :, None])[..., 0] if Lp.ndim == 3 else means[r, rows] + my @ Lp.T
+            mean_out[r, rows] = np.where(fin[:, None], mz, 0.0)
+            if moments >= 2:
+                Lt = np.swapaxes(Lp, -1, -2)
+                cz = np.matmul(np.matmul(Lp, cy), Lt)
+                cov_out[r, rows] = np.where(fin[:, None, None], cz, 0.0)
+
+    for s0 in range(0, pr_all.size, _CHUNK_PAIRS_S3):
+        sl = slice(s0, s0 + _CHUNK_PAIRS_S3)
+        pr, pn = pr_all[sl], pn_all[sl]
+        lm, my, cy, rel, flagged, refine = batch_solid_moments(geo, pr, means[pr, pn], moments,
+                                                               None if lws_all is None else lws_all[sl])
+        flagged_all[sl] = flagged
+        refine_all[sl] = refine & ~flagged
+        if lws_all is not None:
+            loosen_all[sl] = loosen_factors(lws_all[sl] + lm)
+        ok = ~flagged
+        store(pr[ok], pn[ok], lm[ok], None if my is None else my[ok], None if cy is None else cy[ok], rel[ok])
+    again = flagged_all | refine_all
+    pr_f, pn_f, loosen_f, must = pr_all[again], pn_all[again], loosen_all[again], flagged_all[again]
+    for r in np.unique(pr_f):
+        sel = pr_f == r
+        rows, need_r = pn_f[sel], must[sel]
+        # small bounded regions (where the cone decomposition cancels): cubature on tetrahedra
+        lc, mc, cc, rc, good = cubature_moments(polytopes[r], geo.chol[r], means[r, rows], loosen_f[sel])
+        if np.any(good):
+            store(r, rows[good], lc[good], mc[good], cc[good], rc[good])
+        rows = rows[~good & need_r]
+        if rows.size == 0:
+            continue
+        tm = _polytope_moments_single(polytopes[r], means[r, rows], covs[r], moments=moments, method="auto",
+                                      rng=rng)
+        log_mass[r, rows] = tm.log_mass
+        if moments >= 1 and tm.mean is not None:
+            mean_out[r, rows] = tm.mean
+        if moments >= 2 and tm.cov is not None:
+            cov_out[r, rows] = tm.cov
+        err_out[r, rows] = np.inf if tm.log_mass_error is None else tm.log_mass_error
+    has_err[geo.ok] = True
+    for r in np.nonzero(geo.ok)[0]:
+        names[r] = "solid-cones"
+    return ~geo.ok
 
 
 def polytope_moments_batch(polytopes, means, covs, *, moments: int = 2, method: str = "auto", rng=None,
-                           need=None):
+                           need=None, log_weight_scale=None):
     """Batched entry point: ``means`` (R, N, S), ``covs`` (R, S, S) -> list of R TruncatedMoments.
 
     ``need`` (optional (R, N) bool): pairs with ``need[r, n]`` False are skipped and returned as
     ``log_mass = -inf``, zero mean and covariance, ``log_mass_error = 0`` (for pairs whose term of
-    eq. 5 the caller has shown to be negligible). S = 2 with ``method="auto"`` is vectorised over all
+    eq. 5 the caller has shown to be negligible). ``log_weight_scale`` (optional (R, N)): the caller's
+    bound ``w <= exp(log_weight_scale) * mass`` on each pair's posterior weight; the S = 2 batch then
+    relaxes the accuracy thresholds of pairs of weight below 1e-3 in proportion (``planar_kernel``); the
+    error bounds returned stay the measured ones. S = 2 with ``method="auto"`` is vectorised over all
     (region, point) pairs (``planar_batch``); pairs whose edge sum cancels beyond the error budget,
     and regions with lineality or degenerate rows, take the exact per-region path. Other cases loop
     over regions (vectorised over points).
@@ -221,6 +309,11 @@ def polytope_moments_batch(polytopes, means, covs, *, moments: int = 2, method: 
         if need.shape != (R, N):
             raise DGNInputError("need", f"shape {need.shape} is not (R={R}, N={N})",
                                 "pass an (R, N) boolean mask")
+    if log_weight_scale is not None:
+        log_weight_scale = np.asarray(log_weight_scale, dtype=np.float64)
+        if log_weight_scale.shape != (R, N):
+            raise DGNInputError("log_weight_scale", f"shape {log_weight_scale.shape} is not (R={R}, N={N})",
+                                "pass an (R, N) array")
     _check(np.zeros((1, S)), covs[0] if R else np.eye(S), method)
     log_mass = np.full((R, N), -np.inf)
     mean_out = np.zeros((R, N, S)) if moments >= 1 else None
@@ -240,7 +333,8 @@ def polytope_moments_batch(polytopes, means, covs, *, moments: int = 2, method: 
             pr, pn = pr_all[s0:s0 + _CHUNK_PAIRS], pn_all[s0:s0 + _CHUNK_PAIRS]
             mu = means[pr, pn]
             with np.errstate(invalid="ignore"):
-                lm, my, cy, rel, flagged, D = batch_planar_moments(geo, pr, mu, moments)
+                lm, my, cy, rel, flagged, D = batch_planar_moments(
+                    geo, pr, mu, moments, None if log_weight_scale is None else log_weight_scale[pr, pn])
             if np.any(flagged):
                 for r in np.unique(pr[flagged]):
                     sel = np.nonzero(flagged & (pr == r))[0]
@@ -255,15 +349,16 @@ def polytope_moments_batch(polytopes, means, covs, *, moments: int = 2, method: 
             log_mass[pr, pn] = lm
             err_out[pr, pn] = _log_err(rel)
             if moments >= 1:
-                Lp = geo.chol[pr]
                 fin = np.isfinite(lm)
-                mean_out[pr, pn] = np.where(fin[:, None], mu + np.einsum("pij,pj->pi", Lp, my), 0.0)
+                mean_out[pr, pn] = np.where(fin[:, None], mu + np.matmul(geo.chol[pr], my[:, :, None])[:, :, 0], 0.0)
                 if moments >= 2:
-                    cov_out[pr, pn] = np.where(fin[:, None, None],
-                                               np.einsum("pij,pjk,plk->pil", Lp, cy, Lp), 0.0)
+                    cov_out[pr, pn] = np.where(fin[:, None, None], _congruence_2x2(geo.chol[pr], cy), 0.0)
         has_err[geo.ok] = True
         for r in np.nonzero(geo.ok)[0]:
             names[r] = "planar-owen"
+    if S == 3 and method == "auto" and R:
+        todo = _solid_batch(polytopes, means, covs, need, moments, log_mass, mean_out, cov_out, err_out, has_err,
+                            names, rng, log_weight_scale)
     for r in np.nonzero(todo)[0]:
         rows = np.nonzero(need[r])[0]
         if rows.size == 0:

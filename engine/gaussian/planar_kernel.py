@@ -1,0 +1,553 @@
+"""S = 2 per-pair kernel: the Owen-T edge formula and divergence-theorem moments, compiled with numba.
+
+The same mathematics, branch for branch, as the numpy reference path ``planar.planar_moments``
+(``planar._edge_log_B`` for the edge masses ``B_i``, ``interval.standard_interval_moments`` for the
+edge masses and means of the moment formula, the cancellation analysis of ``planar.planar_log_mass``)
+but one pass per (region, point) pair with the edge intervals read off the per-region adjacency of
+``planar_batch.RegionGeometry``. ``tests/test_planar_kernel.py`` checks the two paths agree within
+their error bounds on every branch, and both against mpmath. The numpy arrays of a batch would be
+(pairs x edges x nodes); here every pair stays in registers: about 2 us per pair on one core.
+
+Two refinements over the reference path, both about small polygons, whose mass is a difference of
+sector masses of order 1: (1) each vertex is computed once, by one of its two lines, and the other edge
+takes its end from that point, so the two angular sectors meet exactly (computing it twice left gaps
+of angle ``eps / sin(crossing angle)``, measured at 1e-11 relative on a triangle of mass 3e-5); the
+bound keeps the remaining residual term (``shared_vertex_log_error``); (2) a pair whose bound still
+exceeds the threshold is integrated by a positive cubature when the polygon is small
+(:func:`small_polygon`), which has no cancellation at all. Pairs of provably small posterior weight get
+proportionally looser thresholds (:func:`loosen_factor`) and, past e^-50, are skipped.
+
+Owen's T and erfcx are scipy's own (``scipy.special.cython_special``), bound by symbol name so that
+the compiled kernel can be cached on disk (``cache=True``): a fresh process loads it instead of
+compiling.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import llvmlite.binding as llvm
+import numba
+import numpy as np
+from numba import types
+from numba.extending import get_cython_function_address
+
+
+def _scipy_special(symbol: str, cname: str, nargs: int):
+    llvm.add_symbol(symbol, get_cython_function_address("scipy.special.cython_special", cname))
+    return types.ExternalFunction(symbol, types.float64(*([types.float64] * nargs)))
+
+
+_owens_t = _scipy_special("dgnexact_owens_t", "owens_t", 2)
+_erfcx = _scipy_special("dgnexact_erfcx", "__pyx_fuse_1erfcx", 1)  # fuse 1: the float64 version
+
+_EPS = float(np.finfo(np.float64).eps)
+_LOG_2PI = math.log(2.0 * math.pi)
+_LOG_SQRT_2PI = 0.5 * _LOG_2PI
+_LOG_HALF = math.log(0.5)
+_SQRT2 = math.sqrt(2.0)
+_SQRT_HALF_PI = math.sqrt(math.pi / 2.0)
+_INF = math.inf
+
+# planar.py
+_X20, _W20 = np.polynomial.legendre.leggauss(20)
+_OWEN_H = 8.0
+_OWEN_REL = 1e-14
+_WINDOW = 40.0
+_GRADES = 8
+_NEAR_FOOT = 0.05
+# interval.py
+_X12, _W12 = np.polynomial.legendre.leggauss(12)
+_X24, _W24 = np.polynomial.legendre.leggauss(24)
+_X64, _W64 = np.polynomial.legendre.leggauss(64)
+_NARROW = 0.5
+_DEEP = 4.0
+_NEGLIGIBLE_EXPONENT = 40.0
+_MILLS_DEPTH = 80
+_DROP = 45.0  # nats below the largest edge bound: edges left out (e^-45 = 2.9e-20 relative)
+FALLBACK_REL = 4e-12  # relative mass error bound above which a pair goes to the exact slow path
+LOOSEN_WEIGHT = 1e-3  # pairs of posterior weight w below this: thresholds times LOOSEN_WEIGHT / w ...
+MAX_LOOSEN = 1e-6 / FALLBACK_REL  # ... but mass estimates are never accepted beyond 1e-6 relative error
+NEGLIGIBLE_NATS = 50.0  # a pair whose weight is provably below e^-50 is skipped (engine.evaluate's pruning)
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@_jit
+def _lse_pair(a, b):
+    """log(e^a + e^b), -inf when both are -inf."""
+    m = max(a, b)
+    if m == -_INF:
+        return -_INF
+    return m + math.log(math.exp(a - m) + math.exp(b - m))
+
+
+@_jit
+def _gl_interval(a, w, nodes, weights):
+    """sum of weights * f and of weights * f * u, f = exp(-a u - u^2/2), u = w/2 (x + 1)."""
+    m0 = 0.0
+    m1 = 0.0
+    for k in range(nodes.size):
+        u = 0.5 * w * (nodes[k] + 1.0)
+        f = math.exp(-a * u - 0.5 * u * u) * weights[k]
+        m0 += f
+        m1 += f * u
+    return m0, m1
+
+
+@_jit
+def interval_log_mass_mean(alpha, beta):
+    """``(log Z, mean)`` of N(0, 1) truncated to [alpha, beta]: ``interval.standard_interval_moments``."""
+    flip = (alpha + beta) > 0.0
+    if flip:
+        alpha, beta = -beta, -alpha
+    w = beta - alpha
+    a = -beta
+    finite_w = math.isfinite(w)
+    if finite_w:
+        far = a * w + 0.5 * w * w
+        narrow = w * (1.0 + abs(a)) <= _NARROW
+    else:
+        far = _INF
+        narrow = False
+    straddle = (not narrow) and beta > 0.0
+    tail = (not narrow) and not straddle
+    deep = tail and a >= _DEEP
+    quadrature = narrow or (deep and far < _NEGLIGIBLE_EXPONENT)
+    if quadrature:
+        span = abs(a) * w + 0.5 * w * w
+        if span <= 2.0:
+            m0, m1 = _gl_interval(a, w, _X12, _W12)
+        elif span <= 12.0:
+            m0, m1 = _gl_interval(a, w, _X24, _W24)
+        else:
+            m0, m1 = _gl_interval(a, w, _X64, _W64)
+        log_z = -0.5 * beta * beta - _LOG_SQRT_2PI + math.log(0.5 * w * m0)
+        mean = beta - m1 / m0
+    elif straddle:
+        z = 0.5 * (math.erf(beta / _SQRT2) - math.erf(alpha / _SQRT2))
+        pa = math.exp(-0.5 * alpha * alpha - _LOG_SQRT_2PI) if math.isfinite(alpha) else 0.0
+        pb = math.exp(-0.5 * beta * beta - _LOG_SQRT_2PI) if math.isfinite(beta) else 0.0
+        log_z = math.log(z)
+        mean = (pa - pb) / z
+    else:
+        wt0 = w if finite_w else 0.0
+        e_w = math.exp(-a * wt0 - 0.5 * wt0 * wt0) if finite_w else 0.0
+        far_term = e_w * _erfcx((a + wt0) / _SQRT2) if finite_w else 0.0
+        m0 = _SQRT_HALF_PI * (_erfcx(a / _SQRT2) - far_term)
+        log_z = -0.5 * beta * beta - _LOG_SQRT_2PI + math.log(m0)
+        if deep:  # half-line deep tail: Laplace's continued fraction of the Mills ratio
+            t = 0.0
+            for k in range(_MILLS_DEPTH, 1, -1):
+                t = k / (a + t)
+            eu = 1.0 / (a + t)
+        else:
+            eu = (1.0 - e_w) / m0 - a
+        mean = beta - eu
+    if flip:
+        mean = -mean
+    return log_z, mean
+
+
+@_jit
+def _edge_theta(h, s_lo, s_hi):
+    half = math.sqrt(2.0 * _WINDOW)
+    xa = math.atan(max(s_lo, -half) / h)
+    xb = math.atan(min(s_hi, half) / h)
+    total = 0.0
+    for lo, length in ((xa, -xa), (0.0, xb)):
+        for k in range(_X20.size):
+            s = h * math.tan(lo + 0.5 * length * (_X20[k] + 1.0))
+            total += math.exp(-0.5 * s * s) * 0.5 * length * _W20[k]
+    return -0.5 * h * h - _LOG_2PI + math.log(total)
+
+
+@_jit
+def _edge_graded(h, s_lo, s_hi):
+    flip = s_hi <= 0.0
+    a = -s_hi if flip else s_lo
+    b = -s_lo if flip else s_hi
+    rho = max(math.sqrt(a * a + h * h), _NEAR_FOOT)
+    uw = math.sqrt(a * a + 2.0 * _WINDOW) - a
+    wb = min(b - a, uw)
+    npan = int(min(max(math.ceil(math.log2(wb / rho + 1.0) - 1e-12), 1.0), float(_GRADES)))
+    total = 0.0
+    left = 0.0
+    for j in range(npan):
+        right = wb if j == npan - 1 else min(rho * (2.0 ** (j + 1) - 1.0), wb)
+        length = right - left
+        for k in range(_X20.size):
+            u = left + 0.5 * length * (_X20[k] + 1.0)
+            s = a + u
+            total += math.exp(-a * u - 0.5 * u * u) * h / (h * h + s * s) * 0.5 * length * _W20[k]
+        left = right
+    return -0.5 * (h * h + a * a) - _LOG_2PI + math.log(total)
+
+
+@_jit
+def end_rounding(d_j, d_i, s, g):
+    """``planar.end_rounding``: rounding bound of the edge end ``s = (d_j - d_i n_i.n_j) / g``."""
+    return 4.0 * _EPS * (abs(d_j) + abs(d_i) + abs(s * g)) / abs(g)
+
+
+@_jit
+def vertex_log_error(h, s, d_j, d_i, g):
+    """``planar.vertex_log_error`` of the end ``s = (d_j - d_i n_i.n_j) / g`` (``planar.end_rounding``)."""
+    if not math.isfinite(s) or not h > 0.0:
+        return -_INF
+    ds = end_rounding(d_j, d_i, s, g)
+    r2 = h * h + s * s
+    return -_LOG_2PI - 0.5 * r2 + math.log(h * ds / r2)
+
+
+@_jit
+def shared_vertex_log_error(s, d_j, d_k, s_k):
+    """Mass error at a vertex computed once (``s = v.e_j`` from ``v = d_k n_k + s_k e_k`` on line k).
+
+    ``v`` misses line j only by the residual ``d_j - v.n_j``, a few ulps of ``|d_j| + |d_k| + |s_k|``
+    (no division by the lines' crossing angle), so the two sectors meeting at ``v`` differ in angle by at
+    most ``dtheta = residual / |v|``, whose Gaussian mass beyond ``v`` is ``e^{-|v|^2/2} dtheta / 2 pi``.
+    """
+    r2 = d_j * d_j + s * s
+    if not math.isfinite(s) or not r2 > 0.0:
+        return -_INF
+    dtheta = 4.0 * _EPS * (abs(d_j) + abs(d_k) + abs(s_k) + abs(s)) / math.sqrt(r2)
+    return -_LOG_2PI - 0.5 * r2 + math.log(dtheta)
+
+
+_X16, _W16 = np.polynomial.legendre.leggauss(16)
+_CUBATURE_SPAN = 3.0  # |c| L + L^2 / 2: nats the log density varies by over a small polygon
+_CUBATURE_REL = 1e-14  # relative error of the 16 x 16 rule there (measured vs mpmath: tests/test_planar_kernel)
+
+
+@_jit
+def small_polygon(Nrm, d, s_lo, s_hi, act, ds, moments, mean, cov):
+    """Mass and moments of a small bounded polygon by cubature: ``(log_mass, rel_err, used, diameter)``.
+
+    The edge formula computes a polygon's mass as a signed sum of sector masses of order 1, so a small
+    polygon (near the origin or not) loses ``eps / mass``. When the polygon is bounded, ``c`` the mean of
+    its vertices and ``L`` its diameter, and the log density varies by at most ``|c| L + L^2/2 <= 3`` nats
+    over it, the fan of triangles (c, edge) integrated by a 16 x 16 Duffy-mapped Gauss-Legendre rule is
+    exact to rounding (``exp`` of a quadratic of range 3 is a polynomial of degree < 32 to 1e-20), and
+    every term is positive: mass, mean and covariance (about c) come without cancellation.
+
+    The error bound adds the polygon's own conditioning: its vertices are computed with errors up to
+    ``dv_i`` (``ds`` (F, 2): rounding of the edge ends, ``planar.end_rounding``), which moves edge i by at
+    most ``dv_i`` and the area by ``sum_i l_i dv_i``; relative to the mass that is at most
+    ``e^{2 span} sum_i l_i dv_i / area`` (the density varies by ``e^{span}`` about c). No float64 method
+    given these rows can do better, so this part never sends a pair to another path.
+    """
+    F = d.size
+    c0 = 0.0
+    c1 = 0.0
+    nv = 0
+    for f in range(F):
+        if act[f]:
+            if not (math.isfinite(s_lo[f]) and math.isfinite(s_hi[f])):
+                return -_INF, 0.0, False, 0.0
+            c0 += d[f] * Nrm[f, 0] - s_lo[f] * Nrm[f, 1]
+            c1 += d[f] * Nrm[f, 1] + s_lo[f] * Nrm[f, 0]
+            nv += 1
+    if nv < 3:
+        return -_INF, 0.0, False, 0.0
+    c0 /= nv
+    c1 /= nv
+    L = 0.0
+    for f in range(F):
+        if act[f]:
+            for s in (s_lo[f], s_hi[f]):
+                L = max(L, math.hypot(d[f] * Nrm[f, 0] - s * Nrm[f, 1] - c0, d[f] * Nrm[f, 1] + s * Nrm[f, 0] - c1))
+    L *= 2.0
+    span = math.hypot(c0, c1) * L + 0.5 * L * L
+    if span > _CUBATURE_SPAN:
+        return -_INF, 0.0, False, L
+    area = 0.0
+    moved = 0.0
+    m0 = 0.0
+    m1 = np.zeros(2)
+    m2 = np.zeros((2, 2))
+    for f in range(F):
+        if not act[f]:
+            continue
+        a0 = d[f] * Nrm[f, 0] - s_lo[f] * Nrm[f, 1] - c0
+        a1 = d[f] * Nrm[f, 1] + s_lo[f] * Nrm[f, 0] - c1
+        e0 = -(s_hi[f] - s_lo[f]) * Nrm[f, 1]  # b - a along the edge
+        e1 = (s_hi[f] - s_lo[f]) * Nrm[f, 0]
+        det = abs(a0 * e1 - a1 * e0)
+        area += 0.5 * det
+        dv = max(ds[f, 0], ds[f, 1]) + 2.0 * _EPS * (abs(d[f]) + abs(s_lo[f]) + abs(s_hi[f]))
+        moved += (s_hi[f] - s_lo[f]) * dv
+        for i in range(_X16.size):
+            u = 0.5 * (_X16[i] + 1.0)
+            for j in range(_X16.size):
+                t = 0.5 * (_X16[j] + 1.0)
+                y0 = u * (a0 + t * e0)  # y - c
+                y1 = u * (a1 + t * e1)
+                w = 0.25 * _W16[i] * _W16[j] * u * det * math.exp(-(c0 * y0 + c1 * y1) - 0.5 * (y0 * y0 + y1 * y1))
+                m0 += w
+                m1[0] += w * y0
+                m1[1] += w * y1
+                m2[0, 0] += w * y0 * y0
+                m2[0, 1] += w * y0 * y1
+                m2[1, 1] += w * y1 * y1
+    log_mass = -0.5 * (c0 * c0 + c1 * c1) - _LOG_2PI + math.log(m0)
+    if moments >= 1:
+        dm0 = m1[0] / m0
+        dm1 = m1[1] / m0
+        mean[0] = c0 + dm0
+        mean[1] = c1 + dm1
+        if moments >= 2:
+            cov[0, 0] = m2[0, 0] / m0 - dm0 * dm0
+            cov[1, 1] = m2[1, 1] / m0 - dm1 * dm1
+            cov[0, 1] = m2[0, 1] / m0 - dm0 * dm1
+            cov[1, 0] = cov[0, 1]
+    return log_mass, _CUBATURE_REL + math.exp(2.0 * span) * moved / area, True, L
+
+
+@_jit
+def _owen_argument(s, h):
+    if h > 0.0:
+        return s / h
+    if s > 0.0:
+        return _INF
+    if s < 0.0:
+        return -_INF
+    return math.nan  # np.sign(0) * inf
+
+
+@_jit
+def edge_log_B(h, s_lo, s_hi):
+    """``(log B, rel_err)`` of one edge: ``planar._edge_log_B``."""
+    straddle = s_lo < 0.0 and s_hi > 0.0
+    near = min(abs(s_lo), abs(s_hi))
+    if h < _OWEN_H and (straddle or h * h + near * near < _NEAR_FOOT * _NEAR_FOOT):
+        th = _owens_t(h, _owen_argument(s_hi, h))
+        tl = _owens_t(h, _owen_argument(s_lo, h))
+        diff = th - tl
+        r_o = 4.0 * _EPS * (abs(th) + abs(tl)) / abs(diff) + 1e-15 if diff != 0.0 else _INF
+        if (straddle or r_o <= _OWEN_REL) and diff > 0.0:
+            return math.log(diff), r_o
+    if straddle:
+        return _edge_theta(h, s_lo, s_hi), 1e-15
+    return _edge_graded(h, s_lo, s_hi), 1e-15
+
+
+@_jit
+def loosen_factor(log_weight_bound):
+    """Accuracy thresholds' multiplier for a pair whose posterior weight is at most exp(log_weight_bound)."""
+    f = LOOSEN_WEIGHT * math.exp(-log_weight_bound)
+    if not f > 1.0:  # also NaN
+        return 1.0
+    return min(f, MAX_LOOSEN)
+
+
+@_jit
+def _pair(Nrm, valid, jhi, jlo, has_hi, has_lo, paired, ghi, glo, chi, clo, d, moments, log_weight_scale, s_lo,
+          s_hi, act, keep, log_B, ds, mean, cov):
+    """One pair: fills s_lo, s_hi, act, keep, log_B, mean, cov; returns (log_mass, rel_err, flagged, loosen)."""
+    F = d.size
+    inside = True
+    outside = False
+    ref = -_INF
+    for f in range(F):
+        s_lo[f] = -_INF
+        s_hi[f] = _INF
+        act[f] = False
+        keep[f] = False
+        log_B[f] = -_INF
+        if not valid[f]:
+            continue
+        ds[f, 0] = 0.0
+        ds[f, 1] = 0.0
+        if has_hi[f]:
+            s_hi[f] = (d[jhi[f]] - d[f] * chi[f]) / ghi[f]
+            ds[f, 1] = end_rounding(d[jhi[f]], d[f], s_hi[f], ghi[f])
+    for f in range(F):
+        if not valid[f]:
+            continue
+        if paired[f]:  # the vertex (jlo[f], f) as edge jlo[f] computed it: s = v.e_f
+            s_lo[f] = d[jlo[f]] * glo[f] + s_hi[jlo[f]] * clo[f]
+            ds[f, 0] = ds[jlo[f], 1]
+        elif has_lo[f]:
+            s_lo[f] = (d[jlo[f]] - d[f] * clo[f]) / glo[f]
+            ds[f, 0] = end_rounding(d[jlo[f]], d[f], s_lo[f], glo[f])
+        act[f] = s_lo[f] < s_hi[f]
+        if not d[f] > 0.0:
+            inside = False
+        if d[f] < 0.0:
+            outside = True
+    boundary = not inside and not outside
+    bounds = np.empty(F)
+    for f in range(F):
+        bounds[f] = -_INF
+        if act[f]:
+            h = abs(d[f])
+            s_star = min(max(0.0, s_lo[f]), s_hi[f])
+            bounds[f] = _LOG_HALF - 0.5 * (h * h + s_star * s_star)
+            if bounds[f] > ref:
+                ref = bounds[f]
+    if inside:
+        ref = 0.0
+    elif log_weight_scale + ref < -NEGLIGIBLE_NATS:
+        # origin outside: the polygon lies beyond the tangent line at its closest point, at distance
+        # rho_min = min_i sqrt(h_i^2 + s*_i^2), so mass <= Phi(-rho_min) <= exp(-rho_min^2 / 2) / 2 = e^ref
+        for k in range(2):
+            mean[k] = 0.0
+            cov[k, 0] = 0.0
+            cov[k, 1] = 0.0
+        return -_INF, 0.0, False, MAX_LOOSEN
+    log_pos = 0.0 if inside else -_INF
+    log_neg = -_INF
+    abs_terms = -_INF
+    for f in range(F):
+        if not act[f]:
+            continue
+        if bounds[f] > ref - _DROP:
+            keep[f] = True
+            lb, rb = edge_log_B(abs(d[f]), s_lo[f], s_hi[f])
+            log_B[f] = lb
+            abs_terms = _lse_pair(abs_terms, lb + math.log(rb + _EPS))
+            k = jlo[f]
+            if paired[f]:
+                abs_terms = _lse_pair(abs_terms, shared_vertex_log_error(s_lo[f], d[f], d[k], s_hi[k]))
+            elif has_lo[f]:
+                abs_terms = _lse_pair(abs_terms, vertex_log_error(abs(d[f]), s_lo[f], d[k], d[f], glo[f]))
+            if has_hi[f] and not paired[jhi[f]]:
+                abs_terms = _lse_pair(abs_terms, vertex_log_error(abs(d[f]), s_hi[f], d[jhi[f]], d[f], ghi[f]))
+            if d[f] < 0.0 and not inside:
+                log_pos = _lse_pair(log_pos, lb)
+            elif d[f] > 0.0:
+                log_neg = _lse_pair(log_neg, lb)
+        else:
+            abs_terms = _lse_pair(abs_terms, bounds[f])
+    ratio = math.exp(log_neg - log_pos)
+    r1 = 1.0 if ratio > 1.0 else ratio
+    log_mass = log_pos + math.log1p(-r1)
+    rel_err = math.exp(abs_terms - log_mass) + 4.0 * _EPS * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
+    loosen = loosen_factor(log_weight_scale + log_mass + math.log1p(min(rel_err, 1.0)))
+    flagged = boundary or not math.isfinite(log_mass) or not rel_err <= FALLBACK_REL * loosen
+    for k in range(2):
+        mean[k] = 0.0
+        cov[k, 0] = 0.0
+        cov[k, 1] = 0.0
+    if flagged:
+        lm_small, rel_small, used, _ = small_polygon(Nrm, d, s_lo, s_hi, act, ds, moments, mean, cov)
+        if used:
+            return lm_small, rel_small, False, loosen
+    if moments < 1 or flagged:
+        return log_mass, rel_err, flagged, loosen
+    s00 = 1.0
+    s01 = 0.0
+    s10 = 0.0
+    s11 = 1.0
+    for f in range(F):
+        if not keep[f]:
+            continue
+        lz, ms = interval_log_mass_mean(s_lo[f], s_hi[f])
+        q = math.exp(-0.5 * d[f] * d[f] - _LOG_SQRT_2PI + lz - log_mass)
+        if not math.isfinite(q):
+            continue
+        n0 = Nrm[f, 0]
+        n1 = Nrm[f, 1]
+        mean[0] -= q * n0
+        mean[1] -= q * n1
+        face0 = d[f] * n0 - ms * n1  # d n + m e, e = rot90(n) = (-n1, n0)
+        face1 = d[f] * n1 + ms * n0
+        s00 -= q * n0 * face0
+        s01 -= q * n0 * face1
+        s10 -= q * n1 * face0
+        s11 -= q * n1 * face1
+    if moments >= 2:
+        c01 = 0.5 * ((s01 - mean[0] * mean[1]) + (s10 - mean[1] * mean[0]))
+        cov[0, 0] = s00 - mean[0] * mean[0]
+        cov[1, 1] = s11 - mean[1] * mean[1]
+        cov[0, 1] = c01
+        cov[1, 0] = c01
+    return log_mass, rel_err, flagged, loosen
+
+
+@_jit
+def _pairs(Nrm, valid, jhi, jlo, has_hi, has_lo, paired, ghi, glo, chi, clo, pr, D, moments, log_weight_scale,
+           start, stop, log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep):
+    log_B = np.empty(D.shape[1])
+    ds = np.empty((D.shape[1], 2))
+    for p in range(start, stop):
+        r = pr[p]
+        lm, re, fl, lo = _pair(Nrm[r], valid[r], jhi[r], jlo[r], has_hi[r], has_lo[r], paired[r], ghi[r], glo[r],
+                               chi[r], clo[r], D[p], moments, log_weight_scale[p], s_lo[p], s_hi[p], act[p], keep[p],
+                               log_B, ds, mean[p], cov[p])
+        log_mass[p] = lm
+        rel_err[p] = re
+        flagged[p] = fl
+        loosen[p] = lo
+
+
+@_jit
+def small_polygon_pairs(Nrm, pr, D, s_lo, s_hi, act, moments):
+    """:func:`small_polygon` for given pairs (edges from :func:`pair_planar_moments`): ``used`` (P,), the
+    log mass, mean, covariance and ``kappa = L^2 / lambda_min`` (the covariance's cancellation about the
+    polygon's centre, L its diameter) of the pairs it could take."""
+    P, F = D.shape
+    log_mass = np.full(P, -_INF)
+    kappa = np.full(P, _INF)
+    used = np.zeros(P, dtype=np.bool_)
+    mean = np.zeros((P, 2))
+    cov = np.zeros((P, 2, 2))
+    ds = np.zeros((F, 2))
+    for p in range(P):
+        # ends as computed by the kernel; without the per-end rounding the conditioning term is left out,
+        # so the caller only uses this for the moments of pairs whose mass bound it already has
+        log_mass[p], _, used[p], L = small_polygon(Nrm[pr[p]], D[p], s_lo[p], s_hi[p], act[p], ds, moments, mean[p],
+                                                   cov[p])
+        tr = cov[p, 0, 0] + cov[p, 1, 1]
+        det = cov[p, 0, 0] * cov[p, 1, 1] - cov[p, 0, 1] * cov[p, 1, 0]
+        lam = det / (0.5 * tr + math.sqrt(max(0.25 * tr * tr - det, 0.0)))
+        if used[p] and lam > 0.0:
+            kappa[p] = L * L / lam
+    return used, log_mass, kappa, mean, cov
+
+
+def worker_threads() -> int:
+    """Threads for the compiled kernels: ``$DGNEXACT_THREADS`` or the CPUs this process may use."""
+    env = os.environ.get("DGNEXACT_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+_MIN_PAIRS_PER_THREAD = 2048
+
+
+def pair_planar_moments(geo, pr, D, moments, log_weight_scale):
+    """All pairs (region ``pr[p]`` of ``geo``, whitened offsets ``D[p]``) of a batch.
+
+    A pair is ``flagged`` (left to the caller's exact slow path) when its origin lies on an edge line,
+    its mass is not finite, or its relative error bound exceeds ``FALLBACK_REL * loosen``, where
+    ``loosen = loosen_factor(log_weight_scale[p] + log_mass (1 + rel_err))``: the caller guarantees that the
+    pair's posterior weight is at most ``exp(log_weight_scale) * mass`` (+inf: no guarantee, loosen 1).
+    Pairs whose weight is thereby provably below ``e^-NEGLIGIBLE_NATS`` (by the distance from the origin
+    to the polygon) come back as log mass -inf, as the caller's own pruning would report them.
+    Returns ``log_mass, rel_err, flagged, loosen (P,)``, ``mean (P, 2)``, ``cov (P, 2, 2)`` (whitened, zero for
+    flagged pairs) and the edge data ``s_lo, s_hi, act, keep (P, F)`` for the caller's fallbacks. The
+    pairs are split over :func:`worker_threads` threads (the kernel releases the GIL).
+    """
+    pr = np.ascontiguousarray(pr, dtype=np.intp)
+    D = np.ascontiguousarray(D, dtype=np.float64)
+    log_weight_scale = np.ascontiguousarray(log_weight_scale, dtype=np.float64)
+    P, F = D.shape
+    out = (np.empty(P), np.empty(P), np.empty(P, dtype=np.bool_), np.empty(P), np.empty((P, 2)),
+           np.empty((P, 2, 2)), np.empty((P, F)), np.empty((P, F)), np.empty((P, F), dtype=np.bool_),
+           np.empty((P, F), dtype=np.bool_))
+    args = (geo.Nrm, geo.valid, geo.jhi, geo.jlo, geo.has_hi, geo.has_lo, geo.paired, geo.ghi, geo.glo, geo.chi,
+            geo.clo, pr, D, moments, log_weight_scale)
+    n = min(worker_threads(), max(1, P // _MIN_PAIRS_PER_THREAD))
+    if n == 1:
+        _pairs(*args, 0, P, *out)
+        return out
+    cuts = np.linspace(0, P, n + 1).astype(int)
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        for job in [pool.submit(_pairs, *args, cuts[k], cuts[k + 1], *out) for k in range(n)]:
+            job.result()
+    return out
