@@ -41,6 +41,7 @@ fall back to): outer 1-D quadrature over t = u^T y of exact planar slice masses 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import llvmlite.binding as _llvm
@@ -654,21 +655,30 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
 _PAIRS_PER_BLOCK = 256
 
 
+@_jit
+def _pairs_block(start, stop, pr, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, c, sn, ah, bh,
+                 gh, al, bl, gl, m1, m2, moments, lws, cov_relative, nodes, weights, log_mass, rel, flagged, refine,
+                 mean, cov):
+    """Pairs ``start:stop`` with one scratch."""
+    n = max(Nrm.shape[1], evalid.shape[1], 5)
+    wf = np.empty((13, n))
+    wb = np.empty((4, n), dtype=np.bool_)
+    vals = np.empty((evalid.shape[1], 5))
+    for p in range(start, stop):
+        out = _pair(pr[p], mu[p], Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, c, sn, ah, bh, gh, al,
+                    bl, gl, m1, m2, moments, lws[p], cov_relative, nodes, weights, mean[p], cov[p], wf, wb, vals)
+        log_mass[p], rel[p], flagged[p], refine[p] = out
+
+
 @_pjit
 def _pairs(pr, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, c, sn, ah, bh, gh, al, bl, gl,
            m1, m2, moments, lws, cov_relative, nodes, weights, log_mass, rel, flagged, refine, mean, cov):
     P = pr.size
-    n = max(Nrm.shape[1], evalid.shape[1], 5)
     blocks = (P + _PAIRS_PER_BLOCK - 1) // _PAIRS_PER_BLOCK
-    for blk in _prange(blocks):  # one scratch per block of pairs
-        wf = np.empty((13, n))
-        wb = np.empty((4, n), dtype=np.bool_)
-        vals = np.empty((evalid.shape[1], 5))
-        for p in range(blk * _PAIRS_PER_BLOCK, min(P, (blk + 1) * _PAIRS_PER_BLOCK)):
-            out = _pair(pr[p], mu[p], Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, c, sn, ah, bh,
-                        gh, al, bl, gl, m1, m2, moments, lws[p], cov_relative, nodes, weights, mean[p], cov[p], wf,
-                        wb, vals)
-            log_mass[p], rel[p], flagged[p], refine[p] = out
+    for blk in _prange(blocks):
+        _pairs_block(blk * _PAIRS_PER_BLOCK, min(P, (blk + 1) * _PAIRS_PER_BLOCK), pr, mu, Nrm, Hn, cn, fvalid,
+                     evalid, ei, ej, khi, klo, has_hi, has_lo, c, sn, ah, bh, gh, al, bl, gl, m1, m2, moments, lws,
+                     cov_relative, nodes, weights, log_mass, rel, flagged, refine, mean, cov)
 
 
 def batch_solid_moments(geo, pr: np.ndarray, mu: np.ndarray, moments: int = 2, log_weight_scale=None,
@@ -696,9 +706,10 @@ def batch_solid_moments(geo, pr: np.ndarray, mu: np.ndarray, moments: int = 2, l
     flagged, refine = np.empty(P, dtype=np.bool_), np.empty(P, dtype=np.bool_)
     mean, cov = np.zeros((P, 3)), np.zeros((P, 3, 3))
     if P:
-        _pairs(pr, mu, geo.Nrm, geo.Hn, geo.cn, geo.fvalid, geo.evalid, geo.ei, geo.ej, geo.khi, geo.klo,
-               geo.has_hi, geo.has_lo, geo.c, geo.sn, geo.ah, geo.bh, geo.gh, geo.al, geo.bl, geo.gl, geo.m1, geo.m2,
-               moments, lws, bool(cov_relative), _CX, _CW, log_mass, rel, flagged, refine, mean, cov)
+        run = _pairs if P > _PAIRS_PER_BLOCK else functools.partial(_pairs_block, 0, P)  # no thread start-up
+        run(pr, mu, geo.Nrm, geo.Hn, geo.cn, geo.fvalid, geo.evalid, geo.ei, geo.ej, geo.khi, geo.klo,
+            geo.has_hi, geo.has_lo, geo.c, geo.sn, geo.ah, geo.bh, geo.gh, geo.al, geo.bl, geo.gl, geo.m1, geo.m2,
+            moments, lws, bool(cov_relative), _CX, _CW, log_mass, rel, flagged, refine, mean, cov)
     return log_mass, (mean if moments >= 1 else None), (cov if moments >= 2 else None), rel, flagged, refine
 
 
