@@ -51,6 +51,7 @@ from numba import types as _types
 from numba.extending import get_cython_function_address
 
 from .planar import COVARIANCE_ACCURACY, planar_log_mass
+from .planar_kernel import _lse_pair
 from .quad1d import integrate_logconcave
 
 # erfcx is scipy's own (cython_special), bound by symbol name so that the kernels can be cached on disk
@@ -138,14 +139,6 @@ def _exp_point(sa, e):
 
 
 @_jit
-def _lse2(a, b):
-    m = max(a, b)
-    if m == -_INF:
-        return -_INF
-    return m + math.log(math.exp(a - m) + math.exp(b - m))
-
-
-@_jit
 def _piece(R, a1, a2, sa, sb, amin, nodes, weights, S):
     """Add to S the five sums over ``u in [0, U]``, ``s = s_a + u``, of ``g = e^{-(s_a u + u^2/2)}`` times
     ``erfcx(rho/sqrt2)/(2 rho (a_1^2 + s^2))``, the same with ``a_2``, ``1/(a_1^2 + s^2)``, ``1/(a_2^2 + s^2)``, 1.
@@ -227,7 +220,7 @@ def _edge_integrals(R, h1, a1, h2, a2, s_lo, s_hi, nodes, weights, out, S):
                 -0.5 * sa * sa)
         for k in range(5):
             if S[k] > 0.0:
-                out[k] = _lse2(out[k], base[k] + math.log(S[k]))
+                out[k] = _lse_pair(out[k], base[k] + math.log(S[k]))
     out[0] = out[0] + math.log(h1) + math.log(a1) - _LOG_2PI_F if h1 > 0.0 and a1 > 0.0 else -_INF
     out[1] = out[1] + math.log(h2) + math.log(a2) - _LOG_2PI_F if h2 > 0.0 and a2 > 0.0 else -_INF
     out[2] = out[2] + math.log(a1) - _LOG_2PI_F if a1 > 0.0 else -_INF
@@ -515,16 +508,16 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
     for f in range(F):
         if lq[f] > -_INF and D[f] != 0.0:
             if D[f] < 0.0:
-                pos = _lse2(pos, lq[f])
+                pos = _lse_pair(pos, lq[f])
             else:
-                neg = _lse2(neg, lq[f])
-            err = _lse2(err, _term_err(lq[f]))
+                neg = _lse_pair(neg, lq[f])
+            err = _lse_pair(err, _term_err(lq[f]))
     for k in range(E):
         if not act[k]:
             continue
         bound = math.log(0.25) - 0.5 * rho2[k]
         if bound <= ref - _DROP:
-            err = _lse2(err, bound + math.log(2.0))
+            err = _lse_pair(err, bound + math.log(2.0))
             continue
         i, j = ei[r, k], ej[r, k]
         if not _edge_integrals(R2[k], abs(D[i]), abs(e1[k]), abs(D[j]), abs(e2[k]), slo[k], shi[k], nodes, weights,
@@ -535,10 +528,10 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
             lc = vals[k, side]
             sg = _sign(D[i]) * _sign(e1[k]) if side == 0 else _sign(D[j]) * _sign(e2[k])
             if sg > 0.0:
-                pos = _lse2(pos, lc)
+                pos = _lse_pair(pos, lc)
             elif sg < 0.0:
-                neg = _lse2(neg, lc)
-            err = _lse2(err, _term_err(lc))
+                neg = _lse_pair(neg, lc)
+            err = _lse_pair(err, _term_err(lc))
     log_mass, ratio = _log_diff(pos, neg)
     if log_mass == -_INF:
         return log_mass, _INF, True, False
@@ -566,8 +559,8 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
         i, j = ei[r, k], ej[r, k]
         if math.log(0.5) - 0.5 * rho2[k] <= lim:  # phi(d) B and e^{-R/2} Z are below e^{-rho^2/2}/2
             s2 = rho2[k] - R2[k]
-            ferr[i] = _lse2(ferr[i], math.log(0.5) - 0.5 * (s2 + e1[k] * e1[k]))
-            ferr[j] = _lse2(ferr[j], math.log(0.5) - 0.5 * (s2 + e2[k] * e2[k]))
+            ferr[i] = _lse_pair(ferr[i], math.log(0.5) - 0.5 * (s2 + e1[k] * e1[k]))
+            ferr[j] = _lse_pair(ferr[j], math.log(0.5) - 0.5 * (s2 + e2[k] * e2[k]))
             continue
         if not done[k]:
             if not _edge_integrals(R2[k], abs(D[i]), abs(e1[k]), abs(D[j]), abs(e2[k]), slo[k], shi[k], nodes,
@@ -580,10 +573,10 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
             ek = e1[k] if side == 0 else e2[k]
             lb = vals[k, 2 + side]
             if ek > 0.0:
-                fneg[f] = _lse2(fneg[f], lb)
+                fneg[f] = _lse_pair(fneg[f], lb)
             else:
-                fpos[f] = _lse2(fpos[f], lb)
-            ferr[f] = _lse2(ferr[f], _term_err(lb))
+                fpos[f] = _lse_pair(fpos[f], lb)
+            ferr[f] = _lse_pair(ferr[f], _term_err(lb))
     for a in range(3):
         mean[a] = 0.0
         for b in range(3):
@@ -603,7 +596,7 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
         q = math.exp(lphi + lp - log_mass)
         # only what the per-region path would integrate differently: its planar rule falls back to slices
         # when the cancellation sum |terms| / P_i exceeds FACET_REL / 1e-15 (~1e-15 per term)
-        if _lse2(fpos[f], fneg[f]) - lp > math.log(FACET_REL / 1e-15):
+        if _lse_pair(fpos[f], fneg[f]) - lp > math.log(FACET_REL / 1e-15):
             qe = math.exp(lphi + ferr[f] - log_mass)
             err1 += qe
             err2 += qe * (1.0 + abs(D[f]))
