@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 import engine
-import engine.gaussian.planar_kernel
+import engine.gaussian.threads
 
 
 def best_of(fn, repeat: int) -> float:
@@ -58,7 +58,7 @@ def main() -> None:
     cpu = (time.process_time() - cpu) / args.repeat
     R = holder["ev"].n_regions
     print(f"{'partition+evaluate [2,16,16,5] N=1000':<34}{R:>8}{t * 1e3:>10.0f}ms{1000:>8.0f}ms{1000 * R / t:>12.3g}"
-          f"   (mean CPU {cpu:.2f} s, {engine.gaussian.planar_kernel.worker_threads()} threads)")
+          f"   (mean CPU {cpu:.2f} s, {engine.gaussian.threads.worker_threads()} threads)")
     for widths, target in (([2, 16, 16], 0.1), ([3, 16, 16], 2.0)):
         net = engine.random_network(widths + [2], rng=0)
         holder = {}

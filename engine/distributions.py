@@ -221,13 +221,16 @@ class Evaluation:
 
 def region_truncated_moments(part: Partition, mu: np.ndarray, covs: np.ndarray, *, moments: int = 2,
                              method: str = "auto", rng=None, need: np.ndarray | None = None,
-                             log_weight_scale: np.ndarray | None = None):
+                             log_weight_scale: np.ndarray | None = None, geometry=None,
+                             lower_bound_only: bool = False):
     """log Phi_omega(mu, Sigma_omega) (N, R), conditional means (N, R, S), covariances (N, R, S, S).
 
     Returns also the method name and the (N, R) absolute error bounds on the log masses (or None).
     ``need`` (N, R) marks the pairs to compute (S >= 2); the others come back as -inf mass.
     ``log_weight_scale`` (N, R) bounds each pair's posterior weight by ``exp(log_weight_scale) * mass``
     so that pairs of small weight are integrated to proportionally looser thresholds (S = 2 batch).
+    ``geometry``: ``polytopes.batch_geometry`` of the regions and ``covs``, reused across calls.
+    ``lower_bound_only``: see ``polytopes.polytope_moments_arrays``.
     """
     N, R, S = mu.shape
     if S == 1:
@@ -238,21 +241,16 @@ def region_truncated_moments(part: Partition, mu: np.ndarray, covs: np.ndarray, 
         log_mass, m, v = interval_moments(mu[..., 0], sd[None], bounds[None, :, 0], bounds[None, :, 1],
                                           moments=max(moments, 2))
         return log_mass, m[..., None], v[..., None, None], "interval-closed-form", None
-    from .gaussian.polytopes import polytope_moments_batch
+    from .gaussian.polytopes import polytope_moments_arrays
 
-    results = polytope_moments_batch([r.polytope for r in part], mu.transpose(1, 0, 2), covs,
-                                     moments=moments, method=method, rng=rng,
-                                     need=None if need is None else need.T,
-                                     log_weight_scale=None if log_weight_scale is None else log_weight_scale.T)
-    log_mass = np.stack([tm.log_mass for tm in results], axis=1)
-    means = np.stack([tm.mean if tm.mean is not None else np.zeros((N, S)) for tm in results], axis=1)
-    cond_covs = np.stack([tm.cov if tm.cov is not None else np.zeros((N, S, S)) for tm in results], axis=1)
-    methods = {tm.method for tm in results}
-    errors = None
-    if any(tm.log_mass_error is not None for tm in results):
-        errors = np.stack([np.zeros(N) if tm.log_mass_error is None else tm.log_mass_error for tm in results],
-                          axis=1)
-    return log_mass, means, cond_covs, "+".join(sorted(methods)), errors
+    out = polytope_moments_arrays([r.polytope for r in part], mu.transpose(1, 0, 2), covs, moments=moments,
+                                  method=method, rng=rng, need=None if need is None else need.T,
+                                  log_weight_scale=None if log_weight_scale is None else log_weight_scale.T,
+                                  geometry=geometry, lower_bound_only=lower_bound_only)
+    means = np.zeros((N, R, S)) if out.mean is None else out.mean.transpose(1, 0, 2)
+    cond_covs = np.zeros((N, R, S, S)) if out.cov is None else out.cov.transpose(1, 0, 2, 3)
+    errors = None if out.log_mass_error is None else out.log_mass_error.T
+    return out.log_mass.T, means, cond_covs, "+".join(sorted(set(out.methods))), errors
 
 
 PRUNE_NATS = NEGLIGIBLE_NATS  # pairs provably below e^-50 of p(x) are skipped (S >= 2); see evaluate()
@@ -265,41 +263,39 @@ def log_mass_upper_bound(part: Partition, mu: np.ndarray, covs: np.ndarray) -> n
     ``Phi((c_i - h_i.mu) / sqrt(h_i^T Sigma h_i))``; the smallest of these bounds the region's mass.
     """
     H, c = part.padded_facets()  # (R, F, S), (R, F) with +inf offsets on padding rows
-    num = c[None] - np.einsum("nrs,rfs->nrf", mu, H)
     den = np.sqrt(np.einsum("rfs,rst,rft->rf", H, covs, H))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d = np.where(den[None] > 0, num / den[None], np.inf)
-    return log_ndtr(d.min(axis=2, initial=np.inf))
+    width = den > 0  # rows of zero width (H_i = 0, padding) bound nothing
+    safe = np.where(width, den, 1.0)
+    scaled_c = np.where(width, c / safe, np.inf)
+    # (R, N, F): one batched matmul over the regions
+    d = scaled_c[:, None, :] - np.matmul(mu.transpose(1, 0, 2), (H / safe[..., None]).transpose(0, 2, 1))
+    return log_ndtr(d.min(axis=2, initial=np.inf)).T
 
 
-def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng):
+def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=None):
     """Truncated moments of the pairs that can matter: a pair whose upper bound log_norm + log-mass
     bound lies PRUNE_NATS below a lower bound of log p(x) contributes less than e^-50 p(x).
 
-    The pairs that remain are integrated to an accuracy that follows their posterior weight, bounded
-    by ``w <= exp(log_norm - lower) * mass``: below weight 1e-3 the thresholds are loosened by 1e-3 / w
-    (``planar_kernel.loosen_factor``), so a pair's weighted mass error is ``<= 4e-12 w + 4e-15`` and its
-    weighted covariance error ``<= 3e-9 w + 3e-12`` (units of Sigma_omega), far below the contracts of
-    eq. 5-6 summed over regions."""
+    The lower bound comes from the masses of each point's three most promising regions (by that upper
+    bound), computed to a rigorous error bound only. The pairs that remain are integrated to an accuracy
+    that follows their posterior weight, bounded by ``w <= exp(log_norm - lower) * mass``: below weight 1e-3
+    the thresholds are loosened by 1e-3 / w (``planar_kernel.loosen_factor``), so a pair's weighted mass
+    error is ``<= 4e-12 w + 4e-15`` and its weighted covariance error ``<= 3e-9 w + 3e-12`` (units of
+    Sigma_omega), far below the contracts of eq. 5-6 summed over regions."""
     N, R = log_norm.shape
     upper = log_norm + log_mass_upper_bound(part, mu, covs)
     k = min(3, R)
     first = np.zeros((N, R), dtype=bool)
     np.put_along_axis(first, np.argpartition(-upper, k - 1, axis=1)[:, :k], True, axis=1)
-    a = region_truncated_moments(part, mu, covs, method=method, rng=rng, need=first)
-    lower = logsumexp(np.where(first, log_norm + a[0], -np.inf), axis=1)
-    second = (upper >= lower[:, None] - PRUNE_NATS) & ~first
-    if not second.any():
-        return a
-    b = region_truncated_moments(part, mu, covs, method=method, rng=rng, need=second,
-                                 log_weight_scale=log_norm - lower[:, None])
-    log_mass = np.where(first, a[0], b[0])
-    means = np.where(first[..., None], a[1], b[1])
-    cond_covs = np.where(first[..., None, None], a[2], b[2])
-    errors = None
-    if a[4] is not None or b[4] is not None:
-        errors = np.where(first, 0.0 if a[4] is None else a[4], 0.0 if b[4] is None else b[4])
-    return log_mass, means, cond_covs, "+".join(sorted(set(a[3].split("+")) | set(b[3].split("+")))), errors
+    a = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng, need=first, geometry=geometry,
+                                 lower_bound_only=True)
+    lower_mass = a[0] if a[4] is None else a[0] - a[4]
+    lower = logsumexp(np.where(first, log_norm + lower_mass, -np.inf), axis=1)
+    need = upper >= lower[:, None] - PRUNE_NATS
+    with np.errstate(invalid="ignore"):  # lower = -inf (no mass resolved): no weight guarantee, +inf
+        scale = np.where(np.isfinite(lower)[:, None], log_norm - lower[:, None], np.inf)
+    return region_truncated_moments(part, mu, covs, method=method, rng=rng, need=need, log_weight_scale=scale,
+                                    geometry=geometry)
 
 
 def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = None,
@@ -317,19 +313,23 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     rg = region_gaussians(net, part)
     mu, log_norm = posterior_region_params(net, part, X, rg)
     from .gaussian.planar import covariance_accuracy
+    from .gaussian.polytopes import batch_geometry
+
+    # whitened region geometry once for every pass below, from the accurate factor of Sigma_omega
+    geometry = batch_geometry([r.polytope for r in part], rg.cov, rg.chol_cov) if method == "auto" else None
 
     # First pass: region covariances accurate relative to Sigma_omega, enough for regions of small
     # posterior weight; the pairs that carry weight are then redone to full relative accuracy.
     with covariance_accuracy("absolute"):
         if prune and net.latent_dim >= 2 and len(part) > 3:
             log_mass, means, covs, used, mass_err = _pruned_truncated_moments(part, mu, rg.cov, log_norm, method,
-                                                                              rng)
+                                                                              rng, geometry)
         else:
             log_mass, means, covs, used, mass_err = region_truncated_moments(part, mu, rg.cov, method=method,
-                                                                              rng=rng)
+                                                                              rng=rng, geometry=geometry)
     if net.latent_dim == 2:
         heavy = (log_norm + log_mass) - logsumexp(log_norm + log_mass, axis=1, keepdims=True) > np.log(1e-3)
-        redo = region_truncated_moments(part, mu, rg.cov, method=method, rng=rng, need=heavy)
+        redo = region_truncated_moments(part, mu, rg.cov, method=method, rng=rng, need=heavy, geometry=geometry)
         means = np.where(heavy[..., None], redo[1], means)
         covs = np.where(heavy[..., None, None], redo[2], covs)
     log_joint = log_norm + log_mass

@@ -8,7 +8,7 @@ found that must keep passing.
 import numpy as np
 import pytest
 
-from engine.errors import DGNInputError
+import engine
 from verify import properties as P
 from verify.strategies import CaseSpec, build_case
 
@@ -119,8 +119,6 @@ def _sabotage(name):
 @pytest.mark.parametrize("name", ENGINE)
 def test_property_catches_a_broken_engine(name, monkeypatch):
     """Each property can fail: corrupt the quantity it checks and run it on a plain case."""
-    import engine
-
     case = build_case(CaseSpec(widths=(3,), D=2, placements=("on", "near"), weight_seed=3, data_seed=4))
     if name == "prior_mass":
         real_masses = engine.prior_region_log_masses
@@ -148,14 +146,14 @@ def test_undetermined_cases_are_rejected():
         P.run_property("ppca", build_case(CaseSpec(**_PPCA_SINGULAR)))
 
 
-#: A known limit, not yet lifted: strict xfail, so the test fails (XPASS) once the engine handles it.
-@pytest.mark.xfail(
-    strict=True,
-    raises=DGNInputError,
-    reason="region_gaussians now gives Sigma_omega exactly (SVD; chol_cov is its accurate factor), but with "
-    "|A_w|^2 ~ 1e17 (gain 1e4, S = 2, D = 1) cond(Sigma_omega) ~ 1e17 > 1/eps: the dense matrix is not positive "
-    "definite in float64 and engine.gaussian (planar_batch.RegionGeometry) fails to Cholesky-factor it",
-)
-def test_known_engine_bug_region_gaussians_huge_gain(monkeypatch):
+def test_huge_gain_region_gaussians(monkeypatch):
+    """|A_w|^2 ~ 1e17 (gain 1e4, S = 2, D = 1): cond(Sigma_omega) ~ 1e17 > 1/eps, so the dense Sigma_omega is
+    not positive definite in float64. The engine whitens with the accurate factor ``chol_cov`` (it used to
+    raise DGNInputError here); weights and means are judged, the covariance of the ill-conditioned region is
+    undetermined in float64 and is not."""
     monkeypatch.setenv(P.INTEGRAL_MAX_S_ENV, "2")
-    P.run_property("posterior_weights", build_case(CaseSpec(S=2, widths=(3,), weight_scale=1e4)))
+    case = build_case(CaseSpec(S=2, widths=(3,), weight_scale=1e4))
+    rg = engine.region_gaussians(case.net, engine.partition(case.net))
+    sv = np.linalg.svd(rg.chol_cov, compute_uv=False)
+    assert np.max(sv[:, 0] / sv[:, -1]) ** 2 > 1e16
+    P.run_property("posterior_weights", case)

@@ -545,11 +545,18 @@ def posterior_weights(case: Case, subject: Subject) -> float:
                 f"posterior_weights: E[z | x, z in region {r}] = {m[i].tolist()} lies outside the "
                 f"region (slack {slack[i]:.3g} > {tolz[i]:.3g})"
             )
-        L = np.linalg.cholesky(rg.cov[r])
-        Li = np.linalg.inv(L)
+        # relative to Sigma_omega = L L^T through its accurate (SVD-based) factor. A dense (S, S) covariance
+        # holds its entries to eps |Sigma_omega|, i.e. eps cond(Sigma_omega) relative to Sigma_omega along its
+        # smallest axis (for the engine's congruence L C_y L^T and for this check's L^-1 C L^-T alike): past
+        # 1e-3 the region covariance is undetermined in float64 and is not judged.
+        sv = np.linalg.svd(rg.chol_cov[r], compute_uv=False)
+        rounding = 16 * np.finfo(float).eps * (sv[0] / sv[-1]) ** 2
+        if not rounding <= 1e-3:
+            continue
+        Li = np.linalg.inv(rg.chol_cov[r])
         C = ev.region_covs[live, r]
         rel = np.linalg.eigvalsh(Li @ C @ Li.T)
-        if np.any(rel.max(axis=1) > 1 + 1e-8) or np.any(rel.min(axis=1) < -1e-8):
+        if np.any(rel.max(axis=1) > 1 + 1e-8 + rounding) or np.any(rel.min(axis=1) < -1e-8 - rounding):
             i = int(np.argmax(np.abs(rel - 0.5).max(axis=1)))
             raise PropertyFailure(
                 f"posterior_weights: Cov[z | x, z in region {r}] has eigenvalues "

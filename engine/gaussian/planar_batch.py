@@ -32,10 +32,12 @@ class RegionGeometry:
     """Per-region whitened normals and edge adjacency, padded to ``F`` rows (inactive rows: ``valid`` False).
 
     ``ok[r]`` is False for regions the batch does not handle (no facets, lineality, degenerate
-    combinatorics); the caller integrates those with the per-region path.
+    combinatorics); the caller integrates those with the per-region path. ``chol`` (R, 2, 2), optional:
+    lower-triangular factors of ``covs`` to whiten with instead of re-factoring them (an accurate factor of
+    an ill-conditioned Sigma_omega, ``RegionGaussians.chol_cov``).
     """
 
-    def __init__(self, polytopes, covs):
+    def __init__(self, polytopes, covs, chol=None):
         R = len(polytopes)
         self.R = R
         covs = np.asarray(covs, dtype=np.float64)
@@ -57,11 +59,12 @@ class RegionGeometry:
         # the lower end of edge i is the upper end of edge jlo[i] (one vertex, two lines): the kernel then
         # computes that vertex once, so the two angular sectors meet exactly (planar_kernel)
         self.paired = np.zeros((R, F), dtype=bool)
-        try:
-            chol = np.linalg.cholesky(covs)
-        except np.linalg.LinAlgError:
-            chol = None
-        self.chol = chol
+        if chol is None:  # else: the caller's accurate factor (e.g. RegionGaussians.chol_cov)
+            try:
+                chol = np.linalg.cholesky(covs)
+            except np.linalg.LinAlgError:
+                chol = None
+        self.chol = None if chol is None else np.asarray(chol, dtype=np.float64)
         if chol is None:
             return
         idx = np.arange(F)

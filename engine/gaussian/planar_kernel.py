@@ -25,14 +25,14 @@ compiling.
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import llvmlite.binding as llvm
 import numba
 import numpy as np
 from numba import types
 from numba.extending import get_cython_function_address
+
+from .threads import run_split
 
 
 def _scipy_special(symbol: str, cname: str, nargs: int):
@@ -193,13 +193,28 @@ def end_rounding(d_j, d_i, s, g):
 
 
 @_jit
+def _vertex_error(h, s, d_j, d_i, g):
+    """``vertex_log_error`` as ``(exponent, factor)``, the error being ``factor * e^exponent``."""
+    if not math.isfinite(s) or not h > 0.0:
+        return 0.0, 0.0
+    r2 = h * h + s * s
+    return -_LOG_2PI - 0.5 * r2, h * end_rounding(d_j, d_i, s, g) / r2
+
+
+@_jit
 def vertex_log_error(h, s, d_j, d_i, g):
     """``planar.vertex_log_error`` of the end ``s = (d_j - d_i n_i.n_j) / g`` (``planar.end_rounding``)."""
-    if not math.isfinite(s) or not h > 0.0:
-        return -_INF
-    ds = end_rounding(d_j, d_i, s, g)
-    r2 = h * h + s * s
-    return -_LOG_2PI - 0.5 * r2 + math.log(h * ds / r2)
+    exponent, factor = _vertex_error(h, s, d_j, d_i, g)
+    return exponent + math.log(factor) if factor > 0.0 else -_INF
+
+
+@_jit
+def _shared_vertex_error(s, d_j, d_k, s_k):
+    """``shared_vertex_log_error`` as ``(exponent, factor)``, the error being ``factor * e^exponent``."""
+    r2 = d_j * d_j + s * s
+    if not math.isfinite(s) or not r2 > 0.0:
+        return 0.0, 0.0
+    return -_LOG_2PI - 0.5 * r2, 4.0 * _EPS * (abs(d_j) + abs(d_k) + abs(s_k) + abs(s)) / math.sqrt(r2)
 
 
 @_jit
@@ -210,11 +225,8 @@ def shared_vertex_log_error(s, d_j, d_k, s_k):
     (no division by the lines' crossing angle), so the two sectors meeting at ``v`` differ in angle by at
     most ``dtheta = residual / |v|``, whose Gaussian mass beyond ``v`` is ``e^{-|v|^2/2} dtheta / 2 pi``.
     """
-    r2 = d_j * d_j + s * s
-    if not math.isfinite(s) or not r2 > 0.0:
-        return -_INF
-    dtheta = 4.0 * _EPS * (abs(d_j) + abs(d_k) + abs(s_k) + abs(s)) / math.sqrt(r2)
-    return -_LOG_2PI - 0.5 * r2 + math.log(dtheta)
+    exponent, factor = _shared_vertex_error(s, d_j, d_k, s_k)
+    return exponent + math.log(factor) if factor > 0.0 else -_INF
 
 
 _X16, _W16 = np.polynomial.legendre.leggauss(16)
@@ -345,8 +357,9 @@ def loosen_factor(log_weight_bound):
 
 @_jit
 def _pair(Nrm, valid, jhi, jlo, has_hi, has_lo, paired, ghi, glo, chi, clo, d, moments, log_weight_scale, s_lo,
-          s_hi, act, keep, log_B, ds, mean, cov):
-    """One pair: fills s_lo, s_hi, act, keep, log_B, mean, cov; returns (log_mass, rel_err, flagged, loosen)."""
+          s_hi, act, keep, log_B, ds, bounds, mean, cov):
+    """One pair: fills s_lo, s_hi, act, keep, log_B, mean, cov (``ds``, ``bounds``: scratch); returns
+    (log_mass, rel_err, flagged, loosen)."""
     F = d.size
     inside = True
     outside = False
@@ -379,7 +392,6 @@ def _pair(Nrm, valid, jhi, jlo, has_hi, has_lo, paired, ghi, glo, chi, clo, d, m
         if d[f] < 0.0:
             outside = True
     boundary = not inside and not outside
-    bounds = np.empty(F)
     for f in range(F):
         bounds[f] = -_INF
         if act[f]:
@@ -398,9 +410,12 @@ def _pair(Nrm, valid, jhi, jlo, has_hi, has_lo, paired, ghi, glo, chi, clo, d, m
             cov[k, 0] = 0.0
             cov[k, 1] = 0.0
         return -_INF, 0.0, False, MAX_LOOSEN
-    log_pos = 0.0 if inside else -_INF
-    log_neg = -_INF
-    abs_terms = -_INF
+    elif ref == -_INF:
+        ref = 0.0
+    # signed sum and error terms in units of e^ref: every kept term is within _DROP nats of it
+    pos = 1.0 if inside else 0.0
+    neg = 0.0
+    err = 0.0
     for f in range(F):
         if not act[f]:
             continue
@@ -408,24 +423,28 @@ def _pair(Nrm, valid, jhi, jlo, has_hi, has_lo, paired, ghi, glo, chi, clo, d, m
             keep[f] = True
             lb, rb = edge_log_B(abs(d[f]), s_lo[f], s_hi[f])
             log_B[f] = lb
-            abs_terms = _lse_pair(abs_terms, lb + math.log(rb + _EPS))
+            b = math.exp(lb - ref)
+            err += b * (rb + _EPS)
             k = jlo[f]
             if paired[f]:
-                abs_terms = _lse_pair(abs_terms, shared_vertex_log_error(s_lo[f], d[f], d[k], s_hi[k]))
+                ex, fac = _shared_vertex_error(s_lo[f], d[f], d[k], s_hi[k])
+                err += fac * math.exp(ex - ref)
             elif has_lo[f]:
-                abs_terms = _lse_pair(abs_terms, vertex_log_error(abs(d[f]), s_lo[f], d[k], d[f], glo[f]))
+                ex, fac = _vertex_error(abs(d[f]), s_lo[f], d[k], d[f], glo[f])
+                err += fac * math.exp(ex - ref)
             if has_hi[f] and not paired[jhi[f]]:
-                abs_terms = _lse_pair(abs_terms, vertex_log_error(abs(d[f]), s_hi[f], d[jhi[f]], d[f], ghi[f]))
+                ex, fac = _vertex_error(abs(d[f]), s_hi[f], d[jhi[f]], d[f], ghi[f])
+                err += fac * math.exp(ex - ref)
             if d[f] < 0.0 and not inside:
-                log_pos = _lse_pair(log_pos, lb)
+                pos += b
             elif d[f] > 0.0:
-                log_neg = _lse_pair(log_neg, lb)
+                neg += b
         else:
-            abs_terms = _lse_pair(abs_terms, bounds[f])
-    ratio = math.exp(log_neg - log_pos)
+            err += math.exp(bounds[f] - ref)
+    ratio = neg / pos
     r1 = 1.0 if ratio > 1.0 else ratio
-    log_mass = log_pos + math.log1p(-r1)
-    rel_err = math.exp(abs_terms - log_mass) + 4.0 * _EPS * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
+    log_mass = ref + math.log(pos) + math.log1p(-r1)
+    rel_err = err / (pos * (1.0 - r1)) + 4.0 * _EPS * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
     loosen = loosen_factor(log_weight_scale + log_mass + math.log1p(min(rel_err, 1.0)))
     flagged = boundary or not math.isfinite(log_mass) or not rel_err <= FALLBACK_REL * loosen
     for k in range(2):
@@ -473,11 +492,12 @@ def _pairs(Nrm, valid, jhi, jlo, has_hi, has_lo, paired, ghi, glo, chi, clo, pr,
            start, stop, log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep):
     log_B = np.empty(D.shape[1])
     ds = np.empty((D.shape[1], 2))
+    bounds = np.empty(D.shape[1])
     for p in range(start, stop):
         r = pr[p]
         lm, re, fl, lo = _pair(Nrm[r], valid[r], jhi[r], jlo[r], has_hi[r], has_lo[r], paired[r], ghi[r], glo[r],
                                chi[r], clo[r], D[p], moments, log_weight_scale[p], s_lo[p], s_hi[p], act[p], keep[p],
-                               log_B, ds, mean[p], cov[p])
+                               log_B, ds, bounds, mean[p], cov[p])
         log_mass[p] = lm
         rel_err[p] = re
         flagged[p] = fl
@@ -509,14 +529,6 @@ def small_polygon_pairs(Nrm, pr, D, s_lo, s_hi, act, moments):
     return used, log_mass, kappa, mean, cov
 
 
-def worker_threads() -> int:
-    """Threads for the compiled kernels: ``$DGNEXACT_THREADS`` or the CPUs this process may use."""
-    env = os.environ.get("DGNEXACT_THREADS")
-    if env:
-        return max(1, int(env))
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-
-
 _MIN_PAIRS_PER_THREAD = 2048
 
 
@@ -531,7 +543,7 @@ def pair_planar_moments(geo, pr, D, moments, log_weight_scale):
     to the polygon) come back as log mass -inf, as the caller's own pruning would report them.
     Returns ``log_mass, rel_err, flagged, loosen (P,)``, ``mean (P, 2)``, ``cov (P, 2, 2)`` (whitened, zero for
     flagged pairs) and the edge data ``s_lo, s_hi, act, keep (P, F)`` for the caller's fallbacks. The
-    pairs are split over :func:`worker_threads` threads (the kernel releases the GIL).
+    pairs are split over ``threads.worker_threads()`` threads (the kernel releases the GIL).
     """
     pr = np.ascontiguousarray(pr, dtype=np.intp)
     D = np.ascontiguousarray(D, dtype=np.float64)
@@ -542,12 +554,6 @@ def pair_planar_moments(geo, pr, D, moments, log_weight_scale):
            np.empty((P, F), dtype=np.bool_))
     args = (geo.Nrm, geo.valid, geo.jhi, geo.jlo, geo.has_hi, geo.has_lo, geo.paired, geo.ghi, geo.glo, geo.chi,
             geo.clo, pr, D, moments, log_weight_scale)
-    n = min(worker_threads(), max(1, P // _MIN_PAIRS_PER_THREAD))
-    if n == 1:
-        _pairs(*args, 0, P, *out)
-        return out
-    cuts = np.linspace(0, P, n + 1).astype(int)
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        for job in [pool.submit(_pairs, *args, cuts[k], cuts[k + 1], *out) for k in range(n)]:
-            job.result()
+    run_split(lambda start, stop: _pairs(*args, start, stop, *out), P, min_per_thread=_MIN_PAIRS_PER_THREAD,
+              pieces_per_thread=4)
     return out

@@ -21,6 +21,8 @@ Methods (``method=``):
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..errors import DGNInputError
@@ -205,12 +207,13 @@ def _log_err(rel):
         return np.where(rel < 0.5, -np.log1p(-np.minimum(rel, 0.49)), np.inf)
 
 
+BOUND_ONLY_REL = 1e-6  # lower_bound_only: the batch's estimates are kept up to this relative error bound
 _CHUNK_PAIRS = 16384  # pairs per vectorised block (bounds the (pairs, edges, 40 nodes) arrays)
 _CHUNK_PAIRS_S3 = 8192  # S = 3: (pairs, facets, incident edges) arrays
 
 
 def _solid_batch(polytopes, means, covs, need, moments, log_mass, mean_out, cov_out, err_out, has_err, names, rng,
-                 log_weight_scale):
+                 log_weight_scale, geo):
     """S = 3, ``method="auto"``: all (region, point) pairs of the regular regions through
     ``solid.batch_solid_moments`` (cone decomposition). Its flagged pairs (cancellation beyond the error budget,
     a boundary, degenerate geometry) are small regions as a rule: they take ``solid.cubature_moments``, and what
@@ -218,7 +221,6 @@ def _solid_batch(polytopes, means, covs, need, moments, log_mass, mean_out, cov_
     may cancel beyond ``solid.COV_TOL`` (relative to its smallest eigenvalue, or to Sigma_omega under
     ``planar.covariance_accuracy("absolute")``) take the cubature where it applies and keep their values otherwise.
     Returns the regions left to the per-region path (no facets, lineality, degenerate rows)."""
-    geo = SolidGeometry(polytopes, covs)
     if geo.chol is None:
         raise DGNInputError("cov", "covariance is not symmetric positive definite",
                             "pass a positive definite covariance")
@@ -279,9 +281,39 @@ def _solid_batch(polytopes, means, covs, need, moments, log_mass, mean_out, cov_
     return ~geo.ok
 
 
-def polytope_moments_batch(polytopes, means, covs, *, moments: int = 2, method: str = "auto", rng=None,
-                           need=None, log_weight_scale=None):
-    """Batched entry point: ``means`` (R, N, S), ``covs`` (R, S, S) -> list of R TruncatedMoments.
+def batch_geometry(polytopes, covs, chol=None):
+    """The per-region geometry of the batched paths (``method="auto"``): ``planar_batch.RegionGeometry`` for
+    S = 2, ``solid.SolidGeometry`` for S = 3, None otherwise. It depends on the regions and Sigma_omega only,
+    so a caller integrating the same regions for several sets of means builds it once and passes it to
+    :func:`polytope_moments_batch`. ``chol`` (R, S, S): accurate lower-triangular factors of ``covs``."""
+    S = np.shape(covs)[-1]
+    if not len(polytopes) or S not in (2, 3):
+        return None
+    return (RegionGeometry if S == 2 else SolidGeometry)(polytopes, covs, chol)
+
+
+class BatchMoments(NamedTuple):
+    """What :func:`polytope_moments_arrays` returns: region-major arrays, R regions by N means."""
+
+    log_mass: np.ndarray  # (R, N)
+    mean: np.ndarray | None  # (R, N, S), zero where the mass is -inf
+    cov: np.ndarray | None  # (R, N, S, S)
+    methods: list[str]  # (R,) the method each region took
+    log_mass_error: np.ndarray | None  # (R, N) absolute bounds on log_mass (0 where a method gives none)
+    has_error: np.ndarray  # (R,) whether region r's method gave error bounds
+
+
+def polytope_moments_batch(polytopes, means, covs, **kwargs) -> list[TruncatedMoments]:
+    """:func:`polytope_moments_arrays` as a list of R :class:`TruncatedMoments`, one per region."""
+    out = polytope_moments_arrays(polytopes, means, covs, **kwargs)
+    return [TruncatedMoments(out.log_mass[r], None if out.mean is None else out.mean[r],
+                             None if out.cov is None else out.cov[r], out.methods[r],
+                             out.log_mass_error[r] if out.has_error[r] else None) for r in range(len(polytopes))]
+
+
+def polytope_moments_arrays(polytopes, means, covs, *, moments: int = 2, method: str = "auto", rng=None,
+                            need=None, log_weight_scale=None, geometry=None, lower_bound_only: bool = False):
+    """Batched entry point: ``means`` (R, N, S), ``covs`` (R, S, S) -> :class:`BatchMoments`.
 
     ``need`` (optional (R, N) bool): pairs with ``need[r, n]`` False are skipped and returned as
     ``log_mass = -inf``, zero mean and covariance, ``log_mass_error = 0`` (for pairs whose term of
@@ -291,7 +323,11 @@ def polytope_moments_batch(polytopes, means, covs, *, moments: int = 2, method: 
     error bounds returned stay the measured ones. S = 2 with ``method="auto"`` is vectorised over all
     (region, point) pairs (``planar_batch``); pairs whose edge sum cancels beyond the error budget,
     and regions with lineality or degenerate rows, take the exact per-region path. Other cases loop
-    over regions (vectorised over points).
+    over regions (vectorised over points). ``geometry``: :func:`batch_geometry` of these regions and
+    ``covs``, when the caller has it. ``lower_bound_only`` (S = 2 batch, ``moments=0``): the caller needs
+    only rigorous lower bounds ``log_mass - log_mass_error``; pairs the batch cannot resolve to its strict
+    threshold keep its estimate when its error bound is within ``BOUND_ONLY_REL`` and are otherwise
+    reported as mass 0, instead of taking the slow exact path.
     """
     R = len(polytopes)
     means = np.asarray(means, dtype=np.float64)
@@ -322,8 +358,10 @@ def polytope_moments_batch(polytopes, means, covs, *, moments: int = 2, method: 
     has_err = np.zeros(R, dtype=bool)
     names = [None] * R
     todo = np.ones(R, dtype=bool)
+    if method == "auto" and R and S in (2, 3) and geometry is None:
+        geometry = batch_geometry(polytopes, covs)
     if S == 2 and method == "auto" and R:
-        geo = RegionGeometry(polytopes, covs)
+        geo = geometry
         if geo.chol is None:
             raise DGNInputError("cov", "covariance is not symmetric positive definite",
                                 "pass a positive definite covariance")
@@ -335,6 +373,13 @@ def polytope_moments_batch(polytopes, means, covs, *, moments: int = 2, method: 
             with np.errstate(invalid="ignore"):
                 lm, my, cy, rel, flagged, D = batch_planar_moments(
                     geo, pr, mu, moments, None if log_weight_scale is None else log_weight_scale[pr, pn])
+            if lower_bound_only and np.any(flagged):
+                # the kernel's own estimate where its bound is rigorous: finite, within BOUND_ONLY_REL, origin
+                # off every edge line; other flagged pairs are reported as mass 0 (a valid lower bound)
+                good = np.isfinite(lm) & (rel <= BOUND_ONLY_REL) & ~np.any(D == 0.0, axis=1)
+                lm = np.where(flagged & ~good, -np.inf, lm)
+                rel = np.where(flagged & ~good, 0.0, rel)
+                flagged = np.zeros_like(flagged)
             if np.any(flagged):
                 for r in np.unique(pr[flagged]):
                     sel = np.nonzero(flagged & (pr == r))[0]
@@ -358,7 +403,7 @@ def polytope_moments_batch(polytopes, means, covs, *, moments: int = 2, method: 
             names[r] = "planar-owen"
     if S == 3 and method == "auto" and R:
         todo = _solid_batch(polytopes, means, covs, need, moments, log_mass, mean_out, cov_out, err_out, has_err,
-                            names, rng, log_weight_scale)
+                            names, rng, log_weight_scale, geometry)
     for r in np.nonzero(todo)[0]:
         rows = np.nonzero(need[r])[0]
         if rows.size == 0:
@@ -376,9 +421,8 @@ def polytope_moments_batch(polytopes, means, covs, *, moments: int = 2, method: 
             err_out[r, rows] = tm.log_mass_error
     default = method if method != "auto" else ("planar-owen" if S == 2 else "solid-quadrature" if S == 3
                                                else "rqmc")
-    return [TruncatedMoments(log_mass[r], None if mean_out is None else mean_out[r],
-                             None if cov_out is None else cov_out[r], names[r] or default,
-                             err_out[r] if has_err[r] else None) for r in range(R)]
+    return BatchMoments(log_mass, mean_out, cov_out, [name or default for name in names],
+                        np.where(has_err[:, None], err_out, 0.0) if has_err.any() else None, has_err)
 
 
-__all__ = ["polytope_moments", "polytope_moments_batch", "planar_log_mass"]
+__all__ = ["BatchMoments", "polytope_moments", "polytope_moments_arrays", "polytope_moments_batch", "planar_log_mass"]

@@ -41,7 +41,6 @@ fall back to): outer 1-D quadrature over t = u^T y of exact planar slice masses 
 
 from __future__ import annotations
 
-import functools
 import math
 
 import llvmlite.binding as _llvm
@@ -53,14 +52,13 @@ from numba.extending import get_cython_function_address
 from .planar import COVARIANCE_ACCURACY, planar_log_mass
 from .planar_kernel import _lse_pair
 from .quad1d import integrate_logconcave
+from .threads import run_split
 
 # erfcx is scipy's own (cython_special), bound by symbol name so that the kernels can be cached on disk
 _llvm.add_symbol("dgnexact_solid_erfcx",
                  get_cython_function_address("scipy.special.cython_special", "__pyx_fuse_1erfcx"))
 _erfcx = _types.ExternalFunction("dgnexact_solid_erfcx", _types.float64(_types.float64))
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-_pjit = numba.njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-_prange = numba.prange
 
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 _LOG_2PI = np.log(2.0 * np.pi)
@@ -229,9 +227,9 @@ def _edge_integrals(R, h1, a1, h2, a2, s_lo, s_hi, nodes, weights, out, S):
     return ok
 
 
-@_pjit
-def _edge_integrals_many(R, h1, a1, h2, a2, s_lo, s_hi, nodes, weights, out, ok):
-    for m in _prange(R.size):
+@_jit
+def _edge_integrals_many(start, stop, R, h1, a1, h2, a2, s_lo, s_hi, nodes, weights, out, ok):
+    for m in range(start, stop):
         ok[m] = _edge_integrals(R[m], h1[m], a1[m], h2[m], a2[m], s_lo[m], s_hi[m], nodes, weights, out[m],
                                 np.empty(5))
 
@@ -241,8 +239,8 @@ def edge_integrals(R, h1, a1, h2, a2, s_lo, s_hi):
     args = [np.ascontiguousarray(np.ravel(x), dtype=np.float64) for x in (R, h1, a1, h2, a2, s_lo, s_hi)]
     out = np.empty((args[0].size, 5))
     ok = np.empty(args[0].size, dtype=np.bool_)
-    if args[0].size:
-        _edge_integrals_many(*args, _CX, _CW, out, ok)
+    run_split(lambda start, stop: _edge_integrals_many(start, stop, *args, _CX, _CW, out, ok), args[0].size,
+              min_per_thread=_PAIRS_PER_BLOCK)
     return out[:, 0], out[:, 1], out[:, 2], out[:, 3], out[:, 4], ok
 
 
@@ -271,10 +269,11 @@ class SolidGeometry:
     found once per region (translation does not change the combinatorics). Per pair, with ``D`` the
     offsets: ``e1 = (D_j - c D_i)/sn``, ``e2 = (D_i - c D_j)/sn`` (``c = n_i.n_j``, ``sn = |n_i x n_j|``),
     ``s_hi = (D_k - ah D_i - bh D_j) / gh``, likewise ``s_lo``. ``ok[r]`` False: the region goes to the
-    per-region path (no facets, lineality, parallel or redundant rows, S != 3).
+    per-region path (no facets, lineality, parallel or redundant rows, S != 3). ``chol`` (R, 3, 3), optional:
+    lower-triangular factors of ``covs`` to whiten with instead of re-factoring them.
     """
 
-    def __init__(self, polytopes, covs):
+    def __init__(self, polytopes, covs, chol=None):
         R = len(polytopes)
         covs = np.asarray(covs, dtype=np.float64)
         F = max([p.H.shape[0] for p in polytopes] + [1])
@@ -284,11 +283,12 @@ class SolidGeometry:
         self.Hn = np.zeros((R, F, 3))  # D = cn - mu @ Hn^T
         self.cn = np.ones((R, F))
         self.fvalid = np.zeros((R, F), dtype=bool)
-        try:
-            chol = np.linalg.cholesky(covs)
-        except np.linalg.LinAlgError:
-            chol = None
-        self.chol = chol
+        if chol is None:  # else: the caller's accurate factor (e.g. RegionGaussians.chol_cov)
+            try:
+                chol = np.linalg.cholesky(covs)
+            except np.linalg.LinAlgError:
+                chol = None
+        self.chol = None if chol is None else np.asarray(chol, dtype=np.float64)
         nf = np.array([p.H.shape[0] for p in polytopes], dtype=np.intp)
         cand = np.array([p.H.shape[0] > 0 and p.H.shape[1] == 3 and not p.lineality.size for p in polytopes],
                         dtype=bool)
@@ -663,17 +663,6 @@ def _pairs_block(start, stop, pr, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, 
         log_mass[p], rel[p], flagged[p], refine[p] = out
 
 
-@_pjit
-def _pairs(pr, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, c, sn, ah, bh, gh, al, bl, gl,
-           m1, m2, moments, lws, cov_relative, nodes, weights, log_mass, rel, flagged, refine, mean, cov):
-    P = pr.size
-    blocks = (P + _PAIRS_PER_BLOCK - 1) // _PAIRS_PER_BLOCK
-    for blk in _prange(blocks):
-        _pairs_block(blk * _PAIRS_PER_BLOCK, min(P, (blk + 1) * _PAIRS_PER_BLOCK), pr, mu, Nrm, Hn, cn, fvalid,
-                     evalid, ei, ej, khi, klo, has_hi, has_lo, c, sn, ah, bh, gh, al, bl, gl, m1, m2, moments, lws,
-                     cov_relative, nodes, weights, log_mass, rel, flagged, refine, mean, cov)
-
-
 def batch_solid_moments(geo, pr: np.ndarray, mu: np.ndarray, moments: int = 2, log_weight_scale=None,
                         cov_relative: bool | None = None):
     """Whitened mass and moments for pairs (region ``pr[p]`` of ``geo``, mean ``mu[p]``), P pairs.
@@ -698,11 +687,11 @@ def batch_solid_moments(geo, pr: np.ndarray, mu: np.ndarray, moments: int = 2, l
     log_mass, rel = np.empty(P), np.empty(P)
     flagged, refine = np.empty(P, dtype=np.bool_), np.empty(P, dtype=np.bool_)
     mean, cov = np.zeros((P, 3)), np.zeros((P, 3, 3))
-    if P:
-        run = _pairs if P > _PAIRS_PER_BLOCK else functools.partial(_pairs_block, 0, P)  # no thread start-up
-        run(pr, mu, geo.Nrm, geo.Hn, geo.cn, geo.fvalid, geo.evalid, geo.ei, geo.ej, geo.khi, geo.klo,
+    args = (pr, mu, geo.Nrm, geo.Hn, geo.cn, geo.fvalid, geo.evalid, geo.ei, geo.ej, geo.khi, geo.klo,
             geo.has_hi, geo.has_lo, geo.c, geo.sn, geo.ah, geo.bh, geo.gh, geo.al, geo.bl, geo.gl, geo.m1, geo.m2,
             moments, lws, bool(cov_relative), _CX, _CW, log_mass, rel, flagged, refine, mean, cov)
+    run_split(lambda start, stop: _pairs_block(start, stop, *args), P, min_per_thread=_PAIRS_PER_BLOCK,
+              pieces_per_thread=8)
     return log_mass, (mean if moments >= 1 else None), (cov if moments >= 2 else None), rel, flagged, refine
 
 
