@@ -95,15 +95,18 @@ def test_prior_masses_sum_to_one_and_moments_s2():
     assert np.abs(second - cov).max() < 1e-12
 
 
-def test_triangulation_agrees_s2():
-    part, cov = _net_setup([2, 8, 8, 3])
-    mu = np.array([[0.3, -0.2]])
-    n = 0
+def _both_paths(arch, mu):
+    """(region, fast result, triangulation result, cov) for every region of mass >= 1e-6 at mean ``mu``."""
+    part, cov = _net_setup(arch)
     for r in part:
         a = truncated_moments(r.polytope, mu, cov)
-        if a.log_mass[0] < np.log(1e-6):
-            continue
-        t = truncated_moments(r.polytope, mu, cov, method="triangulation")
+        if a.log_mass[0] >= np.log(1e-6):
+            yield r, a, truncated_moments(r.polytope, mu, cov, method="triangulation"), cov
+
+
+def test_triangulation_agrees_s2():
+    n = 0
+    for _, a, t, _ in _both_paths([2, 8, 8, 3], np.array([[0.3, -0.2]])):
         n += 1
         assert abs(t.log_mass[0] - a.log_mass[0]) < 1e-9
         assert np.abs(t.mean - a.mean).max() < 1e-8
@@ -180,14 +183,9 @@ def test_triangulation_agrees_s3():
     1e-9 (measured worst 1.8e-10). Moments on masses >= 1e-3: within 1e-7 plus the inclusion-exclusion
     amplification ``eps cond(A_J)^2 / mass`` (an orthant's y-moments are ``A_J^-1`` times its u-moments:
     measured 3.7e-7 on a region of mass 1e-2 with cond(A_J) = 1.7e4; 1e-7 elsewhere)."""
-    part, cov = _net_setup([3, 5, 5, 3])
     mu = np.array([[0.3, -0.2, 0.1]])
     n = solid = 0
-    for r in part:
-        a = truncated_moments(r.polytope, mu, cov)
-        if a.log_mass[0] < np.log(1e-6):
-            continue
-        t = truncated_moments(r.polytope, mu, cov, method="triangulation")
+    for r, a, t, cov in _both_paths([3, 5, 5, 3], mu):
         n += 1
         assert abs(t.log_mass[0] - a.log_mass[0]) < 1e-9
         if a.log_mass[0] >= np.log(1e-3):

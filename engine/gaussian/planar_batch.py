@@ -28,6 +28,17 @@ from .planar_kernel import pair_planar_moments, small_polygon_pairs
 _CUBATURE_COV_UNIT_ERR = 1e-14  # covariance error of the small-polygon cubature per unit of L^2 / lambda_min
 
 
+def whitening_factors(covs, chol=None):
+    """Lower-triangular ``L`` with ``L L^T = covs[r]`` (R, S, S): the caller's accurate factor when given
+    (e.g. ``RegionGaussians.chol_cov``), else the Cholesky factor of ``covs``; None if not positive definite."""
+    if chol is not None:
+        return np.asarray(chol, dtype=np.float64)
+    try:
+        return np.linalg.cholesky(covs)
+    except np.linalg.LinAlgError:
+        return None
+
+
 class RegionGeometry:
     """Per-region whitened normals and edge adjacency, padded to ``F`` rows (inactive rows: ``valid`` False).
 
@@ -59,12 +70,7 @@ class RegionGeometry:
         # the lower end of edge i is the upper end of edge jlo[i] (one vertex, two lines): the kernel then
         # computes that vertex once, so the two angular sectors meet exactly (planar_kernel)
         self.paired = np.zeros((R, F), dtype=bool)
-        if chol is None:  # else: the caller's accurate factor (e.g. RegionGaussians.chol_cov)
-            try:
-                chol = np.linalg.cholesky(covs)
-            except np.linalg.LinAlgError:
-                chol = None
-        self.chol = None if chol is None else np.asarray(chol, dtype=np.float64)
+        self.chol = chol = whitening_factors(covs, chol)
         if chol is None:
             return
         idx = np.arange(F)

@@ -50,6 +50,7 @@ from numba import types as _types
 from numba.extending import get_cython_function_address
 
 from .planar import COVARIANCE_ACCURACY, planar_log_mass
+from .planar_batch import whitening_factors
 from .planar_kernel import _lse_pair
 from .quad1d import integrate_logconcave
 from .threads import run_split
@@ -283,12 +284,7 @@ class SolidGeometry:
         self.Hn = np.zeros((R, F, 3))  # D = cn - mu @ Hn^T
         self.cn = np.ones((R, F))
         self.fvalid = np.zeros((R, F), dtype=bool)
-        if chol is None:  # else: the caller's accurate factor (e.g. RegionGaussians.chol_cov)
-            try:
-                chol = np.linalg.cholesky(covs)
-            except np.linalg.LinAlgError:
-                chol = None
-        self.chol = None if chol is None else np.asarray(chol, dtype=np.float64)
+        self.chol = chol = whitening_factors(covs, chol)
         nf = np.array([p.H.shape[0] for p in polytopes], dtype=np.intp)
         cand = np.array([p.H.shape[0] > 0 and p.H.shape[1] == 3 and not p.lineality.size for p in polytopes],
                         dtype=bool)
