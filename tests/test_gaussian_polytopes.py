@@ -247,6 +247,24 @@ def test_s3_cube_corner_and_mc():
     np.testing.assert_allclose(tri.log_mass, exact, rtol=1e-9)
 
 
+def test_s4_regions_with_lineality_take_the_cone_path():
+    """S = 4 regions with a one-dimensional lineality reduce to S' = 3 problems: they go through the cone
+    decomposition (the nested quadrature was off by 1.7e-6 claiming 1.5e-13 on region 6 of this network).
+    Oracle: the triangulation path; and the prior masses must sum to one."""
+    net = random_network([4, 3, 3], "leaky_relu", cov_x=0.4, rng=18)
+    part = partition(net)
+    fast, tri = [], []
+    for r in part:
+        assert r.polytope.lineality.shape[0] == 1
+        a = truncated_moments(r.polytope, np.zeros((1, 4)), net.cov_z, moments=0)
+        assert a.method == "solid-cones"
+        fast.append(a.log_mass[0])
+        tri.append(truncated_moments(r.polytope, np.zeros((1, 4)), net.cov_z, moments=0,
+                                     method="triangulation").log_mass[0])
+    np.testing.assert_allclose(fast, tri, rtol=0, atol=1e-12)
+    assert abs(logsumexp(fast)) < 1e-12
+
+
 def test_s4_rqmc_error_bar():
     """S = 4 orthant cone: exact mass is a product of log_ndtr; RQMC within 3x its error bar."""
     c = np.array([0.3, -0.4, 0.1, 0.5])

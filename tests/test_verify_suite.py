@@ -130,3 +130,100 @@ def test_full_quick_suite_passes_and_is_deterministic():
     assert json_report(r1, m1) == json_report(r2, m2)
     assert not any(r.status == "FAIL" for r in r1), [(r.id, r.message) for r in r1 if r.status == "FAIL"]
     assert np.isfinite(m1["false_fail_per_monte_carlo_check"])
+
+
+def test_run_item_turns_an_exception_into_a_fail_record():
+    from verify.suite import run_item
+
+    def boom(delta):
+        raise np.linalg.LinAlgError("Singular matrix")
+
+    recs = run_item("tri/some-case", boom, None, 3)
+    assert [r.status for r in recs] == ["FAIL"] and recs[0].id == "check-raised/tri/some-case"
+    assert "LinAlgError: Singular matrix" in recs[0].message and recs[0].seed == 3
+    assert run_item("x", lambda d: ["rec"], None, 0) == ["rec"]
+
+
+def _slice_of(region, z1):
+    import mpmath as mp
+
+    lo, hi = -mp.inf, mp.inf
+    for (h1, h2), c in zip(region.H, region.c):
+        if h2 > 0:
+            hi = min(hi, (mp.mpf(float(c)) - mp.mpf(float(h1)) * z1) / mp.mpf(float(h2)))
+        elif h2 < 0:
+            lo = max(lo, (mp.mpf(float(c)) - mp.mpf(float(h1)) * z1) / mp.mpf(float(h2)))
+    return lo, hi
+
+
+def test_s2_closed_form_slice_matches_raw_tanh_sinh_and_refuses_a_kink(cases):
+    """The S = 2 oracle's inner integral: exact on a region's slice, None on a slice across a kink."""
+    import mpmath as mp
+
+    from engine.partition import partition
+    from verify.oracles.quadrature import MPModel, _gaussian_slice_moments, _slice_gaussian
+
+    case = cases["relu-S2"]
+    part = partition(case.net)
+    with mp.workdps(30):
+        model = MPModel(case.net, case.X[0])
+        checked = 0
+        for region in part:
+            p = region.polytope.interior_point()
+            z1 = mp.mpf(float(p[0]))
+            lo, hi = _slice_of(region, z1)
+            K0, m, s = _slice_gaussian(model, z1, lo, hi, 30)
+            M, _ = _gaussian_slice_moments(lo, hi, m, s)
+            pts = [lo] + sorted(t for t in (m - 8 * s, m, m + 8 * s) if lo < t < hi) + [hi]
+            for k in range(3):  # raw integrand scaled by exp(-K0): mp.quad's error test is absolute
+                ref, err = mp.quad(
+                    lambda t, k=k, z1=z1, K0=K0: mp.exp(model.log_f([z1, t]) - K0) * t**k, pts, error=True
+                )
+                got = s * mp.sqrt(2 * mp.pi) * M[k]
+                assert abs(got - ref) <= mp.mpf(10) ** -18 * abs(ref) + 10 * err, (k, region.index, got, ref, err)
+            checked += 1
+        assert checked == len(part)
+        # the whole line at z1 = 0 crosses several regions: not one Gaussian, refused
+        assert len(set(part.locate(np.array([[0.0, t] for t in np.linspace(-9, 9, 181)])))) >= 2
+        assert _slice_gaussian(model, mp.mpf(0), -mp.inf, mp.inf, 30) is None
+
+
+def _small_s2_case():
+    from engine.network import random_network
+    from verify.cases import Case
+
+    net = random_network([2, 3, 2], "relu", cov_x=0.3, rng=16)
+    return Case("small-relu-S2", net, net.sample(1, rng=7), set(), "[2,3,2] ReLU (test)")
+
+
+def test_s2_quadrature_check_passes_and_catches_wrong_mass(monkeypatch):
+    case = _small_s2_case()
+    s = C.Settings(seed=0, quad_s2=True)
+    C._QUAD_CACHE.clear()
+    recs = C.check_quadrature(case, s)
+    assert [r.status for r in recs] == ["PASS"] * 4, [(r.id, r.status, r.message) for r in recs]
+    orig = dist.region_truncated_moments
+
+    def wrong(*a, **k):  # every region mass 1e-9 too large in log: log p off by 1e-9 nats
+        lm, m, c, used, err = orig(*a, **k)
+        return lm + 1e-9, m, c, used, err
+
+    monkeypatch.setattr(dist, "region_truncated_moments", wrong)
+    st = {r.id.split("/")[0]: r.status for r in C.check_quadrature(case, s)}
+    assert st["marginal-vs-quadrature"] == "FAIL"
+    C._QUAD_CACHE.clear()
+
+
+def test_s2_quadrature_closed_inner_matches_tanh_sinh_inner(cases):
+    """quad_s2's closed-form slices against its tanh-sinh slices on one region (a few seconds)."""
+    from engine.partition import partition
+    from verify.oracles.quadrature import quad_s2
+
+    case = cases["relu-S2"]
+    part = partition(case.net)
+    a = quad_s2(case.net, case.X[0], [part[0]], dps=30)
+    b = quad_s2(case.net, case.X[0], [part[0]], dps=20, inner="tanh-sinh")
+    assert abs(a.log_px_mp - b.log_px_mp) < 1e-17
+    np.testing.assert_allclose(a.mean, b.mean, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(a.cov, b.cov, rtol=0, atol=1e-15)
+    assert a.rel_error < 1e-20 and b.rel_error < 1e-15
