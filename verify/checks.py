@@ -208,7 +208,9 @@ def _quad_oracle(case, settings):
     method = (
         "tanh-sinh mp.quad split at region ends and around the peak"
         if case.S == 1
-        else "nested tanh-sinh mp.quad over each region polygon (split at vertices and the peak)"
+        else "per region polygon: tanh-sinh mp.quad over z1 (split at vertices and the peak); over z2 the "
+        "exact normal integral of each slice, its quadratic read off raw forward passes and checked at "
+        "up to six more (tanh-sinh where they are not affine)"
     )
     return {
         "kind": "mpmath quadrature of the raw model N(x; g(z), Sx) N(z; 0, Sz)",

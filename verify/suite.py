@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import sys
 import time
+import traceback
 
 from . import checks as C
 from .cases import build_cases
-from .statistics import split_budget
+from .statistics import FAIL, split_budget
 
 FAMILY_BUDGET = 1e-6
 
@@ -53,6 +54,29 @@ def plan(settings: C.Settings):
     return items
 
 
+def run_item(label: str, thunk, delta, seed: int) -> list:
+    """Records of one check; a check that raises is a FAIL record naming the exception (the suite goes on)."""
+    try:
+        return thunk(delta)
+    except Exception as exc:  # an engine crash on a valid case is a failed check, not the end of the run
+        tb = traceback.extract_tb(exc.__traceback__)
+        ours = [f for f in tb if "/engine/" in f.filename or "/verify/" in f.filename] or tb
+        where = f" at {ours[-1].filename}:{ours[-1].lineno} in {ours[-1].name}" if ours else ""
+        return [
+            C.Check(
+                f"check-raised/{label}",
+                "the check runs to completion on a valid built-in case",
+                label,
+                {"kind": "none", "precision": "-", "method": "-"},
+                0.0,
+                "an exception is a failure",
+                FAIL,
+                int(seed),
+                message=f"{type(exc).__name__}: {exc}{where}",
+            )
+        ]
+
+
 def run_suite(
     profile: str = "quick", seed: int = 0, family_budget: float = FAMILY_BUDGET, progress: bool = True
 ):
@@ -73,7 +97,7 @@ def run_suite(
         if hasattr(bar, "set_postfix_str"):
             bar.set_postfix_str(label)
         t0 = time.perf_counter()
-        records += thunk(delta if kind == "mc" else None)
+        records += run_item(label, thunk, delta if kind == "mc" else None, seed)
         timings[label] = round(time.perf_counter() - t0, 3)
     meta = {
         "profile": profile,
