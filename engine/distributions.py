@@ -341,14 +341,30 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     post_cov = np.einsum("nr,nrst->nst", w, covs) + np.einsum("nr,nrs,nrt->nst", w, dev, dev)
     err = None
     if mass_err is not None:
-        # |log sum_r w_r e^{d_r}| <= log sum_r w_r e^{|d_r|} for posterior weights w_r (sum 1) and
-        # log-mass errors |d_r| <= mass_err_r (Jensen for the lower side); a region whose mass a method
-        # could not resolve (infinite error) leaves that point's log p(x) unbounded.
-        err = logsumexp(np.where(w > 0, log_w + mass_err, -np.inf), axis=1)
-        err[np.isinf(mass_err).any(axis=1)] = np.inf
+        err = _log_marginal_error(w, mass_err, lambda: np.exp(log_norm + log_mass_upper_bound(part, mu, rg.cov)
+                                                              - log_px[:, None]))
     return Evaluation(log_marginal=log_px, posterior_mean=post_mean, posterior_cov=post_cov,
                       region_log_weights=log_w, region_means=means, region_covs=covs, n_regions=len(part),
                       method=used, log_marginal_error=err, partition=part)
+
+
+def _log_marginal_error(w: np.ndarray, mass_err: np.ndarray, term_caps) -> np.ndarray:
+    """(N,) bound on |log p(x) - log p^(x)| from per-pair log-mass errors ``|d_r| <= mass_err_r``.
+
+    With posterior weights ``w_r`` (sum 1) of the estimate, ``p / p^ = sum_r w_r e^{d_r}`` lies in
+    ``[1 - sum_r w_r (1 - e^-err_r), 1 + sum_r w_r (e^err_r - 1)]``. A pair whose mass a method could not
+    resolve (infinite error) can still only move down by its own weight, and up by at most its term's
+    rigorous upper bound over p^ (``term_caps()``, (N, R): prefactor times the mass of the region's most
+    violated half-space); the bound is infinite only if the unresolved pairs carry all the weight.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        up = np.where(w > 0, w * np.expm1(mass_err), 0.0)
+        down = np.where(w > 0, -w * np.expm1(-mass_err), 0.0)
+    unresolved = ~np.isfinite(mass_err) | ~np.isfinite(up)
+    if unresolved.any():
+        up = np.where(unresolved, term_caps(), up)
+    with np.errstate(divide="ignore"):
+        return np.maximum(np.log1p(up.sum(axis=1)), -np.log1p(-np.minimum(down.sum(axis=1), 1.0)))
 
 
 def log_marginal(net: Network, X, **kwargs) -> np.ndarray:

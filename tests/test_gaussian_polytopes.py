@@ -282,3 +282,39 @@ def test_prior_masses_sum_to_one_s3():
     part, cov = _net_setup([3, 6, 6, 3])
     lm = np.array([truncated_moments(r.polytope, np.zeros((1, 3)), cov, moments=0).log_mass[0] for r in part])
     assert abs(np.exp(logsumexp(lm)) - 1.0) < 1e-9
+
+
+def test_closest_points_are_the_projection_of_the_origin():
+    """Least-distance programming (NNLS) against a direct QP (scipy SLSQP) on random polyhedra, S = 4."""
+    from scipy.optimize import minimize
+
+    from engine.gaussian.qmc import closest_points
+
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        N = rng.normal(size=(7, 4))
+        N /= np.linalg.norm(N, axis=1)[:, None]
+        inside = rng.normal(size=4) * 2
+        D = N @ inside + rng.uniform(0.1, 1.0, size=7)  # a polyhedron around `inside`
+        got = closest_points(N, D[None])[0]
+        ref = minimize(lambda y: y @ y, inside, jac=lambda y: 2 * y, method="SLSQP",
+                       constraints={"type": "ineq", "fun": lambda y, D=D, N=N: D - N @ y,
+                                    "jac": lambda y, N=N: -N},
+                       options={"ftol": 1e-14, "maxiter": 500}).x
+        assert np.all(N @ got <= D + 1e-9)
+        np.testing.assert_allclose(got, ref, atol=1e-6)
+    assert np.all(closest_points(N, (np.abs(D) + 1.0)[None]) == 0.0)  # origin inside: no shift
+
+
+def test_log_marginal_error_combines_pairs():
+    """|log p - log p^| bound: small errors add by weight; an unresolved pair moves p down by at most its weight
+    and up by at most its term's cap; only unresolved pairs carrying all the weight make it infinite."""
+    from engine.distributions import _log_marginal_error
+
+    w = np.array([[0.7, 0.3, 0.0]])
+    caps = lambda: np.array([[1.0, 1.0, 0.05]])  # noqa: E731
+    small = _log_marginal_error(w, np.array([[1e-10, 2e-10, 0.0]]), caps)
+    assert abs(small[0] - (0.7 * 1e-10 + 0.3 * 2e-10)) < 1e-18
+    one = _log_marginal_error(w, np.array([[1e-10, np.inf, np.inf]]), caps)  # third: weight 0, cap 0.05
+    assert np.isclose(one[0], max(np.log1p(0.7 * 1e-10 + 1.0 + 0.05), -np.log1p(-(0.3 + 0.7 * 1e-10))))
+    assert np.isinf(_log_marginal_error(w, np.full((1, 3), np.inf), caps)[0])

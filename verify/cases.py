@@ -81,6 +81,28 @@ def build_cases(profile: str = "quick") -> list[Case]:
     return cases
 
 
+def error_bar_cases() -> list[Case]:
+    """S = 4, 5, 6 ReLU networks for the randomised-QMC error bar (full profile only).
+
+    The first layer is at least as wide as S with generic (Gaussian) weights, so its hyperplane normals
+    span latent space and no region has lineality: every region's integral takes the randomised-QMC path
+    (S' = S >= 4), whose error bar ``Evaluation.log_marginal_error`` is what the check tests. Two points
+    each keep regions x points (57, 120 and 247 regions) small.
+    """
+    specs = [
+        ("rqmc-S4", [4, 6, 5], 22, 110),
+        ("rqmc-S5", [5, 7, 5], 23, 111),
+        ("rqmc-S6", [6, 8, 6], 24, 112),
+    ]
+    cases = []
+    for name, widths, net_seed, point_seed in specs:
+        net = random_network(widths, "relu", cov_x=0.4, rng=net_seed)
+        cases.append(
+            Case(name, net, _points(net, 2, point_seed), {"rqmc"}, f"{widths} ReLU, no lineality (RQMC path)")
+        )
+    return cases
+
+
 def lemma2_case() -> tuple[Network, np.ndarray]:
     """A [1,4,3] ReLU net and a latent point z0 inside a region where g is injective."""
     net = random_network([1, 4, 3], "relu", cov_x=0.1, rng=21)

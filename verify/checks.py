@@ -461,7 +461,7 @@ def check_sign_patterns(case, settings: Settings, delta: float) -> list[Check]:
 # --------------------------------------------------------------------------- Monte Carlo
 def check_monte_carlo(case, settings: Settings, delta: float) -> list[Check]:
     """Theorem 1 marginal and Prop. 2 posterior moments vs Monte Carlo with rigorous bounds (any S)."""
-    from .oracles.montecarlo import marginal_mc, posterior_moments_mc
+    from .oracles.montecarlo import posterior_moments_mc
 
     seed = settings.seed
     n = settings.mc_samples
@@ -482,8 +482,7 @@ def check_monte_carlo(case, settings: Settings, delta: float) -> list[Check]:
     d_point = delta / len(case.X)  # Bonferroni over points; half for p(x), half for moments
     statuses_m, statuses_p = [], []
     got_m, ref_m, got_p, ref_p, det_m, det_p = [], [], [], [], [], []
-    for i, x in enumerate(case.X):
-        mc = marginal_mc(case.net, x, n, d_point / 2, rng_for(seed, f"{ids[0]}/{i}"))
+    for i, mc in enumerate(_marginal_intervals(case, n, d_point / 2, seed, ids[0])):
         v = interval_verdict(
             ev.log_marginal[i], mc.log_px_lo, mc.log_px_hi, tol=1e-9, target=TOL_MC_TARGET_LOGP
         )
@@ -522,6 +521,7 @@ def check_monte_carlo(case, settings: Settings, delta: float) -> list[Check]:
                 "n_accepted": mm.n_accepted,
             }
         )
+    reason = "PASS needs the confidence interval to detect this error; FAIL if outside it"
     for cid, claim, qty, st, det, got, ref, target in (
         (ids[0], "Theorem 1, eq. 5", "log p(x)", statuses_m, det_m, got_m, ref_m, TOL_MC_TARGET_LOGP),
         (
@@ -535,42 +535,123 @@ def check_monte_carlo(case, settings: Settings, delta: float) -> list[Check]:
             TOL_MC_TARGET_MOMENT,
         ),
     ):
-        status = _combine(st)
-        nb = sum(s == FAIL for s in st)
-        worst = [{"at": f"x[{i}]", "got": got[i], "interval": ref[i]} for i, s in enumerate(st) if s == FAIL][
-            :3
-        ]
-        msg = (
-            f"{nb} of {len(st)} outside the confidence interval"
+        recs.append(_interval_record(cid, claim, qty, oracle, target, reason, seed, st, det, got, ref, delta / 2))
+    return recs
+
+
+def _marginal_intervals(case, n: int, delta_point: float, seed: int, cid: str) -> list:
+    """Per point of the case, the Monte-Carlo interval for log p(x) (``MarginalMC``) from ``n`` prior
+    draws, each holding with probability >= 1 - delta_point, on the stream ``rng_for(seed, f"{cid}/{i}")``."""
+    from .oracles.montecarlo import marginal_mc
+
+    return [marginal_mc(case.net, x, n, delta_point, rng_for(seed, f"{cid}/{i}")) for i, x in enumerate(case.X)]
+
+
+def _interval_record(
+    cid, claim, qty, oracle, target, reason, seed, statuses, detectable, got, ref, false_fail, message=None
+) -> Check:
+    """One record over the points of a case, each judged against a Monte-Carlo confidence interval."""
+    status = _combine(statuses)
+    nb = sum(s == FAIL for s in statuses)
+    n = len(statuses)
+    worst = [{"at": f"x[{i}]", "got": got[i], "interval": ref[i]} for i, s in enumerate(statuses) if s == FAIL][:3]
+    if message is None:
+        message = (
+            f"{nb} of {n} outside the confidence interval"
             if nb
-            else f"{sum(s == INCONCLUSIVE for s in st)} of {len(st)} points inconclusive (sample cannot detect "  # noqa: E501
+            else f"{sum(s == INCONCLUSIVE for s in statuses)} of {n} points inconclusive (sample cannot detect "
             f"the target)"
             if status == INCONCLUSIVE
-            else f"0 of {len(st)} bad"
+            else f"0 of {n} bad"
         )
-        recs.append(
-            Check(
-                cid,
-                claim,
-                qty,
-                oracle,
-                target,
-                "PASS needs the confidence interval to detect this error; FAIL if outside it",
-                status,
-                int(seed),
-                got,
-                ref,
-                None,
-                None,
-                len(st),
-                nb,
-                worst,
-                false_fail_prob=delta / 2,
-                detectable=float(max(det)),
-                message=msg,
-            )
+    return Check(
+        cid,
+        claim,
+        qty,
+        oracle,
+        target,
+        reason,
+        status,
+        int(seed),
+        got,
+        ref,
+        None,
+        None,
+        n,
+        nb,
+        worst,
+        false_fail_prob=false_fail,
+        detectable=float(max(detectable)),
+        message=message,
+    )
+
+
+def check_error_bar(case, settings: Settings, delta: float) -> list[Check]:
+    """The engine's error bar on log p(x) (``Evaluation.log_marginal_error``) against plain Monte Carlo.
+
+    For S >= 4 the region integrals are randomised QMC (8 scrambled Sobol replicates) and the error bar
+    is 3 of their standard errors, combined over regions; it is an estimate, not a bound. The claim is
+    that the engine's interval ``[log p - err, log p + err]`` overlaps the Monte-Carlo confidence interval
+    of log p(x) (which holds with probability >= 1 - delta). An infinite, NaN or missing error bar, or a
+    non-finite log p, is a FAIL: it says nothing. PASS needs the Monte-Carlo interval narrower than
+    ``TOL_MC_TARGET_LOGP``, the largest miss beyond the error bar that can go unseen.
+    """
+    seed = settings.seed
+    n = settings.mc_samples
+    cid = f"error-bar-vs-montecarlo/{case.name}"
+    d_point = delta / len(case.X)  # Bonferroni over points
+    oracle = {
+        "kind": "Monte Carlo (prior sampling)",
+        "precision": f"n={n} per point, Hoeffding/empirical-Bernstein, delta={d_point:.1e} per point "
+        f"(Bonferroni over {len(case.X)} points: {delta:.1e} in all)",
+        "method": "p(x) = M E_{z ~ N(0, Sz)}[N(x; g(z), Sx) / M] in log space; seed stream "
+        f"({seed}, crc32('{cid}/i')); engine RQMC seeded by ({seed}, crc32('{cid}/engine'))",
+    }
+    claim = "Evaluation.log_marginal_error covers log p(x) (S >= 4 randomised QMC)"
+    qty = "log p(x) +- error bar"
+    reason = (
+        "FAIL if [log p - err, log p + err] misses the MC interval, or err is inf / NaN / missing; "
+        f"PASS needs the MC interval narrower than {TOL_MC_TARGET_LOGP} nats (the detectable miss)"
+    )
+    reason_skip = engine_unavailable_reason(case)
+    if reason_skip:
+        return [_skip(cid, claim, qty, oracle, seed, reason_skip)]
+    ev = _evaluate(case.net, case.X, rng=rng_for(seed, f"{cid}/engine"))
+    err = (
+        np.full(len(case.X), np.nan) if ev.log_marginal_error is None else np.asarray(ev.log_marginal_error, float)
+    )
+    statuses, det, got, ref, unusable = [], [], [], [], []
+    for i, mc in enumerate(_marginal_intervals(case, n, d_point, seed, cid)):
+        lp, e = float(ev.log_marginal[i]), float(err[i])
+        width = mc.log_px_hi - mc.log_px_lo
+        if np.isfinite(lp) and np.isfinite(e) and e >= 0:
+            # the intervals overlap iff log p lies within err of the MC interval; PASS needs width <= target
+            v = interval_verdict(lp, mc.log_px_lo, mc.log_px_hi, tol=e, target=TOL_MC_TARGET_LOGP + e)
+            status = v.status
+        else:
+            status = FAIL
+            unusable.append(i)
+        statuses.append(status)
+        det.append(width)
+        got.append({"log_p": lp, "error_bar": e, "method": ev.method})
+        ref.append([mc.log_px_lo, mc.log_px_est, mc.log_px_hi])
+    message = None
+    if unusable:
+        pts = ", ".join(
+            f"x[{i}]: err={err[i]}, log p {ev.log_marginal[i]:.4f} vs MC [{ref[i][0]:.4f}, {ref[i][2]:.4f}]"
+            for i in unusable
         )
-    return recs
+        message = f"{len(unusable)} of {len(statuses)} error bars unusable (inf / NaN / negative / missing): {pts}"
+    rec = _interval_record(cid, claim, qty, oracle, TOL_MC_TARGET_LOGP, reason, seed, statuses, det, got, ref, delta,
+                           message)
+    for w in rec.worst:
+        if int(w["at"][2:-1]) in unusable:
+            w["problem"] = "unusable error bar"
+    rec.message += (
+        f"; method {ev.method}, {ev.n_regions} regions; error bars {np.array2string(err, precision=3)} nats; "
+        f"MC half-widths up to {max(det) / 2:.3g} nats"
+    )
+    return [rec]
 
 
 def _combine(statuses) -> str:

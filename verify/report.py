@@ -48,6 +48,8 @@ def text_table(records, meta: dict) -> str:
 
 
 def _worst(w: dict) -> str:
+    if "problem" in w:
+        return f"{w['at']}: {w['problem']} ({w.get('got')}; MC interval {w.get('interval')})"
     if "wanted" in w:
         return f"{w['at']}: {w['got']!r} != {w['wanted']!r} ({w['rel_err']:.2e} rel)"
     return f"{w.get('at')}: {w.get('got')} not in {w.get('interval')}"

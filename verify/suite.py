@@ -10,7 +10,7 @@ import time
 import traceback
 
 from . import checks as C
-from .cases import build_cases
+from .cases import build_cases, error_bar_cases
 from .statistics import FAIL, split_budget
 
 FAMILY_BUDGET = 1e-6
@@ -50,6 +50,8 @@ def plan(settings: C.Settings):
     items.append(("lemma2", "det", lambda d: C.check_lemma2(settings)))
     items.append(("em", "det", lambda d: C.check_em(settings)))
     if settings.profile == "full":
+        for case in error_bar_cases():  # S = 4, 5, 6 without lineality: the randomised-QMC error bar
+            items.append((f"errbar/{case.name}", "mc", lambda d, c=case: C.check_error_bar(c, settings, d)))
         items.append(("proofs", "det", lambda d: C.check_proofs(settings)))
     return items
 

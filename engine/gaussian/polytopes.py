@@ -206,7 +206,7 @@ def _polytope_moments_single(polytope: Polytope, mean, cov, *, moments: int = 2,
     log_err = None
     if err is not None:
         with np.errstate(invalid="ignore"):
-            log_err = np.where(err < 0.5, -np.log1p(-np.minimum(err, 0.49)), np.inf)
+            log_err = np.where(err < 1.0, -np.log1p(-np.minimum(err, 1.0)), np.inf)
         if method == "triangulation" and not unresolved.any():
             log_err = None
     return TruncatedMoments(lm, mz, cz, name, log_err)
