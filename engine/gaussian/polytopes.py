@@ -205,7 +205,7 @@ def _polytope_moments_single(polytope: Polytope, mean, cov, *, moments: int = 2,
             cz = np.einsum("ij,mjk,lk->mil", L, cy, L)
     log_err = None
     if err is not None:
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"):  # err >= 1: no lower bound on the mass
             log_err = np.where(err < 1.0, -np.log1p(-np.minimum(err, 1.0)), np.inf)
         if method == "triangulation" and not unresolved.any():
             log_err = None
