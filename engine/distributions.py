@@ -66,9 +66,14 @@ class RegionGaussians:
 
 
 def _solve_lower(L: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """``L^-1 B`` for a lower-triangular Cholesky factor (LAPACK gesv: scipy's trsm wrapper costs
-    milliseconds of threading overhead on small matrices)."""
-    return np.linalg.solve(L, B)
+    """``L^-1 B`` for a lower-triangular Cholesky factor: LAPACK gesv for small L (scipy's trsm wrapper costs
+    milliseconds of threading overhead there), an O(n^2) triangular solve from n = 32 on (instead of an
+    O(n^3) LU)."""
+    if L.shape[0] < 32:
+        return np.linalg.solve(L, B)
+    from scipy.linalg import solve_triangular
+
+    return solve_triangular(L, B, lower=True, check_finite=False)
 
 
 def region_gaussians(net: Network, part: Partition) -> RegionGaussians:
@@ -78,15 +83,9 @@ def region_gaussians(net: Network, part: Partition) -> RegionGaussians:
     R = len(part)
     chol_x = np.linalg.cholesky(net.cov_x)
     chol_z = np.linalg.cholesky(net.cov_z)
-    whiten = _solve_lower
-    if D >= 32:  # an O(D^2) triangular solve instead of an O(D^3) LU of the Cholesky factor
-        from scipy.linalg import solve_triangular
-
-        def whiten(L, B):
-            return solve_triangular(L, B, lower=True, check_finite=False)
-    A_w = whiten(chol_x, part.A.transpose(1, 0, 2).reshape(D, -1))
+    A_w = _solve_lower(chol_x, part.A.transpose(1, 0, 2).reshape(D, -1))
     A_w = A_w.reshape(D, R, S).transpose(1, 0, 2)
-    b_w = whiten(chol_x, part.b.T).T
+    b_w = _solve_lower(chol_x, part.b.T).T
     inv_chol_z = _solve_lower(chol_z, np.eye(S))
     prec_z = inv_chol_z.T @ inv_chol_z
     k = min(D, S)
@@ -150,12 +149,7 @@ def posterior_region_params(net: Network, part: Partition, X, rg: RegionGaussian
     U_t = rg.U.transpose(0, 2, 1)  # (R, k, D)
     gain_t = rg.gain.transpose(0, 2, 1)  # (R, k, S)
     root_shrink = np.sqrt(rg.shrink)[:, None, :]  # (R, 1, k)
-    if D < 32:
-        X_w = _solve_lower(rg.chol_x, X.T).T
-    else:  # O(D^2 N) triangular solve instead of an O(D^3 + D^2 N) LU
-        from scipy.linalg import solve_triangular
-
-        X_w = solve_triangular(rg.chol_x, X.T, lower=True, check_finite=False).T
+    X_w = _solve_lower(rg.chol_x, X.T).T
     mu = np.empty((N, R, S))
     log_norm = np.empty((N, R))
     chunk = max(1, _CHUNK_FLOATS // max(1, R * D))

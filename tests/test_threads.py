@@ -106,3 +106,11 @@ def test_forked_child_makes_its_own_pool(monkeypatch):
     proc.join(timeout=60)
     assert proc.exitcode == 0
     np.testing.assert_array_equal(child, parent)
+
+
+def test_bad_thread_count_is_a_one_line_input_error(monkeypatch):
+    from engine.errors import DGNInputError
+
+    monkeypatch.setenv("DGNEXACT_THREADS", "two")
+    with pytest.raises(DGNInputError, match=r"^DGNEXACT_THREADS: is 'two', not a whole number; set it to"):
+        threads.worker_threads()

@@ -347,12 +347,19 @@ def edge_log_B(h, s_lo, s_hi):
 
 
 @_jit
-def loosen_factor(log_weight_bound):
-    """Accuracy thresholds' multiplier for a pair whose posterior weight is at most exp(log_weight_bound)."""
+def capped_loosen(log_weight_bound, max_loosen):
+    """``LOOSEN_WEIGHT / w`` for a pair whose posterior weight is at most ``w = exp(log_weight_bound)``, kept
+    within ``[1, max_loosen]`` (each kernel caps it so that no estimate is accepted beyond 1e-6 relative)."""
     f = LOOSEN_WEIGHT * math.exp(-log_weight_bound)
     if not f > 1.0:  # also NaN
         return 1.0
-    return min(f, MAX_LOOSEN)
+    return min(f, max_loosen)
+
+
+@_jit
+def loosen_factor(log_weight_bound):
+    """Accuracy thresholds' multiplier for a pair whose posterior weight is at most exp(log_weight_bound)."""
+    return capped_loosen(log_weight_bound, MAX_LOOSEN)
 
 
 @_jit

@@ -51,7 +51,7 @@ from numba.extending import get_cython_function_address
 
 from .planar import COVARIANCE_ACCURACY, planar_log_mass
 from .planar_batch import whitening_factors
-from .planar_kernel import _lse_pair
+from .planar_kernel import LOOSEN_WEIGHT, _lse_pair, capped_loosen
 from .quad1d import integrate_logconcave
 from .threads import run_split
 
@@ -255,7 +255,7 @@ _SHORT = 1e-10  # relative edge length below which an edge is a point (degenerat
 _DROP = 45.0  # nats below the largest term bound: edges left out of the mass (their bounds go into the error)
 _DROP_MOMENTS = 50.0  # nats below the mass: edge terms of the moments left out (bounds in the error)
 FALLBACK_REL = 1e-10  # relative mass error bound above which a pair goes to a fallback ...
-LOOSEN_WEIGHT = 1e-3  # ... times LOOSEN_WEIGHT / w for pairs of posterior weight w below LOOSEN_WEIGHT,
+# ... times LOOSEN_WEIGHT / w (planar_kernel's) for pairs of posterior weight w below LOOSEN_WEIGHT,
 MAX_LOOSEN = 1e-6 / FALLBACK_REL  # but never beyond 1e-6 relative (as for S = 2, planar_kernel)
 FACET_REL = 1e-12  # a facet mass the per-region path would integrate by slices (its planar fallback threshold)
 MOMENT_TOL = 1e-10  # ... whose error bound moves the whitened moments by more than this: fallback
@@ -398,10 +398,7 @@ def _region_edges(Nrm, cn):
 @_jit
 def loosen_factor(log_weight_bound):
     """Thresholds' multiplier for a pair whose posterior weight is at most exp(log_weight_bound)."""
-    f = LOOSEN_WEIGHT * math.exp(-log_weight_bound)
-    if not f > 1.0:  # also NaN
-        return 1.0
-    return min(f, MAX_LOOSEN)
+    return capped_loosen(log_weight_bound, MAX_LOOSEN)
 
 
 def loosen_factors(log_weight_bound):

@@ -14,6 +14,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
+from ..errors import DGNInputError
+
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _lock = threading.Lock()
@@ -23,7 +25,11 @@ def worker_threads() -> int:
     """Threads for the compiled kernels: ``$DGNEXACT_THREADS`` or the CPUs this process may use."""
     env = os.environ.get("DGNEXACT_THREADS")
     if env:
-        return max(1, int(env))
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise DGNInputError("DGNEXACT_THREADS", f"is {env!r}, not a whole number",
+                                "set it to a thread count such as 2, or unset it to use every CPU") from None
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
