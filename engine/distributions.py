@@ -193,6 +193,9 @@ class Evaluation:
 
     def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The E-step statistics (e0, e1, E2) of Sec. 4.1, shapes (N,R), (N,R,S), (N,R,S,S)."""
+        if self.region_log_weights is None:
+            raise DGNInputError("region_terms", "was False, so this evaluation kept no per-region terms",
+                                "evaluate with region_terms=True to get the E-step statistics")
         e0 = self.region_weights
         e1 = e0[..., None] * self.region_means
         outer = self.region_means[..., :, None] * self.region_means[..., None, :]
@@ -204,7 +207,7 @@ class Evaluation:
             "log_marginal": self.log_marginal.tolist(),
             "posterior_mean": self.posterior_mean.tolist(),
             "posterior_cov": self.posterior_cov.tolist(),
-            "region_weights": self.region_weights.tolist(),
+            "region_weights": None if self.region_log_weights is None else self.region_weights.tolist(),
             "n_regions": int(self.n_regions),
             "method": self.method,
         }
@@ -293,8 +296,15 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
 
 
 def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = None,
-             max_regions: int = DEFAULT_MAX_REGIONS, rng=None, prune: bool = True) -> Evaluation:
+             max_regions: int = DEFAULT_MAX_REGIONS, rng=None, prune: bool = True, chunk_size: int | None = None,
+             workers: int = 1, scheduler=None, region_terms: bool = True) -> Evaluation:
     """Exact log p(x), posterior mean/covariance and per-region posterior terms for each row of X.
+
+    Rows are evaluated in blocks of ``chunk_size`` (default: about 1e6 (point, region) pairs a block), so
+    memory follows the block, not N x R; ``workers`` > 1 spreads the blocks over local processes and
+    ``scheduler`` (a Dask address or ``distributed.Client``) over a cluster, with the partition computed
+    once and shipped (:mod:`engine.scaling`). ``region_terms=False`` leaves out the (N, R, ...) per-region
+    arrays of the result. None of these change a number.
 
     For S >= 2 and ``prune=True``, a (point, region) pair is integrated only if an upper bound of its
     term of eq. 5 (prefactor times the mass of the region's most violated half-space) is within
@@ -304,6 +314,12 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     """
     X = _check_data(net, X)
     part = part if part is not None else partition(net, max_regions=max_regions)
+    from .scaling import check_block_options, evaluate_many, rows_per_block
+
+    check_block_options(chunk_size, workers, scheduler)
+    if scheduler is not None or workers > 1 or X.shape[0] > (chunk_size or rows_per_block(len(part), net.latent_dim)):
+        return evaluate_many(net, X, part, chunk_size=chunk_size, workers=workers, scheduler=scheduler,
+                             region_terms=region_terms, method=method, rng=rng, prune=prune)
     rg = region_gaussians(net, part)
     mu, log_norm = posterior_region_params(net, part, X, rg)
     from .gaussian.planar import covariance_accuracy
@@ -337,6 +353,8 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     if mass_err is not None:
         err = _log_marginal_error(w, mass_err, lambda: np.exp(log_norm + log_mass_upper_bound(part, mu, rg.cov)
                                                               - log_px[:, None]))
+    if not region_terms:
+        log_w = means = covs = None
     return Evaluation(log_marginal=log_px, posterior_mean=post_mean, posterior_cov=post_cov,
                       region_log_weights=log_w, region_means=means, region_covs=covs, n_regions=len(part),
                       method=used, log_marginal_error=err, partition=part)
