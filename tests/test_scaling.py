@@ -99,3 +99,20 @@ def test_bad_block_options_are_one_line(kwargs, field):
     net, X, part = _case([1, 3, 2], 4)
     with pytest.raises(DGNInputError, match=field):
         engine.evaluate(net, X, part=part, **kwargs)
+
+
+def test_cli_blocks_and_workers_options(tmp_path):
+    import json
+
+    from engine.cli import main
+
+    net, X, part = _case([1, 5, 5, 3], 6)
+    engine.save_network(net, tmp_path / "m.json")
+    np.save(tmp_path / "x.npy", X)
+    out = tmp_path / "r.json"
+    assert main(["evaluate", "--model", str(tmp_path / "m.json"), "--data", str(tmp_path / "x.npy"),
+                 "--out", str(out), "--chunk-size", "2"]) == 0
+    got = np.array(json.loads(out.read_text())["log_marginal"])
+    np.testing.assert_allclose(got, engine.evaluate(net, X).log_marginal, rtol=1e-14, atol=0)
+    assert main(["evaluate", "--model", str(tmp_path / "m.json"), "--data", str(tmp_path / "x.npy"),
+                 "--chunk-size", "0"]) == 2

@@ -1,4 +1,4 @@
-"""``python -m engine evaluate --model M.json --data X.npy [--out R.json]``."""
+"""``python -m engine evaluate --model M.json --data X.npy [--out R.json] [--workers N | --scheduler ADDR]``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="auto", help="Gaussian-integral method: auto or triangulation")
     parser.add_argument("--max-regions", type=int, default=100_000, help="region budget of the partition")
     parser.add_argument("--seed", type=int, default=0, help="seed for methods that sample (S >= 4)")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="rows per block (default: about 1e6 point-region pairs); memory follows the block")
+    parser.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    parser.add_argument("--scheduler", default=None, help="Dask scheduler address, e.g. tcp://host:8786")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -22,6 +26,7 @@ def main(args: argparse.Namespace) -> int:
 
     net = load_network(args.model)
     X = load_data(args.data)
-    ev = evaluate(net, X, method=args.method, max_regions=args.max_regions, rng=args.seed)
+    ev = evaluate(net, X, method=args.method, max_regions=args.max_regions, rng=args.seed,
+                  chunk_size=args.chunk_size, workers=args.workers, scheduler=args.scheduler)
     write_json(ev.to_dict(), args.out)
     return 0
