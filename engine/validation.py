@@ -121,9 +121,6 @@ def check_data(X, n_features: int | None = None, *, field: str = "data", one_dim
     if arr.shape[1] == 0:
         raise DGNInputError(field, f"has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required",
                             "give at least one column")
-    if arr.shape[0] < min_samples:
-        raise DGNInputError(field, f"has {arr.shape[0]} sample(s) (shape={arr.shape}) while a minimum of "
-                            f"{min_samples} is required", "give more data points")
     finite = np.isfinite(arr)
     if not finite.all():
         bad = ~finite & ~np.isnan(arr) if allow_nan else ~finite
@@ -132,6 +129,9 @@ def check_data(X, n_features: int | None = None, *, field: str = "data", one_dim
             fix = "replace infinities by NaN (missing) or finite values" if allow_nan else \
                 "remove or impute NaN/inf values (engine.impute fills NaN entries exactly)"
             raise DGNInputError(field, f"{int(bad.sum())} value(s) are {what}", fix)
+    if arr.shape[0] < min_samples:
+        raise DGNInputError(field, f"has {arr.shape[0]} sample(s) (shape={arr.shape}) while a minimum of "
+                            f"{min_samples} is required", "give more data points")
     return np.ascontiguousarray(arr)
 
 
