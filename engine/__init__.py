@@ -16,13 +16,17 @@ from .distributions import (
 )
 from .em import EM
 from .errors import DGNInputError, RegionBudgetError
+from .impute import Imputation, impute
 from .network import Activation, Linear, Network, load_network, random_network, save_network
 from .partition import Partition, Region, partition
 from .polytope import Polytope
+from .posterior import PosteriorMixture, posterior
+from .validation import check_data
 
 __all__ = [
     "EM", "datasets",
     "Activation", "DGNInputError", "Evaluation", "Linear", "Network", "Partition", "Polytope", "Region",
     "RegionBudgetError", "evaluate", "load_network", "log_marginal", "partition", "prior_region_log_masses",
     "prior_region_masses", "random_network", "region_gaussians", "sample_posterior", "save_network",
+    "Imputation", "PosteriorMixture", "check_data", "impute", "posterior",
 ]
