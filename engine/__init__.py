@@ -14,7 +14,6 @@ from .distributions import (
     region_gaussians,
     sample_posterior,
 )
-from .em import EM
 from .errors import DGNInputError, RegionBudgetError
 from .impute import Imputation, impute
 from .network import Activation, Linear, Network, load_network, random_network, save_network
@@ -30,3 +29,12 @@ __all__ = [
     "prior_region_masses", "random_network", "region_gaussians", "sample_posterior", "save_network",
     "Imputation", "PosteriorMixture", "check_data", "impute", "posterior",
 ]
+
+
+def __getattr__(name: str):
+    """``engine.EM`` is imported on first use: it brings in scikit-learn, which light commands do not need."""
+    if name == "EM":
+        from .em import EM
+
+        return EM
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")
