@@ -217,3 +217,26 @@ def test_cli_npy_and_csv(tmp_path):
     np.save(tmp_path / "c.npy", X + 1j)
     assert main(["impute", "--model", str(tmp_path / "m.json"), "--data", str(tmp_path / "c.npy"),
                  "--out", str(tmp_path / "y.npy")]) == 2
+
+
+@pytest.mark.slow
+def test_s3_conditional_mean_against_importance_sampling():
+    """S = 3 (full Sigma_x): E[x_m | x_o] and log p(x_o) against self-normalised importance sampling from the
+    prior with 4e5 draws; bound 6 delta-method standard errors (false-fail probability < 1e-8 per entry)."""
+    rng = np.random.default_rng(7)
+    net = engine.random_network([3, 4, 3], rng=7).replace(cov_x=_full_cov(rng, 3) * 0.5)
+    x = net.sample(1, rng=3)[0]
+    x[1] = np.nan
+    res = impute(net, x[None])
+    o, m = np.array([0, 2]), np.array([1])
+    Sx = net.cov_x
+    K = np.linalg.solve(Sx[np.ix_(o, o)], Sx[np.ix_(o, m)]).T
+    Z = rng.standard_normal((400_000, 3))
+    G = net.forward(Z)
+    w = np.exp(mvn.logpdf(x[o] - G[:, o], cov=Sx[np.ix_(o, o)]))
+    h = (G[:, m] - G[:, o] @ K.T + x[o] @ K.T)[:, 0]
+    est = (w * h).sum() / w.sum()
+    se = np.sqrt(((w * (h - est)) ** 2).sum()) / w.sum()
+    assert abs(res.X[0, 1] - est) < 6 * se
+    se_p = w.std() / np.sqrt(len(w)) / w.mean()  # relative standard error of the p(x_o) estimate
+    assert abs(res.log_marginal[0] - np.log(w.mean())) < 6 * se_p
