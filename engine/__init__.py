@@ -14,15 +14,27 @@ from .distributions import (
     region_gaussians,
     sample_posterior,
 )
-from .em import EM
 from .errors import DGNInputError, RegionBudgetError
+from .impute import Imputation, impute
 from .network import Activation, Linear, Network, load_network, random_network, save_network
 from .partition import Partition, Region, partition
 from .polytope import Polytope
+from .posterior import PosteriorMixture, posterior
+from .validation import check_data
 
 __all__ = [
     "EM", "datasets",
     "Activation", "DGNInputError", "Evaluation", "Linear", "Network", "Partition", "Polytope", "Region",
     "RegionBudgetError", "evaluate", "load_network", "log_marginal", "partition", "prior_region_log_masses",
     "prior_region_masses", "random_network", "region_gaussians", "sample_posterior", "save_network",
+    "Imputation", "PosteriorMixture", "check_data", "impute", "posterior",
 ]
+
+
+def __getattr__(name: str):
+    """``engine.EM`` is imported on first use: it brings in scikit-learn, which light commands do not need."""
+    if name == "EM":
+        from .em import EM
+
+        return EM
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")

@@ -15,6 +15,7 @@ COMMANDS = {
     "evaluate": ("engine.commands.evaluate", "exact log p(x), posterior mean and covariance of data points"),
     "fit": ("engine.commands.fit", "exact EM: fit a network to data"),
     "experiment": ("engine.commands.experiment", "the paper's EM-vs-VAE experiments with figures"),
+    "impute": ("engine.commands.impute", "exact imputation of missing (NaN) entries: E[x_miss | x_obs]"),
 }
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy.special import log_ndtr, logsumexp
 
-from .errors import DGNInputError, check_finite
+from .errors import DGNInputError
 from .gaussian import truncated_moments
 from .gaussian.planar_kernel import NEGLIGIBLE_NATS
 from .network import Network
@@ -117,17 +117,9 @@ def region_gaussians(net: Network, part: Partition) -> RegionGaussians:
 
 
 def _check_data(net: Network, X) -> np.ndarray:
-    try:
-        X = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DGNInputError("data", "is not a numeric array") from None
-    if X.ndim == 1:
-        X = X[None, :] if X.shape[0] == net.data_dim else X[:, None]
-    if X.ndim != 2 or X.shape[1] != net.data_dim:
-        raise DGNInputError("data", f"has shape {X.shape} but the network's output dimension D is {net.data_dim}",
-                            f"give an (N, {net.data_dim}) array")
-    check_finite("data", X)
-    return X
+    from .validation import check_data
+
+    return check_data(X, net.data_dim, field="data", min_samples=0)
 
 
 def posterior_region_params(net: Network, part: Partition, X, rg: RegionGaussians | None = None):

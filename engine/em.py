@@ -71,13 +71,27 @@ from typing import Any
 
 import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve, solve_triangular
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import NotFittedError
 
 from .distributions import Evaluation, evaluate
-from .errors import DGNInputError, RegionBudgetError, check_finite
+from .errors import DGNInputError, RegionBudgetError
 from .network import Linear, Network, load_network, random_network
 from .partition import DEFAULT_MAX_REGIONS, Partition
 
 _LOG_2PI = np.log(2.0 * np.pi)
+
+
+class NotFittedDGNError(DGNInputError, NotFittedError):
+    """``EM`` used before ``fit``: a one-line DGNInputError that scikit-learn also recognises."""
+
+
+def check_random_state(seed) -> np.random.Generator:
+    from .validation import check_random_state as check
+
+    return check(seed, "random_state")
+
+
 COV_X_TYPES = ("isotropic", "diagonal", "full")
 _RIDGE = 1e-12
 _CHUNK_FLOATS = 4_000_000
@@ -165,19 +179,9 @@ class Statistics:
 
 
 def _check_data(net: Network, X) -> np.ndarray:
-    try:
-        X = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DGNInputError("data", "is not a numeric array") from None
-    if X.ndim == 1 and net.data_dim == 1:
-        X = X[:, None]
-    if X.ndim != 2 or X.shape[1] != net.data_dim:
-        raise DGNInputError("data", f"has shape {X.shape} but the network's output dimension D is "
-                            f"{net.data_dim}", f"give an (N, {net.data_dim}) array")
-    if X.shape[0] == 0:
-        raise DGNInputError("data", "has no rows", "give at least one data point")
-    check_finite("data", X)
-    return X
+    from .validation import check_data
+
+    return check_data(X, net.data_dim, field="data", one_dim="column")
 
 
 def _weights(ev: Evaluation) -> np.ndarray:
@@ -405,25 +409,30 @@ def init_pca(widths: list[int], X, activation: str = "relu", negative_slope: flo
 
 
 # --------------------------------------------------------------------------- the estimator
-class EM:
-    """Exact EM for a CPA generative network, in the scikit-learn estimator style.
+class EM(DensityMixin, BaseEstimator):
+    """Exact EM for a CPA generative network: a scikit-learn density estimator (``check_estimator`` passes).
 
     Parameters
     ----------
-    network : Network, cpa-dgn dict/JSON/path, or a list of widths ``[S, h1, ..., D]`` (then built by
-        ``init``: ``"random"`` or ``"pca"``, with ``activation`` and ``random_state``).
+    network : None (default), a Network, cpa-dgn dict/JSON/path, or a list of widths ``[S, h1, ..., D]``.
+        None builds the decoder ``[latent_dim, *hidden, n_features_in_]`` from the data at ``fit``; widths
+        and None are built by ``init``: ``"random"`` or ``"pca"``, with ``activation`` and ``random_state``.
+    latent_dim, hidden : the architecture used when ``network`` is None (default 1 and (16, 16)).
     max_iter, tol : at most ``max_iter`` EM iterations; converged when the mean log-likelihood rises
         by less than ``tol`` nats per point in one iteration.
     cov_x_type : ``"isotropic"`` (default), ``"diagonal"`` or ``"full"``.
     learn_cov_z : learn Sigma_z (default False: fixed to the network's, identity by default). Note the
         trade-off of its scale with W^1 (module docstring).
-    random_state : seed for the random initialisation.
+    random_state : None, a non-negative int, or a numpy Generator / RandomState: seed for the random
+        initialisation (anything else is refused at ``fit``).
     warm_start : if True, a second ``fit`` starts from ``network_``.
     verbose : show a tqdm progress bar with the current log-likelihood.
     max_backtracks : halvings of a rejected inner-layer update before giving it up (default 1).
     min_cov_x : floor on Sigma_x's variances (eigenvalues if full), relative to the mean
         per-dimension data variance (default 1e-6; must be > 0). The M-step maximises Q over
-        ``{Sigma_x >= floor I}``, so the floor keeps EM monotone (constant pixels of digits4).
+        ``{Sigma_x >= floor I}``, so the floor keeps EM monotone (constant pixels of digits4). When the
+        data have no variance at all the floor is ``min_cov_x`` itself (absolute, like scikit-learn's
+        ``reg_covar``), so Sigma_x cannot collapse to rounding; ``fit`` needs at least 2 points.
     sweep : how the inner layers are updated (all variants are monotone).
         ``"chain"`` (default): the exact M-step (last layer, covariances) from the E-step at theta_t,
         then each inner layer top-down by its frozen-mask update, each guarded by one exact
@@ -443,13 +452,14 @@ class EM:
     ``converged_``, ``n_iter_``.
     """
 
-    def __init__(self, network, max_iter: int = 100, tol: float = 1e-4, cov_x_type: str = "isotropic",
-                 learn_cov_z: bool = False, random_state=None, warm_start: bool = False,
-                 verbose: bool = False,
-                 *, init: str = "random", activation: str = "relu", negative_slope: float = 0.1,
-                 max_backtracks: int = 1, min_cov_x: float = 1e-6, sweep: str = "chain",
-                 max_regions: int = DEFAULT_MAX_REGIONS, method: str = "auto"):
+    def __init__(self, network=None, *, latent_dim: int = 1, hidden: tuple = (16, 16), max_iter: int = 100,
+                 tol: float = 1e-4, cov_x_type: str = "isotropic", learn_cov_z: bool = False, random_state=None,
+                 warm_start: bool = False, verbose: bool = False, init: str = "random", activation: str = "relu",
+                 negative_slope: float = 0.1, max_backtracks: int = 1, min_cov_x: float = 1e-6,
+                 sweep: str = "chain", max_regions: int = DEFAULT_MAX_REGIONS, method: str = "auto"):
         self.network = network
+        self.latent_dim = latent_dim
+        self.hidden = hidden
         self.max_iter = max_iter
         self.tol = tol
         self.cov_x_type = cov_x_type
@@ -487,13 +497,47 @@ class EM:
         if not isinstance(self.min_cov_x, int | float) or not 0 < self.min_cov_x < np.inf:
             raise DGNInputError("min_cov_x", f"must be a positive number, got {self.min_cov_x!r}",
                                 "a zero floor lets Sigma_x become singular on constant pixels")
+        check_random_state(self.random_state)
+        if self.network is None:
+            if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int | np.integer) \
+                    or self.latent_dim < 1:
+                raise DGNInputError("latent_dim", f"must be a positive integer, got {self.latent_dim!r}")
+            hidden = self.hidden if isinstance(self.hidden, list | tuple) else [self.hidden]
+            if any(isinstance(h, bool) or not isinstance(h, int | np.integer) or h < 1 for h in hidden):
+                raise DGNInputError("hidden", f"must be a tuple of positive integers, got {self.hidden!r}",
+                                    "e.g. hidden=(16, 16); () for a linear decoder (PPCA)")
+
+    def _widths(self, X: np.ndarray) -> list[int] | None:
+        """The decoder's widths when ``network`` is None or a width list; None for a given network."""
+        if self.network is None:
+            hidden = self.hidden if isinstance(self.hidden, list | tuple) else [self.hidden]
+            return [int(self.latent_dim), *(int(h) for h in hidden), X.shape[1]]
+        spec = self.network
+        if isinstance(spec, list | tuple) and spec and all(isinstance(w, int | np.integer) for w in spec):
+            return [int(w) for w in spec]
+        return None
+
+    def _validate(self, X, reset: bool) -> np.ndarray:
+        """X through :func:`engine.validation.check_data` (one-line refusals: complex, sparse, bool, ragged,
+        object, NaN/inf, 1-D) and ``sklearn.utils.validation.validate_data`` (``n_features_in_``, feature
+        names; its refusals re-raised as one-line :class:`DGNInputError`)."""
+        from sklearn.utils.validation import validate_data
+
+        from .validation import check_data
+
+        Xc = check_data(X, field="data", one_dim="error", min_samples=2 if reset else 1)
+        try:
+            validate_data(self, X, reset=reset, dtype=np.float64, ensure_min_samples=2 if reset else 1)
+        except ValueError as exc:
+            raise DGNInputError("data", str(exc).splitlines()[0]) from None
+        return Xc
 
     def _starting_network(self, X: np.ndarray) -> Network:
         if self.warm_start and hasattr(self, "network_"):
             return self.network_
         spec = self.network
-        if isinstance(spec, list | tuple) and spec and all(isinstance(w, int | np.integer) for w in spec):
-            widths = [int(w) for w in spec]
+        widths = self._widths(X)
+        if widths is not None:
             if len(widths) < 2 or min(widths) < 1:
                 raise DGNInputError("network", f"widths {widths} are not [S, ..., D] with positive entries")
             if widths[-1] != X.shape[1]:
@@ -501,14 +545,26 @@ class EM:
                                     f"{X.shape[1]}", "make the widths end with D")
             make = init_pca if self.init == "pca" else init_random
             return make(widths, X, activation=self.activation, negative_slope=self.negative_slope,
-                        rng=self.random_state)
-        if isinstance(spec, Network):
-            return spec
-        return load_network(spec)
+                        rng=check_random_state(self.random_state))
+        net = spec if isinstance(spec, Network) else load_network(spec)
+        if net.data_dim != X.shape[1]:
+            raise DGNInputError("data", f"has {X.shape[1]} features but the network's output dimension D is "
+                                f"{net.data_dim}", f"give an (N, {net.data_dim}) array")
+        return net
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "network_")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False  # NaN means missing: use engine.impute with a fitted network_
+        tags.input_tags.sparse = False
+        tags.non_deterministic = False
+        return tags
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "network_"):
-            raise DGNInputError("EM", "is not fitted yet", "call fit(X) first")
+            raise NotFittedDGNError("EM", "is not fitted yet", "call fit(X) first")
 
     def _evaluate(self, net: Network, X: np.ndarray, part: Partition | None = None) -> Evaluation:
         return evaluate(net, X, part=part, max_regions=self.max_regions, method=self.method,
@@ -530,15 +586,10 @@ class EM:
 
     def _fit(self, X) -> EM:
         self._check_params()
-        try:
-            X0 = np.asarray(X, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise DGNInputError("data", "is not a numeric array") from None
-        if X0.ndim not in (1, 2) or X0.size == 0:
-            raise DGNInputError("data", f"has shape {X0.shape}", "give a non-empty (N, D) array")
-        net = self._starting_network(_as_2d(X0))
-        X = _check_data(net, X0)
-        floor = float(self.min_cov_x) * float(max(X.var(axis=0).mean(), np.finfo(float).tiny))
+        X = self._validate(X, reset=not (self.warm_start and hasattr(self, "network_")))
+        net = self._starting_network(X)
+        spread = float(X.var(axis=0).mean())
+        floor = float(self.min_cov_x) * (spread if spread > 0 else 1.0)
         self.cov_x_floor_ = floor
         net = net.replace(cov_x=project_cov_x(net.cov_x, self.cov_x_type, floor))
         ev = self._evaluate(net, X)
@@ -684,7 +735,7 @@ class EM:
     def score_samples(self, X) -> np.ndarray:
         """Exact ``log p(x)`` (Theorem 1) of each row of X under the fitted network."""
         self._check_fitted()
-        return self._evaluate(self.network_, _check_data(self.network_, X)).log_marginal
+        return self._evaluate(self.network_, self._validate(X, reset=False)).log_marginal
 
     def score(self, X, y=None) -> float:
         """Mean exact log-likelihood per point."""
@@ -693,25 +744,34 @@ class EM:
     def posterior(self, X) -> Evaluation:
         """Exact posterior of each row (Prop. 2): ``posterior_mean``, ``posterior_cov``, region weights."""
         self._check_fitted()
-        return self._evaluate(self.network_, _check_data(self.network_, X))
+        return self._evaluate(self.network_, self._validate(X, reset=False))
 
     def sample(self, n: int = 1, random_state=None, return_latent: bool = False):
         """Draw n points from the fitted model (and their latents if ``return_latent``)."""
         self._check_fitted()
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
             raise DGNInputError("n", f"must be a positive integer, got {n!r}")
-        rng = self.random_state if random_state is None else random_state
+        rng = check_random_state(self.random_state if random_state is None else random_state)
         return self.network_.sample(int(n), rng=rng, return_latent=return_latent)
 
     def n_parameters(self) -> int:
-        """Free parameters: all weights and biases, Sigma_x in its family, Sigma_z when learned."""
+        """Free parameters of the fitted model, counted as the dimension of the set of distributions.
+
+        All weights and biases, minus one per activation unit (every CPA activation here is positively
+        homogeneous: scaling a unit's input row by c > 0 and its output column by 1/c leaves g unchanged),
+        minus S(S-1)/2 (rotating z in the metric of Sigma_z, absorbed by W^1, leaves p(x) unchanged), plus
+        Sigma_x in its family (1, D or D(D+1)/2). Learning Sigma_z adds nothing: its S(S+1)/2 entries trade
+        against W^1 through any invertible L, ``(Sigma_z, W^1) ~ (L Sigma_z L^T, W^1 L^-1)`` (module docstring),
+        a group of dimension S^2 = S(S+1)/2 + S(S-1)/2. For a linear decoder this is PPCA's
+        ``D S + D + 1 - S(S-1)/2`` (isotropic; Tipping and Bishop 1999). Counted at generic parameters: dead
+        units or duplicate hyperplanes remove more.
+        """
         self._check_fitted()
         net = self.network_
         k = sum(layer.weight.size + layer.bias.size for layer in net.layers if isinstance(layer, Linear))
         D, S = net.data_dim, net.latent_dim
+        k -= net.n_units + S * (S - 1) // 2
         k += {"isotropic": 1, "diagonal": D, "full": D * (D + 1) // 2}[self.cov_x_type]
-        if self.learn_cov_z:
-            k += S * (S + 1) // 2
         return int(k)
 
     def aic(self, X) -> float:
@@ -737,11 +797,7 @@ class EM:
                 "updates": [h["updates"] for h in self.history_]}
 
 
-def _as_2d(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X)
-    return X[:, None] if X.ndim == 1 else X
-
-
-__all__ = ["EM", "FrozenMaps", "Statistics", "cov_x_update", "cov_z_update", "expected_complete_loglik",
+__all__ = ["EM", "FrozenMaps", "NotFittedDGNError", "Statistics", "cov_x_update", "cov_z_update",
+           "expected_complete_loglik",
            "frozen_maps", "init_pca", "init_random", "layer_update", "project_cov_x", "repartition",
            "statistics"]

@@ -24,9 +24,9 @@ def load_data(path: str | Path, field: str = "data") -> np.ndarray:
             raise DGNInputError(field, f"unknown file type {path.suffix!r}", "use .npy or .csv")
     except (ValueError, OSError) as exc:
         raise DGNInputError(field, f"cannot be read ({str(exc).splitlines()[0]})") from None
-    if not np.issubdtype(X.dtype, np.number):
-        raise DGNInputError(field, f"has dtype {X.dtype}", "store a numeric array")
-    X = np.asarray(X, dtype=np.float64)
+    from .validation import as_float64
+
+    X = as_float64(X, field)  # complex, bool, string dtypes refused in one line
     if X.ndim == 1:
         X = X[:, None]
     if X.ndim != 2:

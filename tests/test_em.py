@@ -137,7 +137,8 @@ def test_scores_are_the_exact_marginal(fitted):
     np.testing.assert_array_equal(em.score_samples(X), lp)
     assert em.score(X) == pytest.approx(lp.mean(), rel=1e-15)
     k = em.n_parameters()
-    assert k == 6 + 6 + 12 + 2 + 1
+    # weights and biases 6 + 6 + 12 + 2, minus one per ReLU unit (positive rescaling), plus sigma_x^2
+    assert k == 6 + 6 + 12 + 2 - 6 + 1
     assert em.aic(X) == pytest.approx(-2 * lp.sum() + 2 * k)
     assert em.bic(X) == pytest.approx(-2 * lp.sum() + k * np.log(len(X)))
 
