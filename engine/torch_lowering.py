@@ -88,7 +88,7 @@ class Lowered:
             if isinstance(op, Affine):
                 out.append(_linear(f"decoder(lowered)[{i}]", _np(op.weight), _np(op.bias)))
             else:
-                out.append(Activation(op.kind, float(op.slope)))
+                out.append(Activation(op.kind, float(op.slope.detach() if torch.is_tensor(op.slope) else op.slope)))
         return out
 
 
