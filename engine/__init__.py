@@ -26,3 +26,6 @@ __all__ = [
     "RegionBudgetError", "evaluate", "load_network", "log_marginal", "partition", "prior_region_log_masses",
     "prior_region_masses", "random_network", "region_gaussians", "sample_posterior", "save_network",
 ]
+from .torch_marginal import ExactMarginal  # noqa: E402  (imports torch)
+
+__all__ += ["ExactMarginal"]
