@@ -39,7 +39,7 @@ from .distributions import evaluate
 from .errors import DGNInputError
 from .network import Network
 from .partition import DEFAULT_MAX_REGIONS, Partition, partition
-from .torch_lowering import DTYPE, Act, Affine, Lowered, lower
+from .torch_lowering import DTYPE, Affine, Lowered, lower
 
 
 def _cov_matrix(name: str, spec: Any, dim: int) -> torch.Tensor:
@@ -191,7 +191,7 @@ class ExactMarginal(Distribution):
                              _cov_matrix("cov_x", self.cov_x, self.data_dim))
         return (exact + (Q - Q.detach())).reshape(batch)
 
-    def rsample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape=()) -> torch.Tensor:
         """``x = decoder(z) + L_x eps``, ``z = L_z eps'`` (reparameterised, shape sample_shape + event_shape)."""
         shape = torch.Size(sample_shape)
         n = math.prod(shape)
@@ -204,6 +204,6 @@ class ExactMarginal(Distribution):
         x = g + torch.randn(n, self.data_dim, dtype=DTYPE) @ L_x.T
         return x.reshape(shape + self.event_shape)
 
-    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape=()) -> torch.Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
