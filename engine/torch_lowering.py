@@ -179,7 +179,7 @@ def _affine_module(where: str, m: nn.Module, shape):
     if isinstance(m, INDEX_MAPS):
         if isinstance(m, DROPOUT):
             _check_eval(where, m)
-        if isinstance(m, nn.Upsample) and m.mode != "nearest":
+        if isinstance(m, nn.Upsample) and m.mode not in ("nearest", "nearest-exact"):
             raise DGNInputError(where, f"Upsample mode {m.mode!r} is not supported", "use mode='nearest'")
         W, out = _identity_push(m, shape, where, name)
         return W, torch.zeros(W.shape[0], dtype=DTYPE), out

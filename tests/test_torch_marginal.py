@@ -176,3 +176,25 @@ def test_sample_mean_matches_the_exact_mean_of_the_decoder_output():
     mean = w @ g
     se = x.std(0, ddof=1) / math.sqrt(len(x))
     assert np.all(np.abs(x.mean(0) - mean) <= 5 * se), (x.mean(0), mean, se)
+
+
+@pytest.mark.parametrize("name", ["s2_leaky", "s2_conv_pool", "s1_pool"])
+def test_region_maps_in_torch_equal_the_partition_affine_maps(name):
+    """A_w, b_w re-expressed in torch with each region's activation pattern frozen (eq. 2) equal the
+    engine partition's maps, and g(z) = A_w z + b_w at the regions' interior points (torch forward)."""
+    from engine import partition
+    from engine.torch_lowering import lower
+    from engine.torch_marginal import region_maps
+
+    seq, shape = _decoder(name)
+    net = Network.from_torch(seq, input_shape=shape)
+    part = partition(net)
+    A, b = region_maps(lower(seq, shape), part.signs)
+    np.testing.assert_allclose(A.detach().numpy(), part.A, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(b.detach().numpy(), part.b, rtol=1e-12, atol=1e-12)
+    Z = np.random.default_rng(0).normal(size=(200, net.latent_dim)) * 3
+    idx = part.locate(Z)
+    with torch.no_grad():
+        g = seq(torch.from_numpy(Z).reshape(len(Z), *shape)).reshape(len(Z), -1).numpy()
+    want = np.einsum("nds,ns->nd", A.detach().numpy()[idx], Z) + b.detach().numpy()[idx]
+    np.testing.assert_allclose(g, want, rtol=1e-11, atol=1e-11)
