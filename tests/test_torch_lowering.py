@@ -166,15 +166,15 @@ def _torch_kinks(g, lo: float, hi: float, n: int = 24001, depth: int = 0) -> lis
 
 def _torch_quadrature(seq: nn.Module, X: np.ndarray, var_x: float) -> np.ndarray:
     """log p(x) = log int N(z; 0, 1) N(x; g(z), var_x I) dz for each row of X, g the TORCH forward pass:
-    30-point Gauss-Legendre on panels of width <= 0.04 of [-12, 12] between the kinks of g (found by
+    30-point Gauss-Legendre on panels of width <= 0.04 of [-9, 9] between the kinks of g (found by
     :func:`_torch_kinks`), shifted by the integrand's maximum; no engine code."""
 
     def g(z):
         with torch.no_grad():
             return seq(torch.from_numpy(np.asarray(z, dtype=np.float64)[:, None])).reshape(len(z), -1).numpy()
 
-    lo, hi = -12.0, 12.0
-    edges = np.unique(np.r_[lo, hi, _torch_kinks(g, lo, hi)])
+    lo, hi = -9.0, 9.0  # the prior mass outside is 2e-19
+    edges = np.unique(np.r_[lo, hi, _torch_kinks(g, lo, hi, 9001)])
     nodes, weights = np.polynomial.legendre.leggauss(30)
     zs, ws = [], []
     for a, b in zip(edges[:-1], edges[1:]):
