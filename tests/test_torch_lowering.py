@@ -11,8 +11,16 @@ import torch.nn as nn
 from engine import DGNInputError, Network, log_marginal
 from engine.torch_lowering import Abs
 
-torch.manual_seed(0)
 D64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Two shared cores: torch's intra-op threads only spin here (float64 conv2d 5x slower); restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _randomise(seq: nn.Module, seed: int) -> nn.Module:
