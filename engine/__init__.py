@@ -26,6 +26,13 @@ __all__ = [
     "RegionBudgetError", "evaluate", "load_network", "log_marginal", "partition", "prior_region_log_masses",
     "prior_region_masses", "random_network", "region_gaussians", "sample_posterior", "save_network",
 ]
-from .torch_marginal import ExactMarginal  # noqa: E402  (imports torch)
-
 __all__ += ["ExactMarginal"]
+
+
+def __getattr__(name):
+    """``engine.ExactMarginal`` imports torch only when first used (``import engine`` stays torch-free)."""
+    if name == "ExactMarginal":
+        from .torch_marginal import ExactMarginal
+
+        return ExactMarginal
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")

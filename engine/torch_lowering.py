@@ -102,7 +102,7 @@ def _f64(t: torch.Tensor | None) -> torch.Tensor | None:
 
 def _flat_modules(module: nn.Module, where: str):
     """(index string, leaf module) for a possibly nested ``nn.Sequential``."""
-    if type(module) is nn.ModuleList or isinstance(module, nn.ModuleList | nn.ModuleDict):
+    if isinstance(module, nn.ModuleList | nn.ModuleDict):
         raise DGNInputError(where, f"is a {type(module).__name__}, which has no forward pass",
                             "wrap the layers in nn.Sequential")
     if isinstance(module, nn.Sequential):
