@@ -198,3 +198,23 @@ def test_region_maps_in_torch_equal_the_partition_affine_maps(name):
         g = seq(torch.from_numpy(Z).reshape(len(Z), *shape)).reshape(len(Z), -1).numpy()
     want = np.einsum("nds,ns->nd", A.detach().numpy()[idx], Z) + b.detach().numpy()[idx]
     np.testing.assert_allclose(g, want, rtol=1e-11, atol=1e-11)
+
+
+def test_linear_decoder_value_and_gradients_equal_autograd_of_the_ppca_density():
+    """One region: p(x) = N(x; b, W Sigma_z W^T + Sigma_x) (NOTES 1, PPCA); torch autograd of that closed
+    form is an independent oracle for every gradient, with full covariance matrices as tensors."""
+    torch.manual_seed(4)
+    lin = nn.Linear(2, 3).double()
+    cz = torch.tensor([[1.2, 0.3], [0.3, 0.7]], dtype=D64, requires_grad=True)
+    cx = torch.tensor([[0.5, 0.1, 0.0], [0.1, 0.4, -0.05], [0.0, -0.05, 0.3]], dtype=D64, requires_grad=True)
+    X = torch.randn(6, 3, dtype=D64, requires_grad=True)
+    got = ExactMarginal(nn.Sequential(lin), cz, cx).log_prob(X)
+    g_got = torch.autograd.grad(got.sum(), [lin.weight, lin.bias, cz, cx, X])
+    W, b = lin.weight, lin.bias
+    want = torch.distributions.MultivariateNormal(b, W @ cz @ W.T + cx).log_prob(X)
+    g_want = torch.autograd.grad(want.sum(), [W, b, cz, cx, X])
+    np.testing.assert_allclose(got.detach().numpy(), want.detach().numpy(), rtol=0, atol=1e-12)
+    for i, (a, c) in enumerate(zip(g_got, g_want)):
+        if i in (2, 3):  # covariances: both forms symmetrise them differently, compare the symmetric parts
+            a, c = 0.5 * (a + a.T), 0.5 * (c + c.T)
+        np.testing.assert_allclose(a.numpy(), c.numpy(), rtol=1e-10, atol=1e-12)
