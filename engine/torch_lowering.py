@@ -315,6 +315,9 @@ def lower(module: nn.Module, input_shape=None) -> Lowered:
     """Lower an eval-mode torch decoder (nested ``nn.Sequential`` of CPA modules) exactly; keeps autograd."""
     if not isinstance(module, nn.Module):
         raise DGNInputError("decoder", f"is a {type(module).__name__}, not a torch module", "pass an nn.Sequential")
+    devices = {t.device.type for t in list(module.parameters()) + list(module.buffers())} - {"cpu"}
+    if devices:
+        raise DGNInputError("decoder", f"has tensors on {sorted(devices)[0]}", "move it to the CPU (decoder.cpu())")
     modules = list(_flat_modules(module, "decoder"))
     if not modules:
         raise DGNInputError("decoder", "is an empty nn.Sequential", "add at least one layer")
