@@ -282,3 +282,9 @@ def test_refusal_inside_a_nested_sequential_names_the_path():
     seq = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.ReLU(), nn.Tanh()), nn.Linear(3, 1))
     with pytest.raises(DGNInputError, match=r"^decoder\[1\]\[1\]: Tanh"):
         Network.from_torch(seq)
+
+
+def test_decoder_off_the_cpu_is_refused_on_one_line():
+    seq = nn.Sequential(nn.Linear(2, 3, device="meta"))
+    with pytest.raises(DGNInputError, match=r"^decoder: has tensors on meta; move it to the CPU"):
+        Network.from_torch(seq)
