@@ -22,6 +22,9 @@ with ``P(w|x), m_w, C_w`` held fixed and ``A_w(theta), b_w(theta)`` re-expressed
 decoder (:func:`engine.torch_lowering.lower` keeps the autograd graph) with the region's activation
 pattern frozen. ``grad Q = grad log p(x)`` at the current parameters, so ``log_prob`` returns the exact
 value plus ``Q - Q.detach()``. The same Q gives the score ``d log p / dx = Sigma_x^-1 (E[g(z)|x] - x)``.
+Exact for S <= 3 (closed forms and certified integration); for S >= 4 the engine's region masses and
+moments are importance-sampling estimates with error bars (see ``distributions.evaluate``), and so are
+the value and gradient here.
 """
 
 from __future__ import annotations
