@@ -218,3 +218,23 @@ def test_linear_decoder_value_and_gradients_equal_autograd_of_the_ppca_density()
         if i in (2, 3):  # covariances: both forms symmetrise them differently, compare the symmetric parts
             a, c = 0.5 * (a + a.T), 0.5 * (c + c.T)
         np.testing.assert_allclose(a.numpy(), c.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_s3_gradient_matches_finite_differences():
+    """S = 3 (certified solid integration; about 30 s with the kernels' first compilation)."""
+    torch.manual_seed(0)
+    seq = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3)).double().eval()
+    dist = ExactMarginal(seq, 1.0, 0.3)
+    X = dist.sample((3,))
+    dist.log_prob(X).sum().backward()
+    params = list(seq.parameters())
+    grad = torch.cat([p.grad.reshape(-1) for p in params])
+    theta = _flat(params)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        v = torch.from_numpy(rng.normal(size=theta.numel()))
+        fd = _richardson(lambda t: _exact_sum(seq, params, t, X.numpy(), (3,), False), theta, v)
+        want = float(grad @ v)
+        assert abs(fd - want) <= 1e-6 * abs(want), (fd, want)
+    _set(params, theta)
