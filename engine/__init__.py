@@ -29,12 +29,17 @@ __all__ = [
     "prior_region_masses", "random_network", "region_gaussians", "sample_posterior", "save_network",
     "Imputation", "PosteriorMixture", "check_data", "impute", "posterior",
 ]
+__all__ += ["ExactMarginal"]
+
+_LAZY = {"EM": (".em", "EM"), "ExactMarginal": (".torch_marginal", "ExactMarginal")}
 
 
 def __getattr__(name: str):
-    """``engine.EM`` is imported on first use: it brings in scikit-learn, which light commands do not need."""
-    if name == "EM":
-        from .em import EM
+    """``engine.EM`` (scikit-learn) and ``engine.ExactMarginal`` (torch) are imported on first use, so that
+    ``import engine`` stays light for the commands that need neither."""
+    if name in _LAZY:
+        import importlib
 
-        return EM
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module, __name__), attr)
     raise AttributeError(f"module 'engine' has no attribute {name!r}")

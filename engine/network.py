@@ -272,52 +272,17 @@ class Network:
 
     # ----------------------------------------------------------------- torch
     @classmethod
-    def from_torch(cls, module, cov_z: Any = 1.0, cov_x: Any = 1.0) -> Network:
-        """Build from a torch ``nn.Sequential`` of ``Linear`` / ``ReLU`` / ``LeakyReLU`` modules."""
-        import torch
-        import torch.nn as nn
+    def from_torch(cls, module, cov_z: Any = 1.0, cov_x: Any = 1.0, input_shape=None) -> Network:
+        """Exact lowering of an eval-mode torch decoder (see :mod:`engine.torch_lowering`)."""
+        from .torch_lowering import from_torch
 
-        if isinstance(module, nn.Linear | nn.ReLU | nn.LeakyReLU):
-            module = nn.Sequential(module)
-        if not isinstance(module, nn.Sequential):
-            raise DGNInputError("decoder", f"is a {type(module).__name__}", "pass a torch nn.Sequential")
-        layers: list[Layer] = []
-        for i, m in enumerate(module):
-            if isinstance(m, nn.Linear):
-                w = m.weight.detach().to("cpu", dtype=torch.float64).numpy().copy()
-                b = (m.bias.detach().to("cpu", dtype=torch.float64).numpy().copy()
-                     if m.bias is not None else np.zeros(w.shape[0]))
-                layers.append(_linear(f"decoder[{i}]", w, b))
-            elif isinstance(m, nn.ReLU):
-                layers.append(Activation("relu", 0.0))
-            elif isinstance(m, nn.LeakyReLU):
-                layers.append(Activation("leaky_relu", float(m.negative_slope)))
-            else:
-                raise DGNInputError(f"decoder[{i}]", f"{type(m).__name__} is not a continuous piecewise-affine "
-                                    "layer", "use Linear, ReLU or LeakyReLU")
-        first = next((lay for lay in layers if isinstance(lay, Linear)), None)
-        if first is None:
-            raise DGNInputError("decoder", "has no Linear layer")
-        return cls(layers=layers, latent_dim=first.in_features, cov_z_spec=cov_z, cov_x_spec=cov_x)
+        return from_torch(module, cov_z=cov_z, cov_x=cov_x, input_shape=input_shape)
 
     def to_torch(self):
-        """The decoder as a float64 torch ``nn.Sequential`` (abs becomes a LeakyReLU of slope -1)."""
-        import torch
-        import torch.nn as nn
+        """The decoder as a float64 torch ``nn.Sequential`` (abs as :class:`engine.torch_lowering.Abs`)."""
+        from .torch_lowering import to_torch
 
-        mods = []
-        for layer in self.layers:
-            if isinstance(layer, Linear):
-                lin = nn.Linear(layer.in_features, layer.out_features, dtype=torch.float64)
-                with torch.no_grad():
-                    lin.weight.copy_(torch.tensor(layer.weight))
-                    lin.bias.copy_(torch.tensor(layer.bias))
-                mods.append(lin)
-            elif layer.kind == "relu":
-                mods.append(nn.ReLU())
-            else:
-                mods.append(nn.LeakyReLU(layer.negative_slope))
-        return nn.Sequential(*mods)
+        return to_torch(self)
 
     def replace(self, layers: list[Layer] | None = None, cov_z: Any = None, cov_x: Any = None) -> Network:
         """A copy with some parts replaced (used by EM updates)."""

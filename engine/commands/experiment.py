@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--em-iter", type=int, default=None, help="EM iterations")
     parser.add_argument("--grade-every", type=int, default=None, help="exact grading every this many updates")
     parser.add_argument("--methods", nargs="*", default=None,
-                        help="extra baselines besides VAE: iwae rem_v1 rem_v2 rem_exact (default all)")
+                        help="extra baselines besides VAE: iwae rem_v1 rem_v2 rem_exact exact_mle (default all)")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run (few steps, one seed)")
 
 
