@@ -17,6 +17,7 @@ COMMANDS = {
     "fuzz": ("verify.commands.fuzz", "property-based fuzzing campaign with hypothesis"),
     "replay": ("verify.commands.replay", "re-run the properties on one saved case"),
     "grade": ("verify.commands.grade", "grade a foreign decoder's log-likelihood estimates exactly"),
+    "demo": ("verify.commands.demo", "buggy implementations of real bug classes, each shown caught"),
 }
 
 
