@@ -215,7 +215,8 @@ def _judge(name, got, evaluation, n_done, tol_logp, tol_moments) -> FieldResult:
     nonfinite = []
     for idx in zip(*np.nonzero(~np.isfinite(got)), strict=True):
         nonfinite.append({"at": _label([int(k) for k in idx]), "got": float(got[idx]), "wanted": float(want[idx])})
-    return FieldResult(name, tol, ae, re_, int(bad.size), int(bad.sum()), worst[:5], nonfinite)
+    n_bad = int(bad.sum())  # worst is sorted by error / bound: its first n_bad entries are the bad ones
+    return FieldResult(name, tol, ae, re_, int(bad.size), n_bad, worst[: min(5, n_bad) or 1], nonfinite)
 
 
 def _label(at) -> str:
