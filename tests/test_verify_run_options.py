@@ -96,3 +96,11 @@ def test_suite_on_a_users_relu_model_without_data(tmp_path, capsys):
     assert cli_main(["--model", str(tmp_path / "m.json"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "marginal-vs-quadrature/user-far" in out and "FAIL: 0" in out and "INCONCLUSIVE: 0" in out
+
+
+def test_fuzz_unwritable_out_refused_before_running(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert cli_main(["fuzz", "--budget", "1s", "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in _one_line(capsys)
+    assert cli_main(["fuzz", "--budget", "1s", "--out", str(tmp_path / "file" / "b")]) == 2
+    assert "cannot be created" in _one_line(capsys)
