@@ -167,3 +167,12 @@ def test_demo_command_subset(capsys):
 def test_demo_command_catches_all_eight(capsys):
     assert cli_main(["demo"]) == 0
     assert "8 of 8 bugs caught" in capsys.readouterr().out
+
+
+def test_progress_bar_on_stderr_only(problem, tmp_path, capsys):
+    _, _, ev, tmp = problem
+    (tmp_path / "c.json").write_text(json.dumps({"log_marginal": ev.log_marginal.tolist()}))
+    assert cli_main(["crosscheck", "--model", str(tmp / "m.json"), "--data", str(tmp / "x.npy"),
+                     "--claims", str(tmp_path / "c.json")]) == 0
+    cap = capsys.readouterr()
+    assert "crosscheck:" in cap.err and "/7 [" in cap.err and "/7 [" not in cap.out
