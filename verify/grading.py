@@ -172,6 +172,12 @@ def _torch_load(path: Path) -> Any:
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError,
             TypeError) as exc:
         first = clean_message(exc, 120) or type(exc).__name__
+        text = str(exc)
+        if "WeightsUnpickler error:" in text:  # torch's multi-paragraph advice: keep only its reason
+            detail = clean_message(text.split("WeightsUnpickler error:", 1)[1], 100)
+            glob = re.search(r"GLOBAL (\S+)", detail)
+            first = (f"it pickles a Python object ({glob[1]}), not only tensors" if glob else
+                     f"not a torch tensor file: {detail}")
         raise DGNInputError("decoder", f"cannot be loaded as a weights-only torch state_dict ({first})",
                             "save it with torch.save(model.state_dict(), path); pickled modules are refused"
                             ) from None

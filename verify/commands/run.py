@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--profile",
         choices=["quick", "full"],
         default="quick",
-        help="quick (default, < 2 min on 2 cores) or full (more points, S = 2 quadrature, S = 3-4)",
+        help="quick (default, < 2 min on 2 cores; S = 2 quadrature on one point) or full (more points, S = 2 "
+        "quadrature on every point, Monte-Carlo posterior moments, S = 3-6)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo draws and random z")
     parser.add_argument("--json", default=None, help="write the JSON report here ('-' for stdout)")
