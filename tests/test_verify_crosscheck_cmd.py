@@ -176,3 +176,22 @@ def test_progress_bar_on_stderr_only(problem, tmp_path, capsys):
                      "--claims", str(tmp_path / "c.json")]) == 0
     cap = capsys.readouterr()
     assert "crosscheck:" in cap.err and "/7 [" in cap.err and "/7 [" not in cap.out
+
+
+def test_impl_nan_is_a_fail_but_properties_still_refuse_it(problem, tmp_path, capsys):
+    from engine.errors import DGNInputError
+    from verify.foreign import call_impl
+
+    net, X, _, tmp = problem
+    mod = tmp_path / "nan_impl.py"
+    mod.write_text("import numpy as np\ndef f(model, X):\n    v = np.zeros(len(X))\n    v[1] = np.nan\n"
+                   "    return {'log_marginal': v}\n")
+    assert _cc(tmp, "--impl", f"{mod}:f") == 1
+    assert "x[1]: log_marginal = nan" in capsys.readouterr().out
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nan_impl", mod)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    with pytest.raises(DGNInputError, match="NaN"):
+        call_impl(m.f, net, X)  # the fuzz properties' contract: finite claims

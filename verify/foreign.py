@@ -51,7 +51,8 @@ def load_impl(spec: str) -> Callable[[dict, np.ndarray], dict]:
     return fn
 
 
-def validate_claims(claims: Any, net: Network, n_points: int) -> dict[str, np.ndarray | int]:
+def validate_claims(claims: Any, net: Network, n_points: int,
+                    require_finite: bool = False) -> dict[str, np.ndarray | int]:
     """Check field names and shapes of claimed values; return them as float64 arrays (NaN/inf kept)."""
     if not isinstance(claims, dict):
         raise DGNInputError("claims", f"must be a JSON object / dict, got {type(claims).__name__}")
@@ -80,6 +81,8 @@ def validate_claims(claims: Any, net: Network, n_points: int) -> dict[str, np.nd
         if arr.shape != shapes[name]:
             raise DGNInputError(f"claims.{name}", f"has shape {arr.shape}, expected {shapes[name]}",
                                 "give one value per data point")
+        if require_finite and not np.all(np.isfinite(arr)):
+            raise DGNInputError(f"claims.{name}", "contains NaN or infinite values")
         out[name] = arr
     return out
 
@@ -99,10 +102,12 @@ def _json_constant(name: str) -> float:
     return {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}[name]
 
 
-def call_impl(fn: Callable, net: Network, X: np.ndarray) -> dict[str, np.ndarray | int]:
-    """Call a foreign implementation on (model dict, X) and validate what it claims."""
+def call_impl(fn: Callable, net: Network, X: np.ndarray,
+              require_finite: bool = True) -> dict[str, np.ndarray | int]:
+    """Call a foreign implementation on (model dict, X) and validate what it claims (the properties of
+    ``fuzz`` need finite claims; ``crosscheck --impl`` passes ``require_finite=False`` and judges NaN)."""
     try:
         claims = fn(net.to_dict(), np.array(X, dtype=np.float64, copy=True))
     except Exception as exc:
         raise DGNInputError("impl", f"raised {type(exc).__name__}: {exc}") from None
-    return validate_claims(claims, net, len(X))
+    return validate_claims(claims, net, len(X), require_finite)

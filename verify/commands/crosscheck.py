@@ -70,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
     elif args.claims:
         claims = load_claims(args.claims)
     else:
-        claims = call_impl(load_impl(args.impl), net, X)
+        claims = call_impl(load_impl(args.impl), net, X, require_finite=False)
     res = crosscheck(net, X, claims, tol_logp=args.tol_logp, tol_moments=args.tol_moments, fields=fields,
                      progress=not args.no_progress, time_limit=args.time_limit,
                      foreign=run)
