@@ -30,7 +30,9 @@ def main(args: argparse.Namespace) -> int:
         raise DGNInputError("bugs", f"{unknown[0]!r} is not a demo bug" if unknown else "is empty",
                             f"choose from {', '.join(BUGS)}")
     exhibits = run_demo(bugs, timeout=args.timeout)
-    print(gallery(exhibits))
+    import sys
+
+    print(gallery(exhibits), file=sys.stderr if args.json == "-" else sys.stdout)
     if args.json:
         write_json({e.bug or "correct": {**e.result.to_dict(), "caught": e.caught} for e in exhibits}, args.json)
     return 0 if all(e.caught for e in exhibits) else 1
