@@ -130,27 +130,37 @@ def _record(
     else:
         status, msg = PASS, f"0 of {n} bad" + (f"; {oracle_note}" if oracle_note else "")
     return Check(
-        cid,
-        claim,
-        quantity,
-        oracle,
-        float(tol),
-        reason,
-        status,
-        int(seed),
-        np.asarray(got).tolist(),
-        np.asarray(want).tolist(),
-        ae,
-        re_,
-        n,
-        nb,
-        worst if nb else worst[:1],
+        id=cid,
+        claim=claim,
+        quantity=quantity,
+        oracle=oracle,
+        tolerance=float(tol),
+        tolerance_reason=reason,
+        status=status,
+        seed=int(seed),
+        observed=np.asarray(got).tolist(),
+        reference=np.asarray(want).tolist(),
+        abs_err=ae,
+        rel_err=re_,
+        n_points=n,
+        n_bad=nb,
+        worst=worst if nb else worst[:1],
         message=msg,
     )
 
 
 def _skip(cid, claim, quantity, oracle, seed, reason) -> Check:
-    return Check(cid, claim, quantity, oracle, 0.0, "", SKIPPED, int(seed), message=reason)
+    return Check(
+        id=cid,
+        claim=claim,
+        quantity=quantity,
+        oracle=oracle,
+        tolerance=0.0,
+        tolerance_reason="",
+        status=SKIPPED,
+        seed=int(seed),
+        message=reason,
+    )
 
 
 # --------------------------------------------------------------------------- settings
@@ -393,14 +403,14 @@ def check_sign_patterns(case, settings: Settings, delta: float) -> list[Check]:
     freq = counts / n
     masses = prior_region_masses(case.net, part)
     rec = Check(
-        cid,
-        "Prop. 1, Lemma 3 (regions = sign patterns; weights Phi_omega(0, Sz))",
-        "region frequencies under the prior",
-        oracle,
-        target,
-        "each frequency within the Hoeffding half-width of its mass; PASS needs 2*hw <= 0.01",
-        PASS,
-        int(seed),
+        id=cid,
+        claim="Prop. 1, Lemma 3 (regions = sign patterns; weights Phi_omega(0, Sz))",
+        quantity="region frequencies under the prior",
+        oracle=oracle,
+        tolerance=target,
+        tolerance_reason="each frequency within the Hoeffding half-width of its mass; PASS needs 2*hw <= 0.01",
+        status=PASS,
+        seed=int(seed),
         false_fail_prob=delta,
         detectable=2 * hw,
         n_points=len(part),
@@ -541,21 +551,21 @@ def _interval_record(
             else f"0 of {n} bad"
         )
     return Check(
-        cid,
-        claim,
-        qty,
-        oracle,
-        target,
-        reason,
-        status,
-        int(seed),
-        got,
-        ref,
-        None,
-        None,
-        n,
-        nb,
-        worst,
+        id=cid,
+        claim=claim,
+        quantity=qty,
+        oracle=oracle,
+        tolerance=target,
+        tolerance_reason=reason,
+        status=status,
+        seed=int(seed),
+        observed=got,
+        reference=ref,
+        abs_err=None,
+        rel_err=None,
+        n_points=n,
+        n_bad=nb,
+        worst=worst,
         false_fail_prob=false_fail,
         detectable=float(max(detectable)),
         message=message,
@@ -1003,16 +1013,16 @@ def check_proofs(settings: Settings) -> list[Check]:
         result = run_claim(claim)
         records.append(
             Check(
-                f"proof/{claim.key}",
-                f"{claim.title} ({claim.equation})",
-                "symbolic identity",
-                {"kind": "symbolic (sympy)", "precision": "exact", "method": claim.method},
-                0.0,
-                "exact: the zero-test can miss a true identity but never passes a false one",
-                PASS if result.ok else FAIL,
-                int(settings.seed),
-                result.status,
-                "proved or checked",
+                id=f"proof/{claim.key}",
+                claim=f"{claim.title} ({claim.equation})",
+                quantity="symbolic identity",
+                oracle={"kind": "symbolic (sympy)", "precision": "exact", "method": claim.method},
+                tolerance=0.0,
+                tolerance_reason="exact: the zero-test can miss a true identity but never passes a false one",
+                status=PASS if result.ok else FAIL,
+                seed=int(settings.seed),
+                observed=result.status,
+                reference="proved or checked",
                 message=f"{result.status} in {result.seconds:.1f} s" + (f"; {result.detail}" if result.detail else ""),
             )
         )

@@ -113,14 +113,14 @@ def run_item(label: str, thunk, delta, seed: int) -> list:
         where = f" at {ours[-1].filename}:{ours[-1].lineno} in {ours[-1].name}" if ours else ""
         return [
             C.Check(
-                f"check-raised/{label}",
-                "the check runs to completion on a valid built-in case",
-                label,
-                {"kind": "none", "precision": "-", "method": "-"},
-                0.0,
-                "an exception is a failure",
-                FAIL,
-                int(seed),
+                id=f"check-raised/{label}",
+                claim="the check runs to completion on a valid built-in case",
+                quantity=label,
+                oracle={"kind": "none", "precision": "-", "method": "-"},
+                tolerance=0.0,
+                tolerance_reason="an exception is a failure",
+                status=FAIL,
+                seed=int(seed),
                 message=f"{type(exc).__name__}: {exc}{where}",
             )
         ]
