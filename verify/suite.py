@@ -71,12 +71,11 @@ def plan(settings: C.Settings, cases=None, user_net=None, user_X=None):
                                   "prior-sampling Monte Carlo cannot resolve points far off the manifold "
                                   "(log p ~ -10^2 or below) at quick cost: --profile full runs it"))
         items += [(f"tri/{case.name}", "det", lambda d, c=case: C.check_triangulation(c, settings))]
-    if user:
-        items += _user_model_items(settings, user_net, user_X)
-    else:
-        items.append(("lemma2", "det", lambda d: C.check_lemma2(settings)))
-        items.append(("em", "det", lambda d: C.check_em(settings)))
-    if settings.profile == "full" and not user:
+    if user:  # Lemma 2 and EM on the user's model; the built-in S = 4-6 and proof checks do not apply
+        return items + _user_model_items(settings, user_net, user_X)
+    items.append(("lemma2", "det", lambda d: C.check_lemma2(settings)))
+    items.append(("em", "det", lambda d: C.check_em(settings)))
+    if settings.profile == "full":
         for case in error_bar_cases():  # S = 4, 5, 6 without lineality: the randomised-QMC error bar
             items.append((f"errbar/{case.name}", "mc", lambda d, c=case: C.check_error_bar(c, settings, d)))
         items.append(("proofs", "det", lambda d: C.check_proofs(settings)))
