@@ -55,7 +55,7 @@ def load_points(path, data_dim: int, field: str = "data") -> np.ndarray:
         if path.suffix == ".npy":
             X = np.load(path, allow_pickle=False)
         elif path.suffix in {".csv", ".txt"}:
-            X = np.loadtxt(path, delimiter=",", ndmin=1)
+            X = np.loadtxt(path, delimiter=",", ndmin=2)  # one line = one point
         else:
             raise DGNInputError(field, f"unknown file type {path.suffix!r}", "use .npy or .csv")
     except (ValueError, OSError, EOFError) as exc:
