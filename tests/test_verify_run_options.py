@@ -104,3 +104,22 @@ def test_fuzz_unwritable_out_refused_before_running(tmp_path, capsys):
     assert "is a file" in _one_line(capsys)
     assert cli_main(["fuzz", "--budget", "1s", "--out", str(tmp_path / "file" / "b")]) == 2
     assert "cannot be created" in _one_line(capsys)
+
+
+def test_records_from_named_fields_and_no_engine_privates():
+    """Issue 13: ``_record`` takes named fields only; verify/ imports no private engine names."""
+    import ast
+    from pathlib import Path
+
+    with pytest.raises(TypeError):
+        C._record("id", "claim", "q", {}, 1.0, "why", 0, 1.0, 1.0, 1.0)  # positional: refused
+    rec = C._record(cid="id", claim="c", quantity="q", oracle={}, tol=1.0, reason="r", seed=0, got=1.0,
+                    want=1.5, atol=1.0)
+    assert rec.status == "PASS" and rec.abs_err == 0.5
+    assert not hasattr(C, "s2_engine_available") and "mc_delta" not in C.Settings.__dataclass_fields__
+    root = Path(C.__file__).parent
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("engine"):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
