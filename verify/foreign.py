@@ -5,8 +5,9 @@ A foreign implementation is either a Python callable ``fn(model, X) -> dict`` (`
 JSON dict and ``X`` an (N, D) float64 array) or any program run as a subprocess (``--cmd``, see
 :func:`run_command`). It returns any subset of the claim fields below, as nested lists or arrays.
 
-A claim with NaN or +-inf values is well formed: it is judged (and fails on those points). Only a
-malformed claim (not an object, unknown field, wrong shape, not numbers) is bad input.
+For ``crosscheck`` a claim with NaN or +-inf values is well formed: it is judged (and fails on those
+points); only a malformed claim (not an object, unknown field, wrong shape, not numbers) is bad input.
+The fuzzing properties call :func:`call_impl` with its default ``require_finite=True``.
 """
 
 from __future__ import annotations
