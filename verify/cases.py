@@ -107,3 +107,52 @@ def lemma2_case() -> tuple[Network, np.ndarray]:
     """A [1,4,3] ReLU net and a latent point z0 inside a region where g is injective."""
     net = random_network([1, 4, 3], "relu", cov_x=0.1, rng=21)
     return net, np.array([0.7])
+
+
+def user_cases(net: Network, X: np.ndarray | None = None, seed: int = 0) -> list[Case]:
+    """The suite's cases for the user's own model (``python -m verify --model M.json [--data X.npy]``).
+
+    With data: one case on those points. Without: three points drawn from the model ("near") and two
+    pushed 10 sqrt(trace Sigma_x) off its manifold ("far", log p(x) of order -10^2 and below, where only
+    relative accuracy of tiny region masses gives the right answer). Tags: "linear" for a decoder
+    without activation, "one_region" when the partition has a single region.
+    """
+    from engine.partition import partition
+
+    tags = {"linear"} if net.is_linear else ({"one_region"} if len(partition(net)) == 1 else set())
+    if X is not None:
+        return [Case("user-data", net, np.asarray(X, dtype=np.float64), set(tags), "the user's model and data")]
+    rng = np.random.default_rng([int(seed), 2020])
+    near = net.sample(3, rng=rng)
+    d = rng.normal(size=(2, net.data_dim))
+    d *= 10.0 * np.sqrt(np.trace(net.cov_x)) / np.linalg.norm(d, axis=1, keepdims=True)
+    far = net.sample(2, rng=rng) + d
+    return [
+        Case("user-near", net, near, set(tags), "the user's model, 3 points drawn from it"),
+        Case("user-far", net, far, tags | {"far"}, "the user's model, 2 points 10 sqrt(tr Sx) off the manifold"),
+    ]
+
+
+def injective_latent_point(net: Network, seed: int = 0, s_max: float = 0.1) -> np.ndarray | None:
+    """A latent point for Lemma 2, or None: g is injective there (rank-S Jacobian) and its region is wide
+    enough that the posterior at noise ``s_max`` stays inside (distance to the boundary > 10 s_max /
+    smallest singular value of the Jacobian)."""
+    from engine.partition import partition
+
+    rng = np.random.default_rng([int(seed), 2021])
+    S = net.latent_dim
+    regions = list(partition(net))
+    for z0 in rng.multivariate_normal(np.zeros(S), net.cov_z, size=50):
+        inside = [r for r in regions if np.all(r.H @ z0 <= r.c)]
+        if not inside:
+            continue
+        r = inside[0]
+        h = 1e-6
+        J = (net.forward(z0[None] + h * np.eye(S)) - net.forward(z0[None])) / h  # (S, D): g affine near z0
+        sv = np.linalg.svd(J, compute_uv=False)
+        if len(sv) < S or sv[-1] <= 1e-8 * max(1.0, sv[0]):
+            continue
+        dist = np.min((r.c - r.H @ z0) / np.linalg.norm(r.H, axis=1)) if len(r.c) else np.inf
+        if dist > 10 * s_max / sv[-1]:
+            return z0
+    return None

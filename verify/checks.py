@@ -9,9 +9,8 @@ Monte-Carlo checks also state their false-fail probability ``delta`` (a share of
 
 from __future__ import annotations
 
-import importlib.util
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -103,22 +102,24 @@ def compare(got, want, atol, rtol=0.0, labels=None):
 
 
 def _record(
-    cid,
-    claim,
-    quantity,
-    oracle,
-    tol,
-    reason,
-    seed,
+    *,
+    cid: str,
+    claim: str,
+    quantity: str,
+    oracle: dict,
+    tol: float,
+    reason: str,
+    seed: int,
     got,
     want,
     atol,
     rtol=0.0,
-    *,
     oracle_ok=True,
     oracle_note="",
     labels=None,
 ) -> Check:
+    """One record from named fields (keyword-only, like scipy's ``MpmathData``): ``got`` vs ``want``
+    elementwise within ``atol + rtol |want|``; INCONCLUSIVE when the oracle's own error is too large."""
     ae, re_, bad, worst = compare(got, want, atol, rtol, labels)
     n = int(np.size(bad))
     nb = int(bad.sum())
@@ -129,38 +130,37 @@ def _record(
     else:
         status, msg = PASS, f"0 of {n} bad" + (f"; {oracle_note}" if oracle_note else "")
     return Check(
-        cid,
-        claim,
-        quantity,
-        oracle,
-        float(tol),
-        reason,
-        status,
-        int(seed),
-        np.asarray(got).tolist(),
-        np.asarray(want).tolist(),
-        ae,
-        re_,
-        n,
-        nb,
-        worst if nb else worst[:1],
+        id=cid,
+        claim=claim,
+        quantity=quantity,
+        oracle=oracle,
+        tolerance=float(tol),
+        tolerance_reason=reason,
+        status=status,
+        seed=int(seed),
+        observed=np.asarray(got).tolist(),
+        reference=np.asarray(want).tolist(),
+        abs_err=ae,
+        rel_err=re_,
+        n_points=n,
+        n_bad=nb,
+        worst=worst if nb else worst[:1],
         message=msg,
     )
 
 
 def _skip(cid, claim, quantity, oracle, seed, reason) -> Check:
-    return Check(cid, claim, quantity, oracle, 0.0, "", SKIPPED, int(seed), message=reason)
-
-
-def s2_engine_available() -> bool:
-    """True once the S >= 2 Gaussian integrals (engine/gaussian/polytopes.py) exist."""
-    return importlib.util.find_spec("engine.gaussian.polytopes") is not None
-
-
-def engine_unavailable_reason(case) -> str | None:
-    if case.S >= 2 and not s2_engine_available():
-        return "engine.gaussian.polytopes (S >= 2 Gaussian integrals) has not landed yet"
-    return None
+    return Check(
+        id=cid,
+        claim=claim,
+        quantity=quantity,
+        oracle=oracle,
+        tolerance=0.0,
+        tolerance_reason="",
+        status=SKIPPED,
+        seed=int(seed),
+        message=reason,
+    )
 
 
 # --------------------------------------------------------------------------- settings
@@ -169,9 +169,10 @@ class Settings:
     profile: str = "quick"
     seed: int = 0
     mc_samples: int = 1_000_000
-    mc_delta: float = 1e-7  # per Monte-Carlo check (a Bonferroni share of the family budget)
     quad_dps: int = 30
-    quad_s2: bool = False  # nested S = 2 quadrature (slow): full profile only
+    quad_s2: bool = False  # nested S = 2 per-polygon mpmath quadrature (tens of seconds per point)
+    quad_s2_points: int | None = None  # on the first k points of an S = 2 case (None: all)
+    mc_moments: bool = True  # posterior moments also vs Monte Carlo (needs ~10^8 draws to be decisive)
     lemma2_sigmas: tuple = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3)
     em_iters: int = 8
 
@@ -238,9 +239,9 @@ def check_quadrature(case, settings: Settings) -> list[Check]:
             else "quadrature for S <= 2 only"
         )
         return [_skip(f"{i}/{base}", c, q, oracle, seed, why) for i, c, q in ids]
-    reason = engine_unavailable_reason(case)
-    if reason:
-        return [_skip(f"{i}/{base}", c, q, oracle, seed, reason) for i, c, q in ids]
+    if case.S == 2 and settings.quad_s2_points is not None and len(case.X) > settings.quad_s2_points:
+        case = replace(case, X=case.X[: settings.quad_s2_points])  # quick: the S = 2 oracle on a few points
+        oracle = dict(oracle, points=f"first {settings.quad_s2_points} point(s) of the case (quick profile)")
     ev = _evaluate(case.net, case.X)
     qs = _quad(case, settings)
     labels = [f"x[{i}]" for i in range(len(case.X))]
@@ -251,16 +252,16 @@ def check_quadrature(case, settings: Settings) -> list[Check]:
     atol = TOL_LOGP + 1e-13 * np.abs(q_logp)
     out.append(
         _record(
-            f"{ids[0][0]}/{base}",
-            ids[0][1],
-            ids[0][2],
-            oracle,
-            TOL_LOGP,
-            "float64 log-space result vs 30-digit oracle: 1e-10 nats + 1e-13 |log p| (rounding)",
-            seed,
-            ev.log_marginal,
-            q_logp,
-            atol,
+            cid=f"{ids[0][0]}/{base}",
+            claim=ids[0][1],
+            quantity=ids[0][2],
+            oracle=oracle,
+            tol=TOL_LOGP,
+            reason="float64 log-space result vs 30-digit oracle: 1e-10 nats + 1e-13 |log p| (rounding)",
+            seed=seed,
+            got=ev.log_marginal,
+            want=q_logp,
+            atol=atol,
             oracle_ok=rel_err < TOL_LOGP / 10,
             oracle_note=f"quadrature rel. error estimate {rel_err:.1e}",
             labels=labels,
@@ -271,17 +272,17 @@ def check_quadrature(case, settings: Settings) -> list[Check]:
     sd = np.sqrt(np.einsum("nii->n", q_cov) / case.S)[:, None]
     out.append(
         _record(
-            f"{ids[1][0]}/{base}",
-            ids[1][1],
-            ids[1][2],
-            oracle,
-            TOL_MOMENT,
-            "1e-9 x posterior sd (float64 moments of truncated Gaussians, mixed over regions)",
-            seed,
-            ev.posterior_mean,
-            q_mean,
-            TOL_MOMENT * sd,
-            TOL_MOMENT,
+            cid=f"{ids[1][0]}/{base}",
+            claim=ids[1][1],
+            quantity=ids[1][2],
+            oracle=oracle,
+            tol=TOL_MOMENT,
+            reason="1e-9 x posterior sd (float64 moments of truncated Gaussians, mixed over regions)",
+            seed=seed,
+            got=ev.posterior_mean,
+            want=q_mean,
+            atol=TOL_MOMENT * sd,
+            rtol=TOL_MOMENT,
             oracle_ok=mom_err < TOL_MOMENT / 10,
             oracle_note=f"moment error estimate {mom_err:.1e} sd",
             labels=labels,
@@ -290,17 +291,17 @@ def check_quadrature(case, settings: Settings) -> list[Check]:
     var_scale = (sd**2)[:, :, None]
     out.append(
         _record(
-            f"{ids[2][0]}/{base}",
-            ids[2][1],
-            ids[2][2],
-            oracle,
-            TOL_MOMENT,
-            "1e-9 x posterior variance scale (covariance entries)",
-            seed,
-            ev.posterior_cov,
-            q_cov,
-            TOL_MOMENT * var_scale,
-            TOL_MOMENT,
+            cid=f"{ids[2][0]}/{base}",
+            claim=ids[2][1],
+            quantity=ids[2][2],
+            oracle=oracle,
+            tol=TOL_MOMENT,
+            reason="1e-9 x posterior variance scale (covariance entries)",
+            seed=seed,
+            got=ev.posterior_cov,
+            want=q_cov,
+            atol=TOL_MOMENT * var_scale,
+            rtol=TOL_MOMENT,
             oracle_ok=mom_err < TOL_MOMENT / 10,
             oracle_note=f"moment error estimate {mom_err:.1e} sd",
             labels=labels,
@@ -309,16 +310,16 @@ def check_quadrature(case, settings: Settings) -> list[Check]:
     q_w = np.exp(np.array([q.region_log_weights for q in qs]))
     out.append(
         _record(
-            f"{ids[3][0]}/{base}",
-            ids[3][1],
-            ids[3][2],
-            oracle,
-            TOL_WEIGHT,
-            "probabilities in [0, 1]: 1e-10 absolute",
-            seed,
-            ev.region_weights,
-            q_w,
-            TOL_WEIGHT,
+            cid=f"{ids[3][0]}/{base}",
+            claim=ids[3][1],
+            quantity=ids[3][2],
+            oracle=oracle,
+            tol=TOL_WEIGHT,
+            reason="probabilities in [0, 1]: 1e-10 absolute",
+            seed=seed,
+            got=ev.region_weights,
+            want=q_w,
+            atol=TOL_WEIGHT,
             oracle_ok=rel_err < TOL_WEIGHT / 10,
             oracle_note=f"quadrature rel. error estimate {rel_err:.1e}",
             labels=labels,
@@ -334,33 +335,22 @@ def check_prior_masses(case, settings: Settings) -> list[Check]:
     seed = settings.seed
     out = []
     oracle_sum = {"kind": "exact identity", "precision": "float64", "method": "sum over the partition = 1"}
-    if case.S >= 2 and not s2_engine_available():
-        return [
-            _skip(
-                f"prior-masses-sum/{case.name}",
-                "Prop. 1",
-                "sum_omega Phi_omega(0, Sz)",
-                oracle_sum,
-                seed,
-                engine_unavailable_reason(case),
-            )
-        ]
     part = _partition(case.net)
     masses = prior_region_masses(case.net, part)
     R = len(part)
     tol = 1e-13 * R + 1e-14
     out.append(
         _record(
-            f"prior-masses-sum/{case.name}",
-            "Prop. 1 (mixture weights sum to 1)",
-            "sum_omega Phi_omega(0, Sz)",
-            oracle_sum,
-            tol,
-            "float64 sum of R masses each exact to ~1e-15",
-            seed,
-            masses.sum(),
-            1.0,
-            tol,
+            cid=f"prior-masses-sum/{case.name}",
+            claim="Prop. 1 (mixture weights sum to 1)",
+            quantity="sum_omega Phi_omega(0, Sz)",
+            oracle=oracle_sum,
+            tol=tol,
+            reason="float64 sum of R masses each exact to ~1e-15",
+            seed=seed,
+            got=masses.sum(),
+            want=1.0,
+            atol=tol,
         )
     )
     if case.S == 1:
@@ -374,17 +364,17 @@ def check_prior_masses(case, settings: Settings) -> list[Check]:
         }
         out.append(
             _record(
-                f"prior-masses-vs-quadrature/{case.name}",
-                "Prop. 1",
-                "Phi_omega(0, Sz) per region",
-                oracle,
-                TOL_MASS_REL,
-                "relative: tiny masses must keep relative accuracy",
-                seed,
-                masses,
-                q,
-                1e-300,
-                TOL_MASS_REL,
+                cid=f"prior-masses-vs-quadrature/{case.name}",
+                claim="Prop. 1",
+                quantity="Phi_omega(0, Sz) per region",
+                oracle=oracle,
+                tol=TOL_MASS_REL,
+                reason="relative: tiny masses must keep relative accuracy",
+                seed=seed,
+                got=masses,
+                want=q,
+                atol=1e-300,
+                rtol=TOL_MASS_REL,
                 oracle_ok=qerr < TOL_MASS_REL / 10,
                 oracle_note=f"quadrature rel. error estimate {qerr:.1e}",
                 labels=[f"region {i}" for i in range(R)],
@@ -411,19 +401,16 @@ def check_sign_patterns(case, settings: Settings, delta: float) -> list[Check]:
     unknown, counts, hw, inside = sign_pattern_frequencies(case.net, part, n, delta, rng_for(seed, cid))
     target = 0.01
     freq = counts / n
-    if case.S >= 2 and not s2_engine_available():
-        masses = None
-    else:
-        masses = prior_region_masses(case.net, part)
+    masses = prior_region_masses(case.net, part)
     rec = Check(
-        cid,
-        "Prop. 1, Lemma 3 (regions = sign patterns; weights Phi_omega(0, Sz))",
-        "region frequencies under the prior",
-        oracle,
-        target,
-        "each frequency within the Hoeffding half-width of its mass; PASS needs 2*hw <= 0.01",
-        PASS,
-        int(seed),
+        id=cid,
+        claim="Prop. 1, Lemma 3 (regions = sign patterns; weights Phi_omega(0, Sz))",
+        quantity="region frequencies under the prior",
+        oracle=oracle,
+        tolerance=target,
+        tolerance_reason="each frequency within the Hoeffding half-width of its mass; PASS needs 2*hw <= 0.01",
+        status=PASS,
+        seed=int(seed),
         false_fail_prob=delta,
         detectable=2 * hw,
         n_points=len(part),
@@ -433,36 +420,29 @@ def check_sign_patterns(case, settings: Settings, delta: float) -> list[Check]:
         problems.append(f"{unknown} sampled sign patterns are no region of the partition")
     if not inside:
         problems.append("a sampled point is outside the polytope of its region")
-    if masses is not None:
-        ae, re_, bad, worst = compare(freq, masses, hw, labels=[f"region {i}" for i in range(len(part))])
-        rec.observed, rec.reference, rec.abs_err, rec.rel_err, rec.worst = (
-            freq.tolist(),
-            masses.tolist(),
-            ae,
-            re_,
-            worst[:3],
-        )
-        if bad.any():
-            rec.n_bad = int(bad.sum())
-            problems.append(f"{rec.n_bad} of {len(part)} region frequencies outside the Hoeffding band")
-    else:
-        rec.observed = freq.tolist()
+    ae, re_, bad, worst = compare(freq, masses, hw, labels=[f"region {i}" for i in range(len(part))])
+    rec.observed, rec.reference, rec.abs_err, rec.rel_err, rec.worst = (
+        freq.tolist(),
+        masses.tolist(),
+        ae,
+        re_,
+        worst[:3],
+    )
+    if bad.any():
+        rec.n_bad = int(bad.sum())
+        problems.append(f"{rec.n_bad} of {len(part)} region frequencies outside the Hoeffding band")
     if problems:
         rec.status, rec.message = FAIL, "; ".join(problems)
     elif 2 * hw > target:
         rec.status, rec.message = INCONCLUSIVE, f"detectable {2 * hw:.3g} > target {target}"
     else:
-        rec.message = f"{n} samples, all patterns known" + (
-            "" if masses is not None else "; masses not compared (S >= 2 engine pending)"
-        )
+        rec.message = f"{n} samples, all patterns known"
     return [rec]
 
 
 # --------------------------------------------------------------------------- Monte Carlo
 def check_monte_carlo(case, settings: Settings, delta: float) -> list[Check]:
     """Theorem 1 marginal and Prop. 2 posterior moments vs Monte Carlo with rigorous bounds (any S)."""
-    from .oracles.montecarlo import posterior_moments_mc
-
     seed = settings.seed
     n = settings.mc_samples
     oracle = {
@@ -471,18 +451,11 @@ def check_monte_carlo(case, settings: Settings, delta: float) -> list[Check]:
         "method": "p(x) = M E_prior[p(x|z)/M]; exact posterior draws by rejection; clipped moments",
     }
     ids = [f"marginal-vs-montecarlo/{case.name}", f"posterior-moments-vs-montecarlo/{case.name}"]
-    reason = engine_unavailable_reason(case)
-    if reason:
-        return [
-            _skip(ids[0], "Theorem 1, eq. 5", "log p(x)", oracle, seed, reason),
-            _skip(ids[1], "Prop. 2", "E[z|x], E[zz^T|x]", oracle, seed, reason),
-        ]
     ev = _evaluate(case.net, case.X)
-    recs = []
     d_point = delta / len(case.X)  # Bonferroni over points; half for p(x), half for moments
-    statuses_m, statuses_p = [], []
-    got_m, ref_m, got_p, ref_p, det_m, det_p = [], [], [], [], [], []
-    for i, mc in enumerate(_marginal_intervals(case, n, d_point / 2, seed, ids[0])):
+    mcs = _marginal_intervals(case, n, d_point / 2, seed, ids[0], retry_target=TOL_MC_TARGET_LOGP)
+    statuses_m, got_m, ref_m, det_m = [], [], [], []
+    for i, mc in enumerate(mcs):
         v = interval_verdict(
             ev.log_marginal[i], mc.log_px_lo, mc.log_px_hi, tol=1e-9, target=TOL_MC_TARGET_LOGP
         )
@@ -490,7 +463,21 @@ def check_monte_carlo(case, settings: Settings, delta: float) -> list[Check]:
         det_m.append(v.detectable)
         got_m.append(float(ev.log_marginal[i]))
         ref_m.append([mc.log_px_lo, mc.log_px_est, mc.log_px_hi])
-        mm = posterior_moments_mc(case.net, mc, d_point / 2)
+    reason = "PASS needs the confidence interval to detect this error; FAIL if outside it"
+    recs = [_interval_record(ids[0], "Theorem 1, eq. 5", "log p(x)", oracle, TOL_MC_TARGET_LOGP, reason, seed,
+                             statuses_m, det_m, got_m, ref_m, delta / 2)]
+    if settings.mc_moments:  # quick judges the moments by the quadrature / closed-form oracles instead
+        recs.append(_moments_record(case, ev, mcs, d_point / 2, ids[1], oracle, reason, seed, delta / 2))
+    return recs
+
+
+def _moments_record(case, ev, mcs, d_point, cid, oracle, reason, seed, false_fail) -> Check:
+    """Prop. 2 posterior moments vs the exact posterior draws of the rejection sampler (clipped bounds)."""
+    from .oracles.montecarlo import posterior_moments_mc
+
+    statuses_p, got_p, ref_p, det_p = [], [], [], []
+    for i, mc in enumerate(mcs):
+        mm = posterior_moments_mc(case.net, mc, d_point)
         second = ev.posterior_cov[i] + np.outer(ev.posterior_mean[i], ev.posterior_mean[i])
         vs = [
             interval_verdict(
@@ -521,30 +508,29 @@ def check_monte_carlo(case, settings: Settings, delta: float) -> list[Check]:
                 "n_accepted": mm.n_accepted,
             }
         )
-    reason = "PASS needs the confidence interval to detect this error; FAIL if outside it"
-    for cid, claim, qty, st, det, got, ref, target in (
-        (ids[0], "Theorem 1, eq. 5", "log p(x)", statuses_m, det_m, got_m, ref_m, TOL_MC_TARGET_LOGP),
-        (
-            ids[1],
-            "Theorem 1 eq. 6, Prop. 2",
-            "E[z|x], E[zz^T|x]",
-            statuses_p,
-            det_p,
-            got_p,
-            ref_p,
-            TOL_MC_TARGET_MOMENT,
-        ),
-    ):
-        recs.append(_interval_record(cid, claim, qty, oracle, target, reason, seed, st, det, got, ref, delta / 2))
-    return recs
+    return _interval_record(cid, "Theorem 1 eq. 6, Prop. 2", "E[z|x], E[zz^T|x]", oracle, TOL_MC_TARGET_MOMENT,
+                            reason, seed, statuses_p, det_p, got_p, ref_p, false_fail)
 
 
-def _marginal_intervals(case, n: int, delta_point: float, seed: int, cid: str) -> list:
+def _marginal_intervals(case, n: int, delta_point: float, seed: int, cid: str, retry_target=None) -> list:
     """Per point of the case, the Monte-Carlo interval for log p(x) (``MarginalMC``) from ``n`` prior
-    draws, each holding with probability >= 1 - delta_point, on the stream ``rng_for(seed, f"{cid}/{i}")``."""
+    draws, each holding with probability >= 1 - delta_point, on the stream ``rng_for(seed, f"{cid}/{i}")``.
+
+    With ``retry_target``, a point whose interval is wider than the target gets a second look with 4 n
+    fresh draws (stream ``f"{cid}/{i}/retry"``); each look then has ``delta_point / 2`` (union bound),
+    so whichever interval is used holds with probability >= 1 - delta_point.
+    """
     from .oracles.montecarlo import marginal_mc
 
-    return [marginal_mc(case.net, x, n, delta_point, rng_for(seed, f"{cid}/{i}")) for i, x in enumerate(case.X)]
+    if retry_target is None:
+        return [marginal_mc(case.net, x, n, delta_point, rng_for(seed, f"{cid}/{i}")) for i, x in enumerate(case.X)]
+    out = []
+    for i, x in enumerate(case.X):
+        mc = marginal_mc(case.net, x, n, delta_point / 2, rng_for(seed, f"{cid}/{i}"))
+        if mc.log_px_hi - mc.log_px_lo + 1e-9 > retry_target:
+            mc = marginal_mc(case.net, x, 4 * n, delta_point / 2, rng_for(seed, f"{cid}/{i}/retry"))
+        out.append(mc)
+    return out
 
 
 def _interval_record(
@@ -565,21 +551,21 @@ def _interval_record(
             else f"0 of {n} bad"
         )
     return Check(
-        cid,
-        claim,
-        qty,
-        oracle,
-        target,
-        reason,
-        status,
-        int(seed),
-        got,
-        ref,
-        None,
-        None,
-        n,
-        nb,
-        worst,
+        id=cid,
+        claim=claim,
+        quantity=qty,
+        oracle=oracle,
+        tolerance=target,
+        tolerance_reason=reason,
+        status=status,
+        seed=int(seed),
+        observed=got,
+        reference=ref,
+        abs_err=None,
+        rel_err=None,
+        n_points=n,
+        n_bad=nb,
+        worst=worst,
         false_fail_prob=false_fail,
         detectable=float(max(detectable)),
         message=message,
@@ -613,9 +599,6 @@ def check_error_bar(case, settings: Settings, delta: float) -> list[Check]:
         "FAIL if [log p - err, log p + err] misses the MC interval, or err is inf / NaN / missing; "
         f"PASS needs the MC interval narrower than {TOL_MC_TARGET_LOGP} nats (the detectable miss)"
     )
-    reason_skip = engine_unavailable_reason(case)
-    if reason_skip:
-        return [_skip(cid, claim, qty, oracle, seed, reason_skip)]
     ev = _evaluate(case.net, case.X, rng=rng_for(seed, f"{cid}/engine"))
     err = (
         np.full(len(case.X), np.nan) if ev.log_marginal_error is None else np.asarray(ev.log_marginal_error, float)
@@ -678,9 +661,6 @@ def check_bayes(case, settings: Settings) -> list[Check]:
         "precision": "float64",
         "method": "raw log p(x|z) + log p(z) (scipy) minus the engine's log p(z|x) (eq. 6) vs log p(x)",
     }
-    reason = engine_unavailable_reason(case)
-    if reason:
-        return [_skip(cid, "Theorem 1 eq. 5-7", "log p(x)", oracle, settings.seed, reason)]
     rng = rng_for(settings.seed, cid)
     part = _partition(case.net)
     ev = _evaluate(case.net, case.X, part=part)
@@ -713,16 +693,16 @@ def check_bayes(case, settings: Settings) -> list[Check]:
     tol = 1e-12
     return [
         _record(
-            cid,
-            "Theorem 1 eq. 5-7 with eq. 4 (Bayes' rule)",
-            "log p(x|z) + log p(z) - log p(z|x)",
-            oracle,
-            tol,
-            "1e-12 x the magnitude of the summed terms (float64 cancellation)",
-            settings.seed,
-            got,
-            want,
-            tol * np.array(scale),
+            cid=cid,
+            claim="Theorem 1 eq. 5-7 with eq. 4 (Bayes' rule)",
+            quantity="log p(x|z) + log p(z) - log p(z|x)",
+            oracle=oracle,
+            tol=tol,
+            reason="1e-12 x the magnitude of the summed terms (float64 cancellation)",
+            seed=settings.seed,
+            got=got,
+            want=want,
+            atol=tol * np.array(scale),
             labels=labels,
         )
     ]
@@ -748,9 +728,6 @@ def check_ppca(case, settings: Settings) -> list[Check]:
         "method": "scipy.stats.multivariate_normal, sklearn FactorAnalysis/PCA.score_samples",
     }
     cid = f"ppca-reduction/{case.name}"
-    reason = engine_unavailable_reason(case)
-    if reason:
-        return [_skip(cid, "Prop. 1 (one region: PPCA/FA)", "log p(x)", oracle, seed, reason)]
     ev = _evaluate(case.net, case.X)
     W, b = _affine_of_case(case)
     cz, cx = case.net.cov_z, case.net.cov_x
@@ -765,16 +742,16 @@ def check_ppca(case, settings: Settings) -> list[Check]:
     for name, ref in refs.items():
         out.append(
             _record(
-                f"{cid}/{name}",
-                "Prop. 1 (one region: PPCA/FA)",
-                "log p(x)",
-                dict(oracle, method=name),
-                1e-10,
-                "two float64 evaluations of one Gaussian log-density: 1e-10 nats + 1e-13 |log p|",
-                seed,
-                ev.log_marginal,
-                ref,
-                1e-10 + 1e-13 * np.abs(ref),
+                cid=f"{cid}/{name}",
+                claim="Prop. 1 (one region: PPCA/FA)",
+                quantity="log p(x)",
+                oracle=dict(oracle, method=name),
+                tol=1e-10,
+                reason="two float64 evaluations of one Gaussian log-density: 1e-10 nats + 1e-13 |log p|",
+                seed=seed,
+                got=ev.log_marginal,
+                want=ref,
+                atol=1e-10 + 1e-13 * np.abs(ref),
                 labels=labels,
             )
         )
@@ -782,17 +759,17 @@ def check_ppca(case, settings: Settings) -> list[Check]:
     sd = np.sqrt(np.trace(cov) / case.S)
     out.append(
         _record(
-            f"{cid}/posterior",
-            "Prop. 2 (one region: Gaussian posterior)",
-            "E[z|x], Cov[z|x]",
-            dict(oracle, method="textbook linear-Gaussian posterior"),
-            1e-10,
-            "float64 linear algebra, 1e-10 x posterior sd",
-            seed,
-            np.concatenate([ev.posterior_mean.ravel(), ev.posterior_cov.ravel()]),
-            np.concatenate([mean.ravel(), np.broadcast_to(cov, ev.posterior_cov.shape).ravel()]),
-            1e-10 * max(sd, sd * sd),
-            1e-10,
+            cid=f"{cid}/posterior",
+            claim="Prop. 2 (one region: Gaussian posterior)",
+            quantity="E[z|x], Cov[z|x]",
+            oracle=dict(oracle, method="textbook linear-Gaussian posterior"),
+            tol=1e-10,
+            reason="float64 linear algebra, 1e-10 x posterior sd",
+            seed=seed,
+            got=np.concatenate([ev.posterior_mean.ravel(), ev.posterior_cov.ravel()]),
+            want=np.concatenate([mean.ravel(), np.broadcast_to(cov, ev.posterior_cov.shape).ravel()]),
+            atol=1e-10 * max(sd, sd * sd),
+            rtol=1e-10,
         )
     )
     return out
@@ -874,17 +851,17 @@ def check_lemma2(settings: Settings, net=None, z0=None) -> list[Check]:
     out = []
     unique = r1 > r0 + 1e-6
     rec = _record(
-        "lemma2-mean-to-zstar",
-        "Lemma 2 (zero-noise limit: Dirac at z*(x))",
-        "|E[z|x] - z*(x)| at the smallest s",
-        oracle,
-        tol_conv,
-        "the posterior-mean bias is O(s^2): 20 s_min^2 (1 + |z*|); errors must also decrease",
-        seed,
-        errs[-1],
-        0.0,
-        tol_conv,
-    )
+              cid="lemma2-mean-to-zstar",
+              claim="Lemma 2 (zero-noise limit: Dirac at z*(x))",
+              quantity="|E[z|x] - z*(x)| at the smallest s",
+              oracle=oracle,
+              tol=tol_conv,
+              reason="the posterior-mean bias is O(s^2): 20 s_min^2 (1 + |z*|); errors must also decrease",
+              seed=seed,
+              got=errs[-1],
+              want=0.0,
+              atol=tol_conv,
+          )
     rec.observed = {"sigmas": sig.tolist(), "errors": errs.tolist(), "zstar": zstar.tolist()}
     if not unique:
         rec.status, rec.message = INCONCLUSIVE, "z*(x) is not unique for this x (two regions tie)"
@@ -892,25 +869,28 @@ def check_lemma2(settings: Settings, net=None, z0=None) -> list[Check]:
         rec.status, rec.message = FAIL, "the error to z*(x) does not decrease along the s sequence"
     out.append(rec)
     rec2 = _record(
-        "lemma2-cov-scaling",
-        "Lemma 2 (posterior covariance shrinks like s^2)",
-        "log-log slope of trace Cov[z|x] vs s^2",
-        oracle,
-        tol_slope,
-        "trace = s^2 tr((A^T A)^-1) (1 + O(s^2)): slope 1 within 0.02",
-        seed,
-        slope,
-        1.0,
-        tol_slope,
-    )
+               cid="lemma2-cov-scaling",
+               claim="Lemma 2 (posterior covariance shrinks like s^2)",
+               quantity="log-log slope of trace Cov[z|x] vs s^2",
+               oracle=oracle,
+               tol=tol_slope,
+               reason="trace = s^2 tr((A^T A)^-1) (1 + O(s^2)): slope 1 within 0.02",
+               seed=seed,
+               got=slope,
+               want=1.0,
+               atol=tol_slope,
+           )
     rec2.observed = {"sigmas": sig.tolist(), "traces": traces.tolist(), "slope": slope}
     out.append(rec2)
     return out
 
 
 # --------------------------------------------------------------------------- EM
-def check_em(settings: Settings) -> list[Check]:
-    """Sec. 4: the exact log-likelihood of EM never decreases (sklearn mixture test pattern)."""
+def check_em(settings: Settings, net=None, X=None) -> list[Check]:
+    """Sec. 4: the exact log-likelihood of EM never decreases (sklearn mixture test pattern).
+
+    Default: a [1,5,3] ReLU start fitted to 200 points of another network. With ``net`` (the user's
+    model): EM started at ``net`` on ``X`` (or 200 points drawn from ``net``)."""
     oracle = {
         "kind": "monotonicity of exact EM",
         "precision": "float64",
@@ -930,27 +910,36 @@ def check_em(settings: Settings) -> list[Check]:
                 f"engine.EM not yet available ({exc})",
             )
         ]
+    from engine.errors import DGNInputError
     from engine.network import random_network
 
-    truth = random_network([1, 5, 3], "relu", cov_x=0.2, rng=31)
-    X = truth.sample(200, rng=np.random.default_rng([seed, 31]))
-    start = random_network([1, 5, 3], "relu", cov_x=0.5, rng=32)
-    em = EM(start, max_iter=settings.em_iters).fit(X)
+    if net is None:
+        truth = random_network([1, 5, 3], "relu", cov_x=0.2, rng=31)
+        X = truth.sample(200, rng=np.random.default_rng([seed, 31]))
+        start = random_network([1, 5, 3], "relu", cov_x=0.5, rng=32)
+    else:
+        start = net
+        X = net.sample(200, rng=np.random.default_rng([seed, 31])) if X is None else X
+    try:
+        em = EM(start, max_iter=settings.em_iters).fit(X)
+    except (DGNInputError, NotImplementedError) as exc:
+        return [_skip("em-monotone", "Sec. 4 (EM never decreases the likelihood)", "log_likelihoods_", oracle,
+                      seed, f"EM does not run on this model: {exc}")]
     ll = np.asarray(em.log_likelihoods_, dtype=float)
     drops = np.diff(ll)
     tol = 1e-10 * (1 + np.abs(ll[:-1]))
     rec = _record(
-        "em-monotone",
-        "Sec. 4 (EM never decreases the likelihood)",
-        "log_likelihoods_[t+1] - [t]",
-        oracle,
-        1e-10,
-        "rounding of the mean log-likelihood: 1e-10 (1 + |ll|)",
-        seed,
-        np.minimum(drops, 0.0),
-        0.0,
-        tol,
-    )
+              cid="em-monotone",
+              claim="Sec. 4 (EM never decreases the likelihood)",
+              quantity="log_likelihoods_[t+1] - [t]",
+              oracle=oracle,
+              tol=1e-10,
+              reason="rounding of the mean log-likelihood: 1e-10 (1 + |ll|)",
+              seed=seed,
+              got=np.minimum(drops, 0.0),
+              want=0.0,
+              atol=tol,
+          )
     rec.observed = ll.tolist()
     return [rec]
 
@@ -966,17 +955,6 @@ def check_triangulation(case, settings: Settings) -> list[Check]:
     }
     if case.S < 2:
         return []
-    if not s2_engine_available():
-        return [
-            _skip(
-                cid,
-                "Theorem 1 eq. 5 (two integration paths)",
-                "log p(x), moments",
-                oracle,
-                settings.seed,
-                "engine.gaussian.polytopes has not landed yet",
-            )
-        ]
     # The paper's inclusion-exclusion sums signed cone masses, so it keeps relative accuracy only on
     # masses that are not small (NOTES §3); the claim is agreement on region masses >= 1e-6.
     from engine.distributions import posterior_region_params, region_gaussians, region_truncated_moments
@@ -998,29 +976,29 @@ def check_triangulation(case, settings: Settings) -> list[Check]:
         mom_want += [fast[1][solid].ravel(), fast[2][solid].ravel()]
     return [
         _record(
-            cid,
-            "Theorem 1 eq. 5, Lemma 4 (two integration paths)",
-            "log Phi_omega(mu_omega(x), Sigma_omega) and log Phi_omega(0, Sigma_z), masses >= 1e-6",
-            oracle,
-            1e-9,
-            "signed inclusion-exclusion keeps ~eps/mass relative accuracy: 1e-9 in log-mass on masses >= 1e-6",
-            settings.seed,
-            np.concatenate(got),
-            np.concatenate(want),
-            1e-9,
+            cid=cid,
+            claim="Theorem 1 eq. 5, Lemma 4 (two integration paths)",
+            quantity="log Phi_omega(mu_omega(x), Sigma_omega) and log Phi_omega(0, Sigma_z), masses >= 1e-6",
+            oracle=oracle,
+            tol=1e-9,
+            reason="signed inclusion-exclusion keeps ~eps/mass relative accuracy: 1e-9 in log-mass on masses >= 1e-6",
+            seed=settings.seed,
+            got=np.concatenate(got),
+            want=np.concatenate(want),
+            atol=1e-9,
         ),
         _record(
-            f"triangulation-vs-auto-moments/{case.name}",
-            "Prop. 2, Tallis moments vs divergence-theorem moments",
-            "E[z | z in omega], Cov[z | z in omega] on masses >= 1e-3",
-            oracle,
-            1e-7,
-            "conditional moments from two float64 paths; cancellation in the signed cone sums ~1e-8",
-            settings.seed,
-            np.concatenate(mom_got),
-            np.concatenate(mom_want),
-            1e-7,
-            1e-7,
+            cid=f"triangulation-vs-auto-moments/{case.name}",
+            claim="Prop. 2, Tallis moments vs divergence-theorem moments",
+            quantity="E[z | z in omega], Cov[z | z in omega] on masses >= 1e-3",
+            oracle=oracle,
+            tol=1e-7,
+            reason="conditional moments from two float64 paths; cancellation in the signed cone sums ~1e-8",
+            seed=settings.seed,
+            got=np.concatenate(mom_got),
+            want=np.concatenate(mom_want),
+            atol=1e-7,
+            rtol=1e-7,
         ),
     ]
 
@@ -1035,16 +1013,16 @@ def check_proofs(settings: Settings) -> list[Check]:
         result = run_claim(claim)
         records.append(
             Check(
-                f"proof/{claim.key}",
-                f"{claim.title} ({claim.equation})",
-                "symbolic identity",
-                {"kind": "symbolic (sympy)", "precision": "exact", "method": claim.method},
-                0.0,
-                "exact: the zero-test can miss a true identity but never passes a false one",
-                PASS if result.ok else FAIL,
-                int(settings.seed),
-                result.status,
-                "proved or checked",
+                id=f"proof/{claim.key}",
+                claim=f"{claim.title} ({claim.equation})",
+                quantity="symbolic identity",
+                oracle={"kind": "symbolic (sympy)", "precision": "exact", "method": claim.method},
+                tolerance=0.0,
+                tolerance_reason="exact: the zero-test can miss a true identity but never passes a false one",
+                status=PASS if result.ok else FAIL,
+                seed=int(settings.seed),
+                observed=result.status,
+                reference="proved or checked",
                 message=f"{result.status} in {result.seconds:.1f} s" + (f"; {result.detail}" if result.detail else ""),
             )
         )

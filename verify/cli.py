@@ -17,7 +17,15 @@ COMMANDS = {
     "fuzz": ("verify.commands.fuzz", "property-based fuzzing campaign with hypothesis"),
     "replay": ("verify.commands.replay", "re-run the properties on one saved case"),
     "grade": ("verify.commands.grade", "grade a foreign decoder's log-likelihood estimates exactly"),
+    "demo": ("verify.commands.demo", "buggy implementations of real bug classes, each shown caught"),
 }
+
+
+def _parser(name: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m verify {name}".replace(" run", " [run]"),
+                                     description=COMMANDS[name][1])
+    importlib.import_module(COMMANDS[name][0]).add_arguments(parser)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         for name, (_, text) in COMMANDS.items():
             print(f"  {name:<11} {text}")
+        print("\n" + _parser("run").format_help())
+        print("python -m verify COMMAND --help shows each command's options.")
         return 0
     if argv and not argv[0].startswith("-"):
         name, rest = argv[0], argv[1:]
@@ -38,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         name, rest = "run", argv
-    module = importlib.import_module(COMMANDS[name][0])
-    parser = argparse.ArgumentParser(prog=f"python -m verify {name}", description=COMMANDS[name][1])
-    module.add_arguments(parser)
+    module, parser = importlib.import_module(COMMANDS[name][0]), _parser(name)
     try:
         args = parser.parse_args(rest)
     except SystemExit as exc:  # argparse exits 2 on bad options, 0 on --help

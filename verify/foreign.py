@@ -1,9 +1,13 @@
 """Foreign implementations and their claims: the contract shared by crosscheck, fuzz and grade.
 
-A foreign implementation is a Python callable ``fn(model, X) -> dict`` where ``model`` is the network
-as a ``cpa-dgn`` JSON dict and ``X`` an (N, D) float64 array. It returns any subset of the claim
-fields below, as nested lists or arrays. ``--impl`` names it as ``package.module:function`` or
-``path/to/file.py:function``.
+A foreign implementation is either a Python callable ``fn(model, X) -> dict`` (``--impl``, named
+``package.module:function`` or ``path/to/file.py:function``; ``model`` is the network as a ``cpa-dgn``
+JSON dict and ``X`` an (N, D) float64 array) or any program run as a subprocess (``--cmd``, see
+:func:`run_command`). It returns any subset of the claim fields below, as nested lists or arrays.
+
+For ``crosscheck`` a claim with NaN or +-inf values is well formed: it is judged (and fails on those
+points); only a malformed claim (not an object, unknown field, wrong shape, not numbers) is bad input.
+The fuzzing properties call :func:`call_impl` with its default ``require_finite=True``.
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ def load_impl(spec: str) -> Callable[[dict, np.ndarray], dict]:
     return fn
 
 
-def validate_claims(claims: Any, net: Network, n_points: int) -> dict[str, np.ndarray | int]:
-    """Check field names, shapes and finiteness of claimed values; return them as float64 arrays."""
+def validate_claims(claims: Any, net: Network, n_points: int,
+                    require_finite: bool = False) -> dict[str, np.ndarray | int]:
+    """Check field names and shapes of claimed values; return them as float64 arrays (NaN/inf kept)."""
     if not isinstance(claims, dict):
         raise DGNInputError("claims", f"must be a JSON object / dict, got {type(claims).__name__}")
     unknown = sorted(set(claims) - set(CLAIM_FIELDS))
@@ -77,7 +82,7 @@ def validate_claims(claims: Any, net: Network, n_points: int) -> dict[str, np.nd
         if arr.shape != shapes[name]:
             raise DGNInputError(f"claims.{name}", f"has shape {arr.shape}, expected {shapes[name]}",
                                 "give one value per data point")
-        if not np.all(np.isfinite(arr)):
+        if require_finite and not np.all(np.isfinite(arr)):
             raise DGNInputError(f"claims.{name}", "contains NaN or infinite values")
         out[name] = arr
     return out
@@ -88,15 +93,22 @@ def load_claims(path: str | Path) -> dict:
     if not path.exists():
         raise DGNInputError("claims", f"file {str(path)!r} does not exist")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(), parse_constant=_json_constant)
     except json.JSONDecodeError as exc:
         raise DGNInputError("claims", f"is not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
-def call_impl(fn: Callable, net: Network, X: np.ndarray) -> dict[str, np.ndarray | int]:
-    """Call a foreign implementation on (model dict, X) and validate what it claims."""
+def _json_constant(name: str) -> float:
+    """JSON has no NaN/Infinity; Python's json writes them anyway: read them as the floats they mean."""
+    return {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}[name]
+
+
+def call_impl(fn: Callable, net: Network, X: np.ndarray,
+              require_finite: bool = True) -> dict[str, np.ndarray | int]:
+    """Call a foreign implementation on (model dict, X) and validate what it claims (the properties of
+    ``fuzz`` need finite claims; ``crosscheck --impl`` passes ``require_finite=False`` and judges NaN)."""
     try:
         claims = fn(net.to_dict(), np.array(X, dtype=np.float64, copy=True))
     except Exception as exc:
         raise DGNInputError("impl", f"raised {type(exc).__name__}: {exc}") from None
-    return validate_claims(claims, net, len(X))
+    return validate_claims(claims, net, len(X), require_finite)

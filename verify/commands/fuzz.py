@@ -40,6 +40,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"{p.name:<18} [{who}] {p.doc}")
         return 0
     budget = parse_budget(args.budget)
+    if args.out is not None:
+        _check_out_dir(args.out)
     if args.chunk < 1:
         raise DGNInputError("chunk", f"must be >= 1, got {args.chunk}")
     if args.rounds is not None and args.rounds < 1:
@@ -60,3 +62,20 @@ def main(args: argparse.Namespace) -> int:
     paths = res.write_cases(args.out or default_out_dir()) if res.failed_chunks else []
     print(res.summary(paths))
     return 1 if res.failed_chunks else 0
+
+
+def _check_out_dir(path: str) -> None:
+    """The case folder must be a folder we can create or write to (checked before the campaign runs)."""
+    import os
+    from pathlib import Path
+
+    from engine.errors import DGNInputError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise DGNInputError("out", f"{path!r} is a file, not a folder", "give a folder for the case files")
+    base = p.absolute()
+    while not base.exists():  # created with its parents: the nearest existing folder must be writable
+        base = base.parent
+    if not base.is_dir() or not os.access(base, os.W_OK):
+        raise DGNInputError("out", f"{path!r} cannot be created or written", "give a writable folder")

@@ -1,0 +1,79 @@
+"""The verifier's own input checks: data points, output paths, model files (no engine privates).
+
+Every problem is a one-line :class:`engine.errors.DGNInputError` (exit 2 on the command line), raised
+BEFORE any computation starts, so a typo in an output path never costs a long run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import DGNInputError
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def clean_message(text: str, limit: int = 200) -> str:
+    """First non-empty line of a foreign error message, ANSI colour codes removed, cut at ``limit``."""
+    lines = [ln.strip() for ln in _ANSI.sub("", str(text)).splitlines() if ln.strip()]
+    first = lines[0] if lines else ""
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
+def check_points(X, data_dim: int, field: str = "data") -> np.ndarray:
+    """An (N, D) finite float64 array with D = ``data_dim``; a 1-D array only when D = 1."""
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DGNInputError(field, "is not a numeric array", "store an (N, D) array of numbers") from None
+    if X.ndim == 1:
+        if data_dim != 1:
+            raise DGNInputError(field, f"is a 1-D array of {X.shape[0]} values but the model's D is {data_dim}",
+                                f"store an (N, {data_dim}) array, e.g. X.reshape(-1, {data_dim})")
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[1] != data_dim:
+        raise DGNInputError(field, f"has shape {X.shape} but the model's D is {data_dim}",
+                            f"store an (N, {data_dim}) array")
+    if X.shape[0] == 0:
+        raise DGNInputError(field, "has no rows", "give at least one data point")
+    if not np.all(np.isfinite(X)):
+        bad = int(np.size(X) - np.count_nonzero(np.isfinite(X)))
+        raise DGNInputError(field, f"{bad} value(s) are NaN or infinite", "remove or impute them")
+    return X
+
+
+def load_points(path, data_dim: int, field: str = "data") -> np.ndarray:
+    """Data points from ``.npy`` or ``.csv`` (comma-separated, no header), checked by :func:`check_points`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DGNInputError(field, f"file {str(path)!r} does not exist")
+    try:
+        if path.suffix == ".npy":
+            X = np.load(path, allow_pickle=False)
+        elif path.suffix in {".csv", ".txt"}:
+            X = np.loadtxt(path, delimiter=",", ndmin=2)  # one line = one point
+        else:
+            raise DGNInputError(field, f"unknown file type {path.suffix!r}", "use .npy or .csv")
+    except (ValueError, OSError, EOFError) as exc:
+        raise DGNInputError(field, f"cannot be read ({clean_message(exc)})") from None
+    if not np.issubdtype(np.asarray(X).dtype, np.number):
+        raise DGNInputError(field, f"has dtype {np.asarray(X).dtype}", "store a numeric array")
+    return check_points(X, data_dim, field)
+
+
+def check_writable(path, field: str) -> None:
+    """Refuse an output path that cannot be written (``-`` and ``None`` mean stdout and pass)."""
+    if path is None or str(path) == "-":
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise DGNInputError(field, f"{str(p)!r} is a directory", "give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise DGNInputError(field, f"folder {str(parent)!r} does not exist", "create it or give another path")
+    if (p.exists() and not os.access(p, os.W_OK)) or not os.access(parent, os.W_OK):
+        raise DGNInputError(field, f"{str(p)!r} is not writable", "give a path you can write to")
