@@ -178,6 +178,9 @@ def _split(cell: _Cell, a: np.ndarray, beta: float, f: np.ndarray, fL: np.ndarra
         g_new[~vertex, :-1] /= np.linalg.norm(g_new[~vertex, :-1], axis=1, keepdims=True)
         g_new[~vertex, -1] = 0.0
     inc_new = np.hstack([cell.inc[pi] & cell.inc[nj], np.ones((len(pi), 1), bool)])
+    if vertex.any():
+        Ht, ct = np.vstack([cell.H, a]), np.append(cell.c, -beta)
+        g_new[vertex, :-1] = _polish(g_new[vertex, :-1], Ht, ct, inc_new[vertex, 1:], cell.L)
     on_plane = ~above & ~below
     out = []
     for keep, H, c in ((~above, H_lo, c_lo), (~below, H_hi, c_hi)):
@@ -185,6 +188,30 @@ def _split(cell: _Cell, a: np.ndarray, beta: float, f: np.ndarray, fL: np.ndarra
         inc = np.vstack([np.hstack([cell.inc[keep], on_plane[keep, None]]), inc_new])
         out.append(_Cell(G, cell.L, H, c, inc))
     return out[0], out[1]
+
+
+def _polish(V: np.ndarray, H: np.ndarray, c: np.ndarray, tight: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """Move new vertices onto the hyperplanes that define them (Gauss-Newton on their tight rows).
+
+    A vertex made on an edge as the combination ``f_p g_n - f_n g_p`` carries the rounding of its
+    *parents*: an edge from a vertex at |z| ~ 1 to one at |z| ~ 1e7 puts the new vertex ~eps * 1e7 off
+    its own hyperplanes, far above the side test's tolerance relative to |z| ~ 1, so a duplicate of the
+    unit that made it split the cell again (issue 19 item 1: 16 regions of 4 planes in R^3). Solving the
+    tight rows ``H_T z = c_T`` (with the lineality fixed) makes each vertex accurate relative to its own
+    size and conditioning. A step is kept only where it lowers the largest tight residual.
+    """
+    T = tight.astype(float)  # (k, F)
+    N = np.einsum("kf,fs,ft->kst", T, H, H)
+    if L.shape[0]:
+        N = N + (L.T @ L)[None]
+    pinv = np.linalg.pinv(N, rcond=1e-10)
+    for _ in range(2):
+        r = (V @ H.T - c) * T  # (k, F) residuals on the tight rows only
+        step = -np.einsum("kst,kf,ft->ks", pinv, r, H)
+        W = V + step
+        better = np.abs((W @ H.T - c) * T).max(axis=1) < np.abs(r).max(axis=1)
+        V = np.where(better[:, None], W, V)
+    return V
 
 
 def _refine(cell: _Cell, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray) -> list[tuple[_Cell, np.ndarray]]:
