@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .arrangement import planar_partition
 from .errors import RegionBudgetError
 from .network import Activation, Linear, Network
 from .polytope import Polytope
@@ -442,6 +443,10 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition
     if isinstance(max_regions, bool) or not isinstance(max_regions, int | np.integer) or max_regions < 1:
         raise RegionBudgetError("max_regions", f"must be a positive integer, got {max_regions!r}")
     S = net.latent_dim
+    if S == 2:
+        planar = planar_partition(net, max_regions)
+        if planar is not None:
+            return _from_planar(net, planar)
     root = _Cell(G=np.append(np.zeros(S), 1.0)[None], L=np.eye(S), H=np.zeros((0, S)), c=np.zeros(0),
                  inc=np.zeros((1, 1), bool), M=np.eye(S), m=np.zeros(S), Mabs=np.eye(S))
     cells = [root]
@@ -485,6 +490,22 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition
         poly = Polytope(H=cell.H, c=cell.c, vertices=G[:nv, :-1], rays=G[nv:, :-1], lineality=cell.L)
         regions.append(Region(index=i, signs=signs, polytope=poly, A=cell.M, b=cell.m, layer_maps=cell.maps))
         incidence.append(cell.inc[order][:, 1:])
+    part = Partition(net, regions, incidence)
+    for region in regions:
+        region._partition = part
+    return part
+
+
+def _from_planar(net: Network, planar) -> Partition:
+    """The :class:`Partition` of the compiled planar arrangement's polygons (``engine.arrangement``)."""
+    empty = np.zeros((0, 2))
+    regions, incidence = [], []
+    maps = planar.layer_maps
+    for i, (H, c, V, R, inc) in enumerate(planar.polygons()):
+        poly = Polytope(H=H, c=c, vertices=V, rays=R, lineality=empty)
+        regions.append(Region(index=i, signs=planar.signs[i], polytope=poly, A=planar.A[i], b=planar.b[i],
+                              layer_maps=[(Mp[i], mp[i]) for Mp, mp in maps]))
+        incidence.append(inc)
     part = Partition(net, regions, incidence)
     for region in regions:
         region._partition = part
