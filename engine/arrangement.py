@@ -145,9 +145,9 @@ def split_layer(ptr, P, E, L, face, lines, fixed, fixed_sign, unit_base, limit, 
 
     ``face[p]`` indexes the region of the previous layer that polygon p belongs to; ``lines[face, j]`` is
     unit j's unit-norm line ``(a1, a2, b)`` there, and ``fixed[face, j]`` marks units that are identically
-    constant on it, with sign ``fixed_sign``; units are applied in ``order``. Polygons live in a pool: a split appends its two parts and
-    retires the parent, so polygons that a line misses are never copied. Returns the new polygons
-    (ptr, P, E, L), their previous-layer region and this layer's sign pattern.
+    constant on it, with sign ``fixed_sign``; units are applied in ``order``. Polygons live in a pool: a
+    split appends its two parts and retires the parent, so polygons that a line misses are never copied. Returns the new
+    polygons (ptr, P, E, L), their previous-layer region and this layer's sign pattern.
     """
     n = lines.shape[1]
     npoly = ptr.shape[0] - 1
