@@ -312,7 +312,8 @@ class Planar:
 
     def __init__(self, ptr, P, E, L, signs, A, b, layer_maps):
         self.ptr, self.P, self.E, self.L = ptr, P, E, L
-        self.signs, self.A, self.b, self.layer_maps = signs, A, b, layer_maps
+        self.signs, self.A, self.b = signs, A, b
+        self.layer_maps = layer_maps  # per activation layer: (M (F_l, n_l, 2), m (F_l, n_l), face of each region)
 
     def __len__(self):
         return len(self.ptr) - 1
@@ -343,10 +344,28 @@ def _first_order(M, fixed, norms):
     return np.array([first, second] + rest, dtype=np.int64)
 
 
-def _apply(W, M):
-    """``W @ M[f]`` for every face f in one BLAS call: (out, k) x (F, k, 2) -> (F, out, 2)."""
-    F, k, S = M.shape
-    return (W @ M.transpose(1, 0, 2).reshape(k, F * S)).reshape(W.shape[0], F, S).transpose(1, 0, 2)
+@_jit
+def _next_affine(W, v, Wabs, Mp, mp, gp, parent, slopes):
+    """Pre-activations of the next layer on every face, eq. (8): ``W D_f (M_p z + m_p) + v`` with
+    ``D_f = diag(slopes[f])`` and p the face's parent; also ``g = |W| |D_f| g_p``, a bound on the sum of
+    the magnitudes of the terms (a row smaller than 1e-12 of it is identically zero)."""
+    F = parent.shape[0]
+    out, k = W.shape
+    M = np.empty((F, out, 2))
+    m = np.empty((F, out))
+    g = np.empty((F, out))
+    for f in range(F):
+        p = parent[f]
+        for i in range(out):
+            s0, s1, s2, s3 = 0.0, 0.0, 0.0, 0.0
+            for j in range(k):
+                w = W[i, j] * slopes[f, j]
+                s0 += w * Mp[p, j, 0]
+                s1 += w * Mp[p, j, 1]
+                s2 += w * mp[p, j]
+                s3 += Wabs[i, j] * abs(slopes[f, j]) * gp[p, j]
+            M[f, i, 0], M[f, i, 1], m[f, i], g[f, i] = s0, s1, s2 + v[i], s3
+    return M, m, g
 
 
 def planar_partition(net, max_regions):
@@ -355,21 +374,28 @@ def planar_partition(net, max_regions):
     from .errors import RegionBudgetError
     from .network import Activation, Linear
 
-    M, m, Mabs = np.eye(2)[None], np.zeros((1, 2)), np.eye(2)[None]
+    # the last activation's output, pending the next linear layer: parent face maps and slopes
+    Mp, mp, gp = np.eye(2)[None], np.zeros((1, 2)), np.ones((1, 2))
+    parent, slopes = np.zeros(1, dtype=np.int64), np.ones((1, 2))
+    M = m = g = None
     ptr, P, E, L = root()
-    face = np.zeros(1, dtype=np.int64)
     signs = np.zeros((1, 0), dtype=bool)
     anc: list[np.ndarray] = []  # per activation layer: index of each region's face in that layer
     pre_maps: list[tuple[np.ndarray, np.ndarray]] = []
     unit_base = 0
     for li, layer in enumerate(net.layers):
         if isinstance(layer, Linear):
-            W = layer.weight
-            M, m, Mabs = _apply(W, M), m @ W.T + layer.bias, _apply(np.abs(W), Mabs)
+            if M is not None:  # two linear layers in a row: apply the pending one first
+                Mp, mp, gp = M, m, g
+                parent, slopes = np.arange(len(M)), np.ones(m.shape)
+            M, m, g = _next_affine(layer.weight, layer.bias, np.abs(layer.weight), Mp, mp, gp, parent, slopes)
             continue
         assert isinstance(layer, Activation)
+        if M is None:
+            k = Mp.shape[1]
+            M, m, g = _next_affine(np.eye(k), np.zeros(k), np.eye(k), Mp, mp, gp, parent, slopes)
         norms = np.hypot(M[..., 0], M[..., 1])
-        fixed = norms <= 1e-12 * np.hypot(Mabs[..., 0], Mabs[..., 1])
+        fixed = norms <= 1e-12 * g
         order = np.arange(M.shape[1])
         if not anc:
             order = _first_order(M[0], fixed[0], norms[0])
@@ -377,8 +403,8 @@ def planar_partition(net, max_regions):
                 return None
         safe = np.where(fixed, 1.0, norms)
         lines = np.concatenate([M / safe[..., None], (m / safe)[..., None]], axis=2)
-        ptr, P, E, L, parent, new_signs = split_layer(ptr, P, E, L, face, lines, fixed, m > 0, unit_base,
-                                                      max_regions, order)
+        ptr, P, E, L, parent, new_signs = split_layer(ptr, P, E, L, np.arange(len(M)), lines, fixed, m > 0,
+                                                      unit_base, max_regions, order)
         if len(parent) > max_regions:
             raise RegionBudgetError(
                 "max_regions", f"the partition has more than {max_regions} regions by layer {li} "
@@ -386,11 +412,13 @@ def planar_partition(net, max_regions):
         anc = [a[parent] for a in anc] + [parent]
         pre_maps.append((M, m))
         signs = np.concatenate([signs[parent], new_signs], axis=1)
-        slopes = layer.slopes(new_signs)
-        M, m, Mabs = slopes[..., None] * M[parent], slopes * m[parent], np.abs(slopes)[..., None] * Mabs[parent]
-        face = np.arange(len(parent))
+        Mp, mp, gp, slopes = M, m, g, layer.slopes(new_signs)
+        M = None
         unit_base += new_signs.shape[1]
     if not anc:
         return None  # no activation: one region, the whole plane (a line space: the double description's case)
-    layer_maps = [(Mp[a], mp[a]) for (Mp, mp), a in zip(pre_maps, anc)]  # (R, n_l, 2), (R, n_l)
+    if M is None:  # the network ends with an activation
+        k = Mp.shape[1]
+        M, m, g = _next_affine(np.eye(k), np.zeros(k), np.eye(k), Mp, mp, gp, parent, slopes)
+    layer_maps = [(Mq, mq, a) for (Mq, mq), a in zip(pre_maps, anc)]  # face maps of each layer, region's face
     return Planar(ptr, P, E, L, signs, M, m, layer_maps)

@@ -504,7 +504,7 @@ def _from_planar(net: Network, planar) -> Partition:
     for i, (H, c, V, R, inc) in enumerate(planar.polygons()):
         poly = Polytope(H=H, c=c, vertices=V, rays=R, lineality=empty)
         regions.append(Region(index=i, signs=planar.signs[i], polytope=poly, A=planar.A[i], b=planar.b[i],
-                              layer_maps=[(Mp[i], mp[i]) for Mp, mp in maps]))
+                              layer_maps=[(Mq[a[i]], mq[a[i]]) for Mq, mq, a in maps]))
         incidence.append(inc)
     part = Partition(net, regions, incidence)
     for region in regions:
