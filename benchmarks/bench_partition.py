@@ -5,8 +5,9 @@
 regioncam (PyPI ``regioncam``, Rust, float32, clipped to a square) is an OPTIONAL benchmark dependency:
 ``pip install regioncam`` (``make bench`` installs it); without it the script prints dgnexact's figures
 only. Its square is sized to hold every vertex of dgnexact's partition (side 2 max|v| + 2), so every
-region, bounded or not, meets it and the counts are comparable. Times are the median of ``--repeat``
-runs, the two enumerators alternating; the machine's load is not controlled.
+region, bounded or not, meets it and the counts are comparable. Times are the median CPU time of the
+process over ``--repeat`` runs, the two enumerators alternating (CPU time, not wall time, so that other
+jobs on a shared machine inflate neither side).
 
 Count differences are explained by sign pattern: each regioncam face's pattern is read from regioncam's
 own pre-activation maps at the face's centroid, and the regions found by one side only are summarised
@@ -49,11 +50,13 @@ def _regioncam(net, size):
 
 
 def _median_time(fn, repeat):
+    """Median CPU time of the process (``time.process_time``: robust to other jobs on a shared machine;
+    both enumerators are single-threaded) and the last result."""
     times = []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = time.process_time()
         out = fn()
-        times.append(time.perf_counter() - t)
+        times.append(time.process_time() - t)
     return statistics.median(times), out
 
 
@@ -91,7 +94,7 @@ def _explain(net, P, rc):
 
 
 def bench_s2(repeat, explain):
-    print(f"S = 2 partition, median of {repeat} (dgnexact float64 complete; regioncam float32 in a square)")
+    print(f"S = 2 partition, median CPU time of {repeat} (dgnexact float64 complete; regioncam float32 in a square)")
     print(f"{'net':<16}{'regions dgnexact/regioncam':>28}{'dgnexact ms':>13}{'regioncam ms':>14}{'ratio':>8}")
     for widths in S2_NETS:
         net = _net(widths)
@@ -117,7 +120,7 @@ def bench_s2(repeat, explain):
 
 
 def bench_s3(repeat):
-    print(f"\nS >= 3 partition (double description), median of {repeat}")
+    print(f"\nS >= 3 partition (double description), median CPU time of {repeat}")
     for widths in S3_NETS:
         net = _net(widths)
         t, P = _median_time(lambda net=net: engine.partition(net), repeat)

@@ -321,10 +321,11 @@ class Planar:
     def polygons(self):
         """Every region as (H, c, vertices, rays, incidence of vertices + rays on facets), in order."""
         v_ptr, V, r_ptr, Ry, f_ptr, H, c, i_ptr, inc = _regions(self.ptr, self.P, self.E, self.L)
+        v_ptr, r_ptr, f_ptr, i_ptr = v_ptr.tolist(), r_ptr.tolist(), f_ptr.tolist(), i_ptr.tolist()
         for r in range(len(self)):
-            nv, nr, nf = v_ptr[r + 1] - v_ptr[r], r_ptr[r + 1] - r_ptr[r], f_ptr[r + 1] - f_ptr[r]
-            yield (H[f_ptr[r]:f_ptr[r + 1]], c[f_ptr[r]:f_ptr[r + 1]], V[v_ptr[r]:v_ptr[r + 1]],
-                   Ry[r_ptr[r]:r_ptr[r + 1]], inc[i_ptr[r]:i_ptr[r + 1]].reshape(nv + nr, nf))
+            v0, v1, r0, r1, f0, f1 = v_ptr[r], v_ptr[r + 1], r_ptr[r], r_ptr[r + 1], f_ptr[r], f_ptr[r + 1]
+            yield (H[f0:f1], c[f0:f1], V[v0:v1], Ry[r0:r1],
+                   inc[i_ptr[r]:i_ptr[r + 1]].reshape(v1 - v0 + r1 - r0, f1 - f0))
 
 
 def _first_order(M, fixed, norms):

@@ -500,10 +500,11 @@ def _from_planar(net: Network, planar) -> Partition:
     """The :class:`Partition` of the compiled planar arrangement's polygons (``engine.arrangement``)."""
     empty = np.zeros((0, 2))
     regions, incidence = [], []
-    maps = planar.layer_maps
+    maps = [(Mq, mq, a.tolist()) for Mq, mq, a in planar.layer_maps]
+    signs, A, b = planar.signs, planar.A, planar.b
     for i, (H, c, V, R, inc) in enumerate(planar.polygons()):
         poly = Polytope(H=H, c=c, vertices=V, rays=R, lineality=empty)
-        regions.append(Region(index=i, signs=planar.signs[i], polytope=poly, A=planar.A[i], b=planar.b[i],
+        regions.append(Region(index=i, signs=signs[i], polytope=poly, A=A[i], b=b[i],
                               layer_maps=[(Mq[a[i]], mq[a[i]]) for Mq, mq, a in maps]))
         incidence.append(inc)
     part = Partition(net, regions, incidence)
