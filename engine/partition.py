@@ -179,9 +179,12 @@ def _split(cell: _Cell, a: np.ndarray, beta: float, f: np.ndarray, fL: np.ndarra
         g_new[~vertex, :-1] /= np.linalg.norm(g_new[~vertex, :-1], axis=1, keepdims=True)
         g_new[~vertex, -1] = 0.0
     inc_new = np.hstack([cell.inc[pi] & cell.inc[nj], np.ones((len(pi), 1), bool)])
-    if vertex.any():
+    # a new vertex carries its parents' rounding (~eps max|parent|): polish those made from a far parent
+    size = np.abs(cell.G[:, :-1]).max(axis=1) * (cell.G[:, -1] > 0)
+    far = vertex & (np.maximum(size[pi], size[nj]) > 16.0 * (1.0 + np.abs(g_new[:, :-1]).max(axis=1)))
+    if far.any():
         Ht, ct = np.vstack([cell.H, a]), np.append(cell.c, -beta)
-        g_new[vertex, :-1] = _polish(g_new[vertex, :-1], Ht, ct, inc_new[vertex, 1:], cell.L)
+        g_new[far, :-1] = _polish(g_new[far, :-1], Ht, ct, inc_new[far, 1:], cell.L)
     on_plane = ~above & ~below
     out = []
     for keep, H, c in ((~above, H_lo, c_lo), (~below, H_hi, c_hi)):
