@@ -255,7 +255,7 @@ def _refine(cell: _Cell, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray) -> list
         k = int(np.argmax(splits))
         unit = pend[k]
         lower, upper = _split(cur, a_all[unit], beta_all[unit], f[:, k], fL[:, k])
-        if not (_full_dimensional(lower) and _full_dimensional(upper)):
+        if not _clearly_thick(cur.G, f[:, k]) and not (_full_dimensional(lower) and _full_dimensional(upper)):
             # A cut closer to the cell's boundary than the tolerance (a numerically flat child): the
             # unit does not split this cell; it keeps the sign of the side holding the cell.
             sg[unit] = f[:, k].max() >= -f[:, k].min()
@@ -267,6 +267,14 @@ def _refine(cell: _Cell, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray) -> list
         stack.append((upper, rest, sg_up))
         stack.append((lower, rest, sg_lo))
     return results
+
+
+def _clearly_thick(G: np.ndarray, f: np.ndarray) -> bool:
+    """Both sides of the cut hold a generator a million times farther than the side test's tolerance
+    (relative to |z|; a ray on a side makes it unbounded): neither child can be numerically flat, and the
+    rank test of :func:`_full_dimensional` (two SVDs per split) is skipped."""
+    margin = f / (1.0 + G[:, -1] * np.abs(G[:, :-1]).max(axis=1))
+    return bool(margin.max() > 1e-6 and margin.min() < -1e-6)
 
 
 def _full_dimensional(cell: _Cell) -> bool:
