@@ -97,6 +97,14 @@ def _thickness(P, start, k, f, s, sign):
 
 
 @_jit
+def _copy_corner(P, E, L, i, oP, oE, oL, o):
+    """Row i of (P, E, L) to row o of (oP, oE, oL), element by element (cheap to compile)."""
+    oP[o, 0], oP[o, 1], oP[o, 2] = P[i, 0], P[i, 1], P[i, 2]
+    oE[o, 0], oE[o, 1], oE[o, 2] = E[i, 0], E[i, 1], E[i, 2]
+    oL[o] = L[i]
+
+
+@_jit
 def _clip(P, E, L, start, k, f, s, keep, a1, a2, b, unit, oP, oE, oL, o):
     """Append the part ``keep * (a.z + b) >= 0`` of one convex polygon to the output from row o.
 
@@ -111,10 +119,8 @@ def _clip(P, E, L, start, k, f, s, keep, a1, a2, b, unit, oP, oE, oL, o):
         j = start + jj
         si, sj = s[ii] * keep, s[jj] * keep
         if si >= 0:
-            oP[o] = P[i]
-            if sj >= 0 or si > 0:
-                oE[o], oL[o] = E[i], L[i]
-            else:  # on the line, and the polygon leaves the kept side: the new edge starts here
+            _copy_corner(P, E, L, i, oP, oE, oL, o)
+            if not (sj >= 0 or si > 0):  # on the line, and the polygon leaves the kept side: the new edge starts here
                 oE[o, 0], oE[o, 1], oE[o, 2] = n1, n2, n0
                 oL[o] = unit
             o += 1
@@ -125,17 +131,32 @@ def _clip(P, E, L, start, k, f, s, keep, a1, a2, b, unit, oP, oE, oL, o):
                 o += 1
         elif sj > 0:
             _crossing(P, E, L, i, j, f[ii], f[jj], a1, a2, b, oP, o)
-            oE[o], oL[o] = E[i], L[i]
+            oE[o, 0], oE[o, 1], oE[o, 2] = E[i, 0], E[i, 1], E[i, 2]
+            oL[o] = L[i]
             o += 1
     return o
 
 
 @_jit
-def _grow(A, need):
+def _grow1(A, need):
+    """A 1-D buffer with room for ``need`` entries (doubling)."""
     if need <= A.shape[0]:
         return A
-    out = np.empty((max(need, 2 * A.shape[0]),) + A.shape[1:], A.dtype)
-    out[:A.shape[0]] = A
+    out = np.empty(max(need, 2 * A.shape[0]), A.dtype)
+    for i in range(A.shape[0]):
+        out[i] = A[i]
+    return out
+
+
+@_jit
+def _grow2(A, need):
+    """A 2-D buffer with room for ``need`` rows (doubling)."""
+    if need <= A.shape[0]:
+        return A
+    out = np.empty((max(need, 2 * A.shape[0]), A.shape[1]), A.dtype)
+    for i in range(A.shape[0]):
+        for j in range(A.shape[1]):
+            out[i, j] = A[i, j]
     return out
 
 
@@ -181,15 +202,15 @@ def split_layer(ptr, P, E, L, face, lines, fixed, fixed_sign, unit_base, limit, 
                 if tp <= FLAT * dp or tn <= FLAT * dn:
                     sg = tp >= tn
                 else:
-                    pool_P = _grow(pool_P, used + 2 * k + 8)
-                    pool_E = _grow(pool_E, used + 2 * k + 8)
-                    pool_L = _grow(pool_L, used + 2 * k + 8)
+                    pool_P = _grow2(pool_P, used + 2 * k + 8)
+                    pool_E = _grow2(pool_E, used + 2 * k + 8)
+                    pool_L = _grow1(pool_L, used + 2 * k + 8)
                     q = npool
                     npool += 1
-                    start = _grow(start, q + 1)
-                    size = _grow(size, q + 1)
-                    owner = _grow(owner, q + 1)
-                    signs = _grow(signs, q + 1)
+                    start = _grow1(start, q + 1)
+                    size = _grow1(size, q + 1)
+                    owner = _grow1(owner, q + 1)
+                    signs = _grow2(signs, q + 1)
                     o = _clip(pool_P, pool_E, pool_L, st, k, f, sd, -1, a1, a2, b, unit_base + j,
                               pool_P, pool_E, pool_L, used)
                     start[p], size[p] = used, o - used
@@ -197,10 +218,11 @@ def split_layer(ptr, P, E, L, face, lines, fixed, fixed_sign, unit_base, limit, 
                     o2 = _clip(pool_P, pool_E, pool_L, st, k, f, sd, 1, a1, a2, b, unit_base + j,
                                pool_P, pool_E, pool_L, o)
                     start[q], size[q], owner[q] = o, o2 - o, fc
-                    signs[q] = signs[p]
+                    for u in range(n):
+                        signs[q, u] = signs[p, u]
                     signs[q, j] = True
                     used = o2
-                    live = _grow(live, nlive + 1)
+                    live = _grow1(live, nlive + 1)
                     live[nlive] = q
                     nlive += 1
                     continue
@@ -221,14 +243,13 @@ def split_layer(ptr, P, E, L, face, lines, fixed, fixed_sign, unit_base, limit, 
     o = 0
     for q in range(nlive):
         p = live[q]
-        k = size[p]
-        nP[o:o + k] = pool_P[start[p]:start[p] + k]
-        nE[o:o + k] = pool_E[start[p]:start[p] + k]
-        nL[o:o + k] = pool_L[start[p]:start[p] + k]
-        o += k
+        for i in range(start[p], start[p] + size[p]):
+            _copy_corner(pool_P, pool_E, pool_L, i, nP, nE, nL, o)
+            o += 1
         nptr[q + 1] = o
         nface[q] = owner[p]
-        nsigns[q] = signs[p]
+        for u in range(n):
+            nsigns[q, u] = signs[p, u]
     return nptr, nP, nE, nL, nface, nsigns
 
 
