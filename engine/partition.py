@@ -511,12 +511,13 @@ def _from_planar(net: Network, planar) -> Partition:
     """The :class:`Partition` of the compiled planar arrangement's polygons (``engine.arrangement``)."""
     empty = np.zeros((0, 2))
     regions, incidence = [], []
-    maps = [(Mq, mq, a.tolist()) for Mq, mq, a in planar.layer_maps]
-    signs, A, b = planar.signs, planar.A, planar.b
+    # per activation layer: each face's (M, m) pair once, and each region's face
+    maps = [(list(zip(Mq, mq)), a.tolist()) for Mq, mq, a in planar.layer_maps]
+    signs, A, b = list(planar.signs), list(planar.A), list(planar.b)
     for i, (H, c, V, R, inc) in enumerate(planar.polygons()):
         poly = Polytope(H=H, c=c, vertices=V, rays=R, lineality=empty)
         regions.append(Region(index=i, signs=signs[i], polytope=poly, A=A[i], b=b[i],
-                              layer_maps=[(Mq[a[i]], mq[a[i]]) for Mq, mq, a in maps]))
+                              layer_maps=[pairs[a[i]] for pairs, a in maps]))
         incidence.append(inc)
     part = Partition(net, regions, incidence)
     for region in regions:
