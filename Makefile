@@ -30,6 +30,7 @@ test-full: $(STAMP) lint
 	HYPOTHESIS_PROFILE=dev $(PY) -m pytest -q -m '' 
 
 bench: $(STAMP)
+	$(PY) -m pip install -q regioncam || echo "regioncam not installed: bench_partition.py skips it"
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
 
 clean:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .arrangement import planar_partition
 from .errors import RegionBudgetError
 from .network import Activation, Linear, Network
 from .polytope import Polytope
@@ -178,6 +179,12 @@ def _split(cell: _Cell, a: np.ndarray, beta: float, f: np.ndarray, fL: np.ndarra
         g_new[~vertex, :-1] /= np.linalg.norm(g_new[~vertex, :-1], axis=1, keepdims=True)
         g_new[~vertex, -1] = 0.0
     inc_new = np.hstack([cell.inc[pi] & cell.inc[nj], np.ones((len(pi), 1), bool)])
+    # a new vertex carries its parents' rounding (~eps max|parent|): polish those made from a far parent
+    size = np.abs(cell.G[:, :-1]).max(axis=1) * (cell.G[:, -1] > 0)
+    far = vertex & (np.maximum(size[pi], size[nj]) > 16.0 * (1.0 + np.abs(g_new[:, :-1]).max(axis=1)))
+    if far.any():
+        Ht, ct = np.vstack([cell.H, a]), np.append(cell.c, -beta)
+        g_new[far, :-1] = _polish(g_new[far, :-1], Ht, ct, inc_new[far, 1:], cell.L)
     on_plane = ~above & ~below
     out = []
     for keep, H, c in ((~above, H_lo, c_lo), (~below, H_hi, c_hi)):
@@ -185,6 +192,30 @@ def _split(cell: _Cell, a: np.ndarray, beta: float, f: np.ndarray, fL: np.ndarra
         inc = np.vstack([np.hstack([cell.inc[keep], on_plane[keep, None]]), inc_new])
         out.append(_Cell(G, cell.L, H, c, inc))
     return out[0], out[1]
+
+
+def _polish(V: np.ndarray, H: np.ndarray, c: np.ndarray, tight: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """Move new vertices onto the hyperplanes that define them (Gauss-Newton on their tight rows).
+
+    A vertex made on an edge as the combination ``f_p g_n - f_n g_p`` carries the rounding of its
+    *parents*: an edge from a vertex at |z| ~ 1 to one at |z| ~ 1e7 puts the new vertex ~eps * 1e7 off
+    its own hyperplanes, far above the side test's tolerance relative to |z| ~ 1, so a duplicate of the
+    unit that made it split the cell again (issue 19 item 1: 16 regions of 4 planes in R^3). Solving the
+    tight rows ``H_T z = c_T`` (with the lineality fixed) makes each vertex accurate relative to its own
+    size and conditioning. A step is kept only where it lowers the largest tight residual.
+    """
+    T = tight.astype(float)  # (k, F)
+    N = np.einsum("kf,fs,ft->kst", T, H, H)
+    if L.shape[0]:
+        N = N + (L.T @ L)[None]
+    pinv = np.linalg.pinv(N, rcond=1e-10)
+    for _ in range(2):
+        r = (V @ H.T - c) * T  # (k, F) residuals on the tight rows only
+        step = -np.einsum("kst,kf,ft->ks", pinv, r, H)
+        W = V + step
+        better = np.abs((W @ H.T - c) * T).max(axis=1) < np.abs(r).max(axis=1)
+        V = np.where(better[:, None], W, V)
+    return V
 
 
 def _refine(cell: _Cell, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray) -> list[tuple[_Cell, np.ndarray]]:
@@ -224,7 +255,7 @@ def _refine(cell: _Cell, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray) -> list
         k = int(np.argmax(splits))
         unit = pend[k]
         lower, upper = _split(cur, a_all[unit], beta_all[unit], f[:, k], fL[:, k])
-        if not (_full_dimensional(lower) and _full_dimensional(upper)):
+        if not _clearly_thick(cur.G, f[:, k]) and not (_full_dimensional(lower) and _full_dimensional(upper)):
             # A cut closer to the cell's boundary than the tolerance (a numerically flat child): the
             # unit does not split this cell; it keeps the sign of the side holding the cell.
             sg[unit] = f[:, k].max() >= -f[:, k].min()
@@ -236,6 +267,14 @@ def _refine(cell: _Cell, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray) -> list
         stack.append((upper, rest, sg_up))
         stack.append((lower, rest, sg_lo))
     return results
+
+
+def _clearly_thick(G: np.ndarray, f: np.ndarray) -> bool:
+    """Both sides of the cut hold a generator a million times farther than the side test's tolerance
+    (relative to |z|; a ray on a side makes it unbounded): neither child can be numerically flat, and the
+    rank test of :func:`_full_dimensional` (two SVDs per split) is skipped."""
+    margin = f / (1.0 + G[:, -1] * np.abs(G[:, :-1]).max(axis=1))
+    return bool(margin.max() > 1e-6 and margin.min() < -1e-6)
 
 
 def _full_dimensional(cell: _Cell) -> bool:
@@ -415,6 +454,10 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition
     if isinstance(max_regions, bool) or not isinstance(max_regions, int | np.integer) or max_regions < 1:
         raise RegionBudgetError("max_regions", f"must be a positive integer, got {max_regions!r}")
     S = net.latent_dim
+    if S == 2:
+        planar = planar_partition(net, max_regions)
+        if planar is not None:
+            return _from_planar(net, planar)
     root = _Cell(G=np.append(np.zeros(S), 1.0)[None], L=np.eye(S), H=np.zeros((0, S)), c=np.zeros(0),
                  inc=np.zeros((1, 1), bool), M=np.eye(S), m=np.zeros(S), Mabs=np.eye(S))
     cells = [root]
@@ -458,6 +501,24 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition
         poly = Polytope(H=cell.H, c=cell.c, vertices=G[:nv, :-1], rays=G[nv:, :-1], lineality=cell.L)
         regions.append(Region(index=i, signs=signs, polytope=poly, A=cell.M, b=cell.m, layer_maps=cell.maps))
         incidence.append(cell.inc[order][:, 1:])
+    part = Partition(net, regions, incidence)
+    for region in regions:
+        region._partition = part
+    return part
+
+
+def _from_planar(net: Network, planar) -> Partition:
+    """The :class:`Partition` of the compiled planar arrangement's polygons (``engine.arrangement``)."""
+    empty = np.zeros((0, 2))
+    regions, incidence = [], []
+    # per activation layer: each face's (M, m) pair once, and each region's face
+    maps = [(list(zip(Mq, mq)), a.tolist()) for Mq, mq, a in planar.layer_maps]
+    signs, A, b = list(planar.signs), list(planar.A), list(planar.b)
+    for i, (H, c, V, R, inc) in enumerate(planar.polygons()):
+        poly = Polytope(H=H, c=c, vertices=V, rays=R, lineality=empty)
+        regions.append(Region(index=i, signs=signs[i], polytope=poly, A=A[i], b=b[i],
+                              layer_maps=[pairs[a[i]] for pairs, a in maps]))
+        incidence.append(inc)
     part = Partition(net, regions, incidence)
     for region in regions:
         region._partition = part

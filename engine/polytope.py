@@ -41,10 +41,14 @@ class Polytope:
         return np.all(Z @ self.H.T <= self.c + tol, axis=1)
 
     def interior_point(self) -> np.ndarray:
-        """A point of the interior: mean of the vertices plus the mean ray direction."""
+        """A point of the interior: mean of the vertices plus the mean ray direction, scaled with the
+        vertices' size (1 + max |v|) so that a region far from the origin gets a point as far inside it,
+        relative to |z|, as one near the origin: a unit step from a vertex at |z| ~ 1e13 lies within
+        rounding of the vertex's own lines, where sign patterns are decided by rounding."""
         p = self.vertices.mean(axis=0)
         if self.rays.shape[0]:
-            p = p + self.rays.mean(axis=0)
+            scale = 1.0 + (np.abs(self.vertices).max() if self.vertices.size else 0.0)
+            p = p + scale * self.rays.mean(axis=0)
         return p
 
     def interval(self) -> tuple[float, float]:

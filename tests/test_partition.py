@@ -217,3 +217,27 @@ def test_fuzz_regression_far_cells_permutation_invariant(spec):
             assert (i1 >= 0).all() and (i2 >= 0).all()
             np.testing.assert_array_equal(P.signs[i1], signs[i2])
         start += width
+
+
+def test_fuzz_regression_issue19_duplicate_unit_beside_far_plane():
+    """Issue 19 item 1 (`permutation` property, fuzz seed 20261206): a vertex made on an edge from |z| ~ 1 to a
+    vertex ~1e7 away carried that far vertex's rounding (2e-9 off its own plane), so the duplicate of the unit
+    that made it split the cell again: 16 regions, where 4 planes in R^3 make at most 15 and every permutation
+    of the units gave 12. New vertices are now solved on their own tight hyperplanes."""
+    from engine.network import Linear
+    from tests.test_partition_exact import ISSUE19_NET
+
+    net = load_network(ISSUE19_NET)
+    P = partition(net)
+    assert len(P) == 12
+    assert (P.signs[:, 3] == P.signs[:, 4]).all()
+    ref = {np.packbits(s).tobytes() for s in P.signs}
+    W1, b1 = net.layers[0].weight, net.layers[0].bias
+    W2, b2 = net.layers[2].weight, net.layers[2].bias
+    for perm in np.random.default_rng(0).permuted(np.tile(np.arange(5), (24, 1)), axis=1):
+        layers = [Linear(W1[perm], b1[perm]), net.layers[1], Linear(W2[:, perm], b2)]
+        Q = partition(net.replace(layers=layers))
+        signs = np.empty_like(Q.signs)
+        signs[:, perm] = Q.signs
+        assert {np.packbits(s).tobytes() for s in signs} == ref
+    assert_partition_matches_sampling(net, P, n=4000, scale=3e7)

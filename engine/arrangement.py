@@ -1,0 +1,446 @@
+"""S = 2 partition as a compiled planar arrangement (paper Sec. 3.2, Lemma 3, Cor. 1; eq. 8).
+
+A region of a layer is a convex polygon on which every unit of the next layer is affine (eq. 8), so the
+unit's zero set inside it is a chord: each unit's line splits the polygons it crosses, layer by layer.
+
+Representation: the closed plane is the upper hemisphere of the oriented projective plane, so a
+polygon is a cyclic list of *corners* ``(x, y, t)`` -- a vertex when t = 1, an ideal point (a unit
+direction) when t = 0 -- and of the oriented edge lines between them, ``n1 x + n2 y + n0 t <= 0`` on the
+polygon. Edges on the line at infinity carry label -1. Unbounded regions are therefore exact (their rays
+are ideal corners next to a finite edge); nothing is clipped to a box. The root is the whole plane with
+four ideal corners; the first split makes half-planes (no finite corner); once two non-parallel lines
+have cut, every polygon is pointed. (A first layer of rank <= 1 has regions with lineality: the caller
+uses the double description then.)
+
+A new corner where a line crosses an edge is the cross product of the two lines (the homogeneous
+intersection), solved on its own two lines: it is accurate relative to its own size, not to the size of
+the edge's ends (issue 19 item 1). Side tests use the tolerance of the double description (relative to
+|z|; absolute for ideal points); a corner within it lies on the line, so lines through vertices,
+duplicate and parallel units split nothing twice; a child thinner than 1e-12 of its diameter is not a
+region (the unit keeps the side of the larger part), as in ``partition._full_dimensional``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+REL_TOL = 1e-12  # as engine.partition._REL_TOL
+FLAT = 1e-12  # a child thinner than this fraction of its diameter is numerically flat
+
+
+@_jit
+def _side_values(P, start, stop, a1, a2, b, f, s):
+    """Values of ``a.z + b t`` at the corners (into f) and their sides -1 / 0 / +1 (into s)."""
+    has_pos, has_neg = False, False
+    for i in range(stop - start):
+        x, y, t = P[start + i, 0], P[start + i, 1], P[start + i, 2]
+        v = a1 * x + a2 * y + b * t
+        f[i] = v
+        tol = REL_TOL * (1.0 + t * max(abs(x), abs(y)))
+        if v > tol:
+            s[i] = 1
+            has_pos = True
+        elif v < -tol:
+            s[i] = -1
+            has_neg = True
+        else:
+            s[i] = 0
+    return has_pos, has_neg
+
+
+@_jit
+def _crossing(P, E, L, i, j, fi, fj, a1, a2, b, out, o):
+    """The point where the line ``a.z + b t = 0`` crosses the edge from corner i to corner j."""
+    gx = fi * P[j, 0] - fj * P[i, 0]
+    gy = fi * P[j, 1] - fj * P[i, 1]
+    gt = fi * P[j, 2] - fj * P[i, 2]
+    if fi < 0:
+        gx, gy, gt = -gx, -gy, -gt
+    e1, e2, e0 = E[i, 0], E[i, 1], E[i, 2]
+    # homogeneous intersection of the edge line (e1, e2, e0) and the new line (a1, a2, b)
+    cx = e2 * b - e0 * a2
+    cy = e0 * a1 - e1 * b
+    ct = e1 * a2 - e2 * a1
+    if L[i] >= 0 and ct != 0.0:
+        # two finite lines meet at one point of the plane: the one of the pair +-c in the hemisphere (ct > 0).
+        # (The edge may join two antipodal ideal corners, a half-plane's edge: g is then no guide.)
+        out[o, 0], out[o, 1], out[o, 2] = cx / ct, cy / ct, 1.0
+        return
+    if cx * gx + cy * gy + ct * gt < 0:
+        cx, cy = -cx, -cy
+    nrm = np.sqrt(cx * cx + cy * cy)
+    if not nrm > 0:
+        nrm = np.sqrt(gx * gx + gy * gy)
+        cx, cy = gx, gy
+    out[o, 0], out[o, 1], out[o, 2] = cx / nrm, cy / nrm, 0.0
+
+
+@_jit
+def _thickness(P, start, k, f, s, sign):
+    """(largest |f| on the ``sign`` side or inf for an ideal corner there, diameter of finite corners)."""
+    thick = 0.0
+    for i in range(k):
+        if s[i] == sign:
+            if P[start + i, 2] == 0.0:
+                return np.inf, 1.0
+            thick = max(thick, abs(f[i]))
+    diam = 0.0
+    for i in range(k):
+        if P[start + i, 2] > 0:
+            for j in range(i + 1, k):
+                if P[start + j, 2] > 0:
+                    diam = max(diam, abs(P[start + i, 0] - P[start + j, 0]) + abs(P[start + i, 1] - P[start + j, 1]))
+    return thick, diam
+
+
+@_jit
+def _copy_corner(P, E, L, i, oP, oE, oL, o):
+    """Row i of (P, E, L) to row o of (oP, oE, oL), element by element (cheap to compile)."""
+    oP[o, 0], oP[o, 1], oP[o, 2] = P[i, 0], P[i, 1], P[i, 2]
+    oE[o, 0], oE[o, 1], oE[o, 2] = E[i, 0], E[i, 1], E[i, 2]
+    oL[o] = L[i]
+
+
+@_jit
+def _clip(P, E, L, start, k, f, s, keep, a1, a2, b, unit, oP, oE, oL, o):
+    """Append the part ``keep * (a.z + b) >= 0`` of one convex polygon to the output from row o.
+
+    Corners on the kept side stay with their outgoing edge; where an edge crosses the line its crossing
+    point is inserted; the new edge along the line is oriented so that the kept part is on its ``<= 0``
+    side.
+    """
+    n1, n2, n0 = -keep * a1, -keep * a2, -keep * b
+    for ii in range(k):
+        i = start + ii
+        jj = (ii + 1) % k
+        j = start + jj
+        si, sj = s[ii] * keep, s[jj] * keep
+        if si >= 0:
+            _copy_corner(P, E, L, i, oP, oE, oL, o)
+            if not (sj >= 0 or si > 0):  # on the line, and the polygon leaves the kept side: the new edge starts here
+                oE[o, 0], oE[o, 1], oE[o, 2] = n1, n2, n0
+                oL[o] = unit
+            o += 1
+            if si > 0 and sj < 0:
+                _crossing(P, E, L, i, j, f[ii], f[jj], a1, a2, b, oP, o)
+                oE[o, 0], oE[o, 1], oE[o, 2] = n1, n2, n0
+                oL[o] = unit
+                o += 1
+        elif sj > 0:
+            _crossing(P, E, L, i, j, f[ii], f[jj], a1, a2, b, oP, o)
+            oE[o, 0], oE[o, 1], oE[o, 2] = E[i, 0], E[i, 1], E[i, 2]
+            oL[o] = L[i]
+            o += 1
+    return o
+
+
+@_jit
+def _grow1(A, need):
+    """A 1-D buffer with room for ``need`` entries (doubling)."""
+    if need <= A.shape[0]:
+        return A
+    out = np.empty(max(need, 2 * A.shape[0]), A.dtype)
+    for i in range(A.shape[0]):
+        out[i] = A[i]
+    return out
+
+
+@_jit
+def _grow2(A, need):
+    """A 2-D buffer with room for ``need`` rows (doubling)."""
+    if need <= A.shape[0]:
+        return A
+    out = np.empty((max(need, 2 * A.shape[0]), A.shape[1]), A.dtype)
+    for i in range(A.shape[0]):
+        for j in range(A.shape[1]):
+            out[i, j] = A[i, j]
+    return out
+
+
+@_jit
+def split_layer(ptr, P, E, L, face, lines, fixed, fixed_sign, unit_base, limit, order):
+    """Split every polygon by the lines of one layer's units, unit after unit.
+
+    ``face[p]`` indexes the region of the previous layer that polygon p belongs to; ``lines[face, j]`` is
+    unit j's unit-norm line ``(a1, a2, b)`` there, and ``fixed[face, j]`` marks units that are identically
+    constant on it, with sign ``fixed_sign``; units are applied in ``order``. Polygons live in a pool: a
+    split appends its two parts and retires the parent, so polygons that a line misses are never copied. Returns the new
+    polygons (ptr, P, E, L), their previous-layer region and this layer's sign pattern.
+    """
+    n = lines.shape[1]
+    npoly = ptr.shape[0] - 1
+    start = ptr[:-1].copy()
+    size = ptr[1:] - ptr[:-1]
+    owner = face.copy()
+    signs = np.zeros((max(npoly, 1), n), np.bool_)
+    live = np.arange(npoly)
+    nlive = npoly
+    npool = npoly
+    used = P.shape[0]
+    pool_P, pool_E, pool_L = P.copy(), E.copy(), L.copy()
+    kmax = size.max() + 2 * n + 8
+    f = np.empty(kmax)
+    sd = np.empty(kmax, np.int64)
+    for jj in range(n):
+        j = order[jj]
+        for idx in range(nlive):
+            p = live[idx]
+            fc = owner[p]
+            if fixed[fc, j]:
+                signs[p, j] = fixed_sign[fc, j]
+                continue
+            a1, a2, b = lines[fc, j, 0], lines[fc, j, 1], lines[fc, j, 2]
+            st, k = start[p], size[p]
+            has_pos, has_neg = _side_values(pool_P, st, st + k, a1, a2, b, f, sd)
+            sg = not (has_neg and not has_pos)
+            if has_pos and has_neg:
+                tp, dp = _thickness(pool_P, st, k, f, sd, 1)
+                tn, dn = _thickness(pool_P, st, k, f, sd, -1)
+                if tp <= FLAT * dp or tn <= FLAT * dn:
+                    sg = tp >= tn
+                else:
+                    pool_P = _grow2(pool_P, used + 2 * k + 8)
+                    pool_E = _grow2(pool_E, used + 2 * k + 8)
+                    pool_L = _grow1(pool_L, used + 2 * k + 8)
+                    q = npool
+                    npool += 1
+                    start = _grow1(start, q + 1)
+                    size = _grow1(size, q + 1)
+                    owner = _grow1(owner, q + 1)
+                    signs = _grow2(signs, q + 1)
+                    o = _clip(pool_P, pool_E, pool_L, st, k, f, sd, -1, a1, a2, b, unit_base + j,
+                              pool_P, pool_E, pool_L, used)
+                    start[p], size[p] = used, o - used
+                    signs[p, j] = False
+                    o2 = _clip(pool_P, pool_E, pool_L, st, k, f, sd, 1, a1, a2, b, unit_base + j,
+                               pool_P, pool_E, pool_L, o)
+                    start[q], size[q], owner[q] = o, o2 - o, fc
+                    for u in range(n):
+                        signs[q, u] = signs[p, u]
+                    signs[q, j] = True
+                    used = o2
+                    live = _grow1(live, nlive + 1)
+                    live[nlive] = q
+                    nlive += 1
+                    continue
+            signs[p, j] = sg
+        if nlive > limit:
+            break
+    live = live[:nlive]
+    live.sort()
+    total = 0
+    for p in live:
+        total += size[p]
+    nptr = np.zeros(nlive + 1, np.int64)
+    nP = np.empty((total, 3))
+    nE = np.empty((total, 3))
+    nL = np.empty(total, np.int64)
+    nface = np.empty(nlive, np.int64)
+    nsigns = np.empty((nlive, n), np.bool_)
+    o = 0
+    for q in range(nlive):
+        p = live[q]
+        for i in range(start[p], start[p] + size[p]):
+            _copy_corner(pool_P, pool_E, pool_L, i, nP, nE, nL, o)
+            o += 1
+        nptr[q + 1] = o
+        nface[q] = owner[p]
+        for u in range(n):
+            nsigns[q, u] = signs[p, u]
+    return nptr, nP, nE, nL, nface, nsigns
+
+
+def root():
+    """The whole plane: four ideal corners joined along the line at infinity."""
+    P = np.array([[1.0, 0, 0], [0, 1.0, 0], [-1.0, 0, 0], [0, -1.0, 0]])
+    E = np.zeros((4, 3))
+    E[:, 2] = -1.0  # -t <= 0: the line at infinity
+    return np.array([0, 4]), P, E, np.full(4, -1, dtype=np.int64)
+
+
+@_jit
+def _regions(ptr, P, E, L):
+    """Per region: its vertices, extreme rays (ideal corners next to a finite edge), facets (finite
+    edges: ``H z <= c``) and the incidence of vertices + rays on facets, as flat arrays with offsets."""
+    R = ptr.shape[0] - 1
+    v_ptr = np.zeros(R + 1, np.int64)
+    r_ptr = np.zeros(R + 1, np.int64)
+    f_ptr = np.zeros(R + 1, np.int64)
+    i_ptr = np.zeros(R + 1, np.int64)
+    for r in range(R):
+        lo, hi = ptr[r], ptr[r + 1]
+        k = hi - lo
+        nv, nr, nf = 0, 0, 0
+        for ii in range(k):
+            i = lo + ii
+            prev = lo + (ii - 1) % k
+            if L[i] >= 0:
+                nf += 1
+            if P[i, 2] > 0:
+                nv += 1
+            elif L[i] >= 0 or L[prev] >= 0:
+                nr += 1
+        v_ptr[r + 1] = v_ptr[r] + nv
+        r_ptr[r + 1] = r_ptr[r] + nr
+        f_ptr[r + 1] = f_ptr[r] + nf
+        i_ptr[r + 1] = i_ptr[r] + (nv + nr) * nf
+    V = np.empty((v_ptr[R], 2))
+    Ry = np.empty((r_ptr[R], 2))
+    H = np.empty((f_ptr[R], 2))
+    c = np.empty(f_ptr[R])
+    inc = np.zeros(i_ptr[R], np.bool_)
+    for r in range(R):
+        lo, hi = ptr[r], ptr[r + 1]
+        k = hi - lo
+        nv, nr = v_ptr[r + 1] - v_ptr[r], r_ptr[r + 1] - r_ptr[r]
+        nf = f_ptr[r + 1] - f_ptr[r]
+        facet_of_edge = np.full(k, -1, np.int64)
+        q = 0
+        for ii in range(k):
+            if L[lo + ii] >= 0:
+                facet_of_edge[ii] = q
+                H[f_ptr[r] + q, 0] = E[lo + ii, 0]
+                H[f_ptr[r] + q, 1] = E[lo + ii, 1]
+                c[f_ptr[r] + q] = -E[lo + ii, 2]
+                q += 1
+        a, b = 0, 0
+        for ii in range(k):
+            i = lo + ii
+            prev = (ii - 1) % k
+            if P[i, 2] > 0:
+                row = a
+                V[v_ptr[r] + a, 0], V[v_ptr[r] + a, 1] = P[i, 0], P[i, 1]
+                a += 1
+            elif L[i] >= 0 or L[lo + prev] >= 0:
+                row = nv + b
+                Ry[r_ptr[r] + b, 0], Ry[r_ptr[r] + b, 1] = P[i, 0], P[i, 1]
+                b += 1
+            else:
+                continue
+            base = i_ptr[r] + row * nf
+            if facet_of_edge[ii] >= 0:
+                inc[base + facet_of_edge[ii]] = True
+            if facet_of_edge[prev] >= 0:
+                inc[base + facet_of_edge[prev]] = True
+    return v_ptr, V, r_ptr, Ry, f_ptr, H, c, i_ptr, inc
+
+
+class Planar:
+    """The regions of an S = 2 network as polygons, with their sign patterns and affine maps (eq. 2, 8)."""
+
+    def __init__(self, ptr, P, E, L, signs, A, b, layer_maps):
+        self.ptr, self.P, self.E, self.L = ptr, P, E, L
+        self.signs, self.A, self.b = signs, A, b
+        self.layer_maps = layer_maps  # per activation layer: (M (F_l, n_l, 2), m (F_l, n_l), face of each region)
+
+    def __len__(self):
+        return len(self.ptr) - 1
+
+    def polygons(self):
+        """Every region as (H, c, vertices, rays, incidence of vertices + rays on facets), in order."""
+        v_ptr, V, r_ptr, Ry, f_ptr, H, c, i_ptr, inc = _regions(self.ptr, self.P, self.E, self.L)
+        v_ptr, r_ptr, f_ptr, i_ptr = v_ptr.tolist(), r_ptr.tolist(), f_ptr.tolist(), i_ptr.tolist()
+        for r in range(len(self)):
+            v0, v1, r0, r1, f0, f1 = v_ptr[r], v_ptr[r + 1], r_ptr[r], r_ptr[r + 1], f_ptr[r], f_ptr[r + 1]
+            yield (H[f0:f1], c[f0:f1], V[v0:v1], Ry[r0:r1],
+                   inc[i_ptr[r]:i_ptr[r + 1]].reshape(v1 - v0 + r1 - r0, f1 - f0))
+
+
+def _first_order(M, fixed, norms):
+    """The first layer's units with two non-parallel ones first: the two lines cut the plane into four
+    pointed quadrants, so every later polygon has a vertex and a parallel line's offset is seen (a
+    half-plane has only ideal corners, which see directions, not offsets). None if no two such units."""
+    live = np.nonzero(~fixed)[0]
+    if live.size < 2:
+        return None
+    a = M[live] / norms[live, None]
+    cross = np.abs(a[0, 0] * a[:, 1] - a[0, 1] * a[:, 0])
+    second = int(np.argmax(cross))
+    if not cross[second] > 1e-12:
+        return None
+    first, second = live[0], live[second]
+    rest = [j for j in range(len(M)) if j not in (first, second)]
+    return np.array([first, second] + rest, dtype=np.int64)
+
+
+@_jit
+def _next_affine(W, v, Wabs, Mp, mp, gp, parent, slopes):
+    """Pre-activations of the next layer on every face, eq. (8): ``W D_f (M_p z + m_p) + v`` with
+    ``D_f = diag(slopes[f])`` and p the face's parent; also ``g = |W| |D_f| g_p``, a bound on the sum of
+    the magnitudes of the terms (a row smaller than 1e-12 of it is identically zero)."""
+    F = parent.shape[0]
+    out, k = W.shape
+    M = np.empty((F, out, 2))
+    m = np.empty((F, out))
+    g = np.empty((F, out))
+    for f in range(F):
+        p = parent[f]
+        for i in range(out):
+            s0, s1, s2, s3 = 0.0, 0.0, 0.0, 0.0
+            for j in range(k):
+                w = W[i, j] * slopes[f, j]
+                s0 += w * Mp[p, j, 0]
+                s1 += w * Mp[p, j, 1]
+                s2 += w * mp[p, j]
+                s3 += Wabs[i, j] * abs(slopes[f, j]) * gp[p, j]
+            M[f, i, 0], M[f, i, 1], m[f, i], g[f, i] = s0, s1, s2 + v[i], s3
+    return M, m, g
+
+
+def planar_partition(net, max_regions):
+    """Enumerate the regions of an S = 2 network; None when its first layer has rank below 2 (regions with
+    lineality: the caller's double description handles them); raises ``RegionBudgetError`` past the budget."""
+    from .errors import RegionBudgetError
+    from .network import Activation, Linear
+
+    # the last activation's output, pending the next linear layer: parent face maps and slopes
+    Mp, mp, gp = np.eye(2)[None], np.zeros((1, 2)), np.ones((1, 2))
+    parent, slopes = np.zeros(1, dtype=np.int64), np.ones((1, 2))
+    M = m = g = None
+    ptr, P, E, L = root()
+    signs = np.zeros((1, 0), dtype=bool)
+    anc: list[np.ndarray] = []  # per activation layer: index of each region's face in that layer
+    pre_maps: list[tuple[np.ndarray, np.ndarray]] = []
+    unit_base = 0
+    for li, layer in enumerate(net.layers):
+        if isinstance(layer, Linear):
+            if M is not None:  # two linear layers in a row: apply the pending one first
+                Mp, mp, gp = M, m, g
+                parent, slopes = np.arange(len(M)), np.ones(m.shape)
+            M, m, g = _next_affine(layer.weight, layer.bias, np.abs(layer.weight), Mp, mp, gp, parent, slopes)
+            continue
+        assert isinstance(layer, Activation)
+        if M is None:
+            k = Mp.shape[1]
+            M, m, g = _next_affine(np.eye(k), np.zeros(k), np.eye(k), Mp, mp, gp, parent, slopes)
+        norms = np.hypot(M[..., 0], M[..., 1])
+        fixed = norms <= 1e-12 * g
+        order = np.arange(M.shape[1])
+        if not anc:
+            order = _first_order(M[0], fixed[0], norms[0])
+            if order is None:
+                return None
+        safe = np.where(fixed, 1.0, norms)
+        lines = np.concatenate([M / safe[..., None], (m / safe)[..., None]], axis=2)
+        ptr, P, E, L, parent, new_signs = split_layer(ptr, P, E, L, np.arange(len(M)), lines, fixed, m > 0,
+                                                      unit_base, max_regions, order)
+        if len(parent) > max_regions:
+            raise RegionBudgetError(
+                "max_regions", f"the partition has more than {max_regions} regions by layer {li} "
+                f"(widths {net.widths})", "raise max_regions or use a narrower/shallower network")
+        anc = [a[parent] for a in anc] + [parent]
+        pre_maps.append((M, m))
+        signs = np.concatenate([signs[parent], new_signs], axis=1)
+        Mp, mp, gp, slopes = M, m, g, layer.slopes(new_signs)
+        M = None
+        unit_base += new_signs.shape[1]
+    if not anc:
+        return None  # no activation: one region, the whole plane (a line space: the double description's case)
+    if M is None:  # the network ends with an activation
+        k = Mp.shape[1]
+        M, m, g = _next_affine(np.eye(k), np.zeros(k), np.eye(k), Mp, mp, gp, parent, slopes)
+    layer_maps = [(Mq, mq, a) for (Mq, mq), a in zip(pre_maps, anc)]  # face maps of each layer, region's face
+    return Planar(ptr, P, E, L, signs, M, m, layer_maps)

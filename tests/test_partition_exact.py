@@ -1,0 +1,240 @@
+"""Region counts proven: the partition against an exact-arithmetic enumeration (paper Lemma 3, Cor. 1).
+
+The oracle shares nothing with ``engine.partition``: weights are taken as the exact rationals of their
+float64 values (``fractions.Fraction``), every sign is decided exactly, and regions are found by a
+cylindrical sweep instead of cell splitting.
+
+Oracle. Layer by layer, a region R of the first l layers is ``{z : s_j (a_j.z + b_j) > 0}`` over the
+units of those layers that are not identically zero on R's ancestors. On R the next layer's
+pre-activations are affine (eq. 8), i.e. hyperplanes; adding the S coordinate hyperplanes makes every
+cell of the arrangement (R's walls + the new hyperplanes + coordinates) pointed. The projection of an
+open pointed cell on z_1 is an open interval whose finite ends are z_1-coordinates of arrangement
+vertices in the closure of R, so one slice ``z_1 = x0`` between (and beyond) consecutive such values
+meets every cell; recursing on the slice (dimension S - 1) down to S = 1 gives one exact sample point in
+every cell. The exact sign pattern at each sample is a region; every region contains a cell.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from engine import load_network, partition, random_network
+from engine.network import Activation, Linear
+
+
+def _solve(A, b):
+    """Exact Gaussian elimination; None if A is singular."""
+    n = len(A)
+    M = [list(row) + [rhs] for row, rhs in zip(A, b)]
+    for col in range(n):
+        piv = next((r for r in range(col, n) if M[r][col] != 0), None)
+        if piv is None:
+            return None
+        M[col], M[piv] = M[piv], M[col]
+        for r in range(n):
+            if r != col and M[r][col] != 0:
+                f = M[r][col] / M[col][col]
+                M[r] = [x - f * y for x, y in zip(M[r], M[col])]
+    return [M[i][n] / M[i][i] for i in range(n)]
+
+
+def _key(a, b):
+    """A hyperplane up to scale: divide by its first nonzero coefficient."""
+    lead = next(x for x in a if x != 0)
+    return tuple(x / lead for x in a) + (b / lead,)
+
+
+def _value(a, b, z):
+    return sum(x * y for x, y in zip(a, z)) + b
+
+
+def _samples(cons, lines, S):
+    """Exact points, at least one in every open cell cut by ``lines`` from ``{s (a.z + b) > 0}``."""
+    planes = {_key(a, b): (a, b) for a, b, _ in cons}
+    planes.update({_key(a, b): (a, b) for a, b in lines})
+    for i in range(S):
+        e = tuple(Fraction(int(i == j)) for j in range(S))
+        planes.setdefault(_key(e, Fraction(0)), (e, Fraction(0)))
+    planes = list(planes.values())
+    crit = set()
+    for subset in itertools.combinations(planes, S):
+        v = _solve([a for a, _ in subset], [-b for _, b in subset])
+        if v is not None and all(s * _value(a, b, v) >= 0 for a, b, s in cons):
+            crit.add(v[0])
+    crit = sorted(crit)
+    xs = [Fraction(0)] if not crit else (
+        [crit[0] - 1] + [(p + q) / 2 for p, q in zip(crit[:-1], crit[1:])] + [crit[-1] + 1])
+    out = []
+    for x0 in xs:
+        if S == 1:
+            out.append((x0,))
+            continue
+        sub_cons, sub_lines, empty = [], [], False
+        for a, b, s in cons:
+            a2, b2 = a[1:], b + a[0] * x0
+            if any(a2):
+                sub_cons.append((a2, b2, s))
+            elif s * b2 <= 0:
+                empty = True
+        for a, b in lines:
+            a2, b2 = a[1:], b + a[0] * x0
+            if any(a2):
+                sub_lines.append((a2, b2))
+            elif b2 == 0:
+                empty = True  # the slice lies on a line: it misses the closure of R (see module doc)
+        if not empty:
+            out.extend((x0,) + p for p in _samples(sub_cons, sub_lines, S - 1))
+    return [p for p in out if all(s * _value(a, b, p) > 0 for a, b, s in cons)
+            and all(_value(a, b, p) != 0 for a, b in lines)]
+
+
+def exact_regions(net, box=None) -> set[tuple[bool, ...]]:
+    """Every sign pattern of a full-dimensional region of ``net``, in exact rational arithmetic.
+
+    With ``box``, only the regions that meet the open cube ``|z_i| < box``.
+    """
+    S = net.latent_dim
+    ident = [[Fraction(int(i == j)) for j in range(S)] for i in range(S)]
+    walls = []
+    if box is not None:
+        walls = [(tuple(sign * r for r in row), Fraction(box), 1) for row in ident for sign in (1, -1)]
+    # a region: (walls [(a, b, s)], affine map rows [(a, b)] of the current layer's input, pattern)
+    regions = [(walls, [(tuple(r), Fraction(0)) for r in ident], ())]
+    layers = net.layers
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Linear) or i + 1 >= len(layers) or not isinstance(layers[i + 1], Activation):
+            continue
+        W = [[Fraction(float(x)) for x in row] for row in layer.weight]
+        v = [Fraction(float(x)) for x in layer.bias]
+        pos, neg = (Fraction(float(x)) for x in layers[i + 1].slopes(np.array([True, False])))
+        nxt = []
+        for walls, rows, pattern in regions:
+            pre = [(tuple(sum(w * r[0][k] for w, r in zip(Wj, rows)) for k in range(S)),
+                    sum(w * r[1] for w, r in zip(Wj, rows)) + vj) for Wj, vj in zip(W, v)]
+            cuts = [(a, b) for a, b in pre if any(a)]
+            children = {}
+            for p in _samples(walls, cuts, S):
+                sg = tuple(_value(a, b, p) > 0 for a, b in pre)
+                children.setdefault(sg, p)
+            for sg in children:
+                new_walls = walls + [(a, b, 1 if s else -1) for (a, b), s in zip(pre, sg) if any(a)]
+                new_rows = [(tuple(x * (pos if s else neg) for x in a), b * (pos if s else neg))
+                            for (a, b), s in zip(pre, sg)]
+                nxt.append((new_walls, new_rows, pattern + sg))
+        regions = nxt
+    return {pattern for _, _, pattern in regions}
+
+
+def _dyadic(rng, shape, den=16, lim=24):
+    """Small dyadic rationals: float64 forward passes of them are exact, so degeneracies stay exact."""
+    return rng.integers(-lim, lim + 1, size=shape) / den
+
+
+def _net(S, widths, act="relu", seed=0, tweak=None):
+    rng = np.random.default_rng(seed)
+    layers, prev = [], S
+    for w in widths:
+        W, b = _dyadic(rng, (w, prev)), _dyadic(rng, w)
+        if tweak is not None and prev == S:
+            W, b = tweak(W, b)
+        layers += [{"type": "linear", "weight": W.tolist(), "bias": b.tolist()},
+                   {"type": "leaky_relu", "negative_slope": 0.25} if act == "leaky_relu" else {"type": act}]
+        prev = w
+    layers.append({"type": "linear", "weight": _dyadic(rng, (2, prev)).tolist(), "bias": [0.0, 0.0]})
+    return load_network({"format": "cpa-dgn", "version": 1, "latent_dim": S, "cov_z": 1.0, "cov_x": 1.0,
+                         "layers": layers})
+
+
+def _duplicates(W, b):
+    """Duplicate, opposite and rescaled units, a zero row, a dead unit and three lines through one point."""
+    W, b = W.copy(), b.copy()
+    W[1], b[1] = W[0], b[0]
+    W[2], b[2] = -2 * W[0], -2 * b[0]
+    W[3], b[3] = 0.0, 0.0
+    if len(W) > 5:
+        W[4], b[4] = 0.0, -1.0
+        W[5] = W[0] + W[6]  # through the intersection of units 0 and 6 (for S = 2: a point)
+        b[5] = b[0] + b[6]
+    return W, b
+
+
+def _parallel(W, b):
+    W, b = W.copy(), b.copy()
+    W[1], b[1] = 3 * W[0], b[0] + 0.5
+    W[2], b[2] = -W[0], 0.25
+    return W, b
+
+
+def _patterns(P):
+    return {tuple(bool(x) for x in s) for s in P.signs}
+
+
+CASES = {
+    "s2_relu_5_4": (2, (5, 4), "relu", None),
+    "s2_abs_6_5": (2, (6, 5), "abs", None),
+    "s2_leaky_4_4_3": (2, (4, 4, 3), "leaky_relu", None),
+    "s2_degenerate_8_4": (2, (8, 4), "relu", _duplicates),
+    "s2_parallel_5_4": (2, (5, 4), "abs", _parallel),
+    "s3_relu_6": (3, (6,), "relu", None),
+    "s3_degenerate_8": (3, (8,), "leaky_relu", _duplicates),
+    "s3_relu_4_2": (3, (4, 2), "relu", None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_partition_equals_exact_enumeration(name):
+    S, widths, act, tweak = CASES[name]
+    net = _net(S, widths, act, seed=len(name), tweak=tweak)
+    exact = exact_regions(net)
+    P = partition(net)
+    assert len(P) == len(exact)
+    assert _patterns(P) == exact
+
+
+# Issue 19 item 1 (fuzz campaign, `permutation` property): four distinct planes in R^3, one of them
+# ~1e7 from the origin, and a duplicated unit. The engine gave 16 regions (at most 15 exist).
+ISSUE19_NET = {"format": "cpa-dgn", "version": 1, "latent_dim": 3, "cov_z": 1.0, "cov_x": 1.0, "layers": [
+    {"type": "linear", "weight": [
+        [8.407275867778611e-08, -8.00597082652944e-07, -6.67468257281597e-07],
+        [-8.392620335132532e-07, -4.69043732422537e-07, 1.6094207608858545e-06],
+        [5.05221714265548e-09, 1.4805540400525297e-08, 8.406488503769447e-08],
+        [5.993359482091152e-08, 1.7563561391253313e-07, 9.972474690324804e-07],
+        [5.993359482091152e-08, 1.7563561391253313e-07, 9.972474690324804e-07]],
+     "bias": [1.5365359936371247e-08, -6.37437219858256e-07, 0.9312531358550555, -7.045909364965606e-07,
+              -7.045909364965606e-07]},
+    {"type": "relu"},
+    {"type": "linear", "weight": [[1.918218574295185e-07, 8.688519849414176e-07, 6.21175982260911e-07,
+                                   -3.591397294389821e-07, -1.2543355545659317e-06]],
+     "bias": [-4.110794483835314e-07]}]}
+
+
+def test_issue19_far_plane_duplicate_unit_exact():
+    """Exactly, the four distinct planes are in general position (15 regions), but units 2 and 3 have
+    normals that agree to ~1e-8 rad in float64, so their line meets beyond |z| ~ 1e23 and three regions
+    ({h2 <= 0, h3 > 0} x the two near planes) exist only out there. The engine finds exactly the 12 regions
+    that meet the cube |z_i| < 1e20 (proven by the oracle), never a duplicate unit's split."""
+    net = load_network(json.loads(json.dumps(ISSUE19_NET)))
+    exact = exact_regions(net)
+    near = exact_regions(net, box=1e20)
+    assert len(exact) == 15 and len(near) == 12
+    assert all(not p[2] and p[3] for p in exact - near)
+    P = partition(net)
+    assert _patterns(P) == near
+    assert (P.signs[:, 3] == P.signs[:, 4]).all()  # a duplicated unit never splits a region
+
+
+def test_exact_oracle_knows_the_textbook_counts():
+    """The oracle itself: n lines in general position make 1 + n + n(n-1)/2 regions of the plane, n planes
+    in R^3 make 1 + n + C(n, 2) + C(n, 3); three lines through one point make 6."""
+    for S, n, expected in ((2, 5, 16), (3, 4, 15)):
+        net = random_network([S, n, 1], rng=3)
+        assert len(exact_regions(net)) == expected
+    net = load_network({"format": "cpa-dgn", "version": 1, "latent_dim": 2, "cov_z": 1.0, "cov_x": 1.0,
+                        "layers": [{"type": "linear", "weight": [[1, 0], [0, 1], [1, 1]], "bias": [0, 0, 0]},
+                                   {"type": "relu"}, {"type": "linear", "weight": [[1, 1, 1]], "bias": [0]}]})
+    assert len(exact_regions(net)) == 6
