@@ -445,6 +445,11 @@ class EM(DensityMixin, BaseEstimator):
     init, activation, negative_slope : how a network given as widths is built (``init_random`` or
         ``init_pca``).
     max_regions, method : passed to ``engine.evaluate`` (region budget; Gaussian-integral method).
+    scheduler, n_workers : where the E-step's ``engine.evaluate`` integrates (``scheduler=`` and
+        ``workers=`` of :func:`engine.evaluate`, :mod:`engine.scaling`): a Dask address such as
+        ``"tcp://host:8786"`` or a ``distributed.Client``, or ``n_workers`` local processes (default
+        None and 1: this process). The partition is computed here and shipped; the points are split
+        into row blocks, so the fit (history, network) is the same as a local one.
 
     Attributes after ``fit``: ``network_``, ``log_likelihoods_`` (mean exact log p(x) per point; entry
     0 is the starting network, entry t after iteration t), ``n_regions_`` (per entry), ``history_``
@@ -456,7 +461,8 @@ class EM(DensityMixin, BaseEstimator):
                  tol: float = 1e-4, cov_x_type: str = "isotropic", learn_cov_z: bool = False, random_state=None,
                  warm_start: bool = False, verbose: bool = False, init: str = "random", activation: str = "relu",
                  negative_slope: float = 0.1, max_backtracks: int = 1, min_cov_x: float = 1e-6,
-                 sweep: str = "chain", max_regions: int = DEFAULT_MAX_REGIONS, method: str = "auto"):
+                 sweep: str = "chain", max_regions: int = DEFAULT_MAX_REGIONS, method: str = "auto",
+                 scheduler=None, n_workers: int = 1):
         self.network = network
         self.latent_dim = latent_dim
         self.hidden = hidden
@@ -475,6 +481,8 @@ class EM(DensityMixin, BaseEstimator):
         self.sweep = sweep
         self.max_regions = max_regions
         self.method = method
+        self.scheduler = scheduler
+        self.n_workers = n_workers
 
     # ----------------------------------------------------------------- checks
     def _check_params(self) -> None:
@@ -498,6 +506,9 @@ class EM(DensityMixin, BaseEstimator):
             raise DGNInputError("min_cov_x", f"must be a positive number, got {self.min_cov_x!r}",
                                 "a zero floor lets Sigma_x become singular on constant pixels")
         check_random_state(self.random_state)
+        from .scaling import check_block_options
+
+        check_block_options(None, self.n_workers, self.scheduler)
         if self.network is None:
             if isinstance(self.latent_dim, bool) or not isinstance(self.latent_dim, int | np.integer) \
                     or self.latent_dim < 1:
@@ -568,7 +579,7 @@ class EM(DensityMixin, BaseEstimator):
 
     def _evaluate(self, net: Network, X: np.ndarray, part: Partition | None = None) -> Evaluation:
         return evaluate(net, X, part=part, max_regions=self.max_regions, method=self.method,
-                        rng=self.random_state)
+                        rng=self.random_state, workers=self.n_workers, scheduler=self.scheduler)
 
     # ----------------------------------------------------------------- fit
     def fit(self, X, y=None) -> EM:
