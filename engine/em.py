@@ -445,6 +445,12 @@ class EM(DensityMixin, BaseEstimator):
     init, activation, negative_slope : how a network given as widths is built (``init_random`` or
         ``init_pca``).
     max_regions, method : passed to ``engine.evaluate`` (region budget; Gaussian-integral method).
+    backoff : at most this many iterations an inner layer whose guarded update was rejected is left out
+        before it is tried again (``"chain"`` and ``"layerwise"``; default 8, 0 = try every inner layer
+        every iteration). After j rejections in a row the layer sits out ``min(2^(j-1), backoff)``
+        iterations (fate ``"skipped"``); an acceptance resets j. A rejected try costs up to
+        ``max_backtracks + 1`` exact evaluations (partition and integrals) and gains nothing, so this
+        brings circle [2,16,16,2] from 3 to about 1-2 evaluations per iteration. Monotone either way.
     scheduler, n_workers : where the E-step's ``engine.evaluate`` integrates (``scheduler=`` and
         ``workers=`` of :func:`engine.evaluate`, :mod:`engine.scaling`): a Dask address such as
         ``"tcp://host:8786"`` or a ``distributed.Client``, or ``n_workers`` local processes (default
@@ -462,7 +468,7 @@ class EM(DensityMixin, BaseEstimator):
                  warm_start: bool = False, verbose: bool = False, init: str = "random", activation: str = "relu",
                  negative_slope: float = 0.1, max_backtracks: int = 1, min_cov_x: float = 1e-6,
                  sweep: str = "chain", max_regions: int = DEFAULT_MAX_REGIONS, method: str = "auto",
-                 scheduler=None, n_workers: int = 1):
+                 scheduler=None, n_workers: int = 1, backoff: int = 8):
         self.network = network
         self.latent_dim = latent_dim
         self.hidden = hidden
@@ -483,6 +489,7 @@ class EM(DensityMixin, BaseEstimator):
         self.method = method
         self.scheduler = scheduler
         self.n_workers = n_workers
+        self.backoff = backoff
 
     # ----------------------------------------------------------------- checks
     def _check_params(self) -> None:
@@ -502,6 +509,9 @@ class EM(DensityMixin, BaseEstimator):
         if not isinstance(self.max_backtracks, int) or self.max_backtracks < 0:
             raise DGNInputError("max_backtracks",
                                 f"must be a non-negative integer, got {self.max_backtracks!r}")
+        if isinstance(self.backoff, bool) or not isinstance(self.backoff, int | np.integer) or self.backoff < 0:
+            raise DGNInputError("backoff", f"must be a non-negative integer, got {self.backoff!r}",
+                                "0 tries every inner layer every iteration")
         if not isinstance(self.min_cov_x, int | float) or not 0 < self.min_cov_x < np.inf:
             raise DGNInputError("min_cov_x", f"must be a positive number, got {self.min_cov_x!r}",
                                 "a zero floor lets Sigma_x become singular on constant pixels")
@@ -610,6 +620,8 @@ class EM(DensityMixin, BaseEstimator):
         self.history_: list[dict] = []
         self.converged_ = False
         self.n_iter_ = 0
+        self._rejections: dict[int, int] = {}  # inner layer -> rejections in a row
+        self._pause: dict[int, int] = {}  # inner layer -> iterations left out before the next try
         bar = None
         if self.verbose:
             from tqdm.auto import tqdm
@@ -631,8 +643,10 @@ class EM(DensityMixin, BaseEstimator):
                 gain = ll_new - ll
                 ll = ll_new
                 if gain <= self.tol:
-                    self.converged_ = True
-                    break
+                    if "skipped" not in record["updates"].values():
+                        self.converged_ = True
+                        break
+                    self._pause.clear()  # a stall with layers left out: try them all before stopping
         finally:
             if bar is not None:
                 bar.close()
@@ -677,6 +691,22 @@ class EM(DensityMixin, BaseEstimator):
             step *= 0.5
         return None, None, None, "rejected"
 
+    def _paused(self, k: int) -> bool:
+        """True (and one iteration of the pause used up) if inner layer k sits out this iteration."""
+        if self._pause.get(k, 0) > 0:
+            self._pause[k] -= 1
+            return True
+        return False
+
+    def _record_try(self, k: int, accepted: bool) -> None:
+        """Count rejections in a row of layer k; pause it ``min(2^(j-1), backoff)`` iterations after j."""
+        if accepted:
+            self._rejections[k] = 0
+            return
+        j = self._rejections.get(k, 0) + 1
+        self._rejections[k] = j
+        self._pause[k] = min(2 ** min(j - 1, 30), int(self.backoff))
+
     def _iteration(self, net: Network, ev: Evaluation, X: np.ndarray, ll: float, floor: float):
         """One generalised-EM iteration; returns (network, its evaluation, mean log-lik, record)."""
         lin = _linear_indices(net)
@@ -686,10 +716,14 @@ class EM(DensityMixin, BaseEstimator):
         if self.sweep == "layerwise":
             # every inner layer's frozen-mask update guarded on its own, with fresh statistics
             for k in inner:
+                if self._paused(k):
+                    updates[f"layer{lin.index(k)}"] = "skipped"
+                    continue
                 proposal = layer_update(net, statistics(ev, X), frozen_maps(net, ev.partition), k)
                 layers = list(net.layers)
                 layers[k] = proposal
                 cand, cand_ev, cand_ll, fate = self._try(net, net.replace(layers=layers), [k], X, ll)
+                self._record_try(k, cand is not None)
                 if cand is not None:
                     net, ev, ll = cand, cand_ev, cand_ll
                 updates[f"layer{lin.index(k)}"] = fate
@@ -700,11 +734,15 @@ class EM(DensityMixin, BaseEstimator):
             # accepted evaluation also validates the exact step and gives fresh statistics
             base, base_ev, validated = exact, ev, False
             for k in reversed(inner):
+                if self._paused(k):
+                    updates[f"layer{lin.index(k)}"] = "skipped"
+                    continue
                 fm = frozen_maps(base, base_ev.partition)
                 st = stats if not validated else statistics(base_ev, X)
                 layers = list(base.layers)
                 layers[k] = layer_update(base, st, fm, k)
                 cand, cand_ev, cand_ll, fate = self._try(base, base.replace(layers=layers), [k], X, ll)
+                self._record_try(k, cand is not None)
                 if cand is not None:
                     base, base_ev, ll, validated = cand, cand_ev, cand_ll, True
                 updates[f"layer{lin.index(k)}"] = fate
@@ -798,7 +836,7 @@ class EM(DensityMixin, BaseEstimator):
     def history(self) -> dict:
         """JSON-ready history: ``log_likelihoods`` (mean per point; entry 0 = start), ``n_regions``,
         ``converged``, ``n_iter``, ``accepted`` (names of the accepted updates per iteration) and
-        ``updates`` (the fate of every update: accepted, accepted (step s), rejected, undone)."""
+        ``updates`` (the fate of every update: accepted, accepted (step s), rejected, skipped, undone)."""
         self._check_fitted()
         return {"log_likelihoods": [float(v) for v in self.log_likelihoods_],
                 "n_regions": [int(v) for v in self.n_regions_], "converged": bool(self.converged_),
