@@ -459,7 +459,8 @@ class EM(DensityMixin, BaseEstimator):
 
     Attributes after ``fit``: ``network_``, ``log_likelihoods_`` (mean exact log p(x) per point; entry
     0 is the starting network, entry t after iteration t), ``n_regions_`` (per entry), ``history_``
-    (per iteration: log-likelihood, region count, the fate of every update, wall seconds),
+    (per iteration: log-likelihood, region count, the fate of every update, wall seconds, the number of
+    exact evaluations and of new partitions it took),
     ``converged_``, ``n_iter_``.
     """
 
@@ -588,6 +589,8 @@ class EM(DensityMixin, BaseEstimator):
             raise NotFittedDGNError("EM", "is not fitted yet", "call fit(X) first")
 
     def _evaluate(self, net: Network, X: np.ndarray, part: Partition | None = None) -> Evaluation:
+        self._n_evaluations = getattr(self, "_n_evaluations", 0) + 1
+        self._n_partitions = getattr(self, "_n_partitions", 0) + (part is None)
         return evaluate(net, X, part=part, max_regions=self.max_regions, method=self.method,
                         rng=self.random_state, workers=self.n_workers, scheduler=self.scheduler)
 
@@ -630,9 +633,12 @@ class EM(DensityMixin, BaseEstimator):
         try:
             for it in range(1, self.max_iter + 1):
                 t0 = time.perf_counter()
+                n0, p0 = self._n_evaluations, self._n_partitions
                 net, ev, ll_new, record = self._iteration(net, ev, X, ll, floor)
                 record["iteration"] = it
                 record["seconds"] = time.perf_counter() - t0
+                record["evaluations"] = self._n_evaluations - n0  # engine.evaluate calls
+                record["partitions"] = self._n_partitions - p0  # of which computed a new partition
                 self.history_.append(record)
                 self.log_likelihoods_.append(ll_new)
                 self.n_regions_.append(ev.n_regions)

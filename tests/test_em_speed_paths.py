@@ -33,7 +33,54 @@ def test_dask_scheduler_fit_has_the_local_history():
 
 
 @pytest.mark.parametrize("kwargs, field", [({"n_workers": 0}, "workers"), ({"n_workers": 1.5}, "workers"),
-                                           ({"n_workers": 2, "scheduler": "tcp://127.0.0.1:1"}, "workers")])
+                                           ({"n_workers": 2, "scheduler": "tcp://127.0.0.1:1"}, "workers"),
+                                           ({"backoff": -1}, "backoff"), ({"backoff": 1.0}, "backoff")])
 def test_bad_worker_options_are_one_line(kwargs, field):
     with pytest.raises(DGNInputError, match=field):
         EM([1, 3, 2], max_iter=1, **kwargs).fit(engine.datasets.circle(10, rng=0))
+
+
+def _fit(seed: int, **kwargs) -> tuple[EM, np.ndarray]:
+    X = engine.datasets.circle(60, rng=3)
+    return EM([1, 6, 5, 2], max_iter=8, tol=0.0, random_state=seed, **kwargs).fit(X), X
+
+
+def test_backoff_skips_rejected_layers_and_stays_monotone_and_true():
+    em, X = _fit(2)
+    fates = [v for h in em.history()["updates"] for v in h.values()]
+    assert "skipped" in fates and "rejected" in fates  # this seed exercises the back-off
+    ll = np.array(em.log_likelihoods_)
+    assert np.all(np.diff(ll) >= -1e-12 * np.abs(ll[:-1]))
+    # the recorded value is the exact log-likelihood of the fitted network (fresh partition)
+    fresh = engine.evaluate(em.network_, X)
+    assert fresh.n_regions == em.n_regions_[-1]
+    np.testing.assert_allclose(fresh.log_marginal.mean(), ll[-1], rtol=1e-13, atol=0)
+    # a rejected try costs max_backtracks + 1 = 2 evaluations, a skipped one none, each accepted try one
+    for h in em.history_:
+        u = h["updates"]
+        tries = sum(2 if u[k] == "rejected" else u[k].startswith("accepted (step") + 1
+                    for k in ("layer0", "layer1") if u[k] != "skipped")
+        all_out = all(u[k] in ("skipped", "rejected") for k in ("layer0", "layer1"))
+        assert h["evaluations"] == tries + all_out, h  # + the exact step alone when no inner layer moved
+
+
+def test_backoff_zero_tries_every_layer():
+    em, _ = _fit(2, backoff=0)
+    fates = [v for h in em.history()["updates"] for v in h.values()]
+    assert "skipped" not in fates
+    assert all(h["evaluations"] >= 2 for h in em.history_)
+
+
+def test_backoff_schedule_doubles_to_the_cap_and_resets():
+    em = EM(backoff=4)
+    em._rejections, em._pause = {}, {}
+    pauses = []
+    for _ in range(5):
+        em._record_try(0, accepted=False)
+        pauses.append(em._pause[0])
+        while em._paused(0):
+            pass
+    assert pauses == [1, 2, 4, 4, 4]
+    em._record_try(0, accepted=True)
+    em._record_try(0, accepted=False)
+    assert em._pause[0] == 1
