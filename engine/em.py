@@ -188,46 +188,68 @@ def _weights(ev: Evaluation) -> np.ndarray:
     return np.exp(ev.region_log_weights)
 
 
-def statistics(ev: Evaluation, X: np.ndarray) -> Statistics:
-    """Sum the E-step moments e0, e1, E2 (Sec. 4.1) over the data, per region."""
-    w = _weights(ev)  # (N, R)
+def _region_sum(w: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """``sum_n w[n, r] T[n, r, ...]`` for every region r, shape (R, ...): elementwise passes over memory
+    in row chunks (an einsum of this form runs as a slow strided loop)."""
+    N, R = w.shape
+    flat = T.reshape(N, R, -1)
+    out = np.zeros((R, flat.shape[2]))
+    step = max(1, _CHUNK_FLOATS // max(1, R * flat.shape[2]))
+    for s in range(0, N, step):
+        out += (w[s:s + step, :, None] * flat[s:s + step]).sum(axis=0)
+    return out.reshape((R, *T.shape[2:]))
+
+
+def _masked_moments(ev: Evaluation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights e0 (N, R) and the conditional means and covariances with pairs of zero weight set to 0."""
+    w = _weights(ev)
     m = np.where(w[..., None] > 0, ev.region_means, 0.0)
     C = np.where(w[..., None, None] > 0, ev.region_covs, 0.0)
+    return w, m, C
+
+
+def statistics(ev: Evaluation, X: np.ndarray, masked=None) -> Statistics:
+    """Sum the E-step moments e0, e1, E2 (Sec. 4.1) over the data, per region.
+
+    ``masked``: ``_masked_moments(ev)`` if the caller has it already (it is the costliest part here)."""
+    w, m, C = _masked_moments(ev) if masked is None else masked
     N, R, S = m.shape
     e1 = w[..., None] * m
     M = np.empty((R, S + 1, S + 1))
-    M[:, :S, :S] = np.einsum("nr,nrst->rst", w, C) + np.einsum("nrs,nrt->rst", e1, m)
+    M[:, :S, :S] = _region_sum(w, C + m[..., :, None] * m[..., None, :])
     M[:, :S, S] = e1.sum(axis=0)
     M[:, S, :S] = M[:, :S, S]
     M[:, S, S] = w.sum(axis=0)
     Xs = np.empty((R, X.shape[1], S + 1))
-    Xs[:, :, :S] = np.einsum("nd,nrs->rds", X, e1)
+    Xs[:, :, :S] = (X.T @ e1.reshape(N, R * S)).reshape(X.shape[1], R, S).transpose(1, 0, 2)
     Xs[:, :, S] = w.T @ X
     Ezz = M[:, :S, :S].sum(axis=0)
     return Statistics(N, M, Xs, 0.5 * (Ezz + Ezz.T))
 
 
-def _residual_moments(fm: FrozenMaps, ev: Evaluation, X: np.ndarray, full: bool) -> np.ndarray:
+def _residual_moments(fm: FrozenMaps, ev: Evaluation, X: np.ndarray, full: bool, masked=None) -> np.ndarray:
     """``sum_n sum_omega e0 [(x - A m - b)(...)^T + A C A^T]``: (D, D) if full else its diagonal (D,)."""
-    w = _weights(ev)
-    N, R = w.shape
+    w, mean, C = _masked_moments(ev) if masked is None else masked
+    N, R, S = mean.shape
     D = X.shape[1]
-    mean = np.where(w[..., None] > 0, ev.region_means, 0.0)
-    C = np.where(w[..., None, None] > 0, ev.region_covs, 0.0)
-    Cw = np.einsum("nr,nrst->rst", w, C)
+    Cw = _region_sum(w, C)  # (R, S, S)
     out = np.zeros((D, D) if full else D)
     chunk = max(1, _CHUNK_FLOATS // max(1, R * D))
     for s in range(0, N, chunk):
-        e = X[s:s + chunk, None, :] - np.einsum("rds,nrs->nrd", fm.A, mean[s:s + chunk]) - fm.b[None]
-        ws = w[s:s + chunk]
+        ms = mean[s:s + chunk]
+        e = X[s:s + chunk, None, :] - fm.b[None]
+        for k in range(S):  # e -= A m, one latent coordinate at a time (S is small)
+            e -= fm.A[None, :, :, k] * ms[:, :, None, k]
+        we = (w[s:s + chunk, :, None] * e).reshape(-1, D)
         if full:
-            out += np.einsum("nr,nrd,nre->de", ws, e, e)
+            out += we.T @ e.reshape(-1, D)
         else:
-            out += np.einsum("nr,nrd,nrd->d", ws, e, e)
+            out += (we * e.reshape(-1, D)).sum(axis=0)
+    AC = np.matmul(fm.A, Cw)  # (R, D, S)
     if full:
-        out += np.einsum("rds,rst,ret->de", fm.A, Cw, fm.A)
+        out += AC.transpose(1, 0, 2).reshape(D, -1) @ fm.A.transpose(1, 0, 2).reshape(D, -1).T
         return 0.5 * (out + out.T)
-    return out + np.einsum("rds,rst,rdt->d", fm.A, Cw, fm.A)
+    return out + (AC * fm.A).sum(axis=(0, 2))
 
 
 def expected_complete_loglik(net: Network, X, ev: Evaluation) -> np.ndarray:
@@ -295,8 +317,9 @@ def layer_update(net: Network, stats: Statistics, fm: FrozenMaps, index: int) ->
     P_hat[:, :n_in, :S] = P
     P_hat[:, :n_in, S] = p
     P_hat[:, n_in, S] = 1.0
-    C = np.einsum("ris,rst,rjt->rij", P_hat, stats.M, P_hat)  # sum_n E[1_omega h_hat h_hat^T]
-    XP = np.einsum("rds,ris->rdi", stats.X, P_hat)  # sum_n x E[1_omega h_hat]^T
+    P_hat_T = P_hat.transpose(0, 2, 1)
+    C = P_hat @ stats.M @ P_hat_T  # sum_n E[1_omega h_hat h_hat^T]
+    XP = stats.X @ P_hat_T  # sum_n x E[1_omega h_hat]^T
     theta0 = np.hstack([layer.weight, layer.bias[:, None]])
     if index == len(net.layers) - 1:
         Ct = C.sum(axis=0)
@@ -304,12 +327,13 @@ def layer_update(net: Network, stats: Statistics, fm: FrozenMaps, index: int) ->
         # (Ct + lam I) Theta^T = Yt^T + lam Theta_t^T, the Lam-weighted proximal ridge
         theta = _solve_spd(Ct, Yt.T, theta0.T).T
     else:
-        hbar = np.einsum("ris,rs->ri", P_hat, stats.M[:, :, S])
+        hbar = (P_hat @ stats.M[:, :, S, None])[..., 0]
         prec_x = np.linalg.inv(net.cov_x)
         B, r = fm.B[index], fm.r[index]
-        LB = np.einsum("de,rem->rdm", prec_x, B)
-        K = np.einsum("rdm,rdk->rmk", B, LB)
-        Y = np.einsum("rdm,rdi->mi", LB, XP) - np.einsum("rdm,rd,ri->mi", LB, r, hbar)
+        LB = prec_x @ B
+        K = B.transpose(0, 2, 1) @ LB
+        D = B.shape[1]
+        Y = LB.reshape(R * D, m_out).T @ XP.reshape(R * D, n_in + 1) - (LB * r[..., None]).sum(axis=1).T @ hbar
         q = m_out * (n_in + 1)
         G = (C.reshape(R, -1).T @ K.reshape(R, -1)).reshape(n_in + 1, n_in + 1, m_out, m_out)
         G = G.transpose(0, 2, 1, 3).reshape(q, q)
@@ -319,7 +343,8 @@ def layer_update(net: Network, stats: Statistics, fm: FrozenMaps, index: int) ->
     return Linear(np.ascontiguousarray(theta[:, :n_in]), np.ascontiguousarray(theta[:, n_in]))
 
 
-def cov_x_update(net: Network, ev: Evaluation, X: np.ndarray, cov_x_type: str, floor: float) -> Any:
+def cov_x_update(net: Network, ev: Evaluation, X: np.ndarray, cov_x_type: str, floor: float,
+                 masked=None) -> Any:
     """Exact M-step for ``Sigma_x`` in its family (isotropic number, diagonal list or full matrix).
 
     ``S_x = (1/N) sum_n sum_omega e0 [(x - A m - b)(x - A m - b)^T + A C A^T]`` with (A, b) of ``net``
@@ -329,11 +354,11 @@ def cov_x_update(net: Network, ev: Evaluation, X: np.ndarray, cov_x_type: str, f
     fm = frozen_maps(net, ev.partition)
     N = X.shape[0]
     if cov_x_type == "full":
-        Sx = _residual_moments(fm, ev, X, full=True) / N
+        Sx = _residual_moments(fm, ev, X, full=True, masked=masked) / N
         vals, vecs = np.linalg.eigh(Sx)
         Sx = (vecs * np.maximum(vals, floor)) @ vecs.T
         return 0.5 * (Sx + Sx.T)
-    diag = _residual_moments(fm, ev, X, full=False) / N
+    diag = _residual_moments(fm, ev, X, full=False, masked=masked) / N
     if cov_x_type == "diagonal":
         return np.maximum(diag, floor)
     return float(max(diag.mean(), floor))
@@ -662,13 +687,13 @@ class EM(DensityMixin, BaseEstimator):
         return self
 
     def _exact_step(self, net: Network, ev: Evaluation, X: np.ndarray, floor: float,
-                    stats: Statistics) -> tuple[Network, list[str]]:
+                    stats: Statistics, masked=None) -> tuple[Network, list[str]]:
         """Exact M-step on the partition of ``ev``: last layer, then Sigma_x, then Sigma_z if learned."""
         lin = _linear_indices(net)
         layers = list(net.layers)
         layers[lin[-1]] = layer_update(net, stats, frozen_maps(net, ev.partition), lin[-1])
         new = net.replace(layers=layers)
-        new = new.replace(cov_x=cov_x_update(new, ev, X, self.cov_x_type, floor))
+        new = new.replace(cov_x=cov_x_update(new, ev, X, self.cov_x_type, floor, masked=masked))
         names = [f"layer{len(lin) - 1}", "cov_x"]
         if self.learn_cov_z:
             new = new.replace(cov_z=cov_z_update(stats))
@@ -733,8 +758,9 @@ class EM(DensityMixin, BaseEstimator):
                 if cand is not None:
                     net, ev, ll = cand, cand_ev, cand_ll
                 updates[f"layer{lin.index(k)}"] = fate
-        stats = statistics(ev, X)
-        exact, names = self._exact_step(net, ev, X, floor, stats)
+        masked = _masked_moments(ev)
+        stats = statistics(ev, X, masked)
+        exact, names = self._exact_step(net, ev, X, floor, stats, masked)
         if self.sweep == "chain" and inner:
             # exact step first (not yet evaluated), then each inner layer guarded on its own; the first
             # accepted evaluation also validates the exact step and gives fresh statistics
