@@ -63,6 +63,7 @@ is guarded: if rounding made the exact log-likelihood fall, it is undone. Hence
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
@@ -614,8 +615,9 @@ class EM(DensityMixin, BaseEstimator):
             raise NotFittedDGNError("EM", "is not fitted yet", "call fit(X) first")
 
     def _evaluate(self, net: Network, X: np.ndarray, part: Partition | None = None) -> Evaluation:
-        self._n_evaluations = getattr(self, "_n_evaluations", 0) + 1
-        self._n_partitions = getattr(self, "_n_partitions", 0) + (part is None)
+        if getattr(self, "_counts", None) is not None:  # inside fit: count evaluations and new partitions
+            self._counts[0] += 1
+            self._counts[1] += part is None
         return evaluate(net, X, part=part, max_regions=self.max_regions, method=self.method,
                         rng=self.random_state, workers=self.n_workers, scheduler=self.scheduler)
 
@@ -629,9 +631,13 @@ class EM(DensityMixin, BaseEstimator):
         try:  # threadpoolctl ships with scikit-learn, a dependency of this package
             from threadpoolctl import threadpool_limits
         except ImportError:  # pragma: no cover
-            return self._fit(X)
-        with threadpool_limits(limits=1, user_api="blas"):
-            return self._fit(X)
+            threadpool_limits = None
+        self._counts = [0, 0]
+        try:
+            with threadpool_limits(limits=1, user_api="blas") if threadpool_limits else contextlib.nullcontext():
+                return self._fit(X)
+        finally:
+            self._counts = None  # score_samples and friends leave the estimator's state unchanged
 
     def _fit(self, X) -> EM:
         self._check_params()
@@ -658,12 +664,12 @@ class EM(DensityMixin, BaseEstimator):
         try:
             for it in range(1, self.max_iter + 1):
                 t0 = time.perf_counter()
-                n0, p0 = self._n_evaluations, self._n_partitions
+                n0, p0 = self._counts
                 net, ev, ll_new, record = self._iteration(net, ev, X, ll, floor)
                 record["iteration"] = it
                 record["seconds"] = time.perf_counter() - t0
-                record["evaluations"] = self._n_evaluations - n0  # engine.evaluate calls
-                record["partitions"] = self._n_partitions - p0  # of which computed a new partition
+                record["evaluations"] = self._counts[0] - n0  # engine.evaluate calls
+                record["partitions"] = self._counts[1] - p0  # of which computed a new partition
                 self.history_.append(record)
                 self.log_likelihoods_.append(ll_new)
                 self.n_regions_.append(ev.n_regions)
