@@ -84,3 +84,23 @@ def test_backoff_schedule_doubles_to_the_cap_and_resets():
     em._record_try(0, accepted=True)
     em._record_try(0, accepted=False)
     assert em._pause[0] == 1
+
+
+class _FirstLayerPaused(EM):
+    """EM whose first inner-layer try is left out, as if that layer had just been rejected."""
+
+    def _paused(self, k: int) -> bool:
+        if not getattr(self, "_paused_once", False):
+            self._paused_once = True
+            return True
+        return super()._paused(k)
+
+
+def test_a_stall_with_a_skipped_layer_is_not_convergence():
+    X = engine.datasets.circle(40, rng=0)
+    plain = EM([1, 4, 3, 2], max_iter=5, tol=1e9, random_state=0).fit(X)
+    assert plain.converged_ and plain.n_iter_ == 1  # every gain is below tol
+    em = _FirstLayerPaused([1, 4, 3, 2], max_iter=5, tol=1e9, random_state=0).fit(X)
+    assert "skipped" in em.history_[0]["updates"].values()
+    assert "skipped" not in em.history_[1]["updates"].values()
+    assert em.converged_ and em.n_iter_ == 2  # the stall with a layer left out retried every layer first
