@@ -136,7 +136,7 @@ def frozen_maps(net: Network, part: Partition) -> FrozenMaps:
     for i, layer in enumerate(net.layers):
         if isinstance(layer, Linear):
             P[i], p[i] = M, m
-            M = np.einsum("oi,ris->ros", layer.weight, M)
+            M = layer.weight @ M
             m = m @ layer.weight.T + layer.bias
         else:
             M = slopes[i][:, :, None] * M
@@ -148,8 +148,8 @@ def frozen_maps(net: Network, part: Partition) -> FrozenMaps:
         layer = net.layers[i]
         if isinstance(layer, Linear):
             B[i], r[i] = Bc, rc
-            rc = rc + np.einsum("rdo,o->rd", Bc, layer.bias)
-            Bc = np.einsum("rdo,oi->rdi", Bc, layer.weight)
+            rc = rc + Bc @ layer.bias
+            Bc = Bc @ layer.weight
         else:
             Bc = Bc * slopes[i][:, None, :]
     return FrozenMaps(P, p, B, r, np.ascontiguousarray(M), m)
