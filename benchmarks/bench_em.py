@@ -3,7 +3,8 @@
 Run from the repository root: ``.venv/bin/python benchmarks/bench_em.py [--iters K] [--skip-s2]``.
 An iteration includes its E-step(s) (``engine.evaluate``: partition and Gaussian integrals), the
 closed-form M-step and the exact log-likelihood evaluation that guards it. BLAS is single-threaded
-(``fit`` limits it; set here too so the start-up evaluation matches). Reported: median and range
+(``fit`` limits it; set here too so the start-up evaluation matches). A 2-iteration fit on 60 points
+first lets numba compile every path, so the first timed iteration is not a compile. Reported: median and range
 of the per-iteration wall times over K iterations after the starting evaluation, the region
 count, the exact evaluations (``engine.evaluate`` calls) and new partitions per iteration, the time of
 one evaluate of the fitted network and the iteration's cost in evaluates. Targets (issue 15, item 4):
@@ -34,6 +35,7 @@ from engine.em import EM  # noqa: E402
 
 
 def bench(name: str, widths: list[int], X: np.ndarray, iters: int, target: float, seed: int = 0) -> dict:
+    EM(widths, max_iter=2, tol=0.0, random_state=seed).fit(X[:60])  # numba compiles every path first
     em = EM(widths, max_iter=iters, tol=0.0, random_state=seed)
     t0 = time.perf_counter()
     em.fit(X)
