@@ -104,3 +104,32 @@ def test_a_stall_with_a_skipped_layer_is_not_convergence():
     assert "skipped" in em.history_[0]["updates"].values()
     assert "skipped" not in em.history_[1]["updates"].values()
     assert em.converged_ and em.n_iter_ == 2  # the stall with a layer left out retried every layer first
+
+
+@pytest.mark.parametrize("S", [1, 2])
+def test_statistics_and_residuals_equal_direct_sums(S):
+    """The vectorised E-step sums against plain sums of ``Evaluation.moments()`` over points and regions."""
+    from engine.em import _residual_moments, frozen_maps, init_random, statistics
+
+    X = engine.datasets.circle(25, rng=4)
+    net = init_random([S, 4, 3, 2], X, rng=1)
+    ev = engine.evaluate(net, X)
+    e0, e1, E2 = ev.moments()
+    e1, E2 = np.nan_to_num(e1), np.nan_to_num(E2)
+    st = statistics(ev, X)
+    np.testing.assert_allclose(st.M[:, :S, :S], E2.sum(axis=0), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(st.M[:, :S, S], e1.sum(axis=0), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(st.M[:, S, S], e0.sum(axis=0), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(st.X[:, :, :S], np.einsum("nd,nrs->rds", X, e1), rtol=1e-12, atol=1e-14)
+    fm = frozen_maps(net, ev.partition)
+    want = np.zeros((2, 2))
+    for n in range(X.shape[0]):
+        for r in range(ev.n_regions):
+            if e0[n, r] > 0:
+                A, b = ev.partition.A[r], ev.partition.b[r]  # the partition's own affine maps (eq. 2)
+                m = e1[n, r] / e0[n, r]
+                C = E2[n, r] / e0[n, r] - np.outer(m, m)
+                d = X[n] - A @ m - b
+                want += e0[n, r] * (np.outer(d, d) + A @ C @ A.T)
+    np.testing.assert_allclose(_residual_moments(fm, ev, X, full=True), want, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(_residual_moments(fm, ev, X, full=False), np.diag(want), rtol=1e-10, atol=1e-13)
