@@ -874,14 +874,16 @@ class EM(DensityMixin, BaseEstimator):
     def history(self) -> dict:
         """JSON-ready history: ``log_likelihoods`` (mean per point; entry 0 = start), ``n_regions``,
         ``converged``, ``n_iter``, ``accepted`` (names of the accepted updates per iteration) and
-        ``updates`` (the fate of every update: accepted, accepted (step s), rejected, skipped, undone)."""
+        ``updates`` (the fate of every update: accepted, accepted (step s), rejected, skipped, undone) and
+        ``evaluations`` (exact evaluations, i.e. ``engine.evaluate`` calls, per iteration)."""
         self._check_fitted()
         return {"log_likelihoods": [float(v) for v in self.log_likelihoods_],
                 "n_regions": [int(v) for v in self.n_regions_], "converged": bool(self.converged_),
                 "n_iter": int(self.n_iter_),
                 "accepted": [[k for k, v in h["updates"].items() if v.startswith("accepted")]
                              for h in self.history_],
-                "updates": [h["updates"] for h in self.history_]}
+                "updates": [h["updates"] for h in self.history_],
+                "evaluations": [int(h["evaluations"]) for h in self.history_]}
 
 
 __all__ = ["EM", "FrozenMaps", "NotFittedDGNError", "Statistics", "cov_x_update", "cov_z_update",
