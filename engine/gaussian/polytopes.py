@@ -154,7 +154,8 @@ def polytope_moments(polytope: Polytope, mean, cov, *, moments: int = 2, method:
 
     ``log_mass_error`` is an absolute error bound on ``log_mass``: a rounding-level bound for the
     deterministic paths (from the measured cancellation of the planar edge sums), 3 standard errors
-    for ``rqmc``, the signed sums' rounding and term errors for ``triangulation`` (infinite where they cancel). S = 2 with ``method="auto"`` goes
+    for ``rqmc``, the signed sums' rounding and term errors for ``triangulation`` (infinite where they
+    cancel). S = 2 with ``method="auto"`` goes
     through :func:`polytope_moments_batch` (one region), so single and batched results are identical;
     so does S = 3 (``solid.batch_solid_moments``).
     """
