@@ -133,3 +133,13 @@ def test_threads_zero_refused(monkeypatch):
     monkeypatch.setenv("DGNEXACT_THREADS", "0")
     with pytest.raises(DGNInputError, match="DGNEXACT_THREADS: is '0', not a positive thread count"):
         worker_threads()
+
+
+@pytest.mark.parametrize("S", [1, 2])
+def test_api_empty_data_is_an_empty_result(S):
+    """The documented API behaviour (README, Engine API): (0, D) data gives an empty result, without warnings."""
+    net = engine.random_network([S, 4, 3], rng=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ev = engine.evaluate(net, np.zeros((0, 3)))
+    assert ev.log_marginal.shape == (0,) and ev.posterior_mean.shape == (0, S)
