@@ -304,7 +304,15 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     e^-50 p(x), so all skipped pairs together change log p(x) by less than R e^-50 (below float64
     resolution for any R under 1e5); their posterior weights are reported as 0.
     """
+    from .errors import check_float64_range
+    from .gaussian.polytopes import METHODS
+    from .network import as_network
+
+    net = as_network(net)  # options are checked at every S, before anything is computed (issue 19)
+    if method not in METHODS:
+        raise DGNInputError("method", f"unknown integration method {method!r}", f"use one of {', '.join(METHODS)}")
     X = _check_data(net, X)
+    check_float64_range("data", X)
     part = part if part is not None else partition(net, max_regions=max_regions)
     from .scaling import check_block_options, evaluate_many, rows_per_block
 

@@ -29,3 +29,16 @@ def check_finite(field: str, array, fix: str = "remove or impute NaN/inf values"
     if not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise DGNInputError(field, f"{bad} value(s) are NaN or infinite", fix)
+
+
+FLOAT64_DATA_LIMIT = 1e150  # |x| above this: squared distances (log p ~ -|x|^2 / 2 sigma^2) leave float64
+
+
+def check_float64_range(field: str, array, limit: float = FLOAT64_DATA_LIMIT) -> None:
+    """Refuse values so large that ``log p(x)`` (a squared distance) would overflow float64 (about 1e308)."""
+    import numpy as np
+
+    arr = np.asarray(array)
+    if arr.size and float(np.max(np.abs(arr))) > limit:
+        raise DGNInputError(field, f"has values up to {float(np.max(np.abs(arr))):.3g}: log p(x) ~ -|x|^2 is beyond "
+                            f"float64's range for |x| above ~{limit:.0e}", "rescale the data (and the model)")

@@ -329,7 +329,11 @@ def _layer_from_dict(i: int, d: Any) -> Layer:
             raise DGNInputError(f"{where}.weight", "is missing")
         return _linear(where, d["weight"], d.get("bias", [0.0] * len(d["weight"])))
     if kind == "leaky_relu":
-        slope = d.get("negative_slope", 0.01)
+        if "negative_slope" not in d:  # no silent default (torch's 0.01 is not everyone's): say it
+            raise DGNInputError(f"{where}.negative_slope", "is missing",
+                                'give the slope for negative inputs, e.g. '
+                                '{"type": "leaky_relu", "negative_slope": 0.1}')
+        slope = d["negative_slope"]
         if isinstance(slope, bool) or not isinstance(slope, int | float) or not math.isfinite(slope):
             raise DGNInputError(f"{where}.negative_slope", f"must be a finite number, got {slope!r}")
         return Activation("leaky_relu", float(slope))
@@ -337,11 +341,17 @@ def _layer_from_dict(i: int, d: Any) -> Layer:
 
 
 def load_network(source: str | Path | dict) -> Network:
-    """Load a network from a ``cpa-dgn`` JSON file path, a JSON string or an already-parsed dict."""
+    """Load a network from a ``cpa-dgn`` JSON file path, a JSON string or an already-parsed dict.
+
+    A file or JSON text must carry ``"format"`` and ``"version"`` (what it claims to be is checked); a dict
+    built in Python may leave them out (they default to the current format)."""
     if isinstance(source, Network):
         return source
     if isinstance(source, dict):
         return Network.from_dict(source)
+    if not isinstance(source, str | Path):
+        raise DGNInputError("model", f"is {type(source).__name__}",
+                            "pass a path to a cpa-dgn JSON file, JSON text, a dict or an engine.Network")
     text = str(source)
     if isinstance(source, str) and text.lstrip().startswith("{"):
         payload = text
@@ -349,12 +359,34 @@ def load_network(source: str | Path | dict) -> Network:
         path = Path(source)
         if not path.exists():
             raise DGNInputError("model", f"file {str(path)!r} does not exist")
-        payload = path.read_text()
+        if path.is_dir():
+            raise DGNInputError("model", f"{str(path)!r} is a directory", "pass a cpa-dgn JSON file")
+        try:
+            payload = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DGNInputError("model", f"{str(path)!r} cannot be read as text ({type(exc).__name__})",
+                                "pass a cpa-dgn JSON file (a torch .pt goes through verify grade)") from None
     try:
         spec = json.loads(payload)
     except json.JSONDecodeError as exc:
         raise DGNInputError("model", f"is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if isinstance(spec, dict):
+        for key in ("format", "version"):
+            if key not in spec:
+                raise DGNInputError(f"model.{key}", "is missing",
+                                    f'a cpa-dgn file starts {{"format": "{FORMAT_NAME}", '
+                                    f'"version": {FORMAT_VERSION}, ...}}')
     return Network.from_dict(spec)
+
+
+def as_network(obj, field: str = "net") -> Network:
+    """A Network from a Network, a cpa-dgn dict, JSON text or a file path; anything else is one clear error."""
+    if isinstance(obj, Network):
+        return obj
+    if isinstance(obj, dict | str | Path):
+        return load_network(obj)
+    raise DGNInputError(field, f"is {type(obj).__name__}",
+                        "pass an engine.Network (engine.load_network(path)), a cpa-dgn dict or a JSON file path")
 
 
 def save_network(net: Network, path: str | Path) -> None:
@@ -365,6 +397,12 @@ def random_network(widths: list[int], activation: str = "relu", negative_slope: 
                    cov_z: Any = 1.0, cov_x: Any = 0.1, rng: np.random.Generator | int | None = None,
                    weight_scale: float = 1.0) -> Network:
     """A random network ``[S, h1, ..., D]`` with Gaussian weights (He-style scaling) and biases."""
+    if activation not in ("relu", "leaky_relu", "abs"):
+        raise DGNInputError("activation", f"{activation!r} is not a two-slope CPA activation",
+                            "use relu, leaky_relu (with negative_slope) or abs")
+    slope = negative_slope
+    if isinstance(slope, bool) or not isinstance(slope, int | float | np.floating) or not math.isfinite(slope):
+        raise DGNInputError("negative_slope", f"must be a finite number, got {negative_slope!r}")
     rng = np.random.default_rng(rng)
     layers: list[Layer] = []
     for k, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):

@@ -34,7 +34,7 @@ CLAIMS: list[Claim] = [
            theorem1_completing_square.prove_random, theorem1_completing_square.METHOD_RANDOM),
     _claim("thm1-marginal-1d", "Theorem 1 / eq. 5 end to end in 1-D", theorem1_marginal_1d),
     _claim("truncated-moments-1d", "1-D truncated mass, mean, second moment", truncated_moments),
-    _claim("divergence-facets", "facet formulas (NOTES Sec. 3), S = 1, 2", divergence_facets),
+    _claim("divergence-facets", "divergence-theorem facet formulas for Gaussian moments, S = 1, 2", divergence_facets),
     _claim("estep", "E-step expansion (Sec. 4.1)", estep),
     _claim("mstep", "M-step stationarity (biases, weights, Sx)", mstep),
     _claim("lemma4", "Lemma 4 inclusion-exclusion, S = 1, 2, 3", lemma4_inclusion_exclusion),

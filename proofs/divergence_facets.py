@@ -1,7 +1,11 @@
-"""Divergence-theorem facet formulas of NOTES.md Sec. 3 (moments without 2^S cones), S = 1 and S = 2.
+"""Divergence-theorem facet formulas (Gaussian moments on a polyhedron without 2^S cones), S = 1 and S = 2.
 
-For z ~ N(mu, Sig) and omega = {H z <= c} with rows h_i, u_i = h_i^T z ~ N(h_i^T mu, h_i^T Sig h_i)
-with density f_i:
+The claim, stated here in full (it was cited as "NOTES.md Sec. 3", the project's design notes, which are not
+part of the repository). The divergence theorem applied to ``Sig grad phi = -(z - mu) phi`` (phi the density of
+N(mu, Sig)) on omega turns volume moments into facet integrals; on facet i the integral of phi is
+``f_i(c_i) P(omega | u_i = c_i)`` (times ``|h_i|``, which cancels against the normal's ``1 / |h_i|``).
+For z ~ N(mu, Sig) and omega = {H z <= c} with rows h_i, u_i = h_i^T z ~ N(h_i^T mu, h_i^T Sig h_i) with
+density f_i:
 
     E[(z - mu) 1_omega]            = - Sig sum_i h_i f_i(c_i) P(omega | u_i = c_i)
     E[(z - mu)(z - mu)^T 1_omega]  = P(omega) Sig - Sig sum_i h_i f_i(c_i) E[(z - mu) 1_omega | u_i = c_i]^T
@@ -22,7 +26,7 @@ import sympy as sp
 from ._core import Residual, Verdict, check_perturb, formal_zero_all
 from .truncated_moments import moments
 
-EQUATION = "NOTES.md Sec. 3 (divergence theorem), S = 1, 2"
+EQUATION = "divergence theorem: E[(z-mu)1] and E[(z-mu)(z-mu)^T 1] as facet sums (module docstring), S = 1, 2"
 METHOD = "closed-form 1-D moments; parallelogram via y = Bz; formal normal form + cancel"
 PERTURBATIONS = {
     "wrong_sign": "E[(z-mu)1] = + Sig sum_i h_i f_i P_i",

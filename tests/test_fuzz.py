@@ -98,3 +98,17 @@ def test_dask_campaign_matches_local_processes_and_inline():
             dask = run_campaign(600.0, scheduler=client, **kw)
     assert inline.failed_chunks  # the comparison is about real findings
     assert _fingerprint(dask) == _fingerprint(local) == _fingerprint(inline)
+
+
+def test_long_campaign_script_reports_per_property(tmp_path):
+    """The issue-19 long-campaign script (verify/fuzzing/long_campaign.py), on a 2-second budget: one summary
+    entry per run with examples per property and the findings."""
+    import json
+
+    from verify.fuzzing.long_campaign import main as long_main
+
+    code = long_main(["--budget", "2s", "--runs", "5x1", "--out", str(tmp_path)])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [(s["seed"], s["workers"]) for s in summary] == [(5, 1)]
+    assert summary[0]["examples"] == sum(p["examples"] for p in summary[0]["per_property"].values()) > 0
+    assert code == (1 if summary[0]["findings"] else 0)

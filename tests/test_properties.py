@@ -157,3 +157,36 @@ def test_huge_gain_region_gaussians(monkeypatch):
     sv = np.linalg.svd(rg.chol_cov, compute_uv=False)
     assert np.max(sv[:, 0] / sv[:, -1]) ** 2 > 1e16
     P.run_property("posterior_weights", case)
+
+
+def _far_s2_case():
+    """[2, 4, 16] ReLU, full 16 x 16 cov_x, one point on and one far off the manifold (issue 19)."""
+    M = np.random.default_rng(7).normal(size=(16, 16))
+    net = engine.random_network([2, 4, 16], "relu", cov_x=0.05 * (M @ M.T / 16 + 0.5 * np.eye(16)), rng=7)
+    far = net.forward(np.zeros((1, 2)))[0] + 2.2 * np.random.default_rng(8).normal(size=16)
+    return net, np.vstack([net.sample(1, rng=9), far])
+
+
+def test_refinement_judges_triangulation_log_p(monkeypatch):
+    """The refinement property compares log p(x) of the triangulation with the default path against the bars
+    they claim: honest (here exact to ~1e-12) passes; a wrong value under a tiny bar (what issue 19 found:
+    84 nats off, bar 7e-25) fails; the same error under an infinite bar ("unresolved") passes."""
+    monkeypatch.setenv(P.INTEGRAL_MAX_S_ENV, "2")
+    net, X = _far_s2_case()
+    assert P._triangulation_vs_auto("refinement", net, X) <= 1.0
+    real = engine.evaluate
+
+    def shifted(bar):
+        def evaluate(net, X, **kw):
+            ev = real(net, X, **kw)
+            if kw.get("method") == "triangulation":
+                ev.log_marginal = ev.log_marginal + np.array([0.0, 84.0])
+                ev.log_marginal_error = np.array([0.0, bar])
+            return ev
+        return evaluate
+
+    monkeypatch.setattr(engine, "evaluate", shifted(7e-25))
+    with pytest.raises(P.PropertyFailure, match="triangulation"):
+        P._triangulation_vs_auto("refinement", net, X)
+    monkeypatch.setattr(engine, "evaluate", shifted(np.inf))
+    P._triangulation_vs_auto("refinement", net, X)

@@ -72,9 +72,14 @@ def build_cases(profile: str = "quick") -> list[Case]:
     ]
     if profile == "full":
         relu3 = random_network([3, 4, 3], "relu", cov_x=0.3, rng=17)
+        M = np.random.default_rng(25).normal(size=(16, 16))
+        relu2w = random_network([2, 5, 16], "relu", cov_x=0.05 * (M @ M.T / 16 + 0.5 * np.eye(16)), rng=25)
+        far2w = relu2w.forward(np.zeros((1, 2)))[0] + 2.2 * np.random.default_rng(26).normal(size=16)
         relu4 = random_network([4, 3, 3], "leaky_relu", cov_x=0.4, rng=18)
         cases[0].X = _points(relu1, 6, 101, far)
         cases += [
+            Case("relu-S2-far-D16", relu2w, _points(relu2w, 1, 113, far2w), {"far"},
+                 "[2,5,16] ReLU, full 16x16 cov_x, a point far off the manifold (issue 19)"),
             Case("relu-S3", relu3, _points(relu3, 2, 108), set(), "[3,4,3] ReLU"),
             Case("leaky-S4", relu4, _points(relu4, 2, 109), set(), "[4,3,3] leaky-ReLU"),
         ]

@@ -22,8 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from engine import evaluate, load_network
-    from engine.io import load_data, write_json
+    from engine.io import check_output_file, load_data, write_json
 
+    check_output_file(args.out, "--out")  # before any computation
     net = load_network(args.model)
     X = load_data(args.data)
     ev = evaluate(net, X, method=args.method, max_regions=args.max_regions, rng=args.seed,

@@ -27,6 +27,9 @@ def main(args: argparse.Namespace) -> int:
     import sys
 
     from engine.experiments import EXTRA_METHODS, run_experiment
+    from engine.io import check_output_dir
+
+    check_output_dir(args.out, "--out")  # before any computation
 
     kwargs = {}
     if args.quick:

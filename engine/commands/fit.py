@@ -11,6 +11,7 @@ Runs exact, monotone EM (engine.em.EM) from the network in INIT.json and writes 
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "exact EM: fit a network to data (monotone; Sec. 4.1-4.2)"
 
@@ -39,19 +40,29 @@ def main(args: argparse.Namespace) -> int:
     from engine import load_network, save_network
     from engine.em import EM
     from engine.errors import DGNInputError
-    from engine.io import load_data, write_json
+    from engine.io import check_output_file, load_data, write_json
 
     if args.max_iter < 0:
         raise DGNInputError("--max-iter", f"must be >= 0, got {args.max_iter}")
     if not args.tol >= 0:
         raise DGNInputError("--tol", f"must be >= 0, got {args.tol}")
+    check_output_file(args.out, "--out")  # before the fit, which may take hours
+    check_output_file(args.history, "--history")
     net = load_network(args.model)
     X = load_data(args.data)
     em = EM(net, max_iter=args.max_iter, tol=args.tol, cov_x_type=args.cov_x_type,
             learn_cov_z=args.learn_cov_z, random_state=args.seed, verbose=args.verbose, sweep=args.sweep,
             max_backtracks=args.max_backtracks, max_regions=args.max_regions)
     em.fit(X)
-    save_network(em.network_, args.out)
+    try:
+        save_network(em.network_, args.out)
+    except OSError as exc:
+        raise DGNInputError("--out", f"cannot write {args.out!r} ({exc.strerror})", "pass a writable path") from None
+    history = em.history()
     if args.history:
-        write_json(em.history(), args.history)
+        write_json(history, args.history, "--history")
+    lls = history.get("log_likelihoods", [])
+    last = f"{lls[-1]:.6g}" if lls else "n/a"
+    print(f"fit: {history.get('n_iter', 0)} EM iteration(s) on {len(X)} point(s), mean log-likelihood {last}, "
+          f"converged: {history.get('converged')}; wrote {args.out}", file=sys.stderr)
     return 0

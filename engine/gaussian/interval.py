@@ -36,7 +36,11 @@ _NEGLIGIBLE_EXPONENT = 40.0  # exp(-a w - w^2/2) below e^-40: the far end does n
 
 
 def _log_phi(x):
-    return -0.5 * x * x - _HALF_LOG_2PI
+    """log phi(x); -inf beyond |x| = 1e154, where x * x would overflow (and the density is below e^-5e307)."""
+    x = np.asarray(x, dtype=np.float64)
+    small = np.abs(x) < 1e154
+    xs = np.where(small, x, 0.0)
+    return np.where(small, -0.5 * xs * xs - _HALF_LOG_2PI, -np.inf)
 
 
 def _mills_tail_moments(a, depth: int = 80):
@@ -126,14 +130,20 @@ def standard_interval_moments(alpha, beta):
         sel = tail & ~quadrature
         at, wt, bt, fin = a[sel], w[sel], beta[sel], finite_w[sel]
         wt0 = np.where(fin, wt, 0.0)
-        e_w = np.where(fin, np.exp(-at * wt0 - 0.5 * wt0 * wt0), 0.0)
-        m0 = _SQRT_HALF_PI * (erfcx(at / _SQRT2) - e_w * np.where(fin, erfcx((at + wt0) / _SQRT2), 0.0))
+        # a >= 0 here (beta <= 0); the exponent is clipped where it is beyond e^-1e300 anyway (no overflow)
+        wc, ac = np.minimum(wt0, 1e150), np.minimum(at, 1e150)
+        e_w = np.where(fin, np.exp(-ac * wc - 0.5 * wc * wc), 0.0)
+        m0 = _SQRT_HALF_PI * (erfcx(at / _SQRT2) - e_w * np.where(fin, erfcx(at / _SQRT2 + wt0 / _SQRT2), 0.0))
         log_z[sel] = _log_phi(bt) + np.log(m0)
-        # Moments: closed forms for a < 4 (they lose at most ~a^4 eps), the continued fraction deeper.
-        r = (1.0 - e_w) / m0
-        eu = r - at
-        vu = 1.0 - eu * r - wt0 * e_w / m0
+        # Moments: closed forms for a < 4 (they lose at most ~a^4 eps), the continued fraction deeper
+        # (the closed forms are evaluated only where they are used: deep rows would overflow in eu * r).
         deep_here = half_line[sel]
+        eu, vu = np.empty(at.shape), np.empty(at.shape)
+        near = ~deep_here
+        if np.any(near):
+            r = (1.0 - e_w[near]) / m0[near]
+            eu[near] = r - at[near]
+            vu[near] = 1.0 - eu[near] * r - wt0[near] * e_w[near] / m0[near]
         if np.any(deep_here):
             eu[deep_here], vu[deep_here] = _mills_tail_moments(at[deep_here])
         mean[sel] = bt - eu

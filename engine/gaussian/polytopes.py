@@ -87,8 +87,7 @@ def _solve(Nrm, D, Yv, Yr, moments, method, rng, cones=True):
     if S == 1:
         return _interval_solve(Nrm, D, moments)
     if method == "triangulation":
-        lm, mean, cov = triangulation_moments(Yv, Yr, moments)
-        return lm, mean, cov, None
+        return triangulation_moments(Yv, Yr, moments, with_error=True)
     if S == 2:
         if method == "slices":
             lm, rel = planar_slice_log_mass(Nrm, D)
@@ -155,7 +154,8 @@ def polytope_moments(polytope: Polytope, mean, cov, *, moments: int = 2, method:
 
     ``log_mass_error`` is an absolute error bound on ``log_mass``: a rounding-level bound for the
     deterministic paths (from the measured cancellation of the planar edge sums), 3 standard errors
-    for ``rqmc``, None for ``triangulation`` (signed sums; no bound). S = 2 with ``method="auto"`` goes
+    for ``rqmc``, the signed sums' rounding and term errors for ``triangulation`` (infinite where they
+    cancel). S = 2 with ``method="auto"`` goes
     through :func:`polytope_moments_batch` (one region), so single and batched results are identical;
     so does S = 3 (``solid.batch_solid_moments``).
     """
@@ -207,8 +207,6 @@ def _polytope_moments_single(polytope: Polytope, mean, cov, *, moments: int = 2,
     if err is not None:
         with np.errstate(invalid="ignore", divide="ignore"):  # err >= 1: no lower bound on the mass
             log_err = np.where(err < 1.0, -np.log1p(-np.minimum(err, 1.0)), np.inf)
-        if method == "triangulation" and not unresolved.any():
-            log_err = None
     return TruncatedMoments(lm, mz, cz, name, log_err)
 
 

@@ -26,10 +26,14 @@ def worker_threads() -> int:
     env = os.environ.get("DGNEXACT_THREADS")
     if env:
         try:
-            return max(1, int(env))
+            n = int(env)
         except ValueError:
             raise DGNInputError("DGNEXACT_THREADS", f"is {env!r}, not a whole number",
                                 "set it to a thread count such as 2, or unset it to use every CPU") from None
+        if n < 1:
+            raise DGNInputError("DGNEXACT_THREADS", f"is {env!r}, not a positive thread count",
+                                "set it to 1 or more, or unset it to use every CPU")
+        return n
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
