@@ -54,7 +54,7 @@ CLI_TABLE = [
     (["evaluate", "--model", "TMP/noversion.json", "--data", "TMP/x.npy"], "model.version: is missing"),
     (["evaluate", "--model", "TMP/m.json", "--data", "TMP/empty.npy"], "holds no data points"),
     (["evaluate", "--model", "TMP/m.json", "--data", "TMP/empty.csv"], "holds no data points"),
-    (["evaluate", "--model", "TMP/m.json", "--data", "TMP/complex.npy"], "data: has complex dtype"),
+    (["evaluate", "--model", "TMP/m.json", "--data", "TMP/complex.npy"], "data: Complex data not supported"),
     (["evaluate", "--model", "TMP/m.json", "--data", "TMP/objects.npy"], "a pickle"),
     (["evaluate", "--model", "TMP/m.json", "--data", "TMP/adir"], "is a directory"),
     # --max-iter 100000: these return at once, so the check comes before the fit

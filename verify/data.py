@@ -26,10 +26,15 @@ def clean_message(text: str, limit: int = 200) -> str:
 
 def check_points(X, data_dim: int, field: str = "data") -> np.ndarray:
     """An (N, D) finite float64 array with D = ``data_dim``; a 1-D array only when D = 1."""
+    from engine.validation import as_float64
+
+    if hasattr(X, "toarray") or hasattr(X, "tocsr"):
+        raise DGNInputError(field, "is a sparse matrix", "pass a dense array (X.toarray())")
     try:
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
     except (TypeError, ValueError):
         raise DGNInputError(field, "is not a numeric array", "store an (N, D) array of numbers") from None
+    X = as_float64(X, field)  # complex, bool, string, ragged and object data refused, never converted silently
     if X.ndim == 1:
         if data_dim != 1:
             raise DGNInputError(field, f"is a 1-D array of {X.shape[0]} values but the model's D is {data_dim}",
