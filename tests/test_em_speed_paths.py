@@ -133,3 +133,19 @@ def test_statistics_and_residuals_equal_direct_sums(S):
                 want += e0[n, r] * (np.outer(d, d) + A @ C @ A.T)
     np.testing.assert_allclose(_residual_moments(fm, ev, X, full=True), want, rtol=1e-10, atol=1e-13)
     np.testing.assert_allclose(_residual_moments(fm, ev, X, full=False), np.diag(want), rtol=1e-10, atol=1e-13)
+
+
+def test_fit_cli_passes_backoff_and_worker_options(tmp_path):
+    import json
+
+    from engine.cli import main
+
+    net = engine.random_network([1, 4, 2], rng=0)
+    engine.save_network(net, tmp_path / "m.json")
+    np.save(tmp_path / "x.npy", net.sample(40, rng=1))
+    args = ["fit", "--model", str(tmp_path / "m.json"), "--data", str(tmp_path / "x.npy"), "--max-iter", "2",
+            "--out", str(tmp_path / "f.json"), "--history", str(tmp_path / "h.json")]
+    assert main(args + ["--backoff", "0"]) == 0
+    assert "evaluations" in json.loads((tmp_path / "h.json").read_text())
+    assert main(args + ["--backoff", "-1"]) == 2
+    assert main(args + ["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"]) == 2

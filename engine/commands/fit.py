@@ -33,6 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="halvings of a rejected inner-layer update before giving it up")
     parser.add_argument("--max-regions", type=int, default=100_000, help="region budget of the partition")
     parser.add_argument("--seed", type=int, default=0, help="seed for Gaussian-integral methods that sample")
+    parser.add_argument("--backoff", type=int, default=8,
+                        help="an inner layer whose update was rejected sits out up to this many iterations (0: never)")
+    parser.add_argument("--workers", type=int, default=1, help="local worker processes for the E-step (default 1)")
+    parser.add_argument("--scheduler", default=None, help="Dask scheduler address for the E-step, e.g. tcp://host:8786")
     parser.add_argument("--verbose", action="store_true", help="show a progress bar")
 
 
@@ -52,7 +56,8 @@ def main(args: argparse.Namespace) -> int:
     X = load_data(args.data)
     em = EM(net, max_iter=args.max_iter, tol=args.tol, cov_x_type=args.cov_x_type,
             learn_cov_z=args.learn_cov_z, random_state=args.seed, verbose=args.verbose, sweep=args.sweep,
-            max_backtracks=args.max_backtracks, max_regions=args.max_regions)
+            max_backtracks=args.max_backtracks, max_regions=args.max_regions, backoff=args.backoff,
+            n_workers=args.workers, scheduler=args.scheduler)
     em.fit(X)
     try:
         save_network(em.network_, args.out)
