@@ -4,7 +4,8 @@
 
 Workloads: S = 1 ``[1, 32, 32, 10]`` with N = 100,000 and S = 2 ``[2, 16, 16, 5]`` with N = 20,000 (rows in
 blocks of about 1e6 (point, region) pairs, per-region terms dropped), the wide decoder
-``[2, 128, 128, 64]`` with N = 1,000 (per-region terms dropped too), and the cold start: the first S = 2 and S = 3 ``evaluate`` of a
+``[2, 128, 128, 64]`` with N = 1,000 (per-region terms dropped too), and the cold start: the first S = 2
+and S = 3 ``evaluate`` of a
 process (numba kernels loaded from the on-disk cache that ``make setup`` fills). Peak memory is the
 child's own maximum resident set size (``resource.getrusage``).
 """
