@@ -80,3 +80,30 @@ def test_error_bar_covers_exact_box_masses():
             misses += miss > rel[0]
     assert binom.sf(6, runs, 1 - COVERAGE) < 1e-5
     assert misses <= 6, f"{misses} of {runs} error bars missed the exact mass (worst miss / bar {worst:.2f})"
+
+
+_SCRIPT = """
+import numpy as np
+from engine import random_network
+from engine.distributions import evaluate
+net = random_network([4, 5, 4], rng=5, cov_x=0.3)
+ev = evaluate(net, net.sample(1, rng=6))
+print(ev.log_marginal.tobytes().hex(), ev.posterior_mean.tobytes().hex(), ev.log_marginal_error.tobytes().hex())
+"""
+
+
+@pytest.mark.slow
+def test_evaluate_s4_same_bits_with_1_and_2_threads():
+    """Issue 14, done-when: two runs of the same S >= 4 evaluation, with 1 and 2 worker threads, agree bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    outs = []
+    for threads in ("1", "2", "2"):
+        env = dict(os.environ, DGNEXACT_THREADS=threads)
+        res = subprocess.run([sys.executable, "-c", _SCRIPT], env=env, capture_output=True, text=True, timeout=600,
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert res.returncode == 0, res.stderr[-2000:]
+        outs.append(res.stdout.strip())
+    assert outs[0] == outs[1] == outs[2]

@@ -27,7 +27,7 @@ import itertools
 import numpy as np
 from scipy.optimize import linprog
 
-from .planar import edge_divergence_moments, planar_log_mass, planar_slice_log_mass
+from .planar import cancels, edge_divergence_moments, planar_log_mass, planar_slice_log_mass, planar_slice_moments
 from .quad1d import integrate_logconcave
 
 _ZERO = 1e-10
@@ -97,11 +97,13 @@ def _heights(lev: _Level, Nrm, D):
     return np.where(feas, X @ lev.u, np.nan)
 
 
-def _planar(Nrm, D, moments):
+def _planar(Nrm, D, moments, redo_cov=True):
     """k = 2: Owen's T edge sums (``planar``) without the slow per-row fallback, which only rows of negligible
-    weight need; rows whose bound exceeds ``_REDO_REL`` still take it. Returns (lm, mean, cov, rel)."""
+    weight need; rows whose bound exceeds ``_REDO_REL`` still take it, and so do covariances that cancel
+    (``planar.cancels``) unless ``redo_cov`` is False. Returns (lm, mean, cov, rel); rel is inf where the mass is
+    unknown."""
     lm, rel, edges = planar_log_mass(Nrm, D, fallback=False, return_edges=True)
-    bad = ~(rel <= _REDO_REL) & np.isfinite(rel)
+    bad = ~(rel <= _REDO_REL)  # includes unknown rows (inf, NaN)
     if np.any(bad):
         lm[bad], rel[bad] = planar_slice_log_mass(Nrm, D[bad], tuple(e[bad] for e in edges))
     rel = np.where(np.isfinite(lm) | (rel == 0.0), rel, np.where(np.isnan(lm), np.inf, 0.0))
@@ -109,6 +111,10 @@ def _planar(Nrm, D, moments):
     if moments < 1:
         return lm, None, None, rel
     mean, cov = edge_divergence_moments(np.broadcast_to(Nrm, D.shape + (2,)), D, *edges, lm, moments)
+    if moments >= 2 and redo_cov:
+        redo = cancels(mean, cov, lm, rel)
+        if np.any(redo):
+            _, mean[redo], cov[redo] = planar_slice_moments(Nrm, D[redo], tuple(e[redo] for e in edges))
     return lm, mean, cov, rel
 
 

@@ -22,7 +22,11 @@ from scipy.special import logsumexp, ndtri
 from scipy.stats import qmc
 from scipy.stats import t as student_t
 
-from .planar import planar_moments
+from .highdim import _planar
+from .planar import cancels, planar_slice_moments
+
+_COV_LOOSEN = 1e6  # slice covariances to 3e-3 relative (``planar.cancels``): far below the RQMC spread
+_COV_WEIGHT = 1e-9  # relative sample weight above which a cancelling slice covariance is recomputed exactly
 
 
 def closest_points(Nrm, D):
@@ -66,6 +70,20 @@ def default_seed(Nrm, D) -> np.random.SeedSequence:
     return np.random.SeedSequence([zlib.crc32(a), zlib.crc32(b), len(b)])
 
 
+def _redo_cancelled_cov(Nn, off, lm, mean2, cov2, prel, lw):
+    """Slices whose divergence-theorem covariance cancels (``planar.cancels`` loosened by ``_COV_LOOSEN``): the
+    exact slice quadrature for those of relative sample weight above ``_COV_WEIGHT`` (per point), zero for the
+    rest (a slice that thin has a conditional variance far below the spread of its mean). In place."""
+    redo = cancels(mean2, cov2, lm, prel, loosen=_COV_LOOSEN)
+    if not np.any(redo):
+        return
+    top = np.max(lw, axis=1, keepdims=True)  # lw (M, n): per point
+    heavy = redo & (lw > top + np.log(_COV_WEIGHT)).ravel()
+    cov2[redo & ~heavy] = 0.0
+    if np.any(heavy):
+        _, mean2[heavy], cov2[heavy] = planar_slice_moments(Nn, off[heavy])
+
+
 def rqmc_moments(Nrm, D, Yv, *, moments=2, rng=None, n_points=256, n_reps=8):
     """log mass, conditional mean, conditional cov and relative mass error bar for y ~ N(0, I_S).
 
@@ -83,15 +101,19 @@ def rqmc_moments(Nrm, D, Yv, *, moments=2, rng=None, n_points=256, n_reps=8):
     scale = np.where(zero, 1.0, nx)
     Nn = np.where(zero[:, None], 0.0, Nx / scale[:, None])
     shift = closest_points(Nrm, D)[:, :k]
-    lw_all, w_all, m_all, c_all = [], [], [], []
+    lw_all, w_all, m_all, c_all, rel_all = [], [], [], [], []
     for _ in range(n_reps):
         u = qmc.Sobol(k, scramble=True, seed=rng).random(n_points)
         z = ndtri(np.clip(u, 1e-300, 1.0 - 1e-16))  # (n, k)
         W = shift[:, None, :] + z[None]  # (M, n, k)
         log_ratio = -np.einsum("mnk,mk->mn", W, shift) + 0.5 * np.sum(shift * shift, axis=1)[:, None]
         off = (D[:, None, :] - np.einsum("mnk,fk->mnf", W, Nw)) / scale
-        lm, mean2, cov2, _ = planar_moments(Nn, off.reshape(-1, F), moments=max(moments, 0))
+        lm, mean2, cov2, prel = _planar(Nn, off.reshape(-1, F), max(moments, 0), redo_cov=False)
+        if moments >= 2:
+            _redo_cancelled_cov(Nn, off.reshape(-1, F), lm, mean2, cov2, prel,
+                                lm.reshape(M, n_points) + log_ratio)
         lw_all.append(lm.reshape(M, n_points) + log_ratio)
+        rel_all.append(prel.reshape(M, n_points))
         w_all.append(W)
         if moments >= 1:
             m_all.append(mean2.reshape(M, n_points, 2))
@@ -103,8 +125,11 @@ def rqmc_moments(Nrm, D, Yv, *, moments=2, rng=None, n_points=256, n_reps=8):
     with np.errstate(invalid="ignore", over="ignore"):
         rel = np.exp(rep_log - log_mass[:, None])
         se = np.std(rel, axis=1, ddof=1) / np.sqrt(n_reps)
-        err = t_factor(n_reps) * se + 1e-12
-        err = np.where(np.isfinite(log_mass), err, np.inf)
+        # planar bounds (the fast edge sums, without the slow fallback) weighted like the samples
+        wq = np.exp(LW - (log_mass[:, None, None] + np.log(n_reps * n_points)))
+        prel = np.sum(np.where(wq > 0.0, wq * np.stack(rel_all, axis=1), 0.0), axis=(1, 2))
+        err = t_factor(n_reps) * se + prel + 1e-12
+        err = np.where(np.isfinite(log_mass) & ~np.isnan(err), err, np.inf)
     if moments < 1:
         return log_mass, None, None, err
     wts = np.exp(LW - (log_mass[:, None, None] + np.log(n_reps * n_points)))
