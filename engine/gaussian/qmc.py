@@ -63,11 +63,12 @@ def t_factor(n_reps: int) -> float:
     return float(student_t.ppf(0.5 * (1.0 + COVERAGE), n_reps - 1))
 
 
-def default_seed(Nrm, D) -> np.random.SeedSequence:
-    """A seed that is a pure function of the problem's bytes (normals and offsets): reproducible RQMC."""
+def default_seed(Nrm, D, n_points: int = 256) -> np.random.SeedSequence:
+    """A seed that is a pure function of the problem's bytes (normals and offsets) and the number of points:
+    reproducible RQMC, and a refinement with more points independent of the first pass."""
     a = np.ascontiguousarray(Nrm, dtype=np.float64).tobytes()
     b = np.ascontiguousarray(D, dtype=np.float64).tobytes()
-    return np.random.SeedSequence([zlib.crc32(a), zlib.crc32(b), len(b)])
+    return np.random.SeedSequence([zlib.crc32(a), zlib.crc32(b), len(b), int(n_points)])
 
 
 def _redo_cancelled_cov(Nn, off, lm, mean2, cov2, prel, lw):
@@ -84,17 +85,36 @@ def _redo_cancelled_cov(Nn, off, lm, mean2, cov2, prel, lw):
         _, mean2[heavy], cov2[heavy] = planar_slice_moments(Nn, off[heavy])
 
 
-def rqmc_moments(Nrm, D, Yv, *, moments=2, rng=None, n_points=256, n_reps=8):
+REFINE_REL = 0.05  # rows whose relative error bar exceeds this are redone once with REFINE_FACTOR x the points
+REFINE_FACTOR = 4
+
+
+def rqmc_moments(Nrm, D, Yv, *, moments=2, rng=None, n_points=256, n_reps=8, refine=True):
     """log mass, conditional mean, conditional cov and relative mass error bar for y ~ N(0, I_S).
 
-    ``rng``: None (seeded from the problem, :func:`default_seed`), a seed or a Generator."""
+    ``rng``: None (seeded from the problem, :func:`default_seed`), a seed or a Generator. ``refine``: rows
+    whose bar exceeds ``REFINE_REL`` are replaced by an independent estimate with ``REFINE_FACTOR`` times the
+    points (its own bar; independent of the first pass, so the selection does not bias its coverage)."""
+    out = _rqmc_once(Nrm, D, moments, rng, n_points, n_reps)
+    redo = ~(out[3] <= REFINE_REL)
+    if refine and np.any(redo):
+        sub = _rqmc_once(Nrm, np.atleast_2d(D)[redo], moments, None if rng is None else rng,
+                         REFINE_FACTOR * n_points, n_reps)
+        for full, part in zip(out, sub):
+            if full is not None:
+                full[redo] = part
+    return out
+
+
+def _rqmc_once(Nrm, D, moments, rng, n_points, n_reps):
+    """One RQMC pass: K scramblings of ``n_points`` Sobol points (see :func:`rqmc_moments`)."""
     D = np.atleast_2d(D)
     M, F = D.shape
     S = Nrm.shape[1]
     k = S - 2
     if n_reps < 2:
         raise ValueError("n_reps must be >= 2 for an error bar")
-    rng = np.random.default_rng(default_seed(Nrm, D) if rng is None else rng)
+    rng = np.random.default_rng(default_seed(Nrm, D, n_points) if rng is None else rng)
     Nw, Nx = Nrm[:, :k], Nrm[:, k:]
     nx = np.linalg.norm(Nx, axis=1)
     zero = nx < 1e-10
