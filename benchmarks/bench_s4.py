@@ -1,0 +1,114 @@
+"""S = 4, 5, 6 figures (issue 14): ``evaluate`` on the issue's workloads, per-pair cost, reproducibility.
+
+Workloads (``net = random_network(widths, rng=0, cov_x=0.1)``, ``X = net.sample(100, rng=1)``):
+``s4`` = [4, 8, 8, 5], ``s4w`` = [4, 16, 16, 5], ``s5`` = [5, 8, 8, 6], ``s6`` = [6, 6, 6, 6]. For each
+workload given it reports the partition time and, for each N in ``--points``, the wall time of
+``evaluate(net, X[:N])`` (partition built outside), the largest ``log_marginal_error`` and the number of
+regions. ``--pairs`` times the region integrals alone: ``polytope_moments_arrays`` of the first
+``--regions`` regions (whitened S' = S, the randomised-QMC path) at every point, reported in seconds per
+(point, region) pair, and, with ``--nested``, the deterministic nested quadrature
+(``engine.gaussian.highdim``) of one pair. ``--repro`` runs ``evaluate`` twice (and in a forked child) and
+says whether the bits agree. One JSON line per figure. Usage:
+
+    .venv/bin/python benchmarks/bench_s4.py [--workloads s4 s5 s6] [--points 1 5] [--pairs] [--nested] [--repro]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import time
+
+import numpy as np
+
+import engine
+from engine.distributions import evaluate, posterior_region_params, region_gaussians
+from engine.partition import partition
+
+WORKLOADS = {"s4": [4, 8, 8, 5], "s4w": [4, 16, 16, 5], "s5": [5, 8, 8, 6], "s6": [6, 6, 6, 6]}
+
+
+def _emit(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def _setup(name):
+    net = engine.random_network(WORKLOADS[name], rng=0, cov_x=0.1)
+    X = net.sample(100, rng=1)
+    t = time.perf_counter()
+    part = partition(net)
+    _emit(workload=name, widths=WORKLOADS[name], what="partition", seconds=time.perf_counter() - t, regions=len(part))
+    return net, X, part
+
+
+def _evaluate(name, net, X, part, n):
+    t = time.perf_counter()
+    ev = evaluate(net, X[:n], part=part)
+    dt = time.perf_counter() - t
+    err = np.inf if ev.log_marginal_error is None else float(np.max(ev.log_marginal_error))
+    _emit(workload=name, what="evaluate", points=n, seconds=dt, max_log_marginal_error=err, method=ev.method)
+
+
+def _pairs(name, net, X, part, n_regions, nested):
+    from engine.gaussian.polytopes import _whiten, polytope_moments_arrays
+
+    rg = region_gaussians(net, part)
+    mu, _ = posterior_region_params(net, part, X, rg)  # (N, R, S)
+    idx = [r for r in range(len(part)) if part[r].polytope.lineality.size == 0][:n_regions]
+    polys = [part[r].polytope for r in idx]
+    means = np.stack([mu[:, r] for r in idx])
+    t = time.perf_counter()
+    out = polytope_moments_arrays(polys, means, rg.cov[idx])
+    dt = time.perf_counter() - t
+    fin = np.isfinite(out.log_mass_error) & np.isfinite(out.log_mass)
+    _emit(workload=name, what="rqmc per pair", seconds_per_pair=dt / means[:, :, 0].size, pairs=means[:, :, 0].size,
+          median_log_mass_error=float(np.median(out.log_mass_error[fin])) if fin.any() else None)
+    if nested:
+        from engine.gaussian.highdim import nested_moments
+
+        _, Nrm, D, *_ = _whiten(polys[0], means[0, :1], rg.cov[idx[0]])
+        t = time.perf_counter()
+        lm, _, _, rel = nested_moments(Nrm, D, 2)
+        _emit(workload=name, what="nested quadrature one pair", seconds=time.perf_counter() - t,
+              log_mass=float(lm[0]), rel_bound=float(rel[0]), rqmc_log_mass=float(out.log_mass[0, 0]),
+              rqmc_log_mass_error=float(out.log_mass_error[0, 0]))
+
+
+def _child(q, net, X, part):
+    q.put(evaluate(net, X, part=part).log_marginal.tobytes())
+
+
+def _repro(name, net, X, part):
+    a = evaluate(net, X[:1], part=part).log_marginal.tobytes()
+    b = evaluate(net, X[:1], part=part).log_marginal.tobytes()
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child, args=(q, net, X[:1], part))
+    p.start()
+    c = q.get()
+    p.join()
+    _emit(workload=name, what="reproducible", same_bits_twice=a == b, same_bits_forked=a == c)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workloads", nargs="+", default=["s4"], choices=sorted(WORKLOADS))
+    ap.add_argument("--points", nargs="*", type=int, default=[1])
+    ap.add_argument("--pairs", action="store_true")
+    ap.add_argument("--regions", type=int, default=5)
+    ap.add_argument("--nested", action="store_true")
+    ap.add_argument("--repro", action="store_true")
+    args = ap.parse_args()
+    for name in args.workloads:
+        net, X, part = _setup(name)
+        if args.pairs:
+            _pairs(name, net, X[:10], part, args.regions, args.nested)
+        if args.repro:
+            _repro(name, net, X, part)
+        for n in args.points:
+            _evaluate(name, net, X, part, n)
+
+
+if __name__ == "__main__":
+    main()
