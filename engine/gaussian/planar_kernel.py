@@ -32,6 +32,7 @@ import numpy as np
 from numba import types
 from numba.extending import get_cython_function_address
 
+from . import constants as C
 from .threads import run_split
 
 
@@ -43,34 +44,19 @@ def _scipy_special(symbol: str, cname: str, nargs: int):
 _owens_t = _scipy_special("dgnexact_owens_t", "owens_t", 2)
 _erfcx = _scipy_special("dgnexact_erfcx", "__pyx_fuse_1erfcx", 1)  # fuse 1: the float64 version
 
-_EPS = float(np.finfo(np.float64).eps)
-_LOG_2PI = math.log(2.0 * math.pi)
-_LOG_SQRT_2PI = 0.5 * _LOG_2PI
-_LOG_HALF = math.log(0.5)
-_SQRT2 = math.sqrt(2.0)
-_SQRT_HALF_PI = math.sqrt(math.pi / 2.0)
-_INF = math.inf
-
-# planar.py
-_X20, _W20 = np.polynomial.legendre.leggauss(20)
-_OWEN_H = 8.0
-_OWEN_REL = 1e-14
-_WINDOW = 40.0
-_GRADES = 8
-_NEAR_FOOT = 0.05
-# interval.py
-_X12, _W12 = np.polynomial.legendre.leggauss(12)
-_X24, _W24 = np.polynomial.legendre.leggauss(24)
-_X64, _W64 = np.polynomial.legendre.leggauss(64)
-_NARROW = 0.5
-_DEEP = 4.0
-_NEGLIGIBLE_EXPONENT = 40.0
-_MILLS_DEPTH = 80
-_DROP = 45.0  # nats below the largest edge bound: edges left out (e^-45 = 2.9e-20 relative)
-FALLBACK_REL = 4e-12  # relative mass error bound above which a pair goes to the exact slow path
-LOOSEN_WEIGHT = 1e-3  # pairs of posterior weight w below this: thresholds times LOOSEN_WEIGHT / w ...
-MAX_LOOSEN = 1e-6 / FALLBACK_REL  # ... but mass estimates are never accepted beyond 1e-6 relative error
-NEGLIGIBLE_NATS = 50.0  # a pair whose weight is provably below e^-50 is skipped (engine.evaluate's pruning)
+# one definition each, shared with the numpy reference path (constants)
+_EPS, _LOG_2PI, _LOG_SQRT_2PI, _LOG_HALF, _SQRT2, _SQRT_HALF_PI, _INF = C.EPS, C.LOG_2PI, C.LOG_SQRT_2PI, C.LOG_HALF, \
+    C.SQRT2, C.SQRT_HALF_PI, C.INF
+_X20, _W20, _OWEN_H, _OWEN_REL, _WINDOW, _GRADES, _NEAR_FOOT = C.X20, C.W20, C.OWEN_H, C.OWEN_REL, C.EDGE_WINDOW, \
+    C.GRADES, C.NEAR_FOOT
+_X12, _W12, _X24, _W24, _X64, _W64 = C.X12, C.W12, C.X24, C.W24, C.X64, C.W64
+_NARROW, _DEEP, _NEGLIGIBLE_EXPONENT, _MILLS_DEPTH = C.INTERVAL_NARROW, C.INTERVAL_DEEP, C.NEGLIGIBLE_EXPONENT, \
+    C.MILLS_DEPTH
+_DROP = C.EDGE_DROP_NATS
+FALLBACK_REL = C.PLANAR_KERNEL_FALLBACK_REL  # relative mass error bound above which a pair goes to the exact path
+LOOSEN_WEIGHT = C.LOOSEN_WEIGHT
+MAX_LOOSEN = C.MAX_LOOSEN_REL / FALLBACK_REL  # mass estimates are never accepted beyond 1e-6 relative error
+NEGLIGIBLE_NATS = C.NEGLIGIBLE_NATS
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
@@ -186,10 +172,8 @@ def _edge_graded(h, s_lo, s_hi):
     return -0.5 * (h * h + a * a) - _LOG_2PI + math.log(total)
 
 
-@_jit
-def end_rounding(d_j, d_i, s, g):
-    """``planar.end_rounding``: rounding bound of the edge end ``s = (d_j - d_i n_i.n_j) / g``."""
-    return 4.0 * _EPS * (abs(d_j) + abs(d_i) + abs(s * g)) / abs(g)
+end_rounding = _jit(C.end_rounding)  # ``planar.end_rounding``, compiled (the same source)
+_vertex_error_terms = _jit(C.vertex_error_terms)
 
 
 @_jit
@@ -197,8 +181,7 @@ def _vertex_error(h, s, d_j, d_i, g):
     """``vertex_log_error`` as ``(exponent, factor)``, the error being ``factor * e^exponent``."""
     if not math.isfinite(s) or not h > 0.0:
         return 0.0, 0.0
-    r2 = h * h + s * s
-    return -_LOG_2PI - 0.5 * r2, h * end_rounding(d_j, d_i, s, g) / r2
+    return _vertex_error_terms(h, s, end_rounding(d_j, d_i, s, g))
 
 
 @_jit

@@ -49,6 +49,7 @@ import numpy as np
 from numba import types as _types
 from numba.extending import get_cython_function_address
 
+from . import constants as C
 from .planar import COVARIANCE_ACCURACY, planar_log_mass
 from .planar_batch import whitening_factors
 from .planar_kernel import LOOSEN_WEIGHT, _lse_pair, capped_loosen
@@ -61,10 +62,7 @@ _llvm.add_symbol("dgnexact_solid_erfcx",
 _erfcx = _types.ExternalFunction("dgnexact_solid_erfcx", _types.float64(_types.float64))
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
-_LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
-_LOG_2PI = np.log(2.0 * np.pi)
 _ZERO = 1e-10
-_EPS = np.finfo(np.float64).eps
 
 
 def _direction(Yv: np.ndarray) -> np.ndarray:
@@ -98,7 +96,7 @@ def solid_log_mass(Nrm: np.ndarray, D: np.ndarray, Yv: np.ndarray, Yr: np.ndarra
         lm = lm.reshape(T.shape)
         rel = rel.reshape(T.shape)
         np.maximum(rel_max, np.max(np.where(np.isfinite(lm), rel, 0.0), axis=1), out=rel_max)
-        return -0.5 * T * T - _LOG_SQRT_2PI + lm
+        return -0.5 * T * T - _LOG_SQRT_2PI_F + lm
 
     breaks = Yv @ u if Yv.size else np.full((M, 1), np.nan)
     ru = Yr @ u if Yr.size else np.zeros(0)
@@ -124,11 +122,7 @@ _C_MAX_GRADES = 64  # geometric panels at most (edge within ~1e-18 of a foot: fl
 EDGE_ULPS = 32.0  # relative error of one edge integral <= EDGE_ULPS eps (1 + |log|) (measured against mpmath,
 # tests/test_solid_batch.py: at most ~20 eps (1 + |log|) over every scale; the |log| part is the rounding of the
 # large exponents such as (R + s_a^2) / 2)
-_SQRT2 = math.sqrt(2.0)
-_INF = math.inf
-_LOG_2PI_F = math.log(2.0 * math.pi)
-_LOG_SQRT_2PI_F = 0.5 * _LOG_2PI_F
-_EPS_F = float(np.finfo(np.float64).eps)
+_SQRT2, _INF, _LOG_2PI_F, _LOG_SQRT_2PI_F, _EPS_F = C.SQRT2, C.INF, C.LOG_2PI, C.LOG_SQRT_2PI, C.EPS
 
 
 @_jit
@@ -252,14 +246,14 @@ def edge_integrals(R, h1, a1, h2, a2, s_lo, s_hi):
 _PARALLEL = 1e-9  # |n_i x n_j| below this: parallel planes (no edge)
 _GPAR = 1e-12  # |n_k . t| below this: plane k parallel to the edge
 _SHORT = 1e-10  # relative edge length below which an edge is a point (degenerate vertex)
-_DROP = 45.0  # nats below the largest term bound: edges left out of the mass (their bounds go into the error)
+_DROP = C.EDGE_DROP_NATS  # nats below the largest term bound: edges left out of the mass (bounds into the error)
 _DROP_MOMENTS = 50.0  # nats below the mass: edge terms of the moments left out (bounds in the error)
-FALLBACK_REL = 1e-10  # relative mass error bound above which a pair goes to a fallback ...
+FALLBACK_REL = C.SOLID_FALLBACK_REL  # relative mass error bound above which a pair goes to a fallback ...
 # ... times LOOSEN_WEIGHT / w (planar_kernel's) for pairs of posterior weight w below LOOSEN_WEIGHT,
-MAX_LOOSEN = 1e-6 / FALLBACK_REL  # but never beyond 1e-6 relative (as for S = 2, planar_kernel)
+MAX_LOOSEN = C.MAX_LOOSEN_REL / FALLBACK_REL  # but never beyond 1e-6 relative (as for S = 2, planar_kernel)
 FACET_REL = 1e-12  # a facet mass the per-region path would integrate by slices (its planar fallback threshold)
 MOMENT_TOL = 1e-10  # ... whose error bound moves the whitened moments by more than this: fallback
-COV_TOL = 3e-9  # covariance cancellation bound (relative to its smallest eigenvalue) above which to refine
+COV_TOL = C.COV_TOL  # covariance cancellation bound (relative to its smallest eigenvalue) above which to refine
 MEAN_TOL = 1e-9  # mean error bound (relative to the smallest standard deviation) above which to refine
 
 
@@ -740,7 +734,7 @@ def _cubature_one(T, shift, rule):
         top = lw.max()
         f = np.exp(lw - top)
         s = f.sum()
-        out[0][p] = top + np.log(s) - 3.0 * _LOG_SQRT_2PI
+        out[0][p] = top + np.log(s) - 3.0 * _LOG_SQRT_2PI_F
         mean = y @ f / s
         d = y - mean[:, None]
         cov = (d * f) @ d.T / s
@@ -794,7 +788,7 @@ def cubature_moments(polytope, chol, mu, loosen=1.0):
         lm, mean, cov = _cubature_one(T, shift[sel], _CUB_HI)
         lm2, mean2, cov2 = _cubature_one(T, shift[sel], _CUB_LO)
         with np.errstate(invalid="ignore", over="ignore"):
-            rel = np.abs(np.expm1(lm - lm2)) + 4.0 * _EPS * (1.0 + np.abs(lm))
+            rel = np.abs(np.expm1(lm - lm2)) + 4.0 * _EPS_F * (1.0 + np.abs(lm))
             # moments: the same difference, relative to the region's own spread
             spread = np.sqrt(np.maximum(np.trace(cov, axis1=1, axis2=2), 1e-300))
             dm = np.sqrt(((mean - mean2) ** 2).sum(axis=1)) / spread
