@@ -30,29 +30,22 @@ truncated-normal mass and mean of ``s`` on edge i (``interval.standard_interval_
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from contextvars import ContextVar
-
 import numpy as np
 from scipy.special import logsumexp, owens_t
 
 from .constants import (
     COV_TOL,
-    EDGE_WINDOW,
     EPS,
-    GRADES,
-    LOG_2PI,
     LOG_SQRT_2PI,
     NEAR_FOOT,
     OWEN_H,
     OWEN_REL,
     PLANAR_SLICE_FALLBACK_REL,
-    W20,
-    X20,
     vertex_error_terms,
 )
 from .constants import end_rounding as _end_rounding
 from .interval import standard_interval_moments
+from .planar_kernel import edges_many as _edges_many
 from .quad1d import integrate_logconcave
 
 _PARALLEL = 1e-12  # |n_j . e_i| below this: rows i and j are parallel
@@ -163,48 +156,15 @@ def _edge_log_B(h, s_lo, s_hi):
 
 
 def _edge_theta(h, s_lo, s_hi):
-    """Straddling edges, h >= 8: Gauss-Legendre in the angle, split at the foot."""
-    half = np.sqrt(2.0 * EDGE_WINDOW)
-    xa = np.arctan(np.maximum(s_lo, -half) / h)
-    xb = np.arctan(np.minimum(s_hi, half) / h)
-    lo2 = np.stack([xa, np.zeros_like(xa)], axis=-1)
-    len2 = np.stack([-xa, xb], axis=-1)
-    x = lo2[..., None] + 0.5 * len2[..., None] * (X20 + 1.0)
-    w = 0.5 * len2[..., None] * W20
-    s = h[:, None, None] * np.tan(x)
-    integral = (np.exp(-0.5 * s * s) * w).sum(axis=(-1, -2))
-    return -0.5 * h * h - LOG_2PI + np.log(integral)
+    """Straddling edges, h >= 8: Gauss-Legendre in the angle, split at the foot (``planar_kernel.edge_theta``,
+    one compiled definition for both paths)."""
+    return _edges_many(h, s_lo, s_hi, True)
 
 
 def _edge_graded(h, s_lo, s_hi):
-    """Edges on one side of the foot: geometric panels in s from the end closest to the foot.
-
-    Only the panels that meet the 40-nat window are evaluated (edges are grouped by that count).
-    """
-    flip = s_hi <= 0.0
-    a = np.where(flip, -s_hi, s_lo)
-    b = np.where(flip, -s_lo, s_hi)
-    rho = np.maximum(np.sqrt(a * a + h * h), NEAR_FOOT)
-    uw = np.sqrt(a * a + 2.0 * EDGE_WINDOW) - a  # a u + u^2 / 2 = window
-    with np.errstate(invalid="ignore"):
-        wb = np.minimum(b - a, uw)
-    npan = np.clip(np.ceil(np.log2(wb / rho + 1.0) - 1e-12), 1, GRADES).astype(int)
-    out = np.empty(h.shape)
-    for K in np.unique(npan):
-        g = npan == K
-        ag, hg, wg = a[g], h[g], wb[g]
-        k = 2.0 ** np.arange(K + 1) - 1.0
-        t = np.minimum(rho[g, None] * k, wg[:, None])
-        t[:, -1] = wg
-        left, length = t[:, :-1], np.diff(t, axis=1)
-        u = left[..., None] + 0.5 * length[..., None] * (X20 + 1.0)  # (M, K, nodes)
-        w = 0.5 * length[..., None] * W20
-        s = ag[:, None, None] + u
-        hh = hg[:, None, None]
-        val = np.exp(-ag[:, None, None] * u - 0.5 * u * u) * hh / (hh * hh + s * s)
-        with np.errstate(divide="ignore"):
-            out[g] = -0.5 * (hg * hg + ag * ag) - LOG_2PI + np.log((val * w).sum(axis=(-1, -2)))
-    return out
+    """Edges on one side of the foot: geometric panels in s from the end closest to the foot
+    (``planar_kernel.edge_graded``)."""
+    return _edges_many(h, s_lo, s_hi, False)
 
 
 def _tangent_angle(Nrm, on_line):
@@ -393,8 +353,9 @@ def planar_slice_moments(Nrm, D, edges=None):
     return total, np.where(fin[:, None], mean, 0.0), np.where(fin[:, None, None], cov, 0.0)
 
 
-def planar_moments(Nrm: np.ndarray, D: np.ndarray, moments: int = 2):
-    """log mass, conditional mean (M, 2) and covariance (M, 2, 2) of N(0, I_2) on {Nrm y <= D}."""
+def planar_moments(Nrm: np.ndarray, D: np.ndarray, moments: int = 2, *, relative: bool = True):
+    """log mass, conditional mean (M, 2) and covariance (M, 2, 2) of N(0, I_2) on {Nrm y <= D}; covariances
+    accurate relative to their smallest eigenvalue (``relative``) or to the whitened unit (:func:`cancels`)."""
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     log_mass, rel, (s_lo, s_hi, active) = planar_log_mass(Nrm, D, return_edges=True)
     if moments < 1:
@@ -403,7 +364,7 @@ def planar_moments(Nrm: np.ndarray, D: np.ndarray, moments: int = 2):
                                         moments)
     if moments < 2:
         return log_mass, mean, None, rel
-    redo = cancels(mean, cov, log_mass, rel)
+    redo = cancels(mean, cov, log_mass, rel, relative=relative)
     if np.any(redo):
         _, mean[redo], cov[redo] = planar_slice_moments(Nrm, D[redo], (s_lo[redo], s_hi[redo], active[redo]))
     return log_mass, mean, cov, rel
@@ -439,34 +400,14 @@ _COV_UNIT_ERR = 2e-14  # measured covariance error of the divergence formula per
 _COV_TOL = COV_TOL  # estimated relative covariance error above which the slice moments replace it
 
 
-COVARIANCE_ACCURACY: ContextVar[str] = ContextVar("covariance_accuracy", default="relative")
-
-
-@contextmanager
-def covariance_accuracy(mode: str):
-    """Within the block, S = 2 conditional covariances are held to ``mode`` accuracy:
-
-    * ``"relative"`` (default): relative to the region's own truncated covariance, however thin;
-    * ``"absolute"``: relative to the untruncated Sigma_omega (the whitened unit), which is what a
-      mixture over regions needs for a region of small posterior weight; it avoids the slow
-      cancellation-free slice moments for thin regions.
-    """
-    if mode not in ("relative", "absolute"):
-        raise ValueError(f"covariance accuracy must be 'relative' or 'absolute', got {mode!r}")
-    token = COVARIANCE_ACCURACY.set(mode)
-    try:
-        yield
-    finally:
-        COVARIANCE_ACCURACY.reset(token)
-
-
-def cancels(mean, cov, log_mass, rel=0.0, loosen=1.0):
+def cancels(mean, cov, log_mass, rel=0.0, loosen=1.0, *, relative: bool = True):
     """Pairs whose divergence-theorem covariance ``E[yy^T] - m m^T`` cancels beyond ``_COV_TOL``.
 
     The relative error of the mass (common to every facet term) becomes an error ``eps (1 + |m|^2)`` of
     the covariance, so the relative error is ``eps * kappa`` (``eps``: the mass's error bound ``rel``
     plus ``_COV_UNIT_ERR``) with ``kappa = (1 + |m|^2) / lambda_min`` (``kappa = 1 + |m|^2`` under
-    ``covariance_accuracy("absolute")``).
+    ``relative=False``, absolute accuracy: relative to the untruncated Sigma_omega, the whitened unit, which is
+    what the mixture of eq. 6 needs for a region of small posterior weight).
     Measured against mpmath (tests/test_s2_against_quadrature.py) the error stays below
     ``_COV_UNIT_ERR * kappa``; pairs above ``_COV_TOL`` (times ``loosen``, per pair, for callers that need
     less accuracy on pairs of small posterior weight) are recomputed by :func:`planar_slice_moments`.
@@ -476,6 +417,6 @@ def cancels(mean, cov, log_mass, rel=0.0, loosen=1.0):
     det = cov[:, 0, 0] * cov[:, 1, 1] - cov[:, 0, 1] * cov[:, 1, 0]
     with np.errstate(invalid="ignore", divide="ignore"):
         lam = det / (0.5 * tr + np.sqrt(np.maximum(0.25 * tr * tr - det, 0.0)))  # smaller eigenvalue
-        scale = lam if COVARIANCE_ACCURACY.get() == "relative" else np.ones_like(lam)
+        scale = lam if relative else np.ones_like(lam)
         kappa = np.where(lam > 0.0, spread / scale, np.inf)  # lam <= 0: cancelled
     return np.isfinite(log_mass) & ~((_COV_UNIT_ERR + rel) * kappa <= _COV_TOL * loosen)

@@ -138,7 +138,9 @@ def interval_log_mass_mean(alpha, beta):
 
 
 @_jit
-def _edge_theta(h, s_lo, s_hi):
+def edge_theta(h, s_lo, s_hi):
+    """log B of an edge straddling its foot, ``h >= 8``: 2 x 20-point Gauss-Legendre in the angle over the
+    40-nat window (``planar._edge_log_B``)."""
     half = math.sqrt(2.0 * _WINDOW)
     xa = math.atan(max(s_lo, -half) / h)
     xb = math.atan(min(s_hi, half) / h)
@@ -151,7 +153,9 @@ def _edge_theta(h, s_lo, s_hi):
 
 
 @_jit
-def _edge_graded(h, s_lo, s_hi):
+def edge_graded(h, s_lo, s_hi):
+    """log B of an edge on one side of its foot: 20-point Gauss-Legendre on geometric panels in s from the end
+    closest to the foot, cut at 40 nats (``planar._edge_log_B``)."""
     flip = s_hi <= 0.0
     a = -s_hi if flip else s_lo
     b = -s_lo if flip else s_hi
@@ -170,6 +174,20 @@ def _edge_graded(h, s_lo, s_hi):
             total += math.exp(-a * u - 0.5 * u * u) * h / (h * h + s * s) * 0.5 * length * _W20[k]
         left = right
     return -0.5 * (h * h + a * a) - _LOG_2PI + math.log(total)
+
+
+@_jit
+def _edges_loop(h, s_lo, s_hi, theta, out):
+    for m in range(h.size):
+        out[m] = edge_theta(h[m], s_lo[m], s_hi[m]) if theta else edge_graded(h[m], s_lo[m], s_hi[m])
+
+
+def edges_many(h, s_lo, s_hi, theta: bool):
+    """:func:`edge_theta` (``theta``) or :func:`edge_graded` over arrays: the numpy reference path's edges."""
+    h, s_lo, s_hi = (np.ascontiguousarray(np.ravel(x), dtype=np.float64) for x in np.broadcast_arrays(h, s_lo, s_hi))
+    out = np.empty(h.size)
+    _edges_loop(h, s_lo, s_hi, bool(theta), out)
+    return out
 
 
 end_rounding = _jit(C.end_rounding)  # ``planar.end_rounding``, compiled (the same source)
@@ -325,8 +343,8 @@ def edge_log_B(h, s_lo, s_hi):
         if (straddle or r_o <= _OWEN_REL) and diff > 0.0:
             return math.log(diff), r_o
     if straddle:
-        return _edge_theta(h, s_lo, s_hi), 1e-15
-    return _edge_graded(h, s_lo, s_hi), 1e-15
+        return edge_theta(h, s_lo, s_hi), 1e-15
+    return edge_graded(h, s_lo, s_hi), 1e-15
 
 
 @_jit

@@ -44,8 +44,9 @@ def closest_points(Nrm, D):
     return out
 
 
-def rqmc_moments(Nrm, D, Yv, *, moments=2, rng=None, n_points=256, n_reps=8):
-    """log mass, conditional mean, conditional cov and log-mass error bar for y ~ N(0, I_S)."""
+def rqmc_moments(Nrm, D, Yv, *, moments=2, rng=None, n_points=256, n_reps=8, relative=True):
+    """log mass, conditional mean, conditional cov and log-mass error bar for y ~ N(0, I_S); ``relative``: the
+    inner planar covariances' accuracy (``PairRequest.accuracy``)."""
     D = np.atleast_2d(D)
     M, F = D.shape
     S = Nrm.shape[1]
@@ -64,7 +65,7 @@ def rqmc_moments(Nrm, D, Yv, *, moments=2, rng=None, n_points=256, n_reps=8):
         W = shift[:, None, :] + z[None]  # (M, n, k)
         log_ratio = -np.einsum("mnk,mk->mn", W, shift) + 0.5 * np.sum(shift * shift, axis=1)[:, None]
         off = (D[:, None, :] - np.einsum("mnk,fk->mnf", W, Nw)) / scale
-        lm, mean2, cov2, _ = planar_moments(Nn, off.reshape(-1, F), moments=max(moments, 0))
+        lm, mean2, cov2, _ = planar_moments(Nn, off.reshape(-1, F), moments=max(moments, 0), relative=relative)
         lw_all.append(lm.reshape(M, n_points) + log_ratio)
         w_all.append(W)
         if moments >= 1:

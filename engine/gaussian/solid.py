@@ -50,7 +50,8 @@ from numba import types as _types
 from numba.extending import get_cython_function_address
 
 from . import constants as C
-from .planar import COVARIANCE_ACCURACY, planar_log_mass
+from .pairs import SolidPairs
+from .planar import planar_log_mass
 from .planar_batch import whitening_factors
 from .planar_kernel import LOOSEN_WEIGHT, _lse_pair, capped_loosen
 from .quad1d import integrate_logconcave
@@ -651,16 +652,16 @@ def _pairs_block(start, stop, pr, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, 
 
 
 def batch_solid_moments(geo, pr: np.ndarray, mu: np.ndarray, moments: int = 2, log_weight_scale=None,
-                        cov_relative: bool | None = None):
+                        cov_relative: bool = True) -> SolidPairs:
     """Whitened mass and moments for pairs (region ``pr[p]`` of ``geo``, mean ``mu[p]``), P pairs.
 
-    Returns ``(log_mass (P,), mean_y (P, 3), cov_y (P, 3, 3), rel_err (P,), flagged (P,), refine (P,))`` in
+    Returns :class:`pairs.SolidPairs` (``log_mass (P,), mean (P, 3), cov (P, 3, 3), rel (P,), flagged (P,),
+    refine (P,)``) in
     whitened coordinates of each pair's region; ``flagged`` pairs (boundary cases, cancellation beyond the
     error budget) must be recomputed by the caller; ``refine`` pairs have a covariance whose cancellation
     (``E[yy^T] - m m^T`` with ``|m|^2`` far above its smallest eigenvalue) may exceed ``COV_TOL`` relative
-    to that eigenvalue (``cov_relative``, by default True unless within ``planar.covariance_accuracy("absolute")``;
-    else relative to the whitened unit, Sigma_omega): the caller should use the cubature where it applies (small
-    bounded regions).
+    to that eigenvalue (``cov_relative``; else relative to the whitened unit, Sigma_omega:
+    ``PairRequest.accuracy``): the caller should use the cubature where it applies (small bounded regions).
     ``log_weight_scale`` (P,): the caller's bound
     ``w <= exp(log_weight_scale) * mass`` on each pair's posterior weight; thresholds are loosened by
     :func:`loosen_factor` for pairs of weight below ``LOOSEN_WEIGHT``.
@@ -668,8 +669,6 @@ def batch_solid_moments(geo, pr: np.ndarray, mu: np.ndarray, moments: int = 2, l
     pr = np.ascontiguousarray(pr, dtype=np.intp)
     mu = np.ascontiguousarray(mu, dtype=np.float64)
     P = pr.size
-    if cov_relative is None:
-        cov_relative = COVARIANCE_ACCURACY.get() == "relative"
     lws = np.full(P, np.inf) if log_weight_scale is None else np.ascontiguousarray(log_weight_scale, dtype=np.float64)
     log_mass, rel = np.empty(P), np.empty(P)
     flagged, refine = np.empty(P, dtype=np.bool_), np.empty(P, dtype=np.bool_)
@@ -679,7 +678,8 @@ def batch_solid_moments(geo, pr: np.ndarray, mu: np.ndarray, moments: int = 2, l
             moments, lws, bool(cov_relative), _CX, _CW, log_mass, rel, flagged, refine, mean, cov)
     run_split(lambda start, stop: _pairs_block(start, stop, *args), P, min_per_thread=_PAIRS_PER_BLOCK,
               pieces_per_thread=8)
-    return log_mass, (mean if moments >= 1 else None), (cov if moments >= 2 else None), rel, flagged, refine
+    return SolidPairs(log_mass, mean if moments >= 1 else None, cov if moments >= 2 else None, rel, flagged,
+                         refine)
 
 
 # ---------------------------------------------------------------------------------------------------
