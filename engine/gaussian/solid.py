@@ -42,6 +42,7 @@ fall back to): outer 1-D quadrature over t = u^T y of exact planar slice masses 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import llvmlite.binding as _llvm
 import numba
@@ -323,6 +324,7 @@ class SolidGeometry:
             self.evalid[rows, slot] = True
             for name, v in e.items():
                 getattr(self, name)[rows, slot] = v[g, q]
+        self.arrays = SolidArrays(*(getattr(self, name) for name in SolidArrays._fields))
 
 
 def _region_edges(Nrm, cn):
@@ -431,43 +433,84 @@ def _term_err(lt):
     return lt + math.log(EDGE_ULPS * _EPS_F * (1.0 + abs(lt))) if lt > -_INF else -_INF
 
 
-@_jit
-def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, c, sn, ah, bh, gh, al, bl, gl,
-          m1, m2, moments, lws, cov_relative, nodes, weights, mean, cov, wf, wb, vals):
-    """One (region, point) pair: ``(log_mass, rel_err, flagged)``; whitened mean and cov into the arrays.
+class SolidArrays(NamedTuple):
+    """The arrays of :class:`SolidGeometry` the compiled kernel reads, passed to it whole (numba types a NamedTuple
+    of arrays): facets ``Nrm``, ``Hn``, ``cn``, ``fvalid`` (R, F[, 3]) and edges (R, E[, 3]) -- facet pair ``ei``,
+    ``ej``, bounding facets ``khi``/``klo`` (``has_hi``/``has_lo``), ``c = n_i.n_j``, ``sn = |n_i x n_j|``, the end
+    coefficients ``ah, bh, gh``/``al, bl, gl`` and the in-facet edge normals ``m1``, ``m2``."""
 
-    ``lws``: the caller's bound ``w <= exp(lws) * mass`` on the pair's posterior weight (+inf: none);
-    ``cov_relative``: covariance accuracy relative to its smallest eigenvalue (else to the whitened unit).
-    ``wf`` (13, max(F, E)) float, ``wb`` (4, max(F, E)) bool and ``vals`` (E, 5): scratch."""
-    F = Nrm.shape[1]
-    E = evalid.shape[1]
-    D = wf[0, :F]
+    Nrm: np.ndarray
+    Hn: np.ndarray
+    cn: np.ndarray
+    fvalid: np.ndarray
+    evalid: np.ndarray
+    ei: np.ndarray
+    ej: np.ndarray
+    khi: np.ndarray
+    klo: np.ndarray
+    has_hi: np.ndarray
+    has_lo: np.ndarray
+    c: np.ndarray
+    sn: np.ndarray
+    ah: np.ndarray
+    bh: np.ndarray
+    gh: np.ndarray
+    al: np.ndarray
+    bl: np.ndarray
+    gl: np.ndarray
+    m1: np.ndarray
+    m2: np.ndarray
+
+
+class _Work(NamedTuple):
+    """Per-thread scratch of the kernel: ``wf`` (13, max(F, E, 5)) floats, ``wb`` (4, max(F, E, 5)) flags, ``vals``
+    (E, 5) the logs of each edge's five integrals."""
+
+    wf: np.ndarray
+    wb: np.ndarray
+    vals: np.ndarray
+
+
+@_jit
+def _offsets(g, r, mu, wk):
+    """``D = cn - Hn mu`` of region r into ``wk.wf[0]``: ``(inside, flagged)`` (origin on a facet plane)."""
+    F = g.Nrm.shape[1]
+    D = wk.wf[0, :F]
     inside = True
     flagged = False
     for f in range(F):
-        D[f] = cn[r, f] - (Hn[r, f, 0] * mu[0] + Hn[r, f, 1] * mu[1] + Hn[r, f, 2] * mu[2])
-        if fvalid[r, f]:
+        D[f] = g.cn[r, f] - (g.Hn[r, f, 0] * mu[0] + g.Hn[r, f, 1] * mu[1] + g.Hn[r, f, 2] * mu[2])
+        if g.fvalid[r, f]:
             if D[f] <= 0.0:
                 inside = False
             if D[f] == 0.0:
-                flagged = True  # origin on a facet plane
+                flagged = True
+    return inside, flagged
+
+
+@_jit
+def _edges(g, r, wk):
+    """Per edge: in-plane distances ``e1``, ``e2`` of the feet, ends ``[slo, shi]``, ``R2`` and ``rho2``, which
+    edges are active and which facets' feet lie outside; True if a foot is on an edge line (flagged)."""
+    F, E = g.Nrm.shape[1], g.evalid.shape[1]
+    wf, wb = wk.wf, wk.wb
+    D = wf[0, :F]
     e1, e2, slo, shi, R2, rho2 = wf[1, :E], wf[2, :E], wf[3, :E], wf[4, :E], wf[5, :E], wf[6, :E]
-    S = wf[12, :5]
-    act, foot_out, done, use = wb[0, :E], wb[1, :F], wb[2, :E], wb[3, :E]
+    act, foot_out = wb[0, :E], wb[1, :F]
     act[:] = False
     foot_out[:] = False
-    done[:] = False
-    use[:] = False
-    ref = 0.0 if inside else -_INF
+    wb[2, :E] = False
+    wb[3, :E] = False
+    flagged = False
     for k in range(E):
-        if not evalid[r, k]:
+        if not g.evalid[r, k]:
             continue
-        i, j = ei[r, k], ej[r, k]
+        i, j = g.ei[r, k], g.ej[r, k]
         di, dj = D[i], D[j]
-        e1[k] = (dj - c[r, k] * di) / sn[r, k]
-        e2[k] = (di - c[r, k] * dj) / sn[r, k]
-        shi[k] = (D[khi[r, k]] - ah[r, k] * di - bh[r, k] * dj) / gh[r, k] if has_hi[r, k] else _INF
-        slo[k] = (D[klo[r, k]] - al[r, k] * di - bl[r, k] * dj) / gl[r, k] if has_lo[r, k] else -_INF
+        e1[k] = (dj - g.c[r, k] * di) / g.sn[r, k]
+        e2[k] = (di - g.c[r, k] * dj) / g.sn[r, k]
+        shi[k] = (D[g.khi[r, k]] - g.ah[r, k] * di - g.bh[r, k] * dj) / g.gh[r, k] if g.has_hi[r, k] else _INF
+        slo[k] = (D[g.klo[r, k]] - g.al[r, k] * di - g.bl[r, k] * dj) / g.gl[r, k] if g.has_lo[r, k] else -_INF
         if not slo[k] < shi[k]:
             continue
         act[k] = True
@@ -476,15 +519,36 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
         if e2[k] <= 0.0:
             foot_out[j] = True
         if e1[k] == 0.0 or e2[k] == 0.0:
-            flagged = True  # a foot on an edge line
+            flagged = True
         R2[k] = di * di + e1[k] * e1[k]
         s0 = min(max(0.0, slo[k]), shi[k])
         rho2[k] = R2[k] + s0 * s0
-    # mass: 1{inside} - sum_i sign(d_i) [foot_in_i Q(|d_i|) - sum_j sign(e_ij) C_ij]
-    lq = wf[7, :F]
+    return flagged
+
+
+@_jit
+def _edge_values(g, r, wk, k):
+    """The five integrals of edge k into ``wk.vals[k]`` (once per pair); False if not resolved."""
+    F = g.Nrm.shape[1]
+    D, wf = wk.wf[0, :F], wk.wf
+    i, j = g.ei[r, k], g.ej[r, k]
+    wk.wb[2, k] = True
+    return _edge_integrals(wf[5, k], abs(D[i]), abs(wf[1, k]), abs(D[j]), abs(wf[2, k]), wf[3, k], wf[4, k], _CX, _CW,
+                           wk.vals[k], wf[12, :5])
+
+
+@_jit
+def _mass(g, r, wk, inside):
+    """Cone decomposition ``1{inside} - sum_i sign(d_i) [foot_in_i Q(|d_i|) - sum_j sign(e_ij) C_ij]`` as signed
+    log sums: ``(pos, neg, err, flagged)`` (``err``: log of the absolute error bound)."""
+    F, E = g.Nrm.shape[1], g.evalid.shape[1]
+    wf = wk.wf
+    D, e1, e2, rho2, lq = wf[0, :F], wf[1, :E], wf[2, :E], wf[6, :E], wf[7, :F]
+    act, foot_out = wk.wb[0, :E], wk.wb[1, :F]
+    ref = 0.0 if inside else -_INF
     lq[:] = -_INF
     for f in range(F):
-        if fvalid[r, f] and not foot_out[f]:
+        if g.fvalid[r, f] and not foot_out[f]:
             lq[f] = _log_q(abs(D[f]))
             ref = max(ref, lq[f])
     for k in range(E):
@@ -500,6 +564,7 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
             else:
                 neg = _lse_pair(neg, lq[f])
             err = _lse_pair(err, _term_err(lq[f]))
+    flagged = False
     for k in range(E):
         if not act[k]:
             continue
@@ -507,64 +572,69 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
         if bound <= ref - _DROP:
             err = _lse_pair(err, bound + math.log(2.0))
             continue
-        i, j = ei[r, k], ej[r, k]
-        if not _edge_integrals(R2[k], abs(D[i]), abs(e1[k]), abs(D[j]), abs(e2[k]), slo[k], shi[k], nodes, weights,
-                               vals[k], S):
+        if not _edge_values(g, r, wk, k):
             flagged = True
-        done[k] = True
+        i, j = g.ei[r, k], g.ej[r, k]
         for side in range(2):
-            lc = vals[k, side]
+            lc = wk.vals[k, side]
             sg = _sign(D[i]) * _sign(e1[k]) if side == 0 else _sign(D[j]) * _sign(e2[k])
             if sg > 0.0:
                 pos = _lse_pair(pos, lc)
             elif sg < 0.0:
                 neg = _lse_pair(neg, lc)
             err = _lse_pair(err, _term_err(lc))
-    log_mass, ratio = _log_diff(pos, neg)
-    if log_mass == -_INF:
-        return log_mass, _INF, True, False
-    rel = math.exp(err - log_mass) + 4.0 * _EPS_F * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
-    loosen = loosen_factor(lws + log_mass)
-    # the logs of the terms are rounded to ~eps |log| (they are, in exact arithmetic, for the rounded offsets
-    # too): that part of the bound is accepted up to a cancellation of 64
-    if not rel <= FALLBACK_REL * loosen + 64.0 * EDGE_ULPS * _EPS_F * (1.0 + abs(log_mass)):
-        flagged = True
-    if moments < 1 or flagged:
-        return log_mass, rel, flagged, False
-    # moments (divergence theorem): facet masses P_i = foot_in_i - sum_j sign(e_ij) B_ij
+    return pos, neg, err, flagged
+
+
+@_jit
+def _facet_masses(g, r, wk, log_mass):
+    """Facet masses ``P_i = foot_in_i - sum_j sign(e_ij) B_ij`` as signed log sums in ``wf[8:11]`` (edge terms
+    below the moments' window go into the error); marks the edges used; False if an edge is not resolved."""
+    F, E = g.Nrm.shape[1], g.evalid.shape[1]
+    wf = wk.wf
+    e1, e2, R2, rho2 = wf[1, :E], wf[2, :E], wf[5, :E], wf[6, :E]
+    act, foot_out, done, use = wk.wb[0, :E], wk.wb[1, :F], wk.wb[2, :E], wk.wb[3, :E]
     lim = log_mass - _DROP_MOMENTS
     fpos, fneg, ferr = wf[8, :F], wf[9, :F], wf[10, :F]
     fpos[:] = -_INF
     fneg[:] = -_INF
     ferr[:] = -_INF
     for f in range(F):
-        if fvalid[r, f] and not foot_out[f]:
+        if g.fvalid[r, f] and not foot_out[f]:
             fpos[f] = 0.0
             ferr[f] = math.log(_EPS_F)
     for k in range(E):
         if not act[k]:
             continue
-        i, j = ei[r, k], ej[r, k]
+        i, j = g.ei[r, k], g.ej[r, k]
         if math.log(0.5) - 0.5 * rho2[k] <= lim:  # phi(d) B and e^{-R/2} Z are below e^{-rho^2/2}/2
             s2 = rho2[k] - R2[k]
             ferr[i] = _lse_pair(ferr[i], math.log(0.5) - 0.5 * (s2 + e1[k] * e1[k]))
             ferr[j] = _lse_pair(ferr[j], math.log(0.5) - 0.5 * (s2 + e2[k] * e2[k]))
             continue
-        if not done[k]:
-            if not _edge_integrals(R2[k], abs(D[i]), abs(e1[k]), abs(D[j]), abs(e2[k]), slo[k], shi[k], nodes,
-                                   weights, vals[k], S):
-                return log_mass, rel, True, False
-            done[k] = True
+        if not done[k] and not _edge_values(g, r, wk, k):
+            return False
         use[k] = True
         for side in range(2):
             f = i if side == 0 else j
             ek = e1[k] if side == 0 else e2[k]
-            lb = vals[k, 2 + side]
+            lb = wk.vals[k, 2 + side]
             if ek > 0.0:
                 fneg[f] = _lse_pair(fneg[f], lb)
             else:
                 fpos[f] = _lse_pair(fpos[f], lb)
             ferr[f] = _lse_pair(ferr[f], _term_err(lb))
+    return True
+
+
+@_jit
+def _first_moments(g, r, wk, log_mass, mean, cov):
+    """``E[y 1] = -sum_i n_i phi(d_i) P_i`` and the facet part of ``E[yy^T 1]`` (over the mass) into ``mean`` and
+    ``cov``: ``(err1, err2)`` their error bounds from the facet masses' bounds."""
+    F = g.Nrm.shape[1]
+    wf = wk.wf
+    D, fpos, fneg, ferr = wf[0, :F], wf[8, :F], wf[9, :F], wf[10, :F]
+    Nrm = g.Nrm
     for a in range(3):
         mean[a] = 0.0
         for b in range(3):
@@ -572,7 +642,7 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
     err1 = 0.0
     err2 = 0.0
     for f in range(F):
-        if not fvalid[r, f]:
+        if not g.fvalid[r, f]:
             continue
         lp, _ = _log_diff(fpos[f], fneg[f])
         lphi = -0.5 * D[f] * D[f] - _LOG_SQRT_2PI_F
@@ -592,15 +662,29 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
             mean[a] -= q * Nrm[r, f, a]
             for b in range(3):
                 cov[a, b] -= q * D[f] * Nrm[r, f, a] * Nrm[r, f, b]
-    if moments >= 2:
-        for k in range(E):
-            if not use[k]:
-                continue
-            v = math.exp(-0.5 * R2[k] - _LOG_2PI_F + vals[k, 4] - log_mass)
-            i, j = ei[r, k], ej[r, k]
-            for a in range(3):
-                for b in range(3):
-                    cov[a, b] += v * (Nrm[r, i, a] * m1[r, k, b] + Nrm[r, j, a] * m2[r, k, b])
+    return err1, err2
+
+
+@_jit
+def _second_moments(g, r, wk, log_mass, mean, cov):
+    """Edge part of ``E[yy^T 1]``: ``sum_edges e^{-R/2}/(2 pi) Z (n_i m_ij^T + n_j m_ji^T)``, then centred and
+    symmetrised; returns ``|m|``."""
+    E = g.evalid.shape[1]
+    R2, use = wk.wf[5, :E], wk.wb[3, :E]
+    for k in range(E):
+        if not use[k]:
+            continue
+        v = math.exp(-0.5 * R2[k] - _LOG_2PI_F + wk.vals[k, 4] - log_mass)
+        i, j = g.ei[r, k], g.ej[r, k]
+        for a in range(3):
+            for b in range(3):
+                cov[a, b] += v * (g.Nrm[r, i, a] * g.m1[r, k, b] + g.Nrm[r, j, a] * g.m2[r, k, b])
+    return _centre(mean, cov)
+
+
+@_jit
+def _centre(mean, cov):
+    """``cov -= m m^T``, symmetrised; returns ``|m|``."""
     mn = math.sqrt(mean[0] * mean[0] + mean[1] * mean[1] + mean[2] * mean[2])
     for a in range(3):
         for b in range(3):
@@ -610,26 +694,65 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
             s = 0.5 * (cov[a, b] + cov[b, a])
             cov[a, b] = s
             cov[b, a] = s
+    return mn
+
+
+@_jit
+def _smallest_eigenvalue_bound(cov):
+    """``det / e2`` (``e2``: the sum of the 2 x 2 principal minors), a lower bound on the smallest eigenvalue of a
+    3 x 3 covariance; 0 when not positive."""
+    e2 = (cov[0, 0] * cov[1, 1] - cov[0, 1] * cov[0, 1] + cov[0, 0] * cov[2, 2] - cov[0, 2] * cov[0, 2]
+          + cov[1, 1] * cov[2, 2] - cov[1, 2] * cov[1, 2])
+    det = (cov[0, 0] * (cov[1, 1] * cov[2, 2] - cov[1, 2] * cov[1, 2])
+           - cov[0, 1] * (cov[0, 1] * cov[2, 2] - cov[1, 2] * cov[0, 2])
+           + cov[0, 2] * (cov[0, 1] * cov[1, 2] - cov[1, 1] * cov[0, 2]))
+    return det / e2 if det > 0.0 and e2 > 0.0 else 0.0
+
+
+@_jit
+def _needs_refine(cov, rel, mn, err1, light_log, cov_relative):
+    """E[yy^T] - m m^T: a relative error delta of the mass moves the covariance by ~delta (1 + |m|^2), held to
+    ``COV_TOL`` of its smallest eigenvalue (``cov_relative``, else of the whitened unit); the mean's error ~ delta
+    |m| to ``MEAN_TOL`` of the smallest standard deviation. For pairs of posterior weight w below LOOSEN_WEIGHT an
+    absolute allowance ``LOOSEN_WEIGHT / w - 1`` is added (``light_log = -log w``)."""
+    lam = _smallest_eigenvalue_bound(cov)
+    light = max(LOOSEN_WEIGHT * math.exp(min(light_log, 700.0)) - 1.0, 0.0)
+    scale = lam if cov_relative else 1.0
+    refine = not (rel + 64.0 * _EPS_F) * (1.0 + mn * mn) <= COV_TOL * (scale + light)
+    return refine or not (rel + 64.0 * _EPS_F) * mn + err1 <= MEAN_TOL * math.sqrt(scale + light)
+
+
+@_jit
+def _pair(g, r, mu, lws, moments, cov_relative, mean, cov, wk):
+    """One (region r of ``g``, mean ``mu``) pair: ``(log_mass, rel_err, flagged, refine)``; whitened mean and cov
+    into the arrays. ``lws``: the caller's bound ``w <= exp(lws) * mass`` on the pair's posterior weight (+inf:
+    none); ``cov_relative``: covariance accuracy relative to its smallest eigenvalue (else to the whitened unit)."""
+    inside, flagged = _offsets(g, r, mu, wk)
+    flagged = _edges(g, r, wk) or flagged
+    pos, neg, err, unresolved = _mass(g, r, wk, inside)
+    flagged = flagged or unresolved
+    log_mass, ratio = _log_diff(pos, neg)
+    if log_mass == -_INF:
+        return log_mass, _INF, True, False
+    rel = math.exp(err - log_mass) + 4.0 * _EPS_F * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
+    loosen = loosen_factor(lws + log_mass)
+    # the logs of the terms are rounded to ~eps |log| (they are, in exact arithmetic, for the rounded offsets
+    # too): that part of the bound is accepted up to a cancellation of 64
+    if not rel <= FALLBACK_REL * loosen + 64.0 * EDGE_ULPS * _EPS_F * (1.0 + abs(log_mass)):
+        flagged = True
+    if moments < 1 or flagged:
+        return log_mass, rel, flagged, False
+    if not _facet_masses(g, r, wk, log_mass):
+        return log_mass, rel, True, False
+    err1, err2 = _first_moments(g, r, wk, log_mass, mean, cov)
+    if moments >= 2:
+        mn = _second_moments(g, r, wk, log_mass, mean, cov)
+    else:
+        mn = _centre(mean, cov)
     tot = err1 if moments < 2 else err2 + (2.0 * mn + 1.0) * err1
     if not tot <= MOMENT_TOL * loosen:
         flagged = True
-    refine = False
-    if moments >= 2:
-        # E[yy^T] - m m^T: a relative error delta of the mass moves the covariance by ~delta (1 + |m|^2); relative
-        # to its smallest eigenvalue (bounded below by det / e2, e2 the sum of the 2 x 2 principal minors)
-        e2 = (cov[0, 0] * cov[1, 1] - cov[0, 1] * cov[0, 1] + cov[0, 0] * cov[2, 2] - cov[0, 2] * cov[0, 2]
-              + cov[1, 1] * cov[2, 2] - cov[1, 2] * cov[1, 2])
-        det = (cov[0, 0] * (cov[1, 1] * cov[2, 2] - cov[1, 2] * cov[1, 2])
-               - cov[0, 1] * (cov[0, 1] * cov[2, 2] - cov[1, 2] * cov[0, 2])
-               + cov[0, 2] * (cov[0, 1] * cov[1, 2] - cov[1, 1] * cov[0, 2]))
-        lam = det / e2 if det > 0.0 and e2 > 0.0 else 0.0
-        # relative to lam for pairs of posterior weight >= LOOSEN_WEIGHT; for lighter pairs (weight w) an absolute
-        # allowance COV_TOL (LOOSEN_WEIGHT / w - 1) is added (weighted error <= COV_TOL LOOSEN_WEIGHT)
-        light = max(LOOSEN_WEIGHT * math.exp(min(-(lws + log_mass), 700.0)) - 1.0, 0.0)
-        scale = lam if cov_relative else 1.0
-        refine = not (rel + 64.0 * _EPS_F) * (1.0 + mn * mn) <= COV_TOL * (scale + light)
-        # likewise the mean, whose error ~ delta |m| is held to MEAN_TOL of the smallest standard deviation
-        refine = refine or not (rel + 64.0 * _EPS_F) * mn + err1 <= MEAN_TOL * math.sqrt(scale + light)
+    refine = moments >= 2 and _needs_refine(cov, rel, mn, err1, -(lws + log_mass), cov_relative)
     return log_mass, rel, flagged, refine
 
 
@@ -637,18 +760,14 @@ _PAIRS_PER_BLOCK = 256
 
 
 @_jit
-def _pairs_block(start, stop, pr, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, c, sn, ah, bh,
-                 gh, al, bl, gl, m1, m2, moments, lws, cov_relative, nodes, weights, log_mass, rel, flagged, refine,
-                 mean, cov):
-    """Pairs ``start:stop`` with one scratch."""
-    n = max(Nrm.shape[1], evalid.shape[1], 5)
-    wf = np.empty((13, n))
-    wb = np.empty((4, n), dtype=np.bool_)
-    vals = np.empty((evalid.shape[1], 5))
+def _pairs_block(start, stop, g, pr, mu, lws, moments, cov_relative, out):
+    """Pairs ``start:stop`` with one scratch; ``out``: (log_mass, rel, flagged, refine, mean, cov) arrays (P, ...)."""
+    n = max(g.Nrm.shape[1], g.evalid.shape[1], 5)
+    wk = _Work(np.empty((13, n)), np.empty((4, n), dtype=np.bool_), np.empty((g.evalid.shape[1], 5)))
+    log_mass, rel, flagged, refine, mean, cov = out
     for p in range(start, stop):
-        out = _pair(pr[p], mu[p], Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, c, sn, ah, bh, gh, al,
-                    bl, gl, m1, m2, moments, lws[p], cov_relative, nodes, weights, mean[p], cov[p], wf, wb, vals)
-        log_mass[p], rel[p], flagged[p], refine[p] = out
+        log_mass[p], rel[p], flagged[p], refine[p] = _pair(g, pr[p], mu[p], lws[p], moments, cov_relative, mean[p],
+                                                           cov[p], wk)
 
 
 def batch_solid_moments(geo, pr: np.ndarray, mu: np.ndarray, moments: int = 2, log_weight_scale=None,
@@ -673,11 +792,9 @@ def batch_solid_moments(geo, pr: np.ndarray, mu: np.ndarray, moments: int = 2, l
     log_mass, rel = np.empty(P), np.empty(P)
     flagged, refine = np.empty(P, dtype=np.bool_), np.empty(P, dtype=np.bool_)
     mean, cov = np.zeros((P, 3)), np.zeros((P, 3, 3))
-    args = (pr, mu, geo.Nrm, geo.Hn, geo.cn, geo.fvalid, geo.evalid, geo.ei, geo.ej, geo.khi, geo.klo,
-            geo.has_hi, geo.has_lo, geo.c, geo.sn, geo.ah, geo.bh, geo.gh, geo.al, geo.bl, geo.gl, geo.m1, geo.m2,
-            moments, lws, bool(cov_relative), _CX, _CW, log_mass, rel, flagged, refine, mean, cov)
-    run_split(lambda start, stop: _pairs_block(start, stop, *args), P, min_per_thread=_PAIRS_PER_BLOCK,
-              pieces_per_thread=8)
+    g, out = geo.arrays, (log_mass, rel, flagged, refine, mean, cov)
+    run_split(lambda start, stop: _pairs_block(start, stop, g, pr, mu, lws, moments, bool(cov_relative), out), P,
+              min_per_thread=_PAIRS_PER_BLOCK, pieces_per_thread=8)
     return SolidPairs(log_mass, mean if moments >= 1 else None, cov if moments >= 2 else None, rel, flagged,
                          refine)
 
