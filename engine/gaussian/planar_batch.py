@@ -24,7 +24,7 @@ import numpy as np
 
 from .pairs import PlanarPairs
 from .planar import _COV_TOL, _PARALLEL, cancels, planar_slice_moments
-from .planar_kernel import pair_planar_moments, small_polygon_pairs
+from .planar_kernel import PlanarArrays, pair_planar_moments, small_polygon_pairs
 
 _CUBATURE_COV_UNIT_ERR = 1e-14  # covariance error of the small-polygon cubature per unit of L^2 / lambda_min
 
@@ -119,6 +119,11 @@ class RegionGeometry:
             self.chi[r, :f] = C[idx[:f], jh]
             self.clo[r, :f] = C[idx[:f], jl]
             self.paired[r, :f] = self.has_lo[r, :f] & self.has_hi[r, jl] & (jh[jl] == idx[:f])
+
+    @property
+    def arrays(self) -> PlanarArrays:
+        """What the compiled kernel reads, as one NamedTuple."""
+        return PlanarArrays(*(getattr(self, name) for name in PlanarArrays._fields))
 
 
 def batch_planar_moments(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, moments: int = 2,

@@ -25,6 +25,7 @@ compiling.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import llvmlite.binding as llvm
 import numba
@@ -363,11 +364,45 @@ def loosen_factor(log_weight_bound):
     return capped_loosen(log_weight_bound, MAX_LOOSEN)
 
 
+class PlanarArrays(NamedTuple):
+    """The arrays of ``planar_batch.RegionGeometry`` the compiled kernel reads, passed to it whole (R, F): unit
+    normals ``Nrm`` (R, F, 2), ``valid`` rows, the rows ``jhi``/``jlo`` that end each edge (``has_hi``/``has_lo``),
+    ``paired`` (the lower end is edge ``jlo``'s upper end), ``ghi = n_jhi . e_i``, ``glo``, ``chi = n_i . n_jhi``,
+    ``clo``."""
+
+    Nrm: np.ndarray
+    valid: np.ndarray
+    jhi: np.ndarray
+    jlo: np.ndarray
+    has_hi: np.ndarray
+    has_lo: np.ndarray
+    paired: np.ndarray
+    ghi: np.ndarray
+    glo: np.ndarray
+    chi: np.ndarray
+    clo: np.ndarray
+
+
+class EdgeWork(NamedTuple):
+    """One pair's edge data (``s_lo``, ``s_hi``, ``act``, ``keep``: rows of the caller's (P, F) outputs) and the
+    kernel's scratch (``log_B`` (F,), ``ds`` (F, 2), ``bounds`` (F,))."""
+
+    s_lo: np.ndarray
+    s_hi: np.ndarray
+    act: np.ndarray
+    keep: np.ndarray
+    log_B: np.ndarray
+    ds: np.ndarray
+    bounds: np.ndarray
+
+
 @_jit
-def _pair(Nrm, valid, jhi, jlo, has_hi, has_lo, paired, ghi, glo, chi, clo, d, moments, log_weight_scale, s_lo,
-          s_hi, act, keep, log_B, ds, bounds, mean, cov):
-    """One pair: fills s_lo, s_hi, act, keep, log_B, mean, cov (``ds``, ``bounds``: scratch); returns
-    (log_mass, rel_err, flagged, loosen)."""
+def _pair(g, r, d, moments, log_weight_scale, ew, mean, cov):
+    """One pair (region r of ``g``, whitened offsets ``d``): fills the edge data of ``ew``, ``mean``, ``cov``;
+    returns (log_mass, rel_err, flagged, loosen)."""
+    Nrm, valid, jhi, jlo, has_hi, has_lo = g.Nrm[r], g.valid[r], g.jhi[r], g.jlo[r], g.has_hi[r], g.has_lo[r]
+    paired, ghi, glo, chi, clo = g.paired[r], g.ghi[r], g.glo[r], g.chi[r], g.clo[r]
+    s_lo, s_hi, act, keep, log_B, ds, bounds = ew
     F = d.size
     inside = True
     outside = False
@@ -496,16 +531,15 @@ def _pair(Nrm, valid, jhi, jlo, has_hi, has_lo, paired, ghi, glo, chi, clo, d, m
 
 
 @_jit
-def _pairs(Nrm, valid, jhi, jlo, has_hi, has_lo, paired, ghi, glo, chi, clo, pr, D, moments, log_weight_scale,
-           start, stop, log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep):
+def _pairs(g, pr, D, moments, log_weight_scale, start, stop, out):
+    """Pairs ``start:stop``; ``out``: (log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep)."""
+    log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep = out
     log_B = np.empty(D.shape[1])
     ds = np.empty((D.shape[1], 2))
     bounds = np.empty(D.shape[1])
     for p in range(start, stop):
-        r = pr[p]
-        lm, re, fl, lo = _pair(Nrm[r], valid[r], jhi[r], jlo[r], has_hi[r], has_lo[r], paired[r], ghi[r], glo[r],
-                               chi[r], clo[r], D[p], moments, log_weight_scale[p], s_lo[p], s_hi[p], act[p], keep[p],
-                               log_B, ds, bounds, mean[p], cov[p])
+        ew = EdgeWork(s_lo[p], s_hi[p], act[p], keep[p], log_B, ds, bounds)
+        lm, re, fl, lo = _pair(g, pr[p], D[p], moments, log_weight_scale[p], ew, mean[p], cov[p])
         log_mass[p] = lm
         rel_err[p] = re
         flagged[p] = fl
@@ -560,8 +594,7 @@ def pair_planar_moments(geo, pr, D, moments, log_weight_scale):
     out = (np.empty(P), np.empty(P), np.empty(P, dtype=np.bool_), np.empty(P), np.empty((P, 2)),
            np.empty((P, 2, 2)), np.empty((P, F)), np.empty((P, F)), np.empty((P, F), dtype=np.bool_),
            np.empty((P, F), dtype=np.bool_))
-    args = (geo.Nrm, geo.valid, geo.jhi, geo.jlo, geo.has_hi, geo.has_lo, geo.paired, geo.ghi, geo.glo, geo.chi,
-            geo.clo, pr, D, moments, log_weight_scale)
-    run_split(lambda start, stop: _pairs(*args, start, stop, *out), P, min_per_thread=_MIN_PAIRS_PER_THREAD,
-              pieces_per_thread=4)
+    g = geo.arrays
+    run_split(lambda start, stop: _pairs(g, pr, D, moments, log_weight_scale, start, stop, out), P,
+              min_per_thread=_MIN_PAIRS_PER_THREAD, pieces_per_thread=4)
     return out
