@@ -181,14 +181,16 @@ def _piece(R, a1, a2, sa, sb, amin, nodes, weights, S):
 
 
 @_jit
-def _edge_integrals(R, h1, a1, h2, a2, s_lo, s_hi, nodes, weights, out, S):
-    """Logs of the five integrals of one edge over ``s in [s_lo, s_hi]`` into ``out``; False if not resolved.
+def _edge_integrals(edge, out, S):
+    """Logs of the five integrals of one edge ``(R, h1, a1, h2, a2, s_lo, s_hi)`` over ``s in [s_lo, s_hi]`` into
+    ``out``; False if not resolved (Gauss-Legendre rule ``_CX``, ``_CW`` on the panels of :func:`_piece`).
 
     ``C_k = (1/2pi) int h_k Q(rho)/rho a_k/(a_k^2 + s^2) ds`` (``rho^2 = R + s^2``), ``k = 1, 2`` (the edge's
     two facets: ``h = |d|``, ``a = |e|``, ``R = h^2 + a^2``); ``B_k = (1/2pi) int e^{-(a_k^2 + s^2)/2}
     a_k/(a_k^2 + s^2) ds`` (Owen-T edge term of facet k's polygon); ``Z = int phi(s) ds`` (edge mass).
     ``S``: scratch of 5 floats.
     """
+    R, h1, a1, h2, a2, s_lo, s_hi = edge
     for k in range(5):
         out[k] = -_INF
     if not s_lo < s_hi:
@@ -210,7 +212,7 @@ def _edge_integrals(R, h1, a1, h2, a2, s_lo, s_hi, nodes, weights, out, S):
             sa, sb = -s_hi, -s_lo
         for k in range(5):
             S[k] = 0.0
-        ok = _piece(R, a1, a2, sa, sb, amin, nodes, weights, S) and ok
+        ok = _piece(R, a1, a2, sa, sb, amin, _CX, _CW, S) and ok
         base = (-0.5 * (R + sa * sa), -0.5 * (R + sa * sa), -0.5 * (a1 * a1 + sa * sa), -0.5 * (a2 * a2 + sa * sa),
                 -0.5 * sa * sa)
         for k in range(5):
@@ -225,18 +227,18 @@ def _edge_integrals(R, h1, a1, h2, a2, s_lo, s_hi, nodes, weights, out, S):
 
 
 @_jit
-def _edge_integrals_many(start, stop, R, h1, a1, h2, a2, s_lo, s_hi, nodes, weights, out, ok):
+def _edge_integrals_many(start, stop, edges, out, ok):
+    R, h1, a1, h2, a2, s_lo, s_hi = edges
     for m in range(start, stop):
-        ok[m] = _edge_integrals(R[m], h1[m], a1[m], h2[m], a2[m], s_lo[m], s_hi[m], nodes, weights, out[m],
-                                np.empty(5))
+        ok[m] = _edge_integrals((R[m], h1[m], a1[m], h2[m], a2[m], s_lo[m], s_hi[m]), out[m], np.empty(5))
 
 
 def edge_integrals(R, h1, a1, h2, a2, s_lo, s_hi):
     """Vectorised :func:`_edge_integrals`: ``(log C1, log C2, log B1, log B2, log Z, ok)`` (1-D arrays)."""
-    args = [np.ascontiguousarray(np.ravel(x), dtype=np.float64) for x in (R, h1, a1, h2, a2, s_lo, s_hi)]
+    args = tuple(np.ascontiguousarray(np.ravel(x), dtype=np.float64) for x in (R, h1, a1, h2, a2, s_lo, s_hi))
     out = np.empty((args[0].size, 5))
     ok = np.empty(args[0].size, dtype=np.bool_)
-    run_split(lambda start, stop: _edge_integrals_many(start, stop, *args, _CX, _CW, out, ok), args[0].size,
+    run_split(lambda start, stop: _edge_integrals_many(start, stop, args, out, ok), args[0].size,
               min_per_thread=_PAIRS_PER_BLOCK)
     return out[:, 0], out[:, 1], out[:, 2], out[:, 3], out[:, 4], ok
 
@@ -533,8 +535,8 @@ def _edge_values(g, r, wk, k):
     D, wf = wk.wf[0, :F], wk.wf
     i, j = g.ei[r, k], g.ej[r, k]
     wk.wb[2, k] = True
-    return _edge_integrals(wf[5, k], abs(D[i]), abs(wf[1, k]), abs(D[j]), abs(wf[2, k]), wf[3, k], wf[4, k], _CX, _CW,
-                           wk.vals[k], wf[12, :5])
+    edge = (wf[5, k], abs(D[i]), abs(wf[1, k]), abs(D[j]), abs(wf[2, k]), wf[3, k], wf[4, k])
+    return _edge_integrals(edge, wk.vals[k], wf[12, :5])
 
 
 @_jit
