@@ -396,15 +396,19 @@ class EdgeWork(NamedTuple):
     bounds: np.ndarray
 
 
+# one function on purpose: split into five compiled pieces (even with inline="always") it measured 13% slower
+# per pair (3.5 -> 4.0 us, alternated runs, issue 13), so the complexity limit is waived here alone
 @_jit
-def _edge_ends(g, r, d, ew):
-    """Ends ``[s_lo, s_hi]`` of every edge of region r at offsets ``d`` (a vertex shared by two edges computed once,
-    by the edge it ends), their rounding ``ds``, which edges are active; returns ``(inside, outside)``."""
-    valid, jhi, jlo, has_hi, has_lo = g.valid[r], g.jhi[r], g.jlo[r], g.has_hi[r], g.has_lo[r]
-    s_lo, s_hi, act, keep, log_B, ds = ew.s_lo, ew.s_hi, ew.act, ew.keep, ew.log_B, ew.ds
+def _pair(g, r, d, moments, log_weight_scale, ew, mean, cov):  # noqa: C901
+    """One pair (region r of ``g``, whitened offsets ``d``): fills the edge data of ``ew``, ``mean``, ``cov``;
+    returns (log_mass, rel_err, flagged, loosen)."""
+    Nrm, valid, jhi, jlo, has_hi, has_lo = g.Nrm[r], g.valid[r], g.jhi[r], g.jlo[r], g.has_hi[r], g.has_lo[r]
+    paired, ghi, glo, chi, clo = g.paired[r], g.ghi[r], g.glo[r], g.chi[r], g.clo[r]
+    s_lo, s_hi, act, keep, log_B, ds, bounds = ew
     F = d.size
     inside = True
     outside = False
+    ref = -_INF
     for f in range(F):
         s_lo[f] = -_INF
         s_hi[f] = _INF
@@ -416,104 +420,96 @@ def _edge_ends(g, r, d, ew):
         ds[f, 0] = 0.0
         ds[f, 1] = 0.0
         if has_hi[f]:
-            s_hi[f] = (d[jhi[f]] - d[f] * g.chi[r, f]) / g.ghi[r, f]
-            ds[f, 1] = end_rounding(d[jhi[f]], d[f], s_hi[f], g.ghi[r, f])
+            s_hi[f] = (d[jhi[f]] - d[f] * chi[f]) / ghi[f]
+            ds[f, 1] = end_rounding(d[jhi[f]], d[f], s_hi[f], ghi[f])
     for f in range(F):
         if not valid[f]:
             continue
-        if g.paired[r, f]:  # the vertex (jlo[f], f) as edge jlo[f] computed it: s = v.e_f
-            s_lo[f] = d[jlo[f]] * g.glo[r, f] + s_hi[jlo[f]] * g.clo[r, f]
+        if paired[f]:  # the vertex (jlo[f], f) as edge jlo[f] computed it: s = v.e_f
+            s_lo[f] = d[jlo[f]] * glo[f] + s_hi[jlo[f]] * clo[f]
             ds[f, 0] = ds[jlo[f], 1]
         elif has_lo[f]:
-            s_lo[f] = (d[jlo[f]] - d[f] * g.clo[r, f]) / g.glo[r, f]
-            ds[f, 0] = end_rounding(d[jlo[f]], d[f], s_lo[f], g.glo[r, f])
+            s_lo[f] = (d[jlo[f]] - d[f] * clo[f]) / glo[f]
+            ds[f, 0] = end_rounding(d[jlo[f]], d[f], s_lo[f], glo[f])
         act[f] = s_lo[f] < s_hi[f]
         if not d[f] > 0.0:
             inside = False
         if d[f] < 0.0:
             outside = True
-    return inside, outside
-
-
-@_jit
-def _edge_bounds(d, ew):
-    """``bounds[f] = log(e^{-rho_f^2/2} / 2) >= log B_f`` (``rho_f``: distance from the origin to edge f) and
-    their maximum."""
-    ref = -_INF
-    for f in range(d.size):
-        ew.bounds[f] = -_INF
-        if ew.act[f]:
+    boundary = not inside and not outside
+    for f in range(F):
+        bounds[f] = -_INF
+        if act[f]:
             h = abs(d[f])
-            s_star = min(max(0.0, ew.s_lo[f]), ew.s_hi[f])
-            ew.bounds[f] = _LOG_HALF - 0.5 * (h * h + s_star * s_star)
-            if ew.bounds[f] > ref:
-                ref = ew.bounds[f]
-    return ref
-
-
-@_jit
-def _end_errors(g, r, d, ew, f, ref, err):
-    """``err`` plus the mass error (units of ``e^ref``) of edge f's two ends: shared vertex or separately computed
-    end (added in this order, as the reference sum does)."""
-    k = g.jlo[r, f]
-    if g.paired[r, f]:
-        ex, fac = _shared_vertex_error(ew.s_lo[f], d[f], d[k], ew.s_hi[k])
-        err += fac * math.exp(ex - ref)
-    elif g.has_lo[r, f]:
-        ex, fac = _vertex_error(abs(d[f]), ew.s_lo[f], d[k], d[f], g.glo[r, f])
-        err += fac * math.exp(ex - ref)
-    if g.has_hi[r, f] and not g.paired[r, g.jhi[r, f]]:
-        ex, fac = _vertex_error(abs(d[f]), ew.s_hi[f], d[g.jhi[r, f]], d[f], g.ghi[r, f])
-        err += fac * math.exp(ex - ref)
-    return err
-
-
-@_jit
-def _signed_sum(g, r, d, ew, inside, ref):
-    """``P = 1{inside} - sum_f sign(d_f) B_f`` in units of ``e^ref``: ``(pos, neg, err)``; edges more than
-    ``_DROP`` nats below ``ref`` are left out and their bounds added to ``err``."""
+            s_star = min(max(0.0, s_lo[f]), s_hi[f])
+            bounds[f] = _LOG_HALF - 0.5 * (h * h + s_star * s_star)
+            if bounds[f] > ref:
+                ref = bounds[f]
+    if inside:
+        ref = 0.0
+    elif log_weight_scale + ref < -NEGLIGIBLE_NATS:
+        # origin outside: the polygon lies beyond the tangent line at its closest point, at distance
+        # rho_min = min_i sqrt(h_i^2 + s*_i^2), so mass <= Phi(-rho_min) <= exp(-rho_min^2 / 2) / 2 = e^ref
+        for k in range(2):
+            mean[k] = 0.0
+            cov[k, 0] = 0.0
+            cov[k, 1] = 0.0
+        return -_INF, 0.0, False, MAX_LOOSEN
+    elif ref == -_INF:
+        ref = 0.0
+    # signed sum and error terms in units of e^ref: every kept term is within _DROP nats of it
     pos = 1.0 if inside else 0.0
     neg = 0.0
     err = 0.0
-    for f in range(d.size):
-        if not ew.act[f]:
+    for f in range(F):
+        if not act[f]:
             continue
-        if ew.bounds[f] > ref - _DROP:
-            ew.keep[f] = True
-            lb, rb = edge_log_B(abs(d[f]), ew.s_lo[f], ew.s_hi[f])
-            ew.log_B[f] = lb
+        if bounds[f] > ref - _DROP:
+            keep[f] = True
+            lb, rb = edge_log_B(abs(d[f]), s_lo[f], s_hi[f])
+            log_B[f] = lb
             b = math.exp(lb - ref)
             err += b * (rb + _EPS)
-            err = _end_errors(g, r, d, ew, f, ref, err)
+            k = jlo[f]
+            if paired[f]:
+                ex, fac = _shared_vertex_error(s_lo[f], d[f], d[k], s_hi[k])
+                err += fac * math.exp(ex - ref)
+            elif has_lo[f]:
+                ex, fac = _vertex_error(abs(d[f]), s_lo[f], d[k], d[f], glo[f])
+                err += fac * math.exp(ex - ref)
+            if has_hi[f] and not paired[jhi[f]]:
+                ex, fac = _vertex_error(abs(d[f]), s_hi[f], d[jhi[f]], d[f], ghi[f])
+                err += fac * math.exp(ex - ref)
             if d[f] < 0.0 and not inside:
                 pos += b
             elif d[f] > 0.0:
                 neg += b
         else:
-            err += math.exp(ew.bounds[f] - ref)
-    return pos, neg, err
-
-
-@_jit
-def _zero_moments(mean, cov):
+            err += math.exp(bounds[f] - ref)
+    ratio = neg / pos
+    r1 = 1.0 if ratio > 1.0 else ratio
+    log_mass = ref + math.log(pos) + math.log1p(-r1)
+    rel_err = err / (pos * (1.0 - r1)) + 4.0 * _EPS * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
+    loosen = loosen_factor(log_weight_scale + log_mass + math.log1p(min(rel_err, 1.0)))
+    flagged = boundary or not math.isfinite(log_mass) or not rel_err <= FALLBACK_REL * loosen
     for k in range(2):
         mean[k] = 0.0
         cov[k, 0] = 0.0
         cov[k, 1] = 0.0
-
-
-@_jit
-def _divergence_moments(Nrm, d, ew, log_mass, moments, mean, cov):
-    """``E[y 1] = -sum_f n_f phi(d_f) Z_f`` and ``E[yy^T 1] = P I - sum_f n_f phi(d_f) Z_f (d_f n_f + m_f e_f)^T``
-    over the kept edges (NOTES §3), conditional and centred, into ``mean`` and ``cov``."""
+    if flagged:
+        lm_small, rel_small, used, _ = small_polygon(Nrm, d, s_lo, s_hi, act, ds, moments, mean, cov)
+        if used:
+            return lm_small, rel_small, False, loosen
+    if moments < 1 or flagged:
+        return log_mass, rel_err, flagged, loosen
     s00 = 1.0
     s01 = 0.0
     s10 = 0.0
     s11 = 1.0
-    for f in range(d.size):
-        if not ew.keep[f]:
+    for f in range(F):
+        if not keep[f]:
             continue
-        lz, ms = interval_log_mass_mean(ew.s_lo[f], ew.s_hi[f])
+        lz, ms = interval_log_mass_mean(s_lo[f], s_hi[f])
         q = math.exp(-0.5 * d[f] * d[f] - _LOG_SQRT_2PI + lz - log_mass)
         if not math.isfinite(q):
             continue
@@ -533,41 +529,6 @@ def _divergence_moments(Nrm, d, ew, log_mass, moments, mean, cov):
         cov[1, 1] = s11 - mean[1] * mean[1]
         cov[0, 1] = c01
         cov[1, 0] = c01
-
-
-@_jit
-def _pair(g, r, d, moments, log_weight_scale, ew, mean, cov):
-    """One pair (region r of ``g``, whitened offsets ``d``): fills the edge data of ``ew``, ``mean``, ``cov``;
-    returns (log_mass, rel_err, flagged, loosen)."""
-    inside, outside = _edge_ends(g, r, d, ew)
-    boundary = not inside and not outside
-    ref = _edge_bounds(d, ew)
-    if inside:
-        ref = 0.0
-    elif log_weight_scale + ref < -NEGLIGIBLE_NATS:
-        # origin outside: the polygon lies beyond the tangent line at its closest point, at distance
-        # rho_min = min_i sqrt(h_i^2 + s*_i^2), so mass <= Phi(-rho_min) <= exp(-rho_min^2 / 2) / 2 = e^ref
-        _zero_moments(mean, cov)
-        return -_INF, 0.0, False, MAX_LOOSEN
-    elif ref == -_INF:
-        ref = 0.0
-    # signed sum and error terms in units of e^ref: every kept term is within _DROP nats of it
-    pos, neg, err = _signed_sum(g, r, d, ew, inside, ref)
-    ratio = neg / pos
-    r1 = 1.0 if ratio > 1.0 else ratio
-    log_mass = ref + math.log(pos) + math.log1p(-r1)
-    rel_err = err / (pos * (1.0 - r1)) + 4.0 * _EPS * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
-    loosen = loosen_factor(log_weight_scale + log_mass + math.log1p(min(rel_err, 1.0)))
-    flagged = boundary or not math.isfinite(log_mass) or not rel_err <= FALLBACK_REL * loosen
-    _zero_moments(mean, cov)
-    if flagged:
-        lm_small, rel_small, used, _ = small_polygon(g.Nrm[r], d, ew.s_lo, ew.s_hi, ew.act, ew.ds, moments, mean,
-                                                     cov)
-        if used:
-            return lm_small, rel_small, False, loosen
-    if moments < 1 or flagged:
-        return log_mass, rel_err, flagged, loosen
-    _divergence_moments(g.Nrm[r], d, ew, log_mass, moments, mean, cov)
     return log_mass, rel_err, flagged, loosen
 
 
