@@ -27,6 +27,7 @@ from scipy.special import log_ndtr, logsumexp
 
 from .errors import DGNInputError
 from .gaussian import truncated_moments
+from .gaussian.pairs import PointMoments
 from .gaussian.planar_kernel import NEGLIGIBLE_NATS
 from .network import Network
 from .partition import DEFAULT_MAX_REGIONS, Partition, partition
@@ -211,15 +212,15 @@ class Evaluation:
 def region_truncated_moments(part: Partition, mu: np.ndarray, covs: np.ndarray, *, moments: int = 2,
                              method: str = "auto", rng=None, need: np.ndarray | None = None,
                              log_weight_scale: np.ndarray | None = None, geometry=None,
-                             lower_bound_only: bool = False):
-    """log Phi_omega(mu, Sigma_omega) (N, R), conditional means (N, R, S), covariances (N, R, S, S).
+                             lower_bound_only: bool = False, accuracy: str = "relative") -> PointMoments:
+    """log Phi_omega(mu, Sigma_omega) (N, R), conditional means (N, R, S), covariances (N, R, S, S) (eq. 5-7).
 
-    Returns also the method name and the (N, R) absolute error bounds on the log masses (or None).
-    ``need`` (N, R) marks the pairs to compute (S >= 2); the others come back as -inf mass.
-    ``log_weight_scale`` (N, R) bounds each pair's posterior weight by ``exp(log_weight_scale) * mass``
-    so that pairs of small weight are integrated to proportionally looser thresholds (S = 2 batch).
-    ``geometry``: ``polytopes.batch_geometry`` of the regions and ``covs``, reused across calls.
-    ``lower_bound_only``: see ``polytopes.polytope_moments_arrays``.
+    A :class:`gaussian.pairs.PointMoments`: also the method name and the (N, R) absolute error bounds on the
+    log masses (or None). ``need`` (N, R) marks the pairs to compute (S >= 2); the others come back as -inf
+    mass. ``log_weight_scale`` (N, R) bounds each pair's posterior weight by ``exp(log_weight_scale) * mass``
+    so that pairs of small weight are integrated to proportionally looser thresholds. ``geometry``:
+    ``polytopes.batch_geometry`` of the regions and ``covs``, reused across calls. ``lower_bound_only`` and
+    ``accuracy``: see :class:`gaussian.pairs.PairRequest`.
     """
     N, R, S = mu.shape
     if S == 1:
@@ -229,17 +230,14 @@ def region_truncated_moments(part: Partition, mu: np.ndarray, covs: np.ndarray, 
         sd = np.sqrt(covs[:, 0, 0])
         log_mass, m, v = interval_moments(mu[..., 0], sd[None], bounds[None, :, 0], bounds[None, :, 1],
                                           moments=max(moments, 2))
-        return log_mass, m[..., None], v[..., None, None], "interval-closed-form", None
+        return PointMoments(log_mass, m[..., None], v[..., None, None], "interval-closed-form", None)
     from .gaussian.polytopes import polytope_moments_arrays
 
     out = polytope_moments_arrays([r.polytope for r in part], mu.transpose(1, 0, 2), covs, moments=moments,
                                   method=method, rng=rng, need=None if need is None else need.T,
                                   log_weight_scale=None if log_weight_scale is None else log_weight_scale.T,
-                                  geometry=geometry, lower_bound_only=lower_bound_only)
-    means = np.zeros((N, R, S)) if out.mean is None else out.mean.transpose(1, 0, 2)
-    cond_covs = np.zeros((N, R, S, S)) if out.cov is None else out.cov.transpose(1, 0, 2, 3)
-    errors = None if out.log_mass_error is None else out.log_mass_error.T
-    return out.log_mass.T, means, cond_covs, "+".join(sorted(set(out.methods))), errors
+                                  geometry=geometry, lower_bound_only=lower_bound_only, accuracy=accuracy)
+    return out.by_point(S)
 
 
 PRUNE_NATS = NEGLIGIBLE_NATS  # pairs provably below e^-50 of p(x) are skipped (S >= 2); see evaluate()
@@ -261,7 +259,7 @@ def log_mass_upper_bound(part: Partition, mu: np.ndarray, covs: np.ndarray) -> n
     return log_ndtr(d.min(axis=2, initial=np.inf)).T
 
 
-def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=None):
+def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=None, accuracy="relative"):
     """Truncated moments of the pairs that can matter: a pair whose upper bound log_norm + log-mass
     bound lies PRUNE_NATS below a lower bound of log p(x) contributes less than e^-50 p(x).
 
@@ -276,15 +274,16 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
     k = min(3, R)
     first = np.zeros((N, R), dtype=bool)
     np.put_along_axis(first, np.argpartition(-upper, k - 1, axis=1)[:, :k], True, axis=1)
-    a = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng, need=first, geometry=geometry,
-                                 lower_bound_only=True)
-    lower_mass = a[0] if a[4] is None else a[0] - a[4]
+    first_mass, _, _, _, first_error = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng,
+                                                                need=first, geometry=geometry, lower_bound_only=True,
+                                                                accuracy=accuracy)
+    lower_mass = first_mass if first_error is None else first_mass - first_error
     lower = logsumexp(np.where(first, log_norm + lower_mass, -np.inf), axis=1)
     need = upper >= lower[:, None] - PRUNE_NATS
     with np.errstate(invalid="ignore"):  # lower = -inf (no mass resolved): no weight guarantee, +inf
         scale = np.where(np.isfinite(lower)[:, None], log_norm - lower[:, None], np.inf)
     return region_truncated_moments(part, mu, covs, method=method, rng=rng, need=need, log_weight_scale=scale,
-                                    geometry=geometry)
+                                    geometry=geometry, accuracy=accuracy)
 
 
 def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = None,
@@ -322,7 +321,6 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
                              region_terms=region_terms, method=method, rng=rng, prune=prune)
     rg = region_gaussians(net, part)
     mu, log_norm = posterior_region_params(net, part, X, rg)
-    from .gaussian.planar import covariance_accuracy
     from .gaussian.polytopes import batch_geometry
 
     # whitened region geometry once for every pass below, from the accurate factor of Sigma_omega
@@ -330,18 +328,18 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
 
     # First pass: region covariances accurate relative to Sigma_omega, enough for regions of small
     # posterior weight; the pairs that carry weight are then redone to full relative accuracy.
-    with covariance_accuracy("absolute"):
-        if prune and net.latent_dim >= 2 and len(part) > 3:
-            log_mass, means, covs, used, mass_err = _pruned_truncated_moments(part, mu, rg.cov, log_norm, method,
-                                                                              rng, geometry)
-        else:
-            log_mass, means, covs, used, mass_err = region_truncated_moments(part, mu, rg.cov, method=method,
-                                                                              rng=rng, geometry=geometry)
+    if prune and net.latent_dim >= 2 and len(part) > 3:
+        log_mass, means, covs, used, mass_err = _pruned_truncated_moments(part, mu, rg.cov, log_norm, method, rng,
+                                                                          geometry, accuracy="absolute")
+    else:
+        log_mass, means, covs, used, mass_err = region_truncated_moments(part, mu, rg.cov, method=method, rng=rng,
+                                                                          geometry=geometry, accuracy="absolute")
     if net.latent_dim == 2:
         heavy = (log_norm + log_mass) - logsumexp(log_norm + log_mass, axis=1, keepdims=True) > np.log(1e-3)
-        redo = region_truncated_moments(part, mu, rg.cov, method=method, rng=rng, need=heavy, geometry=geometry)
-        means = np.where(heavy[..., None], redo[1], means)
-        covs = np.where(heavy[..., None, None], redo[2], covs)
+        _, redo_means, redo_covs, _, _ = region_truncated_moments(part, mu, rg.cov, method=method, rng=rng,
+                                                                  need=heavy, geometry=geometry)
+        means = np.where(heavy[..., None], redo_means, means)
+        covs = np.where(heavy[..., None, None], redo_covs, covs)
     log_joint = log_norm + log_mass
     log_px = logsumexp(log_joint, axis=1)
     log_w = log_joint - log_px[:, None]

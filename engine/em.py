@@ -64,8 +64,6 @@ is guarded: if rounding made the exact log-likelihood fall, it is undone. Hence
 from __future__ import annotations
 
 import contextlib
-import copy
-import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -158,14 +156,11 @@ def frozen_maps(net: Network, part: Partition) -> FrozenMaps:
 def repartition(net: Network, part: Partition) -> Partition:
     """``part`` with the affine maps of ``net``, for a ``net`` whose inner layers equal ``part.net``'s.
 
-    Updates of the last layer (and of the covariances) do not move the regions; only A, b change.
+    Updates of the last layer (and of the covariances) do not move the regions; only A, b change: a new
+    partition (:meth:`Partition.for_network`) shares the polytopes, sign lookup and adjacency of ``part``.
     """
     fm = frozen_maps(net, part)
-    out = copy.copy(part)  # keeps the regions' polytopes, sign lookup and adjacency
-    out.net = net
-    out.regions = [dataclasses.replace(r, A=fm.A[i], b=fm.b[i]) for i, r in enumerate(part)]
-    out.A, out.b = fm.A, fm.b
-    return out
+    return part.for_network(net, fm.A, fm.b)
 
 
 # --------------------------------------------------------------------------- E-step statistics

@@ -5,9 +5,7 @@ run of a seed starts from the SAME decoder initialisation (``engine.em.init_rand
 SAME data. EM (``engine.em.EM``) records its exact mean log-likelihood per iteration; the gradient
 baselines are graded every ``grade_every`` updates by the exact NLL (Theorem 1), the exact ELBO of
 the encoder's q and KL(q || p(z|x)) (:mod:`engine.baselines.exact_elbo`). Outputs in DIR:
-``results.json`` and the figures ``fig3_posterior.png`` (marginal and posterior, paper Fig. 3),
-``fig4_nll.png`` (Fig. 4), ``fig5_kl.png`` (Fig. 5), ``fig6_manifolds.png`` (Figs. 6-7) and
-``fig_iwae_gap.png`` (IWAE-K gap to the exact log-likelihood against K).
+``results.json`` and, through the experiment command, the figures of :mod:`engine.plotting`.
 """
 
 from __future__ import annotations
@@ -126,10 +124,15 @@ def run_experiment(
     n_points: int | None = None,
     grade_every: int | None = None,
     iwae_ks=IWAE_KS,
-    figures: bool = True,
+    figures=None,
     log=print,
 ) -> dict[str, Any]:
-    """Run experiment ``name``, write ``results.json`` and figures into ``out_dir``, return the results."""
+    """Run experiment ``name``, write ``results.json`` into ``out_dir``, return the results.
+
+    ``figures``: optional ``figures(results, X, networks, out_dir) -> list of file names`` (the experiment
+    command passes ``engine.plotting.make_figures``; the numeric engine itself never imports matplotlib),
+    called before ``results.json`` is written so that the file lists them.
+    """
     if name not in SPECS:
         raise DGNInputError("experiment", f"{name!r} is unknown", f"choose from {', '.join(SPECS)}")
     unknown = sorted(set(methods) - set(EXTRA_METHODS))
@@ -224,8 +227,8 @@ def run_experiment(
     results["wall_s"] = time.perf_counter() - t_start
     for e, seed in zip(results["em"], seeds):
         e["network"] = networks[("EM", seed)].to_dict()
-    if figures:
-        results["figures"] = make_figures(results, X, networks, out)
+    if figures is not None:
+        results["figures"] = figures(results, X, networks, out)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     return results
 
@@ -253,252 +256,3 @@ def _summary(results: dict[str, Any]) -> dict[str, Any]:
         "em_worst_below_best_vae": bool(vae_final) and max(em_final) < min(vae_final),
         "min_exact_kl_over_all_gradings": min_kl,
     }
-
-
-# --------------------------------------------------------------------------- figures
-_COLORS = {
-    "VAE lr=0.005": "tab:blue",
-    "VAE lr=0.001": "tab:red",
-    "VAE lr=0.0001": "tab:green",
-    "IWAE": "tab:purple",
-    "REM v1": "tab:orange",
-    "REM v2": "tab:brown",
-    "REM v1 (exact s)": "tab:pink",
-    "exact MLE": "tab:cyan",
-}
-
-
-def _color(label: str) -> str:
-    if label in _COLORS:
-        return _COLORS[label]
-    return _COLORS.get(label.split(" lr=")[0], "tab:gray")
-
-
-def make_figures(results: dict[str, Any], X: np.ndarray, networks: dict, out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    name = results["experiment"]
-    seeds = results["seeds"]
-    # Fig. 4: exact NLL
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for e in results["em"]:
-        axes[0].plot(
-            range(len(e["nll"])),
-            e["nll"],
-            color="black",
-            alpha=0.8,
-            label="EM" if e["seed"] == seeds[0] else None,
-        )
-    axes[0].set_xlabel("EM iteration")
-    axes[0].set_ylabel("exact NLL per point (nats)")
-    axes[0].set_title(f"{name}: exact EM")
-    seen = set()
-    for r in results["runs"]:
-        lab = r["label"] if r["method"] == "vae" else r["label"].split(" lr=")[0]
-        axes[1].plot(
-            r["history"]["step"],
-            r["history"]["nll"],
-            color=_color(lab),
-            alpha=0.8,
-            label=None if lab in seen else lab,
-        )
-        seen.add(lab)
-    em_best = min(e["final_nll"] for e in results["em"])
-    axes[1].axhline(em_best, color="black", ls="--", label="EM final (best seed)")
-    axes[1].set_xlabel("gradient update")
-    axes[1].set_ylabel("exact NLL per point (nats)")
-    axes[1].set_title(f"{name}: gradient baselines, graded exactly (Theorem 1)")
-    lo = min(em_best, min(min(r["history"]["nll"]) for r in results["runs"]) if results["runs"] else em_best)
-    hi = max(e["nll"][0] for e in results["em"])
-    for ax in axes:
-        ax.set_ylim(lo - 0.05 * abs(lo) - 0.1, hi + 0.1)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    files.append(_save(fig, out / "fig4_nll.png"))
-    # Fig. 5: exact KL(q || p(z|x))
-    if results["runs"]:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        seen = set()
-        for r in results["runs"]:
-            lab = r["label"] if r["method"] == "vae" else r["label"].split(" lr=")[0]
-            ax.plot(
-                r["history"]["step"],
-                np.maximum(r["history"]["kl"], 1e-12),
-                color=_color(lab),
-                alpha=0.8,
-                label=None if lab in seen else lab,
-            )
-            seen.add(lab)
-        ax.set_yscale("log")
-        ax.set_xlabel("gradient update")
-        ax.set_ylabel("exact mean KL(q(z|x) || p(z|x)) (nats)")
-        ax.set_title(f"{name}: encoder's q against the true posterior (exact)")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        files.append(_save(fig, out / "fig5_kl.png"))
-        # IWAE gap against K
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for r in results["runs"]:
-            if r["seed"] != seeds[0] or not r["iwae_gaps"]:
-                continue
-            ks = sorted(int(k) for k in r["iwae_gaps"])
-            g = [r["iwae_gaps"][k]["mean_gap"] for k in ks]
-            se = [r["iwae_gaps"][k]["se_mean_gap"] for k in ks]
-            ax.errorbar(
-                ks,
-                g,
-                yerr=se,
-                marker="o",
-                capsize=3,
-                color=_color(r["label"] if r["method"] == "vae" else r["label"].split(" lr=")[0]),
-                label=r["label"],
-            )
-        ax.set_xscale("log")
-        ax.set_yscale("symlog", linthresh=1e-3)
-        ax.set_xlabel("K (importance samples)")
-        ax.set_ylabel("mean of log p(x) - IWAE_K(x) (nats)")
-        ax.set_title(f"{name}: IWAE-K gap to the exact log-likelihood (seed {seeds[0]}, ±1 s.e.)")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        files.append(_save(fig, out / "fig_iwae_gap.png"))
-    # Figs. 6-7: learned manifolds
-    seed = seeds[0]
-    shown = [("init", "initialisation"), ("EM", "EM")] + [
-        (r["label"], r["label"]) for r in results["runs"] if r["seed"] == seed
-    ]
-    z = np.linspace(-3.0, 3.0, 400)[:, None]
-    if X.shape[1] == 2:
-        cols = min(4, len(shown))
-        rows = int(np.ceil(len(shown) / cols))
-        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
-        for ax, (key, title) in zip(axes.flat, shown):
-            net = networks[(key, seed)]
-            g = net.forward(z)
-            ax.scatter(X[:, 0], X[:, 1], s=4, color="tab:blue", alpha=0.4, label="data")
-            ax.plot(g[:, 0], g[:, 1], color="tab:red", lw=1.5, label="g(z), z in [-3, 3]")
-            nll = _final_nll(results, key, seed)
-            ax.set_title(title + ("" if nll is None else f"\nexact NLL {nll:.3f}"), fontsize=9)
-            ax.set_xlabel("x1")
-            ax.set_ylabel("x2")
-            pad = 0.3 * np.ptp(X, axis=0).max()
-            ax.set_xlim(X[:, 0].min() - pad, X[:, 0].max() + pad)
-            ax.set_ylim(X[:, 1].min() - pad, X[:, 1].max() + pad)
-        for ax in list(axes.flat)[len(shown) :]:
-            ax.axis("off")
-        axes.flat[0].legend(fontsize=7, loc="lower left")
-        fig.suptitle(f"{name}: learned CPA manifolds g(z) (seed {seed})")
-        fig.tight_layout()
-        files.append(_save(fig, out / "fig6_manifolds.png"))
-    else:
-        side = int(round(np.sqrt(X.shape[1])))
-        zq = np.array([-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])[:, None]
-        fig, axes = plt.subplots(
-            len(shown), len(zq), figsize=(1.3 * len(zq), 1.4 * len(shown)), squeeze=False
-        )
-        for i, (key, title) in enumerate(shown):
-            imgs = networks[(key, seed)].forward(zq)
-            for j in range(len(zq)):
-                ax = axes[i, j]
-                ax.imshow(imgs[j].reshape(side, side), cmap="gray_r", vmin=0, vmax=1)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if i == len(shown) - 1:
-                    ax.set_xlabel(f"z={zq[j, 0]:g}", fontsize=7)
-            nll = _final_nll(results, key, seed)
-            axes[i, 0].set_ylabel(
-                title + ("" if nll is None else f"\nNLL {nll:.1f}"),
-                fontsize=6,
-                rotation=0,
-                ha="right",
-                va="center",
-            )
-        fig.suptitle(f"{name}: decoded g(z) along the latent axis (seed {seed})", fontsize=9)
-        fig.tight_layout()
-        files.append(_save(fig, out / "fig6_manifolds.png"))
-    files.append(_posterior_figure(networks[("EM", seed)], X, name, out))
-    return files
-
-
-def _final_nll(results, key, seed):
-    if key == "EM":
-        return next(e["final_nll"] for e in results["em"] if e["seed"] == seed)
-    if key == "init":
-        return next(e["nll"][0] for e in results["em"] if e["seed"] == seed)
-    return next((r["final_nll"] for r in results["runs"] if r["label"] == key and r["seed"] == seed), None)
-
-
-def _save(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
-
-
-def _posterior_figure(net, X: np.ndarray, name: str, out: Path) -> str:
-    """Paper Fig. 3 for the EM-trained network: samples, marginal p(x) (eq. 5), posterior p(z|x) (eq. 6)."""
-    import matplotlib.pyplot as plt
-
-    from .distributions import evaluate
-    from .partition import partition
-
-    part = partition(net)
-    rng = np.random.default_rng(0)
-    Xs, Zs = net.sample(400, rng=rng, return_latent=True)
-    x0 = Xs[:1]
-    ev = evaluate(net, x0, part=part)
-    lo = float(ev.posterior_mean[0, 0] - 6 * np.sqrt(ev.posterior_cov[0, 0, 0]))
-    hi = float(ev.posterior_mean[0, 0] + 6 * np.sqrt(ev.posterior_cov[0, 0, 0]))
-    zg = np.linspace(min(lo, -3.0), max(hi, 3.0), 2000)[:, None]
-    G = net.forward(zg)
-    Lx = np.linalg.cholesky(net.cov_x)
-    r = np.linalg.solve(Lx, (x0 - G).T)
-    log_lik = -0.5 * (r * r).sum(0) - np.log(np.diag(Lx)).sum() - 0.5 * net.data_dim * np.log(2 * np.pi)
-    log_prior = -0.5 * zg[:, 0] ** 2 / net.cov_z[0, 0] - 0.5 * np.log(2 * np.pi * net.cov_z[0, 0])
-    post = np.exp(log_lik + log_prior - ev.log_marginal[0])
-    ncols = 3 if X.shape[1] == 2 else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(5 * ncols, 4.3), squeeze=False)
-    axes = axes[0]
-    if X.shape[1] == 2:
-        ax = axes[0]
-        ax.scatter(Xs[:, 0], Xs[:, 1], s=4, color="tab:blue", alpha=0.5, label="g(z) + noise")
-        gz = net.forward(Zs)
-        ax.scatter(gz[:, 0], gz[:, 1], s=4, color="tab:red", label="g(z)")
-        ax.scatter(x0[:, 0], x0[:, 1], s=60, color="black", marker="x", label="point x")
-        ax.set_xlabel("x1")
-        ax.set_ylabel("x2")
-        ax.set_title("generated samples (EM-trained)")
-        ax.legend(fontsize=7)
-        ax = axes[1]
-        pad = 0.5
-        gx = np.linspace(X[:, 0].min() - pad, X[:, 0].max() + pad, 120)
-        gy = np.linspace(X[:, 1].min() - pad, X[:, 1].max() + pad, 120)
-        GX, GY = np.meshgrid(gx, gy)
-        lp = evaluate(net, np.c_[GX.ravel(), GY.ravel()], part=part).log_marginal.reshape(GX.shape)
-        cs = ax.contourf(GX, GY, np.exp(lp), levels=30, cmap="viridis")
-        fig.colorbar(cs, ax=ax, label="p(x)")
-        ax.set_xlabel("x1")
-        ax.set_ylabel("x2")
-        ax.set_title("exact marginal p(x) (Theorem 1)")
-    ax = axes[-1]
-    ax.plot(zg[:, 0], post, color="tab:blue", label="p(z|x) (exact)")
-    for reg in part:
-        for b in reg.polytope.interval():
-            if np.isfinite(b) and zg[0, 0] <= b <= zg[-1, 0]:
-                ax.axvline(b, color="black", lw=0.6, alpha=0.6)
-    ax.axvline(ev.posterior_mean[0, 0], color="tab:green", lw=2, label="E[z|x]")
-    ax.plot([], [], color="black", lw=0.6, label="region boundaries")
-    ax.set_xlabel("z")
-    ax.set_ylabel("posterior density")
-    ax.set_title(f"posterior of one point (log p(x) = {ev.log_marginal[0]:.3f})")
-    ax.legend(fontsize=7)
-    fig.suptitle(f"{name}: marginal and posterior of the EM-trained DGN (paper Fig. 3)")
-    fig.tight_layout()
-    return _save(fig, out / "fig3_posterior.png")

@@ -28,6 +28,7 @@ irredundant; its rows have unit norm.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -376,19 +377,64 @@ def _interval_cell(lo: float, hi: float) -> _Cell:
 
 
 class Partition:
-    """All regions of the latent space of ``net``; iterate, index, or :meth:`locate` points."""
+    """All regions of the latent space of ``net``; iterate, index, or :meth:`locate` points.
+
+    Immutable: ``net``, ``regions`` (a tuple), ``A``, ``b`` and ``signs`` (read-only arrays) are fixed at
+    construction; a network whose inner layers are unchanged gets its own partition from
+    :meth:`for_network`, which shares the regions' polytopes, sign lookup and adjacency.
+    """
 
     def __init__(self, net: Network, regions: list[Region], incidence: list[np.ndarray] | None = None):
-        self.net = net
-        self.regions = regions
-        self.A = np.stack([r.A for r in regions])  # (R, D, S)
-        self.b = np.stack([r.b for r in regions])  # (R, D)
-        self.signs = np.stack([r.signs for r in regions])  # (R, n_units)
-        self._lookup = {np.packbits(s).tobytes(): i for i, s in enumerate(self.signs)}
+        self._net = net
+        self._regions = tuple(regions)
+        self._A = _read_only(np.stack([r.A for r in regions]))  # (R, D, S)
+        self._b = _read_only(np.stack([r.b for r in regions]))  # (R, D)
+        self._signs = _read_only(np.stack([r.signs for r in regions]))  # (R, n_units)
+        self._lookup = {np.packbits(s).tobytes(): i for i, s in enumerate(self._signs)}
         self._incidence = incidence  # per region: (vertices + rays, facets) tight flags
         self._neighbours: list[tuple[int, ...]] | None = None
         self._padded: tuple[np.ndarray, np.ndarray] | None = None
         self._intervals: np.ndarray | None = None
+
+    @property
+    def net(self) -> Network:
+        return self._net
+
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        return self._regions
+
+    @property
+    def A(self) -> np.ndarray:
+        """(R, D, S) slopes of the affine maps (eq. 2), read-only."""
+        return self._A
+
+    @property
+    def b(self) -> np.ndarray:
+        """(R, D) offsets of the affine maps (eq. 2), read-only."""
+        return self._b
+
+    @property
+    def signs(self) -> np.ndarray:
+        """(R, n_units) sign patterns, read-only."""
+        return self._signs
+
+    def for_network(self, net: Network, A: np.ndarray, b: np.ndarray) -> Partition:
+        """The same regions under ``net``, whose affine maps on them are ``A`` (R, D, S), ``b`` (R, D).
+
+        For a ``net`` whose inner layers equal ``self.net``'s (an EM update of the last layer or of the
+        covariances does not move the regions, only eq. 2's maps; ``em.repartition`` computes them). The new
+        partition shares the polytopes, sign lookup and adjacency, and its regions point to it (not to ``self``).
+        """
+        A, b = np.asarray(A, dtype=np.float64), np.asarray(b, dtype=np.float64)
+        if A.shape[0] != len(self) or b.shape[0] != len(self):
+            raise ValueError(f"need one map per region ({len(self)}), got A {A.shape}, b {b.shape}")
+        regions = [dataclasses.replace(r, A=A[i], b=b[i], _partition=None) for i, r in enumerate(self._regions)]
+        out = Partition(net, regions, self._incidence)
+        out._neighbours, out._padded, out._intervals = self._neighbours, self._padded, self._intervals
+        for region in regions:
+            region._partition = out
+        return out
 
     def __len__(self) -> int:
         return len(self.regions)
@@ -444,6 +490,11 @@ class Partition:
             if slack[best] <= 1e-7 * (1.0 + np.abs(Z[i]).max()):
                 idx[i] = best
         return idx
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
 
 
 def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition:

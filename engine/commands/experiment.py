@@ -1,7 +1,7 @@
 """``python -m engine experiment NAME --out DIR``: the paper's EM-vs-VAE experiments (Sec. 4.3).
 
 NAME is ``circle``, ``wave`` or ``digits4``. Writes ``results.json`` and PNG figures into DIR
-(see :mod:`engine.experiments`).
+(see :mod:`engine.experiments`, :mod:`engine.plotting`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def main(args: argparse.Namespace) -> int:
     from engine.io import check_output_dir
 
     check_output_dir(args.out, "--out")  # before any computation
+    from engine.plotting import make_figures
 
     kwargs = {}
     if args.quick:
@@ -39,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
         if value is not None:
             kwargs[key] = value
     methods = EXTRA_METHODS if args.methods is None else tuple(args.methods)
-    res = run_experiment(args.name, args.out, methods=methods,
+    res = run_experiment(args.name, args.out, methods=methods, figures=make_figures,
                          log=lambda s: print(s, file=sys.stderr, flush=True), **kwargs)
     s = res["summary"]
     print(f"{args.name}: EM final NLL {s['em_final_nll_mean']:.4f} (mean over seeds); "

@@ -14,21 +14,13 @@ the raw moments are ``exp(log_mass) * mean`` etc. and are formed in log space by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..polytope import Polytope
 from .interval import interval_moments
+from .pairs import PairRequest, PairResult, TruncatedMoments
 
-
-@dataclass
-class TruncatedMoments:
-    log_mass: np.ndarray  # (N,)
-    mean: np.ndarray | None  # (N, S)
-    cov: np.ndarray | None  # (N, S, S)
-    method: str
-    log_mass_error: np.ndarray | None = None  # (N,) absolute error bound on log_mass; None: exact
+__all__ = ["PairRequest", "PairResult", "TruncatedMoments", "truncated_moments"]
 
 
 def truncated_moments(polytope: Polytope, mean: np.ndarray, cov: np.ndarray, *, moments: int = 2,
@@ -42,6 +34,6 @@ def truncated_moments(polytope: Polytope, mean: np.ndarray, cov: np.ndarray, *, 
         log_mass, m, v = interval_moments(mean[:, 0], sd, lo, hi, moments=moments)
         return TruncatedMoments(log_mass, None if m is None else m[:, None],
                                 None if v is None else v[:, None, None], method="interval-closed-form")
-    from .polytopes import polytope_moments  # S >= 2 (issue: polytope integrals)
+    from .polytopes import polytope_moments  # S >= 2
 
     return polytope_moments(polytope, mean, cov, moments=moments, method=method, rng=rng)

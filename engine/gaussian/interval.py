@@ -26,13 +26,13 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import erf, erfcx
 
-_SQRT2 = np.sqrt(2.0)
-_HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
-_SQRT_HALF_PI = np.sqrt(np.pi / 2.0)
-_GL_TIERS = [(np.polynomial.legendre.leggauss(n), span) for n, span in ((12, 2.0), (24, 12.0), (64, np.inf))]
-_NARROW = 0.5  # w (1 + |a|) below this: the interval is narrow
-_DEEP = 4.0  # a above this: moments by continued fraction or quadrature
-_NEGLIGIBLE_EXPONENT = 40.0  # exp(-a w - w^2/2) below e^-40: the far end does not matter
+from . import constants as C
+
+_SQRT2, _HALF_LOG_2PI, _SQRT_HALF_PI = C.SQRT2, C.LOG_SQRT_2PI, C.SQRT_HALF_PI
+_GL_TIERS = [((C.X12, C.W12), C.GL_SPAN_12), ((C.X24, C.W24), C.GL_SPAN_24), ((C.X64, C.W64), np.inf)]
+_NARROW = C.INTERVAL_NARROW  # w (1 + |a|) below this: the interval is narrow
+_DEEP = C.INTERVAL_DEEP  # a above this: moments by continued fraction or quadrature
+_NEGLIGIBLE_EXPONENT = C.NEGLIGIBLE_EXPONENT  # exp(-a w - w^2/2) below e^-40: the far end does not matter
 
 
 def _log_phi(x):
@@ -43,7 +43,7 @@ def _log_phi(x):
     return np.where(small, -0.5 * xs * xs - _HALF_LOG_2PI, -np.inf)
 
 
-def _mills_tail_moments(a, depth: int = 80):
+def _mills_tail_moments(a, depth: int = C.MILLS_DEPTH):
     """E[u] and Var[u] for the density ``exp(-a u - u^2/2)`` on ``[0, inf)``, for a >= 4.
 
     Laplace's continued fraction of the Mills ratio, ``1/R(a) = a + T_1`` with ``T_k = k/(a + T_{k+1})``,

@@ -21,7 +21,7 @@ integrand is within e^-40 of that maximum -- in the angle variable when ``|d_i| 
 ``scipy.special.owens_t`` when ``|d_i| < 1`` near the foot (there B_i is not small). When the origin is
 outside, only the signed sum over near and far edges remains (no big constant cancels); its
 cancellation factor ``sum |B_i| / P`` is measured per item, and items whose relative error bound exceeds
-``_FALLBACK_REL`` are recomputed by nested quadrature of exact 1-D slice masses (``quad1d``).
+``PLANAR_SLICE_FALLBACK_REL`` are recomputed by nested quadrature of exact 1-D slice masses (``quad1d``).
 
 Moments by the divergence theorem (NOTES §3): ``E[y 1] = -sum_i n_i phi(d_i) Z_i`` and
 ``E[y y^T 1] = P I - sum_i n_i phi(d_i) Z_i (d_i n_i + m_i e_i)^T`` with ``Z_i``, ``m_i`` the 1-D
@@ -30,23 +30,26 @@ truncated-normal mass and mean of ``s`` on edge i (``interval.standard_interval_
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from contextvars import ContextVar
-
 import numpy as np
 from scipy.special import logsumexp, owens_t
 
+from .constants import (
+    COV_TOL,
+    EPS,
+    LOG_SQRT_2PI,
+    NEAR_FOOT,
+    OWEN_H,
+    OWEN_REL,
+    PLANAR_SLICE_FALLBACK_REL,
+    vertex_error_terms,
+)
+from .constants import end_rounding as _end_rounding
 from .interval import standard_interval_moments
+from .planar_kernel import edges_many as _edges_many
 from .quad1d import integrate_logconcave
 
-_X, _W = np.polynomial.legendre.leggauss(20)
-_LOG_2PI = np.log(2.0 * np.pi)
-_LOG_SQRT_2PI = 0.5 * _LOG_2PI
-_EPS = np.finfo(np.float64).eps
-_WINDOW = 40.0  # nats kept below each edge integrand's maximum
 _PARALLEL = 1e-12  # |n_j . e_i| below this: rows i and j are parallel
 _ZERO_ROW = 0.5  # squared norm below this: a zero row
-_FALLBACK_REL = 1e-12  # relative error bound above which the slice quadrature is used
 _SWEEP = np.array([-6.0, -3.0, -1.5, 0.0, 1.5, 3.0, 6.0])  # inner abscissae where slice ends split the outer rule
 
 
@@ -85,9 +88,9 @@ def planar_edges(Nrm: np.ndarray, D: np.ndarray):
 
 
 def end_rounding(d_j, d_i, s, g):
-    """Rounding bound of an edge end ``s = (d_j - d_i n_i.n_j) / g`` (``g = n_j . e_i``)."""
+    """Rounding bound of an edge end ``s = (d_j - d_i n_i.n_j) / g`` (``g = n_j . e_i``), on arrays."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return 4.0 * _EPS * (np.abs(d_j) + np.abs(d_i) + np.abs(s * g)) / np.abs(g)
+        return _end_rounding(d_j, d_i, s, g)
 
 
 def vertex_log_error(h, s, ds):
@@ -99,16 +102,11 @@ def vertex_log_error(h, s, ds):
     difference of much larger sector masses) does not scale down. Infinite ends contribute nothing.
     """
     with np.errstate(divide="ignore", invalid="ignore"):
-        r2 = h * h + s * s
-        out = -_LOG_2PI - 0.5 * r2 + np.log(h * ds / r2)
+        exponent, factor = vertex_error_terms(h, s, ds)
+        out = exponent + np.log(factor)
     return np.where(np.isfinite(s) & (h > 0), out, -np.inf)
 
 
-_OWEN_H = 8.0  # scipy's owens_t keeps ~1e-15 relative accuracy for h below this (checked vs mpmath)
-_OWEN_REL = 1e-14  # cancellation bound above which a same-side Owen-T difference is not used
-_GRADES = 8  # geometric panels of the s-quadrature (at most)
-_NEAR_FOOT = 0.05  # one-sided edges closer than this to the origin: Owen's T first (graded panels' floor)
-_GRADED_NODES = 20  # Gauss-Legendre nodes per panel
 
 
 def _edge_log_B(h, s_lo, s_hi):
@@ -117,12 +115,12 @@ def _edge_log_B(h, s_lo, s_hi):
     Three rules, each used where it keeps ~1e-15 relative accuracy:
     * Owen's T (``h < 8``): ``B = T(h, s_hi/h) - T(h, s_lo/h)``, a sum of two positive terms when the
       edge straddles the foot ``s = 0``, a difference otherwise (used while its cancellation is < 1e-14,
-      and only for one-sided edges within ``_NEAR_FOOT`` of the origin, where the graded rule's panels
+      and only for one-sided edges within ``NEAR_FOOT`` of the origin, where the graded rule's panels
       would not resolve the poles ``s = +-i h``);
     * edges straddling the foot with ``h >= 8``: 2 x 20-point Gauss-Legendre in the angle over the
       40-nat window (the integrand ``exp(-h^2 tan^2 / 2)`` is far from the poles of tan there);
     * edges on one side of the foot: ``s = a + u``, ``B = e^{-(h^2+a^2)/2}/(2 pi) int exp(-a u - u^2/2)
-      h / (h^2 + (a+u)^2) du`` by 20-point Gauss-Legendre on ``_GRADES`` geometric panels
+      h / (h^2 + (a+u)^2) du`` by 20-point Gauss-Legendre on ``GRADES`` geometric panels
       ``[rho (2^k - 1), rho (2^{k+1} - 1)]`` (``rho = sqrt(a^2 + h^2)``, the distance to the poles
       ``s = +-i h``), so every panel is shorter than its distance to the poles; cut at 40 nats.
     """
@@ -134,7 +132,7 @@ def _edge_log_B(h, s_lo, s_hi):
     straddle = (s_lo < 0.0) & (s_hi > 0.0)
     with np.errstate(invalid="ignore"):
         near = np.minimum(np.abs(s_lo), np.abs(s_hi))
-        small = (h < _OWEN_H) & (straddle | (h * h + near * near < _NEAR_FOOT ** 2))
+        small = (h < OWEN_H) & (straddle | (h * h + near * near < NEAR_FOOT ** 2))
     done = np.zeros(h.shape, dtype=bool)
     if np.any(small):
         ho = h[small]
@@ -142,8 +140,8 @@ def _edge_log_B(h, s_lo, s_hi):
             th = owens_t(ho, np.where(ho > 0, s_hi[small] / ho, np.sign(s_hi[small]) * np.inf))
             tl = owens_t(ho, np.where(ho > 0, s_lo[small] / ho, np.sign(s_lo[small]) * np.inf))
             diff = th - tl
-            r_o = 4.0 * _EPS * (np.abs(th) + np.abs(tl)) / np.abs(diff) + 1e-15
-            good = (straddle[small] | (r_o <= _OWEN_REL)) & (diff > 0)
+            r_o = 4.0 * EPS * (np.abs(th) + np.abs(tl)) / np.abs(diff) + 1e-15
+            good = (straddle[small] | (r_o <= OWEN_REL)) & (diff > 0)
         sel = np.nonzero(small)[0][good]
         log_B[sel] = np.log(diff[good])
         rel[sel] = r_o[good]
@@ -158,51 +156,15 @@ def _edge_log_B(h, s_lo, s_hi):
 
 
 def _edge_theta(h, s_lo, s_hi):
-    """Straddling edges, h >= 8: Gauss-Legendre in the angle, split at the foot."""
-    half = np.sqrt(2.0 * _WINDOW)
-    xa = np.arctan(np.maximum(s_lo, -half) / h)
-    xb = np.arctan(np.minimum(s_hi, half) / h)
-    lo2 = np.stack([xa, np.zeros_like(xa)], axis=-1)
-    len2 = np.stack([-xa, xb], axis=-1)
-    x = lo2[..., None] + 0.5 * len2[..., None] * (_X + 1.0)
-    w = 0.5 * len2[..., None] * _W
-    s = h[:, None, None] * np.tan(x)
-    integral = (np.exp(-0.5 * s * s) * w).sum(axis=(-1, -2))
-    return -0.5 * h * h - _LOG_2PI + np.log(integral)
-
-
-_GX, _GW = np.polynomial.legendre.leggauss(_GRADED_NODES)
+    """Straddling edges, h >= 8: Gauss-Legendre in the angle, split at the foot (``planar_kernel.edge_theta``,
+    one compiled definition for both paths)."""
+    return _edges_many(h, s_lo, s_hi, True)
 
 
 def _edge_graded(h, s_lo, s_hi):
-    """Edges on one side of the foot: geometric panels in s from the end closest to the foot.
-
-    Only the panels that meet the 40-nat window are evaluated (edges are grouped by that count).
-    """
-    flip = s_hi <= 0.0
-    a = np.where(flip, -s_hi, s_lo)
-    b = np.where(flip, -s_lo, s_hi)
-    rho = np.maximum(np.sqrt(a * a + h * h), _NEAR_FOOT)
-    uw = np.sqrt(a * a + 2.0 * _WINDOW) - a  # a u + u^2 / 2 = window
-    with np.errstate(invalid="ignore"):
-        wb = np.minimum(b - a, uw)
-    npan = np.clip(np.ceil(np.log2(wb / rho + 1.0) - 1e-12), 1, _GRADES).astype(int)
-    out = np.empty(h.shape)
-    for K in np.unique(npan):
-        g = npan == K
-        ag, hg, wg = a[g], h[g], wb[g]
-        k = 2.0 ** np.arange(K + 1) - 1.0
-        t = np.minimum(rho[g, None] * k, wg[:, None])
-        t[:, -1] = wg
-        left, length = t[:, :-1], np.diff(t, axis=1)
-        u = left[..., None] + 0.5 * length[..., None] * (_GX + 1.0)  # (M, K, nodes)
-        w = 0.5 * length[..., None] * _GW
-        s = ag[:, None, None] + u
-        hh = hg[:, None, None]
-        val = np.exp(-ag[:, None, None] * u - 0.5 * u * u) * hh / (hh * hh + s * s)
-        with np.errstate(divide="ignore"):
-            out[g] = -0.5 * (hg * hg + ag * ag) - _LOG_2PI + np.log((val * w).sum(axis=(-1, -2)))
-    return out
+    """Edges on one side of the foot: geometric panels in s from the end closest to the foot
+    (``planar_kernel.edge_graded``)."""
+    return _edges_many(h, s_lo, s_hi, False)
 
 
 def _tangent_angle(Nrm, on_line):
@@ -245,12 +207,12 @@ def planar_log_mass(Nrm: np.ndarray, D: np.ndarray, *, fallback: bool = True, re
         # the indicator is exact; the rounding of 1 - sum B is the (1 + ratio) term below
         ends = np.where(active[..., None], np.stack([vertex_log_error(h, s_lo, ds_lo),
                                                      vertex_log_error(h, s_hi, ds_hi)], axis=-1), -np.inf)
-        abs_terms = logsumexp(np.concatenate([log_B + np.log(rel_B + _EPS), ends.reshape(M, 2 * F)], axis=1), axis=1)
-        rel_err = np.exp(abs_terms - log_mass) + 4.0 * _EPS * (1.0 + ratio) / np.maximum(1.0 - ratio, 1e-300)
+        abs_terms = logsumexp(np.concatenate([log_B + np.log(rel_B + EPS), ends.reshape(M, 2 * F)], axis=1), axis=1)
+        rel_err = np.exp(abs_terms - log_mass) + 4.0 * EPS * (1.0 + ratio) / np.maximum(1.0 - ratio, 1e-300)
     rel_err = np.where(np.isfinite(log_mass), rel_err, np.where(empty | ~np.any(active, axis=1), 0.0, np.inf))
     log_mass = np.where(empty | ~np.any(active, axis=1) & ~inside, -np.inf, log_mass)
     if fallback:
-        bad = rel_err > _FALLBACK_REL
+        bad = rel_err > PLANAR_SLICE_FALLBACK_REL
         bad &= ~empty
         if np.any(bad):
             edges_bad = (s_lo[bad], s_hi[bad], active[bad])
@@ -331,7 +293,7 @@ def _slice_log_density(slices):
         lz = np.full(T.shape, -np.inf)
         if np.any(feas):
             lz[feas] = standard_interval_moments(slo[feas], shi[feas])[0]
-        return -0.5 * T * T - _LOG_SQRT_2PI + lz
+        return -0.5 * T * T - LOG_SQRT_2PI + lz
 
     return logf
 
@@ -391,8 +353,9 @@ def planar_slice_moments(Nrm, D, edges=None):
     return total, np.where(fin[:, None], mean, 0.0), np.where(fin[:, None, None], cov, 0.0)
 
 
-def planar_moments(Nrm: np.ndarray, D: np.ndarray, moments: int = 2):
-    """log mass, conditional mean (M, 2) and covariance (M, 2, 2) of N(0, I_2) on {Nrm y <= D}."""
+def planar_moments(Nrm: np.ndarray, D: np.ndarray, moments: int = 2, *, relative: bool = True):
+    """log mass, conditional mean (M, 2) and covariance (M, 2, 2) of N(0, I_2) on {Nrm y <= D}; covariances
+    accurate relative to their smallest eigenvalue (``relative``) or to the whitened unit (:func:`cancels`)."""
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     log_mass, rel, (s_lo, s_hi, active) = planar_log_mass(Nrm, D, return_edges=True)
     if moments < 1:
@@ -401,7 +364,7 @@ def planar_moments(Nrm: np.ndarray, D: np.ndarray, moments: int = 2):
                                         moments)
     if moments < 2:
         return log_mass, mean, None, rel
-    redo = cancels(mean, cov, log_mass, rel)
+    redo = cancels(mean, cov, log_mass, rel, relative=relative)
     if np.any(redo):
         _, mean[redo], cov[redo] = planar_slice_moments(Nrm, D[redo], (s_lo[redo], s_hi[redo], active[redo]))
     return log_mass, mean, cov, rel
@@ -421,7 +384,7 @@ def edge_divergence_moments(Nrm, D, s_lo, s_hi, active, log_mass, moments: int =
         lz, ms, _ = standard_interval_moments(s_lo[active], s_hi[active])
         log_z[active], m_s[active] = lz, ms
     with np.errstate(invalid="ignore", over="ignore"):
-        q = np.exp(-0.5 * D * D - _LOG_SQRT_2PI + log_z - log_mass[:, None])
+        q = np.exp(-0.5 * D * D - LOG_SQRT_2PI + log_z - log_mass[:, None])
     q = np.where(active & np.isfinite(q), q, 0.0)
     mean = -np.einsum("pf,pfk->pk", q, Nrm)
     if moments < 2:
@@ -434,37 +397,17 @@ def edge_divergence_moments(Nrm, D, s_lo, s_hi, active, log_mass, moments: int =
 
 
 _COV_UNIT_ERR = 2e-14  # measured covariance error of the divergence formula per unit of cancellation
-_COV_TOL = 3e-9  # estimated relative covariance error above which the slice moments replace it (issue: 1e-8)
+_COV_TOL = COV_TOL  # estimated relative covariance error above which the slice moments replace it
 
 
-COVARIANCE_ACCURACY: ContextVar[str] = ContextVar("covariance_accuracy", default="relative")
-
-
-@contextmanager
-def covariance_accuracy(mode: str):
-    """Within the block, S = 2 conditional covariances are held to ``mode`` accuracy:
-
-    * ``"relative"`` (default): relative to the region's own truncated covariance, however thin;
-    * ``"absolute"``: relative to the untruncated Sigma_omega (the whitened unit), which is what a
-      mixture over regions needs for a region of small posterior weight; it avoids the slow
-      cancellation-free slice moments for thin regions.
-    """
-    if mode not in ("relative", "absolute"):
-        raise ValueError(f"covariance accuracy must be 'relative' or 'absolute', got {mode!r}")
-    token = COVARIANCE_ACCURACY.set(mode)
-    try:
-        yield
-    finally:
-        COVARIANCE_ACCURACY.reset(token)
-
-
-def cancels(mean, cov, log_mass, rel=0.0, loosen=1.0):
+def cancels(mean, cov, log_mass, rel=0.0, loosen=1.0, *, relative: bool = True):
     """Pairs whose divergence-theorem covariance ``E[yy^T] - m m^T`` cancels beyond ``_COV_TOL``.
 
     The relative error of the mass (common to every facet term) becomes an error ``eps (1 + |m|^2)`` of
     the covariance, so the relative error is ``eps * kappa`` (``eps``: the mass's error bound ``rel``
     plus ``_COV_UNIT_ERR``) with ``kappa = (1 + |m|^2) / lambda_min`` (``kappa = 1 + |m|^2`` under
-    ``covariance_accuracy("absolute")``).
+    ``relative=False``, absolute accuracy: relative to the untruncated Sigma_omega, the whitened unit, which is
+    what the mixture of eq. 6 needs for a region of small posterior weight).
     Measured against mpmath (tests/test_s2_against_quadrature.py) the error stays below
     ``_COV_UNIT_ERR * kappa``; pairs above ``_COV_TOL`` (times ``loosen``, per pair, for callers that need
     less accuracy on pairs of small posterior weight) are recomputed by :func:`planar_slice_moments`.
@@ -474,6 +417,6 @@ def cancels(mean, cov, log_mass, rel=0.0, loosen=1.0):
     det = cov[:, 0, 0] * cov[:, 1, 1] - cov[:, 0, 1] * cov[:, 1, 0]
     with np.errstate(invalid="ignore", divide="ignore"):
         lam = det / (0.5 * tr + np.sqrt(np.maximum(0.25 * tr * tr - det, 0.0)))  # smaller eigenvalue
-        scale = lam if COVARIANCE_ACCURACY.get() == "relative" else np.ones_like(lam)
+        scale = lam if relative else np.ones_like(lam)
         kappa = np.where(lam > 0.0, spread / scale, np.inf)  # lam <= 0: cancelled
     return np.isfinite(log_mass) & ~((_COV_UNIT_ERR + rel) * kappa <= _COV_TOL * loosen)

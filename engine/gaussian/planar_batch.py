@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .pairs import PlanarPairs
 from .planar import _COV_TOL, _PARALLEL, cancels, planar_slice_moments
-from .planar_kernel import pair_planar_moments, small_polygon_pairs
+from .planar_kernel import PlanarArrays, pair_planar_moments, small_polygon_pairs
 
 _CUBATURE_COV_UNIT_ERR = 1e-14  # covariance error of the small-polygon cubature per unit of L^2 / lambda_min
 
@@ -119,9 +120,14 @@ class RegionGeometry:
             self.clo[r, :f] = C[idx[:f], jl]
             self.paired[r, :f] = self.has_lo[r, :f] & self.has_hi[r, jl] & (jh[jl] == idx[:f])
 
+    @property
+    def arrays(self) -> PlanarArrays:
+        """What the compiled kernel reads, as one NamedTuple."""
+        return PlanarArrays(*(getattr(self, name) for name in PlanarArrays._fields))
+
 
 def batch_planar_moments(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, moments: int = 2,
-                         log_weight_scale: np.ndarray | None = None):
+                         log_weight_scale: np.ndarray | None = None, cov_relative: bool = True) -> PlanarPairs:
     """Whitened mass and moments for pairs (region ``pr[p]``, mean ``mu[p]``), P pairs.
 
     ``log_weight_scale`` (P,): the caller's bound ``w <= exp(log_weight_scale) * mass`` on each pair's
@@ -129,8 +135,9 @@ def batch_planar_moments(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, mo
     ``FALLBACK_REL``, covariance: ``planar._COV_TOL``) multiplied by ``LOOSEN_WEIGHT / w`` (at most
     ``MAX_LOOSEN``): a pair's error times its weight stays below the strict threshold times 1e-3.
 
-    Returns ``(log_mass (P,), mean_y (P, 2), cov_y (P, 2, 2), rel_err (P,), flagged (P,), D (P, F))``
-    in whitened coordinates of each pair's region; ``flagged`` pairs must be recomputed by the caller.
+    Returns :class:`pairs.PlanarPairs` (``log_mass (P,), mean (P, 2), cov (P, 2, 2), rel (P,), flagged (P,),
+    D (P, F)``) in whitened coordinates of each pair's region; ``flagged`` pairs must be recomputed by the caller.
+    ``cov_relative``: covariances to their own smallest eigenvalue (else to the whitened unit, Sigma_omega).
     The per-pair work is the compiled kernel ``planar_kernel.pair_planar_moments``; covariances whose
     divergence formula cancels (``planar.cancels``) are redone here by the slice moments.
     """
@@ -140,10 +147,11 @@ def batch_planar_moments(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, mo
     log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, _ = pair_planar_moments(geo, pr, D, moments,
                                                                                               scale)
     if moments < 1:
-        return log_mass, None, None, rel_err, flagged, D
+        return PlanarPairs(log_mass, None, None, rel_err, flagged, D)
     if moments < 2:
-        return log_mass, mean, None, rel_err, flagged, D
-    redo = cancels(mean, cov, log_mass, rel_err, loosen) & ~flagged  # flagged pairs are redone by the caller
+        return PlanarPairs(log_mass, mean, None, rel_err, flagged, D)
+    # flagged pairs are redone by the caller
+    redo = cancels(mean, cov, log_mass, rel_err, loosen, relative=cov_relative) & ~flagged
     if np.any(redo):
         # small polygons: cubature moments, about the polygon's centre, cancel nothing
         idx = np.nonzero(redo)[0]
@@ -156,4 +164,4 @@ def batch_planar_moments(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, mo
         # padded rows (Nrm 0, D 1) are the constraint 0 <= 1 for the slices
         _, mean[redo], cov[redo] = planar_slice_moments(geo.Nrm[pr[redo]], D[redo],
                                                         (s_lo[redo], s_hi[redo], act[redo]))
-    return log_mass, mean, cov, rel_err, flagged, D
+    return PlanarPairs(log_mass, mean, cov, rel_err, flagged, D)

@@ -25,6 +25,7 @@ compiling.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import llvmlite.binding as llvm
 import numba
@@ -32,6 +33,7 @@ import numpy as np
 from numba import types
 from numba.extending import get_cython_function_address
 
+from . import constants as C
 from .threads import run_split
 
 
@@ -43,34 +45,19 @@ def _scipy_special(symbol: str, cname: str, nargs: int):
 _owens_t = _scipy_special("dgnexact_owens_t", "owens_t", 2)
 _erfcx = _scipy_special("dgnexact_erfcx", "__pyx_fuse_1erfcx", 1)  # fuse 1: the float64 version
 
-_EPS = float(np.finfo(np.float64).eps)
-_LOG_2PI = math.log(2.0 * math.pi)
-_LOG_SQRT_2PI = 0.5 * _LOG_2PI
-_LOG_HALF = math.log(0.5)
-_SQRT2 = math.sqrt(2.0)
-_SQRT_HALF_PI = math.sqrt(math.pi / 2.0)
-_INF = math.inf
-
-# planar.py
-_X20, _W20 = np.polynomial.legendre.leggauss(20)
-_OWEN_H = 8.0
-_OWEN_REL = 1e-14
-_WINDOW = 40.0
-_GRADES = 8
-_NEAR_FOOT = 0.05
-# interval.py
-_X12, _W12 = np.polynomial.legendre.leggauss(12)
-_X24, _W24 = np.polynomial.legendre.leggauss(24)
-_X64, _W64 = np.polynomial.legendre.leggauss(64)
-_NARROW = 0.5
-_DEEP = 4.0
-_NEGLIGIBLE_EXPONENT = 40.0
-_MILLS_DEPTH = 80
-_DROP = 45.0  # nats below the largest edge bound: edges left out (e^-45 = 2.9e-20 relative)
-FALLBACK_REL = 4e-12  # relative mass error bound above which a pair goes to the exact slow path
-LOOSEN_WEIGHT = 1e-3  # pairs of posterior weight w below this: thresholds times LOOSEN_WEIGHT / w ...
-MAX_LOOSEN = 1e-6 / FALLBACK_REL  # ... but mass estimates are never accepted beyond 1e-6 relative error
-NEGLIGIBLE_NATS = 50.0  # a pair whose weight is provably below e^-50 is skipped (engine.evaluate's pruning)
+# one definition each, shared with the numpy reference path (constants)
+_EPS, _LOG_2PI, _LOG_SQRT_2PI, _LOG_HALF, _SQRT2, _SQRT_HALF_PI, _INF = C.EPS, C.LOG_2PI, C.LOG_SQRT_2PI, C.LOG_HALF, \
+    C.SQRT2, C.SQRT_HALF_PI, C.INF
+_X20, _W20, _OWEN_H, _OWEN_REL, _WINDOW, _GRADES, _NEAR_FOOT = C.X20, C.W20, C.OWEN_H, C.OWEN_REL, C.EDGE_WINDOW, \
+    C.GRADES, C.NEAR_FOOT
+_X12, _W12, _X24, _W24, _X64, _W64 = C.X12, C.W12, C.X24, C.W24, C.X64, C.W64
+_NARROW, _DEEP, _NEGLIGIBLE_EXPONENT, _MILLS_DEPTH = C.INTERVAL_NARROW, C.INTERVAL_DEEP, C.NEGLIGIBLE_EXPONENT, \
+    C.MILLS_DEPTH
+_DROP = C.EDGE_DROP_NATS
+FALLBACK_REL = C.PLANAR_KERNEL_FALLBACK_REL  # relative mass error bound above which a pair goes to the exact path
+LOOSEN_WEIGHT = C.LOOSEN_WEIGHT
+MAX_LOOSEN = C.MAX_LOOSEN_REL / FALLBACK_REL  # mass estimates are never accepted beyond 1e-6 relative error
+NEGLIGIBLE_NATS = C.NEGLIGIBLE_NATS
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
@@ -152,7 +139,9 @@ def interval_log_mass_mean(alpha, beta):
 
 
 @_jit
-def _edge_theta(h, s_lo, s_hi):
+def edge_theta(h, s_lo, s_hi):
+    """log B of an edge straddling its foot, ``h >= 8``: 2 x 20-point Gauss-Legendre in the angle over the
+    40-nat window (``planar._edge_log_B``)."""
     half = math.sqrt(2.0 * _WINDOW)
     xa = math.atan(max(s_lo, -half) / h)
     xb = math.atan(min(s_hi, half) / h)
@@ -165,7 +154,9 @@ def _edge_theta(h, s_lo, s_hi):
 
 
 @_jit
-def _edge_graded(h, s_lo, s_hi):
+def edge_graded(h, s_lo, s_hi):
+    """log B of an edge on one side of its foot: 20-point Gauss-Legendre on geometric panels in s from the end
+    closest to the foot, cut at 40 nats (``planar._edge_log_B``)."""
     flip = s_hi <= 0.0
     a = -s_hi if flip else s_lo
     b = -s_lo if flip else s_hi
@@ -187,9 +178,21 @@ def _edge_graded(h, s_lo, s_hi):
 
 
 @_jit
-def end_rounding(d_j, d_i, s, g):
-    """``planar.end_rounding``: rounding bound of the edge end ``s = (d_j - d_i n_i.n_j) / g``."""
-    return 4.0 * _EPS * (abs(d_j) + abs(d_i) + abs(s * g)) / abs(g)
+def _edges_loop(h, s_lo, s_hi, theta, out):
+    for m in range(h.size):
+        out[m] = edge_theta(h[m], s_lo[m], s_hi[m]) if theta else edge_graded(h[m], s_lo[m], s_hi[m])
+
+
+def edges_many(h, s_lo, s_hi, theta: bool):
+    """:func:`edge_theta` (``theta``) or :func:`edge_graded` over arrays: the numpy reference path's edges."""
+    h, s_lo, s_hi = (np.ascontiguousarray(np.ravel(x), dtype=np.float64) for x in np.broadcast_arrays(h, s_lo, s_hi))
+    out = np.empty(h.size)
+    _edges_loop(h, s_lo, s_hi, bool(theta), out)
+    return out
+
+
+end_rounding = _jit(C.end_rounding)  # ``planar.end_rounding``, compiled (the same source)
+_vertex_error_terms = _jit(C.vertex_error_terms)
 
 
 @_jit
@@ -197,8 +200,7 @@ def _vertex_error(h, s, d_j, d_i, g):
     """``vertex_log_error`` as ``(exponent, factor)``, the error being ``factor * e^exponent``."""
     if not math.isfinite(s) or not h > 0.0:
         return 0.0, 0.0
-    r2 = h * h + s * s
-    return -_LOG_2PI - 0.5 * r2, h * end_rounding(d_j, d_i, s, g) / r2
+    return _vertex_error_terms(h, s, end_rounding(d_j, d_i, s, g))
 
 
 @_jit
@@ -342,8 +344,8 @@ def edge_log_B(h, s_lo, s_hi):
         if (straddle or r_o <= _OWEN_REL) and diff > 0.0:
             return math.log(diff), r_o
     if straddle:
-        return _edge_theta(h, s_lo, s_hi), 1e-15
-    return _edge_graded(h, s_lo, s_hi), 1e-15
+        return edge_theta(h, s_lo, s_hi), 1e-15
+    return edge_graded(h, s_lo, s_hi), 1e-15
 
 
 @_jit
@@ -362,11 +364,47 @@ def loosen_factor(log_weight_bound):
     return capped_loosen(log_weight_bound, MAX_LOOSEN)
 
 
+class PlanarArrays(NamedTuple):
+    """The arrays of ``planar_batch.RegionGeometry`` the compiled kernel reads, passed to it whole (R, F): unit
+    normals ``Nrm`` (R, F, 2), ``valid`` rows, the rows ``jhi``/``jlo`` that end each edge (``has_hi``/``has_lo``),
+    ``paired`` (the lower end is edge ``jlo``'s upper end), ``ghi = n_jhi . e_i``, ``glo``, ``chi = n_i . n_jhi``,
+    ``clo``."""
+
+    Nrm: np.ndarray
+    valid: np.ndarray
+    jhi: np.ndarray
+    jlo: np.ndarray
+    has_hi: np.ndarray
+    has_lo: np.ndarray
+    paired: np.ndarray
+    ghi: np.ndarray
+    glo: np.ndarray
+    chi: np.ndarray
+    clo: np.ndarray
+
+
+class EdgeWork(NamedTuple):
+    """One pair's edge data (``s_lo``, ``s_hi``, ``act``, ``keep``: rows of the caller's (P, F) outputs) and the
+    kernel's scratch (``log_B`` (F,), ``ds`` (F, 2), ``bounds`` (F,))."""
+
+    s_lo: np.ndarray
+    s_hi: np.ndarray
+    act: np.ndarray
+    keep: np.ndarray
+    log_B: np.ndarray
+    ds: np.ndarray
+    bounds: np.ndarray
+
+
+# one function on purpose: split into five compiled pieces (even with inline="always") it measured 13% slower
+# per pair (3.5 -> 4.0 us, alternated runs, issue 13), so the complexity limit is waived here alone
 @_jit
-def _pair(Nrm, valid, jhi, jlo, has_hi, has_lo, paired, ghi, glo, chi, clo, d, moments, log_weight_scale, s_lo,
-          s_hi, act, keep, log_B, ds, bounds, mean, cov):
-    """One pair: fills s_lo, s_hi, act, keep, log_B, mean, cov (``ds``, ``bounds``: scratch); returns
-    (log_mass, rel_err, flagged, loosen)."""
+def _pair(g, r, d, moments, log_weight_scale, ew, mean, cov):  # noqa: C901
+    """One pair (region r of ``g``, whitened offsets ``d``): fills the edge data of ``ew``, ``mean``, ``cov``;
+    returns (log_mass, rel_err, flagged, loosen)."""
+    Nrm, valid, jhi, jlo, has_hi, has_lo = g.Nrm[r], g.valid[r], g.jhi[r], g.jlo[r], g.has_hi[r], g.has_lo[r]
+    paired, ghi, glo, chi, clo = g.paired[r], g.ghi[r], g.glo[r], g.chi[r], g.clo[r]
+    s_lo, s_hi, act, keep, log_B, ds, bounds = ew
     F = d.size
     inside = True
     outside = False
@@ -495,16 +533,15 @@ def _pair(Nrm, valid, jhi, jlo, has_hi, has_lo, paired, ghi, glo, chi, clo, d, m
 
 
 @_jit
-def _pairs(Nrm, valid, jhi, jlo, has_hi, has_lo, paired, ghi, glo, chi, clo, pr, D, moments, log_weight_scale,
-           start, stop, log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep):
+def _pairs(g, pr, D, moments, log_weight_scale, start, stop, out):
+    """Pairs ``start:stop``; ``out``: (log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep)."""
+    log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep = out
     log_B = np.empty(D.shape[1])
     ds = np.empty((D.shape[1], 2))
     bounds = np.empty(D.shape[1])
     for p in range(start, stop):
-        r = pr[p]
-        lm, re, fl, lo = _pair(Nrm[r], valid[r], jhi[r], jlo[r], has_hi[r], has_lo[r], paired[r], ghi[r], glo[r],
-                               chi[r], clo[r], D[p], moments, log_weight_scale[p], s_lo[p], s_hi[p], act[p], keep[p],
-                               log_B, ds, bounds, mean[p], cov[p])
+        ew = EdgeWork(s_lo[p], s_hi[p], act[p], keep[p], log_B, ds, bounds)
+        lm, re, fl, lo = _pair(g, pr[p], D[p], moments, log_weight_scale[p], ew, mean[p], cov[p])
         log_mass[p] = lm
         rel_err[p] = re
         flagged[p] = fl
@@ -559,8 +596,7 @@ def pair_planar_moments(geo, pr, D, moments, log_weight_scale):
     out = (np.empty(P), np.empty(P), np.empty(P, dtype=np.bool_), np.empty(P), np.empty((P, 2)),
            np.empty((P, 2, 2)), np.empty((P, F)), np.empty((P, F)), np.empty((P, F), dtype=np.bool_),
            np.empty((P, F), dtype=np.bool_))
-    args = (geo.Nrm, geo.valid, geo.jhi, geo.jlo, geo.has_hi, geo.has_lo, geo.paired, geo.ghi, geo.glo, geo.chi,
-            geo.clo, pr, D, moments, log_weight_scale)
-    run_split(lambda start, stop: _pairs(*args, start, stop, *out), P, min_per_thread=_MIN_PAIRS_PER_THREAD,
-              pieces_per_thread=4)
+    g = geo.arrays
+    run_split(lambda start, stop: _pairs(g, pr, D, moments, log_weight_scale, start, stop, out), P,
+              min_per_thread=_MIN_PAIRS_PER_THREAD, pieces_per_thread=4)
     return out

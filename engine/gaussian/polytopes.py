@@ -27,9 +27,9 @@ import numpy as np
 
 from ..errors import DGNInputError
 from ..polytope import Polytope
-from . import TruncatedMoments
 from .facets import facet_moments
 from .interval import standard_interval_moments
+from .pairs import PairRequest, PairResult, TruncatedMoments
 from .planar import cancels, planar_log_mass, planar_moments, planar_slice_log_mass, planar_slice_moments
 from .planar_batch import RegionGeometry, batch_planar_moments
 from .qmc import rqmc_moments
@@ -78,51 +78,83 @@ def _interval_solve(Nrm1, D, moments):
     return lz, m[:, None], v[:, None, None], None
 
 
+class Pointed(NamedTuple):
+    """A region in whitened, pointed coordinates of dimension S' (lineality integrated out): ``{Nrm y <= D}``,
+    vertices ``Yv`` (M, V, S') relative to each mean, unit rays ``Yr``."""
+
+    Nrm: np.ndarray
+    D: np.ndarray
+    Yv: np.ndarray
+    Yr: np.ndarray
 
 
-def _solve(Nrm, D, Yv, Yr, moments, method, rng, cones=True):
-    """Problem in whitened, pointed coordinates of dimension S'. ``cones``: S' = 3 goes through the cone
-    decomposition (``_solid_cones``); False for the nested quadrature, the cone path's own fallback."""
-    S = Nrm.shape[1]
+def _solve_interval(pb: Pointed, req: PairRequest, cones: bool):
+    """S' = 1: closed form (``interval``)."""
+    return _interval_solve(pb.Nrm, pb.D, req.moments)
+
+
+def _solve_planar(pb: Pointed, req: PairRequest, cones: bool):
+    """S' = 2: Owen-T edge formula with slice-quadrature fallback (``planar``), or the slices themselves."""
+    if req.method != "slices":
+        return planar_moments(pb.Nrm, pb.D, req.moments, relative=req.relative)
+    lm, rel = planar_slice_log_mass(pb.Nrm, pb.D)
+    if req.moments < 1:
+        return lm, None, None, rel
+    mean, cov = facet_moments(pb.Nrm, pb.D, lm, lambda i, Nf, Df: _edge_solver(Nf, Df), req.moments)
+    if req.moments >= 2:
+        redo = cancels(mean, cov, lm, rel, relative=req.relative)  # E[yy^T] - m m^T cancels: total variance
+        if np.any(redo):
+            _, mean[redo], cov[redo] = planar_slice_moments(pb.Nrm, pb.D[redo])
+    return lm, mean, cov, rel
+
+
+def _solve_solid(pb: Pointed, req: PairRequest, cones: bool):
+    """S' = 3: the batched cone decomposition, or (``cones`` False: its own fallback) nested quadrature of exact
+    planar slice masses with divergence-theorem moments; ``rqmc`` on request."""
+    if req.method == "auto" and cones and pb.Yv.shape[1]:
+        return _solid_cones(pb, req)
+    if req.method == "rqmc":
+        return solve_high_dimensional(pb, req, cones)
+    lm, rel = solid_log_mass(pb.Nrm, pb.D, pb.Yv, pb.Yr)
+    if req.moments < 1:
+        return lm, None, None, rel
+    mean, cov = facet_moments(pb.Nrm, pb.D, lm, lambda i, Nf, Df: planar_moments(Nf, Df, 1)[:2], req.moments)
+    return lm, mean, cov, rel
+
+
+def solve_high_dimensional(pb: Pointed, req: PairRequest, cones: bool):
+    """S' >= 4 (and ``method="rqmc"``): randomised QMC with exact planar inner integrals and an error bar
+    (``qmc``). The dispatch entry point for the S >= 4 integrators: ``SOLVERS`` sends every S' it has no entry
+    for here. Returns ``(log_mass (M,), mean (M, S'), cov (M, S', S'), rel_err or error bar (M,))``."""
+    return rqmc_moments(pb.Nrm, pb.D, pb.Yv, moments=req.moments, rng=req.rng, relative=req.relative)
+
+
+SOLVERS = {1: _solve_interval, 2: _solve_planar, 3: _solve_solid}  # by pointed dimension S'
+
+
+def _solve(pb: Pointed, req: PairRequest, cones: bool = True):
+    """Problem in whitened, pointed coordinates: by dimension (``SOLVERS``), the paper's triangulation (eq. 9,
+    Lemma 4) on request. ``cones``: S' = 3 goes through the cone decomposition (``_solid_cones``); False for
+    the nested quadrature, the cone path's own fallback."""
+    S = pb.Nrm.shape[1]
     if S == 1:
-        return _interval_solve(Nrm, D, moments)
-    if method == "triangulation":
-        return triangulation_moments(Yv, Yr, moments, with_error=True)
-    if S == 2:
-        if method == "slices":
-            lm, rel = planar_slice_log_mass(Nrm, D)
-            if moments < 1:
-                return lm, None, None, rel
-            mean, cov = facet_moments(Nrm, D, lm, lambda i, Nf, Df: _edge_solver(Nf, Df), moments)
-            if moments >= 2:
-                redo = cancels(mean, cov, lm, rel)  # E[yy^T] - m m^T cancels: law of total variance instead
-                if np.any(redo):
-                    _, mean[redo], cov[redo] = planar_slice_moments(Nrm, D[redo])
-            return lm, mean, cov, rel
-        lm, mean, cov, rel = planar_moments(Nrm, D, moments)
-        return lm, mean, cov, rel
-    if S == 3 and method == "auto" and cones and Yv.shape[1]:
-        return _solid_cones(Nrm, D, Yv, Yr, moments, rng)
-    if S == 3 and method != "rqmc":
-        lm, rel = solid_log_mass(Nrm, D, Yv, Yr)
-        if moments < 1:
-            return lm, None, None, rel
-        mean, cov = facet_moments(Nrm, D, lm, lambda i, Nf, Df: planar_moments(Nf, Df, 1)[:2], moments)
-        return lm, mean, cov, rel
-    lm, mean, cov, err = rqmc_moments(Nrm, D, Yv, moments=moments, rng=rng)
-    return lm, mean, cov, err
+        return _solve_interval(pb, req, cones)
+    if req.method == "triangulation":
+        return triangulation_moments(pb.Yv, pb.Yr, req.moments, with_error=True)
+    return SOLVERS.get(S, solve_high_dimensional)(pb, req, cones)
 
 
-def _solid_cones(Nrm, D, Yv, Yr, moments, rng):
+def _solid_cones(pb: Pointed, req: PairRequest):
     """S' = 3 in whitened coordinates (a region of S = 3 that the batch geometry left out, or of S >= 4 reduced
     by its lineality): the batched cone decomposition on ``{Nrm y' <= D_0}``, ``y' = y + delta_m ~ N(delta_m, I)``
     with ``delta_m = Yv[0, 0] - Yv[m, 0]`` (the means differ by translations, so ``D_m = D_0 - Nrm delta_m``).
     The nested quadrature ``solid_log_mass`` is what the batch falls back to, no longer the first choice: it
     was off by 1.7e-6 (claiming 1.5e-13) on a region of an S = 4 network with one-dimensional lineality."""
-    delta = Yv[0, 0][None, :] - Yv[:, 0]
-    region = Polytope(Nrm, D[0], Yv[0], Yr, np.zeros((0, 3)))
-    out = polytope_moments_arrays([region], delta[None], np.eye(3)[None], moments=moments, method="auto", rng=rng,
-                                  _cones=False)
+    delta = pb.Yv[0, 0][None, :] - pb.Yv[:, 0]
+    region = Polytope(pb.Nrm, pb.D[0], pb.Yv[0], pb.Yr, np.zeros((0, 3)))
+    sub = PairRequest.build([region], delta[None], np.eye(3)[None], moments=req.moments, method="auto", rng=req.rng,
+                            accuracy=req.accuracy)
+    out = integrate_pairs(sub, cones=False)
     lm = out.log_mass[0]
     mean = None if out.mean is None else out.mean[0] - delta
     cov = None if out.cov is None else out.cov[0]
@@ -153,11 +185,10 @@ def polytope_moments(polytope: Polytope, mean, cov, *, moments: int = 2, method:
     """Mass (log), conditional mean and covariance of ``N(mean_n, cov)`` on ``polytope`` for each row n.
 
     ``log_mass_error`` is an absolute error bound on ``log_mass``: a rounding-level bound for the
-    deterministic paths (from the measured cancellation of the planar edge sums), 3 standard errors
-    for ``rqmc``, the signed sums' rounding and term errors for ``triangulation`` (infinite where they
-    cancel). S = 2 with ``method="auto"`` goes
-    through :func:`polytope_moments_batch` (one region), so single and batched results are identical;
-    so does S = 3 (``solid.batch_solid_moments``).
+    deterministic paths (from the measured cancellation of the planar edge sums), 4.53 standard errors
+    for ``rqmc`` (Student-t over its replicates), the signed sums' rounding and term errors for ``triangulation``
+    (infinite where they cancel). S = 2 and S = 3 with ``method="auto"`` go through :func:`integrate_pairs` (one
+    region), so single and batched results are identical.
     """
     mean, cov = _check(mean, cov, method)
     if mean.shape[1] in (2, 3) and method == "auto":
@@ -166,23 +197,40 @@ def polytope_moments(polytope: Polytope, mean, cov, *, moments: int = 2, method:
     return _polytope_moments_single(polytope, mean, cov, moments=moments, method=method, rng=rng)
 
 
+def _region_method(S_pointed: int, req: PairRequest, cones: bool) -> str:
+    if req.method in ("triangulation", "rqmc", "slices"):
+        return req.method
+    names = {1: "interval", 2: "planar-owen" if req.method == "auto" else req.method,
+             3: "solid-cones" if req.method == "auto" and cones else "solid-quadrature"}
+    return names.get(S_pointed, "rqmc")
+
+
+def _unwhiten(mean, m_r, c_r, L, Wq, Qc, moments):
+    """Conditional moments back in z: ``y = Qc y' + Wq w`` (w: the lineality, standard normal), ``z = mu + L y``."""
+    mz = cz = None
+    if moments >= 1 and m_r is not None:
+        mz = mean + (m_r @ Qc.T) @ L.T
+        if moments >= 2 and c_r is not None:
+            cy = np.einsum("ij,mjk,lk->mil", Qc, c_r, Qc) + (Wq @ Wq.T)[None]
+            cz = np.einsum("ij,mjk,lk->mil", L, cy, L)
+    return mz, cz
+
+
 def _polytope_moments_single(polytope: Polytope, mean, cov, *, moments: int = 2, method: str = "auto",
-                             rng=None, cones: bool = True) -> TruncatedMoments:
+                             rng=None, cones: bool = True, accuracy: str = "relative") -> TruncatedMoments:
     """The per-region path (whitening, lineality, every method); the batch's fallback."""
     N, S = mean.shape
     if polytope.H.shape[0] == 0:
         full = np.broadcast_to(cov, (N, S, S)).copy()
         return TruncatedMoments(np.zeros(N), mean.copy(), full, "whole-space", np.zeros(N))
+    req = PairRequest(None, None, None, moments=moments, method=method, rng=rng, accuracy=accuracy)
     L, Nrm, D, Yv, Yr, Wq, Qc = _whiten(polytope, mean, cov)
-    Sp = Qc.shape[1]
-    Nr = Nrm @ Qc
-    Yvr = Yv @ Qc
-    Yrr = Yr @ Qc if Yr.size else np.zeros((0, Sp))
+    Yrr = Yr @ Qc if Yr.size else np.zeros((0, Qc.shape[1]))
     if Yrr.size:
         keep = np.linalg.norm(Yrr, axis=1) > 1e-12
         Yrr = Yrr[keep] / np.linalg.norm(Yrr[keep], axis=1)[:, None]
     with np.errstate(invalid="ignore"):
-        lm, m_r, c_r, err = _solve(Nr, D, Yvr, Yrr, moments, method, rng, cones)
+        lm, m_r, c_r, err = _solve(Pointed(Nrm @ Qc, D, Yv @ Qc, Yrr), req, cones)
     unresolved = np.isnan(lm)
     if unresolved.any():
         # Signed inclusion-exclusion sums (triangulation) that cancel to <= 0 carry no information: the
@@ -193,21 +241,12 @@ def _polytope_moments_single(polytope: Polytope, mean, cov, *, moments: int = 2,
         m_r = np.where(np.isfinite(lm)[:, None], m_r, 0.0)
     if c_r is not None:
         c_r = np.where(np.isfinite(lm)[:, None, None], c_r, 0.0)
-    names = {1: "interval", 2: "planar-owen" if method == "auto" else method,
-             3: "solid-cones" if method == "auto" and cones else "solid-quadrature"}
-    name = method if method in ("triangulation", "rqmc", "slices") else names.get(Sp, "rqmc")
-    mz = cz = None
-    if moments >= 1 and m_r is not None:
-        my = m_r @ Qc.T
-        mz = mean + my @ L.T
-        if moments >= 2 and c_r is not None:
-            cy = np.einsum("ij,mjk,lk->mil", Qc, c_r, Qc) + (Wq @ Wq.T)[None]
-            cz = np.einsum("ij,mjk,lk->mil", L, cy, L)
+    mz, cz = _unwhiten(mean, m_r, c_r, L, Wq, Qc, moments)
     log_err = None
     if err is not None:
         with np.errstate(invalid="ignore", divide="ignore"):  # err >= 1: no lower bound on the mass
             log_err = np.where(err < 1.0, -np.log1p(-np.minimum(err, 1.0)), np.inf)
-    return TruncatedMoments(lm, mz, cz, name, log_err)
+    return TruncatedMoments(lm, mz, cz, _region_method(Qc.shape[1], req, cones), log_err)
 
 
 def _congruence_2x2(L, C):
@@ -231,219 +270,203 @@ _CHUNK_PAIRS = 16384  # pairs per vectorised block (bounds the (pairs, edges, 40
 _CHUNK_PAIRS_S3 = 8192  # S = 3: (pairs, facets, incident edges) arrays
 
 
-def _solid_batch(polytopes, means, covs, need, moments, log_mass, mean_out, cov_out, err_out, has_err, names, rng,
-                 log_weight_scale, geo):
-    """S = 3, ``method="auto"``: all (region, point) pairs of the regular regions through
-    ``solid.batch_solid_moments`` (cone decomposition). Its flagged pairs (cancellation beyond the error budget,
-    a boundary, degenerate geometry) are small regions as a rule: they take ``solid.cubature_moments``, and what
-    that cannot resolve the per-region nested quadrature ``_polytope_moments_single``. Pairs whose covariance
-    may cancel beyond ``solid.COV_TOL`` (relative to its smallest eigenvalue, or to Sigma_omega under
-    ``planar.covariance_accuracy("absolute")``) take the cubature where it applies and keep their values otherwise.
-    Returns the regions left to the per-region path (no facets, lineality, degenerate rows)."""
-    if geo.chol is None:
-        raise DGNInputError("cov", "covariance is not symmetric positive definite",
-                            "pass a positive definite covariance")
-    pr_all, pn_all = np.nonzero(need & geo.ok[:, None])
-    lws_all = None if log_weight_scale is None else log_weight_scale[pr_all, pn_all]
+def _store_whitened(res: PairResult, req: PairRequest, chol, r, rows, lm, my, cy, rel):
+    """Whitened results of region r (scalar) or regions r (array, ``chol`` per pair) into ``res``."""
+    res.log_mass[r, rows] = lm
+    res._errors[r, rows] = _log_err(rel)
+    if req.moments < 1:
+        return
+    fin = np.isfinite(lm)
+    if chol.ndim == 3:
+        mz = req.means[r, rows] + np.matmul(chol, my[:, :, None])[..., 0]
+    else:
+        mz = req.means[r, rows] + my @ chol.T
+    res.mean[r, rows] = np.where(fin[:, None], mz, 0.0)
+    if req.moments >= 2:
+        cz = np.matmul(np.matmul(chol, cy), np.swapaxes(chol, -1, -2))
+        res.cov[r, rows] = np.where(fin[:, None, None], cz, 0.0)
+
+
+def _solid_kernel_pass(req: PairRequest, geo, res: PairResult, pr_all, pn_all):
+    """The compiled cone decomposition over all pairs (``solid.batch_solid_moments``), in blocks; stores what
+    it resolved and returns ``(flagged, refine, loosen)`` per pair."""
+    lws_all = req.weight_scale(pr_all, pn_all)
     flagged_all = np.zeros(pr_all.size, dtype=bool)
     refine_all = np.zeros(pr_all.size, dtype=bool)
     loosen_all = np.ones(pr_all.size)
-
-    def store(r, rows, lm, my, cy, rel):
-        """Whitened results of region r (scalar) or regions r (array) into the outputs."""
-        log_mass[r, rows] = lm
-        err_out[r, rows] = _log_err(rel)
-        if moments >= 1:
-            Lp = geo.chol[r]
-            fin = np.isfinite(lm)
-            mz = means[r, rows] + np.matmul(Lp, my[:, :, None])[..., 0] if Lp.ndim == 3 else means[r, rows] + my @ Lp.T
-            mean_out[r, rows] = np.where(fin[:, None], mz, 0.0)
-            if moments >= 2:
-                Lt = np.swapaxes(Lp, -1, -2)
-                cz = np.matmul(np.matmul(Lp, cy), Lt)
-                cov_out[r, rows] = np.where(fin[:, None, None], cz, 0.0)
-
     for s0 in range(0, pr_all.size, _CHUNK_PAIRS_S3):
         sl = slice(s0, s0 + _CHUNK_PAIRS_S3)
         pr, pn = pr_all[sl], pn_all[sl]
-        lm, my, cy, rel, flagged, refine = batch_solid_moments(geo, pr, means[pr, pn], moments,
-                                                               None if lws_all is None else lws_all[sl])
-        flagged_all[sl] = flagged
-        refine_all[sl] = refine & ~flagged
+        out = batch_solid_moments(geo, pr, req.means[pr, pn], req.moments, None if lws_all is None else lws_all[sl],
+                                  cov_relative=req.relative)
+        flagged_all[sl] = out.flagged
+        refine_all[sl] = out.refine & ~out.flagged
         if lws_all is not None:
-            loosen_all[sl] = loosen_factors(lws_all[sl] + lm)
-        ok = ~flagged
-        store(pr[ok], pn[ok], lm[ok], None if my is None else my[ok], None if cy is None else cy[ok], rel[ok])
+            loosen_all[sl] = loosen_factors(lws_all[sl] + out.log_mass)
+        ok = ~out.flagged
+        _store_whitened(res, req, geo.chol[pr[ok]], pr[ok], pn[ok], out.log_mass[ok],
+                        None if out.mean is None else out.mean[ok], None if out.cov is None else out.cov[ok],
+                        out.rel[ok])
+    return flagged_all, refine_all, loosen_all
+
+
+def _solid_batch(req: PairRequest, geo, res: PairResult):
+    """S = 3, ``method="auto"``: all (region, point) pairs of the regular regions through the compiled cone
+    decomposition. Its flagged pairs (cancellation beyond the error budget, a boundary, degenerate geometry) are
+    small regions as a rule: they take ``solid.cubature_moments``, and what that cannot resolve the per-region
+    nested quadrature ``_polytope_moments_single``. Pairs whose covariance may cancel beyond ``COV_TOL``
+    (relative to its smallest eigenvalue, or to Sigma_omega under ``accuracy="absolute"``) take the cubature where
+    it applies and keep their values otherwise. Returns the regions left to the per-region path."""
+    pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
+    flagged_all, refine_all, loosen_all = _solid_kernel_pass(req, geo, res, pr_all, pn_all)
     again = flagged_all | refine_all
     pr_f, pn_f, loosen_f, must = pr_all[again], pn_all[again], loosen_all[again], flagged_all[again]
     for r in np.unique(pr_f):
         sel = pr_f == r
         rows, need_r = pn_f[sel], must[sel]
         # small bounded regions (where the cone decomposition cancels): cubature on tetrahedra
-        lc, mc, cc, rc, good = cubature_moments(polytopes[r], geo.chol[r], means[r, rows], loosen_f[sel])
+        lc, mc, cc, rc, good = cubature_moments(req.polytopes[r], geo.chol[r], req.means[r, rows], loosen_f[sel])
         if np.any(good):
-            store(r, rows[good], lc[good], mc[good], cc[good], rc[good])
+            _store_whitened(res, req, geo.chol[r], r, rows[good], lc[good], mc[good], cc[good], rc[good])
         rows = rows[~good & need_r]
         if rows.size == 0:
             continue
-        tm = _polytope_moments_single(polytopes[r], means[r, rows], covs[r], moments=moments, method="auto",
-                                      rng=rng, cones=False)
-        log_mass[r, rows] = tm.log_mass
-        if moments >= 1 and tm.mean is not None:
-            mean_out[r, rows] = tm.mean
-        if moments >= 2 and tm.cov is not None:
-            cov_out[r, rows] = tm.cov
-        err_out[r, rows] = np.inf if tm.log_mass_error is None else tm.log_mass_error
-    has_err[geo.ok] = True
+        tm = _polytope_moments_single(req.polytopes[r], req.means[r, rows], req.covs[r], moments=req.moments,
+                                      method="auto", rng=req.rng, cones=False, accuracy=req.accuracy)
+        res.store(r, rows, tm)
+        res._errors[r, rows] = np.inf if tm.log_mass_error is None else tm.log_mass_error
+    res.has_error[geo.ok] = True
     for r in np.nonzero(geo.ok)[0]:
-        names[r] = "solid-cones"
+        res.methods[r] = "solid-cones"
     return ~geo.ok
+
+
+def _planar_bound_only(out, flagged):
+    """``lower_bound_only``: the kernel's own estimate where its bound is rigorous (finite, within
+    ``BOUND_ONLY_REL``, origin off every edge line); other flagged pairs are reported as mass 0 (a valid lower
+    bound)."""
+    lm, rel = out.log_mass, out.rel
+    good = np.isfinite(lm) & (rel <= BOUND_ONLY_REL) & ~np.any(out.D == 0.0, axis=1)
+    return np.where(flagged & ~good, -np.inf, lm), np.where(flagged & ~good, 0.0, rel)
+
+
+def _planar_flagged(req: PairRequest, geo, out, pr, flagged):
+    """Pairs the S = 2 kernel flagged: the exact per-region numpy path (``planar.planar_moments``), in place."""
+    lm, rel, my, cy = out.log_mass, out.rel, out.mean, out.cov
+    for r in np.unique(pr[flagged]):
+        sel = np.nonzero(flagged & (pr == r))[0]
+        f = req.polytopes[r].H.shape[0]
+        with np.errstate(invalid="ignore"):
+            l2, m2, c2, r2 = planar_moments(geo.Nrm[r, :f], out.D[sel, :f], req.moments, relative=req.relative)
+        lm[sel], rel[sel] = l2, r2
+        if req.moments >= 1:
+            my[sel] = np.where(np.isfinite(l2)[:, None], m2, 0.0)
+        if req.moments >= 2:
+            cy[sel] = np.where(np.isfinite(l2)[:, None, None], c2, 0.0)
+
+
+def _planar_block(req: PairRequest, geo, res: PairResult, pr, pn):
+    """One block of S = 2 pairs: the compiled kernel, its flagged pairs by the exact path, stored in ``res``."""
+    mu = req.means[pr, pn]
+    with np.errstate(invalid="ignore"):
+        out = batch_planar_moments(geo, pr, mu, req.moments, req.weight_scale(pr, pn), cov_relative=req.relative)
+    flagged = out.flagged
+    if req.lower_bound_only and np.any(flagged):
+        lm, rel = _planar_bound_only(out, flagged)
+        out = out._replace(log_mass=lm, rel=rel)
+        flagged = np.zeros_like(flagged)
+    if np.any(flagged):
+        _planar_flagged(req, geo, out, pr, flagged)
+    lm = out.log_mass
+    res.log_mass[pr, pn] = lm
+    res._errors[pr, pn] = _log_err(out.rel)
+    if req.moments >= 1:
+        fin = np.isfinite(lm)
+        res.mean[pr, pn] = np.where(fin[:, None], mu + np.matmul(geo.chol[pr], out.mean[:, :, None])[:, :, 0], 0.0)
+        if req.moments >= 2:
+            res.cov[pr, pn] = np.where(fin[:, None, None], _congruence_2x2(geo.chol[pr], out.cov), 0.0)
+
+
+def _planar_batch(req: PairRequest, geo, res: PairResult):
+    """S = 2, ``method="auto"``: every (region, point) pair of the regular regions through the compiled Owen-T
+    kernel (``planar_batch``) in blocks of ``_CHUNK_PAIRS``. Returns the regions left to the per-region path."""
+    pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
+    for s0 in range(0, pr_all.size, _CHUNK_PAIRS):
+        _planar_block(req, geo, res, pr_all[s0:s0 + _CHUNK_PAIRS], pn_all[s0:s0 + _CHUNK_PAIRS])
+    res.has_error[geo.ok] = True
+    for r in np.nonzero(geo.ok)[0]:
+        res.methods[r] = "planar-owen"
+    return ~geo.ok
+
+
+BATCH_INTEGRATORS = {2: _planar_batch, 3: _solid_batch}  # S -> batched (method "auto") integrator
+GEOMETRIES = {2: RegionGeometry, 3: SolidGeometry}  # S -> its per-region geometry
 
 
 def batch_geometry(polytopes, covs, chol=None):
     """The per-region geometry of the batched paths (``method="auto"``): ``planar_batch.RegionGeometry`` for
     S = 2, ``solid.SolidGeometry`` for S = 3, None otherwise. It depends on the regions and Sigma_omega only,
     so a caller integrating the same regions for several sets of means builds it once and passes it to
-    :func:`polytope_moments_batch`. ``chol`` (R, S, S): accurate lower-triangular factors of ``covs``."""
+    :func:`integrate_pairs`. ``chol`` (R, S, S): accurate lower-triangular factors of ``covs``."""
     S = np.shape(covs)[-1]
-    if not len(polytopes) or S not in (2, 3):
+    if not len(polytopes) or S not in GEOMETRIES:
         return None
-    return (RegionGeometry if S == 2 else SolidGeometry)(polytopes, covs, chol)
+    return GEOMETRIES[S](polytopes, covs, chol)
 
 
-class BatchMoments(NamedTuple):
-    """What :func:`polytope_moments_arrays` returns: region-major arrays, R regions by N means."""
+def _per_region(req: PairRequest, res: PairResult, todo, cones: bool) -> None:
+    """The regions no batch took: the per-region path (whitening, lineality, every method)."""
+    for r in np.nonzero(todo)[0]:
+        rows = np.nonzero(req.need[r])[0]
+        if rows.size == 0:
+            continue
+        mean_r, cov_r = _check(req.means[r, rows], req.covs[r], req.method)
+        tm = _polytope_moments_single(req.polytopes[r], mean_r, cov_r, moments=req.moments, method=req.method,
+                                      rng=req.rng, cones=cones, accuracy=req.accuracy)
+        res.methods[r] = tm.method
+        res.store(r, rows, tm)
+        if tm.log_mass_error is not None:
+            res.has_error[r] = True
+            res._errors[r, rows] = tm.log_mass_error
 
-    log_mass: np.ndarray  # (R, N)
-    mean: np.ndarray | None  # (R, N, S), zero where the mass is -inf
-    cov: np.ndarray | None  # (R, N, S, S)
-    methods: list[str]  # (R,) the method each region took
-    log_mass_error: np.ndarray | None  # (R, N) absolute bounds on log_mass (0 where a method gives none)
-    has_error: np.ndarray  # (R,) whether region r's method gave error bounds
+
+def integrate_pairs(req: PairRequest, *, cones: bool = True) -> PairResult:
+    """Every needed (region, point) pair of ``req``: the batch integrator of its dimension (``BATCH_INTEGRATORS``,
+    ``method="auto"``), then the per-region path for the regions it leaves (lineality, degenerate rows, other
+    methods). ``cones`` False: S' = 3 regions take the nested quadrature (the cone path's own fallback)."""
+    R, N, S = req.shape
+    _check(np.zeros((1, S)), req.covs[0] if R else np.eye(S), req.method)
+    res = PairResult.empty(R, N, S, req.moments)
+    todo = np.ones(R, dtype=bool)
+    batch = BATCH_INTEGRATORS.get(S) if req.method == "auto" and R else None
+    if batch is not None:
+        geo = req.geometry if req.geometry is not None else batch_geometry(req.polytopes, req.covs)
+        if geo.chol is None:
+            raise DGNInputError("cov", "covariance is not symmetric positive definite",
+                                "pass a positive definite covariance")
+        todo = batch(req, geo, res)
+    _per_region(req, res, todo, cones)
+    default = req.method if req.method != "auto" else ("planar-owen" if S == 2 else "solid-quadrature" if S == 3
+                                                       else "rqmc")
+    return res.finish(default)
 
 
 def polytope_moments_batch(polytopes, means, covs, **kwargs) -> list[TruncatedMoments]:
     """:func:`polytope_moments_arrays` as a list of R :class:`TruncatedMoments`, one per region."""
     out = polytope_moments_arrays(polytopes, means, covs, **kwargs)
-    return [TruncatedMoments(out.log_mass[r], None if out.mean is None else out.mean[r],
-                             None if out.cov is None else out.cov[r], out.methods[r],
-                             out.log_mass_error[r] if out.has_error[r] else None) for r in range(len(polytopes))]
+    return [out.region(r) for r in range(len(polytopes))]
 
 
-def polytope_moments_arrays(polytopes, means, covs, *, moments: int = 2, method: str = "auto", rng=None,
-                            need=None, log_weight_scale=None, geometry=None, lower_bound_only: bool = False,
-                            _cones: bool = True):
-    """Batched entry point: ``means`` (R, N, S), ``covs`` (R, S, S) -> :class:`BatchMoments`.
+def polytope_moments_arrays(polytopes, means, covs, **kwargs) -> PairResult:
+    """Batched entry point: ``means`` (R, N, S), ``covs`` (R, S, S) -> :class:`PairResult` (region-major).
 
-    ``need`` (optional (R, N) bool): pairs with ``need[r, n]`` False are skipped and returned as
-    ``log_mass = -inf``, zero mean and covariance, ``log_mass_error = 0`` (for pairs whose term of
-    eq. 5 the caller has shown to be negligible). ``log_weight_scale`` (optional (R, N)): the caller's
-    bound ``w <= exp(log_weight_scale) * mass`` on each pair's posterior weight; the S = 2 batch then
-    relaxes the accuracy thresholds of pairs of weight below 1e-3 in proportion (``planar_kernel``); the
-    error bounds returned stay the measured ones. S = 2 with ``method="auto"`` is vectorised over all
-    (region, point) pairs (``planar_batch``); pairs whose edge sum cancels beyond the error budget,
-    and regions with lineality or degenerate rows, take the exact per-region path. Other cases loop
-    over regions (vectorised over points). ``geometry``: :func:`batch_geometry` of these regions and
-    ``covs``, when the caller has it. ``lower_bound_only`` (S = 2 batch, ``moments=0``): the caller needs
-    only rigorous lower bounds ``log_mass - log_mass_error``; pairs the batch cannot resolve to its strict
-    threshold keep its estimate when its error bound is within ``BOUND_ONLY_REL`` and are otherwise
-    reported as mass 0, instead of taking the slow exact path.
+    The keywords are the fields of :class:`PairRequest` (``moments``, ``method``, ``rng``, ``need``,
+    ``log_weight_scale``, ``geometry``, ``lower_bound_only``, ``accuracy``): pairs with ``need[r, n]`` False
+    come back as ``log_mass = -inf``, zero moments, error 0; S = 2 and S = 3 with ``method="auto"`` are
+    vectorised over all pairs; other cases loop over regions (vectorised over points).
     """
-    R = len(polytopes)
-    means = np.asarray(means, dtype=np.float64)
-    covs = np.asarray(covs, dtype=np.float64)
-    if means.ndim != 3 or means.shape[0] != R:
-        raise DGNInputError("means", f"shape {means.shape} is not (R={R}, N, S)", "pass an (R, N, S) array")
-    _, N, S = means.shape
-    if covs.shape != (R, S, S):
-        raise DGNInputError("covs", f"shape {covs.shape} is not (R={R}, S={S}, S={S})",
-                            "pass one (S, S) covariance per region")
-    if need is None:
-        need = np.ones((R, N), dtype=bool)
-    else:
-        need = np.asarray(need, dtype=bool)
-        if need.shape != (R, N):
-            raise DGNInputError("need", f"shape {need.shape} is not (R={R}, N={N})",
-                                "pass an (R, N) boolean mask")
-    if log_weight_scale is not None:
-        log_weight_scale = np.asarray(log_weight_scale, dtype=np.float64)
-        if log_weight_scale.shape != (R, N):
-            raise DGNInputError("log_weight_scale", f"shape {log_weight_scale.shape} is not (R={R}, N={N})",
-                                "pass an (R, N) array")
-    _check(np.zeros((1, S)), covs[0] if R else np.eye(S), method)
-    log_mass = np.full((R, N), -np.inf)
-    mean_out = np.zeros((R, N, S)) if moments >= 1 else None
-    cov_out = np.zeros((R, N, S, S)) if moments >= 2 else None
-    err_out = np.zeros((R, N))
-    has_err = np.zeros(R, dtype=bool)
-    names = [None] * R
-    todo = np.ones(R, dtype=bool)
-    if method == "auto" and R and S in (2, 3) and geometry is None:
-        geometry = batch_geometry(polytopes, covs)
-    if S == 2 and method == "auto" and R:
-        geo = geometry
-        if geo.chol is None:
-            raise DGNInputError("cov", "covariance is not symmetric positive definite",
-                                "pass a positive definite covariance")
-        todo = ~geo.ok
-        pr_all, pn_all = np.nonzero(need & geo.ok[:, None])
-        for s0 in range(0, pr_all.size, _CHUNK_PAIRS):
-            pr, pn = pr_all[s0:s0 + _CHUNK_PAIRS], pn_all[s0:s0 + _CHUNK_PAIRS]
-            mu = means[pr, pn]
-            with np.errstate(invalid="ignore"):
-                lm, my, cy, rel, flagged, D = batch_planar_moments(
-                    geo, pr, mu, moments, None if log_weight_scale is None else log_weight_scale[pr, pn])
-            if lower_bound_only and np.any(flagged):
-                # the kernel's own estimate where its bound is rigorous: finite, within BOUND_ONLY_REL, origin
-                # off every edge line; other flagged pairs are reported as mass 0 (a valid lower bound)
-                good = np.isfinite(lm) & (rel <= BOUND_ONLY_REL) & ~np.any(D == 0.0, axis=1)
-                lm = np.where(flagged & ~good, -np.inf, lm)
-                rel = np.where(flagged & ~good, 0.0, rel)
-                flagged = np.zeros_like(flagged)
-            if np.any(flagged):
-                for r in np.unique(pr[flagged]):
-                    sel = np.nonzero(flagged & (pr == r))[0]
-                    f = polytopes[r].H.shape[0]
-                    with np.errstate(invalid="ignore"):
-                        l2, m2, c2, r2 = planar_moments(geo.Nrm[r, :f], D[sel, :f], moments)
-                    lm[sel], rel[sel] = l2, r2
-                    if moments >= 1:
-                        my[sel] = np.where(np.isfinite(l2)[:, None], m2, 0.0)
-                    if moments >= 2:
-                        cy[sel] = np.where(np.isfinite(l2)[:, None, None], c2, 0.0)
-            log_mass[pr, pn] = lm
-            err_out[pr, pn] = _log_err(rel)
-            if moments >= 1:
-                fin = np.isfinite(lm)
-                mean_out[pr, pn] = np.where(fin[:, None], mu + np.matmul(geo.chol[pr], my[:, :, None])[:, :, 0], 0.0)
-                if moments >= 2:
-                    cov_out[pr, pn] = np.where(fin[:, None, None], _congruence_2x2(geo.chol[pr], cy), 0.0)
-        has_err[geo.ok] = True
-        for r in np.nonzero(geo.ok)[0]:
-            names[r] = "planar-owen"
-    if S == 3 and method == "auto" and R:
-        todo = _solid_batch(polytopes, means, covs, need, moments, log_mass, mean_out, cov_out, err_out, has_err,
-                            names, rng, log_weight_scale, geometry)
-    for r in np.nonzero(todo)[0]:
-        rows = np.nonzero(need[r])[0]
-        if rows.size == 0:
-            continue
-        mean_r, cov_r = _check(means[r, rows], covs[r], method)
-        tm = _polytope_moments_single(polytopes[r], mean_r, cov_r, moments=moments, method=method, rng=rng,
-                                      cones=_cones)
-        names[r] = tm.method
-        log_mass[r, rows] = tm.log_mass
-        if moments >= 1 and tm.mean is not None:
-            mean_out[r, rows] = tm.mean
-        if moments >= 2 and tm.cov is not None:
-            cov_out[r, rows] = tm.cov
-        if tm.log_mass_error is not None:
-            has_err[r] = True
-            err_out[r, rows] = tm.log_mass_error
-    default = method if method != "auto" else ("planar-owen" if S == 2 else "solid-quadrature" if S == 3
-                                               else "rqmc")
-    return BatchMoments(log_mass, mean_out, cov_out, [name or default for name in names],
-                        np.where(has_err[:, None], err_out, 0.0) if has_err.any() else None, has_err)
+    return integrate_pairs(PairRequest.build(polytopes, means, covs, **kwargs))
 
 
-__all__ = ["BatchMoments", "polytope_moments", "polytope_moments_arrays", "polytope_moments_batch", "planar_log_mass"]
+__all__ = ["PairRequest", "PairResult", "integrate_pairs", "polytope_moments", "polytope_moments_arrays",
+           "polytope_moments_batch", "planar_log_mass"]

@@ -71,11 +71,11 @@ def default_seed(Nrm, D, n_points: int = 256) -> np.random.SeedSequence:
     return np.random.SeedSequence([zlib.crc32(a), zlib.crc32(b), len(b), int(n_points)])
 
 
-def _redo_cancelled_cov(Nn, off, lm, mean2, cov2, prel, lw):
+def _redo_cancelled_cov(Nn, off, lm, mean2, cov2, prel, lw, relative=True):
     """Slices whose divergence-theorem covariance cancels (``planar.cancels`` loosened by ``_COV_LOOSEN``): the
     exact slice quadrature for those of relative sample weight above ``_COV_WEIGHT`` (per point), zero for the
     rest (a slice that thin has a conditional variance far below the spread of its mean). In place."""
-    redo = cancels(mean2, cov2, lm, prel, loosen=_COV_LOOSEN)
+    redo = cancels(mean2, cov2, lm, prel, loosen=_COV_LOOSEN, relative=relative)
     if not np.any(redo):
         return
     top = np.max(lw, axis=1, keepdims=True)  # lw (M, n): per point
@@ -89,24 +89,25 @@ REFINE_REL = 0.05  # rows whose relative error bar exceeds this are redone once 
 REFINE_FACTOR = 4
 
 
-def rqmc_moments(Nrm, D, Yv, *, moments=2, rng=None, n_points=256, n_reps=8, refine=True):
+def rqmc_moments(Nrm, D, Yv, *, moments=2, rng=None, n_points=256, n_reps=8, refine=True, relative=True):
     """log mass, conditional mean, conditional cov and relative mass error bar for y ~ N(0, I_S).
 
     ``rng``: None (seeded from the problem, :func:`default_seed`), a seed or a Generator. ``refine``: rows
     whose bar exceeds ``REFINE_REL`` are replaced by an independent estimate with ``REFINE_FACTOR`` times the
-    points (its own bar; independent of the first pass, so the selection does not bias its coverage)."""
-    out = _rqmc_once(Nrm, D, moments, rng, n_points, n_reps)
+    points (its own bar; independent of the first pass, so the selection does not bias its coverage).
+    ``relative``: the inner planar covariances' accuracy (``PairRequest.accuracy``)."""
+    out = _rqmc_once(Nrm, D, moments, rng, n_points, n_reps, relative)
     redo = ~(out[3] <= REFINE_REL)
     if refine and np.any(redo):
         sub = _rqmc_once(Nrm, np.atleast_2d(D)[redo], moments, None if rng is None else rng,
-                         REFINE_FACTOR * n_points, n_reps)
+                         REFINE_FACTOR * n_points, n_reps, relative)
         for full, part in zip(out, sub):
             if full is not None:
                 full[redo] = part
     return out
 
 
-def _rqmc_once(Nrm, D, moments, rng, n_points, n_reps):
+def _rqmc_once(Nrm, D, moments, rng, n_points, n_reps, relative=True):
     """One RQMC pass: K scramblings of ``n_points`` Sobol points (see :func:`rqmc_moments`)."""
     D = np.atleast_2d(D)
     M, F = D.shape
@@ -131,7 +132,7 @@ def _rqmc_once(Nrm, D, moments, rng, n_points, n_reps):
         lm, mean2, cov2, prel = _planar(Nn, off.reshape(-1, F), max(moments, 0), redo_cov=False)
         if moments >= 2:
             _redo_cancelled_cov(Nn, off.reshape(-1, F), lm, mean2, cov2, prel,
-                                lm.reshape(M, n_points) + log_ratio)
+                                lm.reshape(M, n_points) + log_ratio, relative)
         lw_all.append(lm.reshape(M, n_points) + log_ratio)
         rel_all.append(prel.reshape(M, n_points))
         w_all.append(W)

@@ -42,6 +42,7 @@ fall back to): outer 1-D quadrature over t = u^T y of exact planar slice masses 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import llvmlite.binding as _llvm
 import numba
@@ -49,7 +50,9 @@ import numpy as np
 from numba import types as _types
 from numba.extending import get_cython_function_address
 
-from .planar import COVARIANCE_ACCURACY, planar_log_mass
+from . import constants as C
+from .pairs import SolidPairs
+from .planar import planar_log_mass
 from .planar_batch import whitening_factors
 from .planar_kernel import LOOSEN_WEIGHT, _lse_pair, capped_loosen
 from .quad1d import integrate_logconcave
@@ -61,10 +64,7 @@ _llvm.add_symbol("dgnexact_solid_erfcx",
 _erfcx = _types.ExternalFunction("dgnexact_solid_erfcx", _types.float64(_types.float64))
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
-_LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
-_LOG_2PI = np.log(2.0 * np.pi)
 _ZERO = 1e-10
-_EPS = np.finfo(np.float64).eps
 
 
 def _direction(Yv: np.ndarray) -> np.ndarray:
@@ -98,7 +98,7 @@ def solid_log_mass(Nrm: np.ndarray, D: np.ndarray, Yv: np.ndarray, Yr: np.ndarra
         lm = lm.reshape(T.shape)
         rel = rel.reshape(T.shape)
         np.maximum(rel_max, np.max(np.where(np.isfinite(lm), rel, 0.0), axis=1), out=rel_max)
-        return -0.5 * T * T - _LOG_SQRT_2PI + lm
+        return -0.5 * T * T - _LOG_SQRT_2PI_F + lm
 
     breaks = Yv @ u if Yv.size else np.full((M, 1), np.nan)
     ru = Yr @ u if Yr.size else np.zeros(0)
@@ -124,11 +124,7 @@ _C_MAX_GRADES = 64  # geometric panels at most (edge within ~1e-18 of a foot: fl
 EDGE_ULPS = 32.0  # relative error of one edge integral <= EDGE_ULPS eps (1 + |log|) (measured against mpmath,
 # tests/test_solid_batch.py: at most ~20 eps (1 + |log|) over every scale; the |log| part is the rounding of the
 # large exponents such as (R + s_a^2) / 2)
-_SQRT2 = math.sqrt(2.0)
-_INF = math.inf
-_LOG_2PI_F = math.log(2.0 * math.pi)
-_LOG_SQRT_2PI_F = 0.5 * _LOG_2PI_F
-_EPS_F = float(np.finfo(np.float64).eps)
+_SQRT2, _INF, _LOG_2PI_F, _LOG_SQRT_2PI_F, _EPS_F = C.SQRT2, C.INF, C.LOG_2PI, C.LOG_SQRT_2PI, C.EPS
 
 
 @_jit
@@ -185,14 +181,16 @@ def _piece(R, a1, a2, sa, sb, amin, nodes, weights, S):
 
 
 @_jit
-def _edge_integrals(R, h1, a1, h2, a2, s_lo, s_hi, nodes, weights, out, S):
-    """Logs of the five integrals of one edge over ``s in [s_lo, s_hi]`` into ``out``; False if not resolved.
+def _edge_integrals(edge, out, S):
+    """Logs of the five integrals of one edge ``(R, h1, a1, h2, a2, s_lo, s_hi)`` over ``s in [s_lo, s_hi]`` into
+    ``out``; False if not resolved (Gauss-Legendre rule ``_CX``, ``_CW`` on the panels of :func:`_piece`).
 
     ``C_k = (1/2pi) int h_k Q(rho)/rho a_k/(a_k^2 + s^2) ds`` (``rho^2 = R + s^2``), ``k = 1, 2`` (the edge's
     two facets: ``h = |d|``, ``a = |e|``, ``R = h^2 + a^2``); ``B_k = (1/2pi) int e^{-(a_k^2 + s^2)/2}
     a_k/(a_k^2 + s^2) ds`` (Owen-T edge term of facet k's polygon); ``Z = int phi(s) ds`` (edge mass).
     ``S``: scratch of 5 floats.
     """
+    R, h1, a1, h2, a2, s_lo, s_hi = edge
     for k in range(5):
         out[k] = -_INF
     if not s_lo < s_hi:
@@ -214,7 +212,7 @@ def _edge_integrals(R, h1, a1, h2, a2, s_lo, s_hi, nodes, weights, out, S):
             sa, sb = -s_hi, -s_lo
         for k in range(5):
             S[k] = 0.0
-        ok = _piece(R, a1, a2, sa, sb, amin, nodes, weights, S) and ok
+        ok = _piece(R, a1, a2, sa, sb, amin, _CX, _CW, S) and ok
         base = (-0.5 * (R + sa * sa), -0.5 * (R + sa * sa), -0.5 * (a1 * a1 + sa * sa), -0.5 * (a2 * a2 + sa * sa),
                 -0.5 * sa * sa)
         for k in range(5):
@@ -229,18 +227,18 @@ def _edge_integrals(R, h1, a1, h2, a2, s_lo, s_hi, nodes, weights, out, S):
 
 
 @_jit
-def _edge_integrals_many(start, stop, R, h1, a1, h2, a2, s_lo, s_hi, nodes, weights, out, ok):
+def _edge_integrals_many(start, stop, edges, out, ok):
+    R, h1, a1, h2, a2, s_lo, s_hi = edges
     for m in range(start, stop):
-        ok[m] = _edge_integrals(R[m], h1[m], a1[m], h2[m], a2[m], s_lo[m], s_hi[m], nodes, weights, out[m],
-                                np.empty(5))
+        ok[m] = _edge_integrals((R[m], h1[m], a1[m], h2[m], a2[m], s_lo[m], s_hi[m]), out[m], np.empty(5))
 
 
 def edge_integrals(R, h1, a1, h2, a2, s_lo, s_hi):
     """Vectorised :func:`_edge_integrals`: ``(log C1, log C2, log B1, log B2, log Z, ok)`` (1-D arrays)."""
-    args = [np.ascontiguousarray(np.ravel(x), dtype=np.float64) for x in (R, h1, a1, h2, a2, s_lo, s_hi)]
+    args = tuple(np.ascontiguousarray(np.ravel(x), dtype=np.float64) for x in (R, h1, a1, h2, a2, s_lo, s_hi))
     out = np.empty((args[0].size, 5))
     ok = np.empty(args[0].size, dtype=np.bool_)
-    run_split(lambda start, stop: _edge_integrals_many(start, stop, *args, _CX, _CW, out, ok), args[0].size,
+    run_split(lambda start, stop: _edge_integrals_many(start, stop, args, out, ok), args[0].size,
               min_per_thread=_PAIRS_PER_BLOCK)
     return out[:, 0], out[:, 1], out[:, 2], out[:, 3], out[:, 4], ok
 
@@ -252,14 +250,14 @@ def edge_integrals(R, h1, a1, h2, a2, s_lo, s_hi):
 _PARALLEL = 1e-9  # |n_i x n_j| below this: parallel planes (no edge)
 _GPAR = 1e-12  # |n_k . t| below this: plane k parallel to the edge
 _SHORT = 1e-10  # relative edge length below which an edge is a point (degenerate vertex)
-_DROP = 45.0  # nats below the largest term bound: edges left out of the mass (their bounds go into the error)
+_DROP = C.EDGE_DROP_NATS  # nats below the largest term bound: edges left out of the mass (bounds into the error)
 _DROP_MOMENTS = 50.0  # nats below the mass: edge terms of the moments left out (bounds in the error)
-FALLBACK_REL = 1e-10  # relative mass error bound above which a pair goes to a fallback ...
+FALLBACK_REL = C.SOLID_FALLBACK_REL  # relative mass error bound above which a pair goes to a fallback ...
 # ... times LOOSEN_WEIGHT / w (planar_kernel's) for pairs of posterior weight w below LOOSEN_WEIGHT,
-MAX_LOOSEN = 1e-6 / FALLBACK_REL  # but never beyond 1e-6 relative (as for S = 2, planar_kernel)
+MAX_LOOSEN = C.MAX_LOOSEN_REL / FALLBACK_REL  # but never beyond 1e-6 relative (as for S = 2, planar_kernel)
 FACET_REL = 1e-12  # a facet mass the per-region path would integrate by slices (its planar fallback threshold)
 MOMENT_TOL = 1e-10  # ... whose error bound moves the whitened moments by more than this: fallback
-COV_TOL = 3e-9  # covariance cancellation bound (relative to its smallest eigenvalue) above which to refine
+COV_TOL = C.COV_TOL  # covariance cancellation bound (relative to its smallest eigenvalue) above which to refine
 MEAN_TOL = 1e-9  # mean error bound (relative to the smallest standard deviation) above which to refine
 
 
@@ -328,6 +326,7 @@ class SolidGeometry:
             self.evalid[rows, slot] = True
             for name, v in e.items():
                 getattr(self, name)[rows, slot] = v[g, q]
+        self.arrays = SolidArrays(*(getattr(self, name) for name in SolidArrays._fields))
 
 
 def _region_edges(Nrm, cn):
@@ -436,43 +435,84 @@ def _term_err(lt):
     return lt + math.log(EDGE_ULPS * _EPS_F * (1.0 + abs(lt))) if lt > -_INF else -_INF
 
 
-@_jit
-def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, c, sn, ah, bh, gh, al, bl, gl,
-          m1, m2, moments, lws, cov_relative, nodes, weights, mean, cov, wf, wb, vals):
-    """One (region, point) pair: ``(log_mass, rel_err, flagged)``; whitened mean and cov into the arrays.
+class SolidArrays(NamedTuple):
+    """The arrays of :class:`SolidGeometry` the compiled kernel reads, passed to it whole (numba types a NamedTuple
+    of arrays): facets ``Nrm``, ``Hn``, ``cn``, ``fvalid`` (R, F[, 3]) and edges (R, E[, 3]) -- facet pair ``ei``,
+    ``ej``, bounding facets ``khi``/``klo`` (``has_hi``/``has_lo``), ``c = n_i.n_j``, ``sn = |n_i x n_j|``, the end
+    coefficients ``ah, bh, gh``/``al, bl, gl`` and the in-facet edge normals ``m1``, ``m2``."""
 
-    ``lws``: the caller's bound ``w <= exp(lws) * mass`` on the pair's posterior weight (+inf: none);
-    ``cov_relative``: covariance accuracy relative to its smallest eigenvalue (else to the whitened unit).
-    ``wf`` (13, max(F, E)) float, ``wb`` (4, max(F, E)) bool and ``vals`` (E, 5): scratch."""
-    F = Nrm.shape[1]
-    E = evalid.shape[1]
-    D = wf[0, :F]
+    Nrm: np.ndarray
+    Hn: np.ndarray
+    cn: np.ndarray
+    fvalid: np.ndarray
+    evalid: np.ndarray
+    ei: np.ndarray
+    ej: np.ndarray
+    khi: np.ndarray
+    klo: np.ndarray
+    has_hi: np.ndarray
+    has_lo: np.ndarray
+    c: np.ndarray
+    sn: np.ndarray
+    ah: np.ndarray
+    bh: np.ndarray
+    gh: np.ndarray
+    al: np.ndarray
+    bl: np.ndarray
+    gl: np.ndarray
+    m1: np.ndarray
+    m2: np.ndarray
+
+
+class _Work(NamedTuple):
+    """Per-thread scratch of the kernel: ``wf`` (13, max(F, E, 5)) floats, ``wb`` (4, max(F, E, 5)) flags, ``vals``
+    (E, 5) the logs of each edge's five integrals."""
+
+    wf: np.ndarray
+    wb: np.ndarray
+    vals: np.ndarray
+
+
+@_jit
+def _offsets(g, r, mu, wk):
+    """``D = cn - Hn mu`` of region r into ``wk.wf[0]``: ``(inside, flagged)`` (origin on a facet plane)."""
+    F = g.Nrm.shape[1]
+    D = wk.wf[0, :F]
     inside = True
     flagged = False
     for f in range(F):
-        D[f] = cn[r, f] - (Hn[r, f, 0] * mu[0] + Hn[r, f, 1] * mu[1] + Hn[r, f, 2] * mu[2])
-        if fvalid[r, f]:
+        D[f] = g.cn[r, f] - (g.Hn[r, f, 0] * mu[0] + g.Hn[r, f, 1] * mu[1] + g.Hn[r, f, 2] * mu[2])
+        if g.fvalid[r, f]:
             if D[f] <= 0.0:
                 inside = False
             if D[f] == 0.0:
-                flagged = True  # origin on a facet plane
+                flagged = True
+    return inside, flagged
+
+
+@_jit
+def _edges(g, r, wk):
+    """Per edge: in-plane distances ``e1``, ``e2`` of the feet, ends ``[slo, shi]``, ``R2`` and ``rho2``, which
+    edges are active and which facets' feet lie outside; True if a foot is on an edge line (flagged)."""
+    F, E = g.Nrm.shape[1], g.evalid.shape[1]
+    wf, wb = wk.wf, wk.wb
+    D = wf[0, :F]
     e1, e2, slo, shi, R2, rho2 = wf[1, :E], wf[2, :E], wf[3, :E], wf[4, :E], wf[5, :E], wf[6, :E]
-    S = wf[12, :5]
-    act, foot_out, done, use = wb[0, :E], wb[1, :F], wb[2, :E], wb[3, :E]
+    act, foot_out = wb[0, :E], wb[1, :F]
     act[:] = False
     foot_out[:] = False
-    done[:] = False
-    use[:] = False
-    ref = 0.0 if inside else -_INF
+    wb[2, :E] = False
+    wb[3, :E] = False
+    flagged = False
     for k in range(E):
-        if not evalid[r, k]:
+        if not g.evalid[r, k]:
             continue
-        i, j = ei[r, k], ej[r, k]
+        i, j = g.ei[r, k], g.ej[r, k]
         di, dj = D[i], D[j]
-        e1[k] = (dj - c[r, k] * di) / sn[r, k]
-        e2[k] = (di - c[r, k] * dj) / sn[r, k]
-        shi[k] = (D[khi[r, k]] - ah[r, k] * di - bh[r, k] * dj) / gh[r, k] if has_hi[r, k] else _INF
-        slo[k] = (D[klo[r, k]] - al[r, k] * di - bl[r, k] * dj) / gl[r, k] if has_lo[r, k] else -_INF
+        e1[k] = (dj - g.c[r, k] * di) / g.sn[r, k]
+        e2[k] = (di - g.c[r, k] * dj) / g.sn[r, k]
+        shi[k] = (D[g.khi[r, k]] - g.ah[r, k] * di - g.bh[r, k] * dj) / g.gh[r, k] if g.has_hi[r, k] else _INF
+        slo[k] = (D[g.klo[r, k]] - g.al[r, k] * di - g.bl[r, k] * dj) / g.gl[r, k] if g.has_lo[r, k] else -_INF
         if not slo[k] < shi[k]:
             continue
         act[k] = True
@@ -481,15 +521,36 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
         if e2[k] <= 0.0:
             foot_out[j] = True
         if e1[k] == 0.0 or e2[k] == 0.0:
-            flagged = True  # a foot on an edge line
+            flagged = True
         R2[k] = di * di + e1[k] * e1[k]
         s0 = min(max(0.0, slo[k]), shi[k])
         rho2[k] = R2[k] + s0 * s0
-    # mass: 1{inside} - sum_i sign(d_i) [foot_in_i Q(|d_i|) - sum_j sign(e_ij) C_ij]
-    lq = wf[7, :F]
+    return flagged
+
+
+@_jit
+def _edge_values(g, r, wk, k):
+    """The five integrals of edge k into ``wk.vals[k]`` (once per pair); False if not resolved."""
+    F = g.Nrm.shape[1]
+    D, wf = wk.wf[0, :F], wk.wf
+    i, j = g.ei[r, k], g.ej[r, k]
+    wk.wb[2, k] = True
+    edge = (wf[5, k], abs(D[i]), abs(wf[1, k]), abs(D[j]), abs(wf[2, k]), wf[3, k], wf[4, k])
+    return _edge_integrals(edge, wk.vals[k], wf[12, :5])
+
+
+@_jit
+def _mass(g, r, wk, inside):
+    """Cone decomposition ``1{inside} - sum_i sign(d_i) [foot_in_i Q(|d_i|) - sum_j sign(e_ij) C_ij]`` as signed
+    log sums: ``(pos, neg, err, flagged)`` (``err``: log of the absolute error bound)."""
+    F, E = g.Nrm.shape[1], g.evalid.shape[1]
+    wf = wk.wf
+    D, e1, e2, rho2, lq = wf[0, :F], wf[1, :E], wf[2, :E], wf[6, :E], wf[7, :F]
+    act, foot_out = wk.wb[0, :E], wk.wb[1, :F]
+    ref = 0.0 if inside else -_INF
     lq[:] = -_INF
     for f in range(F):
-        if fvalid[r, f] and not foot_out[f]:
+        if g.fvalid[r, f] and not foot_out[f]:
             lq[f] = _log_q(abs(D[f]))
             ref = max(ref, lq[f])
     for k in range(E):
@@ -505,6 +566,7 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
             else:
                 neg = _lse_pair(neg, lq[f])
             err = _lse_pair(err, _term_err(lq[f]))
+    flagged = False
     for k in range(E):
         if not act[k]:
             continue
@@ -512,64 +574,69 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
         if bound <= ref - _DROP:
             err = _lse_pair(err, bound + math.log(2.0))
             continue
-        i, j = ei[r, k], ej[r, k]
-        if not _edge_integrals(R2[k], abs(D[i]), abs(e1[k]), abs(D[j]), abs(e2[k]), slo[k], shi[k], nodes, weights,
-                               vals[k], S):
+        if not _edge_values(g, r, wk, k):
             flagged = True
-        done[k] = True
+        i, j = g.ei[r, k], g.ej[r, k]
         for side in range(2):
-            lc = vals[k, side]
+            lc = wk.vals[k, side]
             sg = _sign(D[i]) * _sign(e1[k]) if side == 0 else _sign(D[j]) * _sign(e2[k])
             if sg > 0.0:
                 pos = _lse_pair(pos, lc)
             elif sg < 0.0:
                 neg = _lse_pair(neg, lc)
             err = _lse_pair(err, _term_err(lc))
-    log_mass, ratio = _log_diff(pos, neg)
-    if log_mass == -_INF:
-        return log_mass, _INF, True, False
-    rel = math.exp(err - log_mass) + 4.0 * _EPS_F * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
-    loosen = loosen_factor(lws + log_mass)
-    # the logs of the terms are rounded to ~eps |log| (they are, in exact arithmetic, for the rounded offsets
-    # too): that part of the bound is accepted up to a cancellation of 64
-    if not rel <= FALLBACK_REL * loosen + 64.0 * EDGE_ULPS * _EPS_F * (1.0 + abs(log_mass)):
-        flagged = True
-    if moments < 1 or flagged:
-        return log_mass, rel, flagged, False
-    # moments (divergence theorem): facet masses P_i = foot_in_i - sum_j sign(e_ij) B_ij
+    return pos, neg, err, flagged
+
+
+@_jit
+def _facet_masses(g, r, wk, log_mass):
+    """Facet masses ``P_i = foot_in_i - sum_j sign(e_ij) B_ij`` as signed log sums in ``wf[8:11]`` (edge terms
+    below the moments' window go into the error); marks the edges used; False if an edge is not resolved."""
+    F, E = g.Nrm.shape[1], g.evalid.shape[1]
+    wf = wk.wf
+    e1, e2, R2, rho2 = wf[1, :E], wf[2, :E], wf[5, :E], wf[6, :E]
+    act, foot_out, done, use = wk.wb[0, :E], wk.wb[1, :F], wk.wb[2, :E], wk.wb[3, :E]
     lim = log_mass - _DROP_MOMENTS
     fpos, fneg, ferr = wf[8, :F], wf[9, :F], wf[10, :F]
     fpos[:] = -_INF
     fneg[:] = -_INF
     ferr[:] = -_INF
     for f in range(F):
-        if fvalid[r, f] and not foot_out[f]:
+        if g.fvalid[r, f] and not foot_out[f]:
             fpos[f] = 0.0
             ferr[f] = math.log(_EPS_F)
     for k in range(E):
         if not act[k]:
             continue
-        i, j = ei[r, k], ej[r, k]
+        i, j = g.ei[r, k], g.ej[r, k]
         if math.log(0.5) - 0.5 * rho2[k] <= lim:  # phi(d) B and e^{-R/2} Z are below e^{-rho^2/2}/2
             s2 = rho2[k] - R2[k]
             ferr[i] = _lse_pair(ferr[i], math.log(0.5) - 0.5 * (s2 + e1[k] * e1[k]))
             ferr[j] = _lse_pair(ferr[j], math.log(0.5) - 0.5 * (s2 + e2[k] * e2[k]))
             continue
-        if not done[k]:
-            if not _edge_integrals(R2[k], abs(D[i]), abs(e1[k]), abs(D[j]), abs(e2[k]), slo[k], shi[k], nodes,
-                                   weights, vals[k], S):
-                return log_mass, rel, True, False
-            done[k] = True
+        if not done[k] and not _edge_values(g, r, wk, k):
+            return False
         use[k] = True
         for side in range(2):
             f = i if side == 0 else j
             ek = e1[k] if side == 0 else e2[k]
-            lb = vals[k, 2 + side]
+            lb = wk.vals[k, 2 + side]
             if ek > 0.0:
                 fneg[f] = _lse_pair(fneg[f], lb)
             else:
                 fpos[f] = _lse_pair(fpos[f], lb)
             ferr[f] = _lse_pair(ferr[f], _term_err(lb))
+    return True
+
+
+@_jit
+def _first_moments(g, r, wk, log_mass, mean, cov):
+    """``E[y 1] = -sum_i n_i phi(d_i) P_i`` and the facet part of ``E[yy^T 1]`` (over the mass) into ``mean`` and
+    ``cov``: ``(err1, err2)`` their error bounds from the facet masses' bounds."""
+    F = g.Nrm.shape[1]
+    wf = wk.wf
+    D, fpos, fneg, ferr = wf[0, :F], wf[8, :F], wf[9, :F], wf[10, :F]
+    Nrm = g.Nrm
     for a in range(3):
         mean[a] = 0.0
         for b in range(3):
@@ -577,7 +644,7 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
     err1 = 0.0
     err2 = 0.0
     for f in range(F):
-        if not fvalid[r, f]:
+        if not g.fvalid[r, f]:
             continue
         lp, _ = _log_diff(fpos[f], fneg[f])
         lphi = -0.5 * D[f] * D[f] - _LOG_SQRT_2PI_F
@@ -597,15 +664,29 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
             mean[a] -= q * Nrm[r, f, a]
             for b in range(3):
                 cov[a, b] -= q * D[f] * Nrm[r, f, a] * Nrm[r, f, b]
-    if moments >= 2:
-        for k in range(E):
-            if not use[k]:
-                continue
-            v = math.exp(-0.5 * R2[k] - _LOG_2PI_F + vals[k, 4] - log_mass)
-            i, j = ei[r, k], ej[r, k]
-            for a in range(3):
-                for b in range(3):
-                    cov[a, b] += v * (Nrm[r, i, a] * m1[r, k, b] + Nrm[r, j, a] * m2[r, k, b])
+    return err1, err2
+
+
+@_jit
+def _second_moments(g, r, wk, log_mass, mean, cov):
+    """Edge part of ``E[yy^T 1]``: ``sum_edges e^{-R/2}/(2 pi) Z (n_i m_ij^T + n_j m_ji^T)``, then centred and
+    symmetrised; returns ``|m|``."""
+    E = g.evalid.shape[1]
+    R2, use = wk.wf[5, :E], wk.wb[3, :E]
+    for k in range(E):
+        if not use[k]:
+            continue
+        v = math.exp(-0.5 * R2[k] - _LOG_2PI_F + wk.vals[k, 4] - log_mass)
+        i, j = g.ei[r, k], g.ej[r, k]
+        for a in range(3):
+            for b in range(3):
+                cov[a, b] += v * (g.Nrm[r, i, a] * g.m1[r, k, b] + g.Nrm[r, j, a] * g.m2[r, k, b])
+    return _centre(mean, cov)
+
+
+@_jit
+def _centre(mean, cov):
+    """``cov -= m m^T``, symmetrised; returns ``|m|``."""
     mn = math.sqrt(mean[0] * mean[0] + mean[1] * mean[1] + mean[2] * mean[2])
     for a in range(3):
         for b in range(3):
@@ -615,26 +696,65 @@ def _pair(r, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, 
             s = 0.5 * (cov[a, b] + cov[b, a])
             cov[a, b] = s
             cov[b, a] = s
+    return mn
+
+
+@_jit
+def _smallest_eigenvalue_bound(cov):
+    """``det / e2`` (``e2``: the sum of the 2 x 2 principal minors), a lower bound on the smallest eigenvalue of a
+    3 x 3 covariance; 0 when not positive."""
+    e2 = (cov[0, 0] * cov[1, 1] - cov[0, 1] * cov[0, 1] + cov[0, 0] * cov[2, 2] - cov[0, 2] * cov[0, 2]
+          + cov[1, 1] * cov[2, 2] - cov[1, 2] * cov[1, 2])
+    det = (cov[0, 0] * (cov[1, 1] * cov[2, 2] - cov[1, 2] * cov[1, 2])
+           - cov[0, 1] * (cov[0, 1] * cov[2, 2] - cov[1, 2] * cov[0, 2])
+           + cov[0, 2] * (cov[0, 1] * cov[1, 2] - cov[1, 1] * cov[0, 2]))
+    return det / e2 if det > 0.0 and e2 > 0.0 else 0.0
+
+
+@_jit
+def _needs_refine(cov, rel, mn, err1, light_log, cov_relative):
+    """E[yy^T] - m m^T: a relative error delta of the mass moves the covariance by ~delta (1 + |m|^2), held to
+    ``COV_TOL`` of its smallest eigenvalue (``cov_relative``, else of the whitened unit); the mean's error ~ delta
+    |m| to ``MEAN_TOL`` of the smallest standard deviation. For pairs of posterior weight w below LOOSEN_WEIGHT an
+    absolute allowance ``LOOSEN_WEIGHT / w - 1`` is added (``light_log = -log w``)."""
+    lam = _smallest_eigenvalue_bound(cov)
+    light = max(LOOSEN_WEIGHT * math.exp(min(light_log, 700.0)) - 1.0, 0.0)
+    scale = lam if cov_relative else 1.0
+    refine = not (rel + 64.0 * _EPS_F) * (1.0 + mn * mn) <= COV_TOL * (scale + light)
+    return refine or not (rel + 64.0 * _EPS_F) * mn + err1 <= MEAN_TOL * math.sqrt(scale + light)
+
+
+@_jit
+def _pair(g, r, mu, lws, moments, cov_relative, mean, cov, wk):
+    """One (region r of ``g``, mean ``mu``) pair: ``(log_mass, rel_err, flagged, refine)``; whitened mean and cov
+    into the arrays. ``lws``: the caller's bound ``w <= exp(lws) * mass`` on the pair's posterior weight (+inf:
+    none); ``cov_relative``: covariance accuracy relative to its smallest eigenvalue (else to the whitened unit)."""
+    inside, flagged = _offsets(g, r, mu, wk)
+    flagged = _edges(g, r, wk) or flagged
+    pos, neg, err, unresolved = _mass(g, r, wk, inside)
+    flagged = flagged or unresolved
+    log_mass, ratio = _log_diff(pos, neg)
+    if log_mass == -_INF:
+        return log_mass, _INF, True, False
+    rel = math.exp(err - log_mass) + 4.0 * _EPS_F * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
+    loosen = loosen_factor(lws + log_mass)
+    # the logs of the terms are rounded to ~eps |log| (they are, in exact arithmetic, for the rounded offsets
+    # too): that part of the bound is accepted up to a cancellation of 64
+    if not rel <= FALLBACK_REL * loosen + 64.0 * EDGE_ULPS * _EPS_F * (1.0 + abs(log_mass)):
+        flagged = True
+    if moments < 1 or flagged:
+        return log_mass, rel, flagged, False
+    if not _facet_masses(g, r, wk, log_mass):
+        return log_mass, rel, True, False
+    err1, err2 = _first_moments(g, r, wk, log_mass, mean, cov)
+    if moments >= 2:
+        mn = _second_moments(g, r, wk, log_mass, mean, cov)
+    else:
+        mn = _centre(mean, cov)
     tot = err1 if moments < 2 else err2 + (2.0 * mn + 1.0) * err1
     if not tot <= MOMENT_TOL * loosen:
         flagged = True
-    refine = False
-    if moments >= 2:
-        # E[yy^T] - m m^T: a relative error delta of the mass moves the covariance by ~delta (1 + |m|^2); relative
-        # to its smallest eigenvalue (bounded below by det / e2, e2 the sum of the 2 x 2 principal minors)
-        e2 = (cov[0, 0] * cov[1, 1] - cov[0, 1] * cov[0, 1] + cov[0, 0] * cov[2, 2] - cov[0, 2] * cov[0, 2]
-              + cov[1, 1] * cov[2, 2] - cov[1, 2] * cov[1, 2])
-        det = (cov[0, 0] * (cov[1, 1] * cov[2, 2] - cov[1, 2] * cov[1, 2])
-               - cov[0, 1] * (cov[0, 1] * cov[2, 2] - cov[1, 2] * cov[0, 2])
-               + cov[0, 2] * (cov[0, 1] * cov[1, 2] - cov[1, 1] * cov[0, 2]))
-        lam = det / e2 if det > 0.0 and e2 > 0.0 else 0.0
-        # relative to lam for pairs of posterior weight >= LOOSEN_WEIGHT; for lighter pairs (weight w) an absolute
-        # allowance COV_TOL (LOOSEN_WEIGHT / w - 1) is added (weighted error <= COV_TOL LOOSEN_WEIGHT)
-        light = max(LOOSEN_WEIGHT * math.exp(min(-(lws + log_mass), 700.0)) - 1.0, 0.0)
-        scale = lam if cov_relative else 1.0
-        refine = not (rel + 64.0 * _EPS_F) * (1.0 + mn * mn) <= COV_TOL * (scale + light)
-        # likewise the mean, whose error ~ delta |m| is held to MEAN_TOL of the smallest standard deviation
-        refine = refine or not (rel + 64.0 * _EPS_F) * mn + err1 <= MEAN_TOL * math.sqrt(scale + light)
+    refine = moments >= 2 and _needs_refine(cov, rel, mn, err1, -(lws + log_mass), cov_relative)
     return log_mass, rel, flagged, refine
 
 
@@ -642,31 +762,27 @@ _PAIRS_PER_BLOCK = 256
 
 
 @_jit
-def _pairs_block(start, stop, pr, mu, Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, c, sn, ah, bh,
-                 gh, al, bl, gl, m1, m2, moments, lws, cov_relative, nodes, weights, log_mass, rel, flagged, refine,
-                 mean, cov):
-    """Pairs ``start:stop`` with one scratch."""
-    n = max(Nrm.shape[1], evalid.shape[1], 5)
-    wf = np.empty((13, n))
-    wb = np.empty((4, n), dtype=np.bool_)
-    vals = np.empty((evalid.shape[1], 5))
+def _pairs_block(start, stop, g, pr, mu, lws, moments, cov_relative, out):
+    """Pairs ``start:stop`` with one scratch; ``out``: (log_mass, rel, flagged, refine, mean, cov) arrays (P, ...)."""
+    n = max(g.Nrm.shape[1], g.evalid.shape[1], 5)
+    wk = _Work(np.empty((13, n)), np.empty((4, n), dtype=np.bool_), np.empty((g.evalid.shape[1], 5)))
+    log_mass, rel, flagged, refine, mean, cov = out
     for p in range(start, stop):
-        out = _pair(pr[p], mu[p], Nrm, Hn, cn, fvalid, evalid, ei, ej, khi, klo, has_hi, has_lo, c, sn, ah, bh, gh, al,
-                    bl, gl, m1, m2, moments, lws[p], cov_relative, nodes, weights, mean[p], cov[p], wf, wb, vals)
-        log_mass[p], rel[p], flagged[p], refine[p] = out
+        log_mass[p], rel[p], flagged[p], refine[p] = _pair(g, pr[p], mu[p], lws[p], moments, cov_relative, mean[p],
+                                                           cov[p], wk)
 
 
 def batch_solid_moments(geo, pr: np.ndarray, mu: np.ndarray, moments: int = 2, log_weight_scale=None,
-                        cov_relative: bool | None = None):
+                        cov_relative: bool = True) -> SolidPairs:
     """Whitened mass and moments for pairs (region ``pr[p]`` of ``geo``, mean ``mu[p]``), P pairs.
 
-    Returns ``(log_mass (P,), mean_y (P, 3), cov_y (P, 3, 3), rel_err (P,), flagged (P,), refine (P,))`` in
+    Returns :class:`pairs.SolidPairs` (``log_mass (P,), mean (P, 3), cov (P, 3, 3), rel (P,), flagged (P,),
+    refine (P,)``) in
     whitened coordinates of each pair's region; ``flagged`` pairs (boundary cases, cancellation beyond the
     error budget) must be recomputed by the caller; ``refine`` pairs have a covariance whose cancellation
     (``E[yy^T] - m m^T`` with ``|m|^2`` far above its smallest eigenvalue) may exceed ``COV_TOL`` relative
-    to that eigenvalue (``cov_relative``, by default True unless within ``planar.covariance_accuracy("absolute")``;
-    else relative to the whitened unit, Sigma_omega): the caller should use the cubature where it applies (small
-    bounded regions).
+    to that eigenvalue (``cov_relative``; else relative to the whitened unit, Sigma_omega:
+    ``PairRequest.accuracy``): the caller should use the cubature where it applies (small bounded regions).
     ``log_weight_scale`` (P,): the caller's bound
     ``w <= exp(log_weight_scale) * mass`` on each pair's posterior weight; thresholds are loosened by
     :func:`loosen_factor` for pairs of weight below ``LOOSEN_WEIGHT``.
@@ -674,18 +790,15 @@ def batch_solid_moments(geo, pr: np.ndarray, mu: np.ndarray, moments: int = 2, l
     pr = np.ascontiguousarray(pr, dtype=np.intp)
     mu = np.ascontiguousarray(mu, dtype=np.float64)
     P = pr.size
-    if cov_relative is None:
-        cov_relative = COVARIANCE_ACCURACY.get() == "relative"
     lws = np.full(P, np.inf) if log_weight_scale is None else np.ascontiguousarray(log_weight_scale, dtype=np.float64)
     log_mass, rel = np.empty(P), np.empty(P)
     flagged, refine = np.empty(P, dtype=np.bool_), np.empty(P, dtype=np.bool_)
     mean, cov = np.zeros((P, 3)), np.zeros((P, 3, 3))
-    args = (pr, mu, geo.Nrm, geo.Hn, geo.cn, geo.fvalid, geo.evalid, geo.ei, geo.ej, geo.khi, geo.klo,
-            geo.has_hi, geo.has_lo, geo.c, geo.sn, geo.ah, geo.bh, geo.gh, geo.al, geo.bl, geo.gl, geo.m1, geo.m2,
-            moments, lws, bool(cov_relative), _CX, _CW, log_mass, rel, flagged, refine, mean, cov)
-    run_split(lambda start, stop: _pairs_block(start, stop, *args), P, min_per_thread=_PAIRS_PER_BLOCK,
-              pieces_per_thread=8)
-    return log_mass, (mean if moments >= 1 else None), (cov if moments >= 2 else None), rel, flagged, refine
+    g, out = geo.arrays, (log_mass, rel, flagged, refine, mean, cov)
+    run_split(lambda start, stop: _pairs_block(start, stop, g, pr, mu, lws, moments, bool(cov_relative), out), P,
+              min_per_thread=_PAIRS_PER_BLOCK, pieces_per_thread=8)
+    return SolidPairs(log_mass, mean if moments >= 1 else None, cov if moments >= 2 else None, rel, flagged,
+                         refine)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -740,7 +853,7 @@ def _cubature_one(T, shift, rule):
         top = lw.max()
         f = np.exp(lw - top)
         s = f.sum()
-        out[0][p] = top + np.log(s) - 3.0 * _LOG_SQRT_2PI
+        out[0][p] = top + np.log(s) - 3.0 * _LOG_SQRT_2PI_F
         mean = y @ f / s
         d = y - mean[:, None]
         cov = (d * f) @ d.T / s
@@ -794,7 +907,7 @@ def cubature_moments(polytope, chol, mu, loosen=1.0):
         lm, mean, cov = _cubature_one(T, shift[sel], _CUB_HI)
         lm2, mean2, cov2 = _cubature_one(T, shift[sel], _CUB_LO)
         with np.errstate(invalid="ignore", over="ignore"):
-            rel = np.abs(np.expm1(lm - lm2)) + 4.0 * _EPS * (1.0 + np.abs(lm))
+            rel = np.abs(np.expm1(lm - lm2)) + 4.0 * _EPS_F * (1.0 + np.abs(lm))
             # moments: the same difference, relative to the region's own spread
             spread = np.sqrt(np.maximum(np.trace(cov, axis1=1, axis2=2), 1e-300))
             dm = np.sqrt(((mean - mean2) ** 2).sum(axis=1)) / spread
