@@ -21,8 +21,6 @@ truncated to each region, Prop. 1) and log p(x_o) = 0; a row with nothing missin
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,11 +39,7 @@ def observed_model(net: Network, part: Partition, observed: np.ndarray) -> tuple
                                              np.ascontiguousarray(last.bias[observed]))]
     sub = Network(layers=layers, latent_dim=net.latent_dim, cov_z_spec=net.cov_z_spec,
                   cov_x_spec=net.cov_x[np.ix_(observed, observed)])
-    out = copy.copy(part)
-    out.net = sub
-    out.A, out.b = part.A[:, observed], part.b[:, observed]
-    out.regions = [dataclasses.replace(r, A=out.A[i], b=out.b[i]) for i, r in enumerate(part)]
-    return sub, out
+    return sub, part.for_network(sub, part.A[:, observed], part.b[:, observed])
 
 
 @dataclass

@@ -72,8 +72,10 @@ def test_need_mask(setup):
         assert np.all(b.mean[skip] == 0.0) and np.all(b.cov[skip] == 0.0)
         assert np.all(b.log_mass_error[skip] == 0.0)
         np.testing.assert_array_equal(a.log_mass[need[r]], b.log_mass[need[r]])
-        np.testing.assert_allclose(a.mean[need[r]], b.mean[need[r]], rtol=1e-12, atol=1e-300)
-        np.testing.assert_allclose(a.cov[need[r]], b.cov[need[r]], rtol=1e-12, atol=1e-300)
+        # whitened coordinates (unit scale): a pair's moments may be summed in another order when the mask changes
+        # which pairs share a fallback batch, so equality is to rounding of the unit, not relative to tiny entries
+        np.testing.assert_allclose(a.mean[need[r]], b.mean[need[r]], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(a.cov[need[r]], b.cov[need[r]], rtol=1e-12, atol=1e-14)
     with pytest.raises(Exception, match="need"):
         polytope_moments_batch(polys, means, covs, need=need[:, :2])
 

@@ -128,8 +128,7 @@ def test_property_catches_a_broken_engine(name, monkeypatch):
 
         def shifted(net, **kw):
             part = real_part(net, **kw)
-            part.b = part.b + 1e-3
-            return part
+            return part.for_network(part.net, part.A, part.b + 1e-3)
 
         monkeypatch.setattr(engine, "partition", shifted)
     else:

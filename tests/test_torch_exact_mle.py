@@ -44,7 +44,7 @@ def test_the_experiment_runs_exact_mle_next_to_em(tmp_path):
     from engine.experiments import run_experiment
 
     res = run_experiment("circle", tmp_path, seeds=(0,), n_steps=3, em_iter=2, methods=("exact_mle",), lrs=(),
-                         n_points=40, grade_every=3, iwae_ks=(1, 10), figures=False, log=lambda *_: None)
+                         n_points=40, grade_every=3, iwae_ks=(1, 10), figures=None, log=lambda *_: None)
     (run,) = res["runs"]
     assert run["method"] == "exact_mle" and run["label"] == "exact MLE lr=0.01" and run["iwae_gaps"] == {}
     assert np.isfinite(run["final_nll"]) and run["history"]["step"] == [0, 3]
