@@ -86,7 +86,7 @@ def check_output_file(path: str | Path | None, field: str) -> None:
     if not parent.is_dir():
         raise DGNInputError(field, f"directory {str(parent)!r} does not exist",
                             "create it first or pass a path in an existing directory")
-    if p.exists() and not os.access(p, os.W_OK):
+    if (p.exists() and not os.access(p, os.W_OK)) or not os.access(parent, os.W_OK):
         raise DGNInputError(field, f"{str(p)!r} is not writable", "pass a writable file path")
     _probe_directory(parent, field, str(p))
 

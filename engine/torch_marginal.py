@@ -71,7 +71,7 @@ def region_maps(low: Lowered, signs: np.ndarray) -> tuple[torch.Tensor, torch.Te
     S = low.latent_dim
     R = signs.shape[0]
     M = torch.eye(S, S + 1, dtype=DTYPE).expand(R, S, S + 1)
-    sign_t = torch.from_numpy(np.asarray(signs, dtype=bool))
+    sign_t = torch.from_numpy(np.array(signs, dtype=bool))  # a copy: the partition's arrays are read-only
     unit = 0
     for op in low.ops:
         if isinstance(op, Affine):

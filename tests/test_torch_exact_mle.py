@@ -9,13 +9,7 @@ from engine.baselines.exact_mle import train_exact_mle
 from engine.baselines.training import TrainConfig
 from engine.em import init_random
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_full_batch_history_is_the_exact_nll_and_small_steps_descend():

@@ -14,13 +14,7 @@ from engine.torch_lowering import Abs
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two shared cores: torch's intra-op threads only spin here (float64 conv2d 5x slower); restored."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _randomise(seq: nn.Module, seed: int) -> nn.Module:

@@ -17,13 +17,7 @@ from engine import DGNInputError, ExactMarginal, Network, log_marginal
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Two shared cores: torch's intra-op threads only spin here (8x slower); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _decoder(name: str) -> tuple[nn.Module, tuple]:

@@ -6,7 +6,6 @@ BEFORE any computation starts, so a typo in an output path never costs a long ru
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -71,14 +70,8 @@ def load_points(path, data_dim: int, field: str = "data") -> np.ndarray:
 
 
 def check_writable(path, field: str) -> None:
-    """Refuse an output path that cannot be written (``-`` and ``None`` mean stdout and pass)."""
-    if path is None or str(path) == "-":
-        return
-    p = Path(path)
-    if p.is_dir():
-        raise DGNInputError(field, f"{str(p)!r} is a directory", "give a file name")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise DGNInputError(field, f"folder {str(parent)!r} does not exist", "create it or give another path")
-    if (p.exists() and not os.access(p, os.W_OK)) or not os.access(parent, os.W_OK):
-        raise DGNInputError(field, f"{str(p)!r} is not writable", "give a path you can write to")
+    """Refuse an output path that cannot be written (``-`` and ``None`` mean stdout and pass): the engine's
+    own check, so every command line answers an unwritable path the same way."""
+    from engine.io import check_output_file
+
+    check_output_file(path, field)
