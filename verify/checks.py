@@ -982,16 +982,16 @@ def check_triangulation(case, settings: Settings) -> list[Check]:
                for e in (ev_auto.log_marginal_error, ev_tri.log_marginal_error))
     lp_tol = bars + 1e-9 * (1.0 + np.abs(ev_auto.log_marginal))
     lp_record = _record(
-        f"triangulation-vs-auto-log-p/{case.name}",
-        "Theorem 1 eq. 5, Lemma 4 (two integration paths), with the claimed error bars",
-        "log p(x) of every point",
-        oracle,
-        float(np.max(lp_tol)),
-        "|difference| within the sum of the two claimed error bars (+1e-9 relative rounding)",
-        settings.seed,
-        ev_tri.log_marginal,
-        ev_auto.log_marginal,
-        lp_tol,
+        cid=f"triangulation-vs-auto-log-p/{case.name}",
+        claim="Theorem 1 eq. 5, Lemma 4 (two integration paths), with the claimed error bars",
+        quantity="log p(x) of every point",
+        oracle=oracle,
+        tol=float(np.max(lp_tol)),
+        reason="|difference| within the sum of the two claimed error bars (+1e-9 relative rounding)",
+        seed=settings.seed,
+        got=ev_tri.log_marginal,
+        want=ev_auto.log_marginal,
+        atol=lp_tol,
     )
     return [lp_record,
         _record(
