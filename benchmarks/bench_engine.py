@@ -59,6 +59,12 @@ def main() -> None:
     R = holder["ev"].n_regions
     print(f"{'partition+evaluate [2,16,16,5] N=1000':<34}{R:>8}{t * 1e3:>10.0f}ms{1000:>8.0f}ms{1000 * R / t:>12.3g}"
           f"   (mean CPU {cpu:.2f} s, {engine.gaussian.threads.worker_threads()} threads)")
+    # issue 15 item 3: the S = 2 evaluate alone (partition given), per (point, region) pair
+    P2 = engine.partition(net)
+    t2 = best_of(lambda: engine.evaluate(net, X, part=P2), args.repeat)
+    s2_pair = t2 / (len(P2) * len(X))
+    print(f"S=2 evaluate, partition given: {len(P2)} regions x {len(X)} points, "
+          f"{s2_pair * 1e9:.0f} ns per (point, region) pair")
     for widths, target in (([2, 16, 16], 0.1), ([3, 16, 16], 2.0)):
         net = engine.random_network(widths + [2], rng=0)
         holder = {}
@@ -74,8 +80,10 @@ def main() -> None:
     P = engine.partition(net)
     X = net.sample(2000, rng=2)
     t = best_of(lambda: engine.evaluate(net, X, part=P), args.repeat)
+    s1_pair = t / (len(P) * len(X))
     print(f"S=1 evaluate, partition given: {len(P)} regions x {len(X)} points, "
-          f"{t / (len(P) * len(X)) * 1e9:.0f} ns per (point, region) pair")
+          f"{s1_pair * 1e9:.0f} ns per (point, region) pair; S=2 / S=1 per pair: {s2_pair / s1_pair:.1f}x "
+          f"(target 5x, issue 15)")
 
 
 if __name__ == "__main__":

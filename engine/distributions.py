@@ -231,13 +231,21 @@ def region_truncated_moments(part: Partition, mu: np.ndarray, covs: np.ndarray, 
         log_mass, m, v = interval_moments(mu[..., 0], sd[None], bounds[None, :, 0], bounds[None, :, 1],
                                           moments=max(moments, 2))
         return PointMoments(log_mass, m[..., None], v[..., None, None], "interval-closed-form", None)
+    return _region_pairs(part, mu, covs, moments=moments, method=method, rng=rng, need=need,
+                         log_weight_scale=log_weight_scale, geometry=geometry, lower_bound_only=lower_bound_only,
+                         accuracy=accuracy).by_point(S)
+
+
+def _region_pairs(part: Partition, mu: np.ndarray, covs: np.ndarray, *, need=None, log_weight_scale=None,
+                  **kwargs):
+    """:func:`region_truncated_moments` for S >= 2 as the region-major ``gaussian.pairs.PairResult`` (which
+    also carries the ``settled`` pairs); ``need`` and ``log_weight_scale`` point-major (N, R)."""
     from .gaussian.polytopes import polytope_moments_arrays
 
-    out = polytope_moments_arrays([r.polytope for r in part], mu.transpose(1, 0, 2), covs, moments=moments,
-                                  method=method, rng=rng, need=None if need is None else need.T,
-                                  log_weight_scale=None if log_weight_scale is None else log_weight_scale.T,
-                                  geometry=geometry, lower_bound_only=lower_bound_only, accuracy=accuracy)
-    return out.by_point(S)
+    return polytope_moments_arrays([r.polytope for r in part], mu.transpose(1, 0, 2), covs,
+                                   need=None if need is None else need.T,
+                                   log_weight_scale=None if log_weight_scale is None else log_weight_scale.T,
+                                   **kwargs)
 
 
 PRUNE_NATS = NEGLIGIBLE_NATS  # pairs provably below e^-50 of p(x) are skipped (S >= 2); see evaluate()
@@ -282,8 +290,24 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
     need = upper >= lower[:, None] - PRUNE_NATS
     with np.errstate(invalid="ignore"):  # lower = -inf (no mass resolved): no weight guarantee, +inf
         scale = np.where(np.isfinite(lower)[:, None], log_norm - lower[:, None], np.inf)
-    return region_truncated_moments(part, mu, covs, method=method, rng=rng, need=need, log_weight_scale=scale,
-                                    geometry=geometry, accuracy=accuracy)
+    return _region_pairs(part, mu, covs, method=method, rng=rng, need=need, log_weight_scale=scale,
+                         geometry=geometry, accuracy=accuracy)
+
+
+REDO_SETTLED = False  # True: the heavy pass redoes every heavy pair (the reference of tests/test_s2_heavy_pass.py)
+
+
+def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, **kwargs):
+    """The second S = 2 pass of :func:`evaluate`: pairs of posterior weight above 1e-3 (eq. 6) get their
+    conditional moments at relative accuracy. Pairs the first (absolute-accuracy) pass ``settled`` --
+    moments already exactly those of the relative pass (``planar_batch.batch_planar_pairs``) -- are kept,
+    unless ``REDO_SETTLED`` (the always-redo reference)."""
+    heavy = log_joint - logsumexp(log_joint, axis=1, keepdims=True) > np.log(1e-3)
+    redo = heavy if settled is None or REDO_SETTLED else heavy & ~settled
+    if not np.any(redo):
+        return means, covs_r
+    _, redo_means, redo_covs, _, _ = region_truncated_moments(part, mu, covs, need=redo, **kwargs)
+    return np.where(redo[..., None], redo_means, means), np.where(redo[..., None, None], redo_covs, covs_r)
 
 
 def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = None,
@@ -328,18 +352,21 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
 
     # First pass: region covariances accurate relative to Sigma_omega, enough for regions of small
     # posterior weight; the pairs that carry weight are then redone to full relative accuracy.
+    settled = None
     if prune and net.latent_dim >= 2 and len(part) > 3:
-        log_mass, means, covs, used, mass_err = _pruned_truncated_moments(part, mu, rg.cov, log_norm, method, rng,
-                                                                          geometry, accuracy="absolute")
+        first = _pruned_truncated_moments(part, mu, rg.cov, log_norm, method, rng, geometry, accuracy="absolute")
+        settled = first.settled.T
+        first = first.by_point(net.latent_dim)
+    elif net.latent_dim >= 2:
+        first = _region_pairs(part, mu, rg.cov, method=method, rng=rng, geometry=geometry, accuracy="absolute")
+        settled = first.settled.T
+        first = first.by_point(net.latent_dim)
     else:
-        log_mass, means, covs, used, mass_err = region_truncated_moments(part, mu, rg.cov, method=method, rng=rng,
-                                                                          geometry=geometry, accuracy="absolute")
+        first = region_truncated_moments(part, mu, rg.cov, method=method, rng=rng, accuracy="absolute")
+    log_mass, means, covs, used, mass_err = first
     if net.latent_dim == 2:
-        heavy = (log_norm + log_mass) - logsumexp(log_norm + log_mass, axis=1, keepdims=True) > np.log(1e-3)
-        _, redo_means, redo_covs, _, _ = region_truncated_moments(part, mu, rg.cov, method=method, rng=rng,
-                                                                  need=heavy, geometry=geometry)
-        means = np.where(heavy[..., None], redo_means, means)
-        covs = np.where(heavy[..., None, None], redo_covs, covs)
+        means, covs = _heavy_pass(part, mu, rg.cov, log_norm + log_mass, means, covs, settled, method=method,
+                                  rng=rng, geometry=geometry)
     log_joint = log_norm + log_mass
     log_px = logsumexp(log_joint, axis=1)
     log_w = log_joint - log_px[:, None]

@@ -146,8 +146,10 @@ class PairResult:
 
     ``log_mass`` (R, N) (-inf for pairs not needed), ``mean`` (R, N, S) and ``cov`` (R, N, S, S) (None when not
     asked for; zero where the mass is -inf), ``methods`` (R,) the method each region took, ``log_mass_error``
-    (R, N) absolute bounds on ``log_mass`` (0 where a method gives none; None when no region has bounds) and
-    ``has_error`` (R,) whether region r's method gave bounds.
+    (R, N) absolute bounds on ``log_mass`` (0 where a method gives none; None when no region has bounds),
+    ``has_error`` (R,) whether region r's method gave bounds and ``settled`` (R, N): pairs whose moments are
+    exactly what ``accuracy="relative"`` without ``log_weight_scale`` would give (S = 2 batch kernel only;
+    ``planar_batch.batch_planar_pairs``), so a relative-accuracy redo may skip them.
     """
 
     log_mass: np.ndarray
@@ -157,13 +159,14 @@ class PairResult:
     log_mass_error: np.ndarray | None
     has_error: np.ndarray
     _errors: np.ndarray | None = field(default=None, repr=False)
+    settled: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def empty(cls, R: int, N: int, S: int, moments: int) -> PairResult:
         """Mass 0 everywhere, to be filled in place by the integrators (errors in ``_errors`` until finished)."""
         return cls(np.full((R, N), -np.inf), np.zeros((R, N, S)) if moments >= 1 else None,
                    np.zeros((R, N, S, S)) if moments >= 2 else None, [None] * R, None, np.zeros(R, dtype=bool),
-                   np.zeros((R, N)))
+                   np.zeros((R, N)), np.zeros((R, N), dtype=bool))
 
     def store(self, r, rows, tm: TruncatedMoments) -> None:
         """One region's per-region result ``tm`` for the means ``rows``."""

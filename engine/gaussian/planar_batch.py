@@ -128,6 +128,13 @@ class RegionGeometry:
 
 def batch_planar_moments(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, moments: int = 2,
                          log_weight_scale: np.ndarray | None = None, cov_relative: bool = True) -> PlanarPairs:
+    """Whitened mass and moments for pairs (region ``pr[p]``, mean ``mu[p]``): :func:`batch_planar_pairs`
+    without its ``settled`` mask (same arguments, same :class:`pairs.PlanarPairs`)."""
+    return batch_planar_pairs(geo, pr, mu, moments, log_weight_scale, cov_relative)[0]
+
+
+def batch_planar_pairs(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, moments: int = 2,
+                       log_weight_scale: np.ndarray | None = None, cov_relative: bool = True):
     """Whitened mass and moments for pairs (region ``pr[p]``, mean ``mu[p]``), P pairs.
 
     ``log_weight_scale`` (P,): the caller's bound ``w <= exp(log_weight_scale) * mass`` on each pair's
@@ -140,18 +147,25 @@ def batch_planar_moments(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, mo
     ``cov_relative``: covariances to their own smallest eigenvalue (else to the whitened unit, Sigma_omega).
     The per-pair work is the compiled kernel ``planar_kernel.pair_planar_moments``; covariances whose
     divergence formula cancels (``planar.cancels``) are redone here by the slice moments.
+
+    Also returns ``settled`` (P,) bool: pairs whose moments are exactly (bit for bit) what a call with
+    ``cov_relative=True`` and no ``log_weight_scale`` would return -- not flagged, thresholds not loosened, and
+    the divergence-formula covariance (eq. 6's conditional moments) accurate relative to its own smallest
+    eigenvalue, so kept as is under either accuracy. A caller that first integrates with
+    ``cov_relative=False`` need not redo these pairs at relative accuracy (``distributions.evaluate``).
     """
     Hn = geo.Hn[pr]
     D = geo.cn[pr] - mu[:, :1] * Hn[:, :, 0] - mu[:, 1:] * Hn[:, :, 1]
     scale = np.full(pr.shape[0], np.inf) if log_weight_scale is None else log_weight_scale
     log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, _ = pair_planar_moments(geo, pr, D, moments,
                                                                                               scale)
-    if moments < 1:
-        return PlanarPairs(log_mass, None, None, rel_err, flagged, D)
     if moments < 2:
-        return PlanarPairs(log_mass, mean, None, rel_err, flagged, D)
+        return PlanarPairs(log_mass, mean if moments >= 1 else None, None, rel_err, flagged, D), np.zeros_like(flagged)
     # flagged pairs are redone by the caller
     redo = cancels(mean, cov, log_mass, rel_err, loosen, relative=cov_relative) & ~flagged
+    settled = ~flagged & ~redo & (loosen == 1.0)
+    if not cov_relative:
+        settled &= ~cancels(mean, cov, log_mass, rel_err, 1.0, relative=True)
     if np.any(redo):
         # small polygons: cubature moments, about the polygon's centre, cancel nothing
         idx = np.nonzero(redo)[0]
@@ -164,4 +178,4 @@ def batch_planar_moments(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, mo
         # padded rows (Nrm 0, D 1) are the constraint 0 <= 1 for the slices
         _, mean[redo], cov[redo] = planar_slice_moments(geo.Nrm[pr[redo]], D[redo],
                                                         (s_lo[redo], s_hi[redo], act[redo]))
-    return PlanarPairs(log_mass, mean, cov, rel_err, flagged, D)
+    return PlanarPairs(log_mass, mean, cov, rel_err, flagged, D), settled

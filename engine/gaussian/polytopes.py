@@ -31,7 +31,7 @@ from .facets import facet_moments
 from .interval import standard_interval_moments
 from .pairs import PairRequest, PairResult, TruncatedMoments
 from .planar import cancels, planar_log_mass, planar_moments, planar_slice_log_mass, planar_slice_moments
-from .planar_batch import RegionGeometry, batch_planar_moments
+from .planar_batch import RegionGeometry, batch_planar_pairs
 from .qmc import rqmc_moments
 from .solid import SolidGeometry, batch_solid_moments, cubature_moments, loosen_factors, solid_log_mass
 from .triangulation import triangulation_moments
@@ -369,7 +369,9 @@ def _planar_block(req: PairRequest, geo, res: PairResult, pr, pn):
     """One block of S = 2 pairs: the compiled kernel, its flagged pairs by the exact path, stored in ``res``."""
     mu = req.means[pr, pn]
     with np.errstate(invalid="ignore"):
-        out = batch_planar_moments(geo, pr, mu, req.moments, req.weight_scale(pr, pn), cov_relative=req.relative)
+        out, settled = batch_planar_pairs(geo, pr, mu, req.moments, req.weight_scale(pr, pn),
+                                          cov_relative=req.relative)
+    res.settled[pr, pn] = settled
     flagged = out.flagged
     if req.lower_bound_only and np.any(flagged):
         lm, rel = _planar_bound_only(out, flagged)
