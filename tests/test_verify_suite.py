@@ -205,13 +205,14 @@ def test_s2_quadrature_check_passes_and_catches_wrong_mass(monkeypatch):
     C._QUAD_CACHE.clear()
     recs = C.check_quadrature(case, s)
     assert [r.status for r in recs] == ["PASS"] * 4, [(r.id, r.status, r.message) for r in recs]
-    orig = dist.region_truncated_moments
+    orig = dist.evaluate
 
-    def wrong(*a, **k):  # every region mass 1e-9 too large in log: log p off by 1e-9 nats
-        lm, m, c, used, err = orig(*a, **k)
-        return lm + 1e-9, m, c, used, err
+    def wrong(*a, **k):  # log p off by 1e-9 nats (the engine's S = 2 passes no longer share one entry point)
+        ev = orig(*a, **k)
+        ev.log_marginal = ev.log_marginal + 1e-9
+        return ev
 
-    monkeypatch.setattr(dist, "region_truncated_moments", wrong)
+    monkeypatch.setattr(dist, "evaluate", wrong)
     st = {r.id.split("/")[0]: r.status for r in C.check_quadrature(case, s)}
     assert st["marginal-vs-quadrature"] == "FAIL"
     C._QUAD_CACHE.clear()
