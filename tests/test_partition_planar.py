@@ -17,6 +17,12 @@ from engine.network import Linear
 _partition_module = sys.modules["engine.partition"]
 
 
+@pytest.fixture(autouse=True)
+def _planar_on(monkeypatch):
+    """These tests exercise the planar arrangement, which is off by default (see engine.partition)."""
+    monkeypatch.setattr(_partition_module, "USE_PLANAR_ARRANGEMENT", True)
+
+
 def _double_description(net, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(_partition_module, "planar_partition", lambda net, max_regions: None)
