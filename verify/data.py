@@ -64,9 +64,7 @@ def load_points(path, data_dim: int, field: str = "data") -> np.ndarray:
             raise DGNInputError(field, f"unknown file type {path.suffix!r}", "use .npy or .csv")
     except (ValueError, OSError, EOFError) as exc:
         raise DGNInputError(field, f"cannot be read ({clean_message(exc)})") from None
-    if not np.issubdtype(np.asarray(X).dtype, np.number):
-        raise DGNInputError(field, f"has dtype {np.asarray(X).dtype}", "store a numeric array")
-    return check_points(X, data_dim, field)
+    return check_points(X, data_dim, field)  # every non-numeric dtype refused there, by engine.validation
 
 
 def check_writable(path, field: str) -> None:
