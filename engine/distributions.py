@@ -28,7 +28,7 @@ from scipy.special import log_ndtr, logsumexp
 from .errors import DGNInputError
 from .gaussian import truncated_moments
 from .gaussian.pairs import PointMoments
-from .gaussian.planar_kernel import NEGLIGIBLE_NATS
+from .gaussian.planar.kernel import NEGLIGIBLE_NATS
 from .network import Network
 from .partition import DEFAULT_MAX_REGIONS, Partition, partition
 

@@ -11,10 +11,10 @@ import mpmath as mp
 import numpy as np
 import pytest
 
-from engine.gaussian import planar_kernel as K
 from engine.gaussian.interval import standard_interval_moments
-from engine.gaussian.planar import _edge_log_B, cancels, planar_moments
-from engine.gaussian.planar_batch import RegionGeometry, batch_planar_moments
+from engine.gaussian.planar import kernel as K
+from engine.gaussian.planar.batch import RegionGeometry, batch_planar_moments
+from engine.gaussian.planar.reference import _edge_log_B, cancels, planar_moments
 from engine.network import random_network
 from engine.partition import partition
 from engine.polytope import Polytope

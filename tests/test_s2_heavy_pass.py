@@ -65,7 +65,7 @@ def test_skipped_heavy_pairs_equal_the_always_redo_path(widths, cov_x, data, mon
 def test_settled_pairs_are_only_unloosened_unflagged_kernel_pairs():
     """``settled`` from an absolute-accuracy call with weight scales marks exactly pairs whose moments equal a
     plain relative-accuracy call bit for bit; loosened pairs (weight bound below 1e-3) are never settled."""
-    from engine.gaussian.planar_batch import batch_planar_pairs
+    from engine.gaussian.planar import batch_planar_pairs
     from engine.gaussian.polytopes import batch_geometry
 
     net = engine.random_network([2, 16, 16, 2], rng=0, cov_x=1.0)

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .pairs import PlanarPairs
-from .planar import _COV_TOL, _PARALLEL, cancels, planar_slice_moments
-from .planar_kernel import PlanarArrays, pair_planar_moments, small_polygon_pairs
+from ..pairs import PlanarPairs
+from .kernel import PlanarArrays, pair_planar_moments, small_polygon_pairs
+from .reference import _COV_TOL, _PARALLEL, cancels, planar_slice_moments
 
 _CUBATURE_COV_UNIT_ERR = 1e-14  # covariance error of the small-polygon cubature per unit of L^2 / lambda_min
 

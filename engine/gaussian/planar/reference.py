@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp, owens_t
 
-from .constants import (
+from ..constants import (
     COV_TOL,
     EPS,
     LOG_SQRT_2PI,
@@ -43,10 +43,10 @@ from .constants import (
     PLANAR_SLICE_FALLBACK_REL,
     vertex_error_terms,
 )
-from .constants import end_rounding as _end_rounding
-from .interval import standard_interval_moments
-from .planar_kernel import edges_many as _edges_many
-from .quad1d import integrate_logconcave
+from ..constants import end_rounding as _end_rounding
+from ..interval import standard_interval_moments
+from ..quad1d import integrate_logconcave
+from .kernel import edges_many as _edges_many
 
 _PARALLEL = 1e-12  # |n_j . e_i| below this: rows i and j are parallel
 _ZERO_ROW = 0.5  # squared norm below this: a zero row

@@ -50,13 +50,13 @@ import numpy as np
 from numba import types as _types
 from numba.extending import get_cython_function_address
 
-from . import constants as C
-from .pairs import SolidPairs
-from .planar import planar_log_mass
-from .planar_batch import whitening_factors
-from .planar_kernel import LOOSEN_WEIGHT, _lse_pair, capped_loosen
-from .quad1d import integrate_logconcave
-from .threads import run_split
+from .. import constants as C
+from ..pairs import SolidPairs
+from ..planar.batch import whitening_factors
+from ..planar.kernel import LOOSEN_WEIGHT, _lse_pair, capped_loosen
+from ..planar.reference import planar_log_mass
+from ..quad1d import integrate_logconcave
+from ..threads import run_split
 
 # erfcx is scipy's own (cython_special), bound by symbol name so that the kernels can be cached on disk
 _llvm.add_symbol("dgnexact_solid_erfcx",

@@ -33,8 +33,8 @@ import numpy as np
 from numba import types
 from numba.extending import get_cython_function_address
 
-from . import constants as C
-from .threads import run_split
+from .. import constants as C
+from ..threads import run_split
 
 
 def _scipy_special(symbol: str, cname: str, nargs: int):
