@@ -79,7 +79,7 @@ def build_cases(profile: str = "quick") -> list[Case]:
         cases[0].X = _points(relu1, 6, 101, far)
         cases += [
             Case("relu-S2-far-D16", relu2w, _points(relu2w, 1, 113, far2w), {"far"},
-                 "[2,5,16] ReLU, full 16x16 cov_x, a point far off the manifold (issue 19)"),
+                 "[2,5,16] ReLU, full 16x16 cov_x, a point far off the manifold"),
             Case("relu-S3", relu3, _points(relu3, 2, 108), set(), "[3,4,3] ReLU"),
             Case("leaky-S4", relu4, _points(relu4, 2, 109), set(), "[4,3,3] leaky-ReLU"),
         ]

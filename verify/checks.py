@@ -975,7 +975,7 @@ def check_triangulation(case, settings: Settings) -> list[Check]:
         mom_got += [tri[1][solid].ravel(), tri[2][solid].ravel()]
         mom_want += [fast[1][solid].ravel(), fast[2][solid].ravel()]
     # log p(x) itself, every point (far ones included), against the error bars the two paths claim: the mass
-    # filter above let a far point's log p be off by 84 nats under a claimed bar of 7e-25 (issue 19)
+    # filter above once let a far point's log p be off by 84 nats under a claimed bar of 7e-25
     ev_auto = _evaluate(case.net, case.X, part=part)
     ev_tri = _evaluate(case.net, case.X, part=part, method="triangulation")
     bars = sum(np.zeros(len(case.X)) if e is None else np.asarray(e, float)

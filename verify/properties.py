@@ -807,7 +807,7 @@ TRIANGULATION_MAX_REGIONS = {2: 80, 3: 25}
 
 def _triangulation_vs_auto(prop: str, net: Network, X: np.ndarray) -> float:
     """The paper's triangulation (eq. 9, Lemma 4) and the default path on log p(x) itself, every point, judged
-    against the error bars the two paths claim (issue 19: a far point was off by 84 nats under a bar of 7e-25,
+    against the error bars the two paths claim (a far point was once off by 84 nats under a bar of 7e-25,
     unseen while only region masses >= 1e-6 were compared)."""
     import engine
 

@@ -268,7 +268,7 @@ def case_specs(
     wmax = limits[S] if isinstance(limits, dict) else int(limits)
     depth = draw(st.integers(1, max_depth))
     widths = tuple(draw(st.integers(1, wmax)) for _ in range(depth))
-    # D >= 16 now and then (issue 19: a far point with a full 16 x 16 Sigma_x broke the triangulation path);
+    # D >= 16 now and then (a far point with a full 16 x 16 Sigma_x once broke the triangulation path);
     # drawn second, so shrinking still goes to small D
     D = draw(st.one_of(st.integers(1, max_data_dim), st.sampled_from(tuple(wide_data_dims) or (max_data_dim,))))
     acts = tuple(draw(st.sampled_from(tuple(activations))) for _ in range(depth))

@@ -79,7 +79,7 @@ def plan(settings: C.Settings, cases=None, user_net=None, user_X=None):
     if settings.profile == "full":
         for case in error_bar_cases():  # S = 4, 5, 6 without lineality: the randomised-QMC error bar
             items.append((f"errbar/{case.name}", "mc", lambda d, c=case: C.check_error_bar(c, settings, d)))
-        items += highdim_items(settings)  # S = 4, 5, 6 known answers (rotated block decoders, issue 14)
+        items += highdim_items(settings)  # S = 4, 5, 6 known answers (rotated block decoders)
         items.append(("proofs", "det", lambda d: C.check_proofs(settings)))
     return items
 

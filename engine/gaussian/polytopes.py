@@ -67,7 +67,7 @@ def _whiten(polytope: Polytope, mean: np.ndarray, cov: np.ndarray):
     return L, Nrm, D, Yv, Yr, Wq, Qc
 
 
-def _interval_solve(Nrm1, D, moments):
+def _interval_solve(Nrm1, D):
     n = Nrm1[:, 0]
     with np.errstate(divide="ignore", invalid="ignore"):
         b = D / n
@@ -90,7 +90,7 @@ class Pointed(NamedTuple):
 
 def _solve_interval(pb: Pointed, req: PairRequest, cones: bool):
     """S' = 1: closed form (``interval``)."""
-    return _interval_solve(pb.Nrm, pb.D, req.moments)
+    return _interval_solve(pb.Nrm, pb.D)
 
 
 def _solve_planar(pb: Pointed, req: PairRequest, cones: bool):
@@ -163,7 +163,7 @@ def _solid_cones(pb: Pointed, req: PairRequest):
 
 
 def _edge_solver(Nf, Df):
-    lz, m, _, _ = _interval_solve(Nf[:, :1] if Nf.shape[1] == 1 else Nf, Df, 1)
+    lz, m, _, _ = _interval_solve(Nf[:, :1] if Nf.shape[1] == 1 else Nf, Df)
     return lz, m
 
 
