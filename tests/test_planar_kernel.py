@@ -1,7 +1,7 @@
-"""The compiled S = 2 kernel (``planar_kernel``) against the numpy reference path, branch by branch.
+"""The compiled S = 2 kernel (``planar.kernel``) against the numpy reference path, branch by branch.
 
 Oracles: ``interval.standard_interval_moments`` (itself checked against 60-digit mpmath in
-test_interval.py), ``planar._edge_log_B`` and ``planar.planar_moments`` (checked against mpmath in
+test_interval.py), ``planar.reference._edge_log_B`` and ``planar.planar_moments`` (checked against mpmath in
 test_s2_against_quadrature.py). The two implementations follow the same rules, so they must agree to
 rounding: 1e-13 in each 1-D and edge log mass, each polygon log mass within the sum of the two paths'
 error bounds (the edge sums may cancel), 1e-12 in means and covariances (whitened units).

@@ -2,7 +2,7 @@
 
 Posterior weights above 1e-3 (eq. 6) need each region's conditional covariance (eq. 7) accurate relative
 to its own smallest eigenvalue. The first pass integrates at absolute accuracy; the pairs whose
-divergence-formula covariance is already relative-accurate (``planar_batch.batch_planar_pairs``'s
+divergence-formula covariance is already relative-accurate (``planar.batch.batch_planar_pairs``'s
 ``settled``) are kept. The reference here is the always-redo path (``distributions.REDO_SETTLED``): every
 heavy pair's moments, including the thin, ill-conditioned heavy regions of circle data, must agree to
 1e-12 of the covariance's smallest eigenvalue. (The accuracy of the redo path itself against quadrature of

@@ -1,7 +1,7 @@
 """Numeric constants shared by the numpy reference paths and the compiled kernels of ``engine.gaussian``.
 
-One definition each: the numpy path (``planar``, ``interval``) and the numba kernels (``planar_kernel``,
-``solid``) that must follow it branch for branch read the same names (numba freezes a module-level float or
+One definition each: the numpy path (``planar.reference``, ``interval``) and the numba kernels (``planar.kernel``,
+``solid.kernel``) that must follow it branch for branch read the same names (numba freezes a module-level float or
 array at compile time, so importing them here costs nothing in the kernels).
 
 Three accuracy thresholds used to share the name ``FALLBACK_REL`` with different meanings; they are now:
@@ -33,7 +33,7 @@ LOG_HALF = math.log(0.5)
 SQRT2 = math.sqrt(2.0)
 SQRT_HALF_PI = math.sqrt(math.pi / 2.0)
 
-# --- edge integrals of the Owen-T formula (S = 2: planar, planar_kernel) ------------------------------
+# --- edge integrals of the Owen-T formula (S = 2: planar.reference, planar.kernel) ---------------------
 EDGE_WINDOW = 40.0  # nats kept below each edge integrand's maximum
 OWEN_H = 8.0  # scipy's owens_t keeps ~1e-15 relative accuracy for h below this (checked vs mpmath)
 OWEN_REL = 1e-14  # cancellation bound above which a same-side Owen-T difference is not used
@@ -72,12 +72,12 @@ def end_rounding(d_j, d_i, s, g):
     """Rounding bound of an edge end ``s = (d_j - d_i n_i.n_j) / g`` (``g = n_j . e_i``).
 
     Plain arithmetic, so the same source serves numpy arrays (``planar``) and, compiled, the scalar kernel
-    (``planar_kernel``)."""
+    (``planar.kernel``)."""
     return 4.0 * EPS * (abs(d_j) + abs(d_i) + abs(s * g)) / abs(g)
 
 
 def vertex_error_terms(h, s, ds):
     """``(exponent, factor)`` of the mass error ``factor * e^exponent`` that an error ``ds`` in the edge end
-    ``s`` causes (``planar.vertex_log_error``: ``dtheta = ds h / (h^2 + s^2)`` beyond the vertex)."""
+    ``s`` causes (``planar.reference.vertex_log_error``: ``dtheta = ds h / (h^2 + s^2)`` beyond the vertex)."""
     r2 = h * h + s * s
     return -LOG_2PI - 0.5 * r2, h * ds / r2

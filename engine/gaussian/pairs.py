@@ -149,7 +149,7 @@ class PairResult:
     (R, N) absolute bounds on ``log_mass`` (0 where a method gives none; None when no region has bounds),
     ``has_error`` (R,) whether region r's method gave bounds and ``settled`` (R, N): pairs whose moments are
     exactly what ``accuracy="relative"`` without ``log_weight_scale`` would give (S = 2 batch kernel only;
-    ``planar_batch.batch_planar_pairs``), so a relative-accuracy redo may skip them.
+    ``planar.batch.batch_planar_pairs``), so a relative-accuracy redo may skip them.
     """
 
     log_mass: np.ndarray

@@ -391,7 +391,7 @@ def _planar_block(req: PairRequest, geo, res: PairResult, pr, pn):
 
 def _planar_batch(req: PairRequest, geo, res: PairResult):
     """S = 2, ``method="auto"``: every (region, point) pair of the regular regions through the compiled Owen-T
-    kernel (``planar_batch``) in blocks of ``_CHUNK_PAIRS``. Returns the regions left to the per-region path."""
+    kernel (``planar.batch``) in blocks of ``_CHUNK_PAIRS``. Returns the regions left to the per-region path."""
     pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
     for s0 in range(0, pr_all.size, _CHUNK_PAIRS):
         _planar_block(req, geo, res, pr_all[s0:s0 + _CHUNK_PAIRS], pn_all[s0:s0 + _CHUNK_PAIRS])

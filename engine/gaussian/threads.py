@@ -1,4 +1,4 @@
-"""Worker threads for the compiled per-pair kernels (``planar_kernel``, ``solid``).
+"""Worker threads for the compiled per-pair kernels (``planar.kernel``, ``solid.edges``, ``solid.kernel``).
 
 The kernels are numba functions compiled with ``nogil=True`` that fill disjoint slices of their output
 arrays, so plain Python threads run them in parallel. Plain threads rather than numba's ``prange``

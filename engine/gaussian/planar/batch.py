@@ -8,13 +8,13 @@ does not change a polygon's combinatorics, so for each edge ``i`` the neighbouri
 ``s_hi = (d_j - d_i n_i.n_j) / (n_j . e_i)`` (``planar.planar_edges`` does the same with an O(F^2)
 search). Regions are padded to a common edge count with inactive edges and all pairs are stacked.
 
-The per-pair work is compiled (``planar_kernel``, the same branches as the numpy reference path
+The per-pair work is compiled (``planar.kernel``, the same branches as the numpy reference path
 ``planar.planar_moments``). Each edge's ``B_i`` (mass beyond edge i inside its angular sector) is
 evaluated only on the edges that can matter: ``B_i <= exp(-rho_i^2 / 2) / 2`` (``rho_i`` the distance
 from the origin to the edge), so edges more than 45 nats below the largest such bound (or below
 1 when the origin is inside) are left out and their bounds are added to the error estimate. The same
 cancellation analysis as ``planar.planar_log_mass`` gives a relative error bound per pair; pairs above
-``planar_kernel.FALLBACK_REL``, and pairs whose origin lies on an edge line, are handed back to the caller for the
+``planar.kernel.FALLBACK_REL``, and pairs whose origin lies on an edge line, are handed back to the caller for the
 exact per-region path (slice quadrature). Moments by the divergence theorem as in ``planar_moments``.
 """
 
@@ -69,7 +69,7 @@ class RegionGeometry:
         self.has_hi = np.zeros((R, F), dtype=bool)
         self.has_lo = np.zeros((R, F), dtype=bool)
         # the lower end of edge i is the upper end of edge jlo[i] (one vertex, two lines): the kernel then
-        # computes that vertex once, so the two angular sectors meet exactly (planar_kernel)
+        # computes that vertex once, so the two angular sectors meet exactly (``planar.kernel``)
         self.paired = np.zeros((R, F), dtype=bool)
         self.chol = chol = whitening_factors(covs, chol)
         if chol is None:

@@ -1,10 +1,13 @@
 """S = 2 per-pair kernel: the Owen-T edge formula and divergence-theorem moments, compiled with numba.
 
+Theorem 1's ``Phi_omega(mu_omega(x), Sigma_omega)`` (eq. 5) and the Sec. 4.1 moments for one (region, point) pair
+(NOTES §3: "in 2-D a polygon's Gaussian mass has a closed form through Owen's T function").
+
 The same mathematics, branch for branch, as the numpy reference path ``planar.planar_moments``
-(``planar._edge_log_B`` for the edge masses ``B_i``, ``interval.standard_interval_moments`` for the
+(``planar.reference._edge_log_B`` for the edge masses ``B_i``, ``interval.standard_interval_moments`` for the
 edge masses and means of the moment formula, the cancellation analysis of ``planar.planar_log_mass``)
 but one pass per (region, point) pair with the edge intervals read off the per-region adjacency of
-``planar_batch.RegionGeometry``. ``tests/test_planar_kernel.py`` checks the two paths agree within
+``planar.batch.RegionGeometry``. ``tests/test_planar_kernel.py`` checks the two paths agree within
 their error bounds on every branch, and both against mpmath. The numpy arrays of a batch would be
 (pairs x edges x nodes); here every pair stays in registers: about 2 us per pair on one core.
 
@@ -191,7 +194,7 @@ def edges_many(h, s_lo, s_hi, theta: bool):
     return out
 
 
-end_rounding = _jit(C.end_rounding)  # ``planar.end_rounding``, compiled (the same source)
+end_rounding = _jit(C.end_rounding)  # ``planar.reference.end_rounding``, compiled (the same source)
 _vertex_error_terms = _jit(C.vertex_error_terms)
 
 
@@ -205,7 +208,7 @@ def _vertex_error(h, s, d_j, d_i, g):
 
 @_jit
 def vertex_log_error(h, s, d_j, d_i, g):
-    """``planar.vertex_log_error`` of the end ``s = (d_j - d_i n_i.n_j) / g`` (``planar.end_rounding``)."""
+    """``planar.reference.vertex_log_error`` of the end ``s = (d_j - d_i n_i.n_j) / g`` (``end_rounding``)."""
     exponent, factor = _vertex_error(h, s, d_j, d_i, g)
     return exponent + math.log(factor) if factor > 0.0 else -_INF
 
@@ -365,7 +368,7 @@ def loosen_factor(log_weight_bound):
 
 
 class PlanarArrays(NamedTuple):
-    """The arrays of ``planar_batch.RegionGeometry`` the compiled kernel reads, passed to it whole (R, F): unit
+    """The arrays of ``planar.batch.RegionGeometry`` the compiled kernel reads, passed to it whole (R, F): unit
     normals ``Nrm`` (R, F, 2), ``valid`` rows, the rows ``jhi``/``jlo`` that end each edge (``has_hi``/``has_lo``),
     ``paired`` (the lower end is edge ``jlo``'s upper end), ``ghi = n_jhi . e_i``, ``glo``, ``chi = n_i . n_jhi``,
     ``clo``."""

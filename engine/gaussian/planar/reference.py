@@ -1,5 +1,8 @@
 """S = 2: mass and moments of the standard normal on a polygon, relative accuracy in the tails.
 
+This is ``Phi_omega(mu_omega(x), Sigma_omega)`` of Theorem 1 (eq. 5) and the conditional moments of Sec. 4.1, per
+region, in the numpy reference form that the compiled kernel (``planar.kernel``) follows branch for branch.
+
 Everything here works in whitened coordinates, ``y ~ N(0, I_2)``, on a polygon given only by its
 H-representation ``{y : n_i^T y <= d_i}`` (unit rows ``n_i``, or zero rows = constraints ``0 <= d_i``),
 redundant rows allowed. Edges come from the H-representation: on the line ``n_i^T y = d_i``,
@@ -156,14 +159,14 @@ def _edge_log_B(h, s_lo, s_hi):
 
 
 def _edge_theta(h, s_lo, s_hi):
-    """Straddling edges, h >= 8: Gauss-Legendre in the angle, split at the foot (``planar_kernel.edge_theta``,
+    """Straddling edges, h >= 8: Gauss-Legendre in the angle, split at the foot (``planar.kernel.edge_theta``,
     one compiled definition for both paths)."""
     return _edges_many(h, s_lo, s_hi, True)
 
 
 def _edge_graded(h, s_lo, s_hi):
     """Edges on one side of the foot: geometric panels in s from the end closest to the foot
-    (``planar_kernel.edge_graded``)."""
+    (``planar.kernel.edge_graded``)."""
     return _edges_many(h, s_lo, s_hi, False)
 
 

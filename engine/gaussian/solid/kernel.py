@@ -48,8 +48,8 @@ _SQRT2, _INF, _LOG_2PI_F, _LOG_SQRT_2PI_F, _EPS_F = C.SQRT2, C.INF, C.LOG_2PI, C
 _DROP = C.EDGE_DROP_NATS  # nats below the largest term bound: edges left out of the mass (bounds into the error)
 _DROP_MOMENTS = 50.0  # nats below the mass: edge terms of the moments left out (bounds in the error)
 FALLBACK_REL = C.SOLID_FALLBACK_REL  # relative mass error bound above which a pair goes to a fallback ...
-# ... times LOOSEN_WEIGHT / w (planar_kernel's) for pairs of posterior weight w below LOOSEN_WEIGHT,
-MAX_LOOSEN = C.MAX_LOOSEN_REL / FALLBACK_REL  # but never beyond 1e-6 relative (as for S = 2, planar_kernel)
+# ... times LOOSEN_WEIGHT / w (``planar.kernel``'s) for pairs of posterior weight w below LOOSEN_WEIGHT,
+MAX_LOOSEN = C.MAX_LOOSEN_REL / FALLBACK_REL  # but never beyond 1e-6 relative (as for S = 2, ``planar.kernel``)
 FACET_REL = 1e-12  # a facet mass the per-region path would integrate by slices (its planar fallback threshold)
 MOMENT_TOL = 1e-10  # ... whose error bound moves the whitened moments by more than this: fallback
 COV_TOL = C.COV_TOL  # covariance cancellation bound (relative to its smallest eigenvalue) above which to refine
