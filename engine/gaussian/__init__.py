@@ -10,6 +10,10 @@ shape of Theorem 1: mu_omega(x) varies with x, Sigma_omega does not):
 
 Conditional (normalised) moments are returned rather than raw ones so that nothing underflows:
 the raw moments are ``exp(log_mass) * mean`` etc. and are formed in log space by the callers.
+
+One place per dimension: ``interval`` (S' = 1, a module), the packages ``planar`` (S = 2) and ``solid``
+(S = 3), each split into a reference path, a compiled kernel and its geometry / batch driver; ``polytopes``
+dispatches by dimension (``BATCH_INTEGRATORS``, ``GEOMETRIES``, ``SOLVERS``) with one fallback chain.
 """
 
 from __future__ import annotations
