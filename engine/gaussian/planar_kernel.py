@@ -175,10 +175,12 @@ def _short_rule(a, wb, dist):
 
 
 @_jit
-def edge_graded(h, s_lo, s_hi):
-    """log B of an edge on one side of its foot: 20-point Gauss-Legendre on geometric panels in s from the end
-    closest to the foot, cut at 40 nats (``planar._edge_log_B``); one short panel takes 10 or 12 points
-    (:func:`_short_rule`)."""
+def _graded(h, s_lo, s_hi):
+    """:func:`edge_graded` and, for one short panel that covers the whole edge, the moments of the edge's own 1-D
+    normal from the same exponentials: ``(log B, z0, z1)`` with ``z0 = int_0^w exp(-a u - u^2/2) du`` and
+    ``z1 = int_0^w u exp(-a u - u^2/2) du`` (``w = s_hi - s_lo``, ``u`` from the end ``a`` nearest the foot), or
+    ``z0 = 0`` when the panel is long or cut at the window. The short rules integrate this pole-free factor at
+    least as well as the Cauchy-weighted ``B`` (:func:`_short_rule`)."""
     flip = s_hi <= 0.0
     a = -s_hi if flip else s_lo
     b = -s_lo if flip else s_hi
@@ -188,7 +190,10 @@ def edge_graded(h, s_lo, s_hi):
     wb = min(b - a, uw)
     npan = int(min(max(math.ceil(math.log2(wb / rho + 1.0) - 1e-12), 1.0), float(_GRADES)))
     xs, ws = _short_rule(a, wb, dist) if npan == 1 else (_X20, _W20)
+    whole = xs.size < 20 and wb == b - a
     total = 0.0
+    z0 = 0.0
+    z1 = 0.0
     left = 0.0
     for j in range(npan):
         right = wb if j == npan - 1 else min(rho * (2.0 ** (j + 1) - 1.0), wb)
@@ -196,9 +201,31 @@ def edge_graded(h, s_lo, s_hi):
         for k in range(xs.size):
             u = left + 0.5 * length * (xs[k] + 1.0)
             s = a + u
-            total += math.exp(-a * u - 0.5 * u * u) * h / (h * h + s * s) * 0.5 * length * ws[k]
+            e = math.exp(-a * u - 0.5 * u * u)
+            total += e * h / (h * h + s * s) * 0.5 * length * ws[k]
+            if whole:
+                z0 += e * ws[k]
+                z1 += e * ws[k] * u
         left = right
-    return -0.5 * (h * h + a * a) - _LOG_2PI + math.log(total)
+    return -0.5 * (h * h + a * a) - _LOG_2PI + math.log(total), 0.5 * wb * z0, 0.5 * wb * z1
+
+
+@_jit
+def edge_graded(h, s_lo, s_hi):
+    """log B of an edge on one side of its foot: 20-point Gauss-Legendre on geometric panels in s from the end
+    closest to the foot, cut at 40 nats (``planar._edge_log_B``); one short panel takes 10 or 12 points
+    (:func:`_short_rule`)."""
+    return _graded(h, s_lo, s_hi)[0]
+
+
+@_jit
+def _side_log_mass_mean(s_lo, s_hi, z0, z1):
+    """``(log Z, mean)`` of N(0, 1) on a one-sided ``[s_lo, s_hi]`` from :func:`_graded`'s ``z0``, ``z1``: the
+    quadrature branch of :func:`interval_log_mass_mean` with the edge's own nodes (no cancellation: positive sums)."""
+    flip = s_hi <= 0.0
+    a = -s_hi if flip else s_lo
+    mean = a + z1 / z0
+    return -0.5 * a * a - _LOG_SQRT_2PI + math.log(z0), -mean if flip else mean
 
 
 @_jit
@@ -356,8 +383,8 @@ def _owen_argument(s, h):
 
 
 @_jit
-def edge_log_B(h, s_lo, s_hi):
-    """``(log B, rel_err)`` of one edge: ``planar._edge_log_B``."""
+def _edge_log_B_sums(h, s_lo, s_hi):
+    """:func:`edge_log_B` and :func:`_graded`'s ``z0, z1`` (0, 0 unless the graded one-panel rule took the edge)."""
     straddle = s_lo < 0.0 and s_hi > 0.0
     near = min(abs(s_lo), abs(s_hi))
     if h < _OWEN_H and (straddle or h * h + near * near < _NEAR_FOOT * _NEAR_FOOT):
@@ -366,10 +393,18 @@ def edge_log_B(h, s_lo, s_hi):
         diff = th - tl
         r_o = 4.0 * _EPS * (abs(th) + abs(tl)) / abs(diff) + 1e-15 if diff != 0.0 else _INF
         if (straddle or r_o <= _OWEN_REL) and diff > 0.0:
-            return math.log(diff), r_o
+            return math.log(diff), r_o, 0.0, 0.0
     if straddle:
-        return edge_theta(h, s_lo, s_hi), 1e-15
-    return edge_graded(h, s_lo, s_hi), 1e-15
+        return edge_theta(h, s_lo, s_hi), 1e-15, 0.0, 0.0
+    lb, z0, z1 = _graded(h, s_lo, s_hi)
+    return lb, 1e-15, z0, z1
+
+
+@_jit
+def edge_log_B(h, s_lo, s_hi):
+    """``(log B, rel_err)`` of one edge: ``planar._edge_log_B``."""
+    lb, rb, _, _ = _edge_log_B_sums(h, s_lo, s_hi)
+    return lb, rb
 
 
 @_jit
@@ -409,7 +444,8 @@ class PlanarArrays(NamedTuple):
 
 class EdgeWork(NamedTuple):
     """The pairs' edge data (``s_lo``, ``s_hi``, ``act``, ``keep``: the caller's (P, F) outputs, row p for pair p) and
-    one thread's scratch (``log_B`` (F,), ``ds`` (F, 2), ``bounds`` (F,))."""
+    one thread's scratch (``log_B`` (F,), ``ds`` (F, 2), ``bounds`` (F,), ``zsum`` (F, 2): the edge's 1-D moments'
+    sums from its own quadrature, :func:`_graded`)."""
 
     s_lo: np.ndarray
     s_hi: np.ndarray
@@ -418,6 +454,7 @@ class EdgeWork(NamedTuple):
     log_B: np.ndarray
     ds: np.ndarray
     bounds: np.ndarray
+    zsum: np.ndarray
 
 
 # one function on purpose: split into five compiled pieces (even with inline="always") it measured 13% slower
@@ -430,7 +467,7 @@ def _pair(g, r, D, p, moments, log_weight_scale, ew, mean, cov):  # noqa: C901
     (P, 2) and ``cov`` (P, 2, 2); returns (log_mass, rel_err, flagged, loosen)."""
     Nrm, valid, jhi, jlo, has_hi, has_lo = g.Nrm, g.valid, g.jhi, g.jlo, g.has_hi, g.has_lo
     paired, ghi, glo, chi, clo = g.paired, g.ghi, g.glo, g.chi, g.clo
-    s_lo, s_hi, act, keep, log_B, ds, bounds = ew
+    s_lo, s_hi, act, keep, log_B, ds, bounds, zsum = ew
     F = D.shape[1]
     inside = True
     outside = False
@@ -495,7 +532,7 @@ def _pair(g, r, D, p, moments, log_weight_scale, ew, mean, cov):  # noqa: C901
         if bounds[f] > ref - _DROP:
             keep[p, f] = True
             d_f = D[p, f]
-            lb, rb = edge_log_B(abs(d_f), s_lo[p, f], s_hi[p, f])
+            lb, rb, zsum[f, 0], zsum[f, 1] = _edge_log_B_sums(abs(d_f), s_lo[p, f], s_hi[p, f])
             log_B[f] = lb
             b = math.exp(lb - ref)
             err += b * (rb + _EPS)
@@ -542,7 +579,10 @@ def _pair(g, r, D, p, moments, log_weight_scale, ew, mean, cov):  # noqa: C901
     for f in range(F):
         if not keep[p, f]:
             continue
-        lz, ms = interval_log_mass_mean(s_lo[p, f], s_hi[p, f])
+        if zsum[f, 0] > 0.0:  # the edge's own exponentials (one short panel over the whole edge)
+            lz, ms = _side_log_mass_mean(s_lo[p, f], s_hi[p, f], zsum[f, 0], zsum[f, 1])
+        else:
+            lz, ms = interval_log_mass_mean(s_lo[p, f], s_hi[p, f])
         d_f = D[p, f]
         q = math.exp(-0.5 * d_f * d_f - _LOG_SQRT_2PI + lz - log_mass)
         if not math.isfinite(q):
@@ -572,7 +612,8 @@ def _pair(g, r, D, p, moments, log_weight_scale, ew, mean, cov):  # noqa: C901
 def _pairs(g, pr, D, moments, log_weight_scale, start, stop, out):
     """Pairs ``start:stop``; ``out``: (log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep)."""
     log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep = out
-    ew = EdgeWork(s_lo, s_hi, act, keep, np.empty(D.shape[1]), np.empty((D.shape[1], 2)), np.empty(D.shape[1]))
+    F = D.shape[1]
+    ew = EdgeWork(s_lo, s_hi, act, keep, np.empty(F), np.empty((F, 2)), np.empty(F), np.empty((F, 2)))
     for p in range(start, stop):
         lm, re, fl, lo = _pair(g, pr[p], D, p, moments, log_weight_scale[p], ew, mean, cov)
         log_mass[p] = lm
