@@ -299,17 +299,27 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
 REDO_SETTLED = False  # True: the heavy pass redoes every heavy pair (the reference of tests/test_s2_heavy_pass.py)
 
 
-def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, **kwargs):
+def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, geometry=None, **kwargs):
     """The second S = 2 pass of :func:`evaluate`: pairs of posterior weight above 1e-3 (eq. 6) get their
     conditional moments at relative accuracy. Pairs the first (absolute-accuracy) pass ``settled`` --
     moments already exactly those of the relative pass (``planar_batch.batch_planar_pairs``) -- are kept,
-    unless ``REDO_SETTLED`` (the always-redo reference)."""
+    unless ``REDO_SETTLED`` (the always-redo reference). Only the regions with a pair to redo are integrated
+    (their rows of ``geometry``), so the pass costs what it redoes, not N x R."""
+    from .gaussian.polytopes import polytope_moments_arrays
+
     heavy = log_joint - logsumexp(log_joint, axis=1, keepdims=True) > np.log(1e-3)
     redo = heavy if settled is None or REDO_SETTLED else heavy & ~settled
     if not np.any(redo):
         return means, covs_r
-    _, redo_means, redo_covs, _, _ = region_truncated_moments(part, mu, covs, need=redo, **kwargs)
-    return np.where(redo[..., None], redo_means, means), np.where(redo[..., None, None], redo_covs, covs_r)
+    rows = np.nonzero(redo.any(axis=0))[0]
+    sub = redo[:, rows]
+    res = polytope_moments_arrays([part[r].polytope for r in rows], mu[:, rows].transpose(1, 0, 2), covs[rows],
+                                  need=sub.T, geometry=None if geometry is None else geometry.subset(rows), **kwargs)
+    n, k = np.nonzero(sub)
+    means, covs_r = means.copy(), covs_r.copy()
+    means[n, rows[k]] = res.mean[k, n]
+    covs_r[n, rows[k]] = res.cov[k, n]
+    return means, covs_r
 
 
 def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = None,
