@@ -88,6 +88,20 @@ def _gl_interval(a, w, nodes, weights):
 
 
 @_jit
+def _mills_depth(a):
+    """Terms of the Mills-ratio continued fraction at ``a >= 4``: ``MILLS_DEPTH`` (80), fewer where the truncation is
+    far below rounding (on 4.5 million points of [4, 1e12], dense at the thresholds, the result is the double of 80
+    terms at all but 21 points, which differ by one ulp)."""
+    if a >= 9.0:
+        return 20
+    if a >= 6.5:
+        return 30
+    if a >= 5.0:
+        return 40
+    return _MILLS_DEPTH
+
+
+@_jit
 def interval_log_mass_mean(alpha, beta):
     """``(log Z, mean)`` of N(0, 1) truncated to [alpha, beta]: ``interval.standard_interval_moments``."""
     flip = (alpha + beta) > 0.0
@@ -130,7 +144,7 @@ def interval_log_mass_mean(alpha, beta):
         log_z = -0.5 * beta * beta - _LOG_SQRT_2PI + math.log(m0)
         if deep:  # half-line deep tail: Laplace's continued fraction of the Mills ratio
             t = 0.0
-            for k in range(_MILLS_DEPTH, 1, -1):
+            for k in range(_mills_depth(a), 1, -1):
                 t = k / (a + t)
             eu = 1.0 / (a + t)
         else:
