@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's engine, not an installed one
 
-import engine
-import engine.gaussian.threads
+import numpy as np  # noqa: E402
+
+import engine  # noqa: E402
+import engine.gaussian.threads  # noqa: E402
 
 
 def best_of(fn, repeat: int) -> float:
@@ -42,6 +46,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
+    print(f"engine from {Path(engine.__file__).parent}, load average {os.getloadavg()[0]:.2f}")
     print(f"{'case':<34}{'regions':>8}{'best time':>12}{'target':>10}{'pairs/s':>12}")
     for widths, n, target in (([1, 16, 16, 2], 100, 0.010), ([1, 8, 8, 784], 1000, 1.0)):
         net = engine.random_network(widths, rng=0, cov_x=0.1)
