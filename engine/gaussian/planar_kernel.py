@@ -62,7 +62,8 @@ NEGLIGIBLE_NATS = C.NEGLIGIBLE_NATS
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _X10, _W10 = np.polynomial.legendre.leggauss(10)  # short one-panel edges (edge_graded, _short_rule)
 _SHORT_SPAN = 4.0  # nats the exponent of a short edge's integrand may vary by
-_SHORT_10_WIDTH = 1.5  # longest edge window for the 10-point rule
+_SHORT_10_WIDTH = 1.5  # longest edge window for the 10-point rule ...
+_SHORT_12_WIDTH = 2.0  # ... and for the 12-point rule beyond dist / 2
 
 
 @_jit
@@ -175,16 +176,18 @@ def _short_rule(a, wb, dist):
     """Nodes and weights for a one-panel edge ``[0, wb]``: fewer than 20 where they integrate as accurately.
 
     The integrand ``exp(-a u - u^2/2) h / (h^2 + (a + u)^2)`` has its poles at distance ``dist = sqrt(a^2 + h^2)``
-    from ``u = 0`` and its exponent varies by ``span = a wb + wb^2 / 2``. For ``wb <= dist / 2`` and
-    ``span <= 4`` the 12-point rule, for ``wb <= dist / 4`` and ``wb <= 1.5`` (the Gaussian's own curvature) the
-    10-point rule, are exact to rounding (the same 1.8e-15 in log B as the 20-point rule against 40-digit mpmath on
-    1900 random edges of that regime; the 10-point rule reaches 3e-13 at ``wb = 2.8``:
-    tests/test_s2_speed_paths.py); they cut the exponentials of most edges of a batch by 40-50 %."""
-    if a * wb + 0.5 * wb * wb <= _SHORT_SPAN:
+    from ``u = 0`` and its exponent varies by ``span = a wb + wb^2 / 2``. With ``span <= 4``: 10 points for
+    ``wb <= dist / 4`` and ``wb <= 1.5`` (the Gaussian's own curvature), 12 for ``wb <= dist / 2`` or
+    (``wb <= dist`` and ``wb <= 2``), 16 for ``wb <= dist``. Each is exact to rounding there (at most the 20-point
+    rule's error, 1.0e-15 to 1.8e-15 in log B, against 40-digit mpmath on 3400 random edges including the corners
+    a ~ 0 and h ~ 0; the 10-point rule reaches 3e-13 at ``wb = 2.8``, the 12-point 7e-15 at ``wb = dist = 2.8``:
+    tests/test_s2_speed_paths.py); they cut the exponentials of most edges of a batch by 20-50 %."""
+    if a * wb + 0.5 * wb * wb <= _SHORT_SPAN and wb <= dist:
         if wb <= 0.25 * dist and wb <= _SHORT_10_WIDTH:
             return _X10, _W10
-        if wb <= 0.5 * dist:
+        if wb <= 0.5 * dist or wb <= _SHORT_12_WIDTH:
             return _X12, _W12
+        return _X16, _W16
     return _X20, _W20
 
 
