@@ -9,12 +9,17 @@ reference code needs 1.8-2.5 s for the first case and 249 s for the second.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this tree's engine, not an installed one
 
-import engine
-import engine.gaussian.threads
+import numpy as np  # noqa: E402
+
+import engine  # noqa: E402
+import engine.gaussian.threads  # noqa: E402
 
 
 def best_of(fn, repeat: int) -> float:
@@ -26,11 +31,22 @@ def best_of(fn, repeat: int) -> float:
     return min(times)
 
 
+def best_of_cpu(fn, repeat: int) -> float:
+    """Least process (CPU) time of ``repeat`` calls."""
+    times = []
+    for _ in range(repeat):
+        t = time.process_time()
+        fn()
+        times.append(time.process_time() - t)
+    return min(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
+    print(f"engine from {Path(engine.__file__).parent}, load average {os.getloadavg()[0]:.2f}")
     print(f"{'case':<34}{'regions':>8}{'best time':>12}{'target':>10}{'pairs/s':>12}")
     for widths, n, target in (([1, 16, 16, 2], 100, 0.010), ([1, 8, 8, 784], 1000, 1.0)):
         net = engine.random_network(widths, rng=0, cov_x=0.1)
@@ -60,7 +76,7 @@ def main() -> None:
     print(f"{'partition+evaluate [2,16,16,5] N=1000':<34}{R:>8}{t * 1e3:>10.0f}ms{1000:>8.0f}ms{1000 * R / t:>12.3g}"
           f"   (mean CPU {cpu:.2f} s, {engine.gaussian.threads.worker_threads()} threads)")
     # issue 15 item 3: the S = 2 evaluate alone (partition given), per (point, region) pair
-    P2 = engine.partition(net)
+    P2, net2, X2 = engine.partition(net), net, X
     t2 = best_of(lambda: engine.evaluate(net, X, part=P2), args.repeat)
     s2_pair = t2 / (len(P2) * len(X))
     print(f"S=2 evaluate, partition given: {len(P2)} regions x {len(X)} points, "
@@ -84,6 +100,14 @@ def main() -> None:
     print(f"S=1 evaluate, partition given: {len(P)} regions x {len(X)} points, "
           f"{s1_pair * 1e9:.0f} ns per (point, region) pair; S=2 / S=1 per pair: {s2_pair / s1_pair:.1f}x "
           f"(target 5x, issue 15)")
+    # the same ratio in CPU time of one thread (S = 2's kernel threads off): steadier on a shared machine
+    os.environ["DGNEXACT_THREADS"] = "1"
+    try:
+        c2 = best_of_cpu(lambda: engine.evaluate(net2, X2, part=P2), args.repeat) / (len(P2) * len(X2))
+        c1 = best_of_cpu(lambda: engine.evaluate(net, X, part=P), args.repeat) / (len(P) * len(X))
+    finally:
+        os.environ.pop("DGNEXACT_THREADS", None)
+    print(f"one thread, CPU time per pair: S=2 {c2 * 1e9:.0f} ns, S=1 {c1 * 1e9:.0f} ns, S=2 / S=1 {c2 / c1:.1f}x")
 
 
 if __name__ == "__main__":

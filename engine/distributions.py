@@ -179,6 +179,8 @@ class Evaluation:
     method: str
     log_marginal_error: np.ndarray | None = None  # (N,) error bar on log p(x) when a method estimates
     partition: Partition | None = field(default=None, repr=False)
+    # evaluate(..., defer=True): the S = 2 heavy pass still to run (see complete()); None when complete
+    _pending: Any = field(default=None, repr=False, compare=False)
 
     @property
     def region_weights(self) -> np.ndarray:
@@ -297,22 +299,32 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
 REDO_SETTLED = False  # True: the heavy pass redoes every heavy pair (the reference of tests/test_s2_heavy_pass.py)
 
 
-def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, **kwargs):
+def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, geometry=None, **kwargs):
     """The second S = 2 pass of :func:`evaluate`: pairs of posterior weight above 1e-3 (eq. 6) get their
     conditional moments at relative accuracy. Pairs the first (absolute-accuracy) pass ``settled`` --
     moments already exactly those of the relative pass (``planar_batch.batch_planar_pairs``) -- are kept,
-    unless ``REDO_SETTLED`` (the always-redo reference)."""
+    unless ``REDO_SETTLED`` (the always-redo reference). Only the regions with a pair to redo are integrated
+    (their rows of ``geometry``), so the pass costs what it redoes, not N x R."""
+    from .gaussian.polytopes import polytope_moments_arrays
+
     heavy = log_joint - logsumexp(log_joint, axis=1, keepdims=True) > np.log(1e-3)
     redo = heavy if settled is None or REDO_SETTLED else heavy & ~settled
     if not np.any(redo):
         return means, covs_r
-    _, redo_means, redo_covs, _, _ = region_truncated_moments(part, mu, covs, need=redo, **kwargs)
-    return np.where(redo[..., None], redo_means, means), np.where(redo[..., None, None], redo_covs, covs_r)
+    rows = np.nonzero(redo.any(axis=0))[0]
+    sub = redo[:, rows]
+    res = polytope_moments_arrays([part[r].polytope for r in rows], mu[:, rows].transpose(1, 0, 2), covs[rows],
+                                  need=sub.T, geometry=None if geometry is None else geometry.subset(rows), **kwargs)
+    n, k = np.nonzero(sub)
+    means, covs_r = means.copy(), covs_r.copy()
+    means[n, rows[k]] = res.mean[k, n]
+    covs_r[n, rows[k]] = res.cov[k, n]
+    return means, covs_r
 
 
 def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = None,
              max_regions: int = DEFAULT_MAX_REGIONS, rng=None, prune: bool = True, chunk_size: int | None = None,
-             workers: int = 1, scheduler=None, region_terms: bool = True) -> Evaluation:
+             workers: int = 1, scheduler=None, region_terms: bool = True, defer: bool = False) -> Evaluation:
     """Exact log p(x), posterior mean/covariance and per-region posterior terms for each row of X.
 
     Rows are evaluated in blocks of ``chunk_size`` (default: about 1e6 (point, region) pairs a block), so
@@ -326,6 +338,11 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     ``PRUNE_NATS`` = 50 nats of a lower bound of log p(x). Every skipped pair contributes less than
     e^-50 p(x), so all skipped pairs together change log p(x) by less than R e^-50 (below float64
     resolution for any R under 1e5); their posterior weights are reported as 0.
+
+    ``defer=True`` (S = 2, one block in this process): the second pass, relative-accuracy moments of the pairs
+    of posterior weight above 1e-3, is left for :func:`complete`. ``log_marginal`` and its error are final
+    (they do not depend on that pass); the moments are those of the first pass (accurate relative to
+    Sigma_omega). EM's guard uses this: a rejected candidate never needs its moments.
     """
     from .errors import check_float64_range
     from .gaussian.polytopes import METHODS
@@ -364,9 +381,40 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     else:
         first = region_truncated_moments(part, mu, rg.cov, method=method, rng=rng, accuracy="absolute")
     log_mass, means, covs, used, mass_err = first
-    if net.latent_dim == 2:
-        means, covs = _heavy_pass(part, mu, rg.cov, log_norm + log_mass, means, covs, settled, method=method,
-                                  rng=rng, geometry=geometry)
+    state = _FirstPass(part, mu, rg.cov, log_norm, log_mass, means, covs, used, mass_err, settled,
+                       dict(method=method, rng=rng, geometry=geometry), region_terms)
+    if net.latent_dim == 2 and defer:
+        ev = _finish(state, heavy=False)
+        ev._pending = state
+        return ev
+    return _finish(state, heavy=net.latent_dim == 2)
+
+
+@dataclass
+class _FirstPass:
+    """What :func:`evaluate` has after its first (absolute-accuracy) pass: enough to finish it, now or later."""
+
+    part: Partition
+    mu: np.ndarray
+    cov: np.ndarray
+    log_norm: np.ndarray
+    log_mass: np.ndarray
+    means: np.ndarray
+    covs: np.ndarray
+    used: str
+    mass_err: np.ndarray | None
+    settled: np.ndarray | None
+    heavy_kwargs: dict
+    region_terms: bool
+
+
+def _finish(st: _FirstPass, heavy: bool) -> Evaluation:
+    """Eq. 5-6 from the first pass; ``heavy``: the S = 2 heavy pass first (the pairs of posterior weight above
+    1e-3 get relative-accuracy moments). ``log_marginal`` and its error do not depend on ``heavy``."""
+    part, log_norm, log_mass, means, covs = st.part, st.log_norm, st.log_mass, st.means, st.covs
+    if heavy:
+        means, covs = _heavy_pass(part, st.mu, st.cov, log_norm + log_mass, means, covs, st.settled,
+                                  **st.heavy_kwargs)
     log_joint = log_norm + log_mass
     log_px = logsumexp(log_joint, axis=1)
     log_w = log_joint - log_px[:, None]
@@ -375,14 +423,20 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     dev = means - post_mean[:, None, :]
     post_cov = np.einsum("nr,nrst->nst", w, covs) + np.einsum("nr,nrs,nrt->nst", w, dev, dev)
     err = None
-    if mass_err is not None:
-        err = _log_marginal_error(w, mass_err, lambda: np.exp(log_norm + log_mass_upper_bound(part, mu, rg.cov)
-                                                              - log_px[:, None]))
-    if not region_terms:
+    if st.mass_err is not None:
+        err = _log_marginal_error(w, st.mass_err, lambda: np.exp(log_norm + log_mass_upper_bound(part, st.mu, st.cov)
+                                                                 - log_px[:, None]))
+    if not st.region_terms:
         log_w = means = covs = None
     return Evaluation(log_marginal=log_px, posterior_mean=post_mean, posterior_cov=post_cov,
                       region_log_weights=log_w, region_means=means, region_covs=covs, n_regions=len(part),
-                      method=used, log_marginal_error=err, partition=part)
+                      method=st.used, log_marginal_error=err, partition=part)
+
+
+def complete(ev: Evaluation) -> Evaluation:
+    """The full :func:`evaluate` result of an ``evaluate(..., defer=True)`` (bit for bit what ``defer=False``
+    gives): runs the deferred S = 2 heavy pass; ``ev`` itself when nothing was deferred."""
+    return ev if ev._pending is None else _finish(ev._pending, heavy=True)
 
 
 def _log_marginal_error(w: np.ndarray, mass_err: np.ndarray, term_caps) -> np.ndarray:

@@ -73,7 +73,7 @@ from scipy.linalg import LinAlgError, cho_factor, cho_solve, solve_triangular
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import NotFittedError
 
-from .distributions import Evaluation, evaluate
+from .distributions import Evaluation, complete, evaluate
 from .errors import DGNInputError, RegionBudgetError
 from .network import Linear, Network, load_network, random_network
 from .partition import DEFAULT_MAX_REGIONS, Partition
@@ -609,12 +609,14 @@ class EM(DensityMixin, BaseEstimator):
         if not hasattr(self, "network_"):
             raise NotFittedDGNError("EM", "is not fitted yet", "call fit(X) first")
 
-    def _evaluate(self, net: Network, X: np.ndarray, part: Partition | None = None) -> Evaluation:
+    def _evaluate(self, net: Network, X: np.ndarray, part: Partition | None = None, defer: bool = False) -> Evaluation:
+        """``engine.evaluate`` of ``net``; ``defer``: a guard's candidate, whose S = 2 heavy pass (moments only)
+        runs only if it is accepted (``distributions.complete``): the log-likelihood is final either way."""
         if getattr(self, "_counts", None) is not None:  # inside fit: count evaluations and new partitions
             self._counts[0] += 1
             self._counts[1] += part is None
         return evaluate(net, X, part=part, max_regions=self.max_regions, method=self.method,
-                        rng=self.random_state, workers=self.n_workers, scheduler=self.scheduler)
+                        rng=self.random_state, workers=self.n_workers, scheduler=self.scheduler, defer=defer)
 
     # ----------------------------------------------------------------- fit
     def fit(self, X, y=None) -> EM:
@@ -713,13 +715,13 @@ class EM(DensityMixin, BaseEstimator):
                                    old.bias + step * (new.bias - old.bias))
             cand = base.replace(layers=layers, cov_x=proposal.cov_x_spec, cov_z=proposal.cov_z_spec)
             try:
-                cand_ev = self._evaluate(cand, X)
+                cand_ev = self._evaluate(cand, X, defer=True)
             except RegionBudgetError:
                 step *= 0.5
                 continue
             cand_ll = float(cand_ev.log_marginal.mean())
             if cand_ll >= ll:
-                return cand, cand_ev, cand_ll, ("accepted" if step == 1.0 else f"accepted (step {step:g})")
+                return cand, complete(cand_ev), cand_ll, ("accepted" if step == 1.0 else f"accepted (step {step:g})")
             step *= 0.5
         return None, None, None, "rejected"
 
@@ -801,10 +803,10 @@ class EM(DensityMixin, BaseEstimator):
                     updates[name] = "accepted"
                 record.update(log_likelihood=cand_ll, n_regions=cand_ev.n_regions)
                 return cand, cand_ev, cand_ll, record
-        exact_ev = self._evaluate(exact, X, part=repartition(exact, ev.partition))
+        exact_ev = self._evaluate(exact, X, part=repartition(exact, ev.partition), defer=True)
         exact_ll = float(exact_ev.log_marginal.mean())
         if exact_ll >= ll:
-            net, ev, ll = exact, exact_ev, exact_ll
+            net, ev, ll = exact, complete(exact_ev), exact_ll
             fate = "accepted"
         else:
             fate = f"undone (rounding: {exact_ll - ll:.3g})"

@@ -74,51 +74,75 @@ class RegionGeometry:
         self.chol = chol = whitening_factors(covs, chol)
         if chol is None:
             return
-        idx = np.arange(F)
-        for r, p in enumerate(polytopes):
-            H, c = p.H, p.c
-            f = H.shape[0]
-            if f == 0 or p.lineality.size or H.shape[1] != 2:
-                continue
-            HL = H @ chol[r]
-            nrm = np.sqrt((HL * HL).sum(axis=1))
-            if np.any(nrm <= 0.0):
-                continue
-            Nrm = HL / nrm[:, None]
+        # regions stacked by facet count: one batched pass per count instead of a Python pass per region
+        sizes = np.array([p.H.shape[0] if p.H.shape[0] and not p.lineality.size and p.H.shape[1] == 2 else 0
+                          for p in polytopes], dtype=np.intp)
+        for f in np.unique(sizes[sizes > 0]):
+            rs = np.nonzero(sizes == f)[0]
+            self._fill(rs, np.stack([polytopes[r].H for r in rs]).astype(np.float64, copy=False),
+                       np.stack([polytopes[r].c for r in rs]).astype(np.float64, copy=False))
+
+    def _fill(self, rs, H, c):
+        """Regions ``rs`` of ``f`` facets each, ``H`` (n, f, 2), ``c`` (n, f): whitened normals and edge adjacency
+        (the same arithmetic, element for element, as one region at a time)."""
+        f = H.shape[1]
+        idx = np.arange(f)
+        HL = np.matmul(H, self.chol[rs])
+        nrm = np.sqrt((HL * HL).sum(axis=2))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            Nrm = HL / nrm[..., None]
             cn = c / nrm
-            E = np.stack([-Nrm[:, 1], Nrm[:, 0]], axis=1)
-            G = E @ Nrm.T  # G[i, j] = n_j . e_i
-            C = Nrm @ Nrm.T
-            Q = (cn[None, :] - cn[:, None] * C) / np.where(np.abs(G) > _PARALLEL, G, 1.0)
-            upper = G > _PARALLEL
-            lower = G < -_PARALLEL
-            qh = np.where(upper, Q, np.inf)
-            ql = np.where(lower, Q, -np.inf)
-            jh = np.argmin(qh, axis=1)
-            jl = np.argmax(ql, axis=1)
-            sh = qh[idx[:f], jh]
-            sl = ql[idx[:f], jl]
-            # parallel rows: a violated one empties the edge (cannot happen for irredundant regions)
-            par = ~(upper | lower) & (idx[:f, None] != idx[None, :f])
-            slack = cn[None, :] - cn[:, None] * C
-            blocked = np.any(par & (slack < -1e-12 * (1 + np.abs(cn)[None, :])), axis=1)
-            good = (sl < sh) & ~blocked
-            if not np.all(good):
-                continue  # redundant or degenerate rows: leave the region to the exact H-representation path
-            self.ok[r] = True
-            self.Nrm[r, :f] = Nrm
-            self.Hn[r, :f] = H / nrm[:, None]
-            self.cn[r, :f] = cn
-            self.valid[r, :f] = True
-            self.jhi[r, :f] = jh
-            self.jlo[r, :f] = jl
-            self.has_hi[r, :f] = np.isfinite(sh)
-            self.has_lo[r, :f] = np.isfinite(sl)
-            self.ghi[r, :f] = np.where(upper[idx[:f], jh], G[idx[:f], jh], 1.0)
-            self.glo[r, :f] = np.where(lower[idx[:f], jl], G[idx[:f], jl], 1.0)
-            self.chi[r, :f] = C[idx[:f], jh]
-            self.clo[r, :f] = C[idx[:f], jl]
-            self.paired[r, :f] = self.has_lo[r, :f] & self.has_hi[r, jl] & (jh[jl] == idx[:f])
+            E = np.stack([-Nrm[..., 1], Nrm[..., 0]], axis=-1)
+            G = np.matmul(E, Nrm.transpose(0, 2, 1))  # G[i, j] = n_j . e_i
+            C = np.matmul(Nrm, Nrm.transpose(0, 2, 1))
+            slack = cn[:, None, :] - cn[:, :, None] * C
+            Q = slack / np.where(np.abs(G) > _PARALLEL, G, 1.0)
+        upper = G > _PARALLEL
+        lower = G < -_PARALLEL
+        qh = np.where(upper, Q, np.inf)
+        ql = np.where(lower, Q, -np.inf)
+        jh = np.argmin(qh, axis=2)
+        jl = np.argmax(ql, axis=2)
+
+        def at(A, j):
+            return np.take_along_axis(A, j[..., None], axis=2)[..., 0]
+
+        sh = at(qh, jh)
+        sl = at(ql, jl)
+        # parallel rows: a violated one empties the edge (cannot happen for irredundant regions)
+        par = ~(upper | lower) & (idx[:, None] != idx[None, :])
+        with np.errstate(invalid="ignore"):
+            blocked = np.any(par & (slack < -1e-12 * (1 + np.abs(cn)[:, None, :])), axis=2)
+        # zero normals, redundant or degenerate rows: leave the region to the exact H-representation path
+        good = ~np.any(nrm <= 0.0, axis=1) & np.all((sl < sh) & ~blocked, axis=1)
+        g = np.nonzero(good)[0]
+        r = rs[g]
+        jh, jl, sh, sl = jh[g], jl[g], sh[g], sl[g]
+        has_hi, has_lo = np.isfinite(sh), np.isfinite(sl)
+        self.ok[r] = True
+        self.Nrm[r, :f] = Nrm[g]
+        self.Hn[r, :f] = H[g] / nrm[g][..., None]
+        self.cn[r, :f] = cn[g]
+        self.valid[r, :f] = True
+        self.jhi[r, :f] = jh
+        self.jlo[r, :f] = jl
+        self.has_hi[r, :f] = has_hi
+        self.has_lo[r, :f] = has_lo
+        self.ghi[r, :f] = np.where(at(upper[g], jh), at(G[g], jh), 1.0)
+        self.glo[r, :f] = np.where(at(lower[g], jl), at(G[g], jl), 1.0)
+        self.chi[r, :f] = at(C[g], jh)
+        self.clo[r, :f] = at(C[g], jl)
+        self.paired[r, :f] = has_lo & np.take_along_axis(has_hi, jl, axis=1) & (np.take_along_axis(jh, jl, axis=1)
+                                                                                   == idx[None, :])
+
+    def subset(self, rows) -> RegionGeometry:
+        """The geometry of regions ``rows`` only (the same arrays, row-sliced): a caller integrating a few regions
+        again (``distributions._heavy_pass``) gets bit for bit the pairs a call on all regions gives."""
+        sub = object.__new__(RegionGeometry)
+        for name, value in vars(self).items():
+            sub.__dict__[name] = value[rows] if isinstance(value, np.ndarray) else value
+        sub.R = len(rows)
+        return sub
 
     @property
     def arrays(self) -> PlanarArrays:
