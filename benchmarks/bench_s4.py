@@ -7,7 +7,7 @@ workload given it reports the partition time and, for each N in ``--points``, th
 regions. ``--pairs`` times the region integrals alone: ``polytope_moments_arrays`` of the first
 ``--regions`` regions (whitened S' = S, the randomised-QMC path) at every point, reported in seconds per
 (point, region) pair, and, with ``--nested``, the deterministic nested quadrature
-(``engine.gaussian.highdim``) of one pair. ``--repro`` runs ``evaluate`` twice (and in a forked child) and
+(``engine.gaussian.highdim.nested``) of one pair. ``--repro`` runs ``evaluate`` twice (and in a forked child) and
 says whether the bits agree. One JSON line per figure. Usage:
 
     .venv/bin/python benchmarks/bench_s4.py [--workloads s4 s5 s6] [--points 1 5] [--pairs] [--nested] [--repro]
@@ -65,7 +65,7 @@ def _pairs(name, net, X, part, n_regions, nested):
     _emit(workload=name, what="rqmc per pair", seconds_per_pair=dt / means[:, :, 0].size, pairs=means[:, :, 0].size,
           median_log_mass_error=float(np.median(out.log_mass_error[fin])) if fin.any() else None)
     if nested:
-        from engine.gaussian.highdim import nested_moments
+        from engine.gaussian.highdim.nested import nested_moments
 
         _, Nrm, D, *_ = _whiten(polys[0], means[0, :1], rg.cov[idx[0]])
         t = time.perf_counter()

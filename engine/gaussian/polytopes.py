@@ -28,11 +28,11 @@ import numpy as np
 from ..errors import DGNInputError
 from ..polytope import Polytope
 from .facets import facet_moments
+from .highdim.qmc import rqmc_moments
 from .interval import standard_interval_moments
 from .pairs import PairRequest, PairResult, TruncatedMoments
 from .planar import cancels, planar_log_mass, planar_moments, planar_slice_log_mass, planar_slice_moments
 from .planar_batch import RegionGeometry, batch_planar_pairs
-from .qmc import rqmc_moments
 from .solid import SolidGeometry, batch_solid_moments, cubature_moments, loosen_factors, solid_log_mass
 from .triangulation import triangulation_moments
 
