@@ -1,0 +1,362 @@
+"""S' = 4: Gaussian mass and moments of a polyhedron by one level of outer quadrature over exact S = 3 slices.
+
+Theorem 1 (eq. 5) needs ``Phi_omega(mu, Sigma_omega)`` and, for the posterior (eq. 6), the truncated moments. In
+whitened, pointed coordinates (``y ~ N(0, I_4)`` on ``P = {Nrm y <= D}``) pick a unit direction ``e`` and an
+orthonormal basis ``V`` of its complement: ``y = t e + V x`` and
+
+    P(P) = int phi(t) P_3(slice(t)) dt,   slice(t) = {x : (Nrm V) x <= D - t Nrm e},
+
+with ``P_3`` the standard-normal mass of the 3-D slice, computed by the compiled S = 3 cone decomposition
+(``solid``, through the public :func:`engine.gaussian.polytopes.integrate_pairs`: one call for all the slices of
+all the points of a region in each round). The moments follow from the same nodes by total expectation and
+covariance: ``E[y] = E[t e + V E[x | t]]``, ``Cov[y] = E[V Cov[x | t] V^T] + Cov[t e + V E[x | t]]``.
+
+The integrand ``f(t) = phi(t) P_3(t)`` is log-concave (the marginal of a log-concave density on a convex set) and
+analytic between the heights ``e . v`` of the vertices ``v`` of P, where the slice's combinatorial type changes.
+So the window is split at those heights (and into panels short enough that the Gaussian factor changes by at most
+a few nats across one), and each panel gets the 15-point Gauss-Kronrod rule; ``|K15 - G7|`` (the difference to
+the embedded 7-point Gauss rule, which is the error of the LOWER order rule, not of the K15 value reported) is
+the panel's error bar, and panels whose bar is too large are bisected (at most ``MAX_ROUNDS`` rounds). The
+direction is the one from the mean to the closest point of P when the mean lies outside (then ``t >= |y*|``
+on P and the mass sits near the window's lower end), a fixed generic one otherwise. Beyond the window the
+log-concavity bounds the tails: ``g = log f`` lies below its secant through the two outermost nodes, so the
+tail is at most ``e^{g(t_1)} / |slope|``, added to the bar.
+
+The relative error bar of a pair is ``(sum_panels |K15 - G7| + sum_nodes w f rel_3 + tails) / P``, with
+``rel_3`` the S = 3 solver's own bound for each slice. It is a validated bar, not a proof (the K - G
+difference bounds the Gauss rule's error when the integrand is resolved, which the tests check against exact
+rotated boxes, block-factorised decoders and mpmath).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import logsumexp
+
+from ...polytope import Polytope
+
+# Gauss-Kronrod 15 / Gauss 7 on [-1, 1] (QUADPACK qk15): nodes x, Kronrod weights wk, Gauss weights wg (0 on the
+# Kronrod-only nodes); exact for polynomials of degree 22 / 13 (tests/test_highdim_sliced.py checks both)
+_XK = np.array([0.991455371120812639206854697526329, 0.949107912342758524526189684047851,
+                0.864864423359769072789712788640926, 0.741531185599394439863864773280788,
+                0.586087235467691130294144845693013, 0.405845151377397166906606412076961,
+                0.207784955007898467600689403773245, 0.0])
+_WK = np.array([0.022935322010529224963732008058970, 0.063092092629978553290700663189204,
+                0.104790010322250183839876322541518, 0.140653259715525918745189590510238,
+                0.169004726639267902826583426598550, 0.190350578064785409913256402421014,
+                0.204432940075298892414161999234649, 0.209482141084727828012999174891714])
+_WG7 = np.array([0.129484966168869693270611432679082, 0.279705391489276667901467771423780,
+                 0.381830050505118944950369775488975, 0.417959183673469387755102040816327])
+GK_NODES = np.concatenate([-_XK[:-1], _XK[::-1]])
+GK_WEIGHTS = np.concatenate([_WK[:-1], _WK[::-1]])
+G7_WEIGHTS = np.zeros(15)
+G7_WEIGHTS[1::2] = np.concatenate([_WG7[:-1], _WG7[::-1]])
+
+_LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
+_ZERO = 1e-10  # |Nrm_i V| below this: facet i is perpendicular to the slices (a bound on t only)
+_INC = 1e-9  # vertex-facet incidence tolerance (relative to 1 + |D|)
+WINDOW = 10.0  # phi falls by WINDOW^2 / 2 = 50 nats from the centre of the window to its ends (_window)
+MAX_EXPONENT_STEP = 3.0  # panels at most this long in units of 1 / |t| (the Gaussian factor changes <= 3 nats)
+MAX_PANEL = 1.0  # and at most this long
+MAX_ROUNDS = 6  # bisection rounds for panels whose bar is too large
+DEFAULT_TOL = 1e-10  # relative mass error aimed at
+_GENERIC = np.array([0.5377, 1.8339, -2.2588, 0.8622])
+
+
+def _frame(e: np.ndarray) -> np.ndarray:
+    """(M, 4, 3): orthonormal bases of the complements of the unit rows of ``e`` (M, 4)."""
+    M, k = e.shape
+    out = np.empty((M, k, k - 1))
+    for m in range(M):
+        Q, _ = np.linalg.qr(np.column_stack([e[m], np.eye(k)]))
+        out[m] = Q[:, 1:k]
+    return out
+
+
+def _directions(Nrm, D):
+    """Per point: the unit direction to the closest point of P (mean outside, distance > 1/2) or a generic one."""
+    from .qmc import closest_points
+
+    y = closest_points(Nrm, D)
+    r = np.linalg.norm(y, axis=1)
+    g = _GENERIC + 1e-3 * np.arange(1, Nrm.shape[1] + 1)
+    g = g / np.linalg.norm(g)
+    far = r > 0.5
+    e = np.where(far[:, None], y / np.where(far, r, 1.0)[:, None], g[None])
+    return e / np.linalg.norm(e, axis=1)[:, None]
+
+
+class _Shape:
+    """Combinatorics of P shared by every point (translation invariant): vertex-facet incidence ``inc`` (V, F),
+    ray-facet incidence ``rinc`` (R, F), candidate edges (vertex pairs sharing >= S-1 facets), vertex-ray pairs
+    (sharing >= S-1 facets) and ray pairs (sharing >= S-2 facets). Candidates that are not edges of P only add
+    points inside the slices, which leaves the slices' convex hulls unchanged."""
+
+    def __init__(self, Nrm, D0, Yv0, Yr):
+        k = Nrm.shape[1]
+        tol = _INC * (1.0 + np.abs(D0))
+        self.inc = np.abs(Yv0 @ Nrm.T - D0[None]) <= tol[None]
+        self.rinc = np.abs(Yr @ Nrm.T) <= _INC if Yr.size else np.zeros((0, Nrm.shape[0]), dtype=bool)
+        share = self.inc.astype(np.int64) @ self.inc.T.astype(np.int64)
+        a, b = np.nonzero(np.triu(share >= k - 1, 1))
+        self.ea, self.eb = a, b
+        vr = self.inc.astype(np.int64) @ self.rinc.T.astype(np.int64)
+        self.va, self.rb = np.nonzero(vr >= k - 1)
+        rr = self.rinc.astype(np.int64) @ self.rinc.T.astype(np.int64)
+        self.ra, self.rb2 = np.nonzero(np.triu(rr >= k - 2, 1))
+
+
+def _facet_ranges(shape: _Shape, hv, hr):
+    """(M, F) lowest and highest height of each facet (over its vertices; +-inf along its rays)."""
+    big = np.where(shape.inc[None], hv[:, :, None], np.inf).min(axis=1)
+    top = np.where(shape.inc[None], hv[:, :, None], -np.inf).max(axis=1)
+    if hr.size:
+        down = np.any(shape.rinc[None] & (hr[:, :, None] < -1e-12), axis=1)
+        up = np.any(shape.rinc[None] & (hr[:, :, None] > 1e-12), axis=1)
+        big = np.where(down, -np.inf, big)
+        top = np.where(up, np.inf, top)
+    return big, top
+
+
+def _window(lo, hi):
+    """Integration window (M, 2) inside [lo, hi]: centred on the point of [lo, hi] closest to 0 (the closest
+    point of P when the direction points at it), ``WINDOW`` wide where the Gaussian is flat, narrower in the tail
+    (``phi`` falls by ``WINDOW^2 / 2`` nats from the centre to either end)."""
+    c = np.clip(0.0, lo, hi)
+    reach = np.sqrt(c * c + WINDOW * WINDOW) - np.abs(c)
+    return np.maximum(lo, c - reach), np.minimum(hi, c + reach)
+
+
+def _panels(lo, hi, A, B, hv):
+    """Panels (pair index, left, right) covering [A, B] split at the vertex heights and at Gaussian scale."""
+    idx, left, right = [], [], []
+    for m in range(A.size):
+        if not A[m] < B[m]:
+            continue
+        cuts = np.unique(np.concatenate([[A[m], B[m]], hv[m][(hv[m] > A[m]) & (hv[m] < B[m])]]))
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            span = max(abs(a), abs(b), 1.0)
+            n = int(np.ceil((b - a) / min(MAX_PANEL, MAX_EXPONENT_STEP / span)))
+            edges = np.linspace(a, b, max(n, 1) + 1)
+            idx.append(np.full(edges.size - 1, m))
+            left.append(edges[:-1])
+            right.append(edges[1:])
+    if not idx:
+        return np.zeros(0, dtype=np.intp), np.zeros(0), np.zeros(0)
+    return np.concatenate(idx), np.concatenate(left), np.concatenate(right)
+
+
+class _Problem:
+    """One region's data for M points in whitened coordinates, with the per-point frames and heights."""
+
+    def __init__(self, Nrm, D, Yv, Yr):
+        self.Nrm, self.D, self.Yv, self.Yr = Nrm, D, Yv, Yr
+        M = D.shape[0]
+        self.shape = _Shape(Nrm, D[0], Yv[0], Yr)
+        self.e = _directions(Nrm, D)
+        self.V = _frame(self.e)
+        self.hv = np.einsum("mvk,mk->mv", Yv, self.e)
+        self.hr = Yr @ self.e.T if Yr.size else np.zeros((0, M))
+        self.hr = self.hr.T  # (M, R)
+        self.fmin, self.fmax = _facet_ranges(self.shape, self.hv, self.hr)
+        down = np.any(self.hr < -1e-12, axis=1) if Yr.size else np.zeros(M, dtype=bool)
+        up = np.any(self.hr > 1e-12, axis=1) if Yr.size else np.zeros(M, dtype=bool)
+        self.lo = np.where(down, -np.inf, self.hv.min(axis=1))
+        self.hi = np.where(up, np.inf, self.hv.max(axis=1))
+        self.a = np.einsum("fk,mk->mf", Nrm, self.e)  # (M, F)
+        NV = np.einsum("fk,mkj->mfj", Nrm, self.V)  # (M, F, 3)
+        self.scale = np.linalg.norm(NV, axis=2)
+        self.Nn = NV / np.where(self.scale > _ZERO, self.scale, 1.0)[..., None]
+
+    def slice(self, m, t) -> Polytope | None:
+        """The slice of P at height t for point m as a 3-D polytope in the frame ``V[m]`` (None: empty)."""
+        sh = self.shape
+        act = (self.fmin[m] < t) & (t < self.fmax[m]) & (self.scale[m] > _ZERO)
+        flat = self.scale[m] <= _ZERO
+        if np.any(flat & (self.D[m] - t * self.a[m] < 0.0)):
+            return None
+        off = (self.D[m, act] - t * self.a[m, act]) / self.scale[m, act]
+        hv, Yv = self.hv[m], self.Yv[m]
+        ha, hb = hv[sh.ea], hv[sh.eb]
+        cross = (np.minimum(ha, hb) <= t) & (t <= np.maximum(ha, hb)) & (ha != hb)
+        lam = (t - ha[cross]) / (hb[cross] - ha[cross])
+        pts = [Yv[sh.ea[cross]] + lam[:, None] * (Yv[sh.eb[cross]] - Yv[sh.ea[cross]])]
+        rays = []
+        if self.Yr.size:
+            hr = self.hr[m]
+            hrv = hr[sh.rb]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                s = (t - hv[sh.va]) / hrv
+            ok = (np.abs(hrv) > 1e-12) & (s >= 0.0)
+            pts.append(Yv[sh.va[ok]] + s[ok, None] * self.Yr[sh.rb[ok]])
+            flat_r = np.abs(hr) <= 1e-12
+            rays.append(self.Yr[flat_r])
+            h1, h2 = hr[sh.ra], hr[sh.rb2]
+            opp = h1 * h2 < 0.0
+            rays.append(np.abs(h2[opp, None]) * self.Yr[sh.ra[opp]] + np.abs(h1[opp, None]) * self.Yr[sh.rb2[opp]])
+        P = np.concatenate(pts) @ self.V[m]
+        R = np.concatenate(rays) @ self.V[m] if rays else np.zeros((0, 3))
+        if R.size:
+            n = np.linalg.norm(R, axis=1)
+            R = R[n > 1e-12] / n[n > 1e-12, None]
+        if not act.any() or P.shape[0] == 0:
+            return None
+        return Polytope(self.Nn[m, act], off, P, R, np.zeros((0, 3)))
+
+
+def _evaluate(prob: _Problem, pidx, nodes, moments, accuracy):
+    """Slices at ``nodes`` (K,) of points ``pidx`` (K,): ``(log f, mean_y (K, 4), second_y (K, 4, 4), rel)``, all
+    slices in one call of the S = 3 batch integrator."""
+    from ..pairs import PairRequest
+    from ..polytopes import integrate_pairs
+
+    K = nodes.size
+    polys, where = [], []
+    for q in range(K):
+        p = prob.slice(pidx[q], nodes[q])
+        if p is not None:
+            polys.append(p)
+            where.append(q)
+    lm = np.full(K, -np.inf)
+    rel = np.zeros(K)
+    my = np.zeros((K, 4))
+    cy = np.zeros((K, 4, 4))
+    if polys:
+        where = np.array(where)
+        req = PairRequest.build(polys, np.zeros((len(polys), 1, 3)), np.broadcast_to(np.eye(3), (len(polys), 3, 3)),
+                                moments=moments, accuracy=accuracy)
+        out = integrate_pairs(req)
+        lm[where] = out.log_mass[:, 0]
+        if out.log_mass_error is not None:
+            rel[where] = -np.expm1(-out.log_mass_error[:, 0])
+        if moments >= 1:
+            V = prob.V[pidx[where]]  # (k, 4, 3)
+            mx = np.where(np.isfinite(lm[where])[:, None], out.mean[:, 0], 0.0)
+            my[where] = nodes[where, None] * prob.e[pidx[where]] + np.einsum("kij,kj->ki", V, mx)
+            if moments >= 2:
+                cx = np.where(np.isfinite(lm[where])[:, None, None], out.cov[:, 0], 0.0)
+                cy[where] = np.einsum("kij,kjl,kml->kim", V, cx, V)
+    logf = -0.5 * nodes * nodes - _LOG_SQRT_2PI + lm
+    return logf, my, cy, np.where(np.isfinite(lm), rel, 0.0)
+
+
+def _tails(prob, pidx_nodes, nodes, logf, A, B):
+    """(M,) log of the log-concavity bounds on the mass outside [A, B] (below ``lo`` / above ``hi``: none)."""
+    M = A.size
+    out = np.full(M, -np.inf)
+    for m in range(M):
+        sel = pidx_nodes == m
+        t, g = nodes[sel], logf[sel]
+        fin = np.isfinite(g)
+        t, g = t[fin], g[fin]
+        if t.size < 2:
+            if (A[m] > prob.lo[m] or B[m] < prob.hi[m]) and A[m] < B[m]:
+                out[m] = np.inf
+            continue
+        order = np.argsort(t)
+        t, g = t[order], g[order]
+        if A[m] > prob.lo[m]:
+            s = (g[1] - g[0]) / (t[1] - t[0])
+            out[m] = np.logaddexp(out[m], g[0] + s * (A[m] - t[0]) - np.log(s) if s > 0 else np.inf)
+        if B[m] < prob.hi[m]:
+            s = (g[-1] - g[-2]) / (t[-1] - t[-2])
+            out[m] = np.logaddexp(out[m], g[-1] + s * (B[m] - t[-1]) - np.log(-s) if s < 0 else np.inf)
+    return out
+
+
+def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str = "relative"):
+    """log mass (M,), conditional mean (M, 4), covariance (M, 4, 4) and relative error bar (M,) of ``N(0, I_4)`` on
+    ``{Nrm y <= D_m}`` (unit rows ``Nrm`` (F, 4); vertices ``Yv`` (M, V, 4) and unit rays ``Yr`` (R, 4) in the
+    same whitened coordinates; no lineality). ``tol`` (M,) or scalar: relative mass error aimed at per point
+    (``DEFAULT_TOL``); the bar is reported whether or not it is met."""
+    D = np.atleast_2d(np.asarray(D, dtype=np.float64))
+    M = D.shape[0]
+    tol = np.broadcast_to(np.asarray(DEFAULT_TOL if tol is None else tol, dtype=np.float64), (M,))
+    prob = _Problem(np.asarray(Nrm, dtype=np.float64), D, Yv, np.asarray(Yr, dtype=np.float64).reshape(-1, 4))
+    A, B = _window(prob.lo, prob.hi)
+    pm, left, right = _panels(prob.lo, prob.hi, A, B, prob.hv)
+    done_vals = []
+    for rnd in range(MAX_ROUNDS + 1):
+        half, mid = 0.5 * (right - left), 0.5 * (right + left)
+        nodes = (mid[:, None] + half[:, None] * GK_NODES[None]).ravel()
+        pidx = np.repeat(pm, 15)
+        logf, my, cy, rel = _evaluate(prob, pidx, nodes, moments, accuracy)
+        vals = (pm, half, logf.reshape(-1, 15), my.reshape(-1, 15, 4), cy.reshape(-1, 15, 4, 4), rel.reshape(-1, 15),
+                nodes.reshape(-1, 15))
+        done_vals.append(vals)
+        total, _, _ = _combine(M, done_vals)
+        diff = _panel_diff(vals, total)  # (P,) relative |K - G| of each panel
+        if rnd == MAX_ROUNDS:
+            break
+        npan = np.bincount(np.concatenate([v[0] for v in done_vals]), minlength=M).astype(float)
+        bad = diff > 0.25 * tol[pm] / np.maximum(npan[pm], 1.0)
+        if not np.any(bad):
+            break
+        keep = ~bad
+        done_vals[-1] = tuple(v[keep] for v in vals)
+        pm, left, right = np.repeat(pm[bad], 2), np.empty(2 * bad.sum()), np.empty(2 * bad.sum())
+        lb, rb = (mid - half)[bad], (mid + half)[bad]
+        left[0::2], right[0::2] = lb, 0.5 * (lb + rb)
+        left[1::2], right[1::2] = 0.5 * (lb + rb), rb
+    total, mean, cov = _combine(M, done_vals, moments)
+    allv = [np.concatenate([v[i] for v in done_vals]) for i in range(7)]
+    pm_all, half_all, lf_all, rel_all, nodes_all = allv[0], allv[1], allv[2], allv[5], allv[6]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        diffs = _panel_diff(allv, total)
+        err = np.bincount(pm_all, weights=diffs, minlength=M)
+        wl = np.log(half_all)[:, None] + np.log(GK_WEIGHTS)[None] + lf_all - total[pm_all][:, None]
+        slice_err = np.bincount(pm_all, weights=np.where(np.isfinite(wl), np.exp(wl) * rel_all, 0.0).sum(axis=1),
+                                minlength=M)
+        tails = np.exp(_tails(prob, np.repeat(pm_all, 15), nodes_all.ravel(), lf_all.ravel(), A, B) - total)
+        rel = err + slice_err + tails + 64.0 * np.finfo(float).eps
+    rel = np.where(np.isfinite(total), rel, np.where(np.isfinite(rel), 0.0, np.inf))
+    return total, mean, cov, np.where(np.isnan(rel), np.inf, rel)
+
+
+def _panel_diff(vals, total):
+    """Relative ``|K15 - G7|`` of each panel, against the pair's total mass."""
+    pm, half, lf = vals[0], vals[1], vals[2]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        f = np.exp(lf - total[pm][:, None])
+        f = np.where(np.isfinite(f), f, 0.0)
+        d = np.abs(half * ((GK_WEIGHTS - G7_WEIGHTS)[None] * f).sum(axis=1))
+    return np.where(np.isfinite(total[pm]), d, 0.0)
+
+
+def _combine(M, done_vals, moments=0):
+    """Totals (log) and conditional moments from every panel evaluated so far (Kronrod weights)."""
+    pm = np.concatenate([v[0] for v in done_vals])
+    half = np.concatenate([v[1] for v in done_vals])
+    lf = np.concatenate([v[2] for v in done_vals])
+    with np.errstate(divide="ignore"):
+        lw = np.log(half)[:, None] + np.log(GK_WEIGHTS)[None] + lf  # (P, 15)
+    lw = np.where(np.isnan(lw), -np.inf, lw)
+    P = pm.size
+    per_pair = np.full((M, 1), -np.inf)
+    if P:
+        order = np.argsort(pm, kind="stable")
+        counts = np.bincount(pm, minlength=M)
+        width = int(counts.max()) * 15
+        grid = np.full((M, max(width, 1)), -np.inf)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        pos = np.arange(P) - starts[pm[order]]
+        cols = (pos[:, None] * 15 + np.arange(15)[None]).ravel()
+        grid[np.repeat(pm[order], 15), cols] = lw[order].ravel()
+        per_pair = grid
+    total = logsumexp(per_pair, axis=1)
+    if moments < 1:
+        return total, None, None
+    my = np.concatenate([v[3] for v in done_vals])
+    with np.errstate(invalid="ignore", over="ignore"):
+        w = np.exp(lw - total[pm][:, None])
+    w = np.where(np.isfinite(w), w, 0.0)
+    mean = np.zeros((M, 4))
+    np.add.at(mean, pm, np.einsum("pq,pqk->pk", w, my))
+    if moments < 2:
+        return total, mean, None
+    cy = np.concatenate([v[4] for v in done_vals])
+    dev = my - mean[pm][:, None, :]
+    part = np.einsum("pq,pqij->pij", w, cy) + np.einsum("pq,pqi,pqj->pij", w, dev, dev)
+    cov = np.zeros((M, 4, 4))
+    np.add.at(cov, pm, part)
+    return total, mean, 0.5 * (cov + np.swapaxes(cov, 1, 2))
