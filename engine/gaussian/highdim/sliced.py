@@ -31,7 +31,7 @@ rotated boxes, block-factorised decoders and mpmath).
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import logsumexp
+from scipy.special import log_ndtr, logsumexp
 
 from ...polytope import Polytope
 
@@ -58,6 +58,7 @@ _INC = 1e-9  # vertex-facet incidence tolerance (relative to 1 + |D|)
 WINDOW = 10.0  # phi falls by WINDOW^2 / 2 = 50 nats from the centre of the window to its ends (_window)
 MAX_EXPONENT_STEP = 3.0  # panels at most this long in units of 1 / |t| (the Gaussian factor changes <= 3 nats)
 MAX_PANEL = 1.0  # and at most this long
+MERGE = 1e-9  # vertex heights closer than this (relative) are one breakpoint
 MAX_ROUNDS = 6  # bisection rounds for panels whose bar is too large
 DEFAULT_TOL = 1e-10  # relative mass error aimed at
 _GENERIC = np.array([0.5377, 1.8339, -2.2588, 0.8622])
@@ -73,17 +74,24 @@ def _frame(e: np.ndarray) -> np.ndarray:
     return out
 
 
-def _directions(Nrm, D):
-    """Per point: the unit direction to the closest point of P (mean outside, distance > 1/2) or a generic one."""
-    from .qmc import closest_points
-
-    y = closest_points(Nrm, D)
+def _directions(y):
+    """Per point: the unit direction to the closest point ``y`` (M, 4) of P (mean outside, distance > 1/2) or a
+    fixed generic one."""
     r = np.linalg.norm(y, axis=1)
-    g = _GENERIC + 1e-3 * np.arange(1, Nrm.shape[1] + 1)
+    g = _GENERIC + 1e-3 * np.arange(1, y.shape[1] + 1)
     g = g / np.linalg.norm(g)
     far = r > 0.5
     e = np.where(far[:, None], y / np.where(far, r, 1.0)[:, None], g[None])
     return e / np.linalg.norm(e, axis=1)[:, None]
+
+
+def closest_distance(Nrm, D):
+    """(M, 4) closest points of P to the origin (``qmc.closest_points``) and (M,) the log of the rigorous upper
+    bound ``Q(|y*|)`` on the mass (P lies beyond the supporting hyperplane at y*)."""
+    from .qmc import closest_points
+
+    y = closest_points(Nrm, D)
+    return y, log_ndtr(-np.linalg.norm(y, axis=1))
 
 
 class _Shape:
@@ -133,7 +141,7 @@ def _panels(lo, hi, A, B, hv):
     for m in range(A.size):
         if not A[m] < B[m]:
             continue
-        cuts = np.unique(np.concatenate([[A[m], B[m]], hv[m][(hv[m] > A[m]) & (hv[m] < B[m])]]))
+        cuts = _distinct(np.concatenate([[A[m], B[m]], hv[m][(hv[m] > A[m]) & (hv[m] < B[m])]]))
         for a, b in zip(cuts[:-1], cuts[1:]):
             span = max(abs(a), abs(b), 1.0)
             n = int(np.ceil((b - a) / min(MAX_PANEL, MAX_EXPONENT_STEP / span)))
@@ -146,14 +154,31 @@ def _panels(lo, hi, A, B, hv):
     return np.concatenate(idx), np.concatenate(left), np.concatenate(right)
 
 
+def _distinct(t):
+    """Sorted heights with those within ``MERGE`` (relative) of the previous one dropped: vertices at one height up
+    to rounding would give panels of width 1e-15 whose slices are degenerate (and whose mass is nothing)."""
+    t = np.sort(t)
+    keep = np.ones(t.size, dtype=bool)
+    last = t[0]
+    for i in range(1, t.size):
+        if t[i] - last <= MERGE * (1.0 + abs(last)):
+            keep[i] = False
+        else:
+            last = t[i]
+    if not keep[-1]:  # the window's end stays
+        keep[np.nonzero(keep)[0][-1]] = t.size == 1
+        keep[-1] = True
+    return t[keep]
+
+
 class _Problem:
     """One region's data for M points in whitened coordinates, with the per-point frames and heights."""
 
-    def __init__(self, Nrm, D, Yv, Yr):
+    def __init__(self, Nrm, D, Yv, Yr, closest):
         self.Nrm, self.D, self.Yv, self.Yr = Nrm, D, Yv, Yr
         M = D.shape[0]
         self.shape = _Shape(Nrm, D[0], Yv[0], Yr)
-        self.e = _directions(Nrm, D)
+        self.e = _directions(closest)
         self.V = _frame(self.e)
         self.hv = np.einsum("mvk,mk->mv", Yv, self.e)
         self.hr = Yr @ self.e.T if Yr.size else np.zeros((0, M))
@@ -204,40 +229,73 @@ class _Problem:
         return Polytope(self.Nn[m, act], off, P, R, np.zeros((0, 3)))
 
 
-def _evaluate(prob: _Problem, pidx, nodes, moments, accuracy):
-    """Slices at ``nodes`` (K,) of points ``pidx`` (K,): ``(log f, mean_y (K, 4), second_y (K, 4, 4), rel)``, all
-    slices in one call of the S = 3 batch integrator."""
-    from ..pairs import PairRequest
-    from ..polytopes import integrate_pairs
-
-    K = nodes.size
+def _slices(prob: _Problem, pidx, nodes):
+    """The slice polytopes at ``nodes`` of points ``pidx`` and the indices of the non-empty ones."""
     polys, where = [], []
-    for q in range(K):
+    for q in range(nodes.size):
         p = prob.slice(pidx[q], nodes[q])
         if p is not None:
             polys.append(p)
             where.append(q)
+    return polys, np.array(where, dtype=np.intp)
+
+
+def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, loosen):
+    """Slices at ``nodes`` (K,) of points ``pidx`` (K,) with log quadrature weights ``qlw`` (K,): ``(log f, mean_y
+    (K, 4), cov_y (K, 4, 4), rel)``. All slices go through one call of the S = 3 batch integrator
+    (``polytopes.integrate_pairs``), told each slice's weight in its pair's total (``log_weight_scale``: the total
+    estimated by a first pass of the compiled kernel alone, plus ``known`` (M,), the log mass of the panels
+    already done, times ``loosen`` (M,), the pair's own allowance), so that slices of small weight are not sent to
+    the slow exact fallbacks for accuracy that cannot matter. Each slice's error bound is returned and enters
+    the pair's bar, whatever weight was assumed."""
+    from ..pairs import PairRequest
+    from ..polytopes import batch_geometry, batch_solid_moments, integrate_pairs
+
+    K = nodes.size
     lm = np.full(K, -np.inf)
     rel = np.zeros(K)
     my = np.zeros((K, 4))
     cy = np.zeros((K, 4, 4))
-    if polys:
-        where = np.array(where)
-        req = PairRequest.build(polys, np.zeros((len(polys), 1, 3)), np.broadcast_to(np.eye(3), (len(polys), 3, 3)),
-                                moments=moments, accuracy=accuracy)
-        out = integrate_pairs(req)
-        lm[where] = out.log_mass[:, 0]
-        if out.log_mass_error is not None:
-            rel[where] = -np.expm1(-out.log_mass_error[:, 0])
-        if moments >= 1:
-            V = prob.V[pidx[where]]  # (k, 4, 3)
-            mx = np.where(np.isfinite(lm[where])[:, None], out.mean[:, 0], 0.0)
-            my[where] = nodes[where, None] * prob.e[pidx[where]] + np.einsum("kij,kj->ki", V, mx)
-            if moments >= 2:
-                cx = np.where(np.isfinite(lm[where])[:, None, None], out.cov[:, 0], 0.0)
-                cy[where] = np.einsum("kij,kjl,kml->kim", V, cx, V)
-    logf = -0.5 * nodes * nodes - _LOG_SQRT_2PI + lm
-    return logf, my, cy, np.where(np.isfinite(lm), rel, 0.0)
+    polys, where = _slices(prob, pidx, nodes)
+    logphi = -0.5 * nodes * nodes - _LOG_SQRT_2PI
+    if not polys:
+        return logphi + lm, my, cy, rel
+    n = len(polys)
+    eye = np.broadcast_to(np.eye(3), (n, 3, 3))
+    geo = batch_geometry(polys, eye, eye)
+    first = batch_solid_moments(geo, np.arange(n), np.zeros((n, 3)), 0)
+    est = np.where(geo.ok & np.isfinite(first.log_mass), first.log_mass, -np.inf)
+    contrib = np.full(K, -np.inf)
+    contrib[where] = qlw[where] + logphi[where] + est
+    total = np.logaddexp(known, _group_lse(pidx, contrib, known.size))
+    with np.errstate(invalid="ignore"):
+        lws = qlw[where] + logphi[where] - total[pidx[where]] + np.log(loosen[pidx[where]])
+    lws = np.where(np.isnan(lws), np.inf, lws)
+    req = PairRequest.build(polys, np.zeros((n, 1, 3)), eye, moments=moments, accuracy=accuracy,
+                            log_weight_scale=lws[:, None], geometry=geo)
+    out = integrate_pairs(req)
+    lm[where] = out.log_mass[:, 0]
+    if out.log_mass_error is not None:
+        rel[where] = -np.expm1(-out.log_mass_error[:, 0])
+    if moments >= 1:
+        V = prob.V[pidx[where]]  # (k, 4, 3)
+        mx = np.where(np.isfinite(lm[where])[:, None], out.mean[:, 0], 0.0)
+        my[where] = nodes[where, None] * prob.e[pidx[where]] + np.einsum("kij,kj->ki", V, mx)
+        if moments >= 2:
+            cx = np.where(np.isfinite(lm[where])[:, None, None], out.cov[:, 0], 0.0)
+            cy[where] = np.einsum("kij,kjl,kml->kim", V, cx, V)
+    return logphi + lm, my, cy, np.where(np.isfinite(lm), rel, 0.0)
+
+
+def _group_lse(idx, vals, M):
+    """(M,) ``log sum exp`` of ``vals`` grouped by ``idx``."""
+    top = np.full(M, -np.inf)
+    np.maximum.at(top, idx, vals)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    acc = np.zeros(M)
+    np.add.at(acc, idx, np.exp(vals - safe[idx]))
+    with np.errstate(divide="ignore"):
+        return np.where(np.isfinite(top), safe + np.log(acc), -np.inf)
 
 
 def _tails(prob, pidx_nodes, nodes, logf, A, B):
@@ -264,23 +322,31 @@ def _tails(prob, pidx_nodes, nodes, logf, A, B):
     return out
 
 
-def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str = "relative"):
+def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str = "relative", closest=None):
     """log mass (M,), conditional mean (M, 4), covariance (M, 4, 4) and relative error bar (M,) of ``N(0, I_4)`` on
     ``{Nrm y <= D_m}`` (unit rows ``Nrm`` (F, 4); vertices ``Yv`` (M, V, 4) and unit rays ``Yr`` (R, 4) in the
     same whitened coordinates; no lineality). ``tol`` (M,) or scalar: relative mass error aimed at per point
-    (``DEFAULT_TOL``); the bar is reported whether or not it is met."""
+    (``DEFAULT_TOL``); the bar is reported whether or not it is met. ``closest`` (M, 4): the closest points of P
+    to the origin when the caller has them (:func:`closest_distance`)."""
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     M = D.shape[0]
     tol = np.broadcast_to(np.asarray(DEFAULT_TOL if tol is None else tol, dtype=np.float64), (M,))
-    prob = _Problem(np.asarray(Nrm, dtype=np.float64), D, Yv, np.asarray(Yr, dtype=np.float64).reshape(-1, 4))
+    Nrm = np.asarray(Nrm, dtype=np.float64)
+    if closest is None:
+        closest, _ = closest_distance(Nrm, D)
+    prob = _Problem(Nrm, D, Yv, np.asarray(Yr, dtype=np.float64).reshape(-1, 4), closest)
     A, B = _window(prob.lo, prob.hi)
     pm, left, right = _panels(prob.lo, prob.hi, A, B, prob.hv)
     done_vals = []
+    known = np.full(M, -np.inf)
+    loosen = tol / DEFAULT_TOL
     for rnd in range(MAX_ROUNDS + 1):
         half, mid = 0.5 * (right - left), 0.5 * (right + left)
         nodes = (mid[:, None] + half[:, None] * GK_NODES[None]).ravel()
         pidx = np.repeat(pm, 15)
-        logf, my, cy, rel = _evaluate(prob, pidx, nodes, moments, accuracy)
+        with np.errstate(divide="ignore"):
+            qlw = (np.log(half)[:, None] + np.log(GK_WEIGHTS)[None]).ravel()
+        logf, my, cy, rel = _evaluate(prob, pidx, nodes, qlw, known, moments, accuracy, loosen)
         vals = (pm, half, logf.reshape(-1, 15), my.reshape(-1, 15, 4), cy.reshape(-1, 15, 4, 4), rel.reshape(-1, 15),
                 nodes.reshape(-1, 15))
         done_vals.append(vals)
@@ -294,6 +360,7 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
             break
         keep = ~bad
         done_vals[-1] = tuple(v[keep] for v in vals)
+        known, _, _ = _combine(M, done_vals)
         pm, left, right = np.repeat(pm[bad], 2), np.empty(2 * bad.sum()), np.empty(2 * bad.sum())
         lb, rb = (mid - half)[bad], (mid + half)[bad]
         left[0::2], right[0::2] = lb, 0.5 * (lb + rb)
@@ -308,7 +375,7 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
         slice_err = np.bincount(pm_all, weights=np.where(np.isfinite(wl), np.exp(wl) * rel_all, 0.0).sum(axis=1),
                                 minlength=M)
         tails = np.exp(_tails(prob, np.repeat(pm_all, 15), nodes_all.ravel(), lf_all.ravel(), A, B) - total)
-        rel = err + slice_err + tails + 64.0 * np.finfo(float).eps
+        rel = err + slice_err + tails + 64.0 * np.finfo(float).eps * (1.0 + np.abs(total))  # the log's rounding
     rel = np.where(np.isfinite(total), rel, np.where(np.isfinite(rel), 0.0, np.inf))
     return total, mean, cov, np.where(np.isnan(rel), np.inf, rel)
 
@@ -360,3 +427,101 @@ def _combine(M, done_vals, moments=0):
     cov = np.zeros((M, 4, 4))
     np.add.at(cov, pm, part)
     return total, mean, 0.5 * (cov + np.swapaxes(cov, 1, 2))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The S = 4 batch path of ``polytopes.integrate_pairs`` (``BATCH_INTEGRATORS[4]``)
+# ---------------------------------------------------------------------------------------------------
+
+FALLBACK_REL = 1e-3  # pairs whose sliced bar exceeds this (or is unknown) also get the RQMC estimate
+MAX_TOL = 1e-4  # light pairs: the tolerance is loosened by LOOSEN_WEIGHT / w up to this relative error
+
+
+class SlicedGeometry:
+    """Per-region data of the S = 4 batch (``polytopes.GEOMETRIES[4]``): lower-triangular factors ``chol`` (R, 4, 4)
+    of Sigma_omega (the caller's accurate factors when given; None if one is not positive definite) and ``ok``
+    (R,): regions with facets and without lineality (the others take the per-region path)."""
+
+    def __init__(self, polytopes, covs, chol=None):
+        covs = np.asarray(covs, dtype=np.float64)
+        if chol is None:
+            try:
+                chol = np.linalg.cholesky(covs)
+            except np.linalg.LinAlgError:
+                chol = None
+        self.chol = None if chol is None else np.asarray(chol, dtype=np.float64)
+        self.ok = np.array([p.H.shape[0] > 0 and p.H.shape[1] == 4 and not p.lineality.size and p.vertices.size > 0
+                            for p in polytopes], dtype=bool)
+
+
+def whitened(polytope, chol, means):
+    """Region ``polytope`` under ``N(means_m, L L^T)`` in whitened coordinates: unit normals (F, 4), offsets
+    (M, F), vertices (M, V, 4) relative to each mean, unit rays (R, 4)."""
+    HL = polytope.H @ chol
+    nrm = np.linalg.norm(HL, axis=1)
+    Linv = np.linalg.inv(chol)
+    D = (polytope.c[None, :] - means @ polytope.H.T) / nrm
+    Yv = (polytope.vertices[None] - means[:, None, :]) @ Linv.T
+    Yr = polytope.rays @ Linv.T if polytope.rays.size else np.zeros((0, 4))
+    if Yr.size:
+        Yr = Yr / np.linalg.norm(Yr, axis=1)[:, None]
+    return HL / nrm[:, None], D, Yv, Yr
+
+
+def pair_tolerances(log_weight_scale, log_upper):
+    """Per pair: (skip, tol). ``log_weight_scale``: the caller's bound ``w <= exp(lws) * mass`` (None: none);
+    ``log_upper``: the closest-point bound on the log mass. Pairs whose weight is provably below
+    ``e^-NEGLIGIBLE_NATS`` are skipped (``engine.evaluate``'s pruning convention); others aim at
+    ``DEFAULT_TOL * LOOSEN_WEIGHT / w`` (at least ``DEFAULT_TOL``, at most ``MAX_TOL``)."""
+    from ..constants import LOOSEN_WEIGHT, NEGLIGIBLE_NATS
+
+    if log_weight_scale is None:
+        return np.zeros(log_upper.size, dtype=bool), np.full(log_upper.size, DEFAULT_TOL)
+    wb = log_weight_scale + log_upper
+    with np.errstate(over="ignore", invalid="ignore"):
+        loosen = np.clip(LOOSEN_WEIGHT * np.exp(-wb), 1.0, MAX_TOL / DEFAULT_TOL)
+    return wb < -NEGLIGIBLE_NATS, np.where(np.isfinite(loosen), loosen, 1.0) * DEFAULT_TOL
+
+
+def with_fallback(Nrm, D, Yv, Yr, *, moments, tol, accuracy, closest, rng):
+    """:func:`sliced_moments`, with the RQMC estimate (``qmc.rqmc_moments``) for the rows whose bar exceeds
+    ``FALLBACK_REL``, kept where its own bar is smaller. Returns ``(log_mass, mean, cov, rel, used_rqmc)``."""
+    from .qmc import rqmc_moments
+
+    lm, my, cy, rel = sliced_moments(Nrm, D, Yv, Yr, moments=moments, tol=tol, accuracy=accuracy, closest=closest)
+    bad = ~(rel <= FALLBACK_REL)
+    used = np.zeros(lm.size, dtype=bool)
+    if np.any(bad):
+        l2, m2, c2, r2 = rqmc_moments(Nrm, D[bad], Yv[bad], moments=moments, rng=rng,
+                                      relative=accuracy == "relative")
+        better = r2 < np.where(np.isnan(rel[bad]), np.inf, rel[bad])
+        idx = np.nonzero(bad)[0][better]
+        lm[idx], rel[idx], used[idx] = l2[better], r2[better], True
+        if moments >= 1:
+            my[idx] = m2[better]
+        if moments >= 2:
+            cy[idx] = c2[better]
+    return lm, my, cy, rel, used
+
+
+def sliced_batch(req, geo, res, store):
+    """S = 4, ``method="auto"``: every needed (region, point) pair of the regular regions by :func:`sliced_moments`
+    (vectorised over the points of a region), pairs of provably negligible weight skipped, tolerances loosened
+    by weight (:func:`pair_tolerances`); ``store(res, req, chol, r, rows, lm, mean, cov, rel)`` files whitened
+    results. Returns the regions left to the per-region path."""
+    pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
+    for r in np.unique(pr_all):
+        rows = pn_all[pr_all == r]
+        Nrm, D, Yv, Yr = whitened(req.polytopes[r], geo.chol[r], req.means[r, rows])
+        closest, log_upper = closest_distance(Nrm, D)
+        skip, tol = pair_tolerances(req.weight_scale(np.full(rows.size, r), rows), log_upper)
+        go = ~skip
+        if not np.any(go):
+            continue
+        lm, my, cy, rel, _ = with_fallback(Nrm, D[go], Yv[go], Yr, moments=req.moments, tol=tol[go],
+                                           accuracy=req.accuracy, closest=closest[go], rng=req.rng)
+        store(res, req, geo.chol[r], r, rows[go], lm, my, cy, rel)
+    res.has_error[geo.ok] = True
+    for r in np.nonzero(geo.ok)[0]:
+        res.methods[r] = "sliced"
+    return ~geo.ok
