@@ -61,6 +61,10 @@ MAX_PANEL = 1.0  # and at most this long
 MERGE = 1e-9  # vertex heights closer than this (relative) are one breakpoint
 MAX_ROUNDS = 6  # bisection rounds for panels whose bar is too large
 DEFAULT_TOL = 1e-10  # relative mass error aimed at
+SLICE_SHARE = 0.01  # a slice of share s of its pair's mass may have a relative error SLICE_SHARE tol / s
+LIGHT_SHARE = 1e-8  # slices below this share of their pair's mass keep the kernel's first estimate when its bound,
+# times the share, is below 1e-3 SLICE_SHARE tol (their moments: a point of the slice, no spread)
+_KERNEL_ALLOWANCE = 1e-13  # the S = 2, 3 kernels accept rel <= SOLID_FALLBACK_REL LOOSEN_WEIGHT / w = 1e-13 / w
 _GENERIC = np.array([0.5377, 1.8339, -2.2588, 0.8622])
 
 
@@ -240,14 +244,15 @@ def _slices(prob: _Problem, pidx, nodes):
     return polys, np.array(where, dtype=np.intp)
 
 
-def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, loosen):
+def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
     """Slices at ``nodes`` (K,) of points ``pidx`` (K,) with log quadrature weights ``qlw`` (K,): ``(log f, mean_y
     (K, 4), cov_y (K, 4, 4), rel)``. All slices go through one call of the S = 3 batch integrator
     (``polytopes.integrate_pairs``), told each slice's weight in its pair's total (``log_weight_scale``: the total
     estimated by a first pass of the compiled kernel alone, plus ``known`` (M,), the log mass of the panels
-    already done, times ``loosen`` (M,), the pair's own allowance), so that slices of small weight are not sent to
-    the slow exact fallbacks for accuracy that cannot matter. Each slice's error bound is returned and enters
-    the pair's bar, whatever weight was assumed."""
+    already done), scaled so that the kernels accept a slice of share ``s`` of its pair's mass up to a relative
+    error ``SLICE_SHARE tol / s`` (``tol`` (M,): the pairs' tolerances; never beyond the kernels' own cap,
+    1e-6): slices of small weight are not sent to the slow exact fallbacks for accuracy that cannot matter.
+    Each slice's error bound is returned and enters the pair's bar, whatever weight was assumed."""
     from ..pairs import PairRequest
     from ..polytopes import batch_geometry, batch_solid_moments, integrate_pairs
 
@@ -268,16 +273,26 @@ def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, loosen
     contrib = np.full(K, -np.inf)
     contrib[where] = qlw[where] + logphi[where] + est
     total = np.logaddexp(known, _group_lse(pidx, contrib, known.size))
-    with np.errstate(invalid="ignore"):
-        lws = qlw[where] + logphi[where] - total[pidx[where]] + np.log(loosen[pidx[where]])
+    with np.errstate(invalid="ignore"):  # the kernels accept rel <= 1e-13 / w: here SLICE_SHARE tol / share
+        allow = np.log(_KERNEL_ALLOWANCE / (SLICE_SHARE * tol[pidx[where]]))
+        lws = qlw[where] + logphi[where] - total[pidx[where]] + allow
     lws = np.where(np.isnan(lws), np.inf, lws)
+    with np.errstate(over="ignore", invalid="ignore"):
+        share = np.exp(qlw[where] + logphi[where] + est - total[pidx[where]])
+    # slices too light to matter keep the kernel's estimate and bound, whatever its flag (moments: a point of the
+    # slice, no spread; their share bounds what that changes)
+    with np.errstate(invalid="ignore"):
+        light = (np.isfinite(est) & (first.rel <= 1e-2) & (share <= LIGHT_SHARE)
+                 & (share * first.rel <= 1e-3 * SLICE_SHARE * tol[pidx[where]]))
     req = PairRequest.build(polys, np.zeros((n, 1, 3)), eye, moments=moments, accuracy=accuracy,
-                            log_weight_scale=lws[:, None], geometry=geo)
+                            log_weight_scale=lws[:, None], geometry=geo, need=~light[:, None])
     out = integrate_pairs(req)
-    lm[where] = out.log_mass[:, 0]
+    lm[where] = np.where(light, est, out.log_mass[:, 0])
     if out.log_mass_error is not None:
         rel[where] = -np.expm1(-out.log_mass_error[:, 0])
+    rel[where[light]] = first.rel[light]
     if moments >= 1:
+        out.mean[light, 0] = np.array([p.vertices.mean(axis=0) for p, lt in zip(polys, light) if lt]).reshape(-1, 3)
         V = prob.V[pidx[where]]  # (k, 4, 3)
         mx = np.where(np.isfinite(lm[where])[:, None], out.mean[:, 0], 0.0)
         my[where] = nodes[where, None] * prob.e[pidx[where]] + np.einsum("kij,kj->ki", V, mx)
@@ -339,14 +354,13 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
     pm, left, right = _panels(prob.lo, prob.hi, A, B, prob.hv)
     done_vals = []
     known = np.full(M, -np.inf)
-    loosen = tol / DEFAULT_TOL
     for rnd in range(MAX_ROUNDS + 1):
         half, mid = 0.5 * (right - left), 0.5 * (right + left)
         nodes = (mid[:, None] + half[:, None] * GK_NODES[None]).ravel()
         pidx = np.repeat(pm, 15)
         with np.errstate(divide="ignore"):
             qlw = (np.log(half)[:, None] + np.log(GK_WEIGHTS)[None]).ravel()
-        logf, my, cy, rel = _evaluate(prob, pidx, nodes, qlw, known, moments, accuracy, loosen)
+        logf, my, cy, rel = _evaluate(prob, pidx, nodes, qlw, known, moments, accuracy, tol)
         vals = (pm, half, logf.reshape(-1, 15), my.reshape(-1, 15, 4), cy.reshape(-1, 15, 4, 4), rel.reshape(-1, 15),
                 nodes.reshape(-1, 15))
         done_vals.append(vals)
