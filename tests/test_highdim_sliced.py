@@ -15,9 +15,31 @@ import pytest
 from scipy.special import log_ndtr
 from scipy.stats import truncnorm
 
-from engine.gaussian.highdim.sliced import G7_WEIGHTS, GK_NODES, GK_WEIGHTS, sliced_moments
+from engine.gaussian.highdim.sliced import (
+    G7_WEIGHTS,
+    GK_NODES,
+    GK_WEIGHTS,
+    RULE_DIFF,
+    RULE_NODES,
+    RULE_WEIGHTS,
+    sliced_moments,
+)
 from engine.gaussian.polytopes import polytope_moments, polytope_moments_arrays
 from engine.polytope import Polytope
+
+
+@pytest.mark.parametrize("a, b", BOXES_LIGHT := [
+    (np.array([-1.0, -0.5, 0.2, -2.0]), np.array([0.7, 1.5, 2.0, 0.1])),
+    (np.array([9.0, -np.inf, -1.0, -np.inf]), np.array([np.inf, 0.5, np.inf, 2.0])),
+    (np.array([-0.01, -0.02, -0.01, -0.03]), np.array([0.01, 0.02, 0.015, 0.02])),
+])
+def test_light_pairs_take_the_7_point_rule_with_a_covering_bar(a, b):
+    """A loose tolerance (a pair of small posterior weight) takes Gauss-Kronrod 7 / Gauss 3: fewer slices, and
+    the bar still covers the error (and meets the tolerance)."""
+    Nrm, D, V, R, exact, _, _ = _box(a, b, 1)
+    lm, _, _, rel = sliced_moments(Nrm, D[None], V[None], R, moments=0, tol=1e-4)
+    err = abs(np.expm1(lm[0] - exact))
+    assert err <= rel[0] <= 1e-4
 
 
 def test_gauss_kronrod_rule_is_exact_to_its_degree():
@@ -28,6 +50,12 @@ def test_gauss_kronrod_rule_is_exact_to_its_degree():
         want = 2.0 / (d + 1) if d % 2 == 0 else 0.0
         assert abs(G7_WEIGHTS @ GK_NODES ** d - want) < 1e-15
     assert abs(G7_WEIGHTS @ GK_NODES ** 14 - 2.0 / 15) > 1e-6  # and no more: the difference measures something
+    x, wk, wd = RULE_NODES[1, :7], RULE_WEIGHTS[1, :7], RULE_DIFF[1, :7]
+    for d in range(12):  # K7: degree 11 (odd degrees by symmetry); G3: degree 5
+        want = 2.0 / (d + 1) if d % 2 == 0 else 0.0
+        assert abs(wk @ x ** d - want) < 1e-15
+        assert d > 5 or abs((wk - wd) @ x ** d - want) < 1e-15
+    assert abs((wk - wd) @ x ** 6 - 2.0 / 7) > 1e-6
 
 
 def _box(a, b, seed):

@@ -51,6 +51,19 @@ GK_NODES = np.concatenate([-_XK[:-1], _XK[::-1]])
 GK_WEIGHTS = np.concatenate([_WK[:-1], _WK[::-1]])
 G7_WEIGHTS = np.zeros(15)
 G7_WEIGHTS[1::2] = np.concatenate([_WG7[:-1], _WG7[::-1]])
+# Gauss-Kronrod 7 / Gauss 3 (degree 10 / 5) for light pairs, padded to 15 columns (NaN nodes, zero weights)
+_X7 = np.array([-0.960491268708020283423507092629080, -0.774596669241483377035853079956480,
+                -0.434243749346802558002071502844628, 0.0, 0.434243749346802558002071502844628,
+                0.774596669241483377035853079956480, 0.960491268708020283423507092629080])
+_W7 = np.array([0.104656226026467265193823857192073, 0.268488089868333440728569280666710,
+                0.401397414775962222905051818618432, 0.450916538658474142345110087045571,
+                0.401397414775962222905051818618432, 0.268488089868333440728569280666710,
+                0.104656226026467265193823857192073])
+_G3 = np.array([0.0, 5.0 / 9.0, 0.0, 8.0 / 9.0, 0.0, 5.0 / 9.0, 0.0])
+RULE_NODES = np.vstack([GK_NODES, np.concatenate([_X7, np.full(8, np.nan)])])
+RULE_WEIGHTS = np.vstack([GK_WEIGHTS, np.concatenate([_W7, np.zeros(8)])])
+RULE_DIFF = np.vstack([GK_WEIGHTS - G7_WEIGHTS, np.concatenate([_W7 - _G3, np.zeros(8)])])
+COARSE_TOL = 1e-5  # pairs allowed this relative error or more take the 7-point rule
 
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 _ZERO = 1e-10  # |Nrm_i V| below this: facet i is perpendicular to the slices (a bound on t only)
@@ -63,7 +76,8 @@ MAX_ROUNDS = 6  # bisection rounds for panels whose bar is too large
 DEFAULT_TOL = 1e-10  # relative mass error aimed at
 SLICE_SHARE = 0.01  # a slice of share s of its pair's mass may have a relative error SLICE_SHARE tol / s
 LIGHT_SHARE = 1e-8  # slices below this share of their pair's mass keep the kernel's first estimate when its bound,
-# times the share, is below 1e-3 SLICE_SHARE tol (their moments: a point of the slice, no spread)
+# times the share, is below 1e-3 SLICE_SHARE tol (their moments: a point of the slice, no spread, so when moments
+LIGHT_SHARE_MOMENTS = 1e-13  # are asked for only below this share: that point may lie ~10 from the slice's mean)
 _KERNEL_ALLOWANCE = 1e-13  # the S = 2, 3 kernels accept rel <= SOLID_FALLBACK_REL LOOSEN_WEIGHT / w = 1e-13 / w
 _GENERIC = np.array([0.5377, 1.8339, -2.2588, 0.8622])
 
@@ -236,7 +250,7 @@ class _Problem:
 def _slices(prob: _Problem, pidx, nodes):
     """The slice polytopes at ``nodes`` of points ``pidx`` and the indices of the non-empty ones."""
     polys, where = [], []
-    for q in range(nodes.size):
+    for q in np.nonzero(np.isfinite(nodes))[0]:  # NaN: the padding of the 7-point rule
         p = prob.slice(pidx[q], nodes[q])
         if p is not None:
             polys.append(p)
@@ -275,6 +289,8 @@ def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
     total = np.logaddexp(known, _group_lse(pidx, contrib, known.size))
     with np.errstate(invalid="ignore"):  # the kernels accept rel <= 1e-13 / w: here SLICE_SHARE tol / share
         allow = np.log(_KERNEL_ALLOWANCE / (SLICE_SHARE * tol[pidx[where]]))
+        if moments >= 1:  # the kernels' moment thresholds loosen with 1 / w too: no further than the pair's own
+            allow = np.maximum(allow, np.log(DEFAULT_TOL / tol[pidx[where]]))
         lws = qlw[where] + logphi[where] - total[pidx[where]] + allow
     lws = np.where(np.isnan(lws), np.inf, lws)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -282,7 +298,8 @@ def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
     # slices too light to matter keep the kernel's estimate and bound, whatever its flag (moments: a point of the
     # slice, no spread; their share bounds what that changes)
     with np.errstate(invalid="ignore"):
-        light = (np.isfinite(est) & (first.rel <= 1e-2) & (share <= LIGHT_SHARE)
+        cap = LIGHT_SHARE if moments < 1 else LIGHT_SHARE_MOMENTS
+        light = (np.isfinite(est) & (first.rel <= 1e-2) & (share <= cap)
                  & (share * first.rel <= 1e-3 * SLICE_SHARE * tol[pidx[where]]))
     req = PairRequest.build(polys, np.zeros((n, 1, 3)), eye, moments=moments, accuracy=accuracy,
                             log_weight_scale=lws[:, None], geometry=geo, need=~light[:, None])
@@ -352,17 +369,18 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
     prob = _Problem(Nrm, D, Yv, np.asarray(Yr, dtype=np.float64).reshape(-1, 4), closest)
     A, B = _window(prob.lo, prob.hi)
     pm, left, right = _panels(prob.lo, prob.hi, A, B, prob.hv)
+    rule = (tol[pm] >= COARSE_TOL).astype(np.intp)
     done_vals = []
     known = np.full(M, -np.inf)
     for rnd in range(MAX_ROUNDS + 1):
         half, mid = 0.5 * (right - left), 0.5 * (right + left)
-        nodes = (mid[:, None] + half[:, None] * GK_NODES[None]).ravel()
+        nodes = (mid[:, None] + half[:, None] * RULE_NODES[rule]).ravel()
         pidx = np.repeat(pm, 15)
         with np.errstate(divide="ignore"):
-            qlw = (np.log(half)[:, None] + np.log(GK_WEIGHTS)[None]).ravel()
+            qlw = (np.log(half)[:, None] + np.log(RULE_WEIGHTS[rule])).ravel()
         logf, my, cy, rel = _evaluate(prob, pidx, nodes, qlw, known, moments, accuracy, tol)
         vals = (pm, half, logf.reshape(-1, 15), my.reshape(-1, 15, 4), cy.reshape(-1, 15, 4, 4), rel.reshape(-1, 15),
-                nodes.reshape(-1, 15))
+                nodes.reshape(-1, 15), rule)
         done_vals.append(vals)
         total, _, _ = _combine(M, done_vals)
         diff = _panel_diff(vals, total)  # (P,) relative |K - G| of each panel
@@ -375,17 +393,18 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
         keep = ~bad
         done_vals[-1] = tuple(v[keep] for v in vals)
         known, _, _ = _combine(M, done_vals)
-        pm, left, right = np.repeat(pm[bad], 2), np.empty(2 * bad.sum()), np.empty(2 * bad.sum())
+        pm, rule = np.repeat(pm[bad], 2), np.repeat(rule[bad], 2)
+        left, right = np.empty(2 * bad.sum()), np.empty(2 * bad.sum())
         lb, rb = (mid - half)[bad], (mid + half)[bad]
         left[0::2], right[0::2] = lb, 0.5 * (lb + rb)
         left[1::2], right[1::2] = 0.5 * (lb + rb), rb
     total, mean, cov = _combine(M, done_vals, moments)
-    allv = [np.concatenate([v[i] for v in done_vals]) for i in range(7)]
-    pm_all, half_all, lf_all, rel_all, nodes_all = allv[0], allv[1], allv[2], allv[5], allv[6]
+    allv = [np.concatenate([v[i] for v in done_vals]) for i in range(8)]
+    pm_all, half_all, lf_all, rel_all, nodes_all, rule_all = allv[0], allv[1], allv[2], allv[5], allv[6], allv[7]
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         diffs = _panel_diff(allv, total)
         err = np.bincount(pm_all, weights=diffs, minlength=M)
-        wl = np.log(half_all)[:, None] + np.log(GK_WEIGHTS)[None] + lf_all - total[pm_all][:, None]
+        wl = np.log(half_all)[:, None] + np.log(RULE_WEIGHTS[rule_all]) + lf_all - total[pm_all][:, None]
         slice_err = np.bincount(pm_all, weights=np.where(np.isfinite(wl), np.exp(wl) * rel_all, 0.0).sum(axis=1),
                                 minlength=M)
         tails = np.exp(_tails(prob, np.repeat(pm_all, 15), nodes_all.ravel(), lf_all.ravel(), A, B) - total)
@@ -395,12 +414,12 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
 
 
 def _panel_diff(vals, total):
-    """Relative ``|K15 - G7|`` of each panel, against the pair's total mass."""
-    pm, half, lf = vals[0], vals[1], vals[2]
+    """Relative ``|K15 - G7|`` (``|K7 - G3|``) of each panel, against the pair's total mass."""
+    pm, half, lf, rule = vals[0], vals[1], vals[2], vals[7]
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         f = np.exp(lf - total[pm][:, None])
         f = np.where(np.isfinite(f), f, 0.0)
-        d = np.abs(half * ((GK_WEIGHTS - G7_WEIGHTS)[None] * f).sum(axis=1))
+        d = np.abs(half * (RULE_DIFF[rule] * f).sum(axis=1))
     return np.where(np.isfinite(total[pm]), d, 0.0)
 
 
@@ -409,8 +428,9 @@ def _combine(M, done_vals, moments=0):
     pm = np.concatenate([v[0] for v in done_vals])
     half = np.concatenate([v[1] for v in done_vals])
     lf = np.concatenate([v[2] for v in done_vals])
-    with np.errstate(divide="ignore"):
-        lw = np.log(half)[:, None] + np.log(GK_WEIGHTS)[None] + lf  # (P, 15)
+    rule = np.concatenate([v[7] for v in done_vals])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lw = np.log(half)[:, None] + np.log(RULE_WEIGHTS[rule]) + lf  # (P, 15)
     lw = np.where(np.isnan(lw), -np.inf, lw)
     P = pm.size
     per_pair = np.full((M, 1), -np.inf)
