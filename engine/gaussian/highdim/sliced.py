@@ -77,7 +77,7 @@ DEFAULT_TOL = 1e-10  # relative mass error aimed at
 SLICE_SHARE = 0.01  # a slice of share s of its pair's mass may have a relative error SLICE_SHARE tol / s
 LIGHT_SHARE = 1e-8  # slices below this share of their pair's mass keep the kernel's first estimate when its bound,
 # times the share, is below 1e-3 SLICE_SHARE tol (their moments: a point of the slice, no spread, so when moments
-LIGHT_SHARE_MOMENTS = 1e-13  # are asked for only below this share: that point may lie ~10 from the slice's mean)
+LIGHT_SHARE_MOMENTS = 1e-10  # are asked for only below this share; the point is the slice's closest to the origin)
 _KERNEL_ALLOWANCE = 1e-13  # the S = 2, 3 kernels accept rel <= SOLID_FALLBACK_REL LOOSEN_WEIGHT / w = 1e-13 / w
 _GENERIC = np.array([0.5377, 1.8339, -2.2588, 0.8622])
 
@@ -295,8 +295,8 @@ def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
     lws = np.where(np.isnan(lws), np.inf, lws)
     with np.errstate(over="ignore", invalid="ignore"):
         share = np.exp(qlw[where] + logphi[where] + est - total[pidx[where]])
-    # slices too light to matter keep the kernel's estimate and bound, whatever its flag (moments: a point of the
-    # slice, no spread; their share bounds what that changes)
+    # slices too light to matter keep the kernel's estimate and bound, whatever its flag (moments: the slice's point
+    # closest to the origin, no spread; their share bounds what that changes)
     with np.errstate(invalid="ignore"):
         cap = LIGHT_SHARE if moments < 1 else LIGHT_SHARE_MOMENTS
         light = (np.isfinite(est) & (first.rel <= 1e-2) & (share <= cap)
@@ -309,7 +309,7 @@ def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
         rel[where] = -np.expm1(-out.log_mass_error[:, 0])
     rel[where[light]] = first.rel[light]
     if moments >= 1:
-        out.mean[light, 0] = np.array([p.vertices.mean(axis=0) for p, lt in zip(polys, light) if lt]).reshape(-1, 3)
+        out.mean[light, 0] = _closest_in_slices([p for p, lt in zip(polys, light) if lt])
         V = prob.V[pidx[where]]  # (k, 4, 3)
         mx = np.where(np.isfinite(lm[where])[:, None], out.mean[:, 0], 0.0)
         my[where] = nodes[where, None] * prob.e[pidx[where]] + np.einsum("kij,kj->ki", V, mx)
@@ -317,6 +317,14 @@ def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
             cx = np.where(np.isfinite(lm[where])[:, None, None], out.cov[:, 0], 0.0)
             cy[where] = np.einsum("kij,kjl,kml->kim", V, cx, V)
     return logphi + lm, my, cy, np.where(np.isfinite(lm), rel, 0.0)
+
+
+def _closest_in_slices(polys):
+    """(k, 3) each slice's point closest to the origin: the stand-in for the mean of a slice too light to matter
+    (within about one standard deviation of it, also for unbounded slices in the tail)."""
+    from .qmc import closest_points
+
+    return np.array([closest_points(p.H, p.c[None])[0] for p in polys]).reshape(-1, 3)
 
 
 def _group_lse(idx, vals, M):
