@@ -194,7 +194,7 @@ def polytope_moments(polytope: Polytope, mean, cov, *, moments: int = 2, method:
     ``log_mass_error`` is an absolute error bound on ``log_mass``: a rounding-level bound for the
     deterministic paths (from the measured cancellation of the planar edge sums), 4.53 standard errors
     for ``rqmc`` (Student-t over its replicates), the signed sums' rounding and term errors for ``triangulation``
-    (infinite where they cancel). S = 2 and S = 3 with ``method="auto"`` go through :func:`integrate_pairs` (one
+    (infinite where they cancel). S = 2, 3 and 4 with ``method="auto"`` go through :func:`integrate_pairs` (one
     region), so single and batched results are identical.
     """
     mean, cov = _check(mean, cov, method)
