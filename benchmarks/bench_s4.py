@@ -5,9 +5,10 @@ Workloads (``net = random_network(widths, rng=0, cov_x=0.1)``, ``X = net.sample(
 workload given it reports the partition time and, for each N in ``--points``, the wall time of
 ``evaluate(net, X[:N])`` (partition built outside), the largest ``log_marginal_error`` and the number of
 regions. ``--pairs`` times the region integrals alone: ``polytope_moments_arrays`` of the first
-``--regions`` regions (whitened S' = S, the randomised-QMC path) at every point, reported in seconds per
-(point, region) pair, and, with ``--nested``, the deterministic nested quadrature
-(``engine.gaussian.highdim``) of one pair. ``--repro`` runs ``evaluate`` twice (and in a forked child) and
+``--regions`` regions at every point by the default method (S = 4: ``highdim.sliced``, outer quadrature over
+exact S = 3 slices) and by RQMC, in seconds per (point, region) pair, with their bars and their difference,
+and, with ``--nested``, the deterministic nested quadrature (``engine.gaussian.highdim.nested``) of one pair.
+``--repro`` runs ``evaluate`` twice (and in a forked child) and
 says whether the bits agree. One JSON line per figure. Usage:
 
     .venv/bin/python benchmarks/bench_s4.py [--workloads s4 s5 s6] [--points 1 5] [--pairs] [--nested] [--repro]
@@ -58,14 +59,25 @@ def _pairs(name, net, X, part, n_regions, nested):
     idx = [r for r in range(len(part)) if part[r].polytope.lineality.size == 0][:n_regions]
     polys = [part[r].polytope for r in idx]
     means = np.stack([mu[:, r] for r in idx])
-    t = time.perf_counter()
-    out = polytope_moments_arrays(polys, means, rg.cov[idx])
-    dt = time.perf_counter() - t
-    fin = np.isfinite(out.log_mass_error) & np.isfinite(out.log_mass)
-    _emit(workload=name, what="rqmc per pair", seconds_per_pair=dt / means[:, :, 0].size, pairs=means[:, :, 0].size,
-          median_log_mass_error=float(np.median(out.log_mass_error[fin])) if fin.any() else None)
+    outs = {}
+    for method in ("auto", "rqmc"):  # auto: the sliced outer quadrature at S = 4, RQMC above
+        t = time.perf_counter()
+        out = outs[method] = polytope_moments_arrays(polys, means, rg.cov[idx], method=method)
+        dt = time.perf_counter() - t
+        fin = np.isfinite(out.log_mass_error) & np.isfinite(out.log_mass)
+        _emit(workload=name, what=f"{method} per pair", method=out.method, seconds_per_pair=dt / means[:, :, 0].size,
+              pairs=means[:, :, 0].size,
+              median_log_mass_error=float(np.median(out.log_mass_error[fin])) if fin.any() else None,
+              max_log_mass_error=float(np.max(out.log_mass_error[fin])) if fin.any() else None)
+    a, b = outs["auto"], outs["rqmc"]
+    fin = np.isfinite(a.log_mass) & np.isfinite(b.log_mass)
+    if fin.any():  # the two methods agree within the RQMC bars (the sliced bars are far smaller)
+        ratio = np.abs(a.log_mass - b.log_mass)[fin] / (a.log_mass_error + b.log_mass_error)[fin]
+        _emit(workload=name, what="auto vs rqmc", max_abs_diff=float(np.max(np.abs(a.log_mass - b.log_mass)[fin])),
+              max_diff_over_bars=float(np.max(ratio)))
+    out = outs["rqmc"]
     if nested:
-        from engine.gaussian.highdim import nested_moments
+        from engine.gaussian.highdim.nested import nested_moments
 
         _, Nrm, D, *_ = _whiten(polys[0], means[0, :1], rg.cov[idx[0]])
         t = time.perf_counter()

@@ -276,7 +276,7 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
     The lower bound comes from the masses of each point's three most promising regions (by that upper
     bound), computed to a rigorous error bound only. The pairs that remain are integrated to an accuracy
     that follows their posterior weight, bounded by ``w <= exp(log_norm - lower) * mass``: below weight 1e-3
-    the thresholds are loosened by 1e-3 / w (``planar_kernel.loosen_factor``), so a pair's weighted mass
+    the thresholds are loosened by 1e-3 / w (``planar.kernel.loosen_factor``), so a pair's weighted mass
     error is ``<= 4e-12 w + 4e-15`` and its weighted covariance error ``<= 3e-9 w + 3e-12`` (units of
     Sigma_omega), far below the contracts of eq. 5-6 summed over regions."""
     N, R = log_norm.shape
@@ -302,7 +302,7 @@ REDO_SETTLED = False  # True: the heavy pass redoes every heavy pair (the refere
 def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, geometry=None, **kwargs):
     """The second S = 2 pass of :func:`evaluate`: pairs of posterior weight above 1e-3 (eq. 6) get their
     conditional moments at relative accuracy. Pairs the first (absolute-accuracy) pass ``settled`` --
-    moments already exactly those of the relative pass (``planar_batch.batch_planar_pairs``) -- are kept,
+    moments already exactly those of the relative pass (``planar.batch.batch_planar_pairs``) -- are kept,
     unless ``REDO_SETTLED`` (the always-redo reference). Only the regions with a pair to redo are integrated
     (their rows of ``geometry``), so the pass costs what it redoes, not N x R."""
     from .gaussian.polytopes import polytope_moments_arrays

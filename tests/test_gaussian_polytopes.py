@@ -288,7 +288,7 @@ def test_closest_points_are_the_projection_of_the_origin():
     """Least-distance programming (NNLS) against a direct QP (scipy SLSQP) on random polyhedra, S = 4."""
     from scipy.optimize import minimize
 
-    from engine.gaussian.qmc import closest_points
+    from engine.gaussian.highdim.qmc import closest_points
 
     rng = np.random.default_rng(3)
     for _ in range(10):

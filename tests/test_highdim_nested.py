@@ -1,4 +1,4 @@
-"""Deterministic nested quadrature for S' >= 3 (``engine.gaussian.highdim``, issue 14) against exact answers.
+"""Deterministic nested quadrature for S' >= 3 (``engine.gaussian.highdim.nested``, issue 14) against exact answers.
 
 Oracle: a rotated box ``Q [a, b]`` under N(0, I) has mass ``prod (Phi(b_i) - Phi(a_i))`` and conditional mean
 ``Q m`` with ``m_i = (phi(a_i) - phi(b_i)) / (Phi(b_i) - Phi(a_i))`` (independent truncated normals), in closed form.
@@ -11,7 +11,7 @@ import pytest
 from scipy.special import log_ndtr
 from scipy.stats import truncnorm
 
-from engine.gaussian.highdim import nested_checked, nested_moments
+from engine.gaussian.highdim.nested import nested_checked, nested_moments
 
 
 def _box(S, a, b, seed):

@@ -1,4 +1,4 @@
-"""S >= 4 randomised QMC (``engine.gaussian.qmc``, issue 14): reproducible bits and a calibrated error bar.
+"""S >= 4 randomised QMC (``engine.gaussian.highdim.qmc``, issue 14): reproducible bits and a calibrated error bar.
 
 Oracle for the coverage test: a rotated box ``Q [a, b]`` has standard-normal mass ``prod_i (Phi(b_i) - Phi(a_i))``
 (rotation invariance of N(0, I)), exact to rounding by ``log_ndtr``.
@@ -13,7 +13,7 @@ import pytest
 from scipy.special import log_ndtr
 from scipy.stats import binom, norm
 
-from engine.gaussian.qmc import COVERAGE, rqmc_moments, t_factor
+from engine.gaussian.highdim.qmc import COVERAGE, rqmc_moments, t_factor
 
 
 def _box(S, a, b, seed):

@@ -1,6 +1,6 @@
 """The S = 2 speed paths of issue 15 (items 3 and 4) against independent oracles.
 
-* The short one-panel edge rule of ``planar_kernel.edge_graded`` (10, 12 or 16 Gauss-Legendre points, not 20)
+* The short one-panel edge rule of ``planar.kernel.edge_graded`` (10, 12 or 16 Gauss-Legendre points, not 20)
   against 40-digit mpmath quadrature of the edge integral, at the edges of its regime, to the 1e-15 relative
   accuracy the kernel's error bound claims for every graded edge.
 * ``evaluate(..., defer=True)`` then ``distributions.complete``: bit for bit the plain ``evaluate``; the deferred
@@ -17,7 +17,7 @@ import engine
 from engine import datasets
 from engine.distributions import complete, evaluate
 from engine.em import EM
-from engine.gaussian import planar_kernel as K
+from engine.gaussian.planar import kernel as K
 
 
 def _edge_log_B(h, s_lo, s_hi):

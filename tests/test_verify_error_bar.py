@@ -43,7 +43,8 @@ def test_passes_on_the_real_engine(real):
     case, rec, ev = real
     assert rec.status == "PASS", rec.message
     assert rec.id == "error-bar-vs-montecarlo/small-rqmc-S4" and rec.false_fail_prob == DELTA
-    assert "rqmc" in rec.observed[0]["method"] and np.isfinite(rec.observed[0]["error_bar"])
+    method = rec.observed[0]["method"]  # S = 4: the sliced quadrature (issue 14), RQMC its fallback
+    assert ("sliced" in method or "rqmc" in method) and np.isfinite(rec.observed[0]["error_bar"])
     assert rec.observed[0]["log_p"] == ev.log_marginal[0] and rec.observed[0]["error_bar"] == ev.log_marginal_error[0]
     lo, _, hi = rec.reference[0]
     assert 0 < hi - lo <= C.TOL_MC_TARGET_LOGP and rec.detectable == pytest.approx(hi - lo)
@@ -54,7 +55,7 @@ def test_fails_when_log_p_is_shifted_beyond_its_error_bar(real, monkeypatch, sig
     case, rec, ev = real
     lo, _, hi = rec.reference[0]
     err = float(ev.log_marginal_error[0])
-    shift = sign * (10 * err + (hi - lo) / 2)
+    shift = sign * (10 * err + (hi - lo))  # beyond the MC interval whatever the bar (S = 4 bars are ~1e-13 now)
     _patch(monkeypatch, ev, log_marginal=ev.log_marginal + shift)
     bad = C.check_error_bar(case, SETTINGS, DELTA)[0]
     assert bad.status == "FAIL" and bad.n_bad == 1, bad.message

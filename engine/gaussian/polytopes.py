@@ -28,11 +28,12 @@ import numpy as np
 from ..errors import DGNInputError
 from ..polytope import Polytope
 from .facets import facet_moments
+from .highdim.qmc import rqmc_moments
+from .highdim.sliced import SlicedGeometry, sliced_batch, with_fallback
 from .interval import standard_interval_moments
 from .pairs import PairRequest, PairResult, TruncatedMoments
 from .planar import cancels, planar_log_mass, planar_moments, planar_slice_log_mass, planar_slice_moments
 from .planar.batch import RegionGeometry, batch_planar_pairs
-from .qmc import rqmc_moments
 from .solid import SolidGeometry, batch_solid_moments, cubature_moments, loosen_factors, solid_log_mass
 from .triangulation import triangulation_moments
 
@@ -123,9 +124,15 @@ def _solve_solid(pb: Pointed, req: PairRequest, cones: bool):
 
 
 def solve_high_dimensional(pb: Pointed, req: PairRequest, cones: bool):
-    """S' >= 4 (and ``method="rqmc"``): randomised QMC with exact planar inner integrals and an error bar
-    (``qmc``). The dispatch entry point for the S >= 4 integrators: ``SOLVERS`` sends every S' it has no entry
-    for here. Returns ``(log_mass (M,), mean (M, S'), cov (M, S', S'), rel_err or error bar (M,))``."""
+    """S' >= 4 (and ``method="rqmc"``): the dispatch entry point for the S >= 4 integrators (``SOLVERS`` sends every
+    S' it has no entry for here). S' = 4 with ``method="auto"``: one level of outer Gauss-Kronrod quadrature over
+    exact S = 3 slices (``highdim.sliced``), RQMC for rows its bar does not resolve; otherwise randomised QMC with
+    exact planar inner integrals and an error bar (``highdim.qmc``). Returns ``(log_mass (M,), mean (M, S'),
+    cov (M, S', S'), rel_err or error bar (M,))``."""
+    if pb.Nrm.shape[1] == 4 and req.method == "auto" and pb.Yv.shape[1]:
+        lm, my, cy, rel, _ = with_fallback(pb.Nrm, pb.D, pb.Yv, pb.Yr, moments=req.moments, tol=None,
+                                           accuracy=req.accuracy, closest=None, rng=req.rng)
+        return lm, (my if req.moments >= 1 else None), (cy if req.moments >= 2 else None), rel
     return rqmc_moments(pb.Nrm, pb.D, pb.Yv, moments=req.moments, rng=req.rng, relative=req.relative)
 
 
@@ -187,11 +194,11 @@ def polytope_moments(polytope: Polytope, mean, cov, *, moments: int = 2, method:
     ``log_mass_error`` is an absolute error bound on ``log_mass``: a rounding-level bound for the
     deterministic paths (from the measured cancellation of the planar edge sums), 4.53 standard errors
     for ``rqmc`` (Student-t over its replicates), the signed sums' rounding and term errors for ``triangulation``
-    (infinite where they cancel). S = 2 and S = 3 with ``method="auto"`` go through :func:`integrate_pairs` (one
+    (infinite where they cancel). S = 2, 3 and 4 with ``method="auto"`` go through :func:`integrate_pairs` (one
     region), so single and batched results are identical.
     """
     mean, cov = _check(mean, cov, method)
-    if mean.shape[1] in (2, 3) and method == "auto":
+    if mean.shape[1] in (2, 3, 4) and method == "auto":
         return polytope_moments_batch([polytope], mean[None], cov[None], moments=moments, method=method,
                                       rng=rng)[0]
     return _polytope_moments_single(polytope, mean, cov, moments=moments, method=method, rng=rng)
@@ -201,7 +208,8 @@ def _region_method(S_pointed: int, req: PairRequest, cones: bool) -> str:
     if req.method in ("triangulation", "rqmc", "slices"):
         return req.method
     names = {1: "interval", 2: "planar-owen" if req.method == "auto" else req.method,
-             3: "solid-cones" if req.method == "auto" and cones else "solid-quadrature"}
+             3: "solid-cones" if req.method == "auto" and cones else "solid-quadrature",
+             4: "sliced" if req.method == "auto" else "rqmc"}
     return names.get(S_pointed, "rqmc")
 
 
@@ -401,8 +409,13 @@ def _planar_batch(req: PairRequest, geo, res: PairResult):
     return ~geo.ok
 
 
-BATCH_INTEGRATORS = {2: _planar_batch, 3: _solid_batch}  # S -> batched (method "auto") integrator
-GEOMETRIES = {2: RegionGeometry, 3: SolidGeometry}  # S -> its per-region geometry
+def _sliced_batch(req: PairRequest, geo, res: PairResult):
+    """S = 4, ``method="auto"``: outer quadrature over exact S = 3 slices (``highdim.sliced.sliced_batch``)."""
+    return sliced_batch(req, geo, res, _store_whitened)
+
+
+BATCH_INTEGRATORS = {2: _planar_batch, 3: _solid_batch, 4: _sliced_batch}  # S -> batched (method "auto") integrator
+GEOMETRIES = {2: RegionGeometry, 3: SolidGeometry, 4: SlicedGeometry}  # S -> its per-region geometry
 
 
 def batch_geometry(polytopes, covs, chol=None):
@@ -449,7 +462,7 @@ def integrate_pairs(req: PairRequest, *, cones: bool = True) -> PairResult:
         todo = batch(req, geo, res)
     _per_region(req, res, todo, cones)
     default = req.method if req.method != "auto" else ("planar-owen" if S == 2 else "solid-quadrature" if S == 3
-                                                       else "rqmc")
+                                                       else "sliced" if S == 4 else "rqmc")
     return res.finish(default)
 
 

@@ -169,7 +169,7 @@ def batch_planar_pairs(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, mome
     Returns :class:`pairs.PlanarPairs` (``log_mass (P,), mean (P, 2), cov (P, 2, 2), rel (P,), flagged (P,),
     D (P, F)``) in whitened coordinates of each pair's region; ``flagged`` pairs must be recomputed by the caller.
     ``cov_relative``: covariances to their own smallest eigenvalue (else to the whitened unit, Sigma_omega).
-    The per-pair work is the compiled kernel ``planar_kernel.pair_planar_moments``; covariances whose
+    The per-pair work is the compiled kernel ``planar.kernel.pair_planar_moments``; covariances whose
     divergence formula cancels (``planar.cancels``) are redone here by the slice moments.
 
     Also returns ``settled`` (P,) bool: pairs whose moments are exactly (bit for bit) what a call with

@@ -22,8 +22,8 @@ from scipy.special import logsumexp, ndtri
 from scipy.stats import qmc
 from scipy.stats import t as student_t
 
-from .highdim import _planar
-from .planar import cancels, planar_slice_moments
+from ..planar import cancels, planar_slice_moments
+from .nested import _planar
 
 _COV_LOOSEN = 1e6  # slice covariances to 3e-3 relative (``planar.cancels``): far below the RQMC spread
 _COV_WEIGHT = 1e-9  # relative sample weight above which a cancelling slice covariance is recomputed exactly

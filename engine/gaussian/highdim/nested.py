@@ -27,8 +27,8 @@ import itertools
 import numpy as np
 from scipy.optimize import linprog
 
-from .planar import cancels, edge_divergence_moments, planar_log_mass, planar_slice_log_mass, planar_slice_moments
-from .quad1d import integrate_logconcave
+from ..planar import cancels, edge_divergence_moments, planar_log_mass, planar_slice_log_mass, planar_slice_moments
+from ..quad1d import integrate_logconcave
 
 _ZERO = 1e-10
 _REDO_REL = 1e-3  # planar rows with a larger bound take the slow fallback (weight-propagated otherwise)

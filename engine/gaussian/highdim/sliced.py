@@ -1,0 +1,569 @@
+"""S' = 4: Gaussian mass and moments of a polyhedron by one level of outer quadrature over exact S = 3 slices.
+
+Theorem 1 (eq. 5) needs ``Phi_omega(mu, Sigma_omega)`` and, for the posterior (eq. 6), the truncated moments. In
+whitened, pointed coordinates (``y ~ N(0, I_4)`` on ``P = {Nrm y <= D}``) pick a unit direction ``e`` and an
+orthonormal basis ``V`` of its complement: ``y = t e + V x`` and
+
+    P(P) = int phi(t) P_3(slice(t)) dt,   slice(t) = {x : (Nrm V) x <= D - t Nrm e},
+
+with ``P_3`` the standard-normal mass of the 3-D slice, computed by the compiled S = 3 cone decomposition
+(``solid``, through the public :func:`engine.gaussian.polytopes.integrate_pairs`: one call for all the slices of
+all the points of a region in each round). The moments follow from the same nodes by total expectation and
+covariance: ``E[y] = E[t e + V E[x | t]]``, ``Cov[y] = E[V Cov[x | t] V^T] + Cov[t e + V E[x | t]]``.
+
+The integrand ``f(t) = phi(t) P_3(t)`` is log-concave (the marginal of a log-concave density on a convex set) and
+analytic between the heights ``e . v`` of the vertices ``v`` of P, where the slice's combinatorial type changes.
+So the window is split at those heights (and into panels short enough that the Gaussian factor changes by at most
+a few nats across one), and each panel gets the 15-point Gauss-Kronrod rule; ``|K15 - G7|`` (the difference to
+the embedded 7-point Gauss rule, which is the error of the LOWER order rule, not of the K15 value reported) is
+the panel's error bar, and panels whose bar is too large are bisected (at most ``MAX_ROUNDS`` rounds). The
+direction is the one from the mean to the closest point of P when the mean lies outside (then ``t >= |y*|``
+on P and the mass sits near the window's lower end), a fixed generic one otherwise. Beyond the window the
+log-concavity bounds the tails: ``g = log f`` lies below its secant through the two outermost nodes, so the
+tail is at most ``e^{g(t_1)} / |slope|``, added to the bar.
+
+The relative error bar of a pair is ``(sum_panels |K15 - G7| + sum_nodes w f rel_3 + tails) / P``, with
+``rel_3`` the S = 3 solver's own bound for each slice. It is a validated bar, not a proof (the K - G
+difference bounds the Gauss rule's error when the integrand is resolved, which the tests check against exact
+rotated boxes, block-factorised decoders and mpmath).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import log_ndtr, logsumexp
+
+from ...polytope import Polytope
+
+# Gauss-Kronrod 15 / Gauss 7 on [-1, 1] (QUADPACK qk15): nodes x, Kronrod weights wk, Gauss weights wg (0 on the
+# Kronrod-only nodes); exact for polynomials of degree 22 / 13 (tests/test_highdim_sliced.py checks both)
+_XK = np.array([0.991455371120812639206854697526329, 0.949107912342758524526189684047851,
+                0.864864423359769072789712788640926, 0.741531185599394439863864773280788,
+                0.586087235467691130294144845693013, 0.405845151377397166906606412076961,
+                0.207784955007898467600689403773245, 0.0])
+_WK = np.array([0.022935322010529224963732008058970, 0.063092092629978553290700663189204,
+                0.104790010322250183839876322541518, 0.140653259715525918745189590510238,
+                0.169004726639267902826583426598550, 0.190350578064785409913256402421014,
+                0.204432940075298892414161999234649, 0.209482141084727828012999174891714])
+_WG7 = np.array([0.129484966168869693270611432679082, 0.279705391489276667901467771423780,
+                 0.381830050505118944950369775488975, 0.417959183673469387755102040816327])
+GK_NODES = np.concatenate([-_XK[:-1], _XK[::-1]])
+GK_WEIGHTS = np.concatenate([_WK[:-1], _WK[::-1]])
+G7_WEIGHTS = np.zeros(15)
+G7_WEIGHTS[1::2] = np.concatenate([_WG7[:-1], _WG7[::-1]])
+# Gauss-Kronrod 7 / Gauss 3 (degree 10 / 5) for light pairs, padded to 15 columns (NaN nodes, zero weights)
+_X7 = np.array([-0.960491268708020283423507092629080, -0.774596669241483377035853079956480,
+                -0.434243749346802558002071502844628, 0.0, 0.434243749346802558002071502844628,
+                0.774596669241483377035853079956480, 0.960491268708020283423507092629080])
+_W7 = np.array([0.104656226026467265193823857192073, 0.268488089868333440728569280666710,
+                0.401397414775962222905051818618432, 0.450916538658474142345110087045571,
+                0.401397414775962222905051818618432, 0.268488089868333440728569280666710,
+                0.104656226026467265193823857192073])
+_G3 = np.array([0.0, 5.0 / 9.0, 0.0, 8.0 / 9.0, 0.0, 5.0 / 9.0, 0.0])
+RULE_NODES = np.vstack([GK_NODES, np.concatenate([_X7, np.full(8, np.nan)])])
+RULE_WEIGHTS = np.vstack([GK_WEIGHTS, np.concatenate([_W7, np.zeros(8)])])
+RULE_DIFF = np.vstack([GK_WEIGHTS - G7_WEIGHTS, np.concatenate([_W7 - _G3, np.zeros(8)])])
+COARSE_TOL = 1e-5  # pairs allowed this relative error or more take the 7-point rule
+
+_LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
+_ZERO = 1e-10  # |Nrm_i V| below this: facet i is perpendicular to the slices (a bound on t only)
+_INC = 1e-9  # vertex-facet incidence tolerance (relative to 1 + |D|)
+WINDOW = 10.0  # phi falls by WINDOW^2 / 2 = 50 nats from the centre of the window to its ends (_window)
+MAX_EXPONENT_STEP = 3.0  # panels at most this long in units of 1 / |t| (the Gaussian factor changes <= 3 nats)
+MAX_PANEL = 1.0  # and at most this long
+MERGE = 1e-9  # vertex heights closer than this (relative) are one breakpoint
+MAX_ROUNDS = 6  # bisection rounds for panels whose bar is too large
+DEFAULT_TOL = 1e-10  # relative mass error aimed at
+SLICE_SHARE = 0.01  # a slice of share s of its pair's mass may have a relative error SLICE_SHARE tol / s
+LIGHT_SHARE = 1e-8  # slices below this share of their pair's mass keep the kernel's first estimate when its bound,
+# times the share, is below 1e-3 SLICE_SHARE tol (their moments: a point of the slice, no spread, so when moments
+LIGHT_SHARE_MOMENTS = 1e-10  # are asked for only below this share; the point is the slice's closest to the origin)
+_KERNEL_ALLOWANCE = 1e-13  # the S = 2, 3 kernels accept rel <= SOLID_FALLBACK_REL LOOSEN_WEIGHT / w = 1e-13 / w
+_GENERIC = np.array([0.5377, 1.8339, -2.2588, 0.8622])
+
+
+def _frame(e: np.ndarray) -> np.ndarray:
+    """(M, 4, 3): orthonormal bases of the complements of the unit rows of ``e`` (M, 4)."""
+    M, k = e.shape
+    out = np.empty((M, k, k - 1))
+    for m in range(M):
+        Q, _ = np.linalg.qr(np.column_stack([e[m], np.eye(k)]))
+        out[m] = Q[:, 1:k]
+    return out
+
+
+def _directions(y):
+    """Per point: the unit direction to the closest point ``y`` (M, 4) of P (mean outside, distance > 1/2) or a
+    fixed generic one."""
+    r = np.linalg.norm(y, axis=1)
+    g = _GENERIC + 1e-3 * np.arange(1, y.shape[1] + 1)
+    g = g / np.linalg.norm(g)
+    far = r > 0.5
+    e = np.where(far[:, None], y / np.where(far, r, 1.0)[:, None], g[None])
+    return e / np.linalg.norm(e, axis=1)[:, None]
+
+
+def closest_distance(Nrm, D):
+    """(M, 4) closest points of P to the origin (``qmc.closest_points``) and (M,) the log of the rigorous upper
+    bound ``Q(|y*|)`` on the mass (P lies beyond the supporting hyperplane at y*)."""
+    from .qmc import closest_points
+
+    y = closest_points(Nrm, D)
+    return y, log_ndtr(-np.linalg.norm(y, axis=1))
+
+
+class _Shape:
+    """Combinatorics of P shared by every point (translation invariant): vertex-facet incidence ``inc`` (V, F),
+    ray-facet incidence ``rinc`` (R, F), candidate edges (vertex pairs sharing >= S-1 facets), vertex-ray pairs
+    (sharing >= S-1 facets) and ray pairs (sharing >= S-2 facets). Candidates that are not edges of P only add
+    points inside the slices, which leaves the slices' convex hulls unchanged."""
+
+    def __init__(self, Nrm, D0, Yv0, Yr):
+        k = Nrm.shape[1]
+        tol = _INC * (1.0 + np.abs(D0))
+        self.inc = np.abs(Yv0 @ Nrm.T - D0[None]) <= tol[None]
+        self.rinc = np.abs(Yr @ Nrm.T) <= _INC if Yr.size else np.zeros((0, Nrm.shape[0]), dtype=bool)
+        share = self.inc.astype(np.int64) @ self.inc.T.astype(np.int64)
+        a, b = np.nonzero(np.triu(share >= k - 1, 1))
+        self.ea, self.eb = a, b
+        vr = self.inc.astype(np.int64) @ self.rinc.T.astype(np.int64)
+        self.va, self.rb = np.nonzero(vr >= k - 1)
+        rr = self.rinc.astype(np.int64) @ self.rinc.T.astype(np.int64)
+        self.ra, self.rb2 = np.nonzero(np.triu(rr >= k - 2, 1))
+
+
+def _facet_ranges(shape: _Shape, hv, hr):
+    """(M, F) lowest and highest height of each facet (over its vertices; +-inf along its rays)."""
+    big = np.where(shape.inc[None], hv[:, :, None], np.inf).min(axis=1)
+    top = np.where(shape.inc[None], hv[:, :, None], -np.inf).max(axis=1)
+    if hr.size:
+        down = np.any(shape.rinc[None] & (hr[:, :, None] < -1e-12), axis=1)
+        up = np.any(shape.rinc[None] & (hr[:, :, None] > 1e-12), axis=1)
+        big = np.where(down, -np.inf, big)
+        top = np.where(up, np.inf, top)
+    return big, top
+
+
+def _window(lo, hi):
+    """Integration window (M, 2) inside [lo, hi]: centred on the point of [lo, hi] closest to 0 (the closest
+    point of P when the direction points at it), ``WINDOW`` wide where the Gaussian is flat, narrower in the tail
+    (``phi`` falls by ``WINDOW^2 / 2`` nats from the centre to either end)."""
+    c = np.clip(0.0, lo, hi)
+    reach = np.sqrt(c * c + WINDOW * WINDOW) - np.abs(c)
+    return np.maximum(lo, c - reach), np.minimum(hi, c + reach)
+
+
+def _panels(lo, hi, A, B, hv):
+    """Panels (pair index, left, right) covering [A, B] split at the vertex heights and at Gaussian scale."""
+    idx, left, right = [], [], []
+    for m in range(A.size):
+        if not A[m] < B[m]:
+            continue
+        cuts = _distinct(np.concatenate([[A[m], B[m]], hv[m][(hv[m] > A[m]) & (hv[m] < B[m])]]))
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            span = max(abs(a), abs(b), 1.0)
+            n = int(np.ceil((b - a) / min(MAX_PANEL, MAX_EXPONENT_STEP / span)))
+            edges = np.linspace(a, b, max(n, 1) + 1)
+            idx.append(np.full(edges.size - 1, m))
+            left.append(edges[:-1])
+            right.append(edges[1:])
+    if not idx:
+        return np.zeros(0, dtype=np.intp), np.zeros(0), np.zeros(0)
+    return np.concatenate(idx), np.concatenate(left), np.concatenate(right)
+
+
+def _distinct(t):
+    """Sorted heights with those within ``MERGE`` (relative) of the previous one dropped: vertices at one height up
+    to rounding would give panels of width 1e-15 whose slices are degenerate (and whose mass is nothing)."""
+    t = np.sort(t)
+    keep = np.ones(t.size, dtype=bool)
+    last = t[0]
+    for i in range(1, t.size):
+        if t[i] - last <= MERGE * (1.0 + abs(last)):
+            keep[i] = False
+        else:
+            last = t[i]
+    if not keep[-1]:  # the window's end stays
+        keep[np.nonzero(keep)[0][-1]] = t.size == 1
+        keep[-1] = True
+    return t[keep]
+
+
+class _Problem:
+    """One region's data for M points in whitened coordinates, with the per-point frames and heights."""
+
+    def __init__(self, Nrm, D, Yv, Yr, closest):
+        self.Nrm, self.D, self.Yv, self.Yr = Nrm, D, Yv, Yr
+        M = D.shape[0]
+        self.shape = _Shape(Nrm, D[0], Yv[0], Yr)
+        self.e = _directions(closest)
+        self.V = _frame(self.e)
+        self.hv = np.einsum("mvk,mk->mv", Yv, self.e)
+        self.hr = Yr @ self.e.T if Yr.size else np.zeros((0, M))
+        self.hr = self.hr.T  # (M, R)
+        self.fmin, self.fmax = _facet_ranges(self.shape, self.hv, self.hr)
+        down = np.any(self.hr < -1e-12, axis=1) if Yr.size else np.zeros(M, dtype=bool)
+        up = np.any(self.hr > 1e-12, axis=1) if Yr.size else np.zeros(M, dtype=bool)
+        self.lo = np.where(down, -np.inf, self.hv.min(axis=1))
+        self.hi = np.where(up, np.inf, self.hv.max(axis=1))
+        self.a = np.einsum("fk,mk->mf", Nrm, self.e)  # (M, F)
+        NV = np.einsum("fk,mkj->mfj", Nrm, self.V)  # (M, F, 3)
+        self.scale = np.linalg.norm(NV, axis=2)
+        self.Nn = NV / np.where(self.scale > _ZERO, self.scale, 1.0)[..., None]
+
+    def slice(self, m, t) -> Polytope | None:
+        """The slice of P at height t for point m as a 3-D polytope in the frame ``V[m]`` (None: empty)."""
+        sh = self.shape
+        act = (self.fmin[m] < t) & (t < self.fmax[m]) & (self.scale[m] > _ZERO)
+        flat = self.scale[m] <= _ZERO
+        if np.any(flat & (self.D[m] - t * self.a[m] < 0.0)):
+            return None
+        off = (self.D[m, act] - t * self.a[m, act]) / self.scale[m, act]
+        hv, Yv = self.hv[m], self.Yv[m]
+        ha, hb = hv[sh.ea], hv[sh.eb]
+        cross = (np.minimum(ha, hb) <= t) & (t <= np.maximum(ha, hb)) & (ha != hb)
+        lam = (t - ha[cross]) / (hb[cross] - ha[cross])
+        pts = [Yv[sh.ea[cross]] + lam[:, None] * (Yv[sh.eb[cross]] - Yv[sh.ea[cross]])]
+        rays = []
+        if self.Yr.size:
+            hr = self.hr[m]
+            hrv = hr[sh.rb]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                s = (t - hv[sh.va]) / hrv
+            ok = (np.abs(hrv) > 1e-12) & (s >= 0.0)
+            pts.append(Yv[sh.va[ok]] + s[ok, None] * self.Yr[sh.rb[ok]])
+            flat_r = np.abs(hr) <= 1e-12
+            rays.append(self.Yr[flat_r])
+            h1, h2 = hr[sh.ra], hr[sh.rb2]
+            opp = h1 * h2 < 0.0
+            rays.append(np.abs(h2[opp, None]) * self.Yr[sh.ra[opp]] + np.abs(h1[opp, None]) * self.Yr[sh.rb2[opp]])
+        P = np.concatenate(pts) @ self.V[m]
+        R = np.concatenate(rays) @ self.V[m] if rays else np.zeros((0, 3))
+        if R.size:
+            n = np.linalg.norm(R, axis=1)
+            R = R[n > 1e-12] / n[n > 1e-12, None]
+        if not act.any() or P.shape[0] == 0:
+            return None
+        return Polytope(self.Nn[m, act], off, P, R, np.zeros((0, 3)))
+
+
+def _slices(prob: _Problem, pidx, nodes):
+    """The slice polytopes at ``nodes`` of points ``pidx`` and the indices of the non-empty ones."""
+    polys, where = [], []
+    for q in np.nonzero(np.isfinite(nodes))[0]:  # NaN: the padding of the 7-point rule
+        p = prob.slice(pidx[q], nodes[q])
+        if p is not None:
+            polys.append(p)
+            where.append(q)
+    return polys, np.array(where, dtype=np.intp)
+
+
+def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
+    """Slices at ``nodes`` (K,) of points ``pidx`` (K,) with log quadrature weights ``qlw`` (K,): ``(log f, mean_y
+    (K, 4), cov_y (K, 4, 4), rel)``. All slices go through one call of the S = 3 batch integrator
+    (``polytopes.integrate_pairs``), told each slice's weight in its pair's total (``log_weight_scale``: the total
+    estimated by a first pass of the compiled kernel alone, plus ``known`` (M,), the log mass of the panels
+    already done), scaled so that the kernels accept a slice of share ``s`` of its pair's mass up to a relative
+    error ``SLICE_SHARE tol / s`` (``tol`` (M,): the pairs' tolerances; never beyond the kernels' own cap,
+    1e-6): slices of small weight are not sent to the slow exact fallbacks for accuracy that cannot matter.
+    Each slice's error bound is returned and enters the pair's bar, whatever weight was assumed."""
+    from ..pairs import PairRequest
+    from ..polytopes import batch_geometry, batch_solid_moments, integrate_pairs
+
+    K = nodes.size
+    lm = np.full(K, -np.inf)
+    rel = np.zeros(K)
+    my = np.zeros((K, 4))
+    cy = np.zeros((K, 4, 4))
+    polys, where = _slices(prob, pidx, nodes)
+    logphi = -0.5 * nodes * nodes - _LOG_SQRT_2PI
+    if not polys:
+        return logphi + lm, my, cy, rel
+    n = len(polys)
+    eye = np.broadcast_to(np.eye(3), (n, 3, 3))
+    geo = batch_geometry(polys, eye, eye)
+    first = batch_solid_moments(geo, np.arange(n), np.zeros((n, 3)), 0)
+    est = np.where(geo.ok & np.isfinite(first.log_mass), first.log_mass, -np.inf)
+    contrib = np.full(K, -np.inf)
+    contrib[where] = qlw[where] + logphi[where] + est
+    total = np.logaddexp(known, _group_lse(pidx, contrib, known.size))
+    with np.errstate(invalid="ignore"):  # the kernels accept rel <= 1e-13 / w: here SLICE_SHARE tol / share
+        allow = np.log(_KERNEL_ALLOWANCE / (SLICE_SHARE * tol[pidx[where]]))
+        if moments >= 1:  # the kernels' moment thresholds loosen with 1 / w too: no further than the pair's own
+            allow = np.maximum(allow, np.log(DEFAULT_TOL / tol[pidx[where]]))
+        lws = qlw[where] + logphi[where] - total[pidx[where]] + allow
+    lws = np.where(np.isnan(lws), np.inf, lws)
+    with np.errstate(over="ignore", invalid="ignore"):
+        share = np.exp(qlw[where] + logphi[where] + est - total[pidx[where]])
+    # slices too light to matter keep the kernel's estimate and bound, whatever its flag (moments: the slice's point
+    # closest to the origin, no spread; their share bounds what that changes)
+    with np.errstate(invalid="ignore"):
+        cap = LIGHT_SHARE if moments < 1 else LIGHT_SHARE_MOMENTS
+        light = (np.isfinite(est) & (first.rel <= 1e-2) & (share <= cap)
+                 & (share * first.rel <= 1e-3 * SLICE_SHARE * tol[pidx[where]]))
+    req = PairRequest.build(polys, np.zeros((n, 1, 3)), eye, moments=moments, accuracy=accuracy,
+                            log_weight_scale=lws[:, None], geometry=geo, need=~light[:, None])
+    out = integrate_pairs(req)
+    lm[where] = np.where(light, est, out.log_mass[:, 0])
+    if out.log_mass_error is not None:
+        rel[where] = -np.expm1(-out.log_mass_error[:, 0])
+    rel[where[light]] = first.rel[light]
+    if moments >= 1:
+        out.mean[light, 0] = _closest_in_slices([p for p, lt in zip(polys, light) if lt])
+        V = prob.V[pidx[where]]  # (k, 4, 3)
+        mx = np.where(np.isfinite(lm[where])[:, None], out.mean[:, 0], 0.0)
+        my[where] = nodes[where, None] * prob.e[pidx[where]] + np.einsum("kij,kj->ki", V, mx)
+        if moments >= 2:
+            cx = np.where(np.isfinite(lm[where])[:, None, None], out.cov[:, 0], 0.0)
+            cy[where] = np.einsum("kij,kjl,kml->kim", V, cx, V)
+    return logphi + lm, my, cy, np.where(np.isfinite(lm), rel, 0.0)
+
+
+def _closest_in_slices(polys):
+    """(k, 3) each slice's point closest to the origin: the stand-in for the mean of a slice too light to matter
+    (within about one standard deviation of it, also for unbounded slices in the tail)."""
+    from .qmc import closest_points
+
+    return np.array([closest_points(p.H, p.c[None])[0] for p in polys]).reshape(-1, 3)
+
+
+def _group_lse(idx, vals, M):
+    """(M,) ``log sum exp`` of ``vals`` grouped by ``idx``."""
+    top = np.full(M, -np.inf)
+    np.maximum.at(top, idx, vals)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    acc = np.zeros(M)
+    np.add.at(acc, idx, np.exp(vals - safe[idx]))
+    with np.errstate(divide="ignore"):
+        return np.where(np.isfinite(top), safe + np.log(acc), -np.inf)
+
+
+def _tails(prob, pidx_nodes, nodes, logf, A, B):
+    """(M,) log of the log-concavity bounds on the mass outside [A, B] (below ``lo`` / above ``hi``: none)."""
+    M = A.size
+    out = np.full(M, -np.inf)
+    for m in range(M):
+        sel = pidx_nodes == m
+        t, g = nodes[sel], logf[sel]
+        fin = np.isfinite(g)
+        t, g = t[fin], g[fin]
+        if t.size < 2:
+            if (A[m] > prob.lo[m] or B[m] < prob.hi[m]) and A[m] < B[m]:
+                out[m] = np.inf
+            continue
+        order = np.argsort(t)
+        t, g = t[order], g[order]
+        if A[m] > prob.lo[m]:
+            s = (g[1] - g[0]) / (t[1] - t[0])
+            out[m] = np.logaddexp(out[m], g[0] + s * (A[m] - t[0]) - np.log(s) if s > 0 else np.inf)
+        if B[m] < prob.hi[m]:
+            s = (g[-1] - g[-2]) / (t[-1] - t[-2])
+            out[m] = np.logaddexp(out[m], g[-1] + s * (B[m] - t[-1]) - np.log(-s) if s < 0 else np.inf)
+    return out
+
+
+def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str = "relative", closest=None):
+    """log mass (M,), conditional mean (M, 4), covariance (M, 4, 4) and relative error bar (M,) of ``N(0, I_4)`` on
+    ``{Nrm y <= D_m}`` (unit rows ``Nrm`` (F, 4); vertices ``Yv`` (M, V, 4) and unit rays ``Yr`` (R, 4) in the
+    same whitened coordinates; no lineality). ``tol`` (M,) or scalar: relative mass error aimed at per point
+    (``DEFAULT_TOL``); the bar is reported whether or not it is met. ``closest`` (M, 4): the closest points of P
+    to the origin when the caller has them (:func:`closest_distance`)."""
+    D = np.atleast_2d(np.asarray(D, dtype=np.float64))
+    M = D.shape[0]
+    tol = np.broadcast_to(np.asarray(DEFAULT_TOL if tol is None else tol, dtype=np.float64), (M,))
+    Nrm = np.asarray(Nrm, dtype=np.float64)
+    if closest is None:
+        closest, _ = closest_distance(Nrm, D)
+    prob = _Problem(Nrm, D, Yv, np.asarray(Yr, dtype=np.float64).reshape(-1, 4), closest)
+    A, B = _window(prob.lo, prob.hi)
+    pm, left, right = _panels(prob.lo, prob.hi, A, B, prob.hv)
+    rule = (tol[pm] >= COARSE_TOL).astype(np.intp)
+    done_vals = []
+    known = np.full(M, -np.inf)
+    for rnd in range(MAX_ROUNDS + 1):
+        half, mid = 0.5 * (right - left), 0.5 * (right + left)
+        nodes = (mid[:, None] + half[:, None] * RULE_NODES[rule]).ravel()
+        pidx = np.repeat(pm, 15)
+        with np.errstate(divide="ignore"):
+            qlw = (np.log(half)[:, None] + np.log(RULE_WEIGHTS[rule])).ravel()
+        logf, my, cy, rel = _evaluate(prob, pidx, nodes, qlw, known, moments, accuracy, tol)
+        vals = (pm, half, logf.reshape(-1, 15), my.reshape(-1, 15, 4), cy.reshape(-1, 15, 4, 4), rel.reshape(-1, 15),
+                nodes.reshape(-1, 15), rule)
+        done_vals.append(vals)
+        total, _, _ = _combine(M, done_vals)
+        diff = _panel_diff(vals, total)  # (P,) relative |K - G| of each panel
+        if rnd == MAX_ROUNDS:
+            break
+        npan = np.bincount(np.concatenate([v[0] for v in done_vals]), minlength=M).astype(float)
+        bad = diff > 0.25 * tol[pm] / np.maximum(npan[pm], 1.0)
+        if not np.any(bad):
+            break
+        keep = ~bad
+        done_vals[-1] = tuple(v[keep] for v in vals)
+        known, _, _ = _combine(M, done_vals)
+        pm, rule = np.repeat(pm[bad], 2), np.repeat(rule[bad], 2)
+        left, right = np.empty(2 * bad.sum()), np.empty(2 * bad.sum())
+        lb, rb = (mid - half)[bad], (mid + half)[bad]
+        left[0::2], right[0::2] = lb, 0.5 * (lb + rb)
+        left[1::2], right[1::2] = 0.5 * (lb + rb), rb
+    total, mean, cov = _combine(M, done_vals, moments)
+    allv = [np.concatenate([v[i] for v in done_vals]) for i in range(8)]
+    pm_all, half_all, lf_all, rel_all, nodes_all, rule_all = allv[0], allv[1], allv[2], allv[5], allv[6], allv[7]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        diffs = _panel_diff(allv, total)
+        err = np.bincount(pm_all, weights=diffs, minlength=M)
+        wl = np.log(half_all)[:, None] + np.log(RULE_WEIGHTS[rule_all]) + lf_all - total[pm_all][:, None]
+        slice_err = np.bincount(pm_all, weights=np.where(np.isfinite(wl), np.exp(wl) * rel_all, 0.0).sum(axis=1),
+                                minlength=M)
+        tails = np.exp(_tails(prob, np.repeat(pm_all, 15), nodes_all.ravel(), lf_all.ravel(), A, B) - total)
+        rel = err + slice_err + tails + 64.0 * np.finfo(float).eps * (1.0 + np.abs(total))  # the log's rounding
+    rel = np.where(np.isfinite(total), rel, np.where(np.isfinite(rel), 0.0, np.inf))
+    return total, mean, cov, np.where(np.isnan(rel), np.inf, rel)
+
+
+def _panel_diff(vals, total):
+    """Relative ``|K15 - G7|`` (``|K7 - G3|``) of each panel, against the pair's total mass."""
+    pm, half, lf, rule = vals[0], vals[1], vals[2], vals[7]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        f = np.exp(lf - total[pm][:, None])
+        f = np.where(np.isfinite(f), f, 0.0)
+        d = np.abs(half * (RULE_DIFF[rule] * f).sum(axis=1))
+    return np.where(np.isfinite(total[pm]), d, 0.0)
+
+
+def _combine(M, done_vals, moments=0):
+    """Totals (log) and conditional moments from every panel evaluated so far (Kronrod weights)."""
+    pm = np.concatenate([v[0] for v in done_vals])
+    half = np.concatenate([v[1] for v in done_vals])
+    lf = np.concatenate([v[2] for v in done_vals])
+    rule = np.concatenate([v[7] for v in done_vals])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lw = np.log(half)[:, None] + np.log(RULE_WEIGHTS[rule]) + lf  # (P, 15)
+    lw = np.where(np.isnan(lw), -np.inf, lw)
+    P = pm.size
+    per_pair = np.full((M, 1), -np.inf)
+    if P:
+        order = np.argsort(pm, kind="stable")
+        counts = np.bincount(pm, minlength=M)
+        width = int(counts.max()) * 15
+        grid = np.full((M, max(width, 1)), -np.inf)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        pos = np.arange(P) - starts[pm[order]]
+        cols = (pos[:, None] * 15 + np.arange(15)[None]).ravel()
+        grid[np.repeat(pm[order], 15), cols] = lw[order].ravel()
+        per_pair = grid
+    total = logsumexp(per_pair, axis=1)
+    if moments < 1:
+        return total, None, None
+    my = np.concatenate([v[3] for v in done_vals])
+    with np.errstate(invalid="ignore", over="ignore"):
+        w = np.exp(lw - total[pm][:, None])
+    w = np.where(np.isfinite(w), w, 0.0)
+    mean = np.zeros((M, 4))
+    np.add.at(mean, pm, np.einsum("pq,pqk->pk", w, my))
+    if moments < 2:
+        return total, mean, None
+    cy = np.concatenate([v[4] for v in done_vals])
+    dev = my - mean[pm][:, None, :]
+    part = np.einsum("pq,pqij->pij", w, cy) + np.einsum("pq,pqi,pqj->pij", w, dev, dev)
+    cov = np.zeros((M, 4, 4))
+    np.add.at(cov, pm, part)
+    return total, mean, 0.5 * (cov + np.swapaxes(cov, 1, 2))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The S = 4 batch path of ``polytopes.integrate_pairs`` (``BATCH_INTEGRATORS[4]``)
+# ---------------------------------------------------------------------------------------------------
+
+FALLBACK_REL = 1e-3  # pairs whose sliced bar exceeds this (or is unknown) also get the RQMC estimate
+MAX_TOL = 1e-4  # light pairs: the tolerance is loosened by LOOSEN_WEIGHT / w up to this relative error
+
+
+class SlicedGeometry:
+    """Per-region data of the S = 4 batch (``polytopes.GEOMETRIES[4]``): lower-triangular factors ``chol`` (R, 4, 4)
+    of Sigma_omega (the caller's accurate factors when given; None if one is not positive definite) and ``ok``
+    (R,): regions with facets and without lineality (the others take the per-region path)."""
+
+    def __init__(self, polytopes, covs, chol=None):
+        covs = np.asarray(covs, dtype=np.float64)
+        if chol is None:
+            try:
+                chol = np.linalg.cholesky(covs)
+            except np.linalg.LinAlgError:
+                chol = None
+        self.chol = None if chol is None else np.asarray(chol, dtype=np.float64)
+        self.ok = np.array([p.H.shape[0] > 0 and p.H.shape[1] == 4 and not p.lineality.size and p.vertices.size > 0
+                            for p in polytopes], dtype=bool)
+
+
+def whitened(polytope, chol, means):
+    """Region ``polytope`` under ``N(means_m, L L^T)`` in whitened coordinates: unit normals (F, 4), offsets
+    (M, F), vertices (M, V, 4) relative to each mean, unit rays (R, 4)."""
+    HL = polytope.H @ chol
+    nrm = np.linalg.norm(HL, axis=1)
+    Linv = np.linalg.inv(chol)
+    D = (polytope.c[None, :] - means @ polytope.H.T) / nrm
+    Yv = (polytope.vertices[None] - means[:, None, :]) @ Linv.T
+    Yr = polytope.rays @ Linv.T if polytope.rays.size else np.zeros((0, 4))
+    if Yr.size:
+        Yr = Yr / np.linalg.norm(Yr, axis=1)[:, None]
+    return HL / nrm[:, None], D, Yv, Yr
+
+
+def pair_tolerances(log_weight_scale, log_upper):
+    """Per pair: (skip, tol). ``log_weight_scale``: the caller's bound ``w <= exp(lws) * mass`` (None: none);
+    ``log_upper``: the closest-point bound on the log mass. Pairs whose weight is provably below
+    ``e^-NEGLIGIBLE_NATS`` are skipped (``engine.evaluate``'s pruning convention); others aim at
+    ``DEFAULT_TOL * LOOSEN_WEIGHT / w`` (at least ``DEFAULT_TOL``, at most ``MAX_TOL``)."""
+    from ..constants import LOOSEN_WEIGHT, NEGLIGIBLE_NATS
+
+    if log_weight_scale is None:
+        return np.zeros(log_upper.size, dtype=bool), np.full(log_upper.size, DEFAULT_TOL)
+    wb = log_weight_scale + log_upper
+    with np.errstate(over="ignore", invalid="ignore"):
+        loosen = np.clip(LOOSEN_WEIGHT * np.exp(-wb), 1.0, MAX_TOL / DEFAULT_TOL)
+    return wb < -NEGLIGIBLE_NATS, np.where(np.isfinite(loosen), loosen, 1.0) * DEFAULT_TOL
+
+
+def with_fallback(Nrm, D, Yv, Yr, *, moments, tol, accuracy, closest, rng):
+    """:func:`sliced_moments`, with the RQMC estimate (``qmc.rqmc_moments``) for the rows whose bar exceeds
+    ``FALLBACK_REL``, kept where its own bar is smaller. Returns ``(log_mass, mean, cov, rel, used_rqmc)``."""
+    from .qmc import rqmc_moments
+
+    lm, my, cy, rel = sliced_moments(Nrm, D, Yv, Yr, moments=moments, tol=tol, accuracy=accuracy, closest=closest)
+    bad = ~(rel <= FALLBACK_REL)
+    used = np.zeros(lm.size, dtype=bool)
+    if np.any(bad):
+        l2, m2, c2, r2 = rqmc_moments(Nrm, D[bad], Yv[bad], moments=moments, rng=rng,
+                                      relative=accuracy == "relative")
+        better = r2 < np.where(np.isnan(rel[bad]), np.inf, rel[bad])
+        idx = np.nonzero(bad)[0][better]
+        lm[idx], rel[idx], used[idx] = l2[better], r2[better], True
+        if moments >= 1:
+            my[idx] = m2[better]
+        if moments >= 2:
+            cy[idx] = c2[better]
+    return lm, my, cy, rel, used
+
+
+def sliced_batch(req, geo, res, store):
+    """S = 4, ``method="auto"``: every needed (region, point) pair of the regular regions by :func:`sliced_moments`
+    (vectorised over the points of a region), pairs of provably negligible weight skipped, tolerances loosened
+    by weight (:func:`pair_tolerances`); ``store(res, req, chol, r, rows, lm, mean, cov, rel)`` files whitened
+    results. Returns the regions left to the per-region path."""
+    pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
+    for r in np.unique(pr_all):
+        rows = pn_all[pr_all == r]
+        Nrm, D, Yv, Yr = whitened(req.polytopes[r], geo.chol[r], req.means[r, rows])
+        closest, log_upper = closest_distance(Nrm, D)
+        skip, tol = pair_tolerances(req.weight_scale(np.full(rows.size, r), rows), log_upper)
+        go = ~skip
+        if not np.any(go):
+            continue
+        lm, my, cy, rel, _ = with_fallback(Nrm, D[go], Yv[go], Yr, moments=req.moments, tol=tol[go],
+                                           accuracy=req.accuracy, closest=closest[go], rng=req.rng)
+        store(res, req, geo.chol[r], r, rows[go], lm, my, cy, rel)
+    res.has_error[geo.ok] = True
+    for r in np.nonzero(geo.ok)[0]:
+        res.methods[r] = "sliced"
+    return ~geo.ok
