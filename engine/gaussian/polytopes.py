@@ -419,7 +419,7 @@ GEOMETRIES = {2: RegionGeometry, 3: SolidGeometry, 4: SlicedGeometry}  # S -> it
 
 
 def batch_geometry(polytopes, covs, chol=None):
-    """The per-region geometry of the batched paths (``method="auto"``): ``planar_batch.RegionGeometry`` for
+    """The per-region geometry of the batched paths (``method="auto"``): ``planar.batch.RegionGeometry`` for
     S = 2, ``solid.SolidGeometry`` for S = 3, None otherwise. It depends on the regions and Sigma_omega only,
     so a caller integrating the same regions for several sets of means builds it once and passes it to
     :func:`integrate_pairs`. ``chol`` (R, S, S): accurate lower-triangular factors of ``covs``."""
