@@ -52,8 +52,32 @@ def _side_values(P, start, stop, a1, a2, b, f, s):
 
 
 @_jit
+def _on_edge(P, i, j, x, y):
+    """Whether the finite point (x, y) lies on the edge from corner i to corner j (a segment between two
+    vertices, a ray from a vertex toward an ideal corner, or the whole line between antipodal ideal
+    corners)."""
+    if P[i, 2] > 0 and P[j, 2] > 0:
+        dx, dy = P[j, 0] - P[i, 0], P[j, 1] - P[i, 1]
+        t = (x - P[i, 0]) * dx + (y - P[i, 1]) * dy
+        return 0.0 <= t <= dx * dx + dy * dy
+    if P[i, 2] > 0:  # the ray from vertex i in direction j
+        return (x - P[i, 0]) * P[j, 0] + (y - P[i, 1]) * P[j, 1] >= 0.0
+    if P[j, 2] > 0:  # the ray from vertex j in direction i
+        return (x - P[j, 0]) * P[i, 0] + (y - P[j, 1]) * P[i, 1] >= 0.0
+    return True  # a half-plane's edge: the whole line
+
+
+@_jit
 def _crossing(P, E, L, i, j, fi, fj, a1, a2, b, out, o):
-    """The point where the line ``a.z + b t = 0`` crosses the edge from corner i to corner j."""
+    """The point where the line ``a.z + b t = 0`` crosses the edge from corner i to corner j (fi, fj: the
+    line's values there, of opposite signs).
+
+    It is solved on its own two lines (the edge's and the new one) when that solution lies on the edge:
+    accurate relative to its own size, not to the size of the edge's ends (issue 19 item 1). When the two
+    lines are so close to parallel that their rounded intersection falls off the edge, it is the point of
+    the edge where the interpolated value vanishes, ``fi P_j - fj P_i``: always on the edge, so the two
+    parts of a split polygon tile it and stay convex (a crossing off the edge makes them overlap).
+    """
     gx = fi * P[j, 0] - fj * P[i, 0]
     gy = fi * P[j, 1] - fj * P[i, 1]
     gt = fi * P[j, 2] - fj * P[i, 2]
@@ -67,7 +91,19 @@ def _crossing(P, E, L, i, j, fi, fj, a1, a2, b, out, o):
     if L[i] >= 0 and ct != 0.0:
         # two finite lines meet at one point of the plane: the one of the pair +-c in the hemisphere (ct > 0).
         # (The edge may join two antipodal ideal corners, a half-plane's edge: g is then no guide.)
-        out[o, 0], out[o, 1], out[o, 2] = cx / ct, cy / ct, 1.0
+        x, y = cx / ct, cy / ct
+        # one step of iterative refinement: the rounded cross product leaves residuals ~eps/sin(angle) on
+        # two nearly parallel lines; the step brings them to ~eps |z| on both (Cramer's rule is not
+        # backward stable, a refined solution is)
+        re = e1 * x + e2 * y + e0
+        ra = a1 * x + a2 * y + b
+        x += (e2 * ra - a2 * re) / ct
+        y += (a1 * re - e1 * ra) / ct
+        if _on_edge(P, i, j, x, y) or not gt > 0:
+            out[o, 0], out[o, 1], out[o, 2] = x, y, 1.0
+            return
+    if gt > 0:
+        out[o, 0], out[o, 1], out[o, 2] = gx / gt, gy / gt, 1.0
         return
     if cx * gx + cy * gy + ct * gt < 0:
         cx, cy = -cx, -cy
@@ -79,14 +115,48 @@ def _crossing(P, E, L, i, j, fi, fj, a1, a2, b, out, o):
 
 
 @_jit
+def _one_cut(f, s, k):
+    """Make the sides ``s`` of a polygon's k corners those of one straight cut: ``+...+ [0] -...- [0]``.
+
+    A convex polygon meets a line in at most two boundary points, so its sides change twice around it. Near
+    a line almost parallel to an edge, values within rounding can alternate; then the first corner that is
+    not clearly positive, walking from the most positive corner toward the most negative one, ends the
+    positive side (and symmetrically): each part is one run of the parent's corners plus the chord, so the
+    two parts tile the parent whatever the rounding. Corners moved to the other side are within rounding
+    of the line. Crossings stay on edges whose ends have clearly opposite signs.
+    """
+    ip, im = -1, -1
+    for i in range(k):
+        if s[i] > 0 and (ip < 0 or f[i] > f[ip]):
+            ip = i
+        if s[i] < 0 and (im < 0 or f[i] < f[im]):
+            im = i
+    c = ip
+    while s[c] > 0:
+        c = (c + 1) % k
+    if s[c] == 0:
+        c = (c + 1) % k
+    while c != im:
+        s[c] = -1
+        c = (c + 1) % k
+    while s[c] < 0:
+        c = (c + 1) % k
+    if s[c] == 0:
+        c = (c + 1) % k
+    while c != ip:
+        s[c] = 1
+        c = (c + 1) % k
+
+
+@_jit
 def _thickness(P, start, k, f, s, sign):
-    """(largest |f| on the ``sign`` side or inf for an ideal corner there, diameter of finite corners)."""
+    """(largest value on the ``sign`` side or inf for an ideal corner there, diameter of finite corners)."""
     thick = 0.0
     for i in range(k):
         if s[i] == sign:
-            if P[start + i, 2] == 0.0:
+            if P[start + i, 2] == 0.0 and sign * f[i] > 0:
                 return np.inf, 1.0
-            thick = max(thick, abs(f[i]))
+            thick = max(thick, sign * f[i])
     diam = 0.0
     for i in range(k):
         if P[start + i, 2] > 0:
@@ -197,6 +267,7 @@ def split_layer(ptr, P, E, L, face, lines, fixed, fixed_sign, unit_base, limit, 
             has_pos, has_neg = _side_values(pool_P, st, st + k, a1, a2, b, f, sd)
             sg = not (has_neg and not has_pos)
             if has_pos and has_neg:
+                _one_cut(f, sd, k)
                 tp, dp = _thickness(pool_P, st, k, f, sd, 1)
                 tn, dn = _thickness(pool_P, st, k, f, sd, -1)
                 if tp <= FLAT * dp or tn <= FLAT * dn:
