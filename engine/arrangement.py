@@ -150,20 +150,26 @@ def _one_cut(f, s, k):
 
 @_jit
 def _thickness(P, start, k, f, s, sign):
-    """(largest value on the ``sign`` side or inf for an ideal corner there, diameter of finite corners)."""
+    """Largest value of the cut line on the ``sign`` side (its distance: lines have unit norm), or inf when
+    an ideal corner lies there (an unbounded part with an opening angle above the side test's tolerance)."""
     thick = 0.0
     for i in range(k):
         if s[i] == sign:
             if P[start + i, 2] == 0.0 and sign * f[i] > 0:
-                return np.inf, 1.0
+                return np.inf
             thick = max(thick, sign * f[i])
-    diam = 0.0
-    for i in range(k):
-        if P[start + i, 2] > 0:
-            for j in range(i + 1, k):
-                if P[start + j, 2] > 0:
-                    diam = max(diam, abs(P[start + i, 0] - P[start + j, 0]) + abs(P[start + i, 1] - P[start + j, 1]))
-    return thick, diam
+    return thick
+
+
+@_jit
+def _extent(P, lo, hi):
+    """The larger side of the bounding box of the vertices in rows lo..hi (0 if fewer than two)."""
+    x0, x1, y0, y1 = np.inf, -np.inf, np.inf, -np.inf
+    for i in range(lo, hi):
+        if P[i, 2] > 0:
+            x0, x1 = min(x0, P[i, 0]), max(x1, P[i, 0])
+            y0, y1 = min(y0, P[i, 1]), max(y1, P[i, 1])
+    return max(x1 - x0, y1 - y0, 0.0)
 
 
 @_jit
@@ -268,26 +274,25 @@ def split_layer(ptr, P, E, L, face, lines, fixed, fixed_sign, unit_base, limit, 
             sg = not (has_neg and not has_pos)
             if has_pos and has_neg:
                 _one_cut(f, sd, k)
-                tp, dp = _thickness(pool_P, st, k, f, sd, 1)
-                tn, dn = _thickness(pool_P, st, k, f, sd, -1)
-                if tp <= FLAT * dp or tn <= FLAT * dn:
-                    sg = tp >= tn
+                pool_P = _grow2(pool_P, used + 2 * k + 8)
+                pool_E = _grow2(pool_E, used + 2 * k + 8)
+                pool_L = _grow1(pool_L, used + 2 * k + 8)
+                o = _clip(pool_P, pool_E, pool_L, st, k, f, sd, -1, a1, a2, b, unit_base + j,
+                          pool_P, pool_E, pool_L, used)
+                o2 = _clip(pool_P, pool_E, pool_L, st, k, f, sd, 1, a1, a2, b, unit_base + j,
+                           pool_P, pool_E, pool_L, o)
+                tp, tn = _thickness(pool_P, st, k, f, sd, 1), _thickness(pool_P, st, k, f, sd, -1)
+                if tp <= FLAT * _extent(pool_P, o, o2) or tn <= FLAT * _extent(pool_P, used, o):
+                    sg = tp >= tn  # a numerically flat part: no split (its rows in the pool are reused)
                 else:
-                    pool_P = _grow2(pool_P, used + 2 * k + 8)
-                    pool_E = _grow2(pool_E, used + 2 * k + 8)
-                    pool_L = _grow1(pool_L, used + 2 * k + 8)
                     q = npool
                     npool += 1
                     start = _grow1(start, q + 1)
                     size = _grow1(size, q + 1)
                     owner = _grow1(owner, q + 1)
                     signs = _grow2(signs, q + 1)
-                    o = _clip(pool_P, pool_E, pool_L, st, k, f, sd, -1, a1, a2, b, unit_base + j,
-                              pool_P, pool_E, pool_L, used)
                     start[p], size[p] = used, o - used
                     signs[p, j] = False
-                    o2 = _clip(pool_P, pool_E, pool_L, st, k, f, sd, 1, a1, a2, b, unit_base + j,
-                               pool_P, pool_E, pool_L, o)
                     start[q], size[q], owner[q] = o, o2 - o, fc
                     for u in range(n):
                         signs[q, u] = signs[p, u]
