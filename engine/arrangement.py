@@ -494,13 +494,16 @@ def planar_partition(net, max_regions):
             M, m, g = _next_affine(np.eye(k), np.zeros(k), np.eye(k), Mp, mp, gp, parent, slopes)
         norms = np.hypot(M[..., 0], M[..., 1])
         fixed = norms <= 1e-12 * g
+        safe = np.where(fixed, 1.0, norms)
+        with np.errstate(over="ignore"):
+            offset = m / safe
+        fixed = fixed | ~np.isfinite(offset)  # a line beyond the largest float meets no corner: constant sign
         order = np.arange(M.shape[1])
         if not anc:
             order = _first_order(M[0], fixed[0], norms[0])
             if order is None:
                 return None
-        safe = np.where(fixed, 1.0, norms)
-        lines = np.concatenate([M / safe[..., None], (m / safe)[..., None]], axis=2)
+        lines = np.concatenate([M / safe[..., None], np.where(fixed, 0.0, offset)[..., None]], axis=2)
         ptr, P, E, L, parent, new_signs = split_layer(ptr, P, E, L, np.arange(len(M)), lines, fixed, m > 0,
                                                       unit_base, max_regions, order)
         if len(parent) > max_regions:

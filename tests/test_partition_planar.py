@@ -218,3 +218,16 @@ def test_degenerate_nets_between_exact_and_thick(tweak, act, seed):
     P, n_exact = _assert_between_exact_and_thick(net)
     _assert_one_region_per_point(net, P, seed)
     assert len(P) > 20  # a non-trivial arrangement
+
+
+def test_line_beyond_the_largest_float_splits_nothing():
+    """A unit whose line lies ~1e310 from the origin (tiny row, ordinary bias; seed-3 campaign warning) has
+    one sign on every representable point: 4 quadrants, no overflow warning (turned into an error here)."""
+    net = load_network({"format": "cpa-dgn", "version": 1, "latent_dim": 2, "cov_z": 1.0, "cov_x": 1.0,
+                        "layers": [{"type": "linear", "weight": [[1.0, 0.0], [0.0, 1.0], [1e-300, 2e-300]],
+                                    "bias": [0.0, 0.0, 1e10]}, {"type": "relu"},
+                                   {"type": "linear", "weight": [[1.0, 1.0, 1.0]], "bias": [0.0]}]})
+    with np.errstate(over="raise", divide="raise", invalid="raise"):
+        P = partition(net)
+    assert len(P) == 4 and P.signs[:, 2].all()
+    assert {tuple(s[:2]) for s in P.signs.tolist()} == {(a, b) for a in (False, True) for b in (False, True)}
