@@ -416,13 +416,19 @@ class Planar:
         return len(self.ptr) - 1
 
     def polygons(self):
-        """Every region as (H, c, vertices, rays, incidence of vertices + rays on facets), in order."""
+        """Per region, as five lists in region order: H, c, vertices, rays (views into flat arrays) and the
+        incidence of vertices + rays on facets."""
         v_ptr, V, r_ptr, Ry, f_ptr, H, c, i_ptr, inc = _regions(self.ptr, self.P, self.E, self.L)
         v_ptr, r_ptr, f_ptr, i_ptr = v_ptr.tolist(), r_ptr.tolist(), f_ptr.tolist(), i_ptr.tolist()
-        for r in range(len(self)):
-            v0, v1, r0, r1, f0, f1 = v_ptr[r], v_ptr[r + 1], r_ptr[r], r_ptr[r + 1], f_ptr[r], f_ptr[r + 1]
-            yield (H[f0:f1], c[f0:f1], V[v0:v1], Ry[r0:r1],
-                   inc[i_ptr[r]:i_ptr[r + 1]].reshape(v1 - v0 + r1 - r0, f1 - f0))
+        fs = list(zip(f_ptr, f_ptr[1:]))
+        Hs = [H[a:b] for a, b in fs]
+        cs = [c[a:b] for a, b in fs]
+        Vs = [V[a:b] for a, b in zip(v_ptr, v_ptr[1:])]
+        Rs = [Ry[a:b] for a, b in zip(r_ptr, r_ptr[1:])]
+        incs = [inc[i0:i1].reshape(-1, f1 - f0) if f1 > f0 else inc[i0:i1].reshape(v1 - v0 + r1 - r0, 0)
+                for i0, i1, (f0, f1), v0, v1, r0, r1
+                in zip(i_ptr, i_ptr[1:], fs, v_ptr, v_ptr[1:], r_ptr, r_ptr[1:])]
+        return Hs, cs, Vs, Rs, incs
 
 
 def _first_order(M, fixed, norms):

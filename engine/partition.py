@@ -387,13 +387,14 @@ class Partition:
     :meth:`for_network`, which shares the regions' polytopes, sign lookup and adjacency.
     """
 
-    def __init__(self, net: Network, regions: list[Region], incidence: list[np.ndarray] | None = None):
+    def __init__(self, net: Network, regions: list[Region], incidence: list[np.ndarray] | None = None, *,
+                 stacked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
         self._net = net
         self._regions = tuple(regions)
-        self._A = _read_only(np.stack([r.A for r in regions]))  # (R, D, S)
-        self._b = _read_only(np.stack([r.b for r in regions]))  # (R, D)
-        self._signs = _read_only(np.stack([r.signs for r in regions]))  # (R, n_units)
-        self._lookup = {np.packbits(s).tobytes(): i for i, s in enumerate(self._signs)}
+        if stacked is None:  # (A, b, signs) of the regions, stacked: (R, D, S), (R, D), (R, n_units)
+            stacked = tuple(np.stack([getattr(r, k) for r in regions]) for k in ("A", "b", "signs"))
+        self._A, self._b, self._signs = (_read_only(x) for x in stacked)
+        self._lookup = _pattern_index(self._signs)
         self._incidence = incidence  # per region: (vertices + rays, facets) tight flags
         self._neighbours: list[tuple[int, ...]] | None = None
         self._padded: tuple[np.ndarray, np.ndarray] | None = None
@@ -500,6 +501,15 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _pattern_index(signs: np.ndarray) -> dict[bytes, int]:
+    """Region index by packed sign pattern (``np.packbits(pattern).tobytes()``, as :meth:`Partition.locate`
+    looks it up), all rows packed at once."""
+    packed = np.ascontiguousarray(np.packbits(signs, axis=1))
+    if packed.shape[1] == 0:
+        return {b"": len(signs) - 1} if len(signs) else {}
+    return dict(zip(packed.view(np.dtype((np.void, packed.shape[1]))).ravel().tolist(), range(len(signs))))
+
+
 def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition:
     """Enumerate every region (bounded and unbounded) of the latent space of ``net``.
 
@@ -564,16 +574,15 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition
 def _from_planar(net: Network, planar) -> Partition:
     """The :class:`Partition` of the compiled planar arrangement's polygons (``engine.arrangement``)."""
     empty = np.zeros((0, 2))
-    regions, incidence = [], []
+    A, b, signs = (_read_only(x) for x in (planar.A, planar.b, planar.signs))
     # per activation layer: each face's (M, m) pair once, and each region's face
     maps = [(list(zip(Mq, mq)), a.tolist()) for Mq, mq, a in planar.layer_maps]
-    signs, A, b = list(planar.signs), list(planar.A), list(planar.b)
-    for i, (H, c, V, R, inc) in enumerate(planar.polygons()):
-        poly = Polytope(H=H, c=c, vertices=V, rays=R, lineality=empty)
-        regions.append(Region(index=i, signs=signs[i], polytope=poly, A=A[i], b=b[i],
-                              layer_maps=[pairs[a[i]] for pairs, a in maps]))
-        incidence.append(inc)
-    part = Partition(net, regions, incidence)
+    layer_maps = list(zip(*[[pairs[f] for f in faces] for pairs, faces in maps]))
+    Hs, cs, Vs, Rs, incidence = planar.polygons()
+    regions = [Region(index=i, signs=signs[i], polytope=Polytope(H=H, c=c, vertices=V, rays=R, lineality=empty),
+                      A=A[i], b=b[i], layer_maps=list(lm))
+               for i, (H, c, V, R, lm) in enumerate(zip(Hs, cs, Vs, Rs, layer_maps))]
+    part = Partition(net, regions, incidence, stacked=(A, b, signs))
     for region in regions:
         region._partition = part
     return part
