@@ -22,6 +22,8 @@ region (the unit keeps the side of the larger part), as in ``partition._full_dim
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numba
 import numpy as np
 
@@ -416,8 +418,8 @@ class Planar:
         return len(self.ptr) - 1
 
     def polygons(self):
-        """Per region, as five lists in region order: H, c, vertices, rays (views into flat arrays) and the
-        incidence of vertices + rays on facets."""
+        """Per region, in region order: lists of H, c, vertices and rays (views into flat arrays), and the
+        incidence of vertices + rays on facets as a sequence whose items are made when read."""
         v_ptr, V, r_ptr, Ry, f_ptr, H, c, i_ptr, inc = _regions(self.ptr, self.P, self.E, self.L)
         v_ptr, r_ptr, f_ptr, i_ptr = v_ptr.tolist(), r_ptr.tolist(), f_ptr.tolist(), i_ptr.tolist()
         fs = list(zip(f_ptr, f_ptr[1:]))
@@ -425,10 +427,25 @@ class Planar:
         cs = [c[a:b] for a, b in fs]
         Vs = [V[a:b] for a, b in zip(v_ptr, v_ptr[1:])]
         Rs = [Ry[a:b] for a, b in zip(r_ptr, r_ptr[1:])]
-        incs = [inc[i0:i1].reshape(-1, f1 - f0) if f1 > f0 else inc[i0:i1].reshape(v1 - v0 + r1 - r0, 0)
-                for i0, i1, (f0, f1), v0, v1, r0, r1
-                in zip(i_ptr, i_ptr[1:], fs, v_ptr, v_ptr[1:], r_ptr, r_ptr[1:])]
-        return Hs, cs, Vs, Rs, incs
+        return Hs, cs, Vs, Rs, Incidence(inc, i_ptr, v_ptr, r_ptr, f_ptr)
+
+
+class Incidence(Sequence):
+    """Per region, the (vertices + rays, facets) tight flags, cut from one flat array when read (the
+    partition reads them only to find neighbours)."""
+
+    def __init__(self, inc, i_ptr, v_ptr, r_ptr, f_ptr):
+        self._inc, self._i, self._v, self._r, self._f = inc, i_ptr, v_ptr, r_ptr, f_ptr
+
+    def __len__(self):
+        return len(self._i) - 1
+
+    def __getitem__(self, r):
+        if not -len(self) <= r < len(self):
+            raise IndexError(r)
+        r %= len(self)
+        rows = self._v[r + 1] - self._v[r] + self._r[r + 1] - self._r[r]
+        return self._inc[self._i[r]:self._i[r + 1]].reshape(rows, self._f[r + 1] - self._f[r])
 
 
 def _first_order(M, fixed, norms):

@@ -579,9 +579,8 @@ def _from_planar(net: Network, planar) -> Partition:
     maps = [(list(zip(Mq, mq)), a.tolist()) for Mq, mq, a in planar.layer_maps]
     layer_maps = list(zip(*[[pairs[f] for f in faces] for pairs, faces in maps]))
     Hs, cs, Vs, Rs, incidence = planar.polygons()
-    regions = [Region(index=i, signs=signs[i], polytope=Polytope(H=H, c=c, vertices=V, rays=R, lineality=empty),
-                      A=A[i], b=b[i], layer_maps=list(lm))
-               for i, (H, c, V, R, lm) in enumerate(zip(Hs, cs, Vs, Rs, layer_maps))]
+    regions = [Region(i, s, Polytope(H, c, V, R, empty), Ai, bi, list(lm))
+               for i, (s, Ai, bi, H, c, V, R, lm) in enumerate(zip(signs, A, b, Hs, cs, Vs, Rs, layer_maps))]
     part = Partition(net, regions, incidence, stacked=(A, b, signs))
     for region in regions:
         region._partition = part
