@@ -13,11 +13,22 @@ have cut, every polygon is pointed. (A first layer of rank <= 1 has regions with
 uses the double description then.)
 
 A new corner where a line crosses an edge is the cross product of the two lines (the homogeneous
-intersection), solved on its own two lines: it is accurate relative to its own size, not to the size of
-the edge's ends (issue 19 item 1). Side tests use the tolerance of the double description (relative to
-|z|; absolute for ideal points); a corner within it lies on the line, so lines through vertices,
-duplicate and parallel units split nothing twice; a child thinner than 1e-12 of its diameter is not a
-region (the unit keeps the side of the larger part), as in ``partition._full_dimensional``.
+intersection), solved on its own two lines and refined once: it is accurate relative to its own size, not
+to the size of the edge's ends (issue 19 item 1), and lies on both lines to ~eps |z| even when they are
+nearly parallel. Where the intersection of two nearly parallel lines falls off the edge (its position
+along them is uncertain by ~eps / angle), the crossing is the point of the edge where the line's
+interpolated value vanishes, so a split polygon's parts tile it and stay convex.
+
+Side tests use the tolerance of the double description (relative to |z|; absolute for ideal points); a
+corner within it lies on the line, so lines through vertices, duplicate and parallel units split nothing
+twice. Each split is one straight cut: the corners' sides are made to change sign exactly twice around the
+polygon (values within rounding of a line almost parallel to an edge can alternate), so each part is one
+run of the parent's corners plus the chord. A part thinner than 1e-12 of its own extent is not a region
+(the unit keeps the side of the thicker part), as in ``partition._full_dimensional``.
+
+Checked against an exact-rational enumeration on degenerate fuzz nets (tests/test_partition_planar.py):
+before these rules, nearly parallel lines inside a strip 1e-5 wide gave 109 regions for 53 (crossings
+up to 4 edge lengths off their edge, overlapping parts).
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ import numpy as np
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 REL_TOL = 1e-12  # as engine.partition._REL_TOL
-FLAT = 1e-12  # a child thinner than this fraction of its diameter is numerically flat
+FLAT = 1e-12  # a part thinner than this fraction of its extent is numerically flat
 
 
 @_jit
