@@ -13,14 +13,27 @@ have cut, every polygon is pointed. (A first layer of rank <= 1 has regions with
 uses the double description then.)
 
 A new corner where a line crosses an edge is the cross product of the two lines (the homogeneous
-intersection), solved on its own two lines: it is accurate relative to its own size, not to the size of
-the edge's ends (issue 19 item 1). Side tests use the tolerance of the double description (relative to
-|z|; absolute for ideal points); a corner within it lies on the line, so lines through vertices,
-duplicate and parallel units split nothing twice; a child thinner than 1e-12 of its diameter is not a
-region (the unit keeps the side of the larger part), as in ``partition._full_dimensional``.
+intersection), solved on its own two lines and refined once: it is accurate relative to its own size, not
+to the size of the edge's ends (issue 19 item 1), and lies on both lines to ~eps |z| even when they are
+nearly parallel. Where the intersection of two nearly parallel lines falls off the edge (its position
+along them is uncertain by ~eps / angle), the crossing is the point of the edge where the line's
+interpolated value vanishes, so a split polygon's parts tile it and stay convex.
+
+Side tests use the tolerance of the double description (relative to |z|; absolute for ideal points); a
+corner within it lies on the line, so lines through vertices, duplicate and parallel units split nothing
+twice. Each split is one straight cut: the corners' sides are made to change sign exactly twice around the
+polygon (values within rounding of a line almost parallel to an edge can alternate), so each part is one
+run of the parent's corners plus the chord. A part thinner than 1e-12 of its own extent is not a region
+(the unit keeps the side of the thicker part), as in ``partition._full_dimensional``.
+
+Checked against an exact-rational enumeration on degenerate fuzz nets (tests/test_partition_planar.py):
+before these rules, nearly parallel lines inside a strip 1e-5 wide gave 109 regions for 53 (crossings
+up to 4 edge lengths off their edge, overlapping parts).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numba
 import numpy as np
@@ -28,7 +41,7 @@ import numpy as np
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 REL_TOL = 1e-12  # as engine.partition._REL_TOL
-FLAT = 1e-12  # a child thinner than this fraction of its diameter is numerically flat
+FLAT = 1e-12  # a part thinner than this fraction of its extent is numerically flat
 
 
 @_jit
@@ -52,8 +65,32 @@ def _side_values(P, start, stop, a1, a2, b, f, s):
 
 
 @_jit
+def _on_edge(P, i, j, x, y):
+    """Whether the finite point (x, y) lies on the edge from corner i to corner j (a segment between two
+    vertices, a ray from a vertex toward an ideal corner, or the whole line between antipodal ideal
+    corners)."""
+    if P[i, 2] > 0 and P[j, 2] > 0:
+        dx, dy = P[j, 0] - P[i, 0], P[j, 1] - P[i, 1]
+        t = (x - P[i, 0]) * dx + (y - P[i, 1]) * dy
+        return 0.0 <= t <= dx * dx + dy * dy
+    if P[i, 2] > 0:  # the ray from vertex i in direction j
+        return (x - P[i, 0]) * P[j, 0] + (y - P[i, 1]) * P[j, 1] >= 0.0
+    if P[j, 2] > 0:  # the ray from vertex j in direction i
+        return (x - P[j, 0]) * P[i, 0] + (y - P[j, 1]) * P[i, 1] >= 0.0
+    return True  # a half-plane's edge: the whole line
+
+
+@_jit
 def _crossing(P, E, L, i, j, fi, fj, a1, a2, b, out, o):
-    """The point where the line ``a.z + b t = 0`` crosses the edge from corner i to corner j."""
+    """The point where the line ``a.z + b t = 0`` crosses the edge from corner i to corner j (fi, fj: the
+    line's values there, of opposite signs).
+
+    It is solved on its own two lines (the edge's and the new one) when that solution lies on the edge:
+    accurate relative to its own size, not to the size of the edge's ends (issue 19 item 1). When the two
+    lines are so close to parallel that their rounded intersection falls off the edge, it is the point of
+    the edge where the interpolated value vanishes, ``fi P_j - fj P_i``: always on the edge, so the two
+    parts of a split polygon tile it and stay convex (a crossing off the edge makes them overlap).
+    """
     gx = fi * P[j, 0] - fj * P[i, 0]
     gy = fi * P[j, 1] - fj * P[i, 1]
     gt = fi * P[j, 2] - fj * P[i, 2]
@@ -67,7 +104,19 @@ def _crossing(P, E, L, i, j, fi, fj, a1, a2, b, out, o):
     if L[i] >= 0 and ct != 0.0:
         # two finite lines meet at one point of the plane: the one of the pair +-c in the hemisphere (ct > 0).
         # (The edge may join two antipodal ideal corners, a half-plane's edge: g is then no guide.)
-        out[o, 0], out[o, 1], out[o, 2] = cx / ct, cy / ct, 1.0
+        x, y = cx / ct, cy / ct
+        # one step of iterative refinement: the rounded cross product leaves residuals ~eps/sin(angle) on
+        # two nearly parallel lines; the step brings them to ~eps |z| on both (Cramer's rule is not
+        # backward stable, a refined solution is)
+        re = e1 * x + e2 * y + e0
+        ra = a1 * x + a2 * y + b
+        x += (e2 * ra - a2 * re) / ct
+        y += (a1 * re - e1 * ra) / ct
+        if _on_edge(P, i, j, x, y) or not gt > 0:
+            out[o, 0], out[o, 1], out[o, 2] = x, y, 1.0
+            return
+    if gt > 0:
+        out[o, 0], out[o, 1], out[o, 2] = gx / gt, gy / gt, 1.0
         return
     if cx * gx + cy * gy + ct * gt < 0:
         cx, cy = -cx, -cy
@@ -79,21 +128,61 @@ def _crossing(P, E, L, i, j, fi, fj, a1, a2, b, out, o):
 
 
 @_jit
+def _one_cut(f, s, k):
+    """Make the sides ``s`` of a polygon's k corners those of one straight cut: ``+...+ [0] -...- [0]``.
+
+    A convex polygon meets a line in at most two boundary points, so its sides change twice around it. Near
+    a line almost parallel to an edge, values within rounding can alternate; then the first corner that is
+    not clearly positive, walking from the most positive corner toward the most negative one, ends the
+    positive side (and symmetrically): each part is one run of the parent's corners plus the chord, so the
+    two parts tile the parent whatever the rounding. Corners moved to the other side are within rounding
+    of the line. Crossings stay on edges whose ends have clearly opposite signs.
+    """
+    ip, im = -1, -1
+    for i in range(k):
+        if s[i] > 0 and (ip < 0 or f[i] > f[ip]):
+            ip = i
+        if s[i] < 0 and (im < 0 or f[i] < f[im]):
+            im = i
+    c = ip
+    while s[c] > 0:
+        c = (c + 1) % k
+    if s[c] == 0:
+        c = (c + 1) % k
+    while c != im:
+        s[c] = -1
+        c = (c + 1) % k
+    while s[c] < 0:
+        c = (c + 1) % k
+    if s[c] == 0:
+        c = (c + 1) % k
+    while c != ip:
+        s[c] = 1
+        c = (c + 1) % k
+
+
+@_jit
 def _thickness(P, start, k, f, s, sign):
-    """(largest |f| on the ``sign`` side or inf for an ideal corner there, diameter of finite corners)."""
+    """Largest value of the cut line on the ``sign`` side (its distance: lines have unit norm), or inf when
+    an ideal corner lies there (an unbounded part with an opening angle above the side test's tolerance)."""
     thick = 0.0
     for i in range(k):
         if s[i] == sign:
-            if P[start + i, 2] == 0.0:
-                return np.inf, 1.0
-            thick = max(thick, abs(f[i]))
-    diam = 0.0
-    for i in range(k):
-        if P[start + i, 2] > 0:
-            for j in range(i + 1, k):
-                if P[start + j, 2] > 0:
-                    diam = max(diam, abs(P[start + i, 0] - P[start + j, 0]) + abs(P[start + i, 1] - P[start + j, 1]))
-    return thick, diam
+            if P[start + i, 2] == 0.0 and sign * f[i] > 0:
+                return np.inf
+            thick = max(thick, sign * f[i])
+    return thick
+
+
+@_jit
+def _extent(P, lo, hi):
+    """The larger side of the bounding box of the vertices in rows lo..hi (0 if fewer than two)."""
+    x0, x1, y0, y1 = np.inf, -np.inf, np.inf, -np.inf
+    for i in range(lo, hi):
+        if P[i, 2] > 0:
+            x0, x1 = min(x0, P[i, 0]), max(x1, P[i, 0])
+            y0, y1 = min(y0, P[i, 1]), max(y1, P[i, 1])
+    return max(x1 - x0, y1 - y0, 0.0)
 
 
 @_jit
@@ -197,26 +286,26 @@ def split_layer(ptr, P, E, L, face, lines, fixed, fixed_sign, unit_base, limit, 
             has_pos, has_neg = _side_values(pool_P, st, st + k, a1, a2, b, f, sd)
             sg = not (has_neg and not has_pos)
             if has_pos and has_neg:
-                tp, dp = _thickness(pool_P, st, k, f, sd, 1)
-                tn, dn = _thickness(pool_P, st, k, f, sd, -1)
-                if tp <= FLAT * dp or tn <= FLAT * dn:
-                    sg = tp >= tn
+                _one_cut(f, sd, k)
+                pool_P = _grow2(pool_P, used + 2 * k + 8)
+                pool_E = _grow2(pool_E, used + 2 * k + 8)
+                pool_L = _grow1(pool_L, used + 2 * k + 8)
+                o = _clip(pool_P, pool_E, pool_L, st, k, f, sd, -1, a1, a2, b, unit_base + j,
+                          pool_P, pool_E, pool_L, used)
+                o2 = _clip(pool_P, pool_E, pool_L, st, k, f, sd, 1, a1, a2, b, unit_base + j,
+                           pool_P, pool_E, pool_L, o)
+                tp, tn = _thickness(pool_P, st, k, f, sd, 1), _thickness(pool_P, st, k, f, sd, -1)
+                if tp <= FLAT * _extent(pool_P, o, o2) or tn <= FLAT * _extent(pool_P, used, o):
+                    sg = tp >= tn  # a numerically flat part: no split (its rows in the pool are reused)
                 else:
-                    pool_P = _grow2(pool_P, used + 2 * k + 8)
-                    pool_E = _grow2(pool_E, used + 2 * k + 8)
-                    pool_L = _grow1(pool_L, used + 2 * k + 8)
                     q = npool
                     npool += 1
                     start = _grow1(start, q + 1)
                     size = _grow1(size, q + 1)
                     owner = _grow1(owner, q + 1)
                     signs = _grow2(signs, q + 1)
-                    o = _clip(pool_P, pool_E, pool_L, st, k, f, sd, -1, a1, a2, b, unit_base + j,
-                              pool_P, pool_E, pool_L, used)
                     start[p], size[p] = used, o - used
                     signs[p, j] = False
-                    o2 = _clip(pool_P, pool_E, pool_L, st, k, f, sd, 1, a1, a2, b, unit_base + j,
-                               pool_P, pool_E, pool_L, o)
                     start[q], size[q], owner[q] = o, o2 - o, fc
                     for u in range(n):
                         signs[q, u] = signs[p, u]
@@ -340,13 +429,34 @@ class Planar:
         return len(self.ptr) - 1
 
     def polygons(self):
-        """Every region as (H, c, vertices, rays, incidence of vertices + rays on facets), in order."""
+        """Per region, in region order: lists of H, c, vertices and rays (views into flat arrays), and the
+        incidence of vertices + rays on facets as a sequence whose items are made when read."""
         v_ptr, V, r_ptr, Ry, f_ptr, H, c, i_ptr, inc = _regions(self.ptr, self.P, self.E, self.L)
         v_ptr, r_ptr, f_ptr, i_ptr = v_ptr.tolist(), r_ptr.tolist(), f_ptr.tolist(), i_ptr.tolist()
-        for r in range(len(self)):
-            v0, v1, r0, r1, f0, f1 = v_ptr[r], v_ptr[r + 1], r_ptr[r], r_ptr[r + 1], f_ptr[r], f_ptr[r + 1]
-            yield (H[f0:f1], c[f0:f1], V[v0:v1], Ry[r0:r1],
-                   inc[i_ptr[r]:i_ptr[r + 1]].reshape(v1 - v0 + r1 - r0, f1 - f0))
+        fs = list(zip(f_ptr, f_ptr[1:]))
+        Hs = [H[a:b] for a, b in fs]
+        cs = [c[a:b] for a, b in fs]
+        Vs = [V[a:b] for a, b in zip(v_ptr, v_ptr[1:])]
+        Rs = [Ry[a:b] for a, b in zip(r_ptr, r_ptr[1:])]
+        return Hs, cs, Vs, Rs, Incidence(inc, i_ptr, v_ptr, r_ptr, f_ptr)
+
+
+class Incidence(Sequence):
+    """Per region, the (vertices + rays, facets) tight flags, cut from one flat array when read (the
+    partition reads them only to find neighbours)."""
+
+    def __init__(self, inc, i_ptr, v_ptr, r_ptr, f_ptr):
+        self._inc, self._i, self._v, self._r, self._f = inc, i_ptr, v_ptr, r_ptr, f_ptr
+
+    def __len__(self):
+        return len(self._i) - 1
+
+    def __getitem__(self, r):
+        if not -len(self) <= r < len(self):
+            raise IndexError(r)
+        r %= len(self)
+        rows = self._v[r + 1] - self._v[r] + self._r[r + 1] - self._r[r]
+        return self._inc[self._i[r]:self._i[r + 1]].reshape(rows, self._f[r + 1] - self._f[r])
 
 
 def _first_order(M, fixed, norms):
@@ -418,13 +528,16 @@ def planar_partition(net, max_regions):
             M, m, g = _next_affine(np.eye(k), np.zeros(k), np.eye(k), Mp, mp, gp, parent, slopes)
         norms = np.hypot(M[..., 0], M[..., 1])
         fixed = norms <= 1e-12 * g
+        safe = np.where(fixed, 1.0, norms)
+        with np.errstate(over="ignore"):
+            offset = m / safe
+        fixed = fixed | ~np.isfinite(offset)  # a line beyond the largest float meets no corner: constant sign
         order = np.arange(M.shape[1])
         if not anc:
             order = _first_order(M[0], fixed[0], norms[0])
             if order is None:
                 return None
-        safe = np.where(fixed, 1.0, norms)
-        lines = np.concatenate([M / safe[..., None], (m / safe)[..., None]], axis=2)
+        lines = np.concatenate([M / safe[..., None], np.where(fixed, 0.0, offset)[..., None]], axis=2)
         ptr, P, E, L, parent, new_signs = split_layer(ptr, P, E, L, np.arange(len(M)), lines, fixed, m > 0,
                                                       unit_base, max_regions, order)
         if len(parent) > max_regions:

@@ -39,11 +39,9 @@ from .network import Activation, Linear, Network
 from .polytope import Polytope
 
 DEFAULT_MAX_REGIONS = 100_000
-# The compiled S = 2 planar arrangement (engine.arrangement, 40-60x faster) is OFF by default: a 10-minute
-# fuzz campaign (`python -m verify fuzz --budget 10m --seed 2 --workers 2`) found 6 degenerate S = 2 nets
-# where it gives wrong regions (two regions overlapping, counts changed by a permutation or rescaling of
-# units) while the double description is right on all 6 (tests/fuzz_cases/). Turn it on only once those pass.
-USE_PLANAR_ARRANGEMENT = False
+# The compiled S = 2 planar arrangement (engine.arrangement, 40-60x faster than the double description) is the
+# default at S = 2; set False to use the double description at every S (it still handles first layers of rank < 2).
+USE_PLANAR_ARRANGEMENT = True
 _REL_TOL = 1e-12  # side-of-hyperplane tolerance relative to the coordinates (rounding of a.z + b is ~eps |z|)
 _ZERO_ROW = 1e-12  # a pre-activation row this small relative to its terms is identically zero
 
@@ -389,13 +387,14 @@ class Partition:
     :meth:`for_network`, which shares the regions' polytopes, sign lookup and adjacency.
     """
 
-    def __init__(self, net: Network, regions: list[Region], incidence: list[np.ndarray] | None = None):
+    def __init__(self, net: Network, regions: list[Region], incidence: list[np.ndarray] | None = None, *,
+                 stacked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
         self._net = net
         self._regions = tuple(regions)
-        self._A = _read_only(np.stack([r.A for r in regions]))  # (R, D, S)
-        self._b = _read_only(np.stack([r.b for r in regions]))  # (R, D)
-        self._signs = _read_only(np.stack([r.signs for r in regions]))  # (R, n_units)
-        self._lookup = {np.packbits(s).tobytes(): i for i, s in enumerate(self._signs)}
+        if stacked is None:  # (A, b, signs) of the regions, stacked: (R, D, S), (R, D), (R, n_units)
+            stacked = tuple(np.stack([getattr(r, k) for r in regions]) for k in ("A", "b", "signs"))
+        self._A, self._b, self._signs = (_read_only(x) for x in stacked)
+        self._lookup = _pattern_index(self._signs)
         self._incidence = incidence  # per region: (vertices + rays, facets) tight flags
         self._neighbours: list[tuple[int, ...]] | None = None
         self._padded: tuple[np.ndarray, np.ndarray] | None = None
@@ -502,6 +501,15 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _pattern_index(signs: np.ndarray) -> dict[bytes, int]:
+    """Region index by packed sign pattern (``np.packbits(pattern).tobytes()``, as :meth:`Partition.locate`
+    looks it up), all rows packed at once."""
+    packed = np.ascontiguousarray(np.packbits(signs, axis=1))
+    if packed.shape[1] == 0:
+        return {b"": len(signs) - 1} if len(signs) else {}
+    return dict(zip(packed.view(np.dtype((np.void, packed.shape[1]))).ravel().tolist(), range(len(signs))))
+
+
 def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition:
     """Enumerate every region (bounded and unbounded) of the latent space of ``net``.
 
@@ -566,16 +574,14 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition
 def _from_planar(net: Network, planar) -> Partition:
     """The :class:`Partition` of the compiled planar arrangement's polygons (``engine.arrangement``)."""
     empty = np.zeros((0, 2))
-    regions, incidence = [], []
+    A, b, signs = (_read_only(x) for x in (planar.A, planar.b, planar.signs))
     # per activation layer: each face's (M, m) pair once, and each region's face
     maps = [(list(zip(Mq, mq)), a.tolist()) for Mq, mq, a in planar.layer_maps]
-    signs, A, b = list(planar.signs), list(planar.A), list(planar.b)
-    for i, (H, c, V, R, inc) in enumerate(planar.polygons()):
-        poly = Polytope(H=H, c=c, vertices=V, rays=R, lineality=empty)
-        regions.append(Region(index=i, signs=signs[i], polytope=poly, A=A[i], b=b[i],
-                              layer_maps=[pairs[a[i]] for pairs, a in maps]))
-        incidence.append(inc)
-    part = Partition(net, regions, incidence)
+    layer_maps = list(zip(*[[pairs[f] for f in faces] for pairs, faces in maps]))
+    Hs, cs, Vs, Rs, incidence = planar.polygons()
+    regions = [Region(i, s, Polytope(H, c, V, R, empty), Ai, bi, list(lm))
+               for i, (s, Ai, bi, H, c, V, R, lm) in enumerate(zip(signs, A, b, Hs, cs, Vs, Rs, layer_maps))]
+    part = Partition(net, regions, incidence, stacked=(A, b, signs))
     for region in regions:
         region._partition = part
     return part
