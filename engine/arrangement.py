@@ -14,7 +14,7 @@ uses the double description then.)
 
 A new corner where a line crosses an edge is the cross product of the two lines (the homogeneous
 intersection), solved on its own two lines and refined once: it is accurate relative to its own size, not
-to the size of the edge's ends (issue 19 item 1), and lies on both lines to ~eps |z| even when they are
+to the size of the edge's ends, and lies on both lines to ~eps |z| even when they are
 nearly parallel. Where the intersection of two nearly parallel lines falls off the edge (its position
 along them is uncertain by ~eps / angle), the crossing is the point of the edge where the line's
 interpolated value vanishes, so a split polygon's parts tile it and stay convex.
@@ -86,7 +86,7 @@ def _crossing(P, E, L, i, j, fi, fj, a1, a2, b, out, o):
     line's values there, of opposite signs).
 
     It is solved on its own two lines (the edge's and the new one) when that solution lies on the edge:
-    accurate relative to its own size, not to the size of the edge's ends (issue 19 item 1). When the two
+    accurate relative to its own size, not to the size of the edge's ends. When the two
     lines are so close to parallel that their rounded intersection falls off the edge, it is the point of
     the edge where the interpolated value vanishes, ``fi P_j - fj P_i``: always on the edge, so the two
     parts of a split polygon tile it and stay convex (a crossing off the edge makes them overlap).

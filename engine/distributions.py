@@ -348,7 +348,7 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     from .gaussian.polytopes import METHODS
     from .network import as_network
 
-    net = as_network(net)  # options are checked at every S, before anything is computed (issue 19)
+    net = as_network(net)  # options are checked at every S, before anything is computed
     if method not in METHODS:
         raise DGNInputError("method", f"unknown integration method {method!r}", f"use one of {', '.join(METHODS)}")
     X = _check_data(net, X)

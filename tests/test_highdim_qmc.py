@@ -34,21 +34,21 @@ def test_t_factor_is_the_student_quantile():
 
 def test_default_is_reproducible_and_seed_changes_bits():
     Nrm, D, _ = _box(4, np.array([-1.0, -0.5, 0.2, -2.0]), np.array([0.7, 1.5, 2.0, 0.1]), 3)
-    a = rqmc_moments(Nrm, D, None, n_points=64)
-    b = rqmc_moments(Nrm, D, None, n_points=64)
+    a = rqmc_moments(Nrm, D, n_points=64)
+    b = rqmc_moments(Nrm, D, n_points=64)
     for u, v in zip(a, b):
         assert np.array_equal(u, v)
-    c = rqmc_moments(Nrm, D, None, n_points=64, rng=123)
+    c = rqmc_moments(Nrm, D, n_points=64, rng=123)
     assert not np.array_equal(a[0], c[0])
 
 
 def _child(q, Nrm, D):
-    q.put(rqmc_moments(Nrm, D, None, n_points=64)[0].tobytes())
+    q.put(rqmc_moments(Nrm, D, n_points=64)[0].tobytes())
 
 
 def test_same_bits_in_a_forked_process():
     Nrm, D, _ = _box(5, -np.ones(5), np.full(5, 1.5), 4)
-    here = rqmc_moments(Nrm, D, None, n_points=64)[0].tobytes()
+    here = rqmc_moments(Nrm, D, n_points=64)[0].tobytes()
     ctx = mp.get_context("fork")
     q = ctx.Queue()
     p = ctx.Process(target=_child, args=(q, Nrm, D))
@@ -73,7 +73,7 @@ def test_error_bar_covers_exact_box_masses():
     runs, misses, worst = 0, 0, 0.0
     for k, (Nrm, D, exact) in enumerate(boxes):
         for seed in range(60):
-            lm, _, _, rel = rqmc_moments(Nrm, D, None, moments=0, rng=1000 * k + seed, n_points=128)
+            lm, _, _, rel = rqmc_moments(Nrm, D, moments=0, rng=1000 * k + seed, n_points=128)
             runs += 1
             miss = abs(np.expm1(lm[0] - exact))
             worst = max(worst, miss / rel[0])

@@ -2,8 +2,8 @@
 
 :mod:`verify.demo_impl` is a small independent S = 1 implementation (numpy/scipy only). Run correct,
 it must agree with the exact engine on every field (no false alarm); run with each ``--bug``, the
-crosscheck must FAIL and name the field and the points. The bug classes were met in real code (issue
-18): tail cancellation ``sf(a) - sf(b)``, additive floors, a latent box clip, rays treated as vertices,
+crosscheck must FAIL and name the field and the points. The bug classes were met in real code:
+tail cancellation ``sf(a) - sf(b)``, additive floors, a latent box clip, rays treated as vertices,
 ``pi`` for ``log pi``, a unit-variance convention, the standard deviation for the variance, a mixture
 covariance without its between-region term.
 

@@ -1,4 +1,4 @@
-"""Known-answer checks for latent dimensions S = 4, 5, 6 (issue 14), full profile.
+"""Known-answer checks for latent dimensions S = 4, 5, 6, full profile.
 
 A decoder that factors into independent blocks of latent dimension <= 2, ``g(z) = (g_1(u_1), ..., g_B(u_B))``
 with ``u = Q^T z`` for a random rotation ``Q`` of latent space, has ``p(x) = prod_b p_b(x_b)`` when

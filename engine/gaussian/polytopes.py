@@ -133,7 +133,7 @@ def solve_high_dimensional(pb: Pointed, req: PairRequest, cones: bool):
         lm, my, cy, rel, _ = with_fallback(pb.Nrm, pb.D, pb.Yv, pb.Yr, moments=req.moments, tol=None,
                                            accuracy=req.accuracy, closest=None, rng=req.rng)
         return lm, (my if req.moments >= 1 else None), (cy if req.moments >= 2 else None), rel
-    return rqmc_moments(pb.Nrm, pb.D, pb.Yv, moments=req.moments, rng=req.rng, relative=req.relative)
+    return rqmc_moments(pb.Nrm, pb.D, moments=req.moments, rng=req.rng, relative=req.relative)
 
 
 SOLVERS = {1: _solve_interval, 2: _solve_planar, 3: _solve_solid}  # by pointed dimension S'

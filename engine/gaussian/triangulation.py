@@ -160,7 +160,7 @@ def _cdf_error(mu, Sig, c):
         return _tvn_cdf(x, R), np.full(M, TVN_ABS)
     p = np.atleast_1d(multivariate_normal.cdf(x, np.zeros(k), R, allow_singular=True,
                                               abseps=1e-13, releps=1e-13, maxpts=200000 * k,
-                                              rng=0))  # seeded: the same bits every run (issue 14)
+                                              rng=0))  # seeded: the same bits every run
     return p, np.full(M, MVN_ABS)
 
 

@@ -1,4 +1,4 @@
-"""S' >= 3 deterministic: nested log-space quadrature of exact planar slice masses (issue 14).
+"""S' >= 3 deterministic: nested log-space quadrature of exact planar slice masses.
 
 The Gaussian mass of a region of eq. 5 (Theorem 1) in whitened, pointed coordinates, ``y ~ N(0, I_k)`` on
 ``{Nrm y <= D}``, is sliced along a generic direction ``u``: ``P = int phi(t) P_{k-1}(slice(t)) dt`` where

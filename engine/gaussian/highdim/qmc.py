@@ -89,7 +89,7 @@ REFINE_REL = 0.05  # rows whose relative error bar exceeds this are redone once 
 REFINE_FACTOR = 4
 
 
-def rqmc_moments(Nrm, D, Yv, *, moments=2, rng=None, n_points=256, n_reps=8, refine=True, relative=True):
+def rqmc_moments(Nrm, D, *, moments=2, rng=None, n_points=256, n_reps=8, refine=True, relative=True):
     """log mass, conditional mean, conditional cov and relative mass error bar for y ~ N(0, I_S).
 
     ``rng``: None (seeded from the problem, :func:`default_seed`), a seed or a Generator. ``refine``: rows

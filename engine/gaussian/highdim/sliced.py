@@ -534,7 +534,7 @@ def with_fallback(Nrm, D, Yv, Yr, *, moments, tol, accuracy, closest, rng):
     bad = ~(rel <= FALLBACK_REL)
     used = np.zeros(lm.size, dtype=bool)
     if np.any(bad):
-        l2, m2, c2, r2 = rqmc_moments(Nrm, D[bad], Yv[bad], moments=moments, rng=rng,
+        l2, m2, c2, r2 = rqmc_moments(Nrm, D[bad], moments=moments, rng=rng,
                                       relative=accuracy == "relative")
         better = r2 < np.where(np.isnan(rel[bad]), np.inf, rel[bad])
         idx = np.nonzero(bad)[0][better]

@@ -478,9 +478,9 @@ class EdgeWork(NamedTuple):
 
 
 # one function on purpose: split into five compiled pieces (even with inline="always") it measured 13% slower
-# per pair (3.5 -> 4.0 us, alternated runs, issue 13), so the complexity limit is waived here alone. Rows are
+# per pair (3.5 -> 4.0 us, alternated runs), so the complexity limit is waived here alone. Rows are
 # indexed in place (``D[p, f]``, ``g.Nrm[r, f, 0]``), never sliced (``D[p]``): every slice is a reference-counted
-# view, two atomic operations each, and the 18 per pair cost 15 % of the kernel (issue 15, alternated runs)
+# view, two atomic operations each, and the 18 per pair cost 15 % of the kernel (alternated runs)
 @_jit
 def _pair(g, r, D, p, moments, log_weight_scale, ew, mean, cov):  # noqa: C901
     """Pair p (region r of ``g``, whitened offsets ``D[p]``): fills row p of the edge data of ``ew``, of ``mean``
