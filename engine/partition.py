@@ -44,7 +44,6 @@ DEFAULT_MAX_REGIONS = 100_000
 # where it gives wrong regions (two regions overlapping, counts changed by a permutation or rescaling of
 # units) while the double description is right on all 6 (tests/fuzz_cases/). Turn it on only once those pass.
 USE_PLANAR_ARRANGEMENT = False
-_REL_TOL = 1e-12  # S = 1: breakpoints this close relative to |z| are one
 _EPS = np.finfo(np.float64).eps
 # Side-of-hyperplane test (S >= 2): a generator g is on the plane a.z + beta = 0 when |a.g + beta| is within
 # the rounding of the plane's coefficients plus g's own error bound (see _plane_tol and _split).
@@ -224,20 +223,22 @@ def _combine(Gp, Gn, fp, fn, ep, en):
     magnitudes with weights ``fp / t`` and ``|fn| / t``; its rounding is eps times that weighted magnitude,
     and it inherits the parents' errors with the same weights (the larger of the two counts, rounding errors
     of successive combinations being independent, not aligned). A new ray (two parent rays, t = 0) is
-    normalised, and so is its bound.
+    normalised, and so is its bound. Magnitudes are max-norms (the sqrt(S) to the 2-norm is in the constant).
     """
-    wp, wn = fp[:, None], -fn[:, None]
-    g = wp * Gn + wn * Gp
-    t = g[:, -1]
-    vertex = t > 0
-    scale = np.where(vertex, t, np.linalg.norm(g[:, :-1], axis=1))
+    wp, wn = fp, -fn
+    g = wp[:, None] * Gn + wn[:, None] * Gp
+    scale = g[:, -1].copy()
+    ray = scale <= 0
+    if ray.any():
+        scale[ray] = np.sqrt(np.einsum("ij,ij->i", g[ray, :-1], g[ray, :-1]))
+        g[ray, -1] = 0.0
     scale = np.maximum(scale, 1e-300)
     unit = _VERTEX_ULPS * _EPS
-    mp = np.maximum(en, unit * np.linalg.norm(Gn[:, :-1], axis=1))
-    mn = np.maximum(ep, unit * np.linalg.norm(Gp[:, :-1], axis=1))
+    mp = np.maximum(en, unit * np.abs(Gn[:, :-1]).max(axis=1))
+    mn = np.maximum(ep, unit * np.abs(Gp[:, :-1]).max(axis=1))
     g[:, :-1] /= scale[:, None]
-    g[:, -1] = np.where(vertex, 1.0, 0.0)
-    err = np.maximum((fp * mp - fn * mn) / scale, unit * np.linalg.norm(g[:, :-1], axis=1))
+    g[~ray, -1] = 1.0
+    err = np.maximum((wp * mp + wn * mn) / scale, unit * np.abs(g[:, :-1]).max(axis=1))
     return g, err
 
 
@@ -349,21 +350,26 @@ def _prune(cell: _Cell) -> None:
     cell.inc = cell.inc[:, np.concatenate([[True], keep])]
 
 
-def _refine_interval(lo: float, hi: float, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray):
-    """S = 1: split ``[lo, hi]`` at the exact breakpoints ``-m_j / M_j`` of one layer's units.
+def _refine_interval(lo: float, hi: float, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray, mabs: np.ndarray):
+    """S = 1: split ``[lo, hi]`` at the breakpoints ``-m_j / M_j`` of one layer's units (eq. 8).
 
-    Returns a list of ((lo, hi), signs) pieces; breakpoints closer than the tolerance are merged, so
-    duplicate units and units through a previous breakpoint split nothing twice.
+    Returns a list of ((lo, hi), signs) pieces. A breakpoint is off by at most its plane's rounding
+    (:func:`_plane_tol` at the root) plus its own division; breakpoints closer than the sum of their bounds
+    are one, so duplicate units and units through a previous breakpoint split nothing twice.
     """
     a, beta = M[:, 0], m
     zero_row = np.abs(a) <= _ZERO_ROW * Mabs[:, 0]
     with np.errstate(divide="ignore", invalid="ignore"):
         roots = np.where(zero_row, np.nan, -beta / a)
-    scale = _REL_TOL * (1.0 + np.abs(roots))
-    inside = ~zero_row & (roots > lo + scale) & (roots < hi - scale)
-    cuts = np.sort(roots[inside])
+        err = _PLANE_ULPS * _EPS * (np.maximum(Mabs[:, 0], np.abs(a)) * np.abs(roots)
+                                    + np.maximum(mabs, np.abs(beta))) / np.abs(a)
+    err = err + _VERTEX_ULPS * _EPS * np.abs(roots)
+    end_err = [_VERTEX_ULPS * _EPS * abs(e) if np.isfinite(e) else 0.0 for e in (lo, hi)]
+    inside = ~zero_row & (roots - err > lo + end_err[0]) & (roots + err < hi - end_err[1])
+    order = np.argsort(roots[inside])
+    cuts, err = roots[inside][order], err[inside][order]
     if cuts.size > 1:
-        keep = np.diff(cuts) > _REL_TOL * (1.0 + np.abs(cuts[1:]))
+        keep = np.diff(cuts) > err[1:] + err[:-1]
         cuts = cuts[np.concatenate([[True], keep])]
     ends = np.concatenate([[lo], cuts, [hi]])
     pieces = []
@@ -556,7 +562,7 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition
             if S == 1:
                 lo, hi = (-np.inf, np.inf) if cell.L.shape[0] else _cell_interval(cell)
                 pieces = [(_interval_cell(*ends), sg)
-                          for ends, sg in _refine_interval(lo, hi, cell.M, cell.m, cell.Mabs)]
+                          for ends, sg in _refine_interval(lo, hi, cell.M, cell.m, cell.Mabs, cell.mabs)]
             else:
                 pieces = _refine(cell, cell.M, cell.m, cell.Mabs, cell.mabs)
             for piece, sg in pieces:
