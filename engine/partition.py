@@ -22,6 +22,15 @@ one side the unit's sign is constant on the cell; otherwise the cell is split in
 Unbounded regions are therefore described exactly, by their rays, and nothing is clipped to a box.
 Degenerate arrangements (duplicate or parallel hyperplanes, dead units, zero rows, hyperplanes
 through a vertex) need no special case: a hyperplane that only touches a cell does not split it.
+
+"Touches" is decided by rounding, not by a fixed tolerance: a generator is on a unit's plane when the
+plane's value there is within the rounding of the plane's coefficients (eq. 8 composed in float64, bounded
+by the same products of magnitudes, ``Mabs`` and ``mabs``) plus the generator's own rounding bound (carried
+from its parents through every combination). A split therefore needs generators beyond their bounds on both
+sides, so both children are full-dimensional. Regions narrower than these bounds (a few dozen ulps of the
+magnitudes involved) are below float64's resolution and are merged; every wider one is found, whatever the
+unit order (issue 19: slivers of 1.4e-13 |z| and parallel planes 7e-13 apart, against an exact-rational
+enumeration in ``tests/test_partition_exact.py``).
 Constraints that stop being facets are dropped after each layer, so the final H-representation is
 irredundant; its rows have unit norm.
 """

@@ -344,3 +344,18 @@ def test_s1_breakpoints_closer_than_1e12_are_resolved():
     assert _patterns(P) == exact
     mid = P.intervals()[1].mean()
     assert P.locate([[mid]])[0] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("widths,act,count", [([2, 8, 8, 2], "relu", 150), ([2, 10, 5, 2], "leaky_relu", 112)])
+def test_far_shifted_net_equals_exact_enumeration(widths, act, count):
+    """Nets of tests/test_partition_planar.py moved to (3e9, -1e9): slivers 2.4e-13, 2.0e-13 and 1.4e-13 |z| wide
+    (0.7 mm at 3e9; float64 resolves them). The double description finds all of them (the old 1e-12 |z| tolerance
+    did not); the planar arrangement, with that tolerance still, gives 149 and 110 (5 s each)."""
+    net = random_network(widths, activation=act, negative_slope=0.2, rng=len(widths))
+    first = net.layers[0]
+    layers = [Linear(first.weight, first.bias - first.weight @ np.array([3e9, -1e9])), *net.layers[1:]]
+    net = net.replace(layers=layers)
+    exact = exact_regions(net)
+    assert len(exact) == count
+    assert _patterns(partition(net)) == exact
