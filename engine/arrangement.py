@@ -40,7 +40,7 @@ import numpy as np
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
-REL_TOL = 1e-12  # as engine.partition._REL_TOL
+REL_TOL = 1e-12  # flatness and side tolerance relative to the part's own extent
 FLAT = 1e-12  # a part thinner than this fraction of its extent is numerically flat
 
 

@@ -22,6 +22,15 @@ one side the unit's sign is constant on the cell; otherwise the cell is split in
 Unbounded regions are therefore described exactly, by their rays, and nothing is clipped to a box.
 Degenerate arrangements (duplicate or parallel hyperplanes, dead units, zero rows, hyperplanes
 through a vertex) need no special case: a hyperplane that only touches a cell does not split it.
+
+"Touches" is decided by rounding, not by a fixed tolerance: a generator is on a unit's plane when the
+plane's value there is within the rounding of the plane's coefficients (eq. 8 composed in float64, bounded
+by the same products of magnitudes, ``Mabs`` and ``mabs``) plus the generator's own rounding bound (carried
+from its parents through every combination). A split therefore needs generators beyond their bounds on both
+sides, so both children are full-dimensional. Regions narrower than these bounds (a few dozen ulps of the
+magnitudes involved) are below float64's resolution and are merged; every wider one is found, whatever the
+unit order (issue 19: slivers of 1.4e-13 |z| and parallel planes 7e-13 apart, against an exact-rational
+enumeration in ``tests/test_partition_exact.py``).
 Constraints that stop being facets are dropped after each layer, so the final H-representation is
 irredundant; its rows have unit norm.
 """
@@ -42,7 +51,11 @@ DEFAULT_MAX_REGIONS = 100_000
 # The compiled S = 2 planar arrangement (engine.arrangement, 40-60x faster than the double description) is the
 # default at S = 2; set False to use the double description at every S (it still handles first layers of rank < 2).
 USE_PLANAR_ARRANGEMENT = True
-_REL_TOL = 1e-12  # side-of-hyperplane tolerance relative to the coordinates (rounding of a.z + b is ~eps |z|)
+_EPS = np.finfo(np.float64).eps
+# Side-of-hyperplane test (S >= 2): a generator g is on the plane a.z + beta = 0 when |a.g + beta| is within
+# the rounding of the plane's coefficients plus g's own error bound (see _plane_tol and _split).
+_PLANE_ULPS = 32.0  # eq. 8 composed in float64: |delta(M, m)| <= (sum of layer widths) eps (|M|, |m|) terms
+_VERTEX_ULPS = 8.0  # one rounded combination of two generators (a few flops per coordinate)
 _ZERO_ROW = 1e-12  # a pre-activation row this small relative to its terms is identically zero
 
 
@@ -106,9 +119,11 @@ class _Cell:
     H: np.ndarray  # (F, S) unit-norm constraint normals
     c: np.ndarray  # (F,)
     inc: np.ndarray  # (ng, F + 1) bool
+    err: np.ndarray  # (ng,) bound on each generator's distance from its exact position (rays: unit direction)
     M: np.ndarray = field(default=None)  # current affine map of z: (k, S)
     m: np.ndarray = field(default=None)  # (k,)
-    Mabs: np.ndarray = field(default=None)  # magnitude bookkeeping to detect cancelled rows
+    Mabs: np.ndarray = field(default=None)  # magnitude bookkeeping |W^l| ... |W^1| of M: its rounding scale
+    mabs: np.ndarray = field(default=None)  # the same for m: |W^l| (... (|W^1| 0 + |v^1|)) + |v^l|
     signs: list = field(default_factory=list)
     maps: list = field(default_factory=list)
 
@@ -121,9 +136,15 @@ class _Cell:
         return self.G[self.G[:, -1] == 0, :-1]
 
 
-def _tolerance(G: np.ndarray) -> np.ndarray:
-    """Side-of-hyperplane tolerance per generator: relative to a vertex's size, absolute for rays."""
-    return _REL_TOL * (1.0 + G[:, -1] * np.abs(G[:, :-1]).max(axis=1))
+def _plane_tol(G: np.ndarray, Ahat: np.ndarray, bhat: np.ndarray) -> np.ndarray:
+    """(ng, p) rounding bound of the unit-normal planes' values ``a.g + beta t`` at exact generators.
+
+    A pre-activation row (eq. 8) is composed in float64 as ``M = W^l ... W^1`` and ``m``; each entry is off by
+    at most ~(sum of widths) eps times the same products of magnitudes (``Mabs``, ``mabs``). Scaled by the
+    row norm (``Ahat = Mabs / |M|``, ``bhat = mabs / |M|``), the error of ``a.z + beta`` is at most
+    ``eps (|z|.Ahat + bhat)`` per ulp; a cancelled row (``|M| << Mabs``) gets a wide tolerance.
+    """
+    return _PLANE_ULPS * _EPS * (np.abs(G[:, :-1]) @ Ahat.T + G[:, -1:] * bhat)
 
 
 def _adjacent_pairs(inc: np.ndarray, pos: np.ndarray, neg: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,62 +164,93 @@ def _adjacent_pairs(inc: np.ndarray, pos: np.ndarray, neg: np.ndarray, d: int) -
     return pos[pi[adjacent]], neg[qi[adjacent]]
 
 
-def _split(cell: _Cell, a: np.ndarray, beta: float, f: np.ndarray, fL: np.ndarray) -> tuple[_Cell, _Cell]:
+def _split(cell: _Cell, a: np.ndarray, beta: float, f: np.ndarray, tol: np.ndarray, fL: np.ndarray,
+           crosses: bool) -> tuple[_Cell, _Cell]:
     """Split a cell by ``a.z + beta = 0`` into its parts ``<= 0`` (first) and ``>= 0`` (second).
 
-    ``f`` holds the homogeneous values ``a.z + beta t`` of the generators, ``fL`` those of the lines.
+    ``f`` holds the homogeneous values ``a.z + beta t`` of the generators and ``tol`` their error bounds
+    (plane rounding plus the generator's own error), ``fL`` the values of the lines; ``crosses``: a line
+    crosses the plane. Each new generator gets an error bound from its parents' (first-order propagation
+    through the combination, plus its own rounding).
     """
     S = a.shape[0]
     H_lo, c_lo = np.vstack([cell.H, a]), np.append(cell.c, -beta)
     H_hi, c_hi = np.vstack([cell.H, -a]), np.append(cell.c, beta)
-    if cell.L.shape[0] and np.max(np.abs(fL)) > _REL_TOL:
+    if crosses:
         # The cell contains lines crossing the hyperplane: project along l, add the ray -l / +l.
         l = fL @ cell.L
-        l /= np.linalg.norm(l)
+        al = np.linalg.norm(l)  # a.l
+        l /= al
         P = cell.L - np.outer(cell.L @ l, l)
         L_new = np.linalg.svd(P)[2][: cell.L.shape[0] - 1] if cell.L.shape[0] > 1 else np.zeros((0, S))
         G = cell.G.copy()
-        G[:, :-1] -= np.outer(f / (a @ l), l)
+        shift = f / (a @ l)
+        G[:, :-1] -= np.outer(shift, l)
+        err = np.maximum(cell.err, _VERTEX_ULPS * _EPS * (np.abs(shift) + np.linalg.norm(cell.G[:, :-1], axis=1)))
         rays = G[:, -1] == 0
         if rays.any():
-            G[rays, :-1] /= np.linalg.norm(G[rays, :-1], axis=1, keepdims=True)
+            nr = np.linalg.norm(G[rays, :-1], axis=1)
+            G[rays, :-1] /= nr[:, None]
+            err[rays] /= nr
         inc = np.hstack([cell.inc, np.ones((len(G), 1), bool)])
         ray_inc = np.ones((1, inc.shape[1]), bool)
         ray_inc[0, -1] = False
         inc = np.vstack([inc, ray_inc])
-        lower = _Cell(np.vstack([G, np.append(-l, 0.0)]), L_new, H_lo, c_lo, inc)
-        upper = _Cell(np.vstack([G, np.append(l, 0.0)]), L_new, H_hi, c_hi, inc)
+        err = np.append(err, _VERTEX_ULPS * _EPS)
+        lower = _Cell(np.vstack([G, np.append(-l, 0.0)]), L_new, H_lo, c_lo, inc, err)
+        upper = _Cell(np.vstack([G, np.append(l, 0.0)]), L_new, H_hi, c_hi, inc, err.copy())
         return lower, upper
 
-    tol = _tolerance(cell.G)
     above, below = f > tol, f < -tol
     pos, neg = np.nonzero(above)[0], np.nonzero(below)[0]
     d = S - cell.L.shape[0] + 1
     pi, nj = _adjacent_pairs(cell.inc, pos, neg, d)
-    g_new = f[pi, None] * cell.G[nj] - f[nj, None] * cell.G[pi]
-    t = g_new[:, -1]
-    vertex = t > 0
-    g_new[vertex] /= t[vertex, None]
-    if (~vertex).any():
-        g_new[~vertex, :-1] /= np.linalg.norm(g_new[~vertex, :-1], axis=1, keepdims=True)
-        g_new[~vertex, -1] = 0.0
+    g_new, err_new = _combine(cell.G[pi], cell.G[nj], f[pi], f[nj], cell.err[pi], cell.err[nj])
+    vertex = g_new[:, -1] > 0
     inc_new = np.hstack([cell.inc[pi] & cell.inc[nj], np.ones((len(pi), 1), bool)])
     # a new vertex carries its parents' rounding (~eps max|parent|): polish those made from a far parent
     size = np.abs(cell.G[:, :-1]).max(axis=1) * (cell.G[:, -1] > 0)
     far = vertex & (np.maximum(size[pi], size[nj]) > 16.0 * (1.0 + np.abs(g_new[:, :-1]).max(axis=1)))
     if far.any():
         Ht, ct = np.vstack([cell.H, a]), np.append(cell.c, -beta)
-        g_new[far, :-1] = _polish(g_new[far, :-1], Ht, ct, inc_new[far, 1:], cell.L)
+        g_new[far, :-1], err_new[far] = _polish(g_new[far, :-1], err_new[far], Ht, ct, inc_new[far, 1:], cell.L)
     on_plane = ~above & ~below
     out = []
     for keep, H, c in ((~above, H_lo, c_lo), (~below, H_hi, c_hi)):
         G = np.vstack([cell.G[keep], g_new])
         inc = np.vstack([np.hstack([cell.inc[keep], on_plane[keep, None]]), inc_new])
-        out.append(_Cell(G, cell.L, H, c, inc))
+        out.append(_Cell(G, cell.L, H, c, inc, np.concatenate([cell.err[keep], err_new])))
     return out[0], out[1]
 
 
-def _polish(V: np.ndarray, H: np.ndarray, c: np.ndarray, tight: np.ndarray, L: np.ndarray) -> np.ndarray:
+def _combine(Gp, Gn, fp, fn, ep, en):
+    """New generators ``fp Gn - fn Gp`` on the edges (p above, n below the plane) and their rounding bounds.
+
+    ``v = (fp Zn - fn Zp) / t`` (homogeneous ``(Z, T)``, ``t = fp Tn - fn Tp``) sums terms of the parents'
+    magnitudes with weights ``fp / t`` and ``|fn| / t``; its rounding is eps times that weighted magnitude,
+    and it inherits the parents' errors with the same weights (the larger of the two counts, rounding errors
+    of successive combinations being independent, not aligned). A new ray (two parent rays, t = 0) is
+    normalised, and so is its bound. Magnitudes are max-norms (the sqrt(S) to the 2-norm is in the constant).
+    """
+    wp, wn = fp, -fn
+    g = wp[:, None] * Gn + wn[:, None] * Gp
+    scale = g[:, -1].copy()
+    ray = scale <= 0
+    if ray.any():
+        scale[ray] = np.sqrt(np.einsum("ij,ij->i", g[ray, :-1], g[ray, :-1]))
+        g[ray, -1] = 0.0
+    scale = np.maximum(scale, 1e-300)
+    unit = _VERTEX_ULPS * _EPS
+    mp = np.maximum(en, unit * np.abs(Gn[:, :-1]).max(axis=1))
+    mn = np.maximum(ep, unit * np.abs(Gp[:, :-1]).max(axis=1))
+    g[:, :-1] /= scale[:, None]
+    g[~ray, -1] = 1.0
+    err = np.maximum((wp * mp + wn * mn) / scale, unit * np.abs(g[:, :-1]).max(axis=1))
+    return g, err
+
+
+def _polish(V: np.ndarray, err: np.ndarray, H: np.ndarray, c: np.ndarray, tight: np.ndarray,
+            L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Move new vertices onto the hyperplanes that define them (Gauss-Newton on their tight rows).
 
     A vertex made on an edge as the combination ``f_p g_n - f_n g_p`` carries the rounding of its
@@ -207,33 +259,50 @@ def _polish(V: np.ndarray, H: np.ndarray, c: np.ndarray, tight: np.ndarray, L: n
     unit that made it split the cell again (issue 19 item 1: 16 regions of 4 planes in R^3). Solving the
     tight rows ``H_T z = c_T`` (with the lineality fixed) makes each vertex accurate relative to its own
     size and conditioning. A step is kept only where it lowers the largest tight residual.
+
+    Error bound: the exact vertex is within ``err`` of the combination, hence within ``err + |moved|`` of the
+    polished one; and within ``|H_T^+| (|residual| + rounding of the tight rows)`` of it.
     """
     T = tight.astype(float)  # (k, F)
     N = np.einsum("kf,fs,ft->kst", T, H, H)
     if L.shape[0]:
         N = N + (L.T @ L)[None]
     pinv = np.linalg.pinv(N, rcond=1e-10)
+    V0 = V
     for _ in range(2):
         r = (V @ H.T - c) * T  # (k, F) residuals on the tight rows only
         step = -np.einsum("kst,kf,ft->ks", pinv, r, H)
         W = V + step
         better = np.abs((W @ H.T - c) * T).max(axis=1) < np.abs(r).max(axis=1)
         V = np.where(better[:, None], W, V)
-    return V
+    r = np.abs((V @ H.T - c) * T).max(axis=1)
+    rows = _VERTEX_ULPS * _EPS * (np.linalg.norm(V, axis=1) + np.abs(c * T).max(axis=1))
+    gain = np.sqrt(np.linalg.norm(pinv, ord=2, axis=(1, 2)) * T.sum(axis=1))
+    err = np.minimum(err + np.linalg.norm(V - V0, axis=1), gain * (r + rows))
+    return V, err
 
 
-def _refine(cell: _Cell, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray) -> list[tuple[_Cell, np.ndarray]]:
-    """Subdivide a cell by all units of one activation layer; return (cell, unit signs) pieces."""
+def _refine(cell: _Cell, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray,
+            mabs: np.ndarray) -> list[tuple[_Cell, np.ndarray]]:
+    """Subdivide a cell by all units of one activation layer; return (cell, unit signs) pieces.
+
+    A unit splits a cell when generators lie on both sides of its plane beyond their error bounds (plane
+    rounding, :func:`_plane_tol`, plus the generator's own bound): both children then hold a point off the
+    plane and are full-dimensional. Otherwise its sign is constant on the cell (a plane within rounding of
+    a vertex or of a parallel facet is the same plane in float64).
+    """
     units = M.shape[0]
     signs = np.ones(units, dtype=bool)
     norms = np.linalg.norm(M, axis=1)
     zero_row = norms <= _ZERO_ROW * np.linalg.norm(Mabs, axis=1)
     signs[zero_row] = m[zero_row] > 0  # h = 0 counts as negative, as in Network.sign_patterns
     active = np.nonzero(~zero_row)[0]
-    a_all = np.zeros_like(M)
-    beta_all = np.zeros(units)
+    a_all, Ahat = np.zeros_like(M), np.zeros_like(M)
+    beta_all, bhat = np.zeros(units), np.zeros(units)
     a_all[active] = M[active] / norms[active, None]
     beta_all[active] = m[active] / norms[active]
+    Ahat[active] = np.maximum(Mabs[active], np.abs(M[active])) / norms[active, None]
+    bhat[active] = np.maximum(mabs[active], np.abs(m[active])) / norms[active]
     results = []
     stack = [(cell, active, signs)]
     while stack:
@@ -242,14 +311,17 @@ def _refine(cell: _Cell, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray) -> list
             results.append((cur, sg))
             continue
         f = cur.G[:, :-1] @ a_all[pend].T + cur.G[:, -1:] * beta_all[pend]  # (ng, p)
-        tol = _tolerance(cur.G)[:, None]
+        tol = _plane_tol(cur.G, Ahat[pend], bhat[pend]) + cur.err[:, None]
         pos = (f > tol).any(axis=0)
         neg = (f < -tol).any(axis=0)
         if cur.L.shape[0]:
             fL = cur.L @ a_all[pend].T
-            splits = (np.abs(fL) > _REL_TOL).any(axis=0) | (pos & neg)
+            tolL = _PLANE_ULPS * _EPS * (np.abs(cur.L) @ Ahat[pend].T) + _VERTEX_ULPS * _EPS
+            crosses = (np.abs(fL) > tolL).any(axis=0)
+            splits = crosses | (pos & neg)
         else:
             fL = np.zeros((0, len(pend)))
+            crosses = np.zeros(len(pend), bool)
             splits = pos & neg
         decided = ~splits
         sg[pend[decided]] = ~(neg[decided] & ~pos[decided])
@@ -258,50 +330,13 @@ def _refine(cell: _Cell, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray) -> list
             continue
         k = int(np.argmax(splits))
         unit = pend[k]
-        lower, upper = _split(cur, a_all[unit], beta_all[unit], f[:, k], fL[:, k])
-        if not _clearly_thick(cur.G, f[:, k]) and not (_full_dimensional(lower) and _full_dimensional(upper)):
-            # A cut closer to the cell's boundary than the tolerance (a numerically flat child): the
-            # unit does not split this cell; it keeps the sign of the side holding the cell.
-            sg[unit] = f[:, k].max() >= -f[:, k].min()
-            stack.append((cur, pend[pend != unit], sg))
-            continue
+        lower, upper = _split(cur, a_all[unit], beta_all[unit], f[:, k], tol[:, k], fL[:, k], bool(crosses[k]))
         rest = pend[splits][1:]
         sg_up, sg_lo = sg.copy(), sg.copy()
         sg_up[unit], sg_lo[unit] = True, False
         stack.append((upper, rest, sg_up))
         stack.append((lower, rest, sg_lo))
     return results
-
-
-def _clearly_thick(G: np.ndarray, f: np.ndarray) -> bool:
-    """Both sides of the cut hold a generator a million times farther than the side test's tolerance
-    (relative to |z|; a ray on a side makes it unbounded): neither child can be numerically flat, and the
-    rank test of :func:`_full_dimensional` (two SVDs per split) is skipped."""
-    margin = f / (1.0 + G[:, -1] * np.abs(G[:, :-1]).max(axis=1))
-    return bool(margin.max() > 1e-6 and margin.min() < -1e-6)
-
-
-def _full_dimensional(cell: _Cell) -> bool:
-    """The cell spans R^S: its edge directions ``V[1:] - V[0]``, rays and lines have rank S.
-
-    The test is translation invariant: each direction is scaled to unit norm before the rank test, so a
-    cell far from the origin (vertices at |z| ~ 1e12 and beyond) is judged by its own shape, not by its
-    size relative to |z| (the homogenised generators ``(v, 1)`` lose the t column there).
-    """
-    G = cell.G
-    S = G.shape[1] - 1
-    first = int(np.argmax(G[:, -1]))
-    if G[first, -1] <= 0:
-        return False  # no vertex: not a cell
-    # one row per generator: v - v0 for vertices (zero for v0 itself), the ray itself for rays
-    Dm = G[:, :-1] - G[:, -1:] * G[first, :-1]
-    if cell.L.shape[0]:
-        Dm = np.vstack([Dm, cell.L])
-    if Dm.shape[0] < S + 1:  # fewer than S directions besides the zero row of v0
-        return False
-    Dm /= np.maximum(np.sqrt(np.einsum("ij,ij->i", Dm, Dm))[:, None], 1e-300)
-    sv = np.linalg.svd(Dm, compute_uv=False)
-    return bool(sv[S - 1] > _REL_TOL * sv[0])
 
 
 def _prune(cell: _Cell) -> None:
@@ -322,21 +357,26 @@ def _prune(cell: _Cell) -> None:
     cell.inc = cell.inc[:, np.concatenate([[True], keep])]
 
 
-def _refine_interval(lo: float, hi: float, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray):
-    """S = 1: split ``[lo, hi]`` at the exact breakpoints ``-m_j / M_j`` of one layer's units.
+def _refine_interval(lo: float, hi: float, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray, mabs: np.ndarray):
+    """S = 1: split ``[lo, hi]`` at the breakpoints ``-m_j / M_j`` of one layer's units (eq. 8).
 
-    Returns a list of ((lo, hi), signs) pieces; breakpoints closer than the tolerance are merged, so
-    duplicate units and units through a previous breakpoint split nothing twice.
+    Returns a list of ((lo, hi), signs) pieces. A breakpoint is off by at most its plane's rounding
+    (:func:`_plane_tol` at the root) plus its own division; breakpoints closer than the sum of their bounds
+    are one, so duplicate units and units through a previous breakpoint split nothing twice.
     """
     a, beta = M[:, 0], m
     zero_row = np.abs(a) <= _ZERO_ROW * Mabs[:, 0]
     with np.errstate(divide="ignore", invalid="ignore"):
         roots = np.where(zero_row, np.nan, -beta / a)
-    scale = _REL_TOL * (1.0 + np.abs(roots))
-    inside = ~zero_row & (roots > lo + scale) & (roots < hi - scale)
-    cuts = np.sort(roots[inside])
+        err = _PLANE_ULPS * _EPS * (np.maximum(Mabs[:, 0], np.abs(a)) * np.abs(roots)
+                                    + np.maximum(mabs, np.abs(beta))) / np.abs(a)
+    err = err + _VERTEX_ULPS * _EPS * np.abs(roots)
+    end_err = [_VERTEX_ULPS * _EPS * abs(e) if np.isfinite(e) else 0.0 for e in (lo, hi)]
+    inside = ~zero_row & (roots - err > lo + end_err[0]) & (roots + err < hi - end_err[1])
+    order = np.argsort(roots[inside])
+    cuts, err = roots[inside][order], err[inside][order]
     if cuts.size > 1:
-        keep = np.diff(cuts) > _REL_TOL * (1.0 + np.abs(cuts[1:]))
+        keep = np.diff(cuts) > err[1:] + err[:-1]
         cuts = cuts[np.concatenate([[True], keep])]
     ends = np.concatenate([[lo], cuts, [hi]])
     pieces = []
@@ -376,7 +416,7 @@ def _interval_cell(lo: float, hi: float) -> _Cell:
     H, c = np.array(H, dtype=float).reshape(-1, 1), np.array(c, dtype=float)
     tight = (G[:, -1:] > 0) & (G[:, :1] * H.T[:1] == c[None, :]) if H.size else np.zeros((len(G), 0), bool)
     inc = np.hstack([(G[:, -1] == 0)[:, None], tight])
-    return _Cell(G, L, H, c, inc)
+    return _Cell(G, L, H, c, inc, np.zeros(len(G)))
 
 
 class Partition:
@@ -523,13 +563,15 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition
         if planar is not None:
             return _from_planar(net, planar)
     root = _Cell(G=np.append(np.zeros(S), 1.0)[None], L=np.eye(S), H=np.zeros((0, S)), c=np.zeros(0),
-                 inc=np.zeros((1, 1), bool), M=np.eye(S), m=np.zeros(S), Mabs=np.eye(S))
+                 inc=np.zeros((1, 1), bool), err=np.zeros(1), M=np.eye(S), m=np.zeros(S), Mabs=np.eye(S),
+                 mabs=np.zeros(S))
     cells = [root]
     for li, layer in enumerate(net.layers):
         if isinstance(layer, Linear):
             W, v, Wabs = layer.weight, layer.bias, np.abs(layer.weight)
             for cell in cells:
                 cell.M, cell.m, cell.Mabs = W @ cell.M, W @ cell.m + v, Wabs @ cell.Mabs
+                cell.mabs = Wabs @ cell.mabs + np.abs(v)
             continue
         assert isinstance(layer, Activation)
         new_cells = []
@@ -537,9 +579,9 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition
             if S == 1:
                 lo, hi = (-np.inf, np.inf) if cell.L.shape[0] else _cell_interval(cell)
                 pieces = [(_interval_cell(*ends), sg)
-                          for ends, sg in _refine_interval(lo, hi, cell.M, cell.m, cell.Mabs)]
+                          for ends, sg in _refine_interval(lo, hi, cell.M, cell.m, cell.Mabs, cell.mabs)]
             else:
-                pieces = _refine(cell, cell.M, cell.m, cell.Mabs)
+                pieces = _refine(cell, cell.M, cell.m, cell.Mabs, cell.mabs)
             for piece, sg in pieces:
                 slopes = layer.slopes(sg)
                 piece.maps = cell.maps + [(cell.M, cell.m)]
@@ -547,6 +589,7 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition
                 piece.M = slopes[:, None] * cell.M
                 piece.m = slopes * cell.m
                 piece.Mabs = np.abs(slopes)[:, None] * cell.Mabs
+                piece.mabs = np.abs(slopes) * cell.mabs
                 if S > 1 and piece is not cell:  # an unsplit cell keeps its (irredundant) constraints
                     _prune(piece)
                 new_cells.append(piece)

@@ -241,3 +241,19 @@ def test_fuzz_regression_issue19_duplicate_unit_beside_far_plane():
         signs[:, perm] = Q.signs
         assert {np.packbits(s).tobytes() for s in signs} == ref
     assert_partition_matches_sampling(net, P, n=4000, scale=3e7)
+
+
+def test_s1_sliver_region_evaluates_without_warning():
+    """S = 1 breakpoints 1e-13 apart are two cuts now (float64 resolves them; issue 19). For a point whose
+    posterior sits ~1e7 sd away, the sliver's standardised ends round to one number: its mass is 0 to float64,
+    with no divide-by-zero warning (engine RuntimeWarnings are errors here), and log p equals that of the net
+    whose two units coincide exactly (no sliver) to rounding."""
+    def net(gap):
+        return load_network({"format": "cpa-dgn", "version": 1, "latent_dim": 1, "cov_z": 1.0, "cov_x": 1e-4,
+                             "layers": [{"type": "linear", "weight": [[1.0], [1.0]], "bias": [-1.0, -1.0 - gap]},
+                                        {"type": "relu"}, {"type": "linear", "weight": [[1.0, 2.0]], "bias": [0.0]}]})
+    sliver, merged = net(1e-13), net(0.0)
+    assert len(partition(sliver)) == 3 and len(partition(merged)) == 2
+    X = np.array([[3.0], [1e3], [1e5], [-1e3]])
+    got, ref = engine.evaluate(sliver, X).log_marginal, engine.evaluate(merged, X).log_marginal
+    np.testing.assert_allclose(got, ref, rtol=1e-10)

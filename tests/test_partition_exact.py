@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import json
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,13 +99,19 @@ def exact_regions(net, box=None) -> set[tuple[bool, ...]]:
 
     With ``box``, only the regions that meet the open cube ``|z_i| < box``.
     """
+    return set(exact_cells(net, box))
+
+
+def exact_cells(net, box=None) -> dict[tuple[bool, ...], tuple[list, list]]:
+    """As :func:`exact_regions`, each pattern with its walls ``[(a, b, s)]`` (``s (a.z + b) > 0``) and the
+    oracle's exact sample points in it."""
     S = net.latent_dim
     ident = [[Fraction(int(i == j)) for j in range(S)] for i in range(S)]
     walls = []
     if box is not None:
         walls = [(tuple(sign * r for r in row), Fraction(box), 1) for row in ident for sign in (1, -1)]
     # a region: (walls [(a, b, s)], affine map rows [(a, b)] of the current layer's input, pattern)
-    regions = [(walls, [(tuple(r), Fraction(0)) for r in ident], ())]
+    regions = [(walls, [(tuple(r), Fraction(0)) for r in ident], (), [])]
     layers = net.layers
     for i, layer in enumerate(layers):
         if not isinstance(layer, Linear) or i + 1 >= len(layers) or not isinstance(layers[i + 1], Activation):
@@ -113,21 +120,21 @@ def exact_regions(net, box=None) -> set[tuple[bool, ...]]:
         v = [Fraction(float(x)) for x in layer.bias]
         pos, neg = (Fraction(float(x)) for x in layers[i + 1].slopes(np.array([True, False])))
         nxt = []
-        for walls, rows, pattern in regions:
+        for walls, rows, pattern, _ in regions:
             pre = [(tuple(sum(w * r[0][k] for w, r in zip(Wj, rows)) for k in range(S)),
                     sum(w * r[1] for w, r in zip(Wj, rows)) + vj) for Wj, vj in zip(W, v)]
             cuts = [(a, b) for a, b in pre if any(a)]
             children = {}
             for p in _samples(walls, cuts, S):
                 sg = tuple(_value(a, b, p) > 0 for a, b in pre)
-                children.setdefault(sg, p)
-            for sg in children:
+                children.setdefault(sg, []).append(p)
+            for sg, points in children.items():
                 new_walls = walls + [(a, b, 1 if s else -1) for (a, b), s in zip(pre, sg) if any(a)]
                 new_rows = [(tuple(x * (pos if s else neg) for x in a), b * (pos if s else neg))
                             for (a, b), s in zip(pre, sg)]
-                nxt.append((new_walls, new_rows, pattern + sg))
+                nxt.append((new_walls, new_rows, pattern + sg, points))
         regions = nxt
-    return {pattern for _, _, pattern in regions}
+    return {pattern: (walls, points) for walls, _, pattern, points in regions}
 
 
 def _dyadic(rng, shape, den=16, lim=24):
@@ -238,3 +245,117 @@ def test_exact_oracle_knows_the_textbook_counts():
                         "layers": [{"type": "linear", "weight": [[1, 0], [0, 1], [1, 1]], "bias": [0, 0, 0]},
                                    {"type": "relu"}, {"type": "linear", "weight": [[1, 1, 1]], "bias": [0]}]})
     assert len(exact_regions(net)) == 6
+
+
+# Issue 19, the double description's own fuzz findings (`permutation`, campaigns seed 20261206 and 2 with
+# --workers 2; the cases are in tests/fuzz_cases/). Each has regions thinner than the old side tolerance
+# 1e-12 |z| (parallel planes 7e-13 apart, slivers at 1.4e-13 |z|) but far wider than float64's rounding, so the
+# forward pass decides them: the partition found them or not depending on the unit order. With tolerances
+# from each plane's and generator's own rounding, both orders give exactly the oracle's regions.
+_FUZZ = Path(__file__).parent / "fuzz_cases"
+
+
+def _fuzz_net(tag):
+    case = json.loads(next(_FUZZ.glob(f"permutation-*-{tag}.json")).read_text())
+    return load_network(case["model"]), case["aux_seed"]
+
+
+def _permuted_patterns(net, aux_seed):
+    """The property's permutation (verify.properties.permutation), its partition's patterns in the original
+    unit order."""
+    from verify.properties import _hidden_layers, _next_linear
+
+    rng = np.random.default_rng([aux_seed, 13])
+    hidden = _hidden_layers(net)
+    i = hidden[rng.integers(len(hidden))]
+    j = _next_linear(net, i)
+    perm = rng.permutation(net.layers[i].out_features)
+    layers = list(net.layers)
+    layers[i] = Linear(net.layers[i].weight[perm], net.layers[i].bias[perm])
+    layers[j] = Linear(net.layers[j].weight[:, perm], net.layers[j].bias)
+    Q = partition(net.replace(layers=layers))
+    start = sum(layer.out_features for layer in net.layers[:i] if isinstance(layer, Linear))
+    signs = Q.signs.copy()
+    signs[:, start + perm] = Q.signs[:, start:start + len(perm)]
+    return {tuple(bool(x) for x in s) for s in signs}
+
+
+@pytest.mark.parametrize("tag,count", [("1ebcabdec11f7cb7", 15), ("e824af07e7967c1f", 22),
+                                       ("e4c24cd06fe2de78", 78)])
+def test_issue19_dd_fuzz_cases_equal_exact_enumeration(tag, count):
+    """S = 3 [2, 5, 1] (a 1e5 row beside a 1e-7 row: a sliver 3e-10 wide, 14 vs 15 regions), S = 3 [5] (a
+    duplicate unit moved through a vertex: parallel planes 7.1e-13 apart, 22 vs 15) and S = 2 [7, 1, 6] (a 1e5
+    row; layer 3's six planes are level sets of one unit, 6.5e-13 apart: 68 vs 73, exactly 78)."""
+    net, aux_seed = _fuzz_net(tag)
+    exact = exact_regions(net)
+    assert len(exact) == count
+    assert _patterns(partition(net)) == exact
+    assert _permuted_patterns(net, aux_seed) == exact
+
+
+@pytest.mark.slow
+def test_issue19_dd_fuzz_case_sliver_at_4000_equals_exact_enumeration():
+    """S = 2 [4, 5, 11], weights 1e3, leaky slope 1e-6, a duplicated unit (232 vs 233): the missing region is a
+    sliver at z ~ (4013, 1790) whose nearest wall is 5.8e-10 away, 1.4e-13 |z| (6 s for the oracle)."""
+    net, aux_seed = _fuzz_net("e29803f349276696")
+    exact = exact_regions(net)
+    assert len(exact) == 233
+    assert _patterns(partition(net)) == exact
+    assert _permuted_patterns(net, aux_seed) == exact
+
+
+def _relative_width(walls, points):
+    """The largest, over the oracle's exact sample points of a region, of the smallest wall value relative to
+    the magnitudes that make it, ``|a.p + b| / (|a|_1 |p|_inf + |b|)``: below ~eps no float64 evaluation of
+    the walls can place the point inside."""
+    best = Fraction(0)
+    for p in points:
+        zmax = max(abs(x) for x in p)
+        best = max(best, min(abs(_value(a, b, p)) / (sum(abs(x) for x in a) * zmax + abs(b)) for a, b, _ in walls))
+    return best
+
+
+@pytest.mark.slow
+def test_issue19_dd_fuzz_case_below_float64_resolution():
+    """S = 3 [6, 6, 2], weights 1e4, a duplicate and an antiparallel unit (189 vs 190): exactly 207 regions, of
+    which 7 lie beyond |z| ~ 1e6 and are at most 1e-17 (relative) wide at every oracle sample point in them:
+    below float64's resolution (the forward pass at those points gives other patterns). Both unit orders give
+    the other 200 exactly (2 min for the oracle)."""
+    net, aux_seed = _fuzz_net("bf81395f7241f01c")
+    cells = exact_cells(net)
+    assert len(cells) == 207
+    P = _patterns(partition(net))
+    assert P <= set(cells) and _permuted_patterns(net, aux_seed) == P
+    missing = set(cells) - P
+    assert len(missing) == 7
+    assert all(_relative_width(*cells[p]) < Fraction(1, 10**17) for p in missing)
+    assert all(_relative_width(*cells[p]) > Fraction(1, 10**14) for p in P)
+
+
+def test_s1_breakpoints_closer_than_1e12_are_resolved():
+    """S = 1: two units whose breakpoints are 3e-13 apart (float64 decides the interval between them: the
+    old tolerance 1e-12 |z| merged it), and an exact duplicate (merged)."""
+    net = load_network({"format": "cpa-dgn", "version": 1, "latent_dim": 1, "cov_z": 1.0, "cov_x": 1.0, "layers": [
+        {"type": "linear", "weight": [[1.0], [1.0], [1.0]], "bias": [1.0, 1.0 + 3e-13, 1.0]}, {"type": "relu"},
+        {"type": "linear", "weight": [[1.0, 2.0, 3.0]], "bias": [0.0]}]})
+    exact = exact_regions(net)
+    assert len(exact) == 3
+    P = partition(net)
+    assert _patterns(P) == exact
+    mid = P.intervals()[1].mean()
+    assert P.locate([[mid]])[0] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("widths,act,count", [([2, 8, 8, 2], "relu", 150), ([2, 10, 5, 2], "leaky_relu", 112)])
+def test_far_shifted_net_equals_exact_enumeration(widths, act, count):
+    """Nets of tests/test_partition_planar.py moved to (3e9, -1e9): slivers 2.4e-13, 2.0e-13 and 1.4e-13 |z| wide
+    (0.7 mm at 3e9; float64 resolves them). The double description finds all of them (the old 1e-12 |z| tolerance
+    did not); the planar arrangement, with that tolerance still, gives 149 and 110 (5 s each)."""
+    net = random_network(widths, activation=act, negative_slope=0.2, rng=len(widths))
+    first = net.layers[0]
+    layers = [Linear(first.weight, first.bias - first.weight @ np.array([3e9, -1e9])), *net.layers[1:]]
+    net = net.replace(layers=layers)
+    exact = exact_regions(net)
+    assert len(exact) == count
+    assert _patterns(partition(net)) == exact

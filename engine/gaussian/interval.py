@@ -78,7 +78,8 @@ def _quadrature_moments(a, w, beta):
         m0 = f.sum(axis=1)
         eu = (f * u).sum(axis=1) / m0
         vu = (f * (u - eu[:, None]) ** 2).sum(axis=1) / m0
-        log_z[sel] = _log_phi(beta[sel]) + np.log(0.5 * ws * m0)
+        with np.errstate(divide="ignore"):  # w = 0: an interval below the rounding of its standardised ends
+            log_z[sel] = _log_phi(beta[sel]) + np.log(0.5 * ws * m0)
         mean[sel] = beta[sel] - eu
         var[sel] = vu
     return log_z, mean, var
