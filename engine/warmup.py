@@ -2,8 +2,8 @@
 
 ``make setup`` runs this after installing, so the first ``evaluate`` of a user's process loads the compiled
 S = 2 and S = 3 kernels (``cache=True``) instead of compiling them (about 20 s on 2 cores). The two
-dimensions compile in two processes at once; the S = 2 one also compiles the planar arrangement
-(``engine.arrangement``, the default S = 2 partition: ~9 s CPU on a loaded machine).
+dimensions compile in two processes at once. The opt-in S = 2 planar arrangement (``engine.arrangement``,
+``USE_PLANAR_ARRANGEMENT = True``) compiles on its first use (~9 s CPU on a loaded machine).
 """
 
 from __future__ import annotations
