@@ -29,7 +29,7 @@ by the same products of magnitudes, ``Mabs`` and ``mabs``) plus the generator's 
 from its parents through every combination). A split therefore needs generators beyond their bounds on both
 sides, so both children are full-dimensional. Regions narrower than these bounds (a few dozen ulps of the
 magnitudes involved) are below float64's resolution and are merged; every wider one is found, whatever the
-unit order (issue 19: slivers of 1.4e-13 |z| and parallel planes 7e-13 apart, against an exact-rational
+unit order (fuzz campaigns: slivers of 1.4e-13 |z| and parallel planes 7e-13 apart, against an exact-rational
 enumeration in ``tests/test_partition_exact.py``).
 Constraints that stop being facets are dropped after each layer, so the final H-representation is
 irredundant; its rows have unit norm.
@@ -258,7 +258,7 @@ def _polish(V: np.ndarray, err: np.ndarray, H: np.ndarray, c: np.ndarray, tight:
     A vertex made on an edge as the combination ``f_p g_n - f_n g_p`` carries the rounding of its
     *parents*: an edge from a vertex at |z| ~ 1 to one at |z| ~ 1e7 puts the new vertex ~eps * 1e7 off
     its own hyperplanes, far above the side test's tolerance relative to |z| ~ 1, so a duplicate of the
-    unit that made it split the cell again (issue 19 item 1: 16 regions of 4 planes in R^3). Solving the
+    unit that made it split the cell again (a fuzz case: 16 regions of 4 planes in R^3). Solving the
     tight rows ``H_T z = c_T`` (with the lineality fixed) makes each vertex accurate relative to its own
     size and conditioning. A step is kept only where it lowers the largest tight residual.
 
