@@ -263,17 +263,10 @@ def _fuzz_net(tag):
 def _permuted_patterns(net, aux_seed):
     """The property's permutation (verify.properties.permutation), its partition's patterns in the original
     unit order."""
-    from verify.properties import _hidden_layers, _next_linear
+    from verify.properties import permuted_network
 
-    rng = np.random.default_rng([aux_seed, 13])
-    hidden = _hidden_layers(net)
-    i = hidden[rng.integers(len(hidden))]
-    j = _next_linear(net, i)
-    perm = rng.permutation(net.layers[i].out_features)
-    layers = list(net.layers)
-    layers[i] = Linear(net.layers[i].weight[perm], net.layers[i].bias[perm])
-    layers[j] = Linear(net.layers[j].weight[:, perm], net.layers[j].bias)
-    Q = partition(net.replace(layers=layers))
+    other, i, perm = permuted_network(net, aux_seed)
+    Q = partition(other)
     start = sum(layer.out_features for layer in net.layers[:i] if isinstance(layer, Linear))
     signs = Q.signs.copy()
     signs[:, start + perm] = Q.signs[:, start:start + len(perm)]

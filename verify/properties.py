@@ -767,20 +767,25 @@ def _invariance(prop: str, case: Case, subject: Subject, other: Network, same_co
     )
 
 
-def permutation(case: Case, subject: Subject) -> float:
-    """Permuting the units of a hidden layer (rows of W^l, v^l and columns of W^(l+1)) changes nothing."""
-    net = case.net
+def permuted_network(net, aux_seed: int):
+    """``net`` with the units of one hidden layer permuted (rows of W^l, v^l and columns of W^(l+1)), chosen
+    by ``aux_seed``; returns ``(network, l, perm)``."""
     hidden = _hidden_layers(net)
     if not hidden:
         raise NotApplicable("no hidden layer")
-    rng = np.random.default_rng([case.aux_seed, 13])
+    rng = np.random.default_rng([aux_seed, 13])
     i = hidden[rng.integers(len(hidden))]
     j = _next_linear(net, i)
     perm = rng.permutation(net.layers[i].out_features)
     layers = list(net.layers)
     layers[i] = Linear(net.layers[i].weight[perm], net.layers[i].bias[perm])
     layers[j] = Linear(net.layers[j].weight[:, perm], net.layers[j].bias)
-    return _invariance("permutation", case, subject, net.replace(layers=layers))
+    return net.replace(layers=layers), i, perm
+
+
+def permutation(case: Case, subject: Subject) -> float:
+    """Permuting the units of a hidden layer changes nothing."""
+    return _invariance("permutation", case, subject, permuted_network(case.net, case.aux_seed)[0])
 
 
 def rescaling(case: Case, subject: Subject) -> float:
