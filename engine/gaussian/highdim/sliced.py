@@ -34,6 +34,8 @@ import numpy as np
 from scipy.special import log_ndtr, logsumexp
 
 from ...polytope import Polytope
+from ..constants import LOOSEN_WEIGHT, NEGLIGIBLE_NATS
+from .qmc import closest_points, rqmc_moments
 
 # Gauss-Kronrod 15 / Gauss 7 on [-1, 1] (QUADPACK qk15): nodes x, Kronrod weights wk, Gauss weights wg (0 on the
 # Kronrod-only nodes); exact for polynomials of degree 22 / 13 (tests/test_highdim_sliced.py checks both)
@@ -106,8 +108,6 @@ def _directions(y):
 def closest_distance(Nrm, D):
     """(M, 4) closest points of P to the origin (``qmc.closest_points``) and (M,) the log of the rigorous upper
     bound ``Q(|y*|)`` on the mass (P lies beyond the supporting hyperplane at y*)."""
-    from .qmc import closest_points
-
     y = closest_points(Nrm, D)
     return y, log_ndtr(-np.linalg.norm(y, axis=1))
 
@@ -322,8 +322,6 @@ def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
 def _closest_in_slices(polys):
     """(k, 3) each slice's point closest to the origin: the stand-in for the mean of a slice too light to matter
     (within about one standard deviation of it, also for unbounded slices in the tail)."""
-    from .qmc import closest_points
-
     return np.array([closest_points(p.H, p.c[None])[0] for p in polys]).reshape(-1, 3)
 
 
@@ -515,8 +513,6 @@ def pair_tolerances(log_weight_scale, log_upper):
     ``log_upper``: the closest-point bound on the log mass. Pairs whose weight is provably below
     ``e^-NEGLIGIBLE_NATS`` are skipped (``engine.evaluate``'s pruning convention); others aim at
     ``DEFAULT_TOL * LOOSEN_WEIGHT / w`` (at least ``DEFAULT_TOL``, at most ``MAX_TOL``)."""
-    from ..constants import LOOSEN_WEIGHT, NEGLIGIBLE_NATS
-
     if log_weight_scale is None:
         return np.zeros(log_upper.size, dtype=bool), np.full(log_upper.size, DEFAULT_TOL)
     wb = log_weight_scale + log_upper
@@ -528,8 +524,6 @@ def pair_tolerances(log_weight_scale, log_upper):
 def with_fallback(Nrm, D, Yv, Yr, *, moments, tol, accuracy, closest, rng):
     """:func:`sliced_moments`, with the RQMC estimate (``qmc.rqmc_moments``) for the rows whose bar exceeds
     ``FALLBACK_REL``, kept where its own bar is smaller. Returns ``(log_mass, mean, cov, rel, used_rqmc)``."""
-    from .qmc import rqmc_moments
-
     lm, my, cy, rel = sliced_moments(Nrm, D, Yv, Yr, moments=moments, tol=tol, accuracy=accuracy, closest=closest)
     bad = ~(rel <= FALLBACK_REL)
     used = np.zeros(lm.size, dtype=bool)
