@@ -40,19 +40,35 @@ import numpy as np
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
-REL_TOL = 1e-12  # flatness and side tolerance relative to the part's own extent
-FLAT = 1e-12  # a part thinner than this fraction of its extent is numerically flat
+_EPS = np.finfo(np.float64).eps
+# Side test by rounding, as the double description's (engine.partition._plane_tol, _VERTEX_ULPS): a corner is
+# on a unit's line when the line's value there is within the rounding of the line's composed coefficients
+# (eq. 8 in float64: PLANE_ULPS eps times the magnitudes it sums, Mabs and mabs, over the row norm) plus the
+# corner's own error bound (VERTEX_ULPS eps of its parents' magnitudes, carried through every crossing).
+PLANE_ULPS = 32.0
+VERTEX_ULPS = 8.0
+ZERO_ROW = 1e-12  # a row this small relative to the magnitudes it sums is identically zero
 
 
 @_jit
-def _side_values(P, start, stop, a1, a2, b, f, s):
-    """Values of ``a.z + b t`` at the corners (into f) and their sides -1 / 0 / +1 (into s)."""
+def _side_values(P, R, start, stop, line, f, s):
+    """Values of ``a.z + b t`` at the corners (into f) and their sides -1 / 0 / +1 (into s).
+
+    A corner is on the line (0) when the value is within the line's rounding bound,
+    ``PLANE_ULPS eps (|x| Ahat_1 + |y| Ahat_2 + t bhat)`` (``line[3:6]``: the composed row's magnitudes over its
+    norm), plus the corner's own error bound ``R``: ``R[:, 0]`` in every direction and ``R[:, 1]`` along the unit
+    direction ``R[:, 2:4]`` (that of the two lines that made it), which moves the line's value by
+    ``R[:, 1] |a.d|``.
+    """
+    a1, a2, b, h1, h2, hb = line[0], line[1], line[2], line[3], line[4], line[5]
     has_pos, has_neg = False, False
     for i in range(stop - start):
         x, y, t = P[start + i, 0], P[start + i, 1], P[start + i, 2]
         v = a1 * x + a2 * y + b * t
         f[i] = v
-        tol = REL_TOL * (1.0 + t * max(abs(x), abs(y)))
+        r = start + i
+        tol = PLANE_ULPS * _EPS * (abs(x) * h1 + abs(y) * h2 + t * hb)
+        tol += R[r, 0] + R[r, 1] * abs(a1 * R[r, 2] + a2 * R[r, 3])
         if v > tol:
             s[i] = 1
             has_pos = True
@@ -81,21 +97,34 @@ def _on_edge(P, i, j, x, y):
 
 
 @_jit
-def _crossing(P, E, L, i, j, fi, fj, a1, a2, b, out, o):
+def _crossing(P, R, E, L, i, j, fi, fj, a1, a2, b, out, oR, o):
     """The point where the line ``a.z + b t = 0`` crosses the edge from corner i to corner j (fi, fj: the
-    line's values there, of opposite signs).
+    line's values there, of opposite signs), into row o of ``out``, and its error bound into ``oR[o]``.
 
     It is solved on its own two lines (the edge's and the new one) when that solution lies on the edge:
     accurate relative to its own size, not to the size of the edge's ends. When the two
     lines are so close to parallel that their rounded intersection falls off the edge, it is the point of
     the edge where the interpolated value vanishes, ``fi P_j - fj P_i``: always on the edge, so the two
     parts of a split polygon tile it and stay convex (a crossing off the edge makes them overlap).
+
+    Error bound (to the exact crossing of the two float lines). The solved point ``v`` is off the edge line
+    by its residual ``r_e`` and off the new one by ``r_a`` (computed, plus their rounding), so
+    ``v - v* = r_e e + s d`` with e the edge's unit normal, d its direction and ``|s| <= (|r_e| + |r_a|) / |det|``
+    (``det = e x a``): ``|r_e|`` in every direction plus ``|s|`` along d. A line nearly parallel to the two
+    (a pencil) sees ``|s| |n.d|``, about the residual; a transverse one sees all of ``|s|``. The interpolated
+    point inherits its parents' bounds with the weights ``|fj| / gt`` and ``|fi| / gt``, as the double
+    description's ``_combine``. Never below VERTEX_ULPS eps of its own size.
     """
+    unit = VERTEX_ULPS * _EPS
     gx = fi * P[j, 0] - fj * P[i, 0]
     gy = fi * P[j, 1] - fj * P[i, 1]
     gt = fi * P[j, 2] - fj * P[i, 2]
     if fi < 0:
         gx, gy, gt = -gx, -gy, -gt
+    mi = max(R[i, 0] + R[i, 1], unit * max(abs(P[i, 0]), abs(P[i, 1])))
+    mj = max(R[j, 0] + R[j, 1], unit * max(abs(P[j, 0]), abs(P[j, 1])))
+    wsum = abs(fi) * mj + abs(fj) * mi  # the interpolated point's bound times its scale
+    oR[o, 1], oR[o, 2], oR[o, 3] = 0.0, 1.0, 0.0
     e1, e2, e0 = E[i, 0], E[i, 1], E[i, 2]
     # homogeneous intersection of the edge line (e1, e2, e0) and the new line (a1, a2, b)
     cx = e2 * b - e0 * a2
@@ -113,10 +142,16 @@ def _crossing(P, E, L, i, j, fi, fj, a1, a2, b, out, o):
         x += (e2 * ra - a2 * re) / ct
         y += (a1 * re - e1 * ra) / ct
         if _on_edge(P, i, j, x, y) or not gt > 0:
+            re = abs(e1 * x + e2 * y + e0) + 4.0 * _EPS * (abs(e1 * x) + abs(e2 * y) + abs(e0))
+            ra = abs(a1 * x + a2 * y + b) + 4.0 * _EPS * (abs(a1 * x) + abs(a2 * y) + abs(b))
             out[o, 0], out[o, 1], out[o, 2] = x, y, 1.0
+            oR[o, 0] = max(re, unit * max(abs(x), abs(y)))
+            oR[o, 1], oR[o, 2], oR[o, 3] = (re + ra) / abs(ct), -e2, e1
             return
     if gt > 0:
-        out[o, 0], out[o, 1], out[o, 2] = gx / gt, gy / gt, 1.0
+        x, y = gx / gt, gy / gt
+        out[o, 0], out[o, 1], out[o, 2] = x, y, 1.0
+        oR[o, 0] = max(wsum / gt, unit * max(abs(x), abs(y)))
         return
     if cx * gx + cy * gy + ct * gt < 0:
         cx, cy = -cx, -cy
@@ -125,6 +160,8 @@ def _crossing(P, E, L, i, j, fi, fj, a1, a2, b, out, o):
         nrm = np.sqrt(gx * gx + gy * gy)
         cx, cy = gx, gy
     out[o, 0], out[o, 1], out[o, 2] = cx / nrm, cy / nrm, 0.0
+    gn = np.sqrt(gx * gx + gy * gy)
+    oR[o, 0] = max(wsum / gn, unit) if gn > 0 else unit
 
 
 @_jit
@@ -162,39 +199,16 @@ def _one_cut(f, s, k):
 
 
 @_jit
-def _thickness(P, start, k, f, s, sign):
-    """Largest value of the cut line on the ``sign`` side (its distance: lines have unit norm), or inf when
-    an ideal corner lies there (an unbounded part with an opening angle above the side test's tolerance)."""
-    thick = 0.0
-    for i in range(k):
-        if s[i] == sign:
-            if P[start + i, 2] == 0.0 and sign * f[i] > 0:
-                return np.inf
-            thick = max(thick, sign * f[i])
-    return thick
-
-
-@_jit
-def _extent(P, lo, hi):
-    """The larger side of the bounding box of the vertices in rows lo..hi (0 if fewer than two)."""
-    x0, x1, y0, y1 = np.inf, -np.inf, np.inf, -np.inf
-    for i in range(lo, hi):
-        if P[i, 2] > 0:
-            x0, x1 = min(x0, P[i, 0]), max(x1, P[i, 0])
-            y0, y1 = min(y0, P[i, 1]), max(y1, P[i, 1])
-    return max(x1 - x0, y1 - y0, 0.0)
-
-
-@_jit
-def _copy_corner(P, E, L, i, oP, oE, oL, o):
-    """Row i of (P, E, L) to row o of (oP, oE, oL), element by element (cheap to compile)."""
+def _copy_corner(P, R, E, L, i, oP, oR, oE, oL, o):
+    """Row i of (P, R, E, L) to row o of (oP, oR, oE, oL), element by element (cheap to compile)."""
     oP[o, 0], oP[o, 1], oP[o, 2] = P[i, 0], P[i, 1], P[i, 2]
+    oR[o, 0], oR[o, 1], oR[o, 2], oR[o, 3] = R[i, 0], R[i, 1], R[i, 2], R[i, 3]
     oE[o, 0], oE[o, 1], oE[o, 2] = E[i, 0], E[i, 1], E[i, 2]
     oL[o] = L[i]
 
 
 @_jit
-def _clip(P, E, L, start, k, f, s, keep, a1, a2, b, unit, oP, oE, oL, o):
+def _clip(P, R, E, L, start, k, f, s, keep, a1, a2, b, unit, oP, oR, oE, oL, o):
     """Append the part ``keep * (a.z + b) >= 0`` of one convex polygon to the output from row o.
 
     Corners on the kept side stay with their outgoing edge; where an edge crosses the line its crossing
@@ -208,18 +222,18 @@ def _clip(P, E, L, start, k, f, s, keep, a1, a2, b, unit, oP, oE, oL, o):
         j = start + jj
         si, sj = s[ii] * keep, s[jj] * keep
         if si >= 0:
-            _copy_corner(P, E, L, i, oP, oE, oL, o)
+            _copy_corner(P, R, E, L, i, oP, oR, oE, oL, o)
             if not (sj >= 0 or si > 0):  # on the line, and the polygon leaves the kept side: the new edge starts here
                 oE[o, 0], oE[o, 1], oE[o, 2] = n1, n2, n0
                 oL[o] = unit
             o += 1
             if si > 0 and sj < 0:
-                _crossing(P, E, L, i, j, f[ii], f[jj], a1, a2, b, oP, o)
+                _crossing(P, R, E, L, i, j, f[ii], f[jj], a1, a2, b, oP, oR, o)
                 oE[o, 0], oE[o, 1], oE[o, 2] = n1, n2, n0
                 oL[o] = unit
                 o += 1
         elif sj > 0:
-            _crossing(P, E, L, i, j, f[ii], f[jj], a1, a2, b, oP, o)
+            _crossing(P, R, E, L, i, j, f[ii], f[jj], a1, a2, b, oP, oR, o)
             oE[o, 0], oE[o, 1], oE[o, 2] = E[i, 0], E[i, 1], E[i, 2]
             oL[o] = L[i]
             o += 1
@@ -250,14 +264,17 @@ def _grow2(A, need):
 
 
 @_jit
-def split_layer(ptr, P, E, L, face, lines, fixed, fixed_sign, unit_base, limit, order):
+def split_layer(ptr, P, R, E, L, face, lines, fixed, fixed_sign, unit_base, limit, order):
     """Split every polygon by the lines of one layer's units, unit after unit.
 
     ``face[p]`` indexes the region of the previous layer that polygon p belongs to; ``lines[face, j]`` is
-    unit j's unit-norm line ``(a1, a2, b)`` there, and ``fixed[face, j]`` marks units that are identically
-    constant on it, with sign ``fixed_sign``; units are applied in ``order``. Polygons live in a pool: a
-    split appends its two parts and retires the parent, so polygons that a line misses are never copied. Returns the new
-    polygons (ptr, P, E, L), their previous-layer region and this layer's sign pattern.
+    unit j's unit-norm line ``(a1, a2, b)`` there followed by its rounding scales ``(Ahat_1, Ahat_2, bhat)``,
+    and ``fixed[face, j]`` marks units that are identically constant on it, with sign ``fixed_sign``; units
+    are applied in ``order``. A unit splits a polygon when corners lie beyond their bounds on both sides of its
+    line (``_side_values``): both parts then hold a point off the line, as in the double description; otherwise
+    its sign is constant there. Polygons live in a pool: a split appends its two parts and retires the
+    parent, so polygons that a line misses are never copied. Returns the new polygons (ptr, P, R, E, L),
+    their previous-layer region and this layer's sign pattern.
     """
     n = lines.shape[1]
     npoly = ptr.shape[0] - 1
@@ -269,7 +286,7 @@ def split_layer(ptr, P, E, L, face, lines, fixed, fixed_sign, unit_base, limit, 
     nlive = npoly
     npool = npoly
     used = P.shape[0]
-    pool_P, pool_E, pool_L = P.copy(), E.copy(), L.copy()
+    pool_P, pool_R, pool_E, pool_L = P.copy(), R.copy(), E.copy(), L.copy()
     kmax = size.max() + 2 * n + 8
     f = np.empty(kmax)
     sd = np.empty(kmax, np.int64)
@@ -281,41 +298,38 @@ def split_layer(ptr, P, E, L, face, lines, fixed, fixed_sign, unit_base, limit, 
             if fixed[fc, j]:
                 signs[p, j] = fixed_sign[fc, j]
                 continue
-            a1, a2, b = lines[fc, j, 0], lines[fc, j, 1], lines[fc, j, 2]
+            line = lines[fc, j]
             st, k = start[p], size[p]
-            has_pos, has_neg = _side_values(pool_P, st, st + k, a1, a2, b, f, sd)
-            sg = not (has_neg and not has_pos)
+            has_pos, has_neg = _side_values(pool_P, pool_R, st, st + k, line, f, sd)
             if has_pos and has_neg:
+                a1, a2, b = line[0], line[1], line[2]
                 _one_cut(f, sd, k)
                 pool_P = _grow2(pool_P, used + 2 * k + 8)
+                pool_R = _grow2(pool_R, used + 2 * k + 8)
                 pool_E = _grow2(pool_E, used + 2 * k + 8)
                 pool_L = _grow1(pool_L, used + 2 * k + 8)
-                o = _clip(pool_P, pool_E, pool_L, st, k, f, sd, -1, a1, a2, b, unit_base + j,
-                          pool_P, pool_E, pool_L, used)
-                o2 = _clip(pool_P, pool_E, pool_L, st, k, f, sd, 1, a1, a2, b, unit_base + j,
-                           pool_P, pool_E, pool_L, o)
-                tp, tn = _thickness(pool_P, st, k, f, sd, 1), _thickness(pool_P, st, k, f, sd, -1)
-                if tp <= FLAT * _extent(pool_P, o, o2) or tn <= FLAT * _extent(pool_P, used, o):
-                    sg = tp >= tn  # a numerically flat part: no split (its rows in the pool are reused)
-                else:
-                    q = npool
-                    npool += 1
-                    start = _grow1(start, q + 1)
-                    size = _grow1(size, q + 1)
-                    owner = _grow1(owner, q + 1)
-                    signs = _grow2(signs, q + 1)
-                    start[p], size[p] = used, o - used
-                    signs[p, j] = False
-                    start[q], size[q], owner[q] = o, o2 - o, fc
-                    for u in range(n):
-                        signs[q, u] = signs[p, u]
-                    signs[q, j] = True
-                    used = o2
-                    live = _grow1(live, nlive + 1)
-                    live[nlive] = q
-                    nlive += 1
-                    continue
-            signs[p, j] = sg
+                o = _clip(pool_P, pool_R, pool_E, pool_L, st, k, f, sd, -1, a1, a2, b, unit_base + j,
+                          pool_P, pool_R, pool_E, pool_L, used)
+                o2 = _clip(pool_P, pool_R, pool_E, pool_L, st, k, f, sd, 1, a1, a2, b, unit_base + j,
+                           pool_P, pool_R, pool_E, pool_L, o)
+                q = npool
+                npool += 1
+                start = _grow1(start, q + 1)
+                size = _grow1(size, q + 1)
+                owner = _grow1(owner, q + 1)
+                signs = _grow2(signs, q + 1)
+                start[p], size[p] = used, o - used
+                signs[p, j] = False
+                start[q], size[q], owner[q] = o, o2 - o, fc
+                for u in range(n):
+                    signs[q, u] = signs[p, u]
+                signs[q, j] = True
+                used = o2
+                live = _grow1(live, nlive + 1)
+                live[nlive] = q
+                nlive += 1
+                continue
+            signs[p, j] = not (has_neg and not has_pos)
         if nlive > limit:
             break
     live = live[:nlive]
@@ -325,6 +339,7 @@ def split_layer(ptr, P, E, L, face, lines, fixed, fixed_sign, unit_base, limit, 
         total += size[p]
     nptr = np.zeros(nlive + 1, np.int64)
     nP = np.empty((total, 3))
+    nR = np.empty((total, 4))
     nE = np.empty((total, 3))
     nL = np.empty(total, np.int64)
     nface = np.empty(nlive, np.int64)
@@ -333,13 +348,13 @@ def split_layer(ptr, P, E, L, face, lines, fixed, fixed_sign, unit_base, limit, 
     for q in range(nlive):
         p = live[q]
         for i in range(start[p], start[p] + size[p]):
-            _copy_corner(pool_P, pool_E, pool_L, i, nP, nE, nL, o)
+            _copy_corner(pool_P, pool_R, pool_E, pool_L, i, nP, nR, nE, nL, o)
             o += 1
         nptr[q + 1] = o
         nface[q] = owner[p]
         for u in range(n):
             nsigns[q, u] = signs[p, u]
-    return nptr, nP, nE, nL, nface, nsigns
+    return nptr, nP, nR, nE, nL, nface, nsigns
 
 
 def root():
@@ -347,7 +362,7 @@ def root():
     P = np.array([[1.0, 0, 0], [0, 1.0, 0], [-1.0, 0, 0], [0, -1.0, 0]])
     E = np.zeros((4, 3))
     E[:, 2] = -1.0  # -t <= 0: the line at infinity
-    return np.array([0, 4]), P, E, np.full(4, -1, dtype=np.int64)
+    return np.array([0, 4]), P, np.zeros((4, 4)), E, np.full(4, -1, dtype=np.int64)
 
 
 @_jit
@@ -420,8 +435,8 @@ def _regions(ptr, P, E, L):
 class Planar:
     """The regions of an S = 2 network as polygons, with their sign patterns and affine maps (eq. 2, 8)."""
 
-    def __init__(self, ptr, P, E, L, signs, A, b, layer_maps):
-        self.ptr, self.P, self.E, self.L = ptr, P, E, L
+    def __init__(self, ptr, P, R, E, L, signs, A, b, layer_maps):
+        self.ptr, self.P, self.R, self.E, self.L = ptr, P, R, E, L  # R: each corner's error bound
         self.signs, self.A, self.b = signs, A, b
         self.layer_maps = layer_maps  # per activation layer: (M (F_l, n_l, 2), m (F_l, n_l), face of each region)
 
@@ -477,27 +492,50 @@ def _first_order(M, fixed, norms):
 
 
 @_jit
-def _next_affine(W, v, Wabs, Mp, mp, gp, parent, slopes):
+def _next_affine(W, v, Wabs, Mp, mp, Map, map_, parent, slopes):
     """Pre-activations of the next layer on every face, eq. (8): ``W D_f (M_p z + m_p) + v`` with
-    ``D_f = diag(slopes[f])`` and p the face's parent; also ``g = |W| |D_f| g_p``, a bound on the sum of
-    the magnitudes of the terms (a row smaller than 1e-12 of it is identically zero)."""
+    ``D_f = diag(slopes[f])`` and p the face's parent; also the magnitudes the rows sum,
+    ``Ma = |W| |D_f| Ma_p`` and ``ma = |W| |D_f| ma_p + |v|`` (the double description's ``Mabs``, ``mabs``): the
+    scale of the rows' rounding."""
     F = parent.shape[0]
     out, k = W.shape
     M = np.empty((F, out, 2))
     m = np.empty((F, out))
-    g = np.empty((F, out))
+    Ma = np.empty((F, out, 2))
+    ma = np.empty((F, out))
     for f in range(F):
         p = parent[f]
         for i in range(out):
-            s0, s1, s2, s3 = 0.0, 0.0, 0.0, 0.0
+            s0, s1, s2, t0, t1, t2 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
             for j in range(k):
                 w = W[i, j] * slopes[f, j]
                 s0 += w * Mp[p, j, 0]
                 s1 += w * Mp[p, j, 1]
                 s2 += w * mp[p, j]
-                s3 += Wabs[i, j] * abs(slopes[f, j]) * gp[p, j]
-            M[f, i, 0], M[f, i, 1], m[f, i], g[f, i] = s0, s1, s2 + v[i], s3
-    return M, m, g
+                wa = Wabs[i, j] * abs(slopes[f, j])
+                t0 += wa * Map[p, j, 0]
+                t1 += wa * Map[p, j, 1]
+                t2 += wa * map_[p, j]
+            M[f, i, 0], M[f, i, 1], m[f, i] = s0, s1, s2 + v[i]
+            Ma[f, i, 0], Ma[f, i, 1], ma[f, i] = t0, t1, t2 + abs(v[i])
+    return M, m, Ma, ma
+
+
+def _lines(M, m, Ma, ma):
+    """Unit-norm lines ``(a1, a2, b)`` of the rows with their rounding scales ``(Ahat_1, Ahat_2, bhat)``
+    (magnitudes over the row norm, as ``partition._refine``), and the rows that are identically constant:
+    zero rows (norm <= ZERO_ROW of their magnitudes) and lines beyond the largest float."""
+    norms = np.hypot(M[..., 0], M[..., 1])
+    fixed = norms <= ZERO_ROW * np.hypot(Ma[..., 0], Ma[..., 1])
+    safe = np.where(fixed, 1.0, norms)
+    with np.errstate(over="ignore", invalid="ignore"):
+        offset = m / safe
+        Ahat = np.maximum(Ma, np.abs(M)) / safe[..., None]
+        bhat = np.maximum(ma, np.abs(m)) / safe
+    fixed = fixed | ~np.isfinite(offset)  # a line beyond the largest float meets no corner: constant sign
+    lines = np.concatenate([M / safe[..., None], np.where(fixed, 0.0, offset)[..., None],
+                            np.where(fixed[..., None], 0.0, Ahat), np.where(fixed, 0.0, bhat)[..., None]], axis=2)
+    return lines, fixed, norms
 
 
 def planar_partition(net, max_regions):
@@ -506,11 +544,11 @@ def planar_partition(net, max_regions):
     from .errors import RegionBudgetError
     from .network import Activation, Linear
 
-    # the last activation's output, pending the next linear layer: parent face maps and slopes
-    Mp, mp, gp = np.eye(2)[None], np.zeros((1, 2)), np.ones((1, 2))
+    # the last activation's output, pending the next linear layer: parent face maps, magnitudes and slopes
+    Mp, mp, Map, map_ = np.eye(2)[None], np.zeros((1, 2)), np.eye(2)[None], np.zeros((1, 2))
     parent, slopes = np.zeros(1, dtype=np.int64), np.ones((1, 2))
-    M = m = g = None
-    ptr, P, E, L = root()
+    M = m = Ma = ma = None
+    ptr, P, R, E, L = root()
     signs = np.zeros((1, 0), dtype=bool)
     anc: list[np.ndarray] = []  # per activation layer: index of each region's face in that layer
     pre_maps: list[tuple[np.ndarray, np.ndarray]] = []
@@ -518,28 +556,23 @@ def planar_partition(net, max_regions):
     for li, layer in enumerate(net.layers):
         if isinstance(layer, Linear):
             if M is not None:  # two linear layers in a row: apply the pending one first
-                Mp, mp, gp = M, m, g
+                Mp, mp, Map, map_ = M, m, Ma, ma
                 parent, slopes = np.arange(len(M)), np.ones(m.shape)
-            M, m, g = _next_affine(layer.weight, layer.bias, np.abs(layer.weight), Mp, mp, gp, parent, slopes)
+            M, m, Ma, ma = _next_affine(layer.weight, layer.bias, np.abs(layer.weight), Mp, mp, Map, map_,
+                                        parent, slopes)
             continue
         assert isinstance(layer, Activation)
         if M is None:
             k = Mp.shape[1]
-            M, m, g = _next_affine(np.eye(k), np.zeros(k), np.eye(k), Mp, mp, gp, parent, slopes)
-        norms = np.hypot(M[..., 0], M[..., 1])
-        fixed = norms <= 1e-12 * g
-        safe = np.where(fixed, 1.0, norms)
-        with np.errstate(over="ignore"):
-            offset = m / safe
-        fixed = fixed | ~np.isfinite(offset)  # a line beyond the largest float meets no corner: constant sign
+            M, m, Ma, ma = _next_affine(np.eye(k), np.zeros(k), np.eye(k), Mp, mp, Map, map_, parent, slopes)
+        lines, fixed, norms = _lines(M, m, Ma, ma)
         order = np.arange(M.shape[1])
         if not anc:
             order = _first_order(M[0], fixed[0], norms[0])
             if order is None:
                 return None
-        lines = np.concatenate([M / safe[..., None], np.where(fixed, 0.0, offset)[..., None]], axis=2)
-        ptr, P, E, L, parent, new_signs = split_layer(ptr, P, E, L, np.arange(len(M)), lines, fixed, m > 0,
-                                                      unit_base, max_regions, order)
+        ptr, P, R, E, L, parent, new_signs = split_layer(ptr, P, R, E, L, np.arange(len(M)), lines, fixed, m > 0,
+                                                         unit_base, max_regions, order)
         if len(parent) > max_regions:
             raise RegionBudgetError(
                 "max_regions", f"the partition has more than {max_regions} regions by layer {li} "
@@ -547,13 +580,13 @@ def planar_partition(net, max_regions):
         anc = [a[parent] for a in anc] + [parent]
         pre_maps.append((M, m))
         signs = np.concatenate([signs[parent], new_signs], axis=1)
-        Mp, mp, gp, slopes = M, m, g, layer.slopes(new_signs)
+        Mp, mp, Map, map_, slopes = M, m, Ma, ma, layer.slopes(new_signs)
         M = None
         unit_base += new_signs.shape[1]
     if not anc:
         return None  # no activation: one region, the whole plane (a line space: the double description's case)
     if M is None:  # the network ends with an activation
         k = Mp.shape[1]
-        M, m, g = _next_affine(np.eye(k), np.zeros(k), np.eye(k), Mp, mp, gp, parent, slopes)
+        M, m, Ma, ma = _next_affine(np.eye(k), np.zeros(k), np.eye(k), Mp, mp, Map, map_, parent, slopes)
     layer_maps = [(Mq, mq, a) for (Mq, mq), a in zip(pre_maps, anc)]  # face maps of each layer, region's face
-    return Planar(ptr, P, E, L, signs, M, m, layer_maps)
+    return Planar(ptr, P, R, E, L, signs, M, m, layer_maps)

@@ -23,27 +23,13 @@ CASES = sorted((Path(__file__).parent / "fuzz_cases").glob("*.json"))
 _IDS = [c.name.split("-")[0] + "-" + c.name.split("-")[1] for c in CASES]
 
 
-# Known misses of the arrangement (the double description passes both): S = 2 nets with duplicated units and
-# slivers thinner than the arrangement's FLAT = 1e-12 of a part's extent yet wider than float64 rounding, so its
-# count depends on unit order. `permutation-0-e298...`: widths [4, 5, 11], a sliver at z ~ (4013, 1790), nearest
-# wall 5.8e-10 away (1.4e-13 of |z|); `permutation-4-e4c2...`: 68 / 73 regions against the exact oracle's 78.
-# This is why the double description is the default at every S. Strict: the test fails once they pass.
-ARRANGEMENT_MISSES = {"permutation-0-e29803f349276696.json", "permutation-4-e4c24cd06fe2de78.json"}
-
-
-def _with_the_arrangement(case):
-    if case.name in ARRANGEMENT_MISSES:
-        return pytest.param(case, marks=pytest.mark.xfail(strict=True, reason="sliver below the arrangement's FLAT"))
-    return case
-
-
 @pytest.mark.parametrize("case", CASES, ids=_IDS)
 def test_pinned_fuzz_case_passes(case):
     """The default partition: the double description at every S."""
     assert main(["replay", str(case)]) == 0
 
 
-@pytest.mark.parametrize("case", [_with_the_arrangement(c) for c in CASES], ids=_IDS)
+@pytest.mark.parametrize("case", CASES, ids=_IDS)
 def test_pinned_fuzz_case_passes_with_the_planar_arrangement(case, monkeypatch):
     """The same cases with the compiled S = 2 planar arrangement switched on."""
     monkeypatch.setattr(sys.modules["engine.partition"], "USE_PLANAR_ARRANGEMENT", True)
