@@ -48,11 +48,10 @@ from .network import Activation, Linear, Network
 from .polytope import Polytope
 
 DEFAULT_MAX_REGIONS = 100_000
-# The compiled S = 2 planar arrangement (engine.arrangement) is 40-60x faster than the double description but
-# takes a part thinner than 1e-12 of its own extent as flat, so on degenerate nets (duplicated units) it can miss
-# slivers that float64 resolves and that the double description, with side tests by rounding, keeps: two pinned
-# fuzz cases (tests/test_fuzz_cases.py::ARRANGEMENT_MISSES). So it is OFF by default; set True for speed.
-USE_PLANAR_ARRANGEMENT = False
+# S = 2: the compiled planar arrangement (engine.arrangement), 40-60x faster than the double description, with
+# the same side test by rounding (the same regions on every pinned fuzz case and degenerate test net; both equal
+# the exact-rational oracle where float64 resolves the regions). False: the double description at every S.
+USE_PLANAR_ARRANGEMENT = True
 _EPS = np.finfo(np.float64).eps
 # Side-of-hyperplane test (S >= 2): a generator g is on the plane a.z + beta = 0 when |a.g + beta| is within
 # the rounding of the plane's coefficients plus g's own error bound (see _plane_tol and _split).

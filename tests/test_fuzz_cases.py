@@ -5,9 +5,11 @@ units, a pencil of nearly parallel lines inside a strip 1e-5 wide, weights from 
 compiled planar arrangement gave wrong regions: two regions overlapping at an interior point
 (``region_map``), regions lost or gained under a permutation or a rescaling of units. The causes (crossings
 solved on nearly parallel lines landing off their edge, side sequences that changed sign more than twice,
-flatness judged against the parent's size) are fixed in ``engine.arrangement``; each case is replayed with
-the default partition (the double description at every S, which resolves slivers down to rounding) and
-with the arrangement switched on.
+flatness judged against the parent's size) are fixed in ``engine.arrangement``, which now decides sides by
+rounding as the double description does (two cases here, slivers 1.4e-13 |z| wide, failed with its old
+FLAT = 1e-12 of a part's extent). Each case is replayed with the default partition (the arrangement at
+S = 2, the double description at S >= 3 and where the arrangement declines) and with the double
+description forced at S = 2.
 """
 
 from __future__ import annotations
@@ -25,16 +27,16 @@ _IDS = [c.name.split("-")[0] + "-" + c.name.split("-")[1] for c in CASES]
 
 @pytest.mark.parametrize("case", CASES, ids=_IDS)
 def test_pinned_fuzz_case_passes(case):
-    """The default partition: the double description at every S."""
+    """The default partition: the compiled planar arrangement at S = 2, the double description otherwise."""
     assert main(["replay", str(case)]) == 0
 
 
 @pytest.mark.parametrize("case", CASES, ids=_IDS)
-def test_pinned_fuzz_case_passes_with_the_planar_arrangement(case, monkeypatch):
-    """The same cases with the compiled S = 2 planar arrangement switched on."""
-    monkeypatch.setattr(sys.modules["engine.partition"], "USE_PLANAR_ARRANGEMENT", True)
+def test_pinned_fuzz_case_passes_with_the_double_description(case, monkeypatch):
+    """The same cases with the double description at every S."""
+    monkeypatch.setattr(sys.modules["engine.partition"], "USE_PLANAR_ARRANGEMENT", False)
     assert main(["replay", str(case)]) == 0
 
 
-def test_double_description_is_the_default():
-    assert sys.modules["engine.partition"].USE_PLANAR_ARRANGEMENT is False
+def test_planar_arrangement_is_the_s2_default():
+    assert sys.modules["engine.partition"].USE_PLANAR_ARRANGEMENT is True
