@@ -526,20 +526,31 @@ def _next_affine(W, v, Wabs, Mp, mp, Map, map_, parent, slopes):
     return M, m, Ma, ma
 
 
+@_jit
 def _lines(M, m, Ma, ma):
     """Unit-norm lines ``(a1, a2, b)`` of the rows with their rounding scales ``(Ahat_1, Ahat_2, bhat)``
     (magnitudes over the row norm, as ``partition._refine``), and the rows that are identically constant:
     zero rows (norm <= ZERO_ROW of their magnitudes) and lines beyond the largest float."""
-    norms = np.hypot(M[..., 0], M[..., 1])
-    fixed = norms <= ZERO_ROW * np.hypot(Ma[..., 0], Ma[..., 1])
-    safe = np.where(fixed, 1.0, norms)
-    with np.errstate(over="ignore", invalid="ignore"):
-        offset = m / safe
-        Ahat = np.maximum(Ma, np.abs(M)) / safe[..., None]
-        bhat = np.maximum(ma, np.abs(m)) / safe
-    fixed = fixed | ~np.isfinite(offset)  # a line beyond the largest float meets no corner: constant sign
-    lines = np.concatenate([M / safe[..., None], np.where(fixed, 0.0, offset)[..., None],
-                            np.where(fixed[..., None], 0.0, Ahat), np.where(fixed, 0.0, bhat)[..., None]], axis=2)
+    F, n = m.shape
+    lines = np.zeros((F, n, 6))
+    fixed = np.zeros((F, n), np.bool_)
+    norms = np.empty((F, n))
+    for f in range(F):
+        for j in range(n):
+            nrm = np.hypot(M[f, j, 0], M[f, j, 1])
+            norms[f, j] = nrm
+            if nrm <= ZERO_ROW * np.hypot(Ma[f, j, 0], Ma[f, j, 1]):
+                fixed[f, j] = True
+                continue
+            off = m[f, j] / nrm
+            if not np.isfinite(off):  # a line beyond the largest float meets no corner: constant sign
+                fixed[f, j] = True
+                continue
+            ln = lines[f, j]
+            ln[0], ln[1], ln[2] = M[f, j, 0] / nrm, M[f, j, 1] / nrm, off
+            ln[3] = max(Ma[f, j, 0], abs(M[f, j, 0])) / nrm
+            ln[4] = max(Ma[f, j, 1], abs(M[f, j, 1])) / nrm
+            ln[5] = max(ma[f, j], abs(m[f, j])) / nrm
     return lines, fixed, norms
 
 
