@@ -9,9 +9,10 @@ region, bounded or not, meets it and the counts are comparable. Times are the me
 process over ``--repeat`` runs, the two enumerators alternating (CPU time, not wall time, so that other
 jobs on a shared machine inflate neither side).
 
-Count differences are explained by sign pattern: each regioncam face's pattern is read from regioncam's
-own pre-activation maps at the face's centroid, and the regions found by one side only are summarised
-with their widths (the smallest distance across a region, between a facet and the farthest vertex).
+Differences are explained region by region (not only where the counts differ): each regioncam face is
+labelled by the float64 forward pass at its centroid; regions regioncam cuts in two or misses are counted,
+and each missed region is checked in exact rational arithmetic at its interior point, with its width (the
+smallest distance across a region, between a facet and the farthest vertex).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from fractions import Fraction
 
 import numpy as np
 
@@ -67,29 +69,47 @@ def _width(region):
     return float(np.min(np.max(region.c[:, None] - region.H @ region.vertices.T, axis=1)))
 
 
+def _exact_signs(net, z) -> np.ndarray:
+    """Every hidden unit's sign at the point z, in exact rational arithmetic (the float64 weights read exactly)."""
+    h = [Fraction(float(x)) for x in z]
+    out = []
+    for layer in net.layers:
+        if isinstance(layer, engine.network.Linear):
+            h = [sum((Fraction(float(w)) * x for w, x in zip(row, h)), Fraction(0)) + Fraction(float(v))
+                 for row, v in zip(layer.weight, layer.bias)]
+        else:
+            pos, neg = (Fraction(float(x)) for x in layer.slopes(np.array([True, False])))
+            out += [x > 0 for x in h]
+            h = [x * (pos if x > 0 else neg) for x in h]
+    return np.array(out)
+
+
 def _explain(net, P, rc):
-    """Where the counts differ, by sign pattern: regions one side has and the other has not, regioncam faces
-    that share a pattern (one region cut in two), and whether each dgnexact region has an interior point whose
-    float64 forward pass gives its pattern (the region exists, up to the rounding of that pass)."""
+    """Where the two partitions differ, region by region: each regioncam face is labelled by the float64 forward
+    pass at its vertices' centroid (the region it lies in); regions holding two faces' centroids are cut in two
+    by regioncam, regions holding none are missed by it. For the latter: whether the region's interior point has
+    the region's pattern in exact rational arithmetic (it then exists), its width, and how far regioncam's
+    nearest vertex is from its vertices."""
     V = np.asarray(rc.vertex_inputs, dtype=float)
-    centres = np.array([V[np.asarray(f.vertex_ids)].mean(axis=0) for f in rc.faces])
-    # regioncam's own pre-activations on each face (its float32 affine maps), read at the face's centroid
-    homog = np.hstack([centres, np.ones((len(centres), 1))])
-    pre = [np.einsum("fk,fkw->fw", homog, np.asarray(rc.face_activations(li), dtype=float)) > 0
-           for li in range(1, rc.num_layers, 2)]
-    keys = [np.packbits(s).tobytes() for s in np.concatenate(pre, axis=1)]
-    theirs = set(keys)
-    ours = {np.packbits(s).tobytes(): r for s, r in zip(P.signs, P)}
+    faces = [np.asarray(f.vertex_ids) for f in rc.faces]
+    centres = np.array([V[f].mean(axis=0) for f in faces])
+    keys = [np.packbits(s).tobytes() for s in net.sign_patterns(centres)]
+    ours = {np.packbits(s).tobytes(): i for i, s in enumerate(P.signs)}
     Z = np.array([r.polytope.interior_point() for r in P])
     realised = int((net.sign_patterns(Z) == P.signs).all(axis=1).sum())
-    only_ours = sorted(_width(ours[k]) for k in set(ours) - theirs)
-    shared = len(keys) - len(theirs)
+    missed = [ours[k] for k in set(ours) - set(keys)]
+    exact = sum(bool((_exact_signs(net, Z[i]) == P.signs[i]).all()) for i in missed)
+    widths = [_width(P[i]) for i in missed]
+    dist = [np.abs(P[i].vertices[:, None] - V[None]).max(axis=2).min(axis=1).max() for i in missed]
     lines = [f"    dgnexact regions realised by their interior point in float64: {realised} / {len(P)}",
-             f"    regioncam faces whose centroid repeats another face's pattern: {shared}",
-             f"    patterns only regioncam has: {len(theirs - set(ours))}",
-             f"    patterns only dgnexact has: {len(only_ours)}"
-             + (f" (widths {only_ours[0]:.1e} .. {only_ours[-1]:.1e}, median {np.median(only_ours):.1e})"
-                if only_ours else "")]
+             f"    regioncam faces whose centroid lies in no dgnexact region: {sum(k not in ours for k in keys)}",
+             f"    regioncam faces whose centroid lies in a region another face's centroid lies in: "
+             f"{len(keys) - len(set(keys))}",
+             f"    dgnexact regions holding no regioncam centroid: {len(missed)}"]
+    if missed:
+        lines.append(f"      of which exactly realised at their interior point (rational arithmetic): {exact}; widths "
+                     f"{min(widths):.1e} .. {max(widths):.1e}; regioncam's nearest vertex up to {max(dist):.1e} away "
+                     f"(median {np.median(dist):.1e})")
     return lines
 
 
@@ -113,7 +133,7 @@ def bench_s2(repeat, explain):
         theirs = statistics.median(t_rc) * 1e3
         print(f"{str(widths):<16}{f'{len(P)} / {rc.num_faces}':>28}{ours:>13.1f}{theirs:>14.1f}"
               f"{ours / theirs:>7.1f}x")
-        if explain and len(P) != rc.num_faces:
+        if explain:
             print("\n".join(_explain(net, P, rc)))
     if regioncam is None:
         print("regioncam not installed (optional: pip install regioncam): dgnexact figures only")
