@@ -1,6 +1,6 @@
 """Peak memory and time of large evaluations, each in a fresh process (issue: scale).
 
-    python benchmarks/bench_scale.py [--quick]
+    python benchmarks/bench_scale.py [--quick] [--only wide]
 
 Workloads: S = 1 ``[1, 32, 32, 10]`` with N = 100,000 and S = 2 ``[2, 16, 16, 5]`` with N = 20,000 (rows in
 blocks of about 1e6 (point, region) pairs, per-region terms dropped), the wide decoder
@@ -66,9 +66,13 @@ def run_child(code: str, *args: str) -> tuple[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="divide every N by 10")
+    parser.add_argument("--only", default="", help="run only the workloads whose name contains this (no cold start)")
     args = parser.parse_args()
-    print("cold start (fresh process):", run_child(COLD)[0])
+    if not args.only:
+        print("cold start (fresh process):", run_child(COLD)[0])
     for name, (widths, n, terms) in WORKLOADS.items():
+        if args.only not in name:
+            continue
         n = n // 10 if args.quick else n
         out, wall = run_child(CHILD, json.dumps([widths, n, terms]))
         r = json.loads(out)
