@@ -232,6 +232,24 @@ def test_degenerate_nets_between_exact_and_thick(tweak, act, seed):
     assert len(P) > 20  # a non-trivial arrangement
 
 
+@pytest.mark.parametrize("name,count", [
+    pytest.param("permutation-0-e29803f349276696.json", 233, marks=pytest.mark.slow),
+    ("permutation-4-e4c24cd06fe2de78.json", 78), ("permutation-0-2a9412e676909cec.json", 49)])
+def test_fuzz_slivers_equal_exact_enumeration_in_both_unit_orders(name, count):
+    """Slivers the old FLAT = 1e-12 of a part's extent dropped, now decided by rounding: [4, 5, 11] with a sliver
+    1.4e-13 |z| wide at z ~ (4013, 1790) (was 232 / 233), [7, 1, 6] with level sets 6.5e-13 apart (was 68 / 73),
+    and [7, 1, 5] with a strip 2.5e-12 to 5e-12 wide between walls composed through weights 1e4 (the double
+    description gives 48 in one order): the exact regions, in the property's permuted unit order too."""
+    from tests.test_partition_exact import _patterns, _permuted_patterns
+
+    case = json.loads((FUZZ_CASES / name).read_text())
+    net = load_network(case["model"])
+    exact = exact_regions(net)
+    assert len(exact) == count
+    assert _patterns(partition(net)) == exact
+    assert _permuted_patterns(net, case["aux_seed"]) == exact
+
+
 def test_line_beyond_the_largest_float_splits_nothing():
     """A unit whose line lies ~1e310 from the origin (tiny row, ordinary bias; seed-3 campaign warning) has
     one sign on every representable point: 4 quadrants, no overflow warning (turned into an error here)."""
