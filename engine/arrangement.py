@@ -499,32 +499,43 @@ def _first_order(M, fixed, norms):
 
 
 @_jit
-def _next_affine(W, v, Wabs, Mp, mp, Map, map_, parent, slopes):
+def _next_affine(W, v, Wabs, Mp, mp, Map, map_, parent, slopes, mags=True):
     """Pre-activations of the next layer on every face, eq. (8): ``W D_f (M_p z + m_p) + v`` with
-    ``D_f = diag(slopes[f])`` and p the face's parent; also the magnitudes the rows sum,
+    ``D_f = diag(slopes[f])`` and p the face's parent; also (``mags``) the magnitudes the rows sum,
     ``Ma = |W| |D_f| Ma_p`` and ``ma = |W| |D_f| ma_p + |v|`` (the double description's ``Mabs``, ``mabs``): the
-    scale of the rows' rounding."""
+    scale of the rows' rounding (the output layer's maps need none)."""
     F = parent.shape[0]
     out, k = W.shape
     M = np.empty((F, out, 2))
     m = np.empty((F, out))
-    Ma = np.empty((F, out, 2))
-    ma = np.empty((F, out))
+    Ma = np.zeros((F if mags else 0, out, 2))
+    ma = np.zeros((F if mags else 0, out))
+    live = np.empty(k, np.int64)  # the units with a nonzero slope on the face (a ReLU's off units add nothing)
     for f in range(F):
         p = parent[f]
+        nl = 0
+        for j in range(k):
+            if slopes[f, j] != 0.0:
+                live[nl] = j
+                nl += 1
         for i in range(out):
-            s0, s1, s2, t0, t1, t2 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-            for j in range(k):
+            s0, s1, s2 = 0.0, 0.0, 0.0
+            for jj in range(nl):
+                j = live[jj]
                 w = W[i, j] * slopes[f, j]
                 s0 += w * Mp[p, j, 0]
                 s1 += w * Mp[p, j, 1]
                 s2 += w * mp[p, j]
-                wa = Wabs[i, j] * abs(slopes[f, j])
-                t0 += wa * Map[p, j, 0]
-                t1 += wa * Map[p, j, 1]
-                t2 += wa * map_[p, j]
             M[f, i, 0], M[f, i, 1], m[f, i] = s0, s1, s2 + v[i]
-            Ma[f, i, 0], Ma[f, i, 1], ma[f, i] = t0, t1, t2 + abs(v[i])
+            if mags:
+                t0, t1, t2 = 0.0, 0.0, 0.0
+                for jj in range(nl):
+                    j = live[jj]
+                    wa = Wabs[i, j] * abs(slopes[f, j])
+                    t0 += wa * Map[p, j, 0]
+                    t1 += wa * Map[p, j, 1]
+                    t2 += wa * map_[p, j]
+                Ma[f, i, 0], Ma[f, i, 1], ma[f, i] = t0, t1, t2 + abs(v[i])
     return M, m, Ma, ma
 
 
@@ -576,8 +587,9 @@ def planar_partition(net, max_regions):
             if M is not None:  # two linear layers in a row: apply the pending one first
                 Mp, mp, Map, map_ = M, m, Ma, ma
                 parent, slopes = np.arange(len(M)), np.ones(m.shape)
+            later = any(isinstance(x, Activation) for x in net.layers[li + 1:])  # else: the output maps
             M, m, Ma, ma = _next_affine(layer.weight, layer.bias, np.abs(layer.weight), Mp, mp, Map, map_,
-                                        parent, slopes)
+                                        parent, slopes, later)
             continue
         assert isinstance(layer, Activation)
         if M is None:
@@ -605,6 +617,6 @@ def planar_partition(net, max_regions):
         return None  # no activation: one region, the whole plane (a line space: the double description's case)
     if M is None:  # the network ends with an activation
         k = Mp.shape[1]
-        M, m, Ma, ma = _next_affine(np.eye(k), np.zeros(k), np.eye(k), Mp, mp, Map, map_, parent, slopes)
+        M, m, Ma, ma = _next_affine(np.eye(k), np.zeros(k), np.eye(k), Mp, mp, Map, map_, parent, slopes, False)
     layer_maps = [(Mq, mq, a) for (Mq, mq), a in zip(pre_maps, anc)]  # face maps of each layer, region's face
     return Planar(ptr, P, R, E, L, signs, M, m, layer_maps)
