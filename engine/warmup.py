@@ -2,8 +2,8 @@
 
 ``make setup`` runs this after installing, so the first ``evaluate`` of a user's process loads the compiled
 S = 2 and S = 3 kernels (``cache=True``) instead of compiling them (about 20 s on 2 cores). The two
-dimensions compile in two processes at once. The opt-in S = 2 planar arrangement (``engine.arrangement``,
-``USE_PLANAR_ARRANGEMENT = True``) compiles on its first use (~9 s CPU on a loaded machine).
+dimensions compile in two processes at once. The S = 2 evaluate partitions with the planar arrangement (the S = 2
+default, ``engine.arrangement``), so its kernels are compiled and cached too.
 """
 
 from __future__ import annotations
