@@ -106,6 +106,14 @@ def _explain(net, P, rc):
              f"    regioncam faces whose centroid lies in a region another face's centroid lies in: "
              f"{len(keys) - len(set(keys))}",
              f"    dgnexact regions holding no regioncam centroid: {len(missed)}"]
+    # the same in a small square (side 20): regioncam's float32 corners then carry a far smaller rounding
+    small = _regioncam(net, 20.0)
+    V2 = np.asarray(small.vertex_inputs, dtype=float)
+    keys2 = [np.packbits(s).tobytes() for s in net.sign_patterns(
+        np.array([V2[np.asarray(f.vertex_ids)].mean(axis=0) for f in small.faces]))]
+    inside = [k for k, r in ours.items() if (np.abs(P[r].vertices).max(axis=1) < 10.0 - 1e-9).any()]
+    lines.append(f"    in a square of side 20: faces sharing a region {len(keys2) - len(set(keys2))}, "
+                 f"regions with a vertex inside holding no centroid {len(set(inside) - set(keys2))} of {len(inside)}")
     if missed:
         lines.append(f"      of which exactly realised at their interior point (rational arithmetic): {exact}; widths "
                      f"{min(widths):.1e} .. {max(widths):.1e}; regioncam's nearest vertex up to {max(dist):.1e} away "
