@@ -694,3 +694,32 @@ def pair_planar_moments(geo, pr, D, moments, log_weight_scale):
     run_split(lambda start, stop: _pairs(g, pr, D, moments, log_weight_scale, start, stop, out), P,
               min_per_thread=_MIN_PAIRS_PER_THREAD, pieces_per_thread=4)
     return out
+
+
+_COV_UNIT_ERR = 2e-14  # measured covariance error of the divergence formula per unit of cancellation (planar.cancels)
+
+
+@_jit
+def _cancels_one(mean, cov, p, log_mass, rel, loosen, relative):
+    """``planar.reference.cancels`` for pair p, the same operations in the same order (bit for bit)."""
+    spread = 1.0 + (mean[p, 0] * mean[p, 0] + mean[p, 1] * mean[p, 1])
+    tr = cov[p, 0, 0] + cov[p, 1, 1]
+    det = cov[p, 0, 0] * cov[p, 1, 1] - cov[p, 0, 1] * cov[p, 1, 0]
+    lam = det / (0.5 * tr + math.sqrt(max(0.25 * tr * tr - det, 0.0)))
+    scale = lam if relative else 1.0
+    kappa = spread / scale if lam > 0.0 else _INF
+    return math.isfinite(log_mass) and not ((_COV_UNIT_ERR + rel) * kappa <= C.COV_TOL * loosen)
+
+
+@_jit
+def cancel_flags(mean, cov, log_mass, rel, loosen, relative, flagged):
+    """For the batch's pairs: ``redo`` = ``cancels(..., loosen, relative=relative) & ~flagged`` and ``strict`` =
+    ``cancels(..., 1.0, relative=True)`` (``planar.batch.batch_planar_pairs``), in one compiled pass over the pairs
+    instead of two numpy passes of a dozen temporaries each."""
+    P = log_mass.size
+    redo = np.empty(P, dtype=np.bool_)
+    strict = np.empty(P, dtype=np.bool_)
+    for p in range(P):
+        redo[p] = _cancels_one(mean, cov, p, log_mass[p], rel[p], loosen[p], relative) and not flagged[p]
+        strict[p] = _cancels_one(mean, cov, p, log_mass[p], rel[p], 1.0, True)
+    return redo, strict
