@@ -155,27 +155,38 @@ def test_em_deferred_guard_keeps_the_fit(monkeypatch):
     assert np.array_equal(fast.evaluation_.region_covs, eager.evaluation_.region_covs)
 
 
-def test_em_m_steps_on_first_pass_moments(monkeypatch):
+def test_em_m_steps_on_first_pass_moments(monkeypatch, thin_net):
     """EM's M-steps on the first pass's moments (default: no heavy pass during the fit) against M-steps on completed
-    evaluations (``COMPLETE_CANDIDATES``), on a thin-region net where the heavy pass changes covariances: the same
-    accept/reject history, log-likelihoods within 1e-9 relative and parameters within 1e-6 (the first pass's
-    covariances are accurate to 3e-9 of Sigma_omega; measured: log-likelihoods 1e-15, parameters 1e-12); the history
-    is true (each recorded log-likelihood is a fresh evaluate's of the network it belongs to, to rounding), monotone,
-    and ``evaluation_`` is the complete evaluate of ``network_`` (on its partition), bit for bit."""
-    X = engine.random_network([2, 8, 8, 3], rng=3, cov_x=0.01).sample(60, rng=4)
+    evaluations (``COMPLETE_CANDIDATES``), on a thin-region net where the heavy pass changes covariances.
+
+    The M-step's inputs (``statistics``: M_omega, X_omega, E[zz^T]) and the exact step's last-layer update agree to
+    1e-11 relative (measured 1e-15; the first pass's covariances are accurate to 3e-9 of Sigma_omega and the heavy
+    pass moves these pairs by ~1e-13 of it). Whole fits are compared only loosely: the inner layers' frozen-mask
+    normal equations are so ill-conditioned here that a 1-ulp change of one datum moves the 3-iteration
+    log-likelihood by 7e-6 and weights by 5e-3 relative (measured), so the two fits agree to that sensitivity; each is
+    monotone with a true history (recorded log-likelihood = a fresh evaluate's, to rounding), and ``evaluation_`` is
+    the complete evaluate of ``network_`` on its partition, bit for bit."""
+    net, X, part = thin_net
+    first = evaluate(net, X, part=part, defer=True)
+    full = complete(first)
+    assert not np.array_equal(first.region_covs, full.region_covs)
+    a, b = em_module.statistics(first, X), em_module.statistics(full, X)
+    for name in ("M", "X", "Ezz"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert np.max(np.abs(x - y)) <= 1e-11 * np.max(np.abs(y)), name
+    last = em_module._linear_indices(net)[-1]
+    up_a = em_module.layer_update(net, a, em_module.frozen_maps(net, part), last)
+    up_b = em_module.layer_update(net, b, em_module.frozen_maps(net, part), last)
+    assert np.max(np.abs(up_a.weight - up_b.weight)) <= 1e-11 * np.max(np.abs(up_b.weight))
+
     kw = dict(max_iter=3, tol=0.0, random_state=0, backoff=0)
     fast = EM([2, 8, 8, 3], **kw).fit(X)
     monkeypatch.setattr(em_module, "COMPLETE_CANDIDATES", True)
-    full = EM([2, 8, 8, 3], **kw).fit(X)
-    assert [h["updates"] for h in fast.history_] == [h["updates"] for h in full.history_]
-    ll_f, ll_c = np.array(fast.log_likelihoods_), np.array(full.log_likelihoods_)
+    slow = EM([2, 8, 8, 3], **kw).fit(X)
+    ll_f, ll_s = np.array(fast.log_likelihoods_), np.array(slow.log_likelihoods_)
+    assert ll_f[0] == ll_s[0]
     assert np.all(np.diff(ll_f) >= 0)
-    assert np.all(np.abs(ll_f - ll_c) <= 1e-9 * np.abs(ll_c))
-    for a, b in zip(fast.network_.layers, full.network_.layers):
-        if hasattr(a, "weight"):
-            assert np.allclose(a.weight, b.weight, rtol=1e-6, atol=1e-9) and np.allclose(a.bias, b.bias, rtol=1e-6,
-                                                                                            atol=1e-9)
-    assert np.allclose(fast.network_.cov_x, full.network_.cov_x, rtol=1e-6, atol=0)
+    assert np.all(np.abs(ll_f - ll_s) <= 1e-4 * np.abs(ll_s))  # the fit's own rounding sensitivity (see above)
     fresh = evaluate(fast.network_, X)  # a new partition: the same log p(x) to rounding
     assert abs(fresh.log_marginal.mean() - ll_f[-1]) <= 1e-12 * abs(ll_f[-1])
     ref = evaluate(fast.network_, X, part=fast.evaluation_.partition)
