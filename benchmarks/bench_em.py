@@ -25,6 +25,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import importlib  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -74,10 +75,8 @@ def main(argv=None) -> int:
     parser.add_argument("--arrangement", action="store_true",
                         help="S = 2 partitions by the planar arrangement (engine.partition.USE_PLANAR_ARRANGEMENT)")
     args = parser.parse_args(argv)
-    if args.arrangement:
-        import engine.partition
-
-        engine.partition.USE_PLANAR_ARRANGEMENT = True
+    if args.arrangement:  # the module (the package's attribute engine.partition is the function)
+        importlib.import_module("engine.partition").USE_PLANAR_ARRANGEMENT = True
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     if not args.skip_s1:
         bench("circle [1,16,16,2]", [1, 16, 16, 2], datasets.circle(500, rng=0), args.iters, 0.03)
