@@ -729,3 +729,15 @@ def cancel_flags(mean, cov, log_mass, rel, loosen, relative, flagged):
         redo[p] = _cancels_one(mean, cov, p, log_mass[p], rel[p], loosen[p], relative) and not flagged[p]
         strict[p] = _cancels_one(mean, cov, p, log_mass[p], rel[p], 1.0, True)
     return redo, strict
+
+
+def warm() -> None:
+    """Compile (or load from the cache) the kernels an ordinary first ``evaluate`` may not reach: the small-polygon
+    cubature of cancelling pairs, with the argument types ``planar.batch`` passes (``python -m engine.warmup``)."""
+    F = 3
+    Nrm = np.zeros((1, F, 2))
+    Nrm[0, :, 0] = np.cos(np.arange(F) * 2.0 * np.pi / F)
+    Nrm[0, :, 1] = np.sin(np.arange(F) * 2.0 * np.pi / F)
+    pr = np.zeros(1, dtype=np.intp)
+    act = np.ones((1, F), dtype=np.bool_)
+    small_polygon_pairs(Nrm, pr, np.ones((1, F)), np.full((1, F), -1.0), np.ones((1, F)), act, 2)
