@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 from scipy.special import log_ndtr, logsumexp
 
@@ -264,9 +265,32 @@ def log_mass_upper_bound(part: Partition, mu: np.ndarray, covs: np.ndarray) -> n
     width = den > 0  # rows of zero width (H_i = 0, padding) bound nothing
     safe = np.where(width, den, 1.0)
     scaled_c = np.where(width, c / safe, np.inf)
-    # (R, N, F): one batched matmul over the regions
-    d = scaled_c[:, None, :] - np.matmul(mu.transpose(1, 0, 2), (H / safe[..., None]).transpose(0, 2, 1))
-    return log_ndtr(d.min(axis=2, initial=np.inf)).T
+    return log_ndtr(_min_slack(np.ascontiguousarray(mu, dtype=np.float64), np.ascontiguousarray(H / safe[..., None]),
+                               scaled_c))
+
+
+@numba.njit(cache=True, nogil=True)
+def _min_slack(mu, Hs, sc):
+    """``min_f (sc[r, f] - Hs[r, f] . mu[n, r])`` (N, R), +inf with no rows, NaN if any term is NaN: the standardised
+    distance of each point's mean to its region's most violated half-space, without the (R, N, F) temporary."""
+    N, R, S = mu.shape
+    F = Hs.shape[1]
+    out = np.empty((N, R))
+    for n in range(N):
+        for r in range(R):
+            best = np.inf
+            for f in range(F):
+                dot = 0.0
+                for k in range(S):
+                    dot += mu[n, r, k] * Hs[r, f, k]
+                v = sc[r, f] - dot
+                if v != v:  # NaN propagates, as in numpy's min
+                    best = v
+                    break
+                if v < best:
+                    best = v
+            out[n, r] = best
+    return out
 
 
 def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=None, accuracy="relative"):

@@ -195,3 +195,23 @@ def test_small_polygons_against_mpmath(dist, size):
         sd = np.sqrt(np.diag(c_ref))
         assert np.all(np.abs(mean[0] - m_ref) <= 1e-10 * sd)
         assert np.all(np.abs(cov[0] - c_ref) <= 1e-9 * np.outer(sd, sd))
+
+
+def test_warm_compiles_the_small_polygon_kernel_with_the_batch_types():
+    """``kernel.warm`` (run by ``python -m engine.warmup``) compiles ``small_polygon_pairs`` for exactly the argument
+    types ``planar.batch`` passes: a call built as the batch builds it (fancy-indexed rows of a ``RegionGeometry``)
+    adds no new signature, so a first evaluate that reaches the cubature loads it from the cache, not compiles it."""
+    K.warm()
+    before = set(K.small_polygon_pairs.signatures)
+    assert before
+    net = random_network([2, 6, 6, 3], rng=0)
+    part = partition(net)
+    covs = np.repeat(np.eye(2)[None], len(part), axis=0)
+    geo = RegionGeometry([r.polytope for r in part], covs)
+    P = 4
+    pr = np.arange(P) % len(part)
+    D = geo.cn[pr] - 0.1 * geo.Hn[pr][:, :, 0]
+    out = K.pair_planar_moments(geo, pr, D, 2, np.full(P, np.inf))
+    idx = np.nonzero(np.ones(P, dtype=bool))[0]
+    K.small_polygon_pairs(geo.Nrm, pr[idx], D[idx], out[6][idx], out[7][idx], out[8][idx], 2)
+    assert set(K.small_polygon_pairs.signatures) == before

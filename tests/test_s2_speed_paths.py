@@ -15,6 +15,7 @@ import pytest
 
 import engine
 from engine import datasets
+from engine import em as em_module
 from engine.distributions import complete, evaluate
 from engine.em import EM
 from engine.gaussian.planar import kernel as K
@@ -137,7 +138,10 @@ class _EagerEM(EM):
         return super()._evaluate(net, X, part=part, defer=False)
 
 
-def test_em_deferred_guard_keeps_the_fit():
+def test_em_deferred_guard_keeps_the_fit(monkeypatch):
+    """With ``COMPLETE_CANDIDATES`` (every accepted evaluation completed before its M-step) deferring the rejected
+    candidates' heavy pass changes nothing, bit for bit."""
+    monkeypatch.setattr(em_module, "COMPLETE_CANDIDATES", True)
     X = datasets.circle(80, rng=0)
     kw = dict(max_iter=3, tol=0.0, random_state=0, backoff=0)
     fast = EM([2, 8, 8, 2], **kw).fit(X)
@@ -149,3 +153,97 @@ def test_em_deferred_guard_keeps_the_fit():
         if hasattr(a, "weight"):
             assert np.array_equal(a.weight, b.weight) and np.array_equal(a.bias, b.bias)
     assert np.array_equal(fast.evaluation_.region_covs, eager.evaluation_.region_covs)
+
+
+def test_em_m_steps_on_first_pass_moments(monkeypatch, thin_net):
+    """EM's M-steps on the first pass's moments (default: no heavy pass during the fit) against M-steps on completed
+    evaluations (``COMPLETE_CANDIDATES``), on a thin-region net where the heavy pass changes covariances.
+
+    The M-step's inputs (``statistics``: M_omega, X_omega, E[zz^T]) and the exact step's last-layer update agree to
+    1e-11 relative (measured 1e-15; the first pass's covariances are accurate to 3e-9 of Sigma_omega and the heavy
+    pass moves these pairs by ~1e-13 of it). Whole fits are compared only loosely: the inner layers' frozen-mask
+    normal equations are so ill-conditioned here that a 1-ulp change of one datum moves the 3-iteration
+    log-likelihood by 7e-6 and weights by 5e-3 relative (measured), so the two fits agree to that sensitivity; each is
+    monotone with a true history (recorded log-likelihood = a fresh evaluate's, to rounding), and ``evaluation_`` is
+    the complete evaluate of ``network_`` on its partition, bit for bit."""
+    net, X, part = thin_net
+    first = evaluate(net, X, part=part, defer=True)
+    full = complete(first)
+    assert not np.array_equal(first.region_covs, full.region_covs)
+    a, b = em_module.statistics(first, X), em_module.statistics(full, X)
+    for name in ("M", "X", "Ezz"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert np.max(np.abs(x - y)) <= 1e-11 * np.max(np.abs(y)), name
+    last = em_module._linear_indices(net)[-1]
+    up_a = em_module.layer_update(net, a, em_module.frozen_maps(net, part), last)
+    up_b = em_module.layer_update(net, b, em_module.frozen_maps(net, part), last)
+    assert np.max(np.abs(up_a.weight - up_b.weight)) <= 1e-11 * np.max(np.abs(up_b.weight))
+
+    kw = dict(max_iter=3, tol=0.0, random_state=0, backoff=0)
+    fast = EM([2, 8, 8, 3], **kw).fit(X)
+    monkeypatch.setattr(em_module, "COMPLETE_CANDIDATES", True)
+    slow = EM([2, 8, 8, 3], **kw).fit(X)
+    ll_f, ll_s = np.array(fast.log_likelihoods_), np.array(slow.log_likelihoods_)
+    assert ll_f[0] == ll_s[0]
+    assert np.all(np.diff(ll_f) >= 0)
+    assert np.all(np.abs(ll_f - ll_s) <= 1e-4 * np.abs(ll_s))  # the fit's own rounding sensitivity (see above)
+    fresh = evaluate(fast.network_, X)  # a new partition: the same log p(x) to rounding
+    assert abs(fresh.log_marginal.mean() - ll_f[-1]) <= 1e-12 * abs(ll_f[-1])
+    ref = evaluate(fast.network_, X, part=fast.evaluation_.partition)
+    for name in ("log_marginal", "posterior_mean", "posterior_cov", "region_covs"):
+        assert np.array_equal(getattr(fast.evaluation_, name), getattr(ref, name)), name
+    assert fast.evaluation_._pending is None
+
+
+def test_compiled_cancellation_test_is_planar_cancels_bit_for_bit():
+    """``kernel.cancel_flags`` (one compiled pass in ``batch_planar_pairs``) against the numpy ``planar.cancels`` it
+    replaces, on random and degenerate pairs (zero, negative and NaN covariances, infinite masses, both accuracies,
+    loosened thresholds): the same booleans everywhere, so the batch's redo and settled masks do not move."""
+    from engine.gaussian.planar import cancels
+
+    rng = np.random.default_rng(7)
+    P = 4000
+    mean = rng.normal(size=(P, 2)) * 10 ** rng.uniform(-3, 3, size=(P, 1))
+    L = rng.normal(size=(P, 2, 2)) * 10 ** rng.uniform(-6, 1, size=(P, 1, 1))
+    cov = L @ L.transpose(0, 2, 1)
+    cov[::7] *= -1.0  # negative definite: lambda_min < 0, "cancelled"
+    cov[::11] = 0.0
+    cov[::13, 0, 1] = np.nan
+    log_mass = rng.uniform(-50, 0, size=P)
+    log_mass[::17] = -np.inf
+    rel = 10 ** rng.uniform(-16, -6, size=P)
+    loosen = np.where(rng.random(P) < 0.5, 1.0, 10 ** rng.uniform(0, 5, size=P))
+    flagged = rng.random(P) < 0.1
+    for relative in (True, False):
+        redo, strict = K.cancel_flags(mean, cov, log_mass, rel, loosen, relative, flagged)
+        assert np.array_equal(redo, cancels(mean, cov, log_mass, rel, loosen, relative=relative) & ~flagged)
+        assert np.array_equal(strict, cancels(mean, cov, log_mass, rel, 1.0, relative=True))
+    assert 0 < redo.sum() < P and 0 < strict.sum() < P  # both outcomes occur
+
+
+def test_most_violated_half_space_bound_matches_the_numpy_form():
+    """``distributions.log_mass_upper_bound`` (compiled minimum, no (R, N, F) temporary) against the numpy form it
+    replaced, to rounding (the dot products may differ by an ulp from BLAS's), on an S = 2 and an S = 3 net; and it
+    bounds the exact log masses of the evaluation (the property the pruning relies on)."""
+    from scipy.special import log_ndtr
+
+    from engine import distributions as dist
+
+    for widths in ([2, 8, 8, 3], [3, 5, 5, 3]):
+        net = engine.random_network(widths, rng=3, cov_x=0.1)
+        X = net.sample(40, rng=4)
+        part = engine.partition(net)
+        rg = dist.region_gaussians(net, part)
+        mu, _ = dist.posterior_region_params(net, part, X, rg)
+        got = dist.log_mass_upper_bound(part, mu, rg.cov)
+        H, c = part.padded_facets()
+        den = np.sqrt(np.einsum("rfs,rst,rft->rf", H, rg.cov, H))
+        safe = np.where(den > 0, den, 1.0)
+        sc = np.where(den > 0, c / safe, np.inf)
+        d = sc[:, None, :] - np.matmul(mu.transpose(1, 0, 2), (H / safe[..., None]).transpose(0, 2, 1))
+        want = log_ndtr(d.min(axis=2, initial=np.inf)).T
+        assert np.array_equal(np.isfinite(got), np.isfinite(want))
+        fin = np.isfinite(want)
+        assert np.all(np.abs(got[fin] - want[fin]) <= 1e-13 * np.maximum(1.0, np.abs(want[fin])))
+        tm = dist.region_truncated_moments(part, mu, rg.cov, moments=0)
+        assert np.all(tm.log_mass <= got + 1e-12 * np.maximum(1.0, np.abs(got)))

@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..pairs import PlanarPairs
-from .kernel import PlanarArrays, pair_planar_moments, small_polygon_pairs
-from .reference import _COV_TOL, _PARALLEL, cancels, planar_slice_moments
+from .kernel import PlanarArrays, cancel_flags, pair_planar_moments, small_polygon_pairs
+from .reference import _COV_TOL, _PARALLEL, planar_slice_moments
 
 _CUBATURE_COV_UNIT_ERR = 1e-14  # covariance error of the small-polygon cubature per unit of L^2 / lambda_min
 
@@ -186,10 +186,11 @@ def batch_planar_pairs(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, mome
     if moments < 2:
         return PlanarPairs(log_mass, mean if moments >= 1 else None, None, rel_err, flagged, D), np.zeros_like(flagged)
     # flagged pairs are redone by the caller
-    redo = cancels(mean, cov, log_mass, rel_err, loosen, relative=cov_relative) & ~flagged
+    # planar.cancels, compiled: redo = cancels(.., loosen, relative=cov_relative) & ~flagged, strict = cancels(.., 1.0)
+    redo, strict = cancel_flags(mean, cov, log_mass, rel_err, loosen, bool(cov_relative), flagged)
     settled = ~flagged & ~redo & (loosen == 1.0)
     if not cov_relative:
-        settled &= ~cancels(mean, cov, log_mass, rel_err, 1.0, relative=True)
+        settled &= ~strict
     if np.any(redo):
         # small polygons: cubature moments, about the polygon's centre, cancel nothing
         idx = np.nonzero(redo)[0]

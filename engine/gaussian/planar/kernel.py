@@ -480,8 +480,14 @@ class EdgeWork(NamedTuple):
 # one function on purpose: split into five compiled pieces (even with inline="always") it measured 13% slower
 # per pair (3.5 -> 4.0 us, alternated runs), so the complexity limit is waived here alone. Rows are
 # indexed in place (``D[p, f]``, ``g.Nrm[r, f, 0]``), never sliced (``D[p]``): every slice is a reference-counted
-# view, two atomic operations each, and the 18 per pair cost 15 % of the kernel (alternated runs)
-@_jit
+# view, two atomic operations each, and the 18 per pair cost 15 % of the kernel (alternated runs). Inlined into
+# ``_pairs`` (numba IR inlining): no call per pair passing the 19 arrays of ``g`` and ``ew``; the same results bit
+# for bit, kernel CPU 0.47 -> 0.44 s on the bench_engine S = 2 batch (medians of 6 and 5 alternated processes,
+# one thread, machine shared by five jobs)
+_jit_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+
+
+@_jit_inline
 def _pair(g, r, D, p, moments, log_weight_scale, ew, mean, cov):  # noqa: C901
     """Pair p (region r of ``g``, whitened offsets ``D[p]``): fills row p of the edge data of ``ew``, of ``mean``
     (P, 2) and ``cov`` (P, 2, 2); returns (log_mass, rel_err, flagged, loosen)."""
@@ -694,3 +700,44 @@ def pair_planar_moments(geo, pr, D, moments, log_weight_scale):
     run_split(lambda start, stop: _pairs(g, pr, D, moments, log_weight_scale, start, stop, out), P,
               min_per_thread=_MIN_PAIRS_PER_THREAD, pieces_per_thread=4)
     return out
+
+
+_COV_UNIT_ERR = 2e-14  # measured covariance error of the divergence formula per unit of cancellation (planar.cancels)
+
+
+@_jit
+def _cancels_one(mean, cov, p, log_mass, rel, loosen, relative):
+    """``planar.reference.cancels`` for pair p, the same operations in the same order (bit for bit)."""
+    spread = 1.0 + (mean[p, 0] * mean[p, 0] + mean[p, 1] * mean[p, 1])
+    tr = cov[p, 0, 0] + cov[p, 1, 1]
+    det = cov[p, 0, 0] * cov[p, 1, 1] - cov[p, 0, 1] * cov[p, 1, 0]
+    lam = det / (0.5 * tr + math.sqrt(max(0.25 * tr * tr - det, 0.0)))
+    scale = lam if relative else 1.0
+    kappa = spread / scale if lam > 0.0 else _INF
+    return math.isfinite(log_mass) and not ((_COV_UNIT_ERR + rel) * kappa <= C.COV_TOL * loosen)
+
+
+@_jit
+def cancel_flags(mean, cov, log_mass, rel, loosen, relative, flagged):
+    """For the batch's pairs: ``redo`` = ``cancels(..., loosen, relative=relative) & ~flagged`` and ``strict`` =
+    ``cancels(..., 1.0, relative=True)`` (``planar.batch.batch_planar_pairs``), in one compiled pass over the pairs
+    instead of two numpy passes of a dozen temporaries each."""
+    P = log_mass.size
+    redo = np.empty(P, dtype=np.bool_)
+    strict = np.empty(P, dtype=np.bool_)
+    for p in range(P):
+        redo[p] = _cancels_one(mean, cov, p, log_mass[p], rel[p], loosen[p], relative) and not flagged[p]
+        strict[p] = _cancels_one(mean, cov, p, log_mass[p], rel[p], 1.0, True)
+    return redo, strict
+
+
+def warm() -> None:
+    """Compile (or load from the cache) the kernels an ordinary first ``evaluate`` may not reach: the small-polygon
+    cubature of cancelling pairs, with the argument types ``planar.batch`` passes (``python -m engine.warmup``)."""
+    F = 3
+    Nrm = np.zeros((1, F, 2))
+    Nrm[0, :, 0] = np.cos(np.arange(F) * 2.0 * np.pi / F)
+    Nrm[0, :, 1] = np.sin(np.arange(F) * 2.0 * np.pi / F)
+    pr = np.zeros(1, dtype=np.intp)
+    act = np.ones((1, F), dtype=np.bool_)
+    small_polygon_pairs(Nrm, pr, np.ones((1, F)), np.full((1, F), -1.0), np.ones((1, F)), act, 2)

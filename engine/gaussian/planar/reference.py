@@ -49,6 +49,7 @@ from ..constants import (
 from ..constants import end_rounding as _end_rounding
 from ..interval import standard_interval_moments
 from ..quad1d import integrate_logconcave
+from .kernel import _COV_UNIT_ERR
 from .kernel import edges_many as _edges_many
 
 _PARALLEL = 1e-12  # |n_j . e_i| below this: rows i and j are parallel
@@ -399,7 +400,6 @@ def edge_divergence_moments(Nrm, D, s_lo, s_hi, active, log_mass, moments: int =
     return mean, 0.5 * (cov + np.swapaxes(cov, 1, 2))
 
 
-_COV_UNIT_ERR = 2e-14  # measured covariance error of the divergence formula per unit of cancellation
 _COV_TOL = COV_TOL  # estimated relative covariance error above which the slice moments replace it
 
 
