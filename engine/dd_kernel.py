@@ -725,11 +725,11 @@ def partition_compiled(net, max_regions: int):
     mid = (d.gen_off[:-1] + d.nv).tolist()
     Z, spans = d.G[:, :S], list(zip(starts[:-1], starts[1:]))
     regions, incidence = [], []
-    for r in range(len(mid)):
+    rows = zip(d.signs, d.A, d.b, d.hM, d.hm)  # row views, made in C
+    for r, (signs, A, b, hM, hm) in enumerate(rows):
         poly = Polytope(d.H[fo[r]:fo[r + 1]], d.c[fo[r]:fo[r + 1]], Z[go[r]:mid[r]], Z[mid[r]:go[r + 1]],
                         d.L[lo[r]:lo[r + 1]])
-        hM, hm = d.hM[r], d.hm[r]
-        regions.append(ref.Region(r, d.signs[r], poly, d.A[r], d.b[r], [(hM[s:e], hm[s:e]) for s, e in spans]))
+        regions.append(ref.Region(r, signs, poly, A, b, [(hM[s:e], hm[s:e]) for s, e in spans]))
         incidence.append(d.inc[io[r]:io[r + 1]].reshape(go[r + 1] - go[r], fo[r + 1] - fo[r]))
     part = ref.Partition(net, regions, incidence, stacked=(d.A, d.b, d.signs))
     for region in regions:
