@@ -205,3 +205,32 @@ def test_compiled_partition_locates_its_own_points():
     P = ref.partition(net)
     Z = np.array([r.polytope.interior_point() for r in P])
     assert (P.locate(Z) == np.arange(len(P))).all()
+
+
+_DIGEST = """
+import hashlib, importlib, sys
+import numpy as np
+from engine import dd_kernel, random_network
+ref = importlib.import_module("engine.partition")
+_, d = dd_kernel.run(random_network([4, 6, 6, 2], activation="abs", rng=12), 10**5,
+                     np.array([ref._PLANE_ULPS, ref._VERTEX_ULPS, ref._ZERO_ROW]))
+print(hashlib.sha256(b"".join(x.tobytes() for x in d)).hexdigest())
+"""
+
+
+@pytest.mark.slow  # two fresh processes (~13 s wall on a loaded machine)
+def test_compiled_bits_do_not_depend_on_thread_counts():
+    """One BLAS / numba / OpenMP thread or the machine's default: the same bits (no parallel reduction)."""
+    import os
+    import subprocess
+    import sys
+
+    digests = []
+    for threads in (None, "1"):
+        env = dict(os.environ)
+        if threads:
+            env.update(OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
+                       NUMBA_NUM_THREADS=threads)
+        out = subprocess.run([sys.executable, "-c", _DIGEST], env=env, capture_output=True, text=True, check=True)
+        digests.append(out.stdout.strip())
+    assert len(digests[0]) == 64 and digests[0] == digests[1]
