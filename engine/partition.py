@@ -26,11 +26,13 @@ through a vertex) need no special case: a hyperplane that only touches a cell do
 "Touches" is decided by rounding, not by a fixed tolerance: a generator is on a unit's plane when the
 plane's value there is within the rounding of the plane's coefficients (eq. 8 composed in float64, bounded
 by the same products of magnitudes, ``Mabs`` and ``mabs``) plus the generator's own rounding bound (carried
-from its parents through every combination). A split therefore needs generators beyond their bounds on both
-sides, so both children are full-dimensional. Regions narrower than these bounds (a few dozen ulps of the
-magnitudes involved) are below float64's resolution and are merged; every wider one is found, whatever the
-unit order (fuzz campaigns: slivers of 1.4e-13 |z| and parallel planes 7e-13 apart, against an exact-rational
-enumeration in ``tests/test_partition_exact.py``).
+from its parents through every combination; where that carried bound alone decides, it is replaced by the
+smaller a-posteriori bound of :func:`_residual_err`, from the generator's residuals on its tight constraints
+projected on the plane's normal, which does not depend on the unit order). A split therefore needs
+generators beyond their bounds on both sides, so both children are full-dimensional. Regions narrower than
+these bounds (a few dozen ulps of the magnitudes involved) are below float64's resolution and are merged;
+every wider one is found, whatever the unit order (fuzz campaigns: slivers of 1.4e-13 |z|, parallel planes
+7e-13 apart, a strip 2.5e-12 wide, against an exact-rational enumeration in ``tests/test_partition_exact.py``).
 Constraints that stop being facets are dropped after each layer, so the final H-representation is
 irredundant; its rows have unit norm.
 """
