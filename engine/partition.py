@@ -26,11 +26,13 @@ through a vertex) need no special case: a hyperplane that only touches a cell do
 "Touches" is decided by rounding, not by a fixed tolerance: a generator is on a unit's plane when the
 plane's value there is within the rounding of the plane's coefficients (eq. 8 composed in float64, bounded
 by the same products of magnitudes, ``Mabs`` and ``mabs``) plus the generator's own rounding bound (carried
-from its parents through every combination). A split therefore needs generators beyond their bounds on both
-sides, so both children are full-dimensional. Regions narrower than these bounds (a few dozen ulps of the
-magnitudes involved) are below float64's resolution and are merged; every wider one is found, whatever the
-unit order (fuzz campaigns: slivers of 1.4e-13 |z| and parallel planes 7e-13 apart, against an exact-rational
-enumeration in ``tests/test_partition_exact.py``).
+from its parents through every combination; where that carried bound alone decides, it is replaced by the
+smaller a-posteriori bound of :func:`_residual_err`, from the generator's residuals on its tight constraints
+projected on the plane's normal, which does not depend on the unit order). A split therefore needs
+generators beyond their bounds on both sides, so both children are full-dimensional. Regions narrower than
+these bounds (a few dozen ulps of the magnitudes involved) are below float64's resolution and are merged;
+every wider one is found, whatever the unit order (fuzz campaigns: slivers of 1.4e-13 |z|, parallel planes
+7e-13 apart, a strip 2.5e-12 wide, against an exact-rational enumeration in ``tests/test_partition_exact.py``).
 Constraints that stop being facets are dropped after each layer, so the final H-representation is
 irredundant; its rows have unit norm.
 """
@@ -149,6 +151,35 @@ def _plane_tol(G: np.ndarray, Ahat: np.ndarray, bhat: np.ndarray) -> np.ndarray:
     ``eps (|z|.Ahat + bhat)`` per ulp; a cancelled row (``|M| << Mabs``) gets a wide tolerance.
     """
     return _PLANE_ULPS * _EPS * (np.abs(G[:, :-1]) @ Ahat.T + G[:, -1:] * bhat)
+
+
+def _residual_err(cell: _Cell, gi: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """A posteriori bound on ``|a.(g - g*)|`` for generators ``gi`` and unit normals ``A`` (rows, same length).
+
+    ``g*`` is the exact generator of the stored (float) constraints ``g`` is tight on: with ``H_T`` those rows,
+    ``g - g* = H_T^+ r`` to first order, ``r = H_T g - c_T t`` the tight residuals (exact for vertices; for
+    rays, normalisation is second order). So ``a.(g - g*) = y.r`` with ``y = (H_T^T)^+ a``, bounded by
+    ``|y|.(|r| + rounding of r)``, doubled for the rounding of ``y``. Unlike :func:`_combine`'s bound, carried
+    through the generator's history (and so dependent on the unit order), this depends only on where ``g``
+    is; and it is small along the normal of a plane parallel to one ``g`` lies on, however ill-conditioned
+    ``g``'s other tight rows make its position (fuzz case ``permutation-0-2a94``: a strip 1e-11 wide between
+    two parallel walls, eq. 8 rows of one unit through weights 1e4, missed in one unit order). Infinite where
+    the tight rows do not determine ``g`` (rank below S for a vertex, S - 1 for a ray) or the cell has lines.
+    """
+    out = np.full(len(gi), np.inf)
+    S = cell.H.shape[1]
+    if cell.L.shape[0]:
+        return out
+    for k, (i, a) in enumerate(zip(gi, A)):
+        T = cell.inc[i, 1:]
+        g, t = cell.G[i, :-1], cell.G[i, -1]
+        HT, cT = cell.H[T], cell.c[T]
+        if HT.shape[0] < S - (t == 0) or np.linalg.matrix_rank(HT) < S - (t == 0):
+            continue
+        r = np.abs(HT @ g - cT * t) + _VERTEX_ULPS * _EPS * (np.abs(HT) @ np.abs(g) + np.abs(cT) * t)
+        y = np.linalg.lstsq(HT.T, a, rcond=None)[0]
+        out[k] = 2.0 * np.abs(y) @ r + _VERTEX_ULPS * _EPS * np.abs(g).max()
+    return out
 
 
 def _adjacent_pairs(inc: np.ndarray, pos: np.ndarray, neg: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -315,7 +346,11 @@ def _refine(cell: _Cell, M: np.ndarray, m: np.ndarray, Mabs: np.ndarray,
             results.append((cur, sg))
             continue
         f = cur.G[:, :-1] @ a_all[pend].T + cur.G[:, -1:] * beta_all[pend]  # (ng, p)
-        tol = _plane_tol(cur.G, Ahat[pend], bhat[pend]) + cur.err[:, None]
+        ptol = _plane_tol(cur.G, Ahat[pend], bhat[pend])
+        tol = ptol + cur.err[:, None]
+        gi, ui = np.nonzero((np.abs(f) <= tol) & (np.abs(f) > ptol))  # decided by g's own bound
+        if gi.size:
+            tol[gi, ui] = ptol[gi, ui] + np.minimum(cur.err[gi], _residual_err(cur, gi, a_all[pend[ui]]))
         pos = (f > tol).any(axis=0)
         neg = (f < -tol).any(axis=0)
         if cur.L.shape[0]:
