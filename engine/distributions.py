@@ -261,7 +261,8 @@ def log_mass_upper_bound(part: Partition, mu: np.ndarray, covs: np.ndarray) -> n
     ``Phi((c_i - h_i.mu) / sqrt(h_i^T Sigma h_i))``; the smallest of these bounds the region's mass.
     """
     H, c = part.padded_facets()  # (R, F, S), (R, F) with +inf offsets on padding rows
-    den = np.sqrt(np.einsum("rfs,rst,rft->rf", H, covs, H))
+    # h^T Sigma h >= 0 exactly; rounding leaves it a few ulps below zero along a direction of nearly no spread
+    den = np.sqrt(np.maximum(np.einsum("rfs,rst,rft->rf", H, covs, H), 0.0))
     width = den > 0  # rows of zero width (H_i = 0, padding) bound nothing
     safe = np.where(width, den, 1.0)
     scaled_c = np.where(width, c / safe, np.inf)

@@ -40,13 +40,22 @@ from .triangulation import triangulation_moments
 METHODS = ("auto", "triangulation", "slices", "rqmc")
 
 
-def _whiten(polytope: Polytope, mean: np.ndarray, cov: np.ndarray):
+def _whiten(polytope: Polytope, mean: np.ndarray, cov: np.ndarray, chol: np.ndarray | None = None):
+    """``chol``: an accurate lower factor of ``cov`` when the caller has one (``RegionGaussians.chol_cov``,
+    from the SVD: a Sigma_omega with condition near 1/eps has no float64 Cholesky factor but has that one)."""
     S = mean.shape[1]
-    try:
-        L = np.linalg.cholesky(cov)
-    except np.linalg.LinAlgError:
-        raise DGNInputError("cov", "covariance is not symmetric positive definite",
-                            "pass a positive definite covariance") from None
+    if chol is not None:
+        if not np.all(np.abs(np.diagonal(chol)) > 0):
+            raise DGNInputError("network", "a region's posterior covariance is singular in float64 (the decoder's "
+                                "gain there exceeds what float64 resolves against the prior)",
+                                "rescale the network's weights or raise cov_x")
+        L = chol
+    else:
+        try:
+            L = np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:
+            raise DGNInputError("cov", "covariance is not symmetric positive definite",
+                                "pass a positive definite covariance") from None
     H, c = polytope.H, polytope.c
     HL = H @ L
     nrm = np.linalg.norm(HL, axis=1)
@@ -225,14 +234,16 @@ def _unwhiten(mean, m_r, c_r, L, Wq, Qc, moments):
 
 
 def _polytope_moments_single(polytope: Polytope, mean, cov, *, moments: int = 2, method: str = "auto",
-                             rng=None, cones: bool = True, accuracy: str = "relative") -> TruncatedMoments:
-    """The per-region path (whitening, lineality, every method); the batch's fallback."""
+                             rng=None, cones: bool = True, accuracy: str = "relative",
+                             chol: np.ndarray | None = None) -> TruncatedMoments:
+    """The per-region path (whitening, lineality, every method); the batch's fallback. ``chol``: see
+    :func:`_whiten`."""
     N, S = mean.shape
     if polytope.H.shape[0] == 0:
         full = np.broadcast_to(cov, (N, S, S)).copy()
         return TruncatedMoments(np.zeros(N), mean.copy(), full, "whole-space", np.zeros(N))
     req = PairRequest(None, None, None, moments=moments, method=method, rng=rng, accuracy=accuracy)
-    L, Nrm, D, Yv, Yr, Wq, Qc = _whiten(polytope, mean, cov)
+    L, Nrm, D, Yv, Yr, Wq, Qc = _whiten(polytope, mean, cov, chol)
     Yrr = Yr @ Qc if Yr.size else np.zeros((0, Qc.shape[1]))
     if Yrr.size:
         keep = np.linalg.norm(Yrr, axis=1) > 1e-12
@@ -340,7 +351,8 @@ def _solid_batch(req: PairRequest, geo, res: PairResult):
         if rows.size == 0:
             continue
         tm = _polytope_moments_single(req.polytopes[r], req.means[r, rows], req.covs[r], moments=req.moments,
-                                      method="auto", rng=req.rng, cones=False, accuracy=req.accuracy)
+                                      method="auto", rng=req.rng, cones=False, accuracy=req.accuracy,
+                                      chol=geo.chol[r])
         res.store(r, rows, tm)
         res._errors[r, rows] = np.inf if tm.log_mass_error is None else tm.log_mass_error
     res.has_error[geo.ok] = True
@@ -429,15 +441,17 @@ def batch_geometry(polytopes, covs, chol=None):
     return GEOMETRIES[S](polytopes, covs, chol)
 
 
-def _per_region(req: PairRequest, res: PairResult, todo, cones: bool) -> None:
-    """The regions no batch took: the per-region path (whitening, lineality, every method)."""
+def _per_region(req: PairRequest, res: PairResult, todo, cones: bool, chol=None) -> None:
+    """The regions no batch took: the per-region path (whitening, lineality, every method); ``chol`` (R, S, S):
+    the batch geometry's accurate factors of ``req.covs``, where it has them."""
     for r in np.nonzero(todo)[0]:
         rows = np.nonzero(req.need[r])[0]
         if rows.size == 0:
             continue
         mean_r, cov_r = _check(req.means[r, rows], req.covs[r], req.method)
         tm = _polytope_moments_single(req.polytopes[r], mean_r, cov_r, moments=req.moments, method=req.method,
-                                      rng=req.rng, cones=cones, accuracy=req.accuracy)
+                                      rng=req.rng, cones=cones, accuracy=req.accuracy,
+                                      chol=None if chol is None else chol[r])
         res.methods[r] = tm.method
         res.store(r, rows, tm)
         if tm.log_mass_error is not None:
@@ -454,13 +468,15 @@ def integrate_pairs(req: PairRequest, *, cones: bool = True) -> PairResult:
     res = PairResult.empty(R, N, S, req.moments)
     todo = np.ones(R, dtype=bool)
     batch = BATCH_INTEGRATORS.get(S) if req.method == "auto" and R else None
+    chol = None
     if batch is not None:
         geo = req.geometry if req.geometry is not None else batch_geometry(req.polytopes, req.covs)
         if geo.chol is None:
             raise DGNInputError("cov", "covariance is not symmetric positive definite",
                                 "pass a positive definite covariance")
         todo = batch(req, geo, res)
-    _per_region(req, res, todo, cones)
+        chol = geo.chol
+    _per_region(req, res, todo, cones, chol)
     default = req.method if req.method != "auto" else ("planar-owen" if S == 2 else "solid-quadrature" if S == 3
                                                        else "sliced" if S == 4 else "rqmc")
     return res.finish(default)
