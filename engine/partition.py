@@ -463,7 +463,9 @@ class Partition:
     @property
     def regions(self) -> tuple[Region, ...]:
         if self._regions is None:
-            self._regions = tuple(self._region(i) for i in range(len(self)))
+            polys, maps, built = self._source.polytopes(), self._source.all_layer_maps(), self._built
+            self._regions = tuple(built[i] or _trusted_region(i, s, polys[i], A, b, maps[i], self)
+                                  for i, (s, A, b) in enumerate(zip(self._signs, self._A, self._b)))
             self._built = None
         return self._regions
 
@@ -689,11 +691,28 @@ class _PlanarRegions:
                                                     self.V[v[i]:v[i + 1]], self.Ry[r[i]:r[i + 1]], self.empty)
         return poly
 
-    def layer_maps(self, i: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Pre-activation (A^{1->l}, b^{1->l}) of each activation layer on region i (eq. 8): its face's."""
+    def polytopes(self) -> list[Polytope]:
+        """Every region's polytope (those not yet built, in one pass)."""
+        H, c, V, Ry, empty, polys = self.H, self.c, self.V, self.Ry, self.empty, self.polys
+        v, r, f = self.v, self.r, self.f
+        for i, (f0, f1, v0, v1, r0, r1) in enumerate(zip(f, f[1:], v, v[1:], r, r[1:])):
+            if polys[i] is None:
+                polys[i] = trusted_polytope(H[f0:f1], c[f0:f1], V[v0:v1], Ry[r0:r1], empty)
+        return polys
+
+    def _face_pairs(self) -> list:
         if self.pairs is None:  # per layer, each face's (M, m) pair once (faces are fewer than regions)
             self.pairs = [(list(zip(Mq, mq)), faces) for Mq, mq, faces in self.maps]
-        return [pairs[faces[i]] for pairs, faces in self.pairs]
+        return self.pairs
+
+    def layer_maps(self, i: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Pre-activation (A^{1->l}, b^{1->l}) of each activation layer on region i (eq. 8): its face's."""
+        return [pairs[faces[i]] for pairs, faces in self._face_pairs()]
+
+    def all_layer_maps(self) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """:meth:`layer_maps` of every region, in region order."""
+        per_layer = [[pairs[f] for f in faces] for pairs, faces in self._face_pairs()]
+        return [list(lm) for lm in zip(*per_layer)] if per_layer else [[] for _ in self.polys]
 
     def n_bounded(self) -> int:
         return int(np.count_nonzero(np.diff(self.r_ptr) == 0))
