@@ -429,7 +429,8 @@ class Partition:
     :meth:`for_network`, which shares the regions' polytopes, sign lookup and adjacency.
 
     The S = 2 arrangement's partition keeps its polygons as flat arrays (``source``) and builds each
-    :class:`Region` when first read (``part[i]``, iteration, ``regions``), once: the same object thereafter.
+    :class:`Region` when first read (``part[i]``, iteration, ``regions``), once: the same object thereafter
+    (two threads reading the same unbuilt region at the same moment may each get one; their arrays are the same).
     """
 
     def __init__(self, net: Network, regions: list[Region] | None, incidence=None, *,
@@ -464,9 +465,10 @@ class Partition:
     def regions(self) -> tuple[Region, ...]:
         if self._regions is None:
             polys, maps, built = self._source.polytopes(), self._source.all_layer_maps(), self._built
-            self._regions = tuple(built[i] or _trusted_region(i, s, polys[i], A, b, maps[i], self)
-                                  for i, (s, A, b) in enumerate(zip(self._signs, self._A, self._b)))
-            self._built = None
+            regions = tuple(built[i] or _trusted_region(i, s, polys[i], A, b, maps[i], self)
+                            for i, (s, A, b) in enumerate(zip(self._signs, self._A, self._b)))
+            built[:] = regions  # kept: a thread reading part[i] meanwhile finds its region here
+            self._regions = regions
         return self._regions
 
     def _region(self, i: int) -> Region:

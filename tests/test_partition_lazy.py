@@ -127,3 +127,17 @@ def test_trusted_polytope_is_the_dataclass():
     r = dataclasses.replace(p, c=arrays[1] + 1.0)
     assert _same_bits(r.c, arrays[1] + 1.0) and r.H is p.H
     assert _same_bits(pickle.loads(pickle.dumps(p)).vertices, arrays[2])
+
+
+def test_threads_reading_regions_at_once_get_equal_regions():
+    """Threads (Dask's threaded scheduler, evaluate's workers) reading an unbuilt partition concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    net = engine.random_network([2, 8, 8, 2], rng=5)
+    part, eager = partition(net), _eager(net)
+    n = len(part)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda i: part[i % n] if i % 3 else part.regions[i % n], range(4 * n)))
+    assert all(g.index == i % n for i, g in enumerate(got))
+    _assert_regions_equal(part, eager)
+    assert all(part[i] is part.regions[i] for i in range(n))
