@@ -450,10 +450,15 @@ class Planar:
     def __len__(self):
         return len(self.ptr) - 1
 
+    def polygon_arrays(self):
+        """All regions' vertices, rays, facets ``H z <= c`` and incidence flags as flat arrays, with per-region
+        offsets: ``(v_ptr, V, r_ptr, Ry, f_ptr, H, c, i_ptr, inc)``, region r's vertices ``V[v_ptr[r]:v_ptr[r+1]]``."""
+        return _regions(self.ptr, self.P, self.E, self.L)
+
     def polygons(self):
         """Per region, in region order: lists of H, c, vertices and rays (views into flat arrays), and the
         incidence of vertices + rays on facets as a sequence whose items are made when read."""
-        v_ptr, V, r_ptr, Ry, f_ptr, H, c, i_ptr, inc = _regions(self.ptr, self.P, self.E, self.L)
+        v_ptr, V, r_ptr, Ry, f_ptr, H, c, i_ptr, inc = self.polygon_arrays()
         v_ptr, r_ptr, f_ptr, i_ptr = v_ptr.tolist(), r_ptr.tolist(), f_ptr.tolist(), i_ptr.tolist()
         fs = list(zip(f_ptr, f_ptr[1:]))
         Hs = [H[a:b] for a, b in fs]

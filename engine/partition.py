@@ -40,14 +40,15 @@ irredundant; its rows have unit norm.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .arrangement import planar_partition
+from .arrangement import Incidence, planar_partition
 from .errors import RegionBudgetError
 from .network import Activation, Linear, Network
-from .polytope import Polytope
+from .polytope import Polytope, trusted_polytope
 
 DEFAULT_MAX_REGIONS = 100_000
 # S = 2: the compiled planar arrangement (engine.arrangement), 40-60x faster than the double description, with
@@ -464,20 +465,35 @@ class Partition:
     Immutable: ``net``, ``regions`` (a tuple), ``A``, ``b`` and ``signs`` (read-only arrays) are fixed at
     construction; a network whose inner layers are unchanged gets its own partition from
     :meth:`for_network`, which shares the regions' polytopes, sign lookup and adjacency.
+
+    The S = 2 arrangement's partition keeps its polygons as flat arrays (``source``) and builds each
+    :class:`Region` when first read (``part[i]``, iteration, ``regions``), once: the same object thereafter
+    (two threads reading the same unbuilt region at the same moment may each get one; their arrays are the same).
     """
 
-    def __init__(self, net: Network, regions: list[Region], incidence: list[np.ndarray] | None = None, *,
-                 stacked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None):
+    def __init__(self, net: Network, regions: list[Region] | None, incidence=None, *,
+                 stacked: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                 source: _PlanarRegions | None = None):
         self._net = net
-        self._regions = tuple(regions)
+        self._source = source
         if stacked is None:  # (A, b, signs) of the regions, stacked: (R, D, S), (R, D), (R, n_units)
             stacked = tuple(np.stack([getattr(r, k) for r in regions]) for k in ("A", "b", "signs"))
         self._A, self._b, self._signs = (_read_only(x) for x in stacked)
+        # built regions: all of them (a tuple), or, from a source, a list filled as they are read
+        self._regions = tuple(regions) if source is None else None
+        self._built = None if source is None else [None] * len(self._signs)
         self._lookup = _pattern_index(self._signs)
-        self._incidence = incidence  # per region: (vertices + rays, facets) tight flags
+        self._incidence = incidence if source is None else source.incidence  # per region: (vertices + rays, facets)
         self._neighbours: list[tuple[int, ...]] | None = None
         self._padded: tuple[np.ndarray, np.ndarray] | None = None
         self._intervals: np.ndarray | None = None
+
+    def __getstate__(self) -> dict:
+        """Pickled without the regions a source rebuilds (smaller and faster to ship to Dask / process workers)."""
+        state = self.__dict__.copy()
+        if self._source is not None:
+            state["_regions"], state["_built"] = None, [None] * len(self)
+        return state
 
     @property
     def net(self) -> Network:
@@ -485,7 +501,22 @@ class Partition:
 
     @property
     def regions(self) -> tuple[Region, ...]:
+        if self._regions is None:
+            polys, maps, built = self._source.polytopes(), self._source.all_layer_maps(), self._built
+            regions = tuple(built[i] or _trusted_region(i, s, polys[i], A, b, maps[i], self)
+                            for i, (s, A, b) in enumerate(zip(self._signs, self._A, self._b)))
+            built[:] = regions  # kept: a thread reading part[i] meanwhile finds its region here
+            self._regions = regions
         return self._regions
+
+    def _region(self, i: int) -> Region:
+        """Region i (0 <= i < len), built from the source on first read."""
+        region = self._built[i]
+        if region is None:
+            src = self._source
+            region = self._built[i] = _trusted_region(i, self._signs[i], src.polytope(i), self._A[i], self._b[i],
+                                                      src.layer_maps(i), self)
+        return region
 
     @property
     def A(self) -> np.ndarray:
@@ -512,21 +543,32 @@ class Partition:
         A, b = np.asarray(A, dtype=np.float64), np.asarray(b, dtype=np.float64)
         if A.shape[0] != len(self) or b.shape[0] != len(self):
             raise ValueError(f"need one map per region ({len(self)}), got A {A.shape}, b {b.shape}")
-        regions = [dataclasses.replace(r, A=A[i], b=b[i], _partition=None) for i, r in enumerate(self._regions)]
-        out = Partition(net, regions, self._incidence)
+        if self._source is not None:  # copies: the new partition's A and b are read-only, the caller's stay as given
+            out = Partition(net, None, stacked=(A.copy(), b.copy(), self._signs), source=self._source)
+        else:
+            regions = [dataclasses.replace(r, A=A[i], b=b[i], _partition=None) for i, r in enumerate(self._regions)]
+            out = Partition(net, regions, self._incidence)
+            for region in regions:
+                region._partition = out
         out._neighbours, out._padded, out._intervals = self._neighbours, self._padded, self._intervals
-        for region in regions:
-            region._partition = out
         return out
 
     def __len__(self) -> int:
-        return len(self.regions)
+        return len(self._signs)
 
     def __iter__(self):
         return iter(self.regions)
 
-    def __getitem__(self, i: int) -> Region:
-        return self.regions[i]
+    def __getitem__(self, i) -> Region:
+        if self._regions is not None:
+            return self._regions[i]
+        try:
+            k = operator.index(i)
+        except TypeError:  # a slice
+            return self.regions[i]
+        if not -len(self) <= k < len(self):
+            raise IndexError(f"region index {k} out of range for {len(self)} regions")
+        return self._region(k % len(self))
 
     @property
     def latent_dim(self) -> int:
@@ -534,6 +576,8 @@ class Partition:
 
     @property
     def n_bounded(self) -> int:
+        if self._source is not None:
+            return self._source.n_bounded()
         return sum(r.bounded for r in self.regions)
 
     def intervals(self) -> np.ndarray:
@@ -545,6 +589,8 @@ class Partition:
     def padded_facets(self) -> tuple[np.ndarray, np.ndarray]:
         """All regions' facets stacked as (R, F_max, S) normals and (R, F_max) offsets; padding rows
         have zero normals and +inf offsets (constraints that hold everywhere)."""
+        if self._padded is None and self._source is not None:
+            self._padded = self._source.padded_facets()
         if self._padded is None:
             F = max((r.H.shape[0] for r in self.regions), default=0)
             H = np.zeros((len(self), F, self.latent_dim))
@@ -657,19 +703,83 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition
 
 
 def _from_planar(net: Network, planar) -> Partition:
-    """The :class:`Partition` of the compiled planar arrangement's polygons (``engine.arrangement``)."""
-    empty = np.zeros((0, 2))
-    A, b, signs = (_read_only(x) for x in (planar.A, planar.b, planar.signs))
-    # per activation layer: each face's (M, m) pair once, and each region's face
-    maps = [(list(zip(Mq, mq)), a.tolist()) for Mq, mq, a in planar.layer_maps]
-    layer_maps = list(zip(*[[pairs[f] for f in faces] for pairs, faces in maps]))
-    Hs, cs, Vs, Rs, incidence = planar.polygons()
-    regions = [Region(i, s, Polytope(H, c, V, R, empty), Ai, bi, list(lm))
-               for i, (s, Ai, bi, H, c, V, R, lm) in enumerate(zip(signs, A, b, Hs, cs, Vs, Rs, layer_maps))]
-    part = Partition(net, regions, incidence, stacked=(A, b, signs))
-    for region in regions:
-        region._partition = part
-    return part
+    """The :class:`Partition` of the compiled planar arrangement's polygons (``engine.arrangement``); its regions
+    are built when first read."""
+    return Partition(net, None, stacked=(planar.A, planar.b, planar.signs), source=_PlanarRegions(planar))
+
+
+class _PlanarRegions:
+    """The planar arrangement's polygons as flat arrays with per-region offsets, and the per-face layer maps
+    (eq. 8): region i's :class:`Polytope` (built once, shared by :meth:`Partition.for_network`'s partitions)
+    and ``layer_maps`` on request."""
+
+    def __init__(self, planar):
+        v_ptr, self.V, r_ptr, self.Ry, f_ptr, self.H, self.c, i_ptr, inc = planar.polygon_arrays()
+        self.f_ptr, self.r_ptr = f_ptr, r_ptr
+        self.v, self.r, self.f = v_ptr.tolist(), r_ptr.tolist(), f_ptr.tolist()
+        self.incidence = Incidence(inc, i_ptr.tolist(), self.v, self.r, self.f)
+        self.maps = [(Mq, mq, faces.tolist()) for Mq, mq, faces in planar.layer_maps]
+        self.empty = np.zeros((0, 2))  # no lineality: the first layer has rank 2 or the double description runs
+        self.polys: list[Polytope | None] = [None] * (len(v_ptr) - 1)
+        self.pairs: list | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "polys": [None] * len(self.polys), "pairs": None}
+
+    def polytope(self, i: int) -> Polytope:
+        poly = self.polys[i]
+        if poly is None:
+            v, r, f = self.v, self.r, self.f
+            poly = self.polys[i] = trusted_polytope(self.H[f[i]:f[i + 1]], self.c[f[i]:f[i + 1]],
+                                                    self.V[v[i]:v[i + 1]], self.Ry[r[i]:r[i + 1]], self.empty)
+        return poly
+
+    def polytopes(self) -> list[Polytope]:
+        """Every region's polytope (those not yet built, in one pass)."""
+        H, c, V, Ry, empty, polys = self.H, self.c, self.V, self.Ry, self.empty, self.polys
+        v, r, f = self.v, self.r, self.f
+        for i, (f0, f1, v0, v1, r0, r1) in enumerate(zip(f, f[1:], v, v[1:], r, r[1:])):
+            if polys[i] is None:
+                polys[i] = trusted_polytope(H[f0:f1], c[f0:f1], V[v0:v1], Ry[r0:r1], empty)
+        return polys
+
+    def _face_pairs(self) -> list:
+        if self.pairs is None:  # per layer, each face's (M, m) pair once (faces are fewer than regions)
+            self.pairs = [(list(zip(Mq, mq)), faces) for Mq, mq, faces in self.maps]
+        return self.pairs
+
+    def layer_maps(self, i: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Pre-activation (A^{1->l}, b^{1->l}) of each activation layer on region i (eq. 8): its face's."""
+        return [pairs[faces[i]] for pairs, faces in self._face_pairs()]
+
+    def all_layer_maps(self) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        """:meth:`layer_maps` of every region, in region order."""
+        per_layer = [[pairs[f] for f in faces] for pairs, faces in self._face_pairs()]
+        return [list(lm) for lm in zip(*per_layer)] if per_layer else [[] for _ in self.polys]
+
+    def n_bounded(self) -> int:
+        return int(np.count_nonzero(np.diff(self.r_ptr) == 0))
+
+    def padded_facets(self) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`Partition.padded_facets` from the flat arrays at once (the same bits)."""
+        counts = np.diff(self.f_ptr)
+        R, F = len(counts), int(counts.max(initial=0))
+        rows = np.repeat(np.arange(R), counts)
+        k = np.arange(len(self.c)) - np.repeat(self.f_ptr[:-1], counts)
+        H = np.zeros((R, F, 2))
+        c = np.full((R, F), np.inf)
+        H[rows, k] = self.H
+        c[rows, k] = self.c
+        return H, c
+
+
+def _trusted_region(index, signs, polytope, A, b, layer_maps, part) -> Region:
+    """``Region(index, signs, polytope, A, b, layer_maps, part)`` without the dataclass ``__init__`` (the same
+    object, at half the cost): for regions built from arrays the enumerator produced."""
+    region = object.__new__(Region)
+    region.__dict__ = {"index": index, "signs": signs, "polytope": polytope, "A": A, "b": b,
+                       "layer_maps": layer_maps, "_partition": part}
+    return region
 
 
 def _cell_interval(cell: _Cell) -> tuple[float, float]:
