@@ -14,7 +14,9 @@ in typed lists inside the kernel; the result comes back as a few stacked arrays 
 
 The one rounding rule, ``_plane_tol`` (and ``_line_tol`` for lineality directions), mirrors
 ``engine.partition._plane_tol``: a generator g is on a unit's plane ``a.z + beta = 0`` (unit normal) when
-``|a.g + beta t| <= PLANE_ULPS eps (|g|.Ahat + t bhat) + err(g)``. Its constants come from
+``|a.g + beta t| <= PLANE_ULPS eps (|g|.Ahat + t bhat) + err(g)``, where the carried ``err(g)`` alone decides
+replaced by ``min(err(g), _residual_err)``, the a-posteriori bound from g's residuals on its tight constraints
+(``engine.partition._residual_err``, computed only for such ambiguous pairs). Its constants come from
 ``engine.partition`` at every call (an argument, not a compiled-in global, so the on-disk cache cannot keep a
 stale value).
 """
@@ -74,6 +76,45 @@ def _plane_tol(G, i, ahat, bhat, plane_ulps):
     for t in range(S):
         s += abs(G[i, t]) * ahat[t]
     return plane_ulps * _EPS * (s + G[i, S] * bhat)
+
+
+@_jit
+def _residual_err(G, i, H, c, inc, a, vertex_ulps):
+    """A posteriori bound on ``|a.(g - g*)|`` for generator ``G[i]`` and unit normal ``a``, ``g*`` the exact
+    generator of the stored constraints ``g`` is tight on (``engine.partition._residual_err``): with ``H_T``
+    those rows and ``r = |H_T g - c_T t| + vertex_ulps eps (|H_T| |g| + |c_T| t)`` its residuals and their
+    rounding, ``2 |y|.r + vertex_ulps eps max|g|``, ``y = (H_T^T)^+ a`` (least squares, numpy's default
+    rcond). Infinite where the tight rows do not determine ``g`` (rank below S for a vertex, S - 1 for a
+    ray); the caller skips cells with lines, where the reference's bound is infinite too."""
+    S = G.shape[1] - 1
+    t = G[i, S]
+    need = S - 1 if t == 0 else S
+    nT = 0
+    for f in range(H.shape[0]):
+        nT += inc[i, f + 1]
+    if nT < need:
+        return np.inf
+    HT, cT = np.empty((nT, S)), np.empty(nT)
+    k = 0
+    for f in range(H.shape[0]):
+        if inc[i, f + 1]:
+            HT[k], cT[k] = H[f], c[f]
+            k += 1
+    if np.linalg.matrix_rank(HT) < need:
+        return np.inf
+    unit = vertex_ulps * _EPS
+    r = np.empty(nT)
+    for k in range(nT):
+        s, sa = 0.0, 0.0
+        for q in range(S):
+            s += HT[k, q] * G[i, q]
+            sa += abs(HT[k, q]) * abs(G[i, q])
+        r[k] = abs(s - cT[k] * t) + unit * (sa + abs(cT[k]) * t)
+    y = np.linalg.lstsq(np.ascontiguousarray(HT.T), a, _EPS * max(nT, S))[0]
+    yr = 0.0
+    for k in range(nT):
+        yr += abs(y[k]) * r[k]
+    return 2.0 * yr + unit * _maxabs(G, i, S)
 
 
 @_jit
@@ -414,7 +455,10 @@ def _unit_planes(M, m, Mabs, mabs, zero_row):
 
 @_jit
 def _side_tests(geo, pend, a, beta, Ahat, bhat, consts):
-    """Values and bounds of the pending units' planes at the generators; which units split the cell."""
+    """Values and bounds of the pending units' planes at the generators; which units split the cell.
+
+    Where ``ptol < |f| <= ptol + err`` (the generator's carried bound decides) the bound is
+    ``ptol + min(err, _residual_err)``, as in ``engine.partition._refine``; cells with lines keep ``err``."""
     G, L, H, c, inc, err = geo
     ng, S1 = G.shape
     S = S1 - 1
@@ -428,7 +472,10 @@ def _side_tests(geo, pend, a, beta, Ahat, bhat, consts):
             for t in range(S):
                 s += G[i, t] * a[u, t]
             val = s + G[i, S] * beta[u]
-            bound = _plane_tol(G, i, Ahat[u], bhat[u], consts[_PLANE]) + err[i]
+            ptol = _plane_tol(G, i, Ahat[u], bhat[u], consts[_PLANE])
+            bound = ptol + err[i]
+            if abs(val) <= bound and abs(val) > ptol and L.shape[0] == 0:  # decided by g's own bound
+                bound = ptol + min(err[i], _residual_err(G, i, H, c, inc, a[u], consts[_VERTEX]))
             f[i, q], tol[i, q] = val, bound
             pos[q] |= val > bound
             neg[q] |= val < -bound

@@ -31,22 +31,10 @@ def test_pinned_fuzz_case_passes(case):
     assert main(["replay", str(case)]) == 0
 
 
-# Known miss of the double description (the arrangement passes): issue 19's open finding, S = 2 [7, 1, 5], weights
-# 1e4, a strip 2.5e-12 to 5e-12 wide at |z| ~ 3-8 between parallel walls composed through weights 1e4: 49 regions
-# in one unit order, 48 in the other (exact 49, tests/test_partition_planar.py). Strict: the test fails once the
-# double description resolves it (then remove it from this set).
-DD_MISSES = {"permutation-0-2a9412e676909cec.json"}
-
-
-def _with_the_double_description(case):
-    if case.name in DD_MISSES:
-        return pytest.param(case, marks=pytest.mark.xfail(strict=True, reason="strip below the DD's vertex bounds"))
-    return case
-
-
-@pytest.mark.parametrize("case", [_with_the_double_description(c) for c in CASES], ids=_IDS)
+@pytest.mark.parametrize("case", CASES, ids=_IDS)
 def test_pinned_fuzz_case_passes_with_the_double_description(case, monkeypatch):
-    """The same cases with the double description at every S."""
+    """The same cases with the double description at every S (``permutation-0-2a94``, a strip 2.5e-12 wide
+    between parallel walls: 49 regions in both unit orders = exact, through the a-posteriori generator bound)."""
     monkeypatch.setattr(sys.modules["engine.partition"], "USE_PLANAR_ARRANGEMENT", False)
     assert main(["replay", str(case)]) == 0
 

@@ -26,6 +26,13 @@ _EPS = np.finfo(np.float64).eps
 _FUZZ = Path(__file__).parent / "fuzz_cases"
 
 
+@pytest.fixture(autouse=True)
+def _double_description_at_s2(monkeypatch):
+    """This module tests the double description: at S = 2 the default partition is the planar arrangement
+    (``engine.arrangement``, tested in ``tests/test_partition_planar.py``), so it is switched off here."""
+    monkeypatch.setattr(ref, "USE_PLANAR_ARRANGEMENT", False)
+
+
 def _python(net):
     old = ref.USE_COMPILED_DD
     ref.USE_COMPILED_DD = False
