@@ -31,9 +31,9 @@ each part is one run of the parent's corners plus the chord.
 
 Checked against an exact-rational enumeration on degenerate fuzz nets (tests/test_partition_planar.py,
 tests/test_partition_exact.py): no region that does not exist, none twice, and the same regions as the double
-description (misses only below 3.6e-15 |z|), except on issue 19's open finding (a strip 2.5e-12 wide between
-walls composed through weights 1e4), where the arrangement has the exact 49 regions in both unit orders and the
-double description 48 in one. Before the crossing rules, nearly parallel lines inside a strip
+description (misses only below 3.6e-15 |z|), issue 19's finding included (a strip 2.5e-12 wide between walls
+composed through weights 1e4: the exact 49 regions in both unit orders; the double description had 48 in one
+before its a-posteriori generator bound). Before the crossing rules, nearly parallel lines inside a strip
 1e-5 wide gave 109 regions for 53; with a flatness fraction 1e-12 of a part's extent instead of the rounding
 rule, slivers 1.4e-13 |z| wide were lost (fuzz case permutation-0-e298: 232 of 233).
 """
