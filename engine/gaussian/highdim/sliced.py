@@ -77,9 +77,8 @@ MERGE = 1e-9  # vertex heights closer than this (relative) are one breakpoint
 MAX_ROUNDS = 6  # bisection rounds for panels whose bar is too large
 DEFAULT_TOL = 1e-10  # relative mass error aimed at
 SLICE_SHARE = 0.01  # a slice of share s of its pair's mass may have a relative error SLICE_SHARE tol / s
-LIGHT_SHARE = 1e-8  # slices below this share of their pair's mass keep the kernel's first estimate when its bound,
-# times the share, is below 1e-3 SLICE_SHARE tol (their moments: a point of the slice, no spread, so when moments
-LIGHT_SHARE_MOMENTS = 1e-10  # are asked for only below this share; the point is the slice's closest to the origin)
+LIGHT_SHARE_MOMENTS = 1e-8  # slices below this share of a pair of tolerance DEFAULT_TOL (proportionally more for
+# looser pairs) may keep the kernel's first estimate when moments are asked for (see _light)
 _KERNEL_ALLOWANCE = 1e-13  # the S = 2, 3 kernels accept rel <= SOLID_FALLBACK_REL LOOSEN_WEIGHT / w = 1e-13 / w
 _GENERIC = np.array([0.5377, 1.8339, -2.2588, 0.8622])
 
@@ -260,10 +259,11 @@ def _slices(prob: _Problem, pidx, nodes):
 
 def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
     """Slices at ``nodes`` (K,) of points ``pidx`` (K,) with log quadrature weights ``qlw`` (K,): ``(log f, mean_y
-    (K, 4), cov_y (K, 4, 4), rel)``. All slices go through one call of the S = 3 batch integrator
+    (K, 4), cov_y (K, 4, 4), rel)``. One pass of the compiled S = 3 kernel with the moments settles the slices it
+    resolves at its strict thresholds; the others go through one call of the S = 3 batch integrator
     (``polytopes.integrate_pairs``), told each slice's weight in its pair's total (``log_weight_scale``: the total
-    estimated by a first pass of the compiled kernel alone, plus ``known`` (M,), the log mass of the panels
-    already done), scaled so that the kernels accept a slice of share ``s`` of its pair's mass up to a relative
+    estimated by the kernel pass, plus ``known`` (M,), the log mass of the panels already done),
+    scaled so that the kernels accept a slice of share ``s`` of its pair's mass up to a relative
     error ``SLICE_SHARE tol / s`` (``tol`` (M,): the pairs' tolerances; never beyond the kernels' own cap,
     1e-6): slices of small weight are not sent to the slow exact fallbacks for accuracy that cannot matter.
     Each slice's error bound is returned and enters the pair's bar, whatever weight was assumed."""
@@ -282,42 +282,69 @@ def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
     n = len(polys)
     eye = np.broadcast_to(np.eye(3), (n, 3, 3))
     geo = batch_geometry(polys, eye, eye)
-    first = batch_solid_moments(geo, np.arange(n), np.zeros((n, 3)), 0)
+    # one kernel pass with the moments, at the kernels' strict thresholds: the slices it resolves are done
+    first = batch_solid_moments(geo, np.arange(n), np.zeros((n, 3)), moments, cov_relative=accuracy == "relative")
     est = np.where(geo.ok & np.isfinite(first.log_mass), first.log_mass, -np.inf)
+    done = np.isfinite(est) & ~first.flagged
+    if moments >= 2:
+        done &= ~first.refine
     contrib = np.full(K, -np.inf)
     contrib[where] = qlw[where] + logphi[where] + est
     total = np.logaddexp(known, _group_lse(pidx, contrib, known.size))
-    with np.errstate(invalid="ignore"):  # the kernels accept rel <= 1e-13 / w: here SLICE_SHARE tol / share
-        allow = np.log(_KERNEL_ALLOWANCE / (SLICE_SHARE * tol[pidx[where]]))
-        if moments >= 1:  # the kernels' moment thresholds loosen with 1 / w too: no further than the pair's own
-            allow = np.maximum(allow, np.log(DEFAULT_TOL / tol[pidx[where]]))
-        lws = qlw[where] + logphi[where] - total[pidx[where]] + allow
-    lws = np.where(np.isnan(lws), np.inf, lws)
-    with np.errstate(over="ignore", invalid="ignore"):
-        share = np.exp(qlw[where] + logphi[where] + est - total[pidx[where]])
-    # slices too light to matter keep the kernel's estimate and bound, whatever its flag (moments: the slice's point
-    # closest to the origin, no spread; their share bounds what that changes)
-    with np.errstate(invalid="ignore"):
-        cap = LIGHT_SHARE if moments < 1 else LIGHT_SHARE_MOMENTS
-        light = (np.isfinite(est) & (first.rel <= 1e-2) & (share <= cap)
-                 & (share * first.rel <= 1e-3 * SLICE_SHARE * tol[pidx[where]]))
-    req = PairRequest.build(polys, np.zeros((n, 1, 3)), eye, moments=moments, accuracy=accuracy,
-                            log_weight_scale=lws[:, None], geometry=geo, need=~light[:, None])
-    out = integrate_pairs(req)
-    lm[where] = np.where(light, est, out.log_mass[:, 0])
-    if out.log_mass_error is not None:
-        rel[where] = -np.expm1(-out.log_mass_error[:, 0])
-    rel[where[light]] = first.rel[light]
+    share, lws = _shares(qlw[where] + logphi[where], est, total[pidx[where]], tol[pidx[where]], moments)
+    light = _light(est, first.rel, share, tol[pidx[where]], moments) & ~done
+    need = ~done & ~light
+    lm[where] = np.where(light | done, est, -np.inf)
+    rel[where] = first.rel
+    mx, cx = np.zeros((n, 3)), np.zeros((n, 3, 3))
     if moments >= 1:
-        out.mean[light, 0] = _closest_in_slices([p for p, lt in zip(polys, light) if lt])
+        mx[done] = first.mean[done]
+        mx[light] = _closest_in_slices([p for p, lt in zip(polys, light) if lt])
+        if moments >= 2:
+            cx[done] = first.cov[done]
+    if np.any(need):  # the rest through the S = 3 batch path with its fallbacks, thresholds loosened by share
+        req = PairRequest.build(polys, np.zeros((n, 1, 3)), eye, moments=moments, accuracy=accuracy,
+                                log_weight_scale=lws[:, None], geometry=geo, need=need[:, None])
+        out = integrate_pairs(req)
+        lm[where[need]] = out.log_mass[need, 0]
+        rel[where[need]] = (-np.expm1(-out.log_mass_error[need, 0]) if out.log_mass_error is not None else 0.0)
+        if moments >= 1:
+            mx[need] = out.mean[need, 0]
+        if moments >= 2:
+            cx[need] = out.cov[need, 0]
+    if moments >= 1:
         V = prob.V[pidx[where]]  # (k, 4, 3)
-        mx = np.where(np.isfinite(lm[where])[:, None], out.mean[:, 0], 0.0)
+        mx = np.where(np.isfinite(lm[where])[:, None], mx, 0.0)
         my[where] = nodes[where, None] * prob.e[pidx[where]] + np.einsum("kij,kj->ki", V, mx)
         if moments >= 2:
-            cx = np.where(np.isfinite(lm[where])[:, None, None], out.cov[:, 0], 0.0)
+            cx = np.where(np.isfinite(lm[where])[:, None, None], cx, 0.0)
             cy[where] = np.einsum("kij,kjl,kml->kim", V, cx, V)
     return logphi + lm, my, cy, np.where(np.isfinite(lm), rel, 0.0)
 
+
+def _shares(lwq, est, total, tol, moments):
+    """Each slice's share of its pair's estimated mass (``lwq``: log quadrature weight times phi) and the
+    ``log_weight_scale`` that lets the S = 3 kernels accept it up to a relative error ``SLICE_SHARE tol / share``
+    (the kernels accept ``rel <= 1e-13 / w``; their moment thresholds loosen with ``1 / w`` too: no further than
+    the pair's own)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        allow = np.log(_KERNEL_ALLOWANCE / (SLICE_SHARE * tol))
+        if moments >= 1:
+            allow = np.maximum(allow, np.log(DEFAULT_TOL / tol))
+        lws = lwq - total + allow
+        share = np.exp(lwq + est - total)
+    return share, np.where(np.isnan(lws), np.inf, lws)
+
+
+def _light(est, rel, share, tol, moments):
+    """Slices too light to matter: they keep the kernel's first estimate and bound, whatever its flag, when that
+    bound times their share is within ``SLICE_SHARE`` of the pair's tolerance (it enters the pair's bar). With
+    moments, only up to a share ``LIGHT_SHARE_MOMENTS tol / DEFAULT_TOL`` (their mean: the slice's point closest
+    to the origin, no spread; a pair of tolerance ``tol`` has posterior weight ``<= 1e-13 / tol``
+    (:func:`pair_tolerances`), so what that changes in the posterior moments is below ``1e-11`` of a spread)."""
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(est) & (rel <= 1e-2) & (share * rel <= SLICE_SHARE * tol)
+        return ok if moments < 1 else ok & (share <= LIGHT_SHARE_MOMENTS * tol / DEFAULT_TOL)
 
 def _closest_in_slices(polys):
     """(k, 3) each slice's point closest to the origin: the stand-in for the mean of a slice too light to matter
