@@ -210,50 +210,90 @@ class _Problem:
         self.scale = np.linalg.norm(NV, axis=2)
         self.Nn = NV / np.where(self.scale > _ZERO, self.scale, 1.0)[..., None]
 
-    def slice(self, m, t) -> Polytope | None:
-        """The slice of P at height t for point m as a 3-D polytope in the frame ``V[m]`` (None: empty)."""
+    def _masks(self, m, t):
+        """The slice's combinatorial type at height t for point m: active facets, crossing edges, vertex-ray pairs
+        that reach t (each a condition on an interval or half-line of t), or None when a facet perpendicular to
+        the slices excludes t."""
         sh = self.shape
-        act = (self.fmin[m] < t) & (t < self.fmax[m]) & (self.scale[m] > _ZERO)
         flat = self.scale[m] <= _ZERO
         if np.any(flat & (self.D[m] - t * self.a[m] < 0.0)):
             return None
-        off = (self.D[m, act] - t * self.a[m, act]) / self.scale[m, act]
-        hv, Yv = self.hv[m], self.Yv[m]
-        ha, hb = hv[sh.ea], hv[sh.eb]
+        act = (self.fmin[m] < t) & (t < self.fmax[m]) & ~flat
+        ha, hb = self.hv[m][sh.ea], self.hv[m][sh.eb]
         cross = (np.minimum(ha, hb) <= t) & (t <= np.maximum(ha, hb)) & (ha != hb)
-        lam = (t - ha[cross]) / (hb[cross] - ha[cross])
-        pts = [Yv[sh.ea[cross]] + lam[:, None] * (Yv[sh.eb[cross]] - Yv[sh.ea[cross]])]
-        rays = []
+        ok = np.zeros(0, dtype=bool)
         if self.Yr.size:
-            hr = self.hr[m]
-            hrv = hr[sh.rb]
+            hrv = self.hr[m][sh.rb]
             with np.errstate(divide="ignore", invalid="ignore"):
-                s = (t - hv[sh.va]) / hrv
-            ok = (np.abs(hrv) > 1e-12) & (s >= 0.0)
-            pts.append(Yv[sh.va[ok]] + s[ok, None] * self.Yr[sh.rb[ok]])
-            flat_r = np.abs(hr) <= 1e-12
-            rays.append(self.Yr[flat_r])
-            h1, h2 = hr[sh.ra], hr[sh.rb2]
-            opp = h1 * h2 < 0.0
-            rays.append(np.abs(h2[opp, None]) * self.Yr[sh.ra[opp]] + np.abs(h1[opp, None]) * self.Yr[sh.rb2[opp]])
-        P = np.concatenate(pts) @ self.V[m]
-        R = np.concatenate(rays) @ self.V[m] if rays else np.zeros((0, 3))
-        if R.size:
-            n = np.linalg.norm(R, axis=1)
-            R = R[n > 1e-12] / n[n > 1e-12, None]
-        if not act.any() or P.shape[0] == 0:
-            return None
-        return Polytope(self.Nn[m, act], off, P, R, np.zeros((0, 3)))
+                ok = (np.abs(hrv) > 1e-12) & ((t - self.hv[m][sh.va]) / hrv >= 0.0)
+        return act, cross, ok
+
+    def _rays(self, m):
+        """(R', 3) the slices' rays for point m (independent of t): rays of P parallel to the slices and the
+        combinations of pairs of rays on either side, in the frame ``V[m]``, unit length."""
+        sh = self.shape
+        if not self.Yr.size:
+            return np.zeros((0, 3))
+        hr = self.hr[m]
+        h1, h2 = hr[sh.ra], hr[sh.rb2]
+        opp = h1 * h2 < 0.0
+        R = np.concatenate([self.Yr[np.abs(hr) <= 1e-12],
+                            np.abs(h2[opp, None]) * self.Yr[sh.ra[opp]] + np.abs(h1[opp, None]) * self.Yr[sh.rb2[opp]]])
+        R = R @ self.V[m]
+        n = np.linalg.norm(R, axis=1)
+        return R[n > 1e-12] / n[n > 1e-12, None]
+
+    def slices(self, m, ts) -> list[Polytope | None]:
+        """The slices of P at heights ``ts`` (T,) for point m as 3-D polytopes in the frame ``V[m]`` (None: empty),
+        built together when ``ts`` share one combinatorial type (checked at the lowest and highest height: every
+        condition of :meth:`_masks` holds on an interval of t), else one by one."""
+        lo, hi = self._masks(m, ts.min()), self._masks(m, ts.max())
+        same = lo is not None and hi is not None and all(np.array_equal(a, b) for a, b in zip(lo, hi))
+        if not same:
+            return [self._build(m, np.array([t]), self._masks(m, t))[0] for t in ts]
+        return self._build(m, ts, lo)
+
+    def slice(self, m, t) -> Polytope | None:
+        """The slice of P at height t for point m as a 3-D polytope in the frame ``V[m]`` (None: empty)."""
+        return self._build(m, np.array([t]), self._masks(m, t))[0]
+
+    def _build(self, m, ts, masks):
+        """Slices at heights ``ts`` (T,) sharing the combinatorial type ``masks``: vertices on the crossing edges
+        and on the rays from the vertices, offsets of the active facets, all affine in t."""
+        if masks is None:
+            return [None] * ts.size
+        act, cross, ok = masks
+        sh = self.shape
+        if not act.any():
+            return [None] * ts.size
+        hv, Yv = self.hv[m], self.Yv[m]
+        off = (self.D[m, act][None] - ts[:, None] * self.a[m, act][None]) / self.scale[m, act][None]  # (T, F')
+        ia, ib = sh.ea[cross], sh.eb[cross]
+        lam = (ts[:, None] - hv[ia][None]) / (hv[ib] - hv[ia])[None]  # (T, E')
+        pts = [Yv[ia][None] + lam[..., None] * (Yv[ib] - Yv[ia])[None]]
+        if self.Yr.size:
+            iv, ir = sh.va[ok], sh.rb[ok]
+            sray = (ts[:, None] - hv[iv][None]) / self.hr[m][ir][None]
+            pts.append(Yv[iv][None] + sray[..., None] * self.Yr[ir][None])
+        P = np.concatenate(pts, axis=1) @ self.V[m]  # (T, n, 3)
+        if P.shape[1] == 0:
+            return [None] * ts.size
+        R, Nn = self._rays(m), self.Nn[m, act]
+        return [Polytope(Nn, off[i], P[i], R, np.zeros((0, 3))) for i in range(ts.size)]
 
 
 def _slices(prob: _Problem, pidx, nodes):
-    """The slice polytopes at ``nodes`` of points ``pidx`` and the indices of the non-empty ones."""
+    """The slice polytopes at ``nodes`` of points ``pidx`` and the indices of the non-empty ones; ``nodes`` come in
+    panels of 15 (one panel's nodes share a point and, between vertex heights, a combinatorial type)."""
     polys, where = [], []
-    for q in np.nonzero(np.isfinite(nodes))[0]:  # NaN: the padding of the 7-point rule
-        p = prob.slice(pidx[q], nodes[q])
-        if p is not None:
-            polys.append(p)
-            where.append(q)
+    for k in range(0, nodes.size, 15):
+        q = k + np.nonzero(np.isfinite(nodes[k:k + 15]))[0]  # NaN: the padding of the 7-point rule
+        if not q.size:
+            continue
+        for qi, p in zip(q, prob.slices(pidx[q[0]], nodes[q])):
+            if p is not None:
+                polys.append(p)
+                where.append(qi)
     return polys, np.array(where, dtype=np.intp)
 
 
