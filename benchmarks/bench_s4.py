@@ -12,7 +12,7 @@ and, with ``--nested``, the deterministic nested quadrature (``engine.gaussian.h
 ``--repro`` runs ``evaluate`` twice (and in a forked child) and
 says whether the bits agree. One JSON line per figure. Usage:
 
-    .venv/bin/python benchmarks/bench_s4.py [--workloads s4 s5 s6] [--points 1 5] [--pairs] [--nested] [--repro]
+    .venv/bin/python benchmarks/bench_s4.py [--workloads s4 s5 s6] [--points 1 5] [--pairs] [--nested] [--repro] [--each N]
 """
 
 from __future__ import annotations
@@ -52,6 +52,17 @@ def _evaluate(name, net, X, part, n):
     err = np.inf if ev.log_marginal_error is None else float(np.max(ev.log_marginal_error))
     _emit(workload=name, what="evaluate", points=n, seconds=dt, max_log_marginal_error=err, method=ev.method,
           pairs_per_point_before_target_pruning=counts["before"] / n, pairs_per_point=counts["after"] / n)
+
+
+def _evaluate_each(name, net, X, part, n):
+    """The first n points one at a time (a figure per point as it comes; the same numbers as one call)."""
+    for i in range(n):
+        counts = _count_pairs()
+        t = time.perf_counter()
+        ev = evaluate(net, X[i:i + 1], part=part)
+        _emit(workload=name, what="evaluate one point", point=i, seconds=time.perf_counter() - t,
+              log_marginal=float(ev.log_marginal[0]), log_marginal_error=float(ev.log_marginal_error[0]),
+              pairs_before_target_pruning=counts["before"], pairs=counts["after"])
 
 
 def _count_pairs():
@@ -134,6 +145,7 @@ def main():
     ap.add_argument("--regions", type=int, default=5)
     ap.add_argument("--nested", action="store_true")
     ap.add_argument("--repro", action="store_true")
+    ap.add_argument("--each", type=int, default=0, help="evaluate the first EACH points one at a time")
     args = ap.parse_args()
     for name in args.workloads:
         net, X, part = _setup(name)
@@ -143,6 +155,8 @@ def main():
             _repro(name, net, X, part)
         for n in args.points:
             _evaluate(name, net, X, part, n)
+        if args.each:
+            _evaluate_each(name, net, X, part, args.each)
 
 
 if __name__ == "__main__":
