@@ -12,7 +12,8 @@ and, with ``--nested``, the deterministic nested quadrature (``engine.gaussian.h
 ``--repro`` runs ``evaluate`` twice (and in a forked child) and
 says whether the bits agree. One JSON line per figure. Usage:
 
-    .venv/bin/python benchmarks/bench_s4.py [--workloads s4 s5 s6] [--points 1 5] [--pairs] [--nested] [--repro] [--each N]
+    .venv/bin/python benchmarks/bench_s4.py [--workloads s4 s5 s6] [--points 1 5] [--pairs] [--nested] [--repro]
+        [--each N]
 """
 
 from __future__ import annotations
