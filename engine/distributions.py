@@ -321,7 +321,7 @@ def _target_prune(part, mu, log_norm, upper, lower, cand, geometry):
     bound = np.where(cand, upper, -np.inf)
     with np.errstate(invalid="ignore"):
         maybe = cand & (upper < lower[:, None] + np.log(_SKIP_CANDIDATE))
-    ok = getattr(geometry, "ok", np.zeros(R, dtype=bool))
+    ok = getattr(geometry, "ok", np.zeros(R, dtype=bool)) & (getattr(geometry, "chol", None) is not None)
     for r in np.nonzero(maybe.any(axis=0) & ok)[0]:
         rows = np.nonzero(maybe[:, r])[0]
         Nrm, D, _, _ = whitened(part[r].polytope, geometry.chol[r], mu[rows, r])
