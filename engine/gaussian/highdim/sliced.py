@@ -77,8 +77,9 @@ MERGE = 1e-9  # vertex heights closer than this (relative) are one breakpoint
 MAX_ROUNDS = 6  # bisection rounds for panels whose bar is too large
 DEFAULT_TOL = 1e-10  # relative mass error aimed at
 SLICE_SHARE = 0.01  # a slice of share s of its pair's mass may have a relative error SLICE_SHARE tol / s
-LIGHT_SHARE_MOMENTS = 1e-8  # slices below this share of a pair of tolerance DEFAULT_TOL (proportionally more for
-# looser pairs) may keep the kernel's first estimate when moments are asked for (see _light)
+LIGHT_SHARE_MOMENTS = 1e-8  # slices below this share times tol / DEFAULT_TOL of a pair of tolerance tol > DEFAULT_TOL
+HEAVY_SHARE_MOMENTS = 1e-10  # (below this share at DEFAULT_TOL) may keep the kernel's first estimate when moments
+# are asked for (see _light)
 _KERNEL_ALLOWANCE = 1e-13  # the S = 2, 3 kernels accept rel <= SOLID_FALLBACK_REL LOOSEN_WEIGHT / w = 1e-13 / w
 _GENERIC = np.array([0.5377, 1.8339, -2.2588, 0.8622])
 
@@ -380,11 +381,13 @@ def _light(est, rel, share, tol, moments):
     """Slices too light to matter: they keep the kernel's first estimate and bound, whatever its flag, when that
     bound times their share is within ``SLICE_SHARE`` of the pair's tolerance (it enters the pair's bar). With
     moments, only up to a share ``LIGHT_SHARE_MOMENTS tol / DEFAULT_TOL`` (their mean: the slice's point closest
-    to the origin, no spread; a pair of tolerance ``tol`` has posterior weight ``<= 1e-13 / tol``
-    (:func:`pair_tolerances`), so what that changes in the posterior moments is below ``1e-11`` of a spread)."""
+    to the origin, no spread; a pair of tolerance ``tol > DEFAULT_TOL`` has posterior weight ``<= 1e-13 / tol``
+    (:func:`pair_tolerances`), so what that changes in the posterior moments is below ``1e-11`` of a spread), and
+    ``HEAVY_SHARE_MOMENTS`` for the pairs at ``DEFAULT_TOL`` (whose weight may be 1)."""
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(est) & (rel <= 1e-2) & (share * rel <= SLICE_SHARE * tol)
-        return ok if moments < 1 else ok & (share <= LIGHT_SHARE_MOMENTS * tol / DEFAULT_TOL)
+        cap = np.where(tol > DEFAULT_TOL, LIGHT_SHARE_MOMENTS * tol / DEFAULT_TOL, HEAVY_SHARE_MOMENTS)
+        return ok if moments < 1 else ok & (share <= cap)
 
 def _closest_in_slices(polys):
     """(k, 3) each slice's point closest to the origin: the stand-in for the mean of a slice too light to matter
