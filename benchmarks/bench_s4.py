@@ -3,8 +3,9 @@
 Workloads (``net = random_network(widths, rng=0, cov_x=0.1)``, ``X = net.sample(100, rng=1)``):
 ``s4`` = [4, 8, 8, 5], ``s4w`` = [4, 16, 16, 5], ``s5`` = [5, 8, 8, 6], ``s6`` = [6, 6, 6, 6]. For each
 workload given it reports the partition time and, for each N in ``--points``, the wall time of
-``evaluate(net, X[:N])`` (partition built outside), the largest ``log_marginal_error`` and the number of
-regions. ``--pairs`` times the region integrals alone: ``polytope_moments_arrays`` of the first
+``evaluate(net, X[:N])`` (partition built outside), the largest ``log_marginal_error``, the number of
+regions and the pairs per point before and after the pruning to the target (S >= 4).
+``--pairs`` times the region integrals alone: ``polytope_moments_arrays`` of the first
 ``--regions`` regions at every point by the default method (S = 4: ``highdim.sliced``, outer quadrature over
 exact S = 3 slices) and by RQMC, in seconds per (point, region) pair, with their bars and their difference,
 and, with ``--nested``, the deterministic nested quadrature (``engine.gaussian.highdim.nested``) of one pair.
@@ -12,6 +13,7 @@ and, with ``--nested``, the deterministic nested quadrature (``engine.gaussian.h
 says whether the bits agree. One JSON line per figure. Usage:
 
     .venv/bin/python benchmarks/bench_s4.py [--workloads s4 s5 s6] [--points 1 5] [--pairs] [--nested] [--repro]
+        [--each N]
 """
 
 from __future__ import annotations
@@ -44,11 +46,44 @@ def _setup(name):
 
 
 def _evaluate(name, net, X, part, n):
+    counts = _count_pairs()
     t = time.perf_counter()
     ev = evaluate(net, X[:n], part=part)
     dt = time.perf_counter() - t
     err = np.inf if ev.log_marginal_error is None else float(np.max(ev.log_marginal_error))
-    _emit(workload=name, what="evaluate", points=n, seconds=dt, max_log_marginal_error=err, method=ev.method)
+    _emit(workload=name, what="evaluate", points=n, seconds=dt, max_log_marginal_error=err, method=ev.method,
+          pairs_per_point_before_target_pruning=counts["before"] / n, pairs_per_point=counts["after"] / n)
+
+
+def _evaluate_each(name, net, X, part, n):
+    """The first n points one at a time (a figure per point as it comes; the same numbers as one call)."""
+    for i in range(n):
+        counts = _count_pairs()
+        t = time.perf_counter()
+        ev = evaluate(net, X[i:i + 1], part=part)
+        _emit(workload=name, what="evaluate one point", point=i, seconds=time.perf_counter() - t,
+              log_marginal=float(ev.log_marginal[0]), log_marginal_error=float(ev.log_marginal_error[0]),
+              pairs_before_target_pruning=counts["before"], pairs=counts["after"])
+
+
+def _count_pairs():
+    """Counts of the (point, region) pairs around ``distributions._target_prune`` (S >= 4): ``before`` survive the
+    e^-50 half-space pruning, ``after`` are integrated (the lightest pairs' bounds, up to ``SKIP_BUDGET`` of p(x),
+    go into the bar instead)."""
+    import engine.distributions as dist
+
+    counts = {"before": 0, "after": 0}
+    real = getattr(dist._target_prune, "real", dist._target_prune)
+
+    def counting(part, mu, log_norm, upper, lower, cand, geometry):
+        need, skipped = real(part, mu, log_norm, upper, lower, cand, geometry)
+        counts["before"] += int(cand.sum()) + 3 * cand.shape[0]  # + the 3 pairs of the lower bound per point
+        counts["after"] += int(need.sum()) + 3 * cand.shape[0]
+        return need, skipped
+
+    counting.real = real
+    dist._target_prune = counting
+    return counts
 
 
 def _pairs(name, net, X, part, n_regions, nested):
@@ -111,6 +146,7 @@ def main():
     ap.add_argument("--regions", type=int, default=5)
     ap.add_argument("--nested", action="store_true")
     ap.add_argument("--repro", action="store_true")
+    ap.add_argument("--each", type=int, default=0, help="evaluate the first EACH points one at a time")
     args = ap.parse_args()
     for name in args.workloads:
         net, X, part = _setup(name)
@@ -120,6 +156,8 @@ def main():
             _repro(name, net, X, part)
         for n in args.points:
             _evaluate(name, net, X, part, n)
+        if args.each:
+            _evaluate_each(name, net, X, part, args.each)
 
 
 if __name__ == "__main__":

@@ -303,7 +303,9 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
     that follows their posterior weight, bounded by ``w <= exp(log_norm - lower) * mass``: below weight 1e-3
     the thresholds are loosened by 1e-3 / w (``planar.kernel.loosen_factor``), so a pair's weighted mass
     error is ``<= 4e-12 w + 4e-15`` and its weighted covariance error ``<= 3e-9 w + 3e-12`` (units of
-    Sigma_omega), far below the contracts of eq. 5-6 summed over regions."""
+    Sigma_omega), far below the contracts of eq. 5-6 summed over regions. S >= 4 (``method="auto"``) also skips
+    the lightest pairs up to ``SKIP_BUDGET`` (:func:`_target_prune`). Returns the ``PairResult`` and the (N,) log
+    of the skipped pairs' summed bounds (None: nothing pruned to the target)."""
     N, R = log_norm.shape
     upper = log_norm + log_mass_upper_bound(part, mu, covs)
     k = min(3, R)
@@ -315,10 +317,50 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
     lower_mass = first_mass if first_error is None else first_mass - first_error
     lower = logsumexp(np.where(first, log_norm + lower_mass, -np.inf), axis=1)
     need = upper >= lower[:, None] - PRUNE_NATS
+    skipped = None
+    if mu.shape[2] >= 4 and geometry is not None:  # S >= 4: prune to the target (skipped bounds go into the bar)
+        need, skipped = _target_prune(part, mu, log_norm, upper, lower, need & ~first, geometry)
+        need |= first
     with np.errstate(invalid="ignore"):  # lower = -inf (no mass resolved): no weight guarantee, +inf
         scale = np.where(np.isfinite(lower)[:, None], log_norm - lower[:, None], np.inf)
-    return _region_pairs(part, mu, covs, method=method, rng=rng, need=need, log_weight_scale=scale,
-                         geometry=geometry, accuracy=accuracy)
+    out = _region_pairs(part, mu, covs, method=method, rng=rng, need=need, log_weight_scale=scale,
+                        geometry=geometry, accuracy=accuracy)
+    return out, skipped
+
+
+SKIP_BUDGET = 1e-9  # S >= 4: pairs whose rigorous bounds sum below this fraction of p(x) are not integrated
+_SKIP_CANDIDATE = 1e-3  # ... only pairs whose half-space bound is below this fraction are candidates
+
+
+def _target_prune(part, mu, log_norm, upper, lower, cand, geometry):
+    """S >= 4: the pairs ``cand`` (N, R) whose rigorous upper bounds on their terms of eq. 5, smallest first, sum
+    to at most ``SKIP_BUDGET`` times the lower bound ``lower`` (N,) of p(x) are skipped. The bound of a pair is
+    its prefactor times ``Q(|y*|)``, the mass beyond the supporting half-space at the region's point ``y*``
+    closest to the mean in whitened coordinates (``highdim.sliced.closest_distance``; tighter than the most
+    violated facet's ``upper``, which is used where the region has lineality). Returns the pairs still needed and
+    the (N,) log of the sum of the skipped bounds (``-inf``: none), which :func:`evaluate` adds to
+    ``log_marginal_error``."""
+    from .gaussian.highdim.sliced import closest_distance, whitened
+
+    N, R = upper.shape
+    bound = np.where(cand, upper, -np.inf)
+    with np.errstate(invalid="ignore"):
+        maybe = cand & (upper < lower[:, None] + np.log(_SKIP_CANDIDATE))
+    ok = getattr(geometry, "ok", np.zeros(R, dtype=bool)) & (getattr(geometry, "chol", None) is not None)
+    for r in np.nonzero(maybe.any(axis=0) & ok)[0]:
+        rows = np.nonzero(maybe[:, r])[0]
+        Nrm, D, _, _ = whitened(part[r].polytope, geometry.chol[r], mu[rows, r])
+        _, log_q = closest_distance(Nrm, D)
+        bound[rows, r] = np.minimum(bound[rows, r], log_norm[rows, r] + log_q)
+    order = np.argsort(np.where(maybe, bound, np.inf), axis=1, kind="stable")
+    srt = np.take_along_axis(np.where(maybe, bound, -np.inf), order, axis=1)
+    cum = np.logaddexp.accumulate(srt, axis=1)
+    with np.errstate(invalid="ignore"):
+        skip_sorted = (cum <= lower[:, None] + np.log(SKIP_BUDGET)) & np.isfinite(srt)
+    skip = np.zeros((N, R), dtype=bool)
+    np.put_along_axis(skip, order, skip_sorted, axis=1)
+    skipped = logsumexp(np.where(skip, bound, -np.inf), axis=1)
+    return cand & ~skip, skipped
 
 
 REDO_SETTLED = False  # True: the heavy pass redoes every heavy pair (the reference of tests/test_s2_heavy_pass.py)
@@ -362,7 +404,9 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     term of eq. 5 (prefactor times the mass of the region's most violated half-space) is within
     ``PRUNE_NATS`` = 50 nats of a lower bound of log p(x). Every skipped pair contributes less than
     e^-50 p(x), so all skipped pairs together change log p(x) by less than R e^-50 (below float64
-    resolution for any R under 1e5); their posterior weights are reported as 0.
+    resolution for any R under 1e5); their posterior weights are reported as 0. For S >= 4 the lightest pairs
+    are also skipped while their bounds (closest-point half-space) sum below ``SKIP_BUDGET`` = 1e-9 of p(x);
+    that sum is added to ``log_marginal_error``.
 
     ``defer=True`` (S = 2, one block in this process): the second pass, relative-accuracy moments of the pairs
     of posterior weight above 1e-3, is left for :func:`complete`. ``log_marginal`` and its error are final
@@ -395,8 +439,10 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     # First pass: region covariances accurate relative to Sigma_omega, enough for regions of small
     # posterior weight; the pairs that carry weight are then redone to full relative accuracy.
     settled = None
+    skipped = None
     if prune and net.latent_dim >= 2 and len(part) > 3:
-        first = _pruned_truncated_moments(part, mu, rg.cov, log_norm, method, rng, geometry, accuracy="absolute")
+        first, skipped = _pruned_truncated_moments(part, mu, rg.cov, log_norm, method, rng, geometry,
+                                                   accuracy="absolute")
         settled = first.settled.T
         first = first.by_point(net.latent_dim)
     elif net.latent_dim >= 2:
@@ -407,7 +453,7 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
         first = region_truncated_moments(part, mu, rg.cov, method=method, rng=rng, accuracy="absolute")
     log_mass, means, covs, used, mass_err = first
     state = _FirstPass(part, mu, rg.cov, log_norm, log_mass, means, covs, used, mass_err, settled,
-                       dict(method=method, rng=rng, geometry=geometry), region_terms)
+                       dict(method=method, rng=rng, geometry=geometry), region_terms, skipped)
     if net.latent_dim == 2 and defer:
         ev = _finish(state, heavy=False)
         ev._pending = state
@@ -431,6 +477,7 @@ class _FirstPass:
     settled: np.ndarray | None
     heavy_kwargs: dict
     region_terms: bool
+    skipped: np.ndarray | None = None  # S >= 4: (N,) log of the summed bounds of the pairs pruned to the target
 
 
 def _finish(st: _FirstPass, heavy: bool) -> Evaluation:
@@ -451,6 +498,8 @@ def _finish(st: _FirstPass, heavy: bool) -> Evaluation:
     if st.mass_err is not None:
         err = _log_marginal_error(w, st.mass_err, lambda: np.exp(log_norm + log_mass_upper_bound(part, st.mu, st.cov)
                                                                  - log_px[:, None]))
+    if st.skipped is not None:  # p = p^ e^d + skipped, 0 <= skipped <= s p^: |log p - log p^| <= log(e^err + s)
+        err = np.logaddexp(0.0 if err is None else err, st.skipped - log_px)
     if not st.region_terms:
         log_w = means = covs = None
     return Evaluation(log_marginal=log_px, posterior_mean=post_mean, posterior_cov=post_cov,

@@ -77,9 +77,9 @@ MERGE = 1e-9  # vertex heights closer than this (relative) are one breakpoint
 MAX_ROUNDS = 6  # bisection rounds for panels whose bar is too large
 DEFAULT_TOL = 1e-10  # relative mass error aimed at
 SLICE_SHARE = 0.01  # a slice of share s of its pair's mass may have a relative error SLICE_SHARE tol / s
-LIGHT_SHARE = 1e-8  # slices below this share of their pair's mass keep the kernel's first estimate when its bound,
-# times the share, is below 1e-3 SLICE_SHARE tol (their moments: a point of the slice, no spread, so when moments
-LIGHT_SHARE_MOMENTS = 1e-10  # are asked for only below this share; the point is the slice's closest to the origin)
+LIGHT_SHARE_MOMENTS = 1e-8  # slices below this share times tol / DEFAULT_TOL of a pair of tolerance tol > DEFAULT_TOL
+HEAVY_SHARE_MOMENTS = 1e-10  # (below this share at DEFAULT_TOL) may keep the kernel's first estimate when moments
+# are asked for (see _light)
 _KERNEL_ALLOWANCE = 1e-13  # the S = 2, 3 kernels accept rel <= SOLID_FALLBACK_REL LOOSEN_WEIGHT / w = 1e-13 / w
 _GENERIC = np.array([0.5377, 1.8339, -2.2588, 0.8622])
 
@@ -211,59 +211,100 @@ class _Problem:
         self.scale = np.linalg.norm(NV, axis=2)
         self.Nn = NV / np.where(self.scale > _ZERO, self.scale, 1.0)[..., None]
 
-    def slice(self, m, t) -> Polytope | None:
-        """The slice of P at height t for point m as a 3-D polytope in the frame ``V[m]`` (None: empty)."""
+    def _masks(self, m, t):
+        """The slice's combinatorial type at height t for point m: active facets, crossing edges, vertex-ray pairs
+        that reach t (each a condition on an interval or half-line of t), or None when a facet perpendicular to
+        the slices excludes t."""
         sh = self.shape
-        act = (self.fmin[m] < t) & (t < self.fmax[m]) & (self.scale[m] > _ZERO)
         flat = self.scale[m] <= _ZERO
         if np.any(flat & (self.D[m] - t * self.a[m] < 0.0)):
             return None
-        off = (self.D[m, act] - t * self.a[m, act]) / self.scale[m, act]
-        hv, Yv = self.hv[m], self.Yv[m]
-        ha, hb = hv[sh.ea], hv[sh.eb]
+        act = (self.fmin[m] < t) & (t < self.fmax[m]) & ~flat
+        ha, hb = self.hv[m][sh.ea], self.hv[m][sh.eb]
         cross = (np.minimum(ha, hb) <= t) & (t <= np.maximum(ha, hb)) & (ha != hb)
-        lam = (t - ha[cross]) / (hb[cross] - ha[cross])
-        pts = [Yv[sh.ea[cross]] + lam[:, None] * (Yv[sh.eb[cross]] - Yv[sh.ea[cross]])]
-        rays = []
+        ok = np.zeros(0, dtype=bool)
         if self.Yr.size:
-            hr = self.hr[m]
-            hrv = hr[sh.rb]
+            hrv = self.hr[m][sh.rb]
             with np.errstate(divide="ignore", invalid="ignore"):
-                s = (t - hv[sh.va]) / hrv
-            ok = (np.abs(hrv) > 1e-12) & (s >= 0.0)
-            pts.append(Yv[sh.va[ok]] + s[ok, None] * self.Yr[sh.rb[ok]])
-            flat_r = np.abs(hr) <= 1e-12
-            rays.append(self.Yr[flat_r])
-            h1, h2 = hr[sh.ra], hr[sh.rb2]
-            opp = h1 * h2 < 0.0
-            rays.append(np.abs(h2[opp, None]) * self.Yr[sh.ra[opp]] + np.abs(h1[opp, None]) * self.Yr[sh.rb2[opp]])
-        P = np.concatenate(pts) @ self.V[m]
-        R = np.concatenate(rays) @ self.V[m] if rays else np.zeros((0, 3))
-        if R.size:
-            n = np.linalg.norm(R, axis=1)
-            R = R[n > 1e-12] / n[n > 1e-12, None]
-        if not act.any() or P.shape[0] == 0:
-            return None
-        return Polytope(self.Nn[m, act], off, P, R, np.zeros((0, 3)))
+                ok = (np.abs(hrv) > 1e-12) & ((t - self.hv[m][sh.va]) / hrv >= 0.0)
+        return act, cross, ok
+
+    def _rays(self, m):
+        """(R', 3) the slices' rays for point m (independent of t): rays of P parallel to the slices and the
+        combinations of pairs of rays on either side, in the frame ``V[m]``, unit length."""
+        sh = self.shape
+        if not self.Yr.size:
+            return np.zeros((0, 3))
+        hr = self.hr[m]
+        h1, h2 = hr[sh.ra], hr[sh.rb2]
+        opp = h1 * h2 < 0.0
+        R = np.concatenate([self.Yr[np.abs(hr) <= 1e-12],
+                            np.abs(h2[opp, None]) * self.Yr[sh.ra[opp]] + np.abs(h1[opp, None]) * self.Yr[sh.rb2[opp]]])
+        R = R @ self.V[m]
+        n = np.linalg.norm(R, axis=1)
+        return R[n > 1e-12] / n[n > 1e-12, None]
+
+    def slices(self, m, ts) -> list[Polytope | None]:
+        """The slices of P at heights ``ts`` (T,) for point m as 3-D polytopes in the frame ``V[m]`` (None: empty),
+        built together when ``ts`` share one combinatorial type (checked at the lowest and highest height: every
+        condition of :meth:`_masks` holds on an interval of t), else one by one."""
+        lo, hi = self._masks(m, ts.min()), self._masks(m, ts.max())
+        same = lo is not None and hi is not None and all(np.array_equal(a, b) for a, b in zip(lo, hi))
+        if not same:
+            return [self._build(m, np.array([t]), self._masks(m, t))[0] for t in ts]
+        return self._build(m, ts, lo)
+
+    def slice(self, m, t) -> Polytope | None:
+        """The slice of P at height t for point m as a 3-D polytope in the frame ``V[m]`` (None: empty)."""
+        return self._build(m, np.array([t]), self._masks(m, t))[0]
+
+    def _build(self, m, ts, masks):
+        """Slices at heights ``ts`` (T,) sharing the combinatorial type ``masks``: vertices on the crossing edges
+        and on the rays from the vertices, offsets of the active facets, all affine in t."""
+        if masks is None:
+            return [None] * ts.size
+        act, cross, ok = masks
+        sh = self.shape
+        if not act.any():
+            return [None] * ts.size
+        hv, Yv = self.hv[m], self.Yv[m]
+        off = (self.D[m, act][None] - ts[:, None] * self.a[m, act][None]) / self.scale[m, act][None]  # (T, F')
+        ia, ib = sh.ea[cross], sh.eb[cross]
+        lam = (ts[:, None] - hv[ia][None]) / (hv[ib] - hv[ia])[None]  # (T, E')
+        pts = [Yv[ia][None] + lam[..., None] * (Yv[ib] - Yv[ia])[None]]
+        if self.Yr.size:
+            iv, ir = sh.va[ok], sh.rb[ok]
+            sray = (ts[:, None] - hv[iv][None]) / self.hr[m][ir][None]
+            pts.append(Yv[iv][None] + sray[..., None] * self.Yr[ir][None])
+        P = np.concatenate(pts, axis=1) @ self.V[m]  # (T, n, 3)
+        if P.shape[1] == 0:
+            return [None] * ts.size
+        R, Nn = self._rays(m), self.Nn[m, act]
+        return [Polytope(Nn, off[i], P[i], R, np.zeros((0, 3))) for i in range(ts.size)]
 
 
 def _slices(prob: _Problem, pidx, nodes):
-    """The slice polytopes at ``nodes`` of points ``pidx`` and the indices of the non-empty ones."""
+    """The slice polytopes at ``nodes`` of points ``pidx`` and the indices of the non-empty ones; ``nodes`` come in
+    panels of 15 (one panel's nodes share a point and, between vertex heights, a combinatorial type)."""
     polys, where = [], []
-    for q in np.nonzero(np.isfinite(nodes))[0]:  # NaN: the padding of the 7-point rule
-        p = prob.slice(pidx[q], nodes[q])
-        if p is not None:
-            polys.append(p)
-            where.append(q)
+    for k in range(0, nodes.size, 15):
+        q = k + np.nonzero(np.isfinite(nodes[k:k + 15]))[0]  # NaN: the padding of the 7-point rule
+        if not q.size:
+            continue
+        for qi, p in zip(q, prob.slices(pidx[q[0]], nodes[q])):
+            if p is not None:
+                polys.append(p)
+                where.append(qi)
     return polys, np.array(where, dtype=np.intp)
 
 
 def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
     """Slices at ``nodes`` (K,) of points ``pidx`` (K,) with log quadrature weights ``qlw`` (K,): ``(log f, mean_y
-    (K, 4), cov_y (K, 4, 4), rel)``. All slices go through one call of the S = 3 batch integrator
+    (K, 4), cov_y (K, 4, 4), rel)``. One pass of the compiled S = 3 kernel with the moments settles the slices it
+    resolves at its strict thresholds; the others go through one call of the S = 3 batch integrator
     (``polytopes.integrate_pairs``), told each slice's weight in its pair's total (``log_weight_scale``: the total
-    estimated by a first pass of the compiled kernel alone, plus ``known`` (M,), the log mass of the panels
-    already done), scaled so that the kernels accept a slice of share ``s`` of its pair's mass up to a relative
+    estimated by the kernel pass, plus ``known`` (M,), the log mass of the panels already done),
+    scaled so that the kernels accept a slice of share ``s`` of its pair's mass up to a relative
     error ``SLICE_SHARE tol / s`` (``tol`` (M,): the pairs' tolerances; never beyond the kernels' own cap,
     1e-6): slices of small weight are not sent to the slow exact fallbacks for accuracy that cannot matter.
     Each slice's error bound is returned and enters the pair's bar, whatever weight was assumed."""
@@ -282,42 +323,71 @@ def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
     n = len(polys)
     eye = np.broadcast_to(np.eye(3), (n, 3, 3))
     geo = batch_geometry(polys, eye, eye)
-    first = batch_solid_moments(geo, np.arange(n), np.zeros((n, 3)), 0)
+    # one kernel pass with the moments, at the kernels' strict thresholds: the slices it resolves are done
+    first = batch_solid_moments(geo, np.arange(n), np.zeros((n, 3)), moments, cov_relative=accuracy == "relative")
     est = np.where(geo.ok & np.isfinite(first.log_mass), first.log_mass, -np.inf)
+    done = np.isfinite(est) & ~first.flagged
+    if moments >= 2:
+        done &= ~first.refine
     contrib = np.full(K, -np.inf)
     contrib[where] = qlw[where] + logphi[where] + est
     total = np.logaddexp(known, _group_lse(pidx, contrib, known.size))
-    with np.errstate(invalid="ignore"):  # the kernels accept rel <= 1e-13 / w: here SLICE_SHARE tol / share
-        allow = np.log(_KERNEL_ALLOWANCE / (SLICE_SHARE * tol[pidx[where]]))
-        if moments >= 1:  # the kernels' moment thresholds loosen with 1 / w too: no further than the pair's own
-            allow = np.maximum(allow, np.log(DEFAULT_TOL / tol[pidx[where]]))
-        lws = qlw[where] + logphi[where] - total[pidx[where]] + allow
-    lws = np.where(np.isnan(lws), np.inf, lws)
-    with np.errstate(over="ignore", invalid="ignore"):
-        share = np.exp(qlw[where] + logphi[where] + est - total[pidx[where]])
-    # slices too light to matter keep the kernel's estimate and bound, whatever its flag (moments: the slice's point
-    # closest to the origin, no spread; their share bounds what that changes)
-    with np.errstate(invalid="ignore"):
-        cap = LIGHT_SHARE if moments < 1 else LIGHT_SHARE_MOMENTS
-        light = (np.isfinite(est) & (first.rel <= 1e-2) & (share <= cap)
-                 & (share * first.rel <= 1e-3 * SLICE_SHARE * tol[pidx[where]]))
-    req = PairRequest.build(polys, np.zeros((n, 1, 3)), eye, moments=moments, accuracy=accuracy,
-                            log_weight_scale=lws[:, None], geometry=geo, need=~light[:, None])
-    out = integrate_pairs(req)
-    lm[where] = np.where(light, est, out.log_mass[:, 0])
-    if out.log_mass_error is not None:
-        rel[where] = -np.expm1(-out.log_mass_error[:, 0])
-    rel[where[light]] = first.rel[light]
+    share, lws = _shares(qlw[where] + logphi[where], est, total[pidx[where]], tol[pidx[where]], moments)
+    light = _light(est, first.rel, share, tol[pidx[where]], moments) & ~done
+    need = ~done & ~light
+    lm[where] = np.where(light | done, est, -np.inf)
+    rel[where] = first.rel
+    mx, cx = np.zeros((n, 3)), np.zeros((n, 3, 3))
     if moments >= 1:
-        out.mean[light, 0] = _closest_in_slices([p for p, lt in zip(polys, light) if lt])
+        mx[done] = first.mean[done]
+        mx[light] = _closest_in_slices([p for p, lt in zip(polys, light) if lt])
+        if moments >= 2:
+            cx[done] = first.cov[done]
+    if np.any(need):  # the rest through the S = 3 batch path with its fallbacks, thresholds loosened by share
+        req = PairRequest.build(polys, np.zeros((n, 1, 3)), eye, moments=moments, accuracy=accuracy,
+                                log_weight_scale=lws[:, None], geometry=geo, need=need[:, None])
+        out = integrate_pairs(req)
+        lm[where[need]] = out.log_mass[need, 0]
+        rel[where[need]] = (-np.expm1(-out.log_mass_error[need, 0]) if out.log_mass_error is not None else 0.0)
+        if moments >= 1:
+            mx[need] = out.mean[need, 0]
+        if moments >= 2:
+            cx[need] = out.cov[need, 0]
+    if moments >= 1:
         V = prob.V[pidx[where]]  # (k, 4, 3)
-        mx = np.where(np.isfinite(lm[where])[:, None], out.mean[:, 0], 0.0)
+        mx = np.where(np.isfinite(lm[where])[:, None], mx, 0.0)
         my[where] = nodes[where, None] * prob.e[pidx[where]] + np.einsum("kij,kj->ki", V, mx)
         if moments >= 2:
-            cx = np.where(np.isfinite(lm[where])[:, None, None], out.cov[:, 0], 0.0)
+            cx = np.where(np.isfinite(lm[where])[:, None, None], cx, 0.0)
             cy[where] = np.einsum("kij,kjl,kml->kim", V, cx, V)
     return logphi + lm, my, cy, np.where(np.isfinite(lm), rel, 0.0)
 
+
+def _shares(lwq, est, total, tol, moments):
+    """Each slice's share of its pair's estimated mass (``lwq``: log quadrature weight times phi) and the
+    ``log_weight_scale`` that lets the S = 3 kernels accept it up to a relative error ``SLICE_SHARE tol / share``
+    (the kernels accept ``rel <= 1e-13 / w``; their moment thresholds loosen with ``1 / w`` too: no further than
+    the pair's own)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        allow = np.log(_KERNEL_ALLOWANCE / (SLICE_SHARE * tol))
+        if moments >= 1:
+            allow = np.maximum(allow, np.log(DEFAULT_TOL / tol))
+        lws = lwq - total + allow
+        share = np.exp(lwq + est - total)
+    return share, np.where(np.isnan(lws), np.inf, lws)
+
+
+def _light(est, rel, share, tol, moments):
+    """Slices too light to matter: they keep the kernel's first estimate and bound, whatever its flag, when that
+    bound times their share is within ``SLICE_SHARE`` of the pair's tolerance (it enters the pair's bar). With
+    moments, only up to a share ``LIGHT_SHARE_MOMENTS tol / DEFAULT_TOL`` (their mean: the slice's point closest
+    to the origin, no spread; a pair of tolerance ``tol > DEFAULT_TOL`` has posterior weight ``<= 1e-13 / tol``
+    (:func:`pair_tolerances`), so what that changes in the posterior moments is below ``1e-11`` of a spread), and
+    ``HEAVY_SHARE_MOMENTS`` for the pairs at ``DEFAULT_TOL`` (whose weight may be 1)."""
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(est) & (rel <= 1e-2) & (share * rel <= SLICE_SHARE * tol)
+        cap = np.where(tol > DEFAULT_TOL, LIGHT_SHARE_MOMENTS * tol / DEFAULT_TOL, HEAVY_SHARE_MOMENTS)
+        return ok if moments < 1 else ok & (share <= cap)
 
 def _closest_in_slices(polys):
     """(k, 3) each slice's point closest to the origin: the stand-in for the mean of a slice too light to matter
