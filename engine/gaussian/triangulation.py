@@ -31,7 +31,6 @@ from scipy.integrate import IntegrationWarning, quad
 from scipy.optimize import linprog
 from scipy.spatial import Delaunay
 from scipy.special import log_ndtr, ndtr, owens_t
-from scipy.stats import multivariate_normal
 
 
 def _bvn_cdf(h, k, rho):
@@ -158,6 +157,8 @@ def _cdf_error(mu, Sig, c):
     x = np.where(np.isfinite(x), x, np.sign(x) * 40.0)
     if k == 3:
         return _tvn_cdf(x, R), np.full(M, TVN_ABS)
+    from scipy.stats import multivariate_normal  # ~1 s to import; only >= 4-D orthants need it
+
     p = np.atleast_1d(multivariate_normal.cdf(x, np.zeros(k), R, allow_singular=True,
                                               abseps=1e-13, releps=1e-13, maxpts=200000 * k,
                                               rng=0))  # seeded: the same bits every run

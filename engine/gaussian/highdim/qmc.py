@@ -19,8 +19,6 @@ import zlib
 
 import numpy as np
 from scipy.special import logsumexp, ndtri
-from scipy.stats import qmc
-from scipy.stats import t as student_t
 
 from ..planar import cancels, planar_slice_moments
 from .nested import _planar
@@ -60,6 +58,8 @@ COVERAGE = 0.9973  # two-sided coverage of the error bar (that of a normal 3 sig
 
 def t_factor(n_reps: int) -> float:
     """Student-t quantile ``t_{K-1}((1 + COVERAGE) / 2)``: the half-width of the bar in standard errors."""
+    from scipy.stats import t as student_t  # scipy.stats takes ~1 s to import: only the S >= 4 RQMC path needs it
+
     return float(student_t.ppf(0.5 * (1.0 + COVERAGE), n_reps - 1))
 
 
@@ -122,6 +122,8 @@ def _rqmc_once(Nrm, D, moments, rng, n_points, n_reps, relative=True):
     scale = np.where(zero, 1.0, nx)
     Nn = np.where(zero[:, None], 0.0, Nx / scale[:, None])
     shift = closest_points(Nrm, D)[:, :k]
+    from scipy.stats import qmc  # see t_factor's import
+
     lw_all, w_all, m_all, c_all, rel_all = [], [], [], [], []
     for _ in range(n_reps):
         u = qmc.Sobol(k, scramble=True, seed=rng).random(n_points)
