@@ -10,7 +10,8 @@ of the per-iteration wall times over K iterations after the starting evaluation,
 count, the exact evaluations (``engine.evaluate`` calls) and new partitions per iteration, the time of
 one evaluate of the fitted network and the iteration's cost in evaluates; the CPU time of this process per iteration
 (``history_[i]["cpu_seconds"]``, steadier than wall time on a shared machine) and of that evaluate.
-``--arrangement``: S = 2 partitions by the compiled planar arrangement (opt in, ``USE_PLANAR_ARRANGEMENT``).
+``--double-description``: S = 2 partitions by the compiled double description instead of the planar arrangement (the
+S = 2 default), for comparison.
 Targets (issue 15, item 4):
 circle [1,16,16,2] N=500 <= 30 ms; digits4 [1,8,8,64] <= 0.5 s (issue 5); circle [2,16,16,2] N=500
 <= 1 s and <= ~2 evaluates' worth per iteration.
@@ -72,11 +73,11 @@ def main(argv=None) -> int:
     parser.add_argument("--iters-s2", type=int, default=4, help="EM iterations for the S = 2 setting")
     parser.add_argument("--skip-s2", action="store_true", help="skip the S = 2 setting")
     parser.add_argument("--skip-s1", action="store_true", help="skip the two S = 1 settings")
-    parser.add_argument("--arrangement", action="store_true",
-                        help="S = 2 partitions by the planar arrangement (engine.partition.USE_PLANAR_ARRANGEMENT)")
+    parser.add_argument("--double-description", action="store_true",
+                        help="S = 2 partitions by the double description (USE_PLANAR_ARRANGEMENT = False)")
     args = parser.parse_args(argv)
-    if args.arrangement:  # the module (the package's attribute engine.partition is the function)
-        importlib.import_module("engine.partition").USE_PLANAR_ARRANGEMENT = True
+    if args.double_description:  # the module (the package's attribute engine.partition is the function)
+        importlib.import_module("engine.partition").USE_PLANAR_ARRANGEMENT = False
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
     if not args.skip_s1:
         bench("circle [1,16,16,2]", [1, 16, 16, 2], datasets.circle(500, rng=0), args.iters, 0.03)
