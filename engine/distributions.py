@@ -397,7 +397,8 @@ def _screened_params(net, part, X, rg, method, rng, geometry, accuracy):
     Candidates: pairs whose screen bound (:func:`_screen_log_norm_bound`) is within ``SCREEN_NATS`` of the point's
     best (with every pair of a block's region that has one). A point keeps them if its third largest ``upper``
     among them is strictly above every other pair's bound and strictly above its fourth (so its three most
-    promising pairs are those of the full computation), else it takes all regions. With ``lower`` known, every
+    promising pairs are those of the full computation), else it takes every pair whose bound reaches that third
+    ``upper`` and checks again, and then all regions. With ``lower`` known, every
     pair whose bound reaches ``lower - PRUNE_NATS`` is added; the rest are pairs the unscreened path prunes
     (``upper <= log_norm <= bound``). Those come back with ``log_norm = -inf``, ``mu = 0`` (the pruned pairs'
     outputs do not depend on either). Returns ``(mu, log_norm, pre)``."""
@@ -412,10 +413,15 @@ def _screened_params(net, part, X, rg, method, rng, geometry, accuracy):
     done = np.zeros((N, R), dtype=bool)
     _fill_params(rg, X_w, cand, done, mu, log_norm)
     upper = log_norm + log_mass_upper_bound(part, mu, rg.cov, keep=done)
-    bad = ~_top_is_certain(upper, np.where(done, -np.inf, bound))
-    if bad.any():
-        _fill_params(rg, X_w, np.repeat(bad[:, None], R, axis=1), done, mu, log_norm)
-        upper[bad] = log_norm[bad] + log_mass_upper_bound(part, mu[bad], rg.cov)
+    for last in (False, True):  # widen uncertain rows to every pair that could beat their third; then to all
+        ok, third = _top_is_certain(upper, np.where(done, -np.inf, bound))
+        if ok.all():
+            break
+        with np.errstate(invalid="ignore"):
+            want = ~ok[:, None] & (True if last else ~(bound < third[:, None]))
+        _fill_params(rg, X_w, want, done, mu, log_norm)
+        rows = np.nonzero(~ok)[0]
+        upper[rows] = log_norm[rows] + log_mass_upper_bound(part, mu[rows], rg.cov, keep=done[rows])
     first, lower = _first_lower(part, mu, rg.cov, log_norm, upper, method, rng, geometry, accuracy)
     with np.errstate(invalid="ignore"):
         more = ~done & ~(bound < lower[:, None] - PRUNE_NATS)
@@ -427,14 +433,15 @@ def _screened_params(net, part, X, rg, method, rng, geometry, accuracy):
 
 
 def _top_is_certain(upper, outside):
-    """(N,) whether each row's three largest ``upper`` are strictly above its fourth and above ``outside``'s max."""
+    """``(ok, third)``: (N,) whether each row's three largest ``upper`` are strictly above its fourth and above
+    ``outside``'s max (no NaN anywhere), and the third largest ``upper``."""
     k = min(3, upper.shape[1])
     srt = -np.partition(-upper, min(k, upper.shape[1] - 1), axis=1)
     third = srt[:, k - 1]
     ok = (third > np.max(outside, axis=1)) & ~np.isnan(upper).any(axis=1)
     if upper.shape[1] > k:
         ok &= third > srt[:, k]
-    return ok
+    return ok, third
 
 
 def _fill_params(rg, X_w, want, done, mu, log_norm):
