@@ -355,6 +355,8 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
 
 
 SCREEN = True  # evaluate (S >= 2, prune): screen the (point, region) pairs by _screen_log_norm_bound first
+SCREEN_MAX_ROWS = 8  # ... when the exact blocks have at most this many rows (R D >= _CHUNK_FLOATS / 8): the
+# screen works per (block, region), so with long blocks it skips nothing and costs ~10 % ([2,16,16,5])
 SCREEN_NATS = 60.0  # first candidates: log_norm bound within this of the point's best bound
 _SCREEN_REL = 1e-12  # rounding margin of the screen, per (D + k + 2) and unit of |x_w|^2 + |b_w|^2
 
@@ -563,7 +565,7 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     geometry = batch_geometry([r.polytope for r in part], rg.cov, rg.chol_cov) if method == "auto" else None
     pruned = prune and net.latent_dim >= 2 and len(part) > 3
     pre = None
-    if pruned and SCREEN:
+    if pruned and SCREEN and _param_rows(rg) <= SCREEN_MAX_ROWS:
         mu, log_norm, pre = _screened_params(net, part, X, rg, method, rng, geometry, "absolute")
     else:
         mu, log_norm = posterior_region_params(net, part, X, rg)

@@ -21,6 +21,7 @@ FIELDS = ("log_marginal", "posterior_mean", "posterior_cov", "region_log_weights
 def _both(net, X, monkeypatch, **kwargs):
     part = engine.partition(net)
     out = []
+    monkeypatch.setattr(dn, "SCREEN_MAX_ROWS", 10**9)  # screen these small nets too (blocks of many rows)
     for flag in (False, True):
         monkeypatch.setattr(dn, "SCREEN", flag)
         out.append(engine.evaluate(net, X, part=part, **kwargs))
@@ -61,6 +62,24 @@ def test_screened_evaluate_is_bit_identical(name, widths, kw, shift, monkeypatch
     ref, new = _both(net, X, monkeypatch)
     _assert_same(ref, new)
     assert np.isfinite(new.log_marginal).all()
+
+
+def test_screened_evaluate_bit_identical_with_one_row_blocks(monkeypatch):
+    """The wide decoder's regime (R D > _CHUNK_FLOATS: blocks of one row), where the screen skips most pairs."""
+    monkeypatch.setattr(dn, "_CHUNK_FLOATS", 1)
+    net = engine.random_network([2, 24, 24, 64], rng=0, cov_x=0.1)
+    X = net.sample(15, rng=1)
+    ref, new = _both(net, X, monkeypatch)
+    _assert_same(ref, new)
+
+
+def test_screen_is_used_only_for_short_blocks(monkeypatch):
+    """Default gate: [2,16,16,5] (blocks of 888 rows) takes the unscreened path."""
+    net = engine.random_network([2, 16, 16, 5], rng=0, cov_x=0.1)
+    calls = []
+    monkeypatch.setattr(dn, "_screened_params", lambda *a, **k: calls.append(a))
+    engine.evaluate(net, net.sample(5, rng=1))
+    assert not calls
 
 
 def test_screened_evaluate_bit_identical_in_blocks_and_without_terms(monkeypatch):
