@@ -558,11 +558,7 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     if scheduler is not None or workers > 1 or X.shape[0] > (chunk_size or rows_per_block(len(part), net.latent_dim)):
         return evaluate_many(net, X, part, chunk_size=chunk_size, workers=workers, scheduler=scheduler,
                              region_terms=region_terms, method=method, rng=rng, prune=prune)
-    rg = region_gaussians(net, part)
-    from .gaussian.polytopes import batch_geometry
-
-    # whitened region geometry once for every pass below, from the accurate factor of Sigma_omega
-    geometry = batch_geometry([r.polytope for r in part], rg.cov, rg.chol_cov) if method == "auto" else None
+    rg, geometry = _gaussians_and_geometry(net, part, method == "auto")
     pruned = prune and net.latent_dim >= 2 and len(part) > 3
     pre = None
     if pruned and SCREEN and _param_rows(rg) <= SCREEN_MAX_ROWS:
@@ -593,6 +589,31 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
         ev._pending = state
         return ev
     return _finish(state, heavy=net.latent_dim == 2)
+
+
+_GAUSSIANS_CACHE: dict = {}  # id(part) -> (key, RegionGaussians, geometry): the last partition evaluated
+
+
+def _gaussians_and_geometry(net, part, with_geometry: bool):
+    """:func:`region_gaussians` and the whitened region geometry (``polytopes.batch_geometry``, from the accurate
+    factor of Sigma_omega; None unless ``with_geometry``) for every pass of :func:`evaluate`. Both depend on the
+    (immutable) partition and on ``cov_x``, ``cov_z`` only, so the row blocks of one partition
+    (``scaling.evaluate_many``) share them: one entry, the last partition's, dropped with the partition."""
+    import weakref
+
+    from .gaussian.polytopes import batch_geometry
+
+    key = (net.cov_x.tobytes(), net.cov_z.tobytes(), with_geometry)
+    hit = _GAUSSIANS_CACHE.get(id(part))
+    if hit is not None and hit[0] == key:
+        return hit[1], hit[2]
+    rg = region_gaussians(net, part)
+    geometry = batch_geometry([r.polytope for r in part], rg.cov, rg.chol_cov) if with_geometry else None
+    _GAUSSIANS_CACHE.clear()
+    _GAUSSIANS_CACHE[id(part)] = (key, rg, geometry)
+    if hit is None:  # one finalizer per partition
+        weakref.finalize(part, _GAUSSIANS_CACHE.pop, id(part), None)
+    return rg, geometry
 
 
 @dataclass

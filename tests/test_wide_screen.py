@@ -176,3 +176,19 @@ def test_screen_bound_is_tight_enough_to_screen():
     bound = dn._screen_log_norm_bound(rg, X_w)
     assert (bound >= log_norm).all()
     assert np.max(bound - log_norm) < 1e-6 * (1.0 + np.max(np.abs(log_norm)))
+
+
+def test_region_gaussians_cache_follows_the_noise(monkeypatch):
+    """evaluate's per-partition cache of region_gaussians and geometry: a new cov_x (same partition) is not
+    served the old one's, and a cached call gives what a fresh one gives."""
+    net = engine.random_network([2, 10, 10, 6], rng=3, cov_x=0.1)
+    part = engine.partition(net)
+    X = net.sample(8, rng=4)
+    other = net.replace(cov_x=0.3)
+    first = engine.evaluate(net, X, part=part)
+    moved = engine.evaluate(other, X, part=part)
+    dn._GAUSSIANS_CACHE.clear()
+    _assert_same(engine.evaluate(other, X, part=part), moved)
+    dn._GAUSSIANS_CACHE.clear()
+    _assert_same(engine.evaluate(net, X, part=part), first)
+    assert not np.array_equal(first.log_marginal, moved.log_marginal)
