@@ -137,28 +137,37 @@ def posterior_region_params(net: Network, part: Partition, X, rg: RegionGaussian
     """
     rg = rg or region_gaussians(net, part)
     X = _check_data(net, X)
-    N, D = X.shape
-    R, S = len(part), net.latent_dim
-    perp = D > rg.U.shape[2]
-    U_t = rg.U.transpose(0, 2, 1)  # (R, k, D)
-    gain_t = rg.gain.transpose(0, 2, 1)  # (R, k, S)
-    root_shrink = np.sqrt(rg.shrink)[:, None, :]  # (R, 1, k)
+    N, S = X.shape[0], net.latent_dim
     X_w = _solve_lower(rg.chol_x, X.T).T
-    mu = np.empty((N, R, S))
-    log_norm = np.empty((N, R))
-    chunk = max(1, _CHUNK_FLOATS // max(1, R * D))
-    for s in range(0, N, chunk):
-        # region-major blocks, so that every product is one batched matmul over the regions
-        e = X_w[None, s:s + chunk, :] - rg.b_w[:, None, :]  # (R, n, D)
-        f = np.matmul(e, rg.U)  # (R, n, k)
-        g = f * root_shrink
-        quad = np.einsum("rnk,rnk->nr", g, g)
-        if perp:
-            e -= np.matmul(f, U_t)
-            quad += np.einsum("rnd,rnd->nr", e, e)
-        mu[s:s + chunk] = np.matmul(f, gain_t).transpose(1, 0, 2)
-        log_norm[s:s + chunk] = rg.const[None] - 0.5 * quad
+    mu = np.empty((N, len(part), S))
+    log_norm = np.empty((N, len(part)))
+    for s in range(0, N, _param_rows(rg)):
+        _params_block(rg, X_w, s, slice(None), mu, log_norm)
     return mu, log_norm
+
+
+def _param_rows(rg: RegionGaussians) -> int:
+    """Rows of X per block of :func:`posterior_region_params` (about ``_CHUNK_FLOATS`` of (R, n, D) residuals);
+    the screened path of :func:`evaluate` uses the same blocks, so every product has the same shapes."""
+    return max(1, _CHUNK_FLOATS // max(1, rg.U.shape[0] * rg.U.shape[1]))
+
+
+def _params_block(rg: RegionGaussians, X_w, s: int, regions, mu, log_norm) -> None:
+    """mu and log_norm (eq. 5, 7) of the rows ``s : s + _param_rows(rg)`` of the whitened data and the regions
+    ``regions`` (a slice or an index array), written into ``mu`` (N, R, S) and ``log_norm`` (N, R). Region-major
+    blocks, so that every product is one batched matmul over the regions; a region's numbers do not depend on
+    which other regions are in the block."""
+    rows = slice(s, s + _param_rows(rg))
+    U = rg.U[regions]
+    e = X_w[None, rows, :] - rg.b_w[regions][:, None, :]  # (R', n, D)
+    f = np.matmul(e, U)  # (R', n, k)
+    g = f * np.sqrt(rg.shrink[regions])[:, None, :]
+    quad = np.einsum("rnk,rnk->nr", g, g)
+    if rg.U.shape[1] > rg.U.shape[2]:  # D > k: the part of e outside span(U)
+        e -= np.matmul(f, U.transpose(0, 2, 1))
+        quad += np.einsum("rnd,rnd->nr", e, e)
+    mu[rows, regions] = np.matmul(f, rg.gain[regions].transpose(0, 2, 1)).transpose(1, 0, 2)
+    log_norm[rows, regions] = rg.const[regions][None] - 0.5 * quad
 
 
 @dataclass
@@ -254,11 +263,12 @@ def _region_pairs(part: Partition, mu: np.ndarray, covs: np.ndarray, *, need=Non
 PRUNE_NATS = NEGLIGIBLE_NATS  # pairs provably below e^-50 of p(x) are skipped (S >= 2); see evaluate()
 
 
-def log_mass_upper_bound(part: Partition, mu: np.ndarray, covs: np.ndarray) -> np.ndarray:
+def log_mass_upper_bound(part: Partition, mu: np.ndarray, covs: np.ndarray, keep=None) -> np.ndarray:
     """(N, R) upper bound on log Phi_omega(mu, Sigma_omega): the mass of the most violated half-space.
 
     A region lies inside each of its half-spaces ``h_i.z <= c_i``, whose Gaussian mass is
     ``Phi((c_i - h_i.mu) / sqrt(h_i^T Sigma h_i))``; the smallest of these bounds the region's mass.
+    ``keep`` (N, R): only these pairs are bounded, the others get the trivial bound 0.
     """
     H, c = part.padded_facets()  # (R, F, S), (R, F) with +inf offsets on padding rows
     # h^T Sigma h >= 0 exactly; rounding leaves it a few ulps below zero along a direction of nearly no spread
@@ -266,20 +276,25 @@ def log_mass_upper_bound(part: Partition, mu: np.ndarray, covs: np.ndarray) -> n
     width = den > 0  # rows of zero width (H_i = 0, padding) bound nothing
     safe = np.where(width, den, 1.0)
     scaled_c = np.where(width, c / safe, np.inf)
+    keep = np.ones(mu.shape[:2], dtype=bool) if keep is None else np.ascontiguousarray(keep, dtype=bool)
     return log_ndtr(_min_slack(np.ascontiguousarray(mu, dtype=np.float64), np.ascontiguousarray(H / safe[..., None]),
-                               scaled_c))
+                               scaled_c, keep))
 
 
 @numba.njit(cache=True, nogil=True)
-def _min_slack(mu, Hs, sc):
-    """``min_f (sc[r, f] - Hs[r, f] . mu[n, r])`` (N, R), +inf with no rows, NaN if any term is NaN: the standardised
-    distance of each point's mean to its region's most violated half-space, without the (R, N, F) temporary."""
+def _min_slack(mu, Hs, sc, keep):
+    """``min_f (sc[r, f] - Hs[r, f] . mu[n, r])`` (N, R), +inf with no rows or where ``keep`` is False, NaN if any
+    term is NaN: the standardised distance of each point's mean to its region's most violated half-space, without
+    the (R, N, F) temporary."""
     N, R, S = mu.shape
     F = Hs.shape[1]
     out = np.empty((N, R))
     for n in range(N):
         for r in range(R):
             best = np.inf
+            if not keep[n, r]:
+                out[n, r] = best
+                continue
             for f in range(F):
                 dot = 0.0
                 for k in range(S):
@@ -294,7 +309,21 @@ def _min_slack(mu, Hs, sc):
     return out
 
 
-def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=None, accuracy="relative"):
+def _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accuracy):
+    """Each point's three most promising pairs by ``upper`` (N, R) and the lower bound of log p(x) from their
+    rigorous mass lower bounds: ``(first, lower)``, (N, R) bool and (N,)."""
+    N, R = log_norm.shape
+    k = min(3, R)
+    first = np.zeros((N, R), dtype=bool)
+    np.put_along_axis(first, np.argpartition(-upper, k - 1, axis=1)[:, :k], True, axis=1)
+    first_mass, _, _, _, first_error = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng,
+                                                                need=first, geometry=geometry, lower_bound_only=True,
+                                                                accuracy=accuracy)
+    lower_mass = first_mass if first_error is None else first_mass - first_error
+    return first, logsumexp(np.where(first, log_norm + lower_mass, -np.inf), axis=1)
+
+
+def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=None, accuracy="relative", pre=None):
     """Truncated moments of the pairs that can matter: a pair whose upper bound log_norm + log-mass
     bound lies PRUNE_NATS below a lower bound of log p(x) contributes less than e^-50 p(x).
 
@@ -304,18 +333,15 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
     the thresholds are loosened by 1e-3 / w (``planar.kernel.loosen_factor``), so a pair's weighted mass
     error is ``<= 4e-12 w + 4e-15`` and its weighted covariance error ``<= 3e-9 w + 3e-12`` (units of
     Sigma_omega), far below the contracts of eq. 5-6 summed over regions. S >= 4 (``method="auto"``) also skips
-    the lightest pairs up to ``SKIP_BUDGET`` (:func:`_target_prune`). Returns the ``PairResult`` and the (N,) log
+    the lightest pairs up to ``SKIP_BUDGET`` (:func:`_target_prune`). ``pre``: ``(upper, first, lower)`` already
+    computed (:func:`_screened_params`). Returns the ``PairResult`` and the (N,) log
     of the skipped pairs' summed bounds (None: nothing pruned to the target)."""
     N, R = log_norm.shape
-    upper = log_norm + log_mass_upper_bound(part, mu, covs)
-    k = min(3, R)
-    first = np.zeros((N, R), dtype=bool)
-    np.put_along_axis(first, np.argpartition(-upper, k - 1, axis=1)[:, :k], True, axis=1)
-    first_mass, _, _, _, first_error = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng,
-                                                                need=first, geometry=geometry, lower_bound_only=True,
-                                                                accuracy=accuracy)
-    lower_mass = first_mass if first_error is None else first_mass - first_error
-    lower = logsumexp(np.where(first, log_norm + lower_mass, -np.inf), axis=1)
+    if pre is None:
+        upper = log_norm + log_mass_upper_bound(part, mu, covs)
+        first, lower = _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accuracy)
+    else:
+        upper, first, lower = pre
     need = upper >= lower[:, None] - PRUNE_NATS
     skipped = None
     if mu.shape[2] >= 4 and geometry is not None:  # S >= 4: prune to the target (skipped bounds go into the bar)
@@ -326,6 +352,110 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
     out = _region_pairs(part, mu, covs, method=method, rng=rng, need=need, log_weight_scale=scale,
                         geometry=geometry, accuracy=accuracy)
     return out, skipped
+
+
+SCREEN = True  # evaluate (S >= 2, prune): screen the (point, region) pairs by _screen_log_norm_bound first
+SCREEN_MAX_ROWS = 8  # ... when the exact blocks have at most this many rows (R D >= _CHUNK_FLOATS / 8): the
+# screen works per (block, region), so with long blocks it skips nothing and costs ~10 % ([2,16,16,5])
+SCREEN_NATS = 20.0  # first candidates: log_norm bound within this of the point's best bound
+# (wide decoder, 30 points: _screened_params 1.7 s at 10 or 30 nats, 3.2 s at 60)
+_SCREEN_REL = 1e-12  # rounding margin of the screen, per (D + k + 2) and unit of |x_w|^2 + |b_w|^2
+
+
+def _screen_log_norm_bound(rg: RegionGaussians, X_w: np.ndarray) -> np.ndarray:
+    """(N, R) upper bound on ``log_norm`` as :func:`posterior_region_params` computes it, from GEMMs only (eq. 5).
+
+    With ``f = U^T x_w - U^T b_w`` and ``U^T U = I``, the quadratic form is
+    ``|e|^2 - sum_i f_i^2 (1 - shrink_i)`` with ``|e|^2 = |x_w|^2 - 2 x_w.b_w + |b_w|^2``: products over
+    (N, D) x (D, R k), but the form cancels. Every dot product of length <= D + k has a rounding error below
+    ``(D + k) eps`` times the sum of its terms' magnitudes, each of which is below ``2 (|x_w|^2 + |b_w|^2)``;
+    the same holds for the sum-of-squares form of :func:`posterior_region_params` and for ``U`` being orthonormal
+    only to ``O(D eps)``. So both forms lie within ``c (D + k) eps (|x_w|^2 + |b_w|^2)`` of the exact form with
+    ``c`` below a few hundred; the margin ``_SCREEN_REL (D + k + 2) (|x_w|^2 + |b_w|^2)`` is ``4500 eps`` per unit
+    (tests/test_wide_screen.py checks it on adversarial pairs). A NaN bound (overflow) screens nothing."""
+    R, D, k = rg.U.shape
+    N = X_w.shape[0]
+    U2 = np.ascontiguousarray(rg.U.transpose(1, 0, 2).reshape(D, R * k))
+    bU = np.einsum("rd,rdk->rk", rg.b_w, rg.U)
+    bb = np.einsum("rd,rd->r", rg.b_w, rg.b_w)
+    along = 1.0 - rg.shrink  # (R, k)
+    out = np.empty((N, R))
+    step = max(1, _CHUNK_FLOATS // max(1, R * k))
+    with np.errstate(over="ignore", invalid="ignore"):
+        for s in range(0, N, step):
+            x = X_w[s:s + step]
+            xx = np.einsum("nd,nd->n", x, x)[:, None]
+            f = (x @ U2).reshape(len(x), R, k) - bU
+            quad = xx - 2.0 * (x @ rg.b_w.T) + bb - np.einsum("nrk,rk->nr", f * f, along)
+            low = quad - _SCREEN_REL * (D + k + 2) * (xx + bb)
+            bound = rg.const - 0.5 * low
+            out[s:s + step] = bound + 1e-12 * (np.abs(rg.const) + np.abs(low))  # the rounding of this line
+    return out
+
+
+def _screened_params(net, part, X, rg, method, rng, geometry, accuracy):
+    """:func:`posterior_region_params` for the pairs that can matter only, and the ``(upper, first, lower)`` of
+    :func:`_pruned_truncated_moments` -- every number bit for bit what the unscreened path gives.
+
+    Candidates: pairs whose screen bound (:func:`_screen_log_norm_bound`) is within ``SCREEN_NATS`` of the point's
+    best (with every pair of a block's region that has one). A point keeps them if its third largest ``upper``
+    among them is strictly above every other pair's bound and strictly above its fourth (so its three most
+    promising pairs are those of the full computation), else it takes every pair whose bound reaches that third
+    ``upper`` and checks again, and then all regions. With ``lower`` known, every
+    pair whose bound reaches ``lower - PRUNE_NATS`` is added; the rest are pairs the unscreened path prunes
+    (``upper <= log_norm <= bound``). Those come back with ``log_norm = -inf``, ``mu = 0`` (the pruned pairs'
+    outputs do not depend on either). Returns ``(mu, log_norm, pre)``."""
+    X = _check_data(net, X)
+    N, R, S = X.shape[0], len(part), net.latent_dim
+    X_w = _solve_lower(rg.chol_x, X.T).T
+    bound = _screen_log_norm_bound(rg, X_w)
+    with np.errstate(invalid="ignore"):
+        cand = ~(bound < np.max(bound, axis=1, keepdims=True) - SCREEN_NATS)
+    mu = np.zeros((N, R, S))
+    log_norm = np.full((N, R), -np.inf)
+    done = np.zeros((N, R), dtype=bool)
+    _fill_params(rg, X_w, cand, done, mu, log_norm)
+    upper = log_norm + log_mass_upper_bound(part, mu, rg.cov, keep=done)
+    for last in (False, True):  # widen uncertain rows to every pair that could beat their third; then to all
+        ok, third = _top_is_certain(upper, np.where(done, -np.inf, bound))
+        if ok.all():
+            break
+        with np.errstate(invalid="ignore"):
+            want = ~ok[:, None] & (True if last else ~(bound < third[:, None]))
+        _fill_params(rg, X_w, want, done, mu, log_norm)
+        rows = np.nonzero(~ok)[0]
+        upper[rows] = log_norm[rows] + log_mass_upper_bound(part, mu[rows], rg.cov, keep=done[rows])
+    first, lower = _first_lower(part, mu, rg.cov, log_norm, upper, method, rng, geometry, accuracy)
+    with np.errstate(invalid="ignore"):
+        more = ~done & ~(bound < lower[:, None] - PRUNE_NATS)
+    if more.any():
+        _fill_params(rg, X_w, more, done, mu, log_norm)
+        rows = np.nonzero(more.any(axis=1))[0]
+        upper[rows] = log_norm[rows] + log_mass_upper_bound(part, mu[rows], rg.cov, keep=done[rows])
+    return mu, log_norm, (upper, first, lower)
+
+
+def _top_is_certain(upper, outside):
+    """``(ok, third)``: (N,) whether each row's three largest ``upper`` are strictly above its fourth and above
+    ``outside``'s max (no NaN anywhere), and the third largest ``upper``."""
+    k = min(3, upper.shape[1])
+    srt = -np.partition(-upper, min(k, upper.shape[1] - 1), axis=1)
+    third = srt[:, k - 1]
+    ok = (third > np.max(outside, axis=1)) & ~np.isnan(upper).any(axis=1)
+    if upper.shape[1] > k:
+        ok &= third > srt[:, k]
+    return ok, third
+
+
+def _fill_params(rg, X_w, want, done, mu, log_norm):
+    """:func:`_params_block` for every block of rows and the regions with a pair in ``want`` (N, R) not yet
+    ``done``: a region is computed for the whole block (the same shapes, so the same bits, as the full pass)."""
+    step = _param_rows(rg)
+    for s in range(0, X_w.shape[0], step):
+        regions = np.nonzero((want[s:s + step] & ~done[s:s + step]).any(axis=0))[0]
+        if regions.size:
+            _params_block(rg, X_w, s, regions, mu, log_norm)
+            done[s:s + step, regions] = True
 
 
 SKIP_BUDGET = 1e-9  # S >= 4: pairs whose rigorous bounds sum below this fraction of p(x) are not integrated
@@ -429,20 +559,21 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     if scheduler is not None or workers > 1 or X.shape[0] > (chunk_size or rows_per_block(len(part), net.latent_dim)):
         return evaluate_many(net, X, part, chunk_size=chunk_size, workers=workers, scheduler=scheduler,
                              region_terms=region_terms, method=method, rng=rng, prune=prune)
-    rg = region_gaussians(net, part)
-    mu, log_norm = posterior_region_params(net, part, X, rg)
-    from .gaussian.polytopes import batch_geometry
-
-    # whitened region geometry once for every pass below, from the accurate factor of Sigma_omega
-    geometry = batch_geometry([r.polytope for r in part], rg.cov, rg.chol_cov) if method == "auto" else None
+    rg, geometry = _gaussians_and_geometry(net, part, method == "auto")
+    pruned = prune and net.latent_dim >= 2 and len(part) > 3
+    pre = None
+    if pruned and SCREEN and _param_rows(rg) <= SCREEN_MAX_ROWS:
+        mu, log_norm, pre = _screened_params(net, part, X, rg, method, rng, geometry, "absolute")
+    else:
+        mu, log_norm = posterior_region_params(net, part, X, rg)
 
     # First pass: region covariances accurate relative to Sigma_omega, enough for regions of small
     # posterior weight; the pairs that carry weight are then redone to full relative accuracy.
     settled = None
     skipped = None
-    if prune and net.latent_dim >= 2 and len(part) > 3:
+    if pruned:
         first, skipped = _pruned_truncated_moments(part, mu, rg.cov, log_norm, method, rng, geometry,
-                                                   accuracy="absolute")
+                                                   accuracy="absolute", pre=pre)
         settled = first.settled.T
         first = first.by_point(net.latent_dim)
     elif net.latent_dim >= 2:
@@ -459,6 +590,31 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
         ev._pending = state
         return ev
     return _finish(state, heavy=net.latent_dim == 2)
+
+
+_GAUSSIANS_CACHE: dict = {}  # id(part) -> (key, RegionGaussians, geometry): the last partition evaluated
+
+
+def _gaussians_and_geometry(net, part, with_geometry: bool):
+    """:func:`region_gaussians` and the whitened region geometry (``polytopes.batch_geometry``, from the accurate
+    factor of Sigma_omega; None unless ``with_geometry``) for every pass of :func:`evaluate`. Both depend on the
+    (immutable) partition and on ``cov_x``, ``cov_z`` only, so the row blocks of one partition
+    (``scaling.evaluate_many``) share them: one entry, the last partition's, dropped with the partition."""
+    import weakref
+
+    from .gaussian.polytopes import batch_geometry
+
+    key = (net.cov_x.tobytes(), net.cov_z.tobytes(), with_geometry)
+    hit = _GAUSSIANS_CACHE.get(id(part))
+    if hit is not None and hit[0] == key:
+        return hit[1], hit[2]
+    rg = region_gaussians(net, part)
+    geometry = batch_geometry([r.polytope for r in part], rg.cov, rg.chol_cov) if with_geometry else None
+    _GAUSSIANS_CACHE.clear()
+    _GAUSSIANS_CACHE[id(part)] = (key, rg, geometry)
+    if hit is None:  # one finalizer per partition
+        weakref.finalize(part, _GAUSSIANS_CACHE.pop, id(part), None)
+    return rg, geometry
 
 
 @dataclass
