@@ -5,6 +5,10 @@ network is affine, ``g(z) = A z + b`` (eq. 2), and each pre-activation layer is 
 ``h^l(z) = A^{1->l} z + b^{1->l}`` (eq. 8).
 
 For S = 1 each layer's units split the current intervals at their exact breakpoints ``-b_j / a_j``.
+S = 2 runs the compiled planar arrangement (``engine.arrangement``, ``USE_PLANAR_ARRANGEMENT``), S >= 3 the
+double description below compiled (``engine.dd_kernel``, ``USE_COMPILED_DD``); this module's Python double
+description is their reference: the same side tests by rounding, the same regions (tests/test_partition_planar.py,
+tests/test_partition_compiled.py, and the exact-rational oracle of tests/test_partition_exact.py).
 
 Algorithm (S >= 2): layer-by-layer cell subdivision with the double-description method. Each cell carries
 both representations of its polyhedron: constraints ``H z <= c`` and generators
