@@ -22,22 +22,13 @@ import engine  # noqa: E402
 import engine.gaussian.threads  # noqa: E402
 
 
-def best_of(fn, repeat: int) -> float:
+def best_of(fn, repeat: int, clock=time.perf_counter) -> float:
+    """Least time of ``repeat`` calls by ``clock`` (wall by default; ``time.process_time`` for CPU)."""
     times = []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
-def best_of_cpu(fn, repeat: int) -> float:
-    """Least process (CPU) time of ``repeat`` calls."""
-    times = []
-    for _ in range(repeat):
-        t = time.process_time()
-        fn()
-        times.append(time.process_time() - t)
+        times.append(clock() - t)
     return min(times)
 
 
@@ -103,8 +94,8 @@ def main() -> None:
     # the same ratio in CPU time of one thread (S = 2's kernel threads off): steadier on a shared machine
     os.environ["DGNEXACT_THREADS"] = "1"
     try:
-        c2 = best_of_cpu(lambda: engine.evaluate(net2, X2, part=P2), args.repeat) / (len(P2) * len(X2))
-        c1 = best_of_cpu(lambda: engine.evaluate(net, X, part=P), args.repeat) / (len(P) * len(X))
+        c2 = best_of(lambda: engine.evaluate(net2, X2, part=P2), args.repeat, time.process_time) / (len(P2) * len(X2))
+        c1 = best_of(lambda: engine.evaluate(net, X, part=P), args.repeat, time.process_time) / (len(P) * len(X))
     finally:
         os.environ.pop("DGNEXACT_THREADS", None)
     print(f"one thread, CPU time per pair: S=2 {c2 * 1e9:.0f} ns, S=1 {c1 * 1e9:.0f} ns, S=2 / S=1 {c2 / c1:.1f}x")
