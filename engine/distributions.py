@@ -19,6 +19,7 @@ relative accuracy and its contribution is summed with ``logsumexp``.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -592,7 +593,8 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     return _finish(state, heavy=net.latent_dim == 2)
 
 
-_GAUSSIANS_CACHE: dict = {}  # id(part) -> (key, RegionGaussians, geometry): the last partition evaluated
+# the last partition evaluated -> (key, RegionGaussians, geometry); weak, so the entry goes with the partition
+_GAUSSIANS_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _gaussians_and_geometry(net, part, with_geometry: bool):
@@ -600,20 +602,16 @@ def _gaussians_and_geometry(net, part, with_geometry: bool):
     factor of Sigma_omega; None unless ``with_geometry``) for every pass of :func:`evaluate`. Both depend on the
     (immutable) partition and on ``cov_x``, ``cov_z`` only, so the row blocks of one partition
     (``scaling.evaluate_many``) share them: one entry, the last partition's, dropped with the partition."""
-    import weakref
-
     from .gaussian.polytopes import batch_geometry
 
     key = (net.cov_x.tobytes(), net.cov_z.tobytes(), with_geometry)
-    hit = _GAUSSIANS_CACHE.get(id(part))
+    hit = _GAUSSIANS_CACHE.get(part)
     if hit is not None and hit[0] == key:
         return hit[1], hit[2]
     rg = region_gaussians(net, part)
     geometry = batch_geometry([r.polytope for r in part], rg.cov, rg.chol_cov) if with_geometry else None
     _GAUSSIANS_CACHE.clear()
-    _GAUSSIANS_CACHE[id(part)] = (key, rg, geometry)
-    if hit is None:  # one finalizer per partition
-        weakref.finalize(part, _GAUSSIANS_CACHE.pop, id(part), None)
+    _GAUSSIANS_CACHE[part] = (key, rg, geometry)
     return rg, geometry
 
 

@@ -192,3 +192,20 @@ def test_region_gaussians_cache_follows_the_noise(monkeypatch):
     dn._GAUSSIANS_CACHE.clear()
     _assert_same(engine.evaluate(net, X, part=part), first)
     assert not np.array_equal(first.log_marginal, moved.log_marginal)
+
+
+def test_region_gaussians_cache_goes_with_its_partition():
+    """The cache holds the last partition's entry only, and no longer than the partition lives."""
+    import gc
+
+    net = engine.random_network([2, 6, 6, 4], rng=5, cov_x=0.1)
+    X = net.sample(3, rng=6)
+    part = engine.partition(net)
+    engine.evaluate(net, X, part=part)
+    assert list(dn._GAUSSIANS_CACHE.keys()) == [part]
+    second = engine.partition(engine.random_network([2, 5, 5, 4], rng=7, cov_x=0.1))
+    engine.evaluate(second.net, X, part=second)
+    assert list(dn._GAUSSIANS_CACHE.keys()) == [second]
+    del second
+    gc.collect()
+    assert len(dn._GAUSSIANS_CACHE) == 0
