@@ -27,7 +27,11 @@ def _case(name):
 
 @pytest.mark.parametrize("name", ["permutation-4-e4c24cd06fe2de78", "rescaling-0-74d16ed212943430"])
 def test_extreme_net_evaluates_without_warning(name):
-    net, X = _case(name)  # pytest turns RuntimeWarnings raised in engine.* into errors (pyproject)
+    # What this checks: a finite number, its reported bar, weights that sum to 1, and no warning (pytest turns
+    # RuntimeWarnings raised in engine.* into errors). It does NOT check the value against an oracle: on
+    # rescaling-0 (region maps of condition ~5e16) the verifier's nested quadrature (verify.oracles.quadrature.quad_s2,
+    # dps 20) differs from evaluate by 4.9e-4 nats, which of the two float64 computations is right is undiagnosed.
+    net, X = _case(name)
     ev = engine.evaluate(net, X)
     assert np.all(np.isfinite(ev.log_marginal)) and np.all(ev.log_marginal_error < 1e-10)
     assert np.allclose(ev.region_log_weights.shape, (len(X), len(engine.partition(net))))
