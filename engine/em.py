@@ -765,9 +765,12 @@ class EM(DensityMixin, BaseEstimator):
             self._counts[1] += part is None
         lower_pairs = None
         if draws is not None and LOWER_HINT and self.scheduler is None and self.n_workers == 1:
+            from .scaling import rows_per_block
+
             if part is None:
                 part = partition(net, max_regions=self.max_regions)
-            lower_pairs = draw_regions(part, draws)
+            if X.shape[0] <= rows_per_block(len(part), net.latent_dim):  # one block: evaluate takes the hint
+                lower_pairs = draw_regions(part, draws)
         ev = evaluate(net, X, part=part, max_regions=self.max_regions, method=self.method,
                       rng=self.random_state, workers=self.n_workers, scheduler=self.scheduler, defer=defer,
                       lower_pairs=lower_pairs)
