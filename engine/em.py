@@ -529,30 +529,42 @@ class GuardScreen:
     ``reference``: the network whose exact mean log-likelihood the guard compares against, and ``ev`` its exact
     evaluation. A candidate's gain is estimated by importance sampling with common draws (the same z for both
     networks, from ``ev``'s posterior, :func:`posterior_proposal`): ``d_n = est_n(candidate) - est_n(reference)``.
-    The step is screened out (not evaluated) when ``mean(d) + SCREEN_SIGMAS se(d) < -SCREEN_NATS`` or d is not
-    finite. The screen never accepts anything: every accepted step is still one whose exact log-likelihood
-    (``engine.evaluate``) did not fall, so EM stays monotone and its history true whatever the estimate says; a
-    wrong screen-out only loses that step's gain. Built lazily: nothing is computed until the first candidate."""
+    The step is screened out (not evaluated) when ``mean(d) + SCREEN_SIGMAS se(d) < -SCREEN_NATS`` or the
+    candidate's estimate is not finite; it passes everything when the reference's posterior or estimate is not
+    finite (then it knows nothing). The screen never accepts anything: every accepted step is still one whose exact
+    log-likelihood (``engine.evaluate``) did not fall, so EM stays monotone and its history true whatever the
+    estimate says; a wrong screen-out only loses that step's gain. Built lazily: nothing is computed until the first
+    candidate."""
 
     def __init__(self, reference: Network, ev: Evaluation, X: np.ndarray, eps: np.ndarray):
         self.reference, self.ev, self.X, self.eps = reference, ev, X, eps
         self._draws = self._ref = None
 
-    def _drawn(self) -> tuple[np.ndarray, np.ndarray]:
+    def _drawn(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The proposal's draws and log-densities; None if the reference's posterior moments are not finite."""
         if self._draws is None:
-            self._draws = posterior_proposal(self.ev, self.eps)
-        return self._draws
+            ev = self.ev
+            finite = np.all(np.isfinite(ev.posterior_mean)) and np.all(np.isfinite(ev.posterior_cov))
+            self._draws = posterior_proposal(ev, self.eps) if finite else ()
+        return self._draws or None
 
-    def latent_draws(self, k: int = HINT_DRAWS) -> np.ndarray:
+    def latent_draws(self, k: int = HINT_DRAWS) -> np.ndarray | None:
         """The first ``k`` draws per point of the proposal (N, k, S): where the reference's posterior lies."""
-        return self._drawn()[0][:, :k]
+        drawn = self._drawn()
+        return None if drawn is None else drawn[0][:, :k]
 
     def gain(self, candidate: Network) -> tuple[float, float]:
-        """The estimated mean gain of ``candidate`` over the reference (nats per point) and its standard error."""
-        Z, log_q = self._drawn()
+        """The estimated mean gain of ``candidate`` over the reference (nats per point) and its standard error;
+        ``(inf, 0)`` when the reference's side is not finite (nothing is known: every step passes)."""
+        drawn = self._drawn()
+        if drawn is None:
+            return np.inf, 0.0
+        Z, log_q = drawn
         if self._ref is None:
             self._ref = importance_log_marginal(self.reference, self.X, Z, log_q)
         ref = self._ref
+        if not np.all(np.isfinite(ref)):
+            return np.inf, 0.0
         d = importance_log_marginal(candidate, self.X, Z, log_q) - ref
         if not np.all(np.isfinite(d)):
             return -np.inf, 0.0
@@ -874,7 +886,7 @@ class EM(DensityMixin, BaseEstimator):
                          part: Partition | None = None) -> Evaluation:
         """:meth:`_evaluate` (deferred) with the lower bound of log p(x) seeded by the regions of ``screen``'s draws
         from the previous exact posterior (``LOWER_HINT``; none without a screen)."""
-        self._seed_draws = None if screen is None else screen.latent_draws()
+        self._seed_draws = None if screen is None else screen.latent_draws()  # None: no finite posterior
         try:
             return self._evaluate(net, X, part=part, defer=True)
         finally:

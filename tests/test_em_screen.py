@@ -192,3 +192,20 @@ def test_auto_screen_is_off_at_s1_and_on_is_monotone():
 def test_bad_screen_option_is_one_line(bad):
     with pytest.raises(DGNInputError, match="screen"):
         EM([1, 3, 2], max_iter=1, screen=bad).fit(datasets.circle(10, rng=0))
+
+
+def test_screen_without_a_finite_reference_passes_everything():
+    """A reference evaluation whose posterior moments are not finite gives the screen nothing to go on: every
+    candidate passes (it is evaluated exactly, as without the screen) and no draws seed the lower bound."""
+    import copy
+
+    X = datasets.circle(20, rng=0)
+    ref = em_module.init_random([2, 4, 3, 2], X, rng=0)
+    ev = copy.copy(engine.evaluate(ref, X))
+    ev.posterior_cov = np.full_like(ev.posterior_cov, np.nan)
+    eps = np.random.default_rng(0).standard_normal((len(X), 8, 2))
+    screen = GuardScreen(ref, ev, X, eps)
+    bad = ref.replace(layers=[Linear(lay.weight * 1e3, lay.bias) if isinstance(lay, Linear) else lay
+                              for lay in ref.layers])
+    assert screen.passes(bad) and screen.gain(bad) == (np.inf, 0.0)
+    assert screen.latent_draws() is None
