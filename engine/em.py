@@ -807,6 +807,7 @@ class EM(DensityMixin, BaseEstimator):
         finally:
             self._counts = None  # score_samples and friends leave the estimator's state unchanged
             self._screen_eps = self._last_screen = self._seed_draws = None  # the screen's state goes with the fit
+            self._last_statistics = None
 
     def _fit(self, X) -> EM:
         self._check_params()
@@ -892,6 +893,15 @@ class EM(DensityMixin, BaseEstimator):
         finally:
             self._seed_draws = None
 
+    def _statistics(self, ev: Evaluation, X: np.ndarray) -> tuple[tuple, Statistics]:
+        """``(_masked_moments(ev), statistics(ev, X))``, kept for the last ``ev``: an accepted guard evaluation feeds
+        the next inner layer's update and then, as the next E-step, the next iteration's exact step."""
+        last = getattr(self, "_last_statistics", None)
+        if last is None or last[0] is not ev:
+            masked = _masked_moments(ev)
+            self._last_statistics = last = (ev, masked, statistics(ev, X, masked))
+        return last[1], last[2]
+
     def _screen(self, reference: Network, ev: Evaluation, X: np.ndarray) -> GuardScreen | None:
         """The screen of the guard against ``reference`` (exact evaluation ``ev``); None when off. The last one is
         kept: asked again for the same pair, it is returned with its draws and estimates."""
@@ -964,7 +974,7 @@ class EM(DensityMixin, BaseEstimator):
                 if self._paused(k):
                     updates[f"layer{lin.index(k)}"] = "skipped"
                     continue
-                proposal = layer_update(net, statistics(ev, X), frozen_maps(net, ev.partition), k)
+                proposal = layer_update(net, self._statistics(ev, X)[1], frozen_maps(net, ev.partition), k)
                 layers = list(net.layers)
                 layers[k] = proposal
                 cand, cand_ev, cand_ll, fate = self._try(net, net.replace(layers=layers), [k], X, ll,
@@ -973,8 +983,7 @@ class EM(DensityMixin, BaseEstimator):
                 if cand is not None:
                     net, ev, ll = cand, cand_ev, cand_ll
                 updates[f"layer{lin.index(k)}"] = fate
-        masked = _masked_moments(ev)
-        stats = statistics(ev, X, masked)
+        masked, stats = self._statistics(ev, X)
         exact, names = self._exact_step(net, ev, X, floor, stats, masked)
         if self.sweep == "chain" and inner:
             # exact step first (not yet evaluated), then each inner layer guarded on its own; the first
@@ -986,7 +995,7 @@ class EM(DensityMixin, BaseEstimator):
                     updates[f"layer{lin.index(k)}"] = "skipped"
                     continue
                 fm = frozen_maps(base, base_ev.partition)
-                st = stats if not validated else statistics(base_ev, X)
+                st = stats if not validated else self._statistics(base_ev, X)[1]
                 layers = list(base.layers)
                 layers[k] = layer_update(base, st, fm, k)
                 cand, cand_ev, cand_ll, fate = self._try(base, base.replace(layers=layers), [k], X, ll, screen)
