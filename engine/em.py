@@ -623,14 +623,17 @@ class EM(DensityMixin, BaseEstimator):
         ``workers=`` of :func:`engine.evaluate`, :mod:`engine.scaling`): a Dask address such as
         ``"tcp://host:8786"`` or a ``distributed.Client``, or ``n_workers`` local processes (default
         None and 1: this process). The partition is computed here and shipped; the points are split
-        into row blocks, so the fit (history, network) is the same as a local one.
+        into row blocks, so the fit (history, network) is the same as a local one (at S >= 2 to rounding: the
+        lower bound seeded by the screen's draws is used by a local evaluate only).
     screen : ``"auto"`` (default: on for S >= 2), True or False. Before a guarded inner-layer step is evaluated
         exactly, its gain is estimated by importance sampling from the current exact posterior
         (:class:`GuardScreen`, K = 64 draws per point, a forward pass of the decoder); a step estimated to lose
         more than 0.1 nats per point (plus 3 standard errors) is not evaluated (it counts as a backtrack, fate
         ``"screened out"`` when no step of the try was evaluated, no back-off pause). Only exact evaluations
         accept, so EM stays monotone and its history true; on circle [2,16,16,2] the rejected inner-layer
-        candidates were 1-4 nats per point worse and 2-10x costlier to evaluate than the accepted ones.
+        candidates were 0.2-4 nats per point worse and up to 10x costlier to evaluate than the accepted ones. The
+        regions of 32 of the draws also seed evaluate's lower bound of log p(x) (``LOWER_HINT``, module docstring);
+        ``fit`` then ends with a plain evaluate of ``network_`` so that ``evaluation_`` is exactly that.
 
     Attributes after ``fit``: ``network_``, ``log_likelihoods_`` (mean exact log p(x) per point; entry
     0 is the starting network, entry t after iteration t), ``n_regions_`` (per entry), ``history_``
