@@ -436,6 +436,27 @@ def _screened_params(net, part, X, rg, method, rng, geometry, accuracy):
     return mu, log_norm, (upper, first, lower)
 
 
+def _hinted_lower(part, mu, covs, log_norm, pre, extra, method, rng, geometry):
+    """``pre = (upper, first, lower)`` of :func:`_pruned_truncated_moments` with the lower bound of log p(x) raised by
+    the pairs ``extra`` (N, R): ``lower = log(e^lower + sum_extra e^(log_norm + rigorous lower log-mass))`` over the
+    extra pairs not in ``first`` (a sum of lower bounds of distinct terms of eq. 5, so still a lower bound)."""
+    extra = np.asarray(extra, dtype=bool)
+    if extra.shape != log_norm.shape:
+        raise DGNInputError("lower_pairs", f"has shape {extra.shape}, not (points, regions) = {log_norm.shape}")
+    if pre is None:
+        upper = log_norm + log_mass_upper_bound(part, mu, covs)
+        first, lower = _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, "absolute")
+    else:
+        upper, first, lower = pre
+    more = extra & ~first & np.isfinite(log_norm)
+    if not more.any():
+        return upper, first, lower
+    mass, _, _, _, err = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng, need=more,
+                                                  geometry=geometry, lower_bound_only=True, accuracy="absolute")
+    low = mass if err is None else mass - err
+    return upper, first, np.logaddexp(lower, logsumexp(np.where(more, log_norm + low, -np.inf), axis=1))
+
+
 def _top_is_certain(upper, outside):
     """``(ok, third)``: (N,) whether each row's three largest ``upper`` are strictly above its fourth and above
     ``outside``'s max (no NaN anywhere), and the third largest ``upper``."""
@@ -522,7 +543,8 @@ def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, geometry=None
 
 def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = None,
              max_regions: int = DEFAULT_MAX_REGIONS, rng=None, prune: bool = True, chunk_size: int | None = None,
-             workers: int = 1, scheduler=None, region_terms: bool = True, defer: bool = False) -> Evaluation:
+             workers: int = 1, scheduler=None, region_terms: bool = True, defer: bool = False,
+             lower_pairs=None) -> Evaluation:
     """Exact log p(x), posterior mean/covariance and per-region posterior terms for each row of X.
 
     Rows are evaluated in blocks of ``chunk_size`` (default: about 1e6 (point, region) pairs a block), so
@@ -543,6 +565,12 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     of posterior weight above 1e-3, is left for :func:`complete`. ``log_marginal`` and its error are final
     (they do not depend on that pass); the moments are those of the first pass (accurate relative to
     Sigma_omega). EM's guard uses this: a rejected candidate never needs its moments.
+
+    ``lower_pairs`` (N, R) bool, optional (S >= 2, pruned, one block in this process): pairs whose rigorous mass lower
+    bounds join each point's three most promising ones in the lower bound of log p(x) (:func:`_hinted_lower`). Any
+    choice keeps every result exact: the bound only decides the pruning and how far the accuracy of a pair of small
+    provable weight is loosened (``w <= exp(log_norm - lower) * mass``). A choice that covers the posterior (EM passes
+    the regions of draws from the previous posterior) makes the bound tight and the integration cheaper.
     """
     from .errors import check_float64_range
     from .gaussian.polytopes import METHODS
@@ -567,6 +595,8 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
         mu, log_norm, pre = _screened_params(net, part, X, rg, method, rng, geometry, "absolute")
     else:
         mu, log_norm = posterior_region_params(net, part, X, rg)
+    if pruned and lower_pairs is not None:
+        pre = _hinted_lower(part, mu, rg.cov, log_norm, pre, lower_pairs, method, rng, geometry)
 
     # First pass: region covariances accurate relative to Sigma_omega, enough for regions of small
     # posterior weight; the pairs that carry weight are then redone to full relative accuracy.

@@ -149,3 +149,42 @@ def test_fit_cli_passes_backoff_and_worker_options(tmp_path):
     assert "evaluations" in json.loads((tmp_path / "h.json").read_text())
     assert main(args + ["--backoff", "-1"]) == 2
     assert main(args + ["--workers", "2", "--scheduler", "tcp://127.0.0.1:1"]) == 2
+
+
+def test_statistics_are_computed_once_per_e_step(monkeypatch):
+    """An accepted guard evaluation feeds the next inner layer's update and, when that layer is not accepted, the
+    next iteration's exact step as well; its E-step sums (``statistics``) are computed once: no evaluation is passed
+    to ``statistics`` twice, and the fit is bit for bit the one that recomputes them every time. The first layer's
+    updates overshoot (x6) so that it is often rejected after the second was accepted."""
+    import engine.em as em_module
+    from engine.network import Linear
+
+    real_update = em_module.layer_update
+
+    def update(net, stats, fm, index):
+        new = real_update(net, stats, fm, index)
+        if index != 0:
+            return new
+        old = net.layers[0]
+        return Linear(old.weight + 6 * (new.weight - old.weight), old.bias + 6 * (new.bias - old.bias))
+
+    monkeypatch.setattr(em_module, "layer_update", update)
+
+    class _Recomputing(EM):
+        def _statistics(self, ev, X):
+            masked = em_module._masked_moments(ev)
+            return masked, em_module.statistics(ev, X, masked)
+
+    X = engine.datasets.circle(60, rng=3)
+    kw = dict(max_iter=4, tol=0.0, random_state=0, backoff=0, screen=False)
+    plain = _Recomputing([2, 6, 5, 2], **kw).fit(X)
+    seen = []
+    real = em_module.statistics
+    monkeypatch.setattr(em_module, "statistics", lambda ev, *a, **k: seen.append(ev) or real(ev, *a, **k))
+    cached = EM([2, 6, 5, 2], **kw).fit(X)
+    assert cached.log_likelihoods_ == plain.log_likelihoods_
+    assert cached.history()["updates"] == plain.history()["updates"]
+    assert len({id(ev) for ev in seen}) == len(seen)  # ``seen`` holds them all: no id is reused
+    reuse = [h for h in cached.history_ if h["updates"]["layer1"].startswith("accepted")
+             and not h["updates"]["layer0"].startswith("accepted")]
+    assert reuse  # the case the reuse is for is exercised
