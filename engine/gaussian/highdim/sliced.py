@@ -298,7 +298,85 @@ def _slices(prob: _Problem, pidx, nodes):
     return polys, np.array(where, dtype=np.intp)
 
 
+USE_COMPILED_SLICES = True  # False: the numpy reference (:func:`_evaluate_reference`), kept as the oracle of the tests
+
+
 def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
+    """Slices at ``nodes`` of points ``pidx``: :func:`_evaluate_compiled` (``USE_COMPILED_SLICES``) or
+    :func:`_evaluate_reference`; the same values to rounding."""
+    run = _evaluate_compiled if USE_COMPILED_SLICES else _evaluate_reference
+    return run(prob, pidx, nodes, qlw, known, moments, accuracy, tol)
+
+
+def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
+    """:func:`_evaluate_reference` with the slices' S = 3 geometry built in one compiled pass
+    (:func:`.slice_kernel.slice_geometry`) and handed to the S = 3 kernel as it is; only the slices the kernel
+    pass leaves to the exact fallbacks, and the light ones whose closest point stands in for their mean, are
+    built as polytopes (the same rules, the same fallbacks)."""
+    from ..pairs import PairRequest
+    from ..polytopes import batch_geometry, batch_solid_moments, integrate_pairs
+    from .slice_kernel import EMPTY, REGULAR, slice_geometry
+
+    K = nodes.size
+    lm = np.full(K, -np.inf)
+    rel = np.zeros(K)
+    my = np.zeros((K, 4))
+    cy = np.zeros((K, 4, 4))
+    logphi = -0.5 * nodes * nodes - _LOG_SQRT_2PI
+    geo = slice_geometry(prob, pidx, nodes)
+    where = np.nonzero(geo.status != EMPTY)[0]
+    if not where.size:
+        return logphi + lm, my, cy, rel
+    n = where.size
+    first = batch_solid_moments(geo, where, np.zeros((n, 3)), moments, cov_relative=accuracy == "relative")
+    est = np.where((geo.status[where] == REGULAR) & np.isfinite(first.log_mass), first.log_mass, -np.inf)
+    done = np.isfinite(est) & ~first.flagged
+    if moments >= 2:
+        done &= ~first.refine
+    contrib = np.full(K, -np.inf)
+    contrib[where] = qlw[where] + logphi[where] + est
+    total = np.logaddexp(known, _group_lse(pidx, contrib, known.size))
+    share, lws = _shares(qlw[where] + logphi[where], est, total[pidx[where]], tol[pidx[where]], moments)
+    light = _light(est, first.rel, share, tol[pidx[where]], moments) & ~done
+    need = ~done & ~light
+    lm[where] = np.where(light | done, est, -np.inf)
+    rel[where] = first.rel
+    mx, cx = np.zeros((n, 3)), np.zeros((n, 3, 3))
+    if moments >= 1:
+        mx[done] = first.mean[done]
+        if np.any(light):
+            mx[light] = _closest_in_slices([prob.slice(pidx[k], nodes[k]) for k in where[light]])
+        if moments >= 2:
+            cx[done] = first.cov[done]
+    if np.any(need):  # the rest through the S = 3 batch path with its fallbacks, thresholds loosened by share
+        polys = [prob.slice(pidx[k], nodes[k]) for k in where[need]]
+        nn = len(polys)
+        eye = np.broadcast_to(np.eye(3), (nn, 3, 3))
+        req = PairRequest.build(polys, np.zeros((nn, 1, 3)), eye, moments=moments, accuracy=accuracy,
+                                log_weight_scale=lws[need][:, None], geometry=batch_geometry(polys, eye, eye))
+        out = integrate_pairs(req)
+        lm[where[need]] = out.log_mass[:, 0]
+        rel[where[need]] = (-np.expm1(-out.log_mass_error[:, 0]) if out.log_mass_error is not None else 0.0)
+        if moments >= 1:
+            mx[need] = out.mean[:, 0]
+        if moments >= 2:
+            cx[need] = out.cov[:, 0]
+    return _lift(prob, pidx, nodes, where, logphi, lm, my, cy, rel, mx, cx, moments)
+
+
+def _lift(prob, pidx, nodes, where, logphi, lm, my, cy, rel, mx, cx, moments):
+    """The slices' 3-D moments ``mx``, ``cx`` (in the frames ``V``) lifted to 4-D: ``y = t e + V x``."""
+    if moments >= 1:
+        V = prob.V[pidx[where]]  # (k, 4, 3)
+        mx = np.where(np.isfinite(lm[where])[:, None], mx, 0.0)
+        my[where] = nodes[where, None] * prob.e[pidx[where]] + np.einsum("kij,kj->ki", V, mx)
+        if moments >= 2:
+            cx = np.where(np.isfinite(lm[where])[:, None, None], cx, 0.0)
+            cy[where] = np.einsum("kij,kjl,kml->kim", V, cx, V)
+    return logphi + lm, my, cy, np.where(np.isfinite(lm), rel, 0.0)
+
+
+def _evaluate_reference(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
     """Slices at ``nodes`` (K,) of points ``pidx`` (K,) with log quadrature weights ``qlw`` (K,): ``(log f, mean_y
     (K, 4), cov_y (K, 4, 4), rel)``. One pass of the compiled S = 3 kernel with the moments settles the slices it
     resolves at its strict thresholds; the others go through one call of the S = 3 batch integrator
@@ -353,14 +431,7 @@ def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
             mx[need] = out.mean[need, 0]
         if moments >= 2:
             cx[need] = out.cov[need, 0]
-    if moments >= 1:
-        V = prob.V[pidx[where]]  # (k, 4, 3)
-        mx = np.where(np.isfinite(lm[where])[:, None], mx, 0.0)
-        my[where] = nodes[where, None] * prob.e[pidx[where]] + np.einsum("kij,kj->ki", V, mx)
-        if moments >= 2:
-            cx = np.where(np.isfinite(lm[where])[:, None, None], cx, 0.0)
-            cy[where] = np.einsum("kij,kjl,kml->kim", V, cx, V)
-    return logphi + lm, my, cy, np.where(np.isfinite(lm), rel, 0.0)
+    return _lift(prob, pidx, nodes, where, logphi, lm, my, cy, rel, mx, cx, moments)
 
 
 def _shares(lwq, est, total, tol, moments):
