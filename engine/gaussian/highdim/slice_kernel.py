@@ -208,3 +208,85 @@ def slice_geometry(prob, pidx, nodes) -> SliceGeometry:
           np.ascontiguousarray(prob.hv), hr, sh.ea.astype(np.intp), sh.eb.astype(np.intp),
           np.asarray(va, dtype=np.intp), np.asarray(rb, dtype=np.intp), g, status)
     return SliceGeometry(g, status)
+
+
+_FEAS = 1e-9  # a candidate point is in the slice when it violates no facet by more than this (relative)
+
+
+@_jit
+def _feasible(Nrm, cn, F, p):
+    for f in range(F):
+        if Nrm[f, 0] * p[0] + Nrm[f, 1] * p[1] + Nrm[f, 2] * p[2] > cn[f] + _FEAS * (1.0 + abs(cn[f])):
+            return False
+    return True
+
+
+@_jit
+def _take(best, p, out):
+    """Keep ``p`` in ``out`` if it is closer to the origin than ``best``; returns the new best squared norm."""
+    d = p[0] * p[0] + p[1] * p[1] + p[2] * p[2]
+    if d < best:
+        out[0], out[1], out[2] = p[0], p[1], p[2]
+        return d
+    return best
+
+
+@_jit
+def _closest_one(Nrm, cn, F, out):
+    """The point of ``{Nrm x <= cn}`` (F facets) closest to the origin into ``out``: the origin when no offset is
+    negative (as ``qmc.closest_points``), else the nearest of the feasible projections of the origin onto the
+    facets' planes, onto the lines of pairs of facets and the vertices of triples (the minimiser is the projection
+    onto the affine hull of the face holding it in its relative interior, so it is among them)."""
+    out[:] = 0.0
+    neg = False
+    for f in range(F):
+        if cn[f] < 0.0:
+            neg = True
+    if not neg:
+        return
+    best = np.inf
+    p, t, alpha, beta, u = np.empty(3), np.empty(3), np.empty(3), np.empty(3), np.empty(3)
+    for i in range(F):
+        for q in range(3):
+            p[q] = cn[i] * Nrm[i, q]
+        if _feasible(Nrm, cn, F, p):
+            best = _take(best, p, out)
+        for j in range(i + 1, F):
+            _, _, nonpar = _edge_frame(Nrm[i], Nrm[j], t, alpha, beta)
+            if not nonpar:
+                continue
+            for q in range(3):
+                p[q] = alpha[q] * cn[i] + beta[q] * cn[j]
+            if _feasible(Nrm, cn, F, p):
+                best = _take(best, p, out)
+            for k in range(j + 1, F):
+                _cross(Nrm[j], Nrm[k], u)
+                det = _dot(Nrm[i], u)
+                if abs(det) <= 1e-12:
+                    continue
+                _cross(Nrm[k], Nrm[i], alpha)
+                _cross(Nrm[i], Nrm[j], beta)
+                for q in range(3):
+                    p[q] = (cn[i] * u[q] + cn[j] * alpha[q] + cn[k] * beta[q]) / det
+                if _feasible(Nrm, cn, F, p):
+                    best = _take(best, p, out)
+
+
+@_jit
+def _closest_rows(Nrm, cn, fvalid, rows, out):
+    for n in range(rows.size):
+        k = rows[n]
+        F = 0
+        while F < fvalid.shape[1] and fvalid[k, F]:
+            F += 1
+        _closest_one(Nrm[k], cn[k], F, out[n])
+
+
+def closest_in_slices(geo: SliceGeometry, rows) -> np.ndarray:
+    """(n, 3) the points of the slices in ``rows`` of ``geo`` closest to the origin (``sliced._closest_in_slices``
+    without building them)."""
+    rows = np.ascontiguousarray(rows, dtype=np.intp)
+    out = np.zeros((rows.size, 3))
+    g = geo.arrays
+    _closest_rows(g.Nrm, g.cn, g.fvalid, rows, out)
+    return out

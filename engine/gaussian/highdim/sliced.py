@@ -315,7 +315,7 @@ def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accurac
     built as polytopes (the same rules, the same fallbacks)."""
     from ..pairs import PairRequest
     from ..polytopes import batch_geometry, batch_solid_moments, integrate_pairs
-    from .slice_kernel import EMPTY, REGULAR, slice_geometry
+    from .slice_kernel import EMPTY, REGULAR, closest_in_slices, slice_geometry
 
     K = nodes.size
     lm = np.full(K, -np.inf)
@@ -345,7 +345,7 @@ def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accurac
     if moments >= 1:
         mx[done] = first.mean[done]
         if np.any(light):
-            mx[light] = _closest_in_slices([prob.slice(pidx[k], nodes[k]) for k in where[light]])
+            mx[light] = closest_in_slices(geo, where[light])
         if moments >= 2:
             cx[done] = first.cov[done]
     if np.any(need):  # the rest through the S = 3 batch path with its fallbacks, thresholds loosened by share
