@@ -15,6 +15,7 @@ is: the S = 3 mathematics and its error bounds are unchanged.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -28,6 +29,26 @@ _RAY = 1e-12  # = the ray-height tolerance of sliced._Problem._masks
 EMPTY, REGULAR, DEGENERATE = 0, 1, 2  # node status: no slice, a slice the kernel takes, degenerate combinatorics
 
 
+class SlicingData(NamedTuple):
+    """What ``sliced._Problem`` knows of a region for its M points, as the compiled pass reads it: offsets ``D``,
+    ``a = Nrm e`` and ``scale = |Nrm V|`` (M, F), slice normals ``Nn`` (M, F, 3), facet height ranges ``fmin``,
+    ``fmax`` (M, F), vertex and ray heights ``hv`` (M, V), ``hr`` (M, R), candidate edges ``ea``, ``eb`` and
+    vertex-ray pairs ``va``, ``rb`` (``sliced._Shape``)."""
+
+    D: np.ndarray
+    a: np.ndarray
+    scale: np.ndarray
+    Nn: np.ndarray
+    fmin: np.ndarray
+    fmax: np.ndarray
+    hv: np.ndarray
+    hr: np.ndarray
+    ea: np.ndarray
+    eb: np.ndarray
+    va: np.ndarray
+    rb: np.ndarray
+
+
 class SliceGeometry:
     """The S = 3 geometry of a round's slices (row k = node k): ``arrays`` (:class:`SolidArrays`), ``status`` (K,)
     (``EMPTY``, ``REGULAR``, ``DEGENERATE``: the reference path's ``SolidGeometry.ok`` False)."""
@@ -37,9 +58,11 @@ class SliceGeometry:
 
 
 @_jit
-def _node_type(m, t, D, a, scale, fmin, fmax, hv, hr, ea, eb, va, rb, act):
+def _node_type(m, t, d, act):
     """The slice's combinatorial type at height t for point m (``sliced._Problem._masks``): active facets into
     ``act``; returns the number of points spanning the slice (crossing edges and vertex-ray points), 0: empty."""
+    D, a, scale, fmin, fmax, hv, hr = d.D, d.a, d.scale, d.fmin, d.fmax, d.hv, d.hr
+    ea, eb, va, rb = d.ea, d.eb, d.va, d.rb
     F = D.shape[1]
     for f in range(F):
         if scale[m, f] <= _ZERO and D[m, f] - t * a[m, f] < 0.0:
@@ -100,6 +123,30 @@ def _edge_frame(ni, nj, t, alpha, beta):
 
 
 @_jit
+def _ends(Nrm, cn, F, i, j, t, p0, wg, wr):
+    """The edge of facets i, j: its ends ``s_hi`` (facet ``khi``), ``s_lo`` (facet ``klo``) along ``t`` from the
+    point ``p0`` and whether a facet parallel to it excludes it (``blocked``); ``wg``, ``wr``: ``n_f . t`` and
+    ``cn_f - n_f . p0``."""
+    khi, klo = 0, 0
+    s_hi, s_lo = np.inf, -np.inf
+    blocked = False
+    for f in range(F):
+        wg[f] = _dot(t, Nrm[f])
+        wr[f] = cn[f] - _dot(p0, Nrm[f])
+        if f == i or f == j:
+            continue
+        if wg[f] > _GPAR:
+            if wr[f] / wg[f] < s_hi:
+                s_hi, khi = wr[f] / wg[f], f
+        elif wg[f] < -_GPAR:
+            if wr[f] / wg[f] > s_lo:
+                s_lo, klo = wr[f] / wg[f], f
+        elif wr[f] < -1e-12 * (1.0 + abs(cn[f])):
+            blocked = True
+    return s_hi, khi, s_lo, klo, blocked
+
+
+@_jit
 def _edges_one(k, F, g, wg, wr):
     """``solid.geometry._region_edges`` for the one region in row k of ``g`` (its F first facets): fills the edge
     slots (real facet pairs in upper-triangle order); returns False for degenerate combinatorics."""
@@ -112,22 +159,7 @@ def _edges_one(k, F, g, wg, wr):
             c, sn, nonpar = _edge_frame(Nrm[i], Nrm[j], t, alpha, beta)
             for q in range(3):
                 p0[q] = alpha[q] * cn[i] + beta[q] * cn[j]
-            khi, klo = 0, 0
-            s_hi, s_lo = np.inf, -np.inf
-            blocked = False
-            for f in range(F):
-                wg[f] = _dot(t, Nrm[f])
-                wr[f] = cn[f] - _dot(p0, Nrm[f])
-                if f == i or f == j:
-                    continue
-                if wg[f] > _GPAR:
-                    if wr[f] / wg[f] < s_hi:
-                        s_hi, khi = wr[f] / wg[f], f
-                elif wg[f] < -_GPAR:
-                    if wr[f] / wg[f] > s_lo:
-                        s_lo, klo = wr[f] / wg[f], f
-                elif wr[f] < -1e-12 * (1.0 + abs(cn[f])):
-                    blocked = True
+            s_hi, khi, s_lo, klo, blocked = _ends(Nrm, cn, F, i, j, t, p0, wg, wr)
             scale = 1.0 + (abs(s_hi) if np.isfinite(s_hi) else 0.0) + (abs(s_lo) if np.isfinite(s_lo) else 0.0)
             if not (nonpar and not blocked and s_hi - s_lo > _SHORT * scale):
                 continue
@@ -155,15 +187,16 @@ def _edges_one(k, F, g, wg, wr):
 
 
 @_jit
-def _fill(pidx, nodes, D, a, scale, Nn, fmin, fmax, hv, hr, ea, eb, va, rb, g, status):
+def _fill(pidx, nodes, d, g, status):
     """Every node's slice into row k of ``g``: facets (whitened exactly as ``SolidGeometry`` with ``chol = I``)
     and edges; ``status[k]``."""
-    K, F = nodes.size, D.shape[1]
+    K, F = nodes.size, d.D.shape[1]
+    D, a, scale, Nn = d.D, d.a, d.scale, d.Nn
     act = np.empty(F, dtype=np.bool_)
     wg, wr = np.empty(F), np.empty(F)
     for k in range(K):
         m, t = pidx[k], nodes[k]
-        if _node_type(m, t, D, a, scale, fmin, fmax, hv, hr, ea, eb, va, rb, act) == 0:
+        if _node_type(m, t, d, act) == 0:
             status[k] = EMPTY
             continue
         f2 = 0
@@ -202,11 +235,11 @@ def slice_geometry(prob, pidx, nodes) -> SliceGeometry:
     va = sh.va if has_rays else np.zeros(0, dtype=np.intp)
     rb = sh.rb if has_rays else np.zeros(0, dtype=np.intp)
     hr = np.ascontiguousarray(prob.hr) if has_rays else np.zeros((prob.D.shape[0], 1))
-    _fill(np.ascontiguousarray(pidx, dtype=np.intp), np.ascontiguousarray(nodes, dtype=np.float64),
-          np.ascontiguousarray(prob.D), np.ascontiguousarray(prob.a), np.ascontiguousarray(prob.scale),
-          np.ascontiguousarray(prob.Nn), np.ascontiguousarray(prob.fmin), np.ascontiguousarray(prob.fmax),
-          np.ascontiguousarray(prob.hv), hr, sh.ea.astype(np.intp), sh.eb.astype(np.intp),
-          np.asarray(va, dtype=np.intp), np.asarray(rb, dtype=np.intp), g, status)
+    c = np.ascontiguousarray
+    d = SlicingData(c(prob.D), c(prob.a), c(prob.scale), c(prob.Nn), c(prob.fmin), c(prob.fmax), c(prob.hv), hr,
+                    sh.ea.astype(np.intp), sh.eb.astype(np.intp), np.asarray(va, dtype=np.intp),
+                    np.asarray(rb, dtype=np.intp))
+    _fill(c(pidx, dtype=np.intp), c(nodes, dtype=np.float64), d, g, status)
     return SliceGeometry(g, status)
 
 
@@ -290,3 +323,17 @@ def closest_in_slices(geo: SliceGeometry, rows) -> np.ndarray:
     g = geo.arrays
     _closest_rows(g.Nrm, g.cn, g.fvalid, rows, out)
     return out
+
+
+def warm() -> None:
+    """Compile (into numba's cache) what the S = 4 path runs: the slice geometry, the closest points, and the S = 3
+    kernel on these arrays, by one sliced integral of a box (``python -m engine.warmup`` calls this)."""
+    from .sliced import sliced_moments
+
+    Q, _ = np.linalg.qr(np.arange(16.0).reshape(4, 4) ** 1.5 + np.eye(4))
+    a, b = np.array([-1.0, -0.5, 0.2, -2.0]), np.array([0.7, 1.5, 2.0, 0.1])
+    Nrm = np.vstack([Q.T, -Q.T])
+    corners = np.array(np.meshgrid(*zip(a, b), indexing="ij")).reshape(4, -1).T
+    sliced_moments(Nrm, np.concatenate([b, -a])[None], (corners @ Q.T)[None], np.zeros((0, 4)), moments=2)
+    _closest_rows(np.zeros((1, 1, 3)), np.zeros((1, 1)), np.ones((1, 1), dtype=np.bool_), np.zeros(1, dtype=np.intp),
+                  np.zeros((1, 3)))

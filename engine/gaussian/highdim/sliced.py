@@ -17,10 +17,16 @@ So the window is split at those heights (and into panels short enough that the G
 a few nats across one), and each panel gets the 15-point Gauss-Kronrod rule; ``|K15 - G7|`` (the difference to
 the embedded 7-point Gauss rule, which is the error of the LOWER order rule, not of the K15 value reported) is
 the panel's error bar, and panels whose bar is too large are bisected (at most ``MAX_ROUNDS`` rounds). The
-direction is the one from the mean to the closest point of P when the mean lies outside (then ``t >= |y*|``
-on P and the mass sits near the window's lower end), a fixed generic one otherwise. Beyond the window the
+direction is a fixed generic one and the window ``|t| <= sqrt(|y*|^2 + WINDOW^2)`` (``y*``: P's point closest to
+the mean). Slicing along ``y*`` instead (``TOWARD_CLOSEST``, the earlier rule) puts the heaviest slices, just
+above ``t = |y*|``, as thin sheets or slivers around y* with the mean on their boundary, where the S = 3 cone
+decomposition cancels and the nested S = 3 fallback costs ~1 s a slice. Beyond the window the
 log-concavity bounds the tails: ``g = log f`` lies below its secant through the two outermost nodes, so the
 tail is at most ``e^{g(t_1)} / |slope|``, added to the bar.
+
+Each round's slices are built in one compiled pass (:mod:`.slice_kernel`: their S = 3 facets and edges straight
+into the arrays of the S = 3 kernel); ``USE_COMPILED_SLICES = False`` builds them as polytopes in numpy, the
+reference the tests compare with.
 
 The relative error bar of a pair is ``(sum_panels |K15 - G7| + sum_nodes w f rel_3 + tails) / P``, with
 ``rel_3`` the S = 3 solver's own bound for each slice. It is a validated bar, not a proof (the K - G
@@ -94,13 +100,18 @@ def _frame(e: np.ndarray) -> np.ndarray:
     return out
 
 
+TOWARD_CLOSEST = False  # True: far means slice along the direction to P's closest point (the rule before issue 14's
+# compiled pass; its first slices are thin sheets around y* with the mean on their boundary, which the S = 3 cone
+# decomposition cannot resolve, and each took the S = 3 nested quadrature, ~1 s a slice)
+
+
 def _directions(y):
-    """Per point: the unit direction to the closest point ``y`` (M, 4) of P (mean outside, distance > 1/2) or a
-    fixed generic one."""
+    """Per point: a fixed generic unit direction, or with ``TOWARD_CLOSEST`` the unit direction to the closest
+    point ``y`` (M, 4) of P where the mean is outside (distance > 1/2)."""
     r = np.linalg.norm(y, axis=1)
     g = _GENERIC + 1e-3 * np.arange(1, y.shape[1] + 1)
     g = g / np.linalg.norm(g)
-    far = r > 0.5
+    far = (r > 0.5) & TOWARD_CLOSEST
     e = np.where(far[:, None], y / np.where(far, r, 1.0)[:, None], g[None])
     return e / np.linalg.norm(e, axis=1)[:, None]
 
@@ -144,13 +155,14 @@ def _facet_ranges(shape: _Shape, hv, hr):
     return big, top
 
 
-def _window(lo, hi):
-    """Integration window (M, 2) inside [lo, hi]: centred on the point of [lo, hi] closest to 0 (the closest
-    point of P when the direction points at it), ``WINDOW`` wide where the Gaussian is flat, narrower in the tail
-    (``phi`` falls by ``WINDOW^2 / 2`` nats from the centre to either end)."""
-    c = np.clip(0.0, lo, hi)
-    reach = np.sqrt(c * c + WINDOW * WINDOW) - np.abs(c)
-    return np.maximum(lo, c - reach), np.minimum(hi, c + reach)
+def _window(lo, hi, r):
+    """Integration window (M, 2) inside [lo, hi]: the heights ``|t| <= sqrt(r^2 + WINDOW^2)``, ``r = |y*|`` the
+    distance from the mean to P. Off it the integrand is ``e^{-WINDOW^2 / 2}`` below P's largest density
+    (``phi(t) P_3(t) <= exp(-max(t^2, r^2) / 2)``: every point of the slice at t is at least ``|t|`` and ``r``
+    from the mean), and its tails are bounded by log-concavity (:func:`_tails`). Along the direction to y*
+    (``lo = r``) this is the window ``[r, sqrt(r^2 + WINDOW^2)]`` of the rule before."""
+    R = np.sqrt(r * r + WINDOW * WINDOW)
+    return np.maximum(lo, -R), np.minimum(hi, R)
 
 
 def _panels(lo, hi, A, B, hv):
@@ -361,11 +373,15 @@ def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accurac
             mx[need] = out.mean[:, 0]
         if moments >= 2:
             cx[need] = out.cov[:, 0]
-    return _lift(prob, pidx, nodes, where, logphi, lm, my, cy, rel, mx, cx, moments)
+    return _lift(prob, pidx, nodes, where, logphi, (lm, rel, mx, cx), moments)
 
 
-def _lift(prob, pidx, nodes, where, logphi, lm, my, cy, rel, mx, cx, moments):
-    """The slices' 3-D moments ``mx``, ``cx`` (in the frames ``V``) lifted to 4-D: ``y = t e + V x``."""
+def _lift(prob, pidx, nodes, where, logphi, slices, moments):
+    """The slices' log masses, bounds and 3-D moments ``slices = (lm, rel, mx, cx)`` (``mx``, ``cx`` in the frames
+    ``V``, rows ``where``) lifted to 4-D, ``y = t e + V x``: ``(log f, mean_y, cov_y, rel)`` at every node."""
+    lm, rel, mx, cx = slices
+    K = nodes.size
+    my, cy = np.zeros((K, 4)), np.zeros((K, 4, 4))
     if moments >= 1:
         V = prob.V[pidx[where]]  # (k, 4, 3)
         mx = np.where(np.isfinite(lm[where])[:, None], mx, 0.0)
@@ -431,7 +447,7 @@ def _evaluate_reference(prob: _Problem, pidx, nodes, qlw, known, moments, accura
             mx[need] = out.mean[need, 0]
         if moments >= 2:
             cx[need] = out.cov[need, 0]
-    return _lift(prob, pidx, nodes, where, logphi, lm, my, cy, rel, mx, cx, moments)
+    return _lift(prob, pidx, nodes, where, logphi, (lm, rel, mx, cx), moments)
 
 
 def _shares(lwq, est, total, tol, moments):
@@ -514,7 +530,7 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
     if closest is None:
         closest, _ = closest_distance(Nrm, D)
     prob = _Problem(Nrm, D, Yv, np.asarray(Yr, dtype=np.float64).reshape(-1, 4), closest)
-    A, B = _window(prob.lo, prob.hi)
+    A, B = _window(prob.lo, prob.hi, np.linalg.norm(closest, axis=1))
     pm, left, right = _panels(prob.lo, prob.hi, A, B, prob.hv)
     rule = (tol[pm] >= COARSE_TOL).astype(np.intp)
     done_vals = []
