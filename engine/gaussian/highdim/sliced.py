@@ -76,7 +76,7 @@ COARSE_TOL = 1e-5  # pairs allowed this relative error or more take the 7-point 
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 _ZERO = 1e-10  # |Nrm_i V| below this: facet i is perpendicular to the slices (a bound on t only)
 _INC = 1e-9  # vertex-facet incidence tolerance (relative to 1 + |D|)
-WINDOW = 10.0  # phi falls by WINDOW^2 / 2 = 50 nats from the centre of the window to its ends (_window)
+WINDOW = 10.0  # the integrand's envelope falls by WINDOW^2 / 2 = 50 nats at the window's ends (_window)
 MAX_EXPONENT_STEP = 3.0  # panels at most this long in units of 1 / |t| (the Gaussian factor changes <= 3 nats)
 MAX_PANEL = 1.0  # and at most this long
 MERGE = 1e-9  # vertex heights closer than this (relative) are one breakpoint
@@ -158,7 +158,7 @@ def _facet_ranges(shape: _Shape, hv, hr):
 def _window(lo, hi, r):
     """Integration window (M, 2) inside [lo, hi]: the heights ``|t| <= sqrt(r^2 + WINDOW^2)``, ``r = |y*|`` the
     distance from the mean to P. Off it the integrand is ``e^{-WINDOW^2 / 2}`` below P's largest density
-    (``phi(t) P_3(t) <= exp(-max(t^2, r^2) / 2)``: every point of the slice at t is at least ``|t|`` and ``r``
+    (``phi(t) P_3(t) <= exp(-max(t^2, r^2) / 2)`` up to a constant: every point of the slice at t is at least ``|t|`` and ``r``
     from the mean), and its tails are bounded by log-concavity (:func:`_tails`). Along the direction to y*
     (``lo = r``) this is the window ``[r, sqrt(r^2 + WINDOW^2)]`` of the rule before."""
     R = np.sqrt(r * r + WINDOW * WINDOW)
@@ -322,9 +322,9 @@ def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
 
 def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
     """:func:`_evaluate_reference` with the slices' S = 3 geometry built in one compiled pass
-    (:func:`.slice_kernel.slice_geometry`) and handed to the S = 3 kernel as it is; only the slices the kernel
-    pass leaves to the exact fallbacks, and the light ones whose closest point stands in for their mean, are
-    built as polytopes (the same rules, the same fallbacks)."""
+    (:func:`.slice_kernel.slice_geometry`) and handed to the S = 3 kernel as it is, the light slices' closest
+    points compiled too (:func:`.slice_kernel.closest_in_slices`); only the slices the kernel pass leaves to the
+    exact fallbacks are built as polytopes (the same rules, the same fallbacks)."""
     from ..pairs import PairRequest
     from ..polytopes import batch_geometry, batch_solid_moments, integrate_pairs
     from .slice_kernel import EMPTY, REGULAR, closest_in_slices, slice_geometry
@@ -332,13 +332,11 @@ def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accurac
     K = nodes.size
     lm = np.full(K, -np.inf)
     rel = np.zeros(K)
-    my = np.zeros((K, 4))
-    cy = np.zeros((K, 4, 4))
     logphi = -0.5 * nodes * nodes - _LOG_SQRT_2PI
     geo = slice_geometry(prob, pidx, nodes)
     where = np.nonzero(geo.status != EMPTY)[0]
     if not where.size:
-        return logphi + lm, my, cy, rel
+        return logphi + lm, np.zeros((K, 4)), np.zeros((K, 4, 4)), rel
     n = where.size
     first = batch_solid_moments(geo, where, np.zeros((n, 3)), moments, cov_relative=accuracy == "relative")
     est = np.where((geo.status[where] == REGULAR) & np.isfinite(first.log_mass), first.log_mass, -np.inf)
