@@ -158,9 +158,9 @@ def _facet_ranges(shape: _Shape, hv, hr):
 def _window(lo, hi, r):
     """Integration window (M, 2) inside [lo, hi]: the heights ``|t| <= sqrt(r^2 + WINDOW^2)``, ``r = |y*|`` the
     distance from the mean to P. Off it the integrand is ``e^{-WINDOW^2 / 2}`` below P's largest density
-    (``phi(t) P_3(t) <= exp(-max(t^2, r^2) / 2)`` up to a constant: every point of the slice at t is at least ``|t|`` and ``r``
-    from the mean), and its tails are bounded by log-concavity (:func:`_tails`). Along the direction to y*
-    (``lo = r``) this is the window ``[r, sqrt(r^2 + WINDOW^2)]`` of the rule before."""
+    (``phi(t) P_3(t) <= exp(-max(t^2, r^2) / 2)`` up to a constant: every point of the slice at t is at least
+    ``|t|`` and ``r`` from the mean), and its tails are bounded by log-concavity (:func:`_tails`). Along the
+    direction to y* (``lo = r``) this is the window ``[r, sqrt(r^2 + WINDOW^2)]`` of the rule before."""
     R = np.sqrt(r * r + WINDOW * WINDOW)
     return np.maximum(lo, -R), np.minimum(hi, R)
 
