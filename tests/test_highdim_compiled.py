@@ -123,3 +123,33 @@ def test_closest_points_match_the_nnls_least_distance_program():
     inside = np.all(cn >= 0.0, axis=1)
     assert inside.any() and (~inside).sum() > 20
     assert np.all(got[inside] == 0.0)
+
+
+def test_generic_direction_avoids_the_nested_fallback_and_agrees_with_the_closest_direction(monkeypatch):
+    """A pair of ``random_network([4, 8, 8, 5], rng=0, cov_x=0.1)`` (region 647 at data point 3, mean outside):
+    slicing along the direction to y* (``TOWARD_CLOSEST``, the earlier rule) sends a thin slice to the nested
+    S = 3 quadrature; the generic direction sends none. The two routes slice the region differently (different
+    slices, panels and bars), and agree within the sum of their bars."""
+    import engine.gaussian.polytopes as pt
+    from engine.distributions import posterior_region_params, region_gaussians
+
+    net = engine.random_network([4, 8, 8, 5], rng=0, cov_x=0.1)
+    part = partition(net)
+    rg = region_gaussians(net, part)
+    mu, _ = posterior_region_params(net, part, net.sample(100, rng=1)[3:4], rg)
+    data = sl.whitened(part[647].polytope, np.linalg.cholesky(rg.cov[647]), mu[:1, 647])
+    assert np.linalg.norm(sl.closest_distance(data[0], data[1])[0]) > 0.5
+    calls = []
+    real = pt._polytope_moments_single
+    monkeypatch.setattr(pt, "_polytope_moments_single", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = {}
+    for toward in (True, False):
+        monkeypatch.setattr(sl, "TOWARD_CLOSEST", toward)
+        calls.clear()
+        out[toward] = sl.sliced_moments(*data, moments=2), len(calls)
+    (a, n_old), (b, n_new) = out[True], out[False]
+    assert n_old >= 1 and n_new == 0
+    assert abs(np.expm1(a[0][0] - b[0][0])) <= a[3][0] + b[3][0]
+    assert max(a[3][0], b[3][0]) < 1e-10
+    np.testing.assert_allclose(b[1], a[1], atol=1e-9)
+    np.testing.assert_allclose(b[2], a[2], atol=1e-8)
