@@ -5,6 +5,9 @@ Workloads (``net = random_network(widths, rng=0, cov_x=0.1)``, ``X = net.sample(
 workload given it reports the partition time and, for each N in ``--points``, the wall time of
 ``evaluate(net, X[:N])`` (partition built outside), the largest ``log_marginal_error``, the number of
 regions and the pairs per point before and after the pruning to the target (S >= 4).
+``--pair-cost N`` times ``sliced_moments`` alone on the N heaviest pairs of point 0 with the mean inside and N with
+it outside (CPU ms per pair, the compiled route vs the previous numpy route along y*, heavy and light tolerances)
+and says whether the two agree within their bars.
 ``--pairs`` times the region integrals alone: ``polytope_moments_arrays`` of the first
 ``--regions`` regions at every point by the default method (S = 4: ``highdim.sliced``, outer quadrature over
 exact S = 3 slices) and by RQMC, in seconds per (point, region) pair, with their bars and their difference,
@@ -122,6 +125,61 @@ def _pairs(name, net, X, part, n_regions, nested):
               rqmc_log_mass_error=float(out.log_mass_error[0, 0]))
 
 
+ROUTES = {"compiled": (True, False), "numpy reference, along y*": (False, True)}  # USE_COMPILED_SLICES, TOWARD_CLOSEST
+
+
+def _pair_cost(name, net, X, part, n_pairs):
+    """CPU seconds per S = 4 pair of ``sliced_moments`` alone (one pair a call, moments to second order) at the
+    heavy tolerance (``DEFAULT_TOL``, 15-point rule) and the lightest (``MAX_TOL``, 7-point rule), on the
+    ``n_pairs`` regions of largest closest-point bound at point 0 with the mean inside or near them (``|y*| <=
+    1/2``) and as many with the mean outside: the compiled route (generic direction) and the previous one (numpy
+    slices, direction to y* for means outside), alternated, median over 3 repeats of each pair."""
+    import engine.gaussian.highdim.sliced as sl
+
+    rg = region_gaussians(net, part)
+    mu, _ = posterior_region_params(net, part, X[:1], rg)
+    groups = {"mean inside": [], "mean outside": []}
+    for r in range(len(part)):
+        p = part[r].polytope
+        if p.lineality.size or not p.vertices.size:
+            continue
+        data = sl.whitened(p, np.linalg.cholesky(rg.cov[r]), mu[:1, r])
+        y, log_upper = sl.closest_distance(data[0], data[1])
+        far = np.linalg.norm(y[0]) > 0.5
+        groups["mean outside" if far else "mean inside"].append((-log_upper[0], r, data))
+    flags = (sl.USE_COMPILED_SLICES, sl.TOWARD_CLOSEST)
+    for group, cand in groups.items():
+        pairs = [d for _, _, d in sorted(cand, key=lambda q: q[:2])[:n_pairs]]
+        for tol, what in ((sl.DEFAULT_TOL, "heavy"), (sl.MAX_TOL, "light")):
+            _pair_cost_rows(name, f"{what} pairs, {group}", pairs, tol, sl)
+    sl.USE_COMPILED_SLICES, sl.TOWARD_CLOSEST = flags
+
+
+def _pair_cost_rows(name, what, pairs, tol, sl):
+    times = {route: [] for route in ROUTES}
+    out = {route: [] for route in ROUTES}
+    for data in pairs:
+        rep = {route: [] for route in ROUTES}
+        for _ in range(3):
+            for route, (compiled, toward) in ROUTES.items():
+                sl.USE_COMPILED_SLICES, sl.TOWARD_CLOSEST = compiled, toward
+                t = time.process_time()
+                lm, _, _, rel = sl.sliced_moments(*data, moments=2, tol=tol)
+                rep[route].append(time.process_time() - t)
+                if len(rep[route]) == 1:
+                    out[route].append((lm[0], rel[0]))
+        for route in ROUTES:
+            times[route].append(np.median(rep[route]))
+    for route in ROUTES:
+        _emit(workload=name, what=f"{what}: cost", route=route, tol=tol, pairs=len(pairs),
+              cpu_ms_median=1e3 * float(np.median(times[route])), cpu_ms_max=1e3 * float(np.max(times[route])),
+              max_rel_bar=float(max(r for _, r in out[route])))
+    a, b = (np.array(out[route]) for route in ROUTES)
+    _emit(workload=name, what=f"{what}: the routes agree",
+          max_abs_log_mass_diff=float(np.max(np.abs(a[:, 0] - b[:, 0]))),
+          max_diff_over_bars=float(np.max(np.abs(np.expm1(a[:, 0] - b[:, 0])) / (a[:, 1] + b[:, 1]))))
+
+
 def _child(q, net, X, part):
     q.put(evaluate(net, X, part=part).log_marginal.tobytes())
 
@@ -143,6 +201,7 @@ def main():
     ap.add_argument("--workloads", nargs="+", default=["s4"], choices=sorted(WORKLOADS))
     ap.add_argument("--points", nargs="*", type=int, default=[1])
     ap.add_argument("--pairs", action="store_true")
+    ap.add_argument("--pair-cost", type=int, default=0, help="CPU time per S = 4 pair on this many heavy regions")
     ap.add_argument("--regions", type=int, default=5)
     ap.add_argument("--nested", action="store_true")
     ap.add_argument("--repro", action="store_true")
@@ -150,6 +209,8 @@ def main():
     args = ap.parse_args()
     for name in args.workloads:
         net, X, part = _setup(name)
+        if args.pair_cost:
+            _pair_cost(name, net, X, part, args.pair_cost)
         if args.pairs:
             _pairs(name, net, X[:10], part, args.regions, args.nested)
         if args.repro:

@@ -17,10 +17,16 @@ So the window is split at those heights (and into panels short enough that the G
 a few nats across one), and each panel gets the 15-point Gauss-Kronrod rule; ``|K15 - G7|`` (the difference to
 the embedded 7-point Gauss rule, which is the error of the LOWER order rule, not of the K15 value reported) is
 the panel's error bar, and panels whose bar is too large are bisected (at most ``MAX_ROUNDS`` rounds). The
-direction is the one from the mean to the closest point of P when the mean lies outside (then ``t >= |y*|``
-on P and the mass sits near the window's lower end), a fixed generic one otherwise. Beyond the window the
+direction is a fixed generic one and the window ``|t| <= sqrt(|y*|^2 + WINDOW^2)`` (``y*``: P's point closest to
+the mean). Slicing along ``y*`` instead (``TOWARD_CLOSEST``, the earlier rule) puts the heaviest slices, just
+above ``t = |y*|``, as thin sheets or slivers around y* with the mean on their boundary, where the S = 3 cone
+decomposition cancels and the nested S = 3 fallback costs ~1 s a slice. Beyond the window the
 log-concavity bounds the tails: ``g = log f`` lies below its secant through the two outermost nodes, so the
 tail is at most ``e^{g(t_1)} / |slope|``, added to the bar.
+
+Each round's slices are built in one compiled pass (:mod:`.slice_kernel`: their S = 3 facets and edges straight
+into the arrays of the S = 3 kernel); ``USE_COMPILED_SLICES = False`` builds them as polytopes in numpy, the
+reference the tests compare with.
 
 The relative error bar of a pair is ``(sum_panels |K15 - G7| + sum_nodes w f rel_3 + tails) / P``, with
 ``rel_3`` the S = 3 solver's own bound for each slice. It is a validated bar, not a proof (the K - G
@@ -31,7 +37,7 @@ rotated boxes, block-factorised decoders and mpmath).
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_ndtr, logsumexp
+from scipy.special import log_ndtr
 
 from ...polytope import Polytope
 from ..constants import LOOSEN_WEIGHT, NEGLIGIBLE_NATS
@@ -70,7 +76,7 @@ COARSE_TOL = 1e-5  # pairs allowed this relative error or more take the 7-point 
 _LOG_SQRT_2PI = 0.5 * np.log(2.0 * np.pi)
 _ZERO = 1e-10  # |Nrm_i V| below this: facet i is perpendicular to the slices (a bound on t only)
 _INC = 1e-9  # vertex-facet incidence tolerance (relative to 1 + |D|)
-WINDOW = 10.0  # phi falls by WINDOW^2 / 2 = 50 nats from the centre of the window to its ends (_window)
+WINDOW = 10.0  # the integrand's envelope falls by WINDOW^2 / 2 = 50 nats at the window's ends (_window)
 MAX_EXPONENT_STEP = 3.0  # panels at most this long in units of 1 / |t| (the Gaussian factor changes <= 3 nats)
 MAX_PANEL = 1.0  # and at most this long
 MERGE = 1e-9  # vertex heights closer than this (relative) are one breakpoint
@@ -94,13 +100,18 @@ def _frame(e: np.ndarray) -> np.ndarray:
     return out
 
 
+TOWARD_CLOSEST = False  # True: far means slice along the direction to P's closest point (the rule before issue 14's
+# compiled pass; its first slices are thin sheets around y* with the mean on their boundary, which the S = 3 cone
+# decomposition cannot resolve, and each took the S = 3 nested quadrature, ~1 s a slice)
+
+
 def _directions(y):
-    """Per point: the unit direction to the closest point ``y`` (M, 4) of P (mean outside, distance > 1/2) or a
-    fixed generic one."""
+    """Per point: a fixed generic unit direction, or with ``TOWARD_CLOSEST`` the unit direction to the closest
+    point ``y`` (M, 4) of P where the mean is outside (distance > 1/2)."""
     r = np.linalg.norm(y, axis=1)
     g = _GENERIC + 1e-3 * np.arange(1, y.shape[1] + 1)
     g = g / np.linalg.norm(g)
-    far = r > 0.5
+    far = (r > 0.5) & TOWARD_CLOSEST
     e = np.where(far[:, None], y / np.where(far, r, 1.0)[:, None], g[None])
     return e / np.linalg.norm(e, axis=1)[:, None]
 
@@ -144,13 +155,14 @@ def _facet_ranges(shape: _Shape, hv, hr):
     return big, top
 
 
-def _window(lo, hi):
-    """Integration window (M, 2) inside [lo, hi]: centred on the point of [lo, hi] closest to 0 (the closest
-    point of P when the direction points at it), ``WINDOW`` wide where the Gaussian is flat, narrower in the tail
-    (``phi`` falls by ``WINDOW^2 / 2`` nats from the centre to either end)."""
-    c = np.clip(0.0, lo, hi)
-    reach = np.sqrt(c * c + WINDOW * WINDOW) - np.abs(c)
-    return np.maximum(lo, c - reach), np.minimum(hi, c + reach)
+def _window(lo, hi, r):
+    """Integration window (M, 2) inside [lo, hi]: the heights ``|t| <= sqrt(r^2 + WINDOW^2)``, ``r = |y*|`` the
+    distance from the mean to P. Off it the integrand is ``e^{-WINDOW^2 / 2}`` below P's largest density
+    (``phi(t) P_3(t) <= exp(-max(t^2, r^2) / 2)`` up to a constant: every point of the slice at t is at least
+    ``|t|`` and ``r`` from the mean), and its tails are bounded by log-concavity (:func:`_tails`). Along the
+    direction to y* (``lo = r``) this is the window ``[r, sqrt(r^2 + WINDOW^2)]`` of the rule before."""
+    R = np.sqrt(r * r + WINDOW * WINDOW)
+    return np.maximum(lo, -R), np.minimum(hi, R)
 
 
 def _panels(lo, hi, A, B, hv):
@@ -298,7 +310,87 @@ def _slices(prob: _Problem, pidx, nodes):
     return polys, np.array(where, dtype=np.intp)
 
 
+USE_COMPILED_SLICES = True  # False: the numpy reference (:func:`_evaluate_reference`), kept as the oracle of the tests
+
+
 def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
+    """Slices at ``nodes`` of points ``pidx``: :func:`_evaluate_compiled` (``USE_COMPILED_SLICES``) or
+    :func:`_evaluate_reference`; the same values to rounding."""
+    run = _evaluate_compiled if USE_COMPILED_SLICES else _evaluate_reference
+    return run(prob, pidx, nodes, qlw, known, moments, accuracy, tol)
+
+
+def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
+    """:func:`_evaluate_reference` with the slices' S = 3 geometry built in one compiled pass
+    (:func:`.slice_kernel.slice_geometry`) and handed to the S = 3 kernel as it is, the light slices' closest
+    points compiled too (:func:`.slice_kernel.closest_in_slices`); only the slices the kernel pass leaves to the
+    exact fallbacks are built as polytopes (the same rules, the same fallbacks)."""
+    from ..pairs import PairRequest
+    from ..polytopes import batch_geometry, batch_solid_moments, integrate_pairs
+    from .slice_kernel import EMPTY, REGULAR, closest_in_slices, slice_geometry
+
+    K = nodes.size
+    lm = np.full(K, -np.inf)
+    rel = np.zeros(K)
+    logphi = -0.5 * nodes * nodes - _LOG_SQRT_2PI
+    geo = slice_geometry(prob, pidx, nodes)
+    where = np.nonzero(geo.status != EMPTY)[0]
+    if not where.size:
+        return logphi + lm, np.zeros((K, 4)), np.zeros((K, 4, 4)), rel
+    n = where.size
+    first = batch_solid_moments(geo, where, np.zeros((n, 3)), moments, cov_relative=accuracy == "relative")
+    est = np.where((geo.status[where] == REGULAR) & np.isfinite(first.log_mass), first.log_mass, -np.inf)
+    done = np.isfinite(est) & ~first.flagged
+    if moments >= 2:
+        done &= ~first.refine
+    contrib = np.full(K, -np.inf)
+    contrib[where] = qlw[where] + logphi[where] + est
+    total = np.logaddexp(known, _group_lse(pidx, contrib, known.size))
+    share, lws = _shares(qlw[where] + logphi[where], est, total[pidx[where]], tol[pidx[where]], moments)
+    light = _light(est, first.rel, share, tol[pidx[where]], moments) & ~done
+    need = ~done & ~light
+    lm[where] = np.where(light | done, est, -np.inf)
+    rel[where] = first.rel
+    mx, cx = np.zeros((n, 3)), np.zeros((n, 3, 3))
+    if moments >= 1:
+        mx[done] = first.mean[done]
+        if np.any(light):
+            mx[light] = closest_in_slices(geo, where[light])
+        if moments >= 2:
+            cx[done] = first.cov[done]
+    if np.any(need):  # the rest through the S = 3 batch path with its fallbacks, thresholds loosened by share
+        polys = [prob.slice(pidx[k], nodes[k]) for k in where[need]]
+        nn = len(polys)
+        eye = np.broadcast_to(np.eye(3), (nn, 3, 3))
+        req = PairRequest.build(polys, np.zeros((nn, 1, 3)), eye, moments=moments, accuracy=accuracy,
+                                log_weight_scale=lws[need][:, None], geometry=batch_geometry(polys, eye, eye))
+        out = integrate_pairs(req)
+        lm[where[need]] = out.log_mass[:, 0]
+        rel[where[need]] = (-np.expm1(-out.log_mass_error[:, 0]) if out.log_mass_error is not None else 0.0)
+        if moments >= 1:
+            mx[need] = out.mean[:, 0]
+        if moments >= 2:
+            cx[need] = out.cov[:, 0]
+    return _lift(prob, pidx, nodes, where, logphi, (lm, rel, mx, cx), moments)
+
+
+def _lift(prob, pidx, nodes, where, logphi, slices, moments):
+    """The slices' log masses, bounds and 3-D moments ``slices = (lm, rel, mx, cx)`` (``mx``, ``cx`` in the frames
+    ``V``, rows ``where``) lifted to 4-D, ``y = t e + V x``: ``(log f, mean_y, cov_y, rel)`` at every node."""
+    lm, rel, mx, cx = slices
+    K = nodes.size
+    my, cy = np.zeros((K, 4)), np.zeros((K, 4, 4))
+    if moments >= 1:
+        V = prob.V[pidx[where]]  # (k, 4, 3)
+        mx = np.where(np.isfinite(lm[where])[:, None], mx, 0.0)
+        my[where] = nodes[where, None] * prob.e[pidx[where]] + np.einsum("kij,kj->ki", V, mx)
+        if moments >= 2:
+            cx = np.where(np.isfinite(lm[where])[:, None, None], cx, 0.0)
+            cy[where] = np.einsum("kij,kjl,kml->kim", V, cx, V)
+    return logphi + lm, my, cy, np.where(np.isfinite(lm), rel, 0.0)
+
+
+def _evaluate_reference(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
     """Slices at ``nodes`` (K,) of points ``pidx`` (K,) with log quadrature weights ``qlw`` (K,): ``(log f, mean_y
     (K, 4), cov_y (K, 4, 4), rel)``. One pass of the compiled S = 3 kernel with the moments settles the slices it
     resolves at its strict thresholds; the others go through one call of the S = 3 batch integrator
@@ -353,14 +445,7 @@ def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
             mx[need] = out.mean[need, 0]
         if moments >= 2:
             cx[need] = out.cov[need, 0]
-    if moments >= 1:
-        V = prob.V[pidx[where]]  # (k, 4, 3)
-        mx = np.where(np.isfinite(lm[where])[:, None], mx, 0.0)
-        my[where] = nodes[where, None] * prob.e[pidx[where]] + np.einsum("kij,kj->ki", V, mx)
-        if moments >= 2:
-            cx = np.where(np.isfinite(lm[where])[:, None, None], cx, 0.0)
-            cy[where] = np.einsum("kij,kjl,kml->kim", V, cx, V)
-    return logphi + lm, my, cy, np.where(np.isfinite(lm), rel, 0.0)
+    return _lift(prob, pidx, nodes, where, logphi, (lm, rel, mx, cx), moments)
 
 
 def _shares(lwq, est, total, tol, moments):
@@ -443,7 +528,7 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
     if closest is None:
         closest, _ = closest_distance(Nrm, D)
     prob = _Problem(Nrm, D, Yv, np.asarray(Yr, dtype=np.float64).reshape(-1, 4), closest)
-    A, B = _window(prob.lo, prob.hi)
+    A, B = _window(prob.lo, prob.hi, np.linalg.norm(closest, axis=1))
     pm, left, right = _panels(prob.lo, prob.hi, A, B, prob.hv)
     rule = (tol[pm] >= COARSE_TOL).astype(np.intp)
     done_vals = []
@@ -499,6 +584,16 @@ def _panel_diff(vals, total):
     return np.where(np.isfinite(total[pm]), d, 0.0)
 
 
+def _lse_rows(a):
+    """Row-wise ``log sum exp`` of ``a`` (M, n) with no finite entry giving -inf: ``max + log sum exp(a - max)``
+    (scipy's ``logsumexp`` costs ~0.5 ms a call in argument handling, called twice a round)."""
+    top = a.max(axis=1)
+    fin = np.isfinite(top)
+    safe = np.where(fin, top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.where(fin, safe + np.log(np.exp(a - safe[:, None]).sum(axis=1)), top)
+
+
 def _combine(M, done_vals, moments=0):
     """Totals (log) and conditional moments from every panel evaluated so far (Kronrod weights)."""
     pm = np.concatenate([v[0] for v in done_vals])
@@ -520,7 +615,7 @@ def _combine(M, done_vals, moments=0):
         cols = (pos[:, None] * 15 + np.arange(15)[None]).ravel()
         grid[np.repeat(pm[order], 15), cols] = lw[order].ravel()
         per_pair = grid
-    total = logsumexp(per_pair, axis=1)
+    total = _lse_rows(per_pair)
     if moments < 1:
         return total, None, None
     my = np.concatenate([v[3] for v in done_vals])

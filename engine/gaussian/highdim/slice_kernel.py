@@ -1,0 +1,339 @@
+"""Compiled slice construction of the S' = 4 outer quadrature (:mod:`.sliced`): the S = 3 geometry of every slice.
+
+For Theorem 1's mass ``Phi_omega`` (eq. 5) at S = 4, :mod:`.sliced` integrates ``phi(t) P_3(slice(t))`` over the
+height ``t`` along a direction ``e``; each node's slice ``{x : (Nrm V) x <= D - t Nrm e}`` is a 3-D polyhedron
+handed to the compiled S = 3 cone kernel (``solid.kernel``). The reference path builds each slice as a
+:class:`~engine.polytope.Polytope` and its :class:`~engine.gaussian.solid.SolidGeometry` in numpy (about 0.3 ms
+a slice); here one compiled pass over all the nodes of a round computes, per node, the same combinatorial type
+(active facets, non-empty: ``sliced._Problem._masks``/``_build``) and the same whitened normals, offsets and edge
+structure (``solid.geometry._region_edges``, one region at a time, same formulas and tolerances; the 3 x 3
+inverse in closed form, so the values agree with numpy's to rounding). The result is a
+:class:`~engine.gaussian.solid.SolidArrays` with one row per node, which ``solid.batch_solid_moments`` takes as it
+is: the S = 3 mathematics and its error bounds are unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from ..solid.geometry import _GPAR, _PARALLEL, _SHORT, SolidArrays
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+_ZERO = 1e-10  # = sliced._ZERO: |Nrm_i V| below this, facet i is perpendicular to the slices
+_RAY = 1e-12  # = the ray-height tolerance of sliced._Problem._masks
+
+EMPTY, REGULAR, DEGENERATE = 0, 1, 2  # node status: no slice, a slice the kernel takes, degenerate combinatorics
+
+
+class SlicingData(NamedTuple):
+    """What ``sliced._Problem`` knows of a region for its M points, as the compiled pass reads it: offsets ``D``,
+    ``a = Nrm e`` and ``scale = |Nrm V|`` (M, F), slice normals ``Nn`` (M, F, 3), facet height ranges ``fmin``,
+    ``fmax`` (M, F), vertex and ray heights ``hv`` (M, V), ``hr`` (M, R), candidate edges ``ea``, ``eb`` and
+    vertex-ray pairs ``va``, ``rb`` (``sliced._Shape``)."""
+
+    D: np.ndarray
+    a: np.ndarray
+    scale: np.ndarray
+    Nn: np.ndarray
+    fmin: np.ndarray
+    fmax: np.ndarray
+    hv: np.ndarray
+    hr: np.ndarray
+    ea: np.ndarray
+    eb: np.ndarray
+    va: np.ndarray
+    rb: np.ndarray
+
+
+class SliceGeometry:
+    """The S = 3 geometry of a round's slices (row k = node k): ``arrays`` (:class:`SolidArrays`), ``status`` (K,)
+    (``EMPTY``, ``REGULAR``, ``DEGENERATE``: the reference path's ``SolidGeometry.ok`` False)."""
+
+    def __init__(self, arrays, status):
+        self.arrays, self.status = arrays, status
+
+
+@_jit
+def _node_type(m, t, d, act):
+    """The slice's combinatorial type at height t for point m (``sliced._Problem._masks``): active facets into
+    ``act``; returns the number of points spanning the slice (crossing edges and vertex-ray points), 0: empty."""
+    D, a, scale, fmin, fmax, hv, hr = d.D, d.a, d.scale, d.fmin, d.fmax, d.hv, d.hr
+    ea, eb, va, rb = d.ea, d.eb, d.va, d.rb
+    F = D.shape[1]
+    for f in range(F):
+        if scale[m, f] <= _ZERO and D[m, f] - t * a[m, f] < 0.0:
+            return 0
+    nact = 0
+    for f in range(F):
+        act[f] = fmin[m, f] < t and t < fmax[m, f] and not scale[m, f] <= _ZERO
+        if act[f]:
+            nact += 1
+    if nact == 0:
+        return 0
+    n = 0
+    for q in range(ea.size):
+        ha, hb = hv[m, ea[q]], hv[m, eb[q]]
+        if min(ha, hb) <= t and t <= max(ha, hb) and ha != hb:
+            n += 1
+    for q in range(va.size):
+        h = hr[m, rb[q]]
+        if abs(h) > _RAY and (t - hv[m, va[q]]) / h >= 0.0:
+            n += 1
+    return n
+
+
+@_jit
+def _cross(u, v, out):
+    out[0] = u[1] * v[2] - u[2] * v[1]
+    out[1] = u[2] * v[0] - u[0] * v[2]
+    out[2] = u[0] * v[1] - u[1] * v[0]
+
+
+@_jit
+def _dot(u, v):
+    return u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
+
+
+@_jit
+def _edge_frame(ni, nj, t, alpha, beta):
+    """``(c, sn, nonpar)`` of the facet pair and, into ``t``, ``alpha``, ``beta``: the edge direction and the first
+    two columns of the inverse of the matrix of rows ``n_i, n_j, t`` (identity when parallel)."""
+    _cross(ni, nj, t)
+    sn = math.sqrt(t[0] * t[0] + t[1] * t[1] + t[2] * t[2])
+    c = _dot(ni, nj)
+    nonpar = sn > _PARALLEL
+    if not nonpar:
+        for q in range(3):
+            alpha[q] = 1.0 if q == 0 else 0.0
+            beta[q] = 1.0 if q == 1 else 0.0
+        return c, sn, False
+    for q in range(3):
+        t[q] = t[q] / sn
+    _cross(nj, t, alpha)
+    det = _dot(ni, alpha)
+    _cross(t, ni, beta)
+    for q in range(3):
+        alpha[q] = alpha[q] / det
+        beta[q] = beta[q] / det
+    return c, sn, True
+
+
+@_jit
+def _ends(Nrm, cn, F, i, j, t, p0, wg, wr):
+    """The edge of facets i, j: its ends ``s_hi`` (facet ``khi``), ``s_lo`` (facet ``klo``) along ``t`` from the
+    point ``p0`` and whether a facet parallel to it excludes it (``blocked``); ``wg``, ``wr``: ``n_f . t`` and
+    ``cn_f - n_f . p0``."""
+    khi, klo = 0, 0
+    s_hi, s_lo = np.inf, -np.inf
+    blocked = False
+    for f in range(F):
+        wg[f] = _dot(t, Nrm[f])
+        wr[f] = cn[f] - _dot(p0, Nrm[f])
+        if f == i or f == j:
+            continue
+        if wg[f] > _GPAR:
+            if wr[f] / wg[f] < s_hi:
+                s_hi, khi = wr[f] / wg[f], f
+        elif wg[f] < -_GPAR:
+            if wr[f] / wg[f] > s_lo:
+                s_lo, klo = wr[f] / wg[f], f
+        elif wr[f] < -1e-12 * (1.0 + abs(cn[f])):
+            blocked = True
+    return s_hi, khi, s_lo, klo, blocked
+
+
+@_jit
+def _edges_one(k, F, g, wg, wr):
+    """``solid.geometry._region_edges`` for the one region in row k of ``g`` (its F first facets): fills the edge
+    slots (real facet pairs in upper-triangle order); returns False for degenerate combinatorics."""
+    Nrm, cn = g.Nrm[k], g.cn[k]
+    t, alpha, beta, p0 = np.empty(3), np.empty(3), np.empty(3), np.empty(3)
+    deg = np.zeros(F, dtype=np.int64)
+    slot = 0
+    for i in range(F):
+        for j in range(i + 1, F):
+            c, sn, nonpar = _edge_frame(Nrm[i], Nrm[j], t, alpha, beta)
+            for q in range(3):
+                p0[q] = alpha[q] * cn[i] + beta[q] * cn[j]
+            s_hi, khi, s_lo, klo, blocked = _ends(Nrm, cn, F, i, j, t, p0, wg, wr)
+            scale = 1.0 + (abs(s_hi) if np.isfinite(s_hi) else 0.0) + (abs(s_lo) if np.isfinite(s_lo) else 0.0)
+            if not (nonpar and not blocked and s_hi - s_lo > _SHORT * scale):
+                continue
+            deg[i] += 1
+            deg[j] += 1
+            has_hi, has_lo = np.isfinite(s_hi), np.isfinite(s_lo)
+            g.evalid[k, slot] = True
+            g.ei[k, slot], g.ej[k, slot], g.khi[k, slot], g.klo[k, slot] = i, j, khi, klo
+            g.has_hi[k, slot], g.has_lo[k, slot] = has_hi, has_lo
+            g.c[k, slot], g.sn[k, slot] = c, sn
+            g.ah[k, slot], g.bh[k, slot] = _dot(Nrm[khi], alpha), _dot(Nrm[khi], beta)
+            g.gh[k, slot] = wg[khi] if has_hi else 1.0
+            g.al[k, slot], g.bl[k, slot] = _dot(Nrm[klo], alpha), _dot(Nrm[klo], beta)
+            g.gl[k, slot] = wg[klo] if has_lo else 1.0
+            for q in range(3):
+                g.m1[k, slot, q] = (Nrm[j, q] - c * Nrm[i, q]) / sn
+                g.m2[k, slot, q] = (Nrm[i, q] - c * Nrm[j, q]) / sn
+            slot += 1
+    for f in range(F):
+        if deg[f] == 0:
+            for j in range(F):
+                if abs(_dot(Nrm[f], Nrm[j])) < 1.0 - 1e-12:
+                    return False
+    return True
+
+
+@_jit
+def _fill(pidx, nodes, d, g, status):
+    """Every node's slice into row k of ``g``: facets (whitened exactly as ``SolidGeometry`` with ``chol = I``)
+    and edges; ``status[k]``."""
+    K, F = nodes.size, d.D.shape[1]
+    D, a, scale, Nn = d.D, d.a, d.scale, d.Nn
+    act = np.empty(F, dtype=np.bool_)
+    wg, wr = np.empty(F), np.empty(F)
+    for k in range(K):
+        m, t = pidx[k], nodes[k]
+        if _node_type(m, t, d, act) == 0:
+            status[k] = EMPTY
+            continue
+        f2 = 0
+        for f in range(F):
+            if not act[f]:
+                continue
+            off = (D[m, f] - t * a[m, f]) / scale[m, f]
+            h0, h1, h2 = Nn[m, f, 0], Nn[m, f, 1], Nn[m, f, 2]
+            nrm = math.sqrt(h0 * h0 + h1 * h1 + h2 * h2)
+            g.Nrm[k, f2, 0], g.Nrm[k, f2, 1], g.Nrm[k, f2, 2] = h0 / nrm, h1 / nrm, h2 / nrm
+            g.Hn[k, f2, 0], g.Hn[k, f2, 1], g.Hn[k, f2, 2] = h0 / nrm, h1 / nrm, h2 / nrm
+            g.cn[k, f2] = off / nrm
+            g.fvalid[k, f2] = True
+            f2 += 1
+        status[k] = REGULAR if _edges_one(k, f2, g, wg, wr) else DEGENERATE
+        if status[k] == DEGENERATE:
+            g.fvalid[k, :] = False
+            g.evalid[k, :] = False
+
+
+def slice_geometry(prob, pidx, nodes) -> SliceGeometry:
+    """The S = 3 geometry of the slices of ``prob`` (a ``sliced._Problem``) at ``nodes`` (K,) of points ``pidx``
+    (K,), in one compiled pass."""
+    K, F = nodes.size, prob.D.shape[1]
+    E = max(F * (F - 1) // 2, 1)
+    z = lambda shape, dt=np.float64: np.zeros(shape, dtype=dt)
+    g = SolidArrays(Nrm=z((K, F, 3)), Hn=z((K, F, 3)), cn=np.ones((K, F)), fvalid=z((K, F), np.bool_),
+                    evalid=z((K, E), np.bool_), ei=z((K, E), np.intp), ej=z((K, E), np.intp),
+                    khi=z((K, E), np.intp), klo=z((K, E), np.intp), has_hi=z((K, E), np.bool_),
+                    has_lo=z((K, E), np.bool_), c=z((K, E)), sn=np.ones((K, E)), ah=z((K, E)), bh=z((K, E)),
+                    gh=np.ones((K, E)), al=z((K, E)), bl=z((K, E)), gl=np.ones((K, E)), m1=z((K, E, 3)),
+                    m2=z((K, E, 3)))
+    status = np.zeros(K, dtype=np.int8)
+    sh = prob.shape
+    has_rays = prob.Yr.size > 0
+    va = sh.va if has_rays else np.zeros(0, dtype=np.intp)
+    rb = sh.rb if has_rays else np.zeros(0, dtype=np.intp)
+    hr = np.ascontiguousarray(prob.hr) if has_rays else np.zeros((prob.D.shape[0], 1))
+    c = np.ascontiguousarray
+    d = SlicingData(c(prob.D), c(prob.a), c(prob.scale), c(prob.Nn), c(prob.fmin), c(prob.fmax), c(prob.hv), hr,
+                    sh.ea.astype(np.intp), sh.eb.astype(np.intp), np.asarray(va, dtype=np.intp),
+                    np.asarray(rb, dtype=np.intp))
+    _fill(c(pidx, dtype=np.intp), c(nodes, dtype=np.float64), d, g, status)
+    return SliceGeometry(g, status)
+
+
+_FEAS = 1e-9  # a candidate point is in the slice when it violates no facet by more than this (relative)
+
+
+@_jit
+def _feasible(Nrm, cn, F, p):
+    for f in range(F):
+        if Nrm[f, 0] * p[0] + Nrm[f, 1] * p[1] + Nrm[f, 2] * p[2] > cn[f] + _FEAS * (1.0 + abs(cn[f])):
+            return False
+    return True
+
+
+@_jit
+def _take(best, p, out):
+    """Keep ``p`` in ``out`` if it is closer to the origin than ``best``; returns the new best squared norm."""
+    d = p[0] * p[0] + p[1] * p[1] + p[2] * p[2]
+    if d < best:
+        out[0], out[1], out[2] = p[0], p[1], p[2]
+        return d
+    return best
+
+
+@_jit
+def _closest_one(Nrm, cn, F, out):
+    """The point of ``{Nrm x <= cn}`` (F facets) closest to the origin into ``out``: the origin when no offset is
+    negative (as ``qmc.closest_points``), else the nearest of the feasible projections of the origin onto the
+    facets' planes, onto the lines of pairs of facets and the vertices of triples (the minimiser is the projection
+    onto the affine hull of the face holding it in its relative interior, so it is among them)."""
+    out[:] = 0.0
+    neg = False
+    for f in range(F):
+        if cn[f] < 0.0:
+            neg = True
+    if not neg:
+        return
+    best = np.inf
+    p, t, alpha, beta, u = np.empty(3), np.empty(3), np.empty(3), np.empty(3), np.empty(3)
+    for i in range(F):
+        for q in range(3):
+            p[q] = cn[i] * Nrm[i, q]
+        if _feasible(Nrm, cn, F, p):
+            best = _take(best, p, out)
+        for j in range(i + 1, F):
+            _, _, nonpar = _edge_frame(Nrm[i], Nrm[j], t, alpha, beta)
+            if not nonpar:
+                continue
+            for q in range(3):
+                p[q] = alpha[q] * cn[i] + beta[q] * cn[j]
+            if _feasible(Nrm, cn, F, p):
+                best = _take(best, p, out)
+            for k in range(j + 1, F):
+                _cross(Nrm[j], Nrm[k], u)
+                det = _dot(Nrm[i], u)
+                if abs(det) <= 1e-12:
+                    continue
+                _cross(Nrm[k], Nrm[i], alpha)
+                _cross(Nrm[i], Nrm[j], beta)
+                for q in range(3):
+                    p[q] = (cn[i] * u[q] + cn[j] * alpha[q] + cn[k] * beta[q]) / det
+                if _feasible(Nrm, cn, F, p):
+                    best = _take(best, p, out)
+
+
+@_jit
+def _closest_rows(Nrm, cn, fvalid, rows, out):
+    for n in range(rows.size):
+        k = rows[n]
+        F = 0
+        while F < fvalid.shape[1] and fvalid[k, F]:
+            F += 1
+        _closest_one(Nrm[k], cn[k], F, out[n])
+
+
+def closest_in_slices(geo: SliceGeometry, rows) -> np.ndarray:
+    """(n, 3) the points of the slices in ``rows`` of ``geo`` closest to the origin (``sliced._closest_in_slices``
+    without building them)."""
+    rows = np.ascontiguousarray(rows, dtype=np.intp)
+    out = np.zeros((rows.size, 3))
+    g = geo.arrays
+    _closest_rows(g.Nrm, g.cn, g.fvalid, rows, out)
+    return out
+
+
+def warm() -> None:
+    """Compile (into numba's cache) what the S = 4 path runs: the slice geometry, the closest points, and the S = 3
+    kernel on these arrays, by one sliced integral of a box (``python -m engine.warmup`` calls this)."""
+    from .sliced import sliced_moments
+
+    Q, _ = np.linalg.qr(np.arange(16.0).reshape(4, 4) ** 1.5 + np.eye(4))
+    a, b = np.array([-1.0, -0.5, 0.2, -2.0]), np.array([0.7, 1.5, 2.0, 0.1])
+    Nrm = np.vstack([Q.T, -Q.T])
+    corners = np.array(np.meshgrid(*zip(a, b), indexing="ij")).reshape(4, -1).T
+    sliced_moments(Nrm, np.concatenate([b, -a])[None], (corners @ Q.T)[None], np.zeros((0, 4)), moments=2)
+    _closest_rows(np.zeros((1, 1, 3)), np.zeros((1, 1)), np.ones((1, 1), dtype=np.bool_), np.zeros(1, dtype=np.intp),
+                  np.zeros((1, 3)))
