@@ -497,15 +497,18 @@ def _target_prune(part, mu, log_norm, upper, lower, cand, geometry):
 REDO_SETTLED = False  # True: the heavy pass redoes every heavy pair (the reference of tests/test_s2_heavy_pass.py)
 
 
-def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, geometry=None, **kwargs):
+def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, geometry=None, log_px=None, **kwargs):
     """The second S = 2 pass of :func:`evaluate`: pairs of posterior weight above 1e-3 (eq. 6) get their
     conditional moments at relative accuracy. Pairs the first (absolute-accuracy) pass ``settled`` --
     moments already exactly those of the relative pass (``planar.batch.batch_planar_pairs``) -- are kept,
     unless ``REDO_SETTLED`` (the always-redo reference). Only the regions with a pair to redo are integrated
-    (their rows of ``geometry``), so the pass costs what it redoes, not N x R."""
+    (their rows of ``geometry``), so the pass costs what it redoes, not N x R. ``log_px``: the caller's
+    ``logsumexp(log_joint, axis=1)``, if it has it. The moments come back as copies in the memory order of
+    ``means`` and ``covs_r`` (transposed views of region-major arrays: a copy in C order costs 4x more)."""
     from .gaussian.polytopes import polytope_moments_arrays
 
-    heavy = log_joint - logsumexp(log_joint, axis=1, keepdims=True) > np.log(1e-3)
+    log_px = logsumexp(log_joint, axis=1) if log_px is None else log_px
+    heavy = log_joint - log_px[:, None] > np.log(1e-3)
     redo = heavy if settled is None or REDO_SETTLED else heavy & ~settled
     if not np.any(redo):
         return means, covs_r
@@ -514,7 +517,7 @@ def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, geometry=None
     res = polytope_moments_arrays([part[r].polytope for r in rows], mu[:, rows].transpose(1, 0, 2), covs[rows],
                                   need=sub.T, geometry=None if geometry is None else geometry.subset(rows), **kwargs)
     n, k = np.nonzero(sub)
-    means, covs_r = means.copy(), covs_r.copy()
+    means, covs_r = means.copy(order="K"), covs_r.copy(order="K")
     means[n, rows[k]] = res.mean[k, n]
     covs_r[n, rows[k]] = res.cov[k, n]
     return means, covs_r
@@ -638,16 +641,14 @@ def _finish(st: _FirstPass, heavy: bool) -> Evaluation:
     """Eq. 5-6 from the first pass; ``heavy``: the S = 2 heavy pass first (the pairs of posterior weight above
     1e-3 get relative-accuracy moments). ``log_marginal`` and its error do not depend on ``heavy``."""
     part, log_norm, log_mass, means, covs = st.part, st.log_norm, st.log_mass, st.means, st.covs
-    if heavy:
-        means, covs = _heavy_pass(part, st.mu, st.cov, log_norm + log_mass, means, covs, st.settled,
-                                  **st.heavy_kwargs)
     log_joint = log_norm + log_mass
     log_px = logsumexp(log_joint, axis=1)
+    if heavy:
+        means, covs = _heavy_pass(part, st.mu, st.cov, log_joint, means, covs, st.settled, log_px=log_px,
+                                  **st.heavy_kwargs)
     log_w = log_joint - log_px[:, None]
     w = np.exp(log_w)
-    post_mean = np.einsum("nr,nrs->ns", w, means)
-    dev = means - post_mean[:, None, :]
-    post_cov = np.einsum("nr,nrst->nst", w, covs) + np.einsum("nr,nrs,nrt->nst", w, dev, dev)
+    post_mean, post_cov = _posterior_moments(w, means, covs)
     err = None
     if st.mass_err is not None:
         err = _log_marginal_error(w, st.mass_err, lambda: np.exp(log_norm + log_mass_upper_bound(part, st.mu, st.cov)
@@ -659,6 +660,42 @@ def _finish(st: _FirstPass, heavy: bool) -> Evaluation:
     return Evaluation(log_marginal=log_px, posterior_mean=post_mean, posterior_cov=post_cov,
                       region_log_weights=log_w, region_means=means, region_covs=covs, n_regions=len(part),
                       method=st.used, log_marginal_error=err, partition=part)
+
+
+def _posterior_moments(w, means, covs):
+    """Posterior mean (N, S) and covariance (N, S, S) of the mixture of eq. 6 (Prop. 2): compiled for S >= 2, where
+    it is numpy's einsum bit for bit (tests/test_s2_speed_paths.py); for S = 1 the region axis is contiguous and
+    einsum sums it in SIMD partial sums, so S = 1 keeps einsum."""
+    if means.shape[2] >= 2:
+        return _mixture_moments(w, means, covs)
+    post_mean = np.einsum("nr,nrs->ns", w, means)
+    dev = means - post_mean[:, None, :]
+    return post_mean, np.einsum("nr,nrst->nst", w, covs) + np.einsum("nr,nrs,nrt->nst", w, dev, dev)
+
+
+@numba.njit(cache=True, nogil=True)
+def _mixture_moments(w, means, covs):
+    """Posterior mean and covariance of the mixture of eq. 6, ``sum_r w_r m_r`` and
+    ``sum_r w_r C_r + sum_r w_r (m_r - mean)(m_r - mean)^T`` for weights ``w`` (N, R), conditional means (N, R, S)
+    and covariances (N, R, S, S): numpy's ``einsum`` forms (each sum over r in order, the products left to right,
+    the two covariance sums added last), bit for bit, without the (N, R, S) deviations. Loops run region-outer,
+    along the memory of the region-major arrays ``means`` and ``covs`` are views of."""
+    N, R, S = means.shape
+    mean = np.zeros((N, S))
+    within = np.zeros((N, S, S))
+    between = np.zeros((N, S, S))
+    for r in range(R):
+        for n in range(N):
+            for s in range(S):
+                mean[n, s] += w[n, r] * means[n, r, s]
+    for r in range(R):
+        for n in range(N):
+            for s in range(S):
+                ds = means[n, r, s] - mean[n, s]
+                for t in range(S):
+                    within[n, s, t] += w[n, r] * covs[n, r, s, t]
+                    between[n, s, t] += w[n, r] * ds * (means[n, r, t] - mean[n, t])
+    return mean, within + between
 
 
 def complete(ev: Evaluation) -> Evaluation:
