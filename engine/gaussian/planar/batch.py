@@ -213,7 +213,9 @@ def store_planar_pairs(res, geo: RegionGeometry, pr, pn, mu, out: PlanarPairs, s
     Lm = mu[:0]
     if moments >= 1:  # numpy's matmul, whose rounding (fused multiply-adds) the stored means have always had
         Lm = np.ascontiguousarray(np.matmul(geo.chol[pr], out.mean[:, :, None])[:, :, 0])
-    block = (np.ascontiguousarray(mu, dtype=np.float64), Lm, out.log_mass, out.rel,
+    with np.errstate(invalid="ignore"):  # polytopes._log_err
+        err = np.where(out.rel < 0.5, -np.log1p(-np.minimum(out.rel, 0.49)), np.inf)
+    block = (np.ascontiguousarray(mu, dtype=np.float64), Lm, out.log_mass, err,
              out.cov if moments >= 2 else np.zeros((0, 2, 2)), np.ascontiguousarray(settled, dtype=np.bool_))
     store_pairs(np.ascontiguousarray(pr, dtype=np.intp), np.ascontiguousarray(pn, dtype=np.intp), geo.chol, moments,
                 block, (res.log_mass, res._errors, res.mean if moments >= 1 else np.zeros((0, 0, 2)),

@@ -727,29 +727,22 @@ def pair_planar_moments(geo, pr, D, moments, log_weight_scale, mu=None):
 
 
 @_jit
-def _log_err(rel):
-    """Absolute log-mass error of a relative error bound ``rel`` (``polytopes._log_err``, scalar)."""
-    if rel < 0.5:
-        return -math.log1p(-min(rel, 0.49))
-    return _INF
-
-
-@_jit
 def store_pairs(pr, pn, chol, moments, block, res):
-    """Scatter a block's whitened results ``block = (mu, Lm, log_mass, rel, cov, settled)`` into the region-major
+    """Scatter a block's whitened results ``block = (mu, Lm, log_mass, err, cov, settled)`` into the region-major
     (R, N) arrays ``res = (log_mass, errors, mean, cov, settled)`` of a ``pairs.PairResult``, pair p to
-    ``[pr[p], pn[p]]``: log mass, its error ``_log_err(rel)``, ``settled``; the mean ``mu + Lm`` (``Lm = L m``, the
+    ``[pr[p], pn[p]]``: log mass, its error ``err`` (numpy's, whose SIMD log1p differs from libm's in the last bit),
+    ``settled``; the mean ``mu + Lm`` (``Lm = L m``, the
     whitened mean mapped back by numpy's matmul) and the covariance ``L C L^T`` (``chol`` (R, 2, 2) holds ``L``)
     (``polytopes._congruence_2x2``, the same products in the same order), both zero where the mass is not finite
     -- what ``polytopes._planar_block`` computed with (P, 2, 2) temporaries, bit for bit."""
-    mu, Lm, log_mass, rel, cov, settled = block
+    mu, Lm, log_mass, err, cov, settled = block
     res_lm, res_err, res_mean, res_cov, res_settled = res
     for p in range(pr.size):
         r = pr[p]
         n = pn[p]
         lm = log_mass[p]
         res_lm[r, n] = lm
-        res_err[r, n] = _log_err(rel[p])
+        res_err[r, n] = err[p]
         res_settled[r, n] = settled[p]
         if moments < 1:
             continue
