@@ -208,7 +208,8 @@ def _graded(h, s_lo, s_hi):
     rho = max(dist, _NEAR_FOOT)
     uw = math.sqrt(a * a + 2.0 * _WINDOW) - a
     wb = min(b - a, uw)
-    npan = int(min(max(math.ceil(math.log2(wb / rho + 1.0) - 1e-12), 1.0), float(_GRADES)))
+    # wb <= rho: log2(wb / rho + 1) <= 1, so one panel -- the formula's own value, without its log2
+    npan = 1 if wb <= rho else int(min(max(math.ceil(math.log2(wb / rho + 1.0) - 1e-12), 1.0), float(_GRADES)))
     xs, ws = _short_rule(a, wb, dist) if npan == 1 else (_X20, _W20)
     whole = xs.size < 20 and wb == b - a
     total = 0.0
