@@ -276,6 +276,15 @@ def _vertex_error(h, s, d_j, d_i, g):
 
 
 @_jit
+def _vertex_error_of(h, s, ds):
+    """:func:`_vertex_error` given the end's rounding bound ``ds = end_rounding(d_j, d_i, s, g)`` (the kernel has
+    it from computing the end)."""
+    if not math.isfinite(s) or not h > 0.0:
+        return 0.0, 0.0
+    return _vertex_error_terms(h, s, ds)
+
+
+@_jit
 def vertex_log_error(h, s, d_j, d_i, g):
     """``planar.reference.vertex_log_error`` of the end ``s = (d_j - d_i n_i.n_j) / g`` (``end_rounding``)."""
     exponent, factor = _vertex_error(h, s, d_j, d_i, g)
@@ -570,11 +579,11 @@ def _pair(g, r, D, p, moments, log_weight_scale, ew, mean, cov):  # noqa: C901
                 ex, fac = _shared_vertex_error(s_lo[p, f], d_f, D[p, k], s_hi[p, k])
                 err += fac * math.exp(ex - ref)
             elif has_lo[r, f]:
-                ex, fac = _vertex_error(abs(d_f), s_lo[p, f], D[p, k], d_f, glo[r, f])
+                ex, fac = _vertex_error_of(abs(d_f), s_lo[p, f], ds[f, 0])  # ds: end_rounding of this end
                 err += fac * math.exp(ex - ref)
             j = jhi[r, f]
             if has_hi[r, f] and not paired[r, j]:
-                ex, fac = _vertex_error(abs(d_f), s_hi[p, f], D[p, j], d_f, ghi[r, f])
+                ex, fac = _vertex_error_of(abs(d_f), s_hi[p, f], ds[f, 1])
                 err += fac * math.exp(ex - ref)
             if d_f < 0.0 and not inside:
                 pos += b
