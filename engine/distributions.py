@@ -310,13 +310,55 @@ def _min_slack(mu, Hs, sc, keep):
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def _top_rows(upper, k):
+    """``(first, unsure)``: ``first[n]`` marks the ``k`` largest entries of ``upper[n]`` where that set is unique --
+    no NaN in the row and the k-th largest strictly above the (k+1)-th -- so that it is the set numpy's
+    ``argpartition(-upper, k - 1)[:, :k]`` picks; ``unsure[n]`` where it is not (the caller asks argpartition).
+    One pass over the row keeping its k + 1 largest values, instead of an introselect and an index array."""
+    N, R = upper.shape
+    first = np.zeros((N, R), dtype=np.bool_)
+    unsure = np.zeros(N, dtype=np.bool_)
+    if R <= k:
+        first[:] = True
+        return first, unsure
+    vals = np.empty(k + 1)
+    idx = np.empty(k + 1, dtype=np.intp)
+    for n in range(N):
+        vals[:] = -np.inf
+        idx[:] = -1
+        for r in range(R):
+            v = upper[n, r]
+            if v != v:
+                unsure[n] = True
+                break
+            if v > vals[k]:
+                j = k
+                while j > 0 and v > vals[j - 1]:
+                    vals[j] = vals[j - 1]
+                    idx[j] = idx[j - 1]
+                    j -= 1
+                vals[j] = v
+                idx[j] = r
+        if unsure[n] or not vals[k - 1] > vals[k]:
+            unsure[n] = True
+            continue
+        for j in range(k):
+            first[n, idx[j]] = True
+    return first, unsure
+
+
 def _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accuracy):
     """Each point's three most promising pairs by ``upper`` (N, R) and the lower bound of log p(x) from their
     rigorous mass lower bounds: ``(first, lower)``, (N, R) bool and (N,)."""
     N, R = log_norm.shape
     k = min(3, R)
-    first = np.zeros((N, R), dtype=bool)
-    np.put_along_axis(first, np.argpartition(-upper, k - 1, axis=1)[:, :k], True, axis=1)
+    first, unsure = _top_rows(upper, k)
+    rows = np.nonzero(unsure)[0]
+    if rows.size:  # ties at the k-th place or NaN: argpartition's own choice
+        top = np.zeros((rows.size, R), dtype=bool)
+        np.put_along_axis(top, np.argpartition(-upper[rows], k - 1, axis=1)[:, :k], True, axis=1)
+        first[rows] = top
     first_mass, _, _, _, first_error = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng,
                                                                 need=first, geometry=geometry, lower_bound_only=True,
                                                                 accuracy=accuracy)

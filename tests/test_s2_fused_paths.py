@@ -174,3 +174,27 @@ def test_one_panel_without_log2():
         m = 0.5 * (a + b)
         parts = np.logaddexp(K.edge_graded(h, a, m), K.edge_graded(h, m, b))
         assert abs(lb - parts) < 1e-13
+
+
+def test_top_rows_is_argpartition():
+    """``distributions._top_rows`` marks what ``argpartition(-upper, k - 1)[:, :k]`` picks wherever that set is unique,
+    and says which rows it leaves to argpartition (ties at the k-th place, NaN); rows with few finite values."""
+    rng = np.random.default_rng(10)
+    for R in (1, 2, 3, 4, 9, 450):
+        U = rng.normal(size=(400, R))
+        U[:50] = np.round(U[:50])  # many ties
+        U[50:100, : R // 2] = -np.inf
+        U[100:110, 0] = np.nan
+        U[110:120, -1] = np.inf
+        U[120:130] = -np.inf
+        k = min(3, R)
+        want = np.zeros(U.shape, dtype=bool)
+        np.put_along_axis(want, np.argpartition(-U, k - 1, axis=1)[:, :k], True, axis=1)
+        got, unsure = Dist._top_rows(U, k)
+        assert np.array_equal(got[~unsure], want[~unsure])
+        assert not got[unsure].any()
+        assert not unsure.any() if R <= k else unsure[100:110].all()
+        if R > k:  # exactly the rows whose top k is not unique (with R <= k every row takes all)
+            srt = -np.sort(-U, axis=1)
+            assert np.array_equal(unsure, np.isnan(U).any(axis=1) | ~(srt[:, k - 1] > srt[:, k]))
+            assert 0 < unsure.sum() < 300
