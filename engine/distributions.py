@@ -706,7 +706,7 @@ def _finish(st: _FirstPass, heavy: bool) -> Evaluation:
 
 def _posterior_moments(w, means, covs):
     """Posterior mean (N, S) and covariance (N, S, S) of the mixture of eq. 6 (Prop. 2): compiled for S >= 2, where
-    it is numpy's einsum bit for bit (tests/test_s2_speed_paths.py); for S = 1 the region axis is contiguous and
+    it is numpy's einsum bit for bit (tests/test_s2_fused_paths.py); for S = 1 the region axis is contiguous and
     einsum sums it in SIMD partial sums, so S = 1 keeps einsum."""
     if means.shape[2] >= 2 and all(a.flags.writeable for a in (w, means, covs)):  # the compiled signature's arrays
         return _mixture_moments(w, means, covs)

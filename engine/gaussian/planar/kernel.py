@@ -741,9 +741,10 @@ def store_pairs(pr, pn, chol, moments, block, res):
     """Scatter a block's whitened results ``block = (mu, Lm, log_mass, err, cov, settled)`` into the region-major
     (R, N) arrays ``res = (log_mass, errors, mean, cov, settled)`` of a ``pairs.PairResult``, pair p to
     ``[pr[p], pn[p]]``: log mass, its error ``err`` (numpy's, whose SIMD log1p differs from libm's in the last bit),
-    ``settled``; the mean ``mu + Lm`` (``Lm = L m``, the
-    whitened mean mapped back by numpy's matmul) and the covariance ``L C L^T`` (``chol`` (R, 2, 2) holds ``L``)
-    (``polytopes._congruence_2x2``, the same products in the same order), both zero where the mass is not finite
+    ``settled``; the mean ``mu + Lm`` (``Lm = L m``, the whitened mean mapped back by numpy's matmul, whose
+    OpenBLAS rounding varies with memory alignment, so it stays numpy's) and the covariance ``L C L^T`` (``chol``
+    (R, 2, 2) holds ``L``; ``polytopes._congruence_2x2``, the same products in the same order), both zero where the
+    mass is not finite
     -- what ``polytopes._planar_block`` computed with (P, 2, 2) temporaries, bit for bit."""
     mu, Lm, log_mass, err, cov, settled = block
     res_lm, res_err, res_mean, res_cov, res_settled = res
