@@ -708,18 +708,14 @@ def _posterior_moments(w, means, covs):
     """Posterior mean (N, S) and covariance (N, S, S) of the mixture of eq. 6 (Prop. 2): compiled for S >= 2, where
     it is numpy's einsum bit for bit (tests/test_s2_fused_paths.py); for S = 1 the region axis is contiguous and
     einsum sums it in SIMD partial sums, so S = 1 keeps einsum."""
-    if means.shape[2] >= 2 and all(a.flags.writeable for a in (w, means, covs)):  # the compiled signature's arrays
+    if means.shape[2] >= 2:
         return _mixture_moments(w, means, covs)
     post_mean = np.einsum("nr,nrs->ns", w, means)
     dev = means - post_mean[:, None, :]
     return post_mean, np.einsum("nr,nrst->nst", w, covs) + np.einsum("nr,nrs,nrt->nst", w, dev, dev)
 
 
-_F8A = numba.types.Array(numba.types.float64, 2, "A"), numba.types.Array(numba.types.float64, 3, "A"), \
-    numba.types.Array(numba.types.float64, 4, "A")
-
-
-@numba.njit(_F8A, cache=True, nogil=True)  # one signature for views and copies (no compile per memory layout)
+@numba.njit(cache=True, nogil=True)  # compiled lazily: an eager signature costs ~1 s at import
 def _mixture_moments(w, means, covs):
     """Posterior mean and covariance of the mixture of eq. 6, ``sum_r w_r m_r`` and
     ``sum_r w_r C_r + sum_r w_r (m_r - mean)(m_r - mean)^T`` for weights ``w`` (N, R), conditional means (N, R, S)
