@@ -362,8 +362,13 @@ def _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accurac
     first_mass, _, _, _, first_error = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng,
                                                                 need=first, geometry=geometry, lower_bound_only=True,
                                                                 accuracy=accuracy)
-    lower_mass = first_mass if first_error is None else first_mass - first_error
-    return first, logsumexp(np.where(first, log_norm + lower_mass, -np.inf), axis=1)
+    # logsumexp over each row's k marked pairs only: the other terms are exp(-inf) = 0, and a sum of zeros and at
+    # most k - 1 terms besides the maximum (which logsumexp takes out) rounds the same in any order, so this is
+    # the full row's logsumexp bit for bit (tests/test_s2_fused_paths.py), without five (N, R) passes
+    rows = np.arange(N)[:, None]
+    cols = np.nonzero(first)[1].reshape(N, k)
+    lower_mass = first_mass[rows, cols] if first_error is None else first_mass[rows, cols] - first_error[rows, cols]
+    return first, logsumexp(log_norm[rows, cols] + lower_mass, axis=1)
 
 
 def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=None, accuracy="relative", pre=None):

@@ -198,3 +198,25 @@ def test_top_rows_is_argpartition():
             srt = -np.sort(-U, axis=1)
             assert np.array_equal(unsure, np.isnan(U).any(axis=1) | ~(srt[:, k - 1] > srt[:, k]))
             assert 0 < unsure.sum() < 300
+
+
+def test_logsumexp_of_the_marked_pairs_is_the_full_rows():
+    """``distributions._first_lower`` sums only each row's three marked pairs: scipy's ``logsumexp`` of the (N, 3)
+    gather equals, bit for bit, that of the full (N, R) rows with -inf elsewhere (rows all -inf, ties at the
+    maximum, NaN, +inf included)."""
+    from scipy.special import logsumexp
+
+    rng = np.random.default_rng(11)
+    N, R, k = 3000, 450, 3
+    cols = np.argsort(rng.random((N, R)), axis=1)[:, :k]
+    vals = rng.normal(size=(N, k)) * 10.0 ** rng.uniform(-2, 3, size=(N, 1))
+    vals[:300, 0] = -np.inf
+    vals[300:400] = -np.inf
+    vals[400:500, 1] = vals[400:500, 0]
+    vals[500:520, 2] = np.nan
+    vals[520:540, 0] = np.inf
+    vals[540:600] = np.round(vals[540:600])
+    full = np.full((N, R), -np.inf)
+    np.put_along_axis(full, cols, vals, axis=1)
+    a, b = logsumexp(full, axis=1), logsumexp(vals, axis=1)
+    assert np.array_equal(a.view(np.int64), b.view(np.int64))
