@@ -310,18 +310,65 @@ def _min_slack(mu, Hs, sc, keep):
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def _top_rows(upper, k):
+    """``(first, unsure)``: ``first[n]`` marks the ``k`` largest entries of ``upper[n]`` where that set is unique --
+    no NaN in the row and the k-th largest strictly above the (k+1)-th -- so that it is the set numpy's
+    ``argpartition(-upper, k - 1)[:, :k]`` picks; ``unsure[n]`` where it is not (the caller asks argpartition).
+    One pass over the row keeping its k + 1 largest values, instead of an introselect and an index array."""
+    N, R = upper.shape
+    first = np.zeros((N, R), dtype=np.bool_)
+    unsure = np.zeros(N, dtype=np.bool_)
+    if R <= k:
+        first[:] = True
+        return first, unsure
+    vals = np.empty(k + 1)
+    idx = np.empty(k + 1, dtype=np.intp)
+    for n in range(N):
+        vals[:] = -np.inf
+        idx[:] = -1
+        for r in range(R):
+            v = upper[n, r]
+            if v != v:
+                unsure[n] = True
+                break
+            if v > vals[k]:
+                j = k
+                while j > 0 and v > vals[j - 1]:
+                    vals[j] = vals[j - 1]
+                    idx[j] = idx[j - 1]
+                    j -= 1
+                vals[j] = v
+                idx[j] = r
+        if unsure[n] or not vals[k - 1] > vals[k]:
+            unsure[n] = True
+            continue
+        for j in range(k):
+            first[n, idx[j]] = True
+    return first, unsure
+
+
 def _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accuracy):
     """Each point's three most promising pairs by ``upper`` (N, R) and the lower bound of log p(x) from their
     rigorous mass lower bounds: ``(first, lower)``, (N, R) bool and (N,)."""
     N, R = log_norm.shape
     k = min(3, R)
-    first = np.zeros((N, R), dtype=bool)
-    np.put_along_axis(first, np.argpartition(-upper, k - 1, axis=1)[:, :k], True, axis=1)
+    first, unsure = _top_rows(upper, k)
+    rows = np.nonzero(unsure)[0]
+    if rows.size:  # ties at the k-th place or NaN: argpartition's own choice
+        top = np.zeros((rows.size, R), dtype=bool)
+        np.put_along_axis(top, np.argpartition(-upper[rows], k - 1, axis=1)[:, :k], True, axis=1)
+        first[rows] = top
     first_mass, _, _, _, first_error = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng,
                                                                 need=first, geometry=geometry, lower_bound_only=True,
                                                                 accuracy=accuracy)
-    lower_mass = first_mass if first_error is None else first_mass - first_error
-    return first, logsumexp(np.where(first, log_norm + lower_mass, -np.inf), axis=1)
+    # logsumexp over each row's k marked pairs only: the other terms are exp(-inf) = 0, and a sum of zeros and at
+    # most k - 1 terms besides the maximum (which logsumexp takes out) rounds the same in any order, so this is
+    # the full row's logsumexp bit for bit (tests/test_s2_fused_paths.py), without five (N, R) passes
+    rows = np.arange(N)[:, None]
+    cols = np.nonzero(first)[1].reshape(N, k)
+    lower_mass = first_mass[rows, cols] if first_error is None else first_mass[rows, cols] - first_error[rows, cols]
+    return first, logsumexp(log_norm[rows, cols] + lower_mass, axis=1)
 
 
 def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=None, accuracy="relative", pre=None):
@@ -518,15 +565,18 @@ def _target_prune(part, mu, log_norm, upper, lower, cand, geometry):
 REDO_SETTLED = False  # True: the heavy pass redoes every heavy pair (the reference of tests/test_s2_heavy_pass.py)
 
 
-def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, geometry=None, **kwargs):
+def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, geometry=None, log_px=None, **kwargs):
     """The second S = 2 pass of :func:`evaluate`: pairs of posterior weight above 1e-3 (eq. 6) get their
     conditional moments at relative accuracy. Pairs the first (absolute-accuracy) pass ``settled`` --
     moments already exactly those of the relative pass (``planar.batch.batch_planar_pairs``) -- are kept,
     unless ``REDO_SETTLED`` (the always-redo reference). Only the regions with a pair to redo are integrated
-    (their rows of ``geometry``), so the pass costs what it redoes, not N x R."""
+    (their rows of ``geometry``), so the pass costs what it redoes, not N x R. ``log_px``: the caller's
+    ``logsumexp(log_joint, axis=1)``, if it has it. The moments come back as copies in the memory order of
+    ``means`` and ``covs_r`` (transposed views of region-major arrays: a copy in C order costs 4x more)."""
     from .gaussian.polytopes import polytope_moments_arrays
 
-    heavy = log_joint - logsumexp(log_joint, axis=1, keepdims=True) > np.log(1e-3)
+    log_px = logsumexp(log_joint, axis=1) if log_px is None else log_px
+    heavy = log_joint - log_px[:, None] > np.log(1e-3)
     redo = heavy if settled is None or REDO_SETTLED else heavy & ~settled
     if not np.any(redo):
         return means, covs_r
@@ -535,7 +585,7 @@ def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, geometry=None
     res = polytope_moments_arrays([part[r].polytope for r in rows], mu[:, rows].transpose(1, 0, 2), covs[rows],
                                   need=sub.T, geometry=None if geometry is None else geometry.subset(rows), **kwargs)
     n, k = np.nonzero(sub)
-    means, covs_r = means.copy(), covs_r.copy()
+    means, covs_r = means.copy(order="K"), covs_r.copy(order="K")
     means[n, rows[k]] = res.mean[k, n]
     covs_r[n, rows[k]] = res.cov[k, n]
     return means, covs_r
@@ -668,16 +718,14 @@ def _finish(st: _FirstPass, heavy: bool) -> Evaluation:
     """Eq. 5-6 from the first pass; ``heavy``: the S = 2 heavy pass first (the pairs of posterior weight above
     1e-3 get relative-accuracy moments). ``log_marginal`` and its error do not depend on ``heavy``."""
     part, log_norm, log_mass, means, covs = st.part, st.log_norm, st.log_mass, st.means, st.covs
-    if heavy:
-        means, covs = _heavy_pass(part, st.mu, st.cov, log_norm + log_mass, means, covs, st.settled,
-                                  **st.heavy_kwargs)
     log_joint = log_norm + log_mass
     log_px = logsumexp(log_joint, axis=1)
+    if heavy:
+        means, covs = _heavy_pass(part, st.mu, st.cov, log_joint, means, covs, st.settled, log_px=log_px,
+                                  **st.heavy_kwargs)
     log_w = log_joint - log_px[:, None]
     w = np.exp(log_w)
-    post_mean = np.einsum("nr,nrs->ns", w, means)
-    dev = means - post_mean[:, None, :]
-    post_cov = np.einsum("nr,nrst->nst", w, covs) + np.einsum("nr,nrs,nrt->nst", w, dev, dev)
+    post_mean, post_cov = _posterior_moments(w, means, covs)
     err = None
     if st.mass_err is not None:
         err = _log_marginal_error(w, st.mass_err, lambda: np.exp(log_norm + log_mass_upper_bound(part, st.mu, st.cov)
@@ -689,6 +737,42 @@ def _finish(st: _FirstPass, heavy: bool) -> Evaluation:
     return Evaluation(log_marginal=log_px, posterior_mean=post_mean, posterior_cov=post_cov,
                       region_log_weights=log_w, region_means=means, region_covs=covs, n_regions=len(part),
                       method=st.used, log_marginal_error=err, partition=part)
+
+
+def _posterior_moments(w, means, covs):
+    """Posterior mean (N, S) and covariance (N, S, S) of the mixture of eq. 6 (Prop. 2): compiled for S >= 2, where
+    it is numpy's einsum bit for bit (tests/test_s2_fused_paths.py); for S = 1 the region axis is contiguous and
+    einsum sums it in SIMD partial sums, so S = 1 keeps einsum."""
+    if means.shape[2] >= 2:
+        return _mixture_moments(w, means, covs)
+    post_mean = np.einsum("nr,nrs->ns", w, means)
+    dev = means - post_mean[:, None, :]
+    return post_mean, np.einsum("nr,nrst->nst", w, covs) + np.einsum("nr,nrs,nrt->nst", w, dev, dev)
+
+
+@numba.njit(cache=True, nogil=True)  # compiled lazily: an eager signature costs ~1 s at import
+def _mixture_moments(w, means, covs):
+    """Posterior mean and covariance of the mixture of eq. 6, ``sum_r w_r m_r`` and
+    ``sum_r w_r C_r + sum_r w_r (m_r - mean)(m_r - mean)^T`` for weights ``w`` (N, R), conditional means (N, R, S)
+    and covariances (N, R, S, S): numpy's ``einsum`` forms (each sum over r in order, the products left to right,
+    the two covariance sums added last), bit for bit, without the (N, R, S) deviations. Loops run region-outer,
+    along the memory of the region-major arrays ``means`` and ``covs`` are views of."""
+    N, R, S = means.shape
+    mean = np.zeros((N, S))
+    within = np.zeros((N, S, S))
+    between = np.zeros((N, S, S))
+    for r in range(R):
+        for n in range(N):
+            for s in range(S):
+                mean[n, s] += w[n, r] * means[n, r, s]
+    for r in range(R):
+        for n in range(N):
+            for s in range(S):
+                ds = means[n, r, s] - mean[n, s]
+                for t in range(S):
+                    within[n, s, t] += w[n, r] * covs[n, r, s, t]
+                    between[n, s, t] += w[n, r] * ds * (means[n, r, t] - mean[n, t])
+    return mean, within + between
 
 
 def complete(ev: Evaluation) -> Evaluation:

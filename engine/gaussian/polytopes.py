@@ -33,7 +33,7 @@ from .highdim.sliced import SlicedGeometry, sliced_batch, with_fallback
 from .interval import standard_interval_moments
 from .pairs import PairRequest, PairResult, TruncatedMoments
 from .planar import cancels, planar_log_mass, planar_moments, planar_slice_log_mass, planar_slice_moments
-from .planar.batch import RegionGeometry, batch_planar_pairs
+from .planar.batch import RegionGeometry, batch_planar_pairs, store_planar_pairs
 from .solid import SolidGeometry, batch_solid_moments, cubature_moments, loosen_factors, solid_log_mass
 from .triangulation import triangulation_moments
 
@@ -391,7 +391,6 @@ def _planar_block(req: PairRequest, geo, res: PairResult, pr, pn):
     with np.errstate(invalid="ignore"):
         out, settled = batch_planar_pairs(geo, pr, mu, req.moments, req.weight_scale(pr, pn),
                                           cov_relative=req.relative)
-    res.settled[pr, pn] = settled
     flagged = out.flagged
     if req.lower_bound_only and np.any(flagged):
         lm, rel = _planar_bound_only(out, flagged)
@@ -399,14 +398,7 @@ def _planar_block(req: PairRequest, geo, res: PairResult, pr, pn):
         flagged = np.zeros_like(flagged)
     if np.any(flagged):
         _planar_flagged(req, geo, out, pr, flagged)
-    lm = out.log_mass
-    res.log_mass[pr, pn] = lm
-    res._errors[pr, pn] = _log_err(out.rel)
-    if req.moments >= 1:
-        fin = np.isfinite(lm)
-        res.mean[pr, pn] = np.where(fin[:, None], mu + np.matmul(geo.chol[pr], out.mean[:, :, None])[:, :, 0], 0.0)
-        if req.moments >= 2:
-            res.cov[pr, pn] = np.where(fin[:, None, None], _congruence_2x2(geo.chol[pr], out.cov), 0.0)
+    store_planar_pairs(res, geo, pr, pn, mu, out, settled, req.moments)
 
 
 def _planar_batch(req: PairRequest, geo, res: PairResult):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..pairs import PlanarPairs
-from .kernel import PlanarArrays, cancel_flags, pair_planar_moments, small_polygon_pairs
+from .kernel import PlanarArrays, cancel_flags, pair_planar_moments, small_polygon_pairs, store_pairs
 from .reference import _COV_TOL, _PARALLEL, planar_slice_moments
 
 _CUBATURE_COV_UNIT_ERR = 1e-14  # covariance error of the small-polygon cubature per unit of L^2 / lambda_min
@@ -178,11 +178,10 @@ def batch_planar_pairs(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, mome
     eigenvalue, so kept as is under either accuracy. A caller that first integrates with
     ``cov_relative=False`` need not redo these pairs at relative accuracy (``distributions.evaluate``).
     """
-    Hn = geo.Hn[pr]
-    D = geo.cn[pr] - mu[:, :1] * Hn[:, :, 0] - mu[:, 1:] * Hn[:, :, 1]
     scale = np.full(pr.shape[0], np.inf) if log_weight_scale is None else log_weight_scale
-    log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, _ = pair_planar_moments(geo, pr, D, moments,
-                                                                                              scale)
+    # D = geo.cn[pr] - mu @ geo.Hn[pr]^T, written by the kernel (the same operations)
+    log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, _, D = pair_planar_moments(geo, pr, None, moments,
+                                                                                                 scale, mu=mu)
     if moments < 2:
         return PlanarPairs(log_mass, mean if moments >= 1 else None, None, rel_err, flagged, D), np.zeros_like(flagged)
     # flagged pairs are redone by the caller
@@ -204,3 +203,20 @@ def batch_planar_pairs(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, mome
         _, mean[redo], cov[redo] = planar_slice_moments(geo.Nrm[pr[redo]], D[redo],
                                                         (s_lo[redo], s_hi[redo], act[redo]))
     return PlanarPairs(log_mass, mean, cov, rel_err, flagged, D), settled
+
+
+def store_planar_pairs(res, geo: RegionGeometry, pr, pn, mu, out: PlanarPairs, settled, moments: int) -> None:
+    """Pairs (region ``pr[p]``, point ``pn[p]``, mean ``mu[p]``) of :func:`batch_planar_pairs`' ``out`` (flagged
+    pairs already redone) into the region-major ``res`` (a ``pairs.PairResult``), mapped back from the whitened
+    coordinates: mean ``mu + L m``, covariance ``L C L^T``, zero where the mass is not finite
+    (``planar.kernel.store_pairs``, one compiled pass instead of a dozen (P, 2, 2) numpy temporaries)."""
+    Lm = mu[:0]
+    if moments >= 1:  # numpy's matmul, whose rounding (fused multiply-adds) the stored means have always had
+        Lm = np.ascontiguousarray(np.matmul(geo.chol[pr], out.mean[:, :, None])[:, :, 0])
+    with np.errstate(invalid="ignore"):  # polytopes._log_err
+        err = np.where(out.rel < 0.5, -np.log1p(-np.minimum(out.rel, 0.49)), np.inf)
+    block = (np.ascontiguousarray(mu, dtype=np.float64), Lm, out.log_mass, err,
+             out.cov if moments >= 2 else np.zeros((0, 2, 2)), np.ascontiguousarray(settled, dtype=np.bool_))
+    store_pairs(np.ascontiguousarray(pr, dtype=np.intp), np.ascontiguousarray(pn, dtype=np.intp), geo.chol, moments,
+                block, (res.log_mass, res._errors, res.mean if moments >= 1 else np.zeros((0, 0, 2)),
+                        res.cov if moments >= 2 else np.zeros((0, 0, 2, 2)), res.settled))

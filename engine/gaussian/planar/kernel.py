@@ -208,7 +208,8 @@ def _graded(h, s_lo, s_hi):
     rho = max(dist, _NEAR_FOOT)
     uw = math.sqrt(a * a + 2.0 * _WINDOW) - a
     wb = min(b - a, uw)
-    npan = int(min(max(math.ceil(math.log2(wb / rho + 1.0) - 1e-12), 1.0), float(_GRADES)))
+    # wb <= rho: log2(wb / rho + 1) <= 1, so one panel -- the formula's own value, without its log2
+    npan = 1 if wb <= rho else int(min(max(math.ceil(math.log2(wb / rho + 1.0) - 1e-12), 1.0), float(_GRADES)))
     xs, ws = _short_rule(a, wb, dist) if npan == 1 else (_X20, _W20)
     whole = xs.size < 20 and wb == b - a
     total = 0.0
@@ -272,6 +273,15 @@ def _vertex_error(h, s, d_j, d_i, g):
     if not math.isfinite(s) or not h > 0.0:
         return 0.0, 0.0
     return _vertex_error_terms(h, s, end_rounding(d_j, d_i, s, g))
+
+
+@_jit
+def _vertex_error_of(h, s, ds):
+    """:func:`_vertex_error` given the end's rounding bound ``ds = end_rounding(d_j, d_i, s, g)`` (the kernel has
+    it from computing the end)."""
+    if not math.isfinite(s) or not h > 0.0:
+        return 0.0, 0.0
+    return _vertex_error_terms(h, s, ds)
 
 
 @_jit
@@ -447,7 +457,7 @@ class PlanarArrays(NamedTuple):
     """The arrays of ``planar.batch.RegionGeometry`` the compiled kernel reads, passed to it whole (R, F): unit
     normals ``Nrm`` (R, F, 2), ``valid`` rows, the rows ``jhi``/``jlo`` that end each edge (``has_hi``/``has_lo``),
     ``paired`` (the lower end is edge ``jlo``'s upper end), ``ghi = n_jhi . e_i``, ``glo``, ``chi = n_i . n_jhi``,
-    ``clo``."""
+    ``clo``; ``Hn`` (R, F, 2) and ``cn`` (R, F), the offsets' form ``D = cn - mu . Hn`` in the pair's mean ``mu``."""
 
     Nrm: np.ndarray
     valid: np.ndarray
@@ -460,6 +470,8 @@ class PlanarArrays(NamedTuple):
     glo: np.ndarray
     chi: np.ndarray
     clo: np.ndarray
+    Hn: np.ndarray
+    cn: np.ndarray
 
 
 class EdgeWork(NamedTuple):
@@ -567,11 +579,11 @@ def _pair(g, r, D, p, moments, log_weight_scale, ew, mean, cov):  # noqa: C901
                 ex, fac = _shared_vertex_error(s_lo[p, f], d_f, D[p, k], s_hi[p, k])
                 err += fac * math.exp(ex - ref)
             elif has_lo[r, f]:
-                ex, fac = _vertex_error(abs(d_f), s_lo[p, f], D[p, k], d_f, glo[r, f])
+                ex, fac = _vertex_error_of(abs(d_f), s_lo[p, f], ds[f, 0])  # ds: end_rounding of this end
                 err += fac * math.exp(ex - ref)
             j = jhi[r, f]
             if has_hi[r, f] and not paired[r, j]:
-                ex, fac = _vertex_error(abs(d_f), s_hi[p, f], D[p, j], d_f, ghi[r, f])
+                ex, fac = _vertex_error_of(abs(d_f), s_hi[p, f], ds[f, 1])
                 err += fac * math.exp(ex - ref)
             if d_f < 0.0 and not inside:
                 pos += b
@@ -635,13 +647,25 @@ def _pair(g, r, D, p, moments, log_weight_scale, ew, mean, cov):  # noqa: C901
 
 
 @_jit
-def _pairs(g, pr, D, moments, log_weight_scale, start, stop, out):
-    """Pairs ``start:stop``; ``out``: (log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep)."""
+def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):
+    """Pairs ``start:stop``; ``out``: (log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep).
+
+    ``mu`` (P, 2) given (not (0, 2)): row p of the whitened offsets ``D`` is first written from the pair's mean,
+    ``D[p, f] = cn[r, f] - mu[p, 0] Hn[r, f, 0] - mu[p, 1] Hn[r, f, 1]`` -- the numpy form of
+    ``planar.batch.batch_planar_pairs``, operation for operation (so bit for bit), without its (P, F) temporaries."""
     log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep = out
     F = D.shape[1]
     ew = EdgeWork(s_lo, s_hi, act, keep, np.empty(F), np.empty((F, 2)), np.empty(F), np.empty((F, 2)))
+    cn, Hn = g.cn, g.Hn
+    from_mu = mu.shape[0] > 0
     for p in range(start, stop):
-        lm, re, fl, lo = _pair(g, pr[p], D, p, moments, log_weight_scale[p], ew, mean, cov)
+        r = pr[p]
+        if from_mu:
+            m0 = mu[p, 0]
+            m1 = mu[p, 1]
+            for f in range(F):
+                D[p, f] = cn[r, f] - m0 * Hn[r, f, 0] - m1 * Hn[r, f, 1]
+        lm, re, fl, lo = _pair(g, r, D, p, moments, log_weight_scale[p], ew, mean, cov)
         log_mass[p] = lm
         rel_err[p] = re
         flagged[p] = fl
@@ -676,7 +700,7 @@ def small_polygon_pairs(Nrm, pr, D, s_lo, s_hi, act, moments):
 _MIN_PAIRS_PER_THREAD = 2048
 
 
-def pair_planar_moments(geo, pr, D, moments, log_weight_scale):
+def pair_planar_moments(geo, pr, D, moments, log_weight_scale, mu=None):
     """All pairs (region ``pr[p]`` of ``geo``, whitened offsets ``D[p]``) of a batch.
 
     A pair is ``flagged`` (left to the caller's exact slow path) when its origin lies on an edge line,
@@ -688,18 +712,72 @@ def pair_planar_moments(geo, pr, D, moments, log_weight_scale):
     Returns ``log_mass, rel_err, flagged, loosen (P,)``, ``mean (P, 2)``, ``cov (P, 2, 2)`` (whitened, zero for
     flagged pairs) and the edge data ``s_lo, s_hi, act, keep (P, F)`` for the caller's fallbacks. The
     pairs are split over ``threads.worker_threads()`` threads (the kernel releases the GIL).
+
+    ``mu`` (P, 2), optional: the pairs' means, from which the kernel writes ``D`` (P, F) itself (pass
+    ``D = None``; it is returned last) -- the same numbers as ``D = geo.cn[pr] - mu @ Hn^T`` in numpy.
     """
     pr = np.ascontiguousarray(pr, dtype=np.intp)
-    D = np.ascontiguousarray(D, dtype=np.float64)
+    from_mu = mu is not None
+    P = pr.size
+    if from_mu:
+        mu = np.ascontiguousarray(mu, dtype=np.float64)
+        D = np.empty((P, geo.F))
+    else:
+        mu = np.zeros((0, 2))
+        D = np.ascontiguousarray(D, dtype=np.float64)
     log_weight_scale = np.ascontiguousarray(log_weight_scale, dtype=np.float64)
-    P, F = D.shape
+    F = D.shape[1]
     out = (np.empty(P), np.empty(P), np.empty(P, dtype=np.bool_), np.empty(P), np.empty((P, 2)),
            np.empty((P, 2, 2)), np.empty((P, F)), np.empty((P, F)), np.empty((P, F), dtype=np.bool_),
            np.empty((P, F), dtype=np.bool_))
     g = geo.arrays
-    run_split(lambda start, stop: _pairs(g, pr, D, moments, log_weight_scale, start, stop, out), P,
+    run_split(lambda start, stop: _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out), P,
               min_per_thread=_MIN_PAIRS_PER_THREAD, pieces_per_thread=4)
-    return out
+    return out + (D,) if from_mu else out
+
+
+@_jit
+def store_pairs(pr, pn, chol, moments, block, res):
+    """Scatter a block's whitened results ``block = (mu, Lm, log_mass, err, cov, settled)`` into the region-major
+    (R, N) arrays ``res = (log_mass, errors, mean, cov, settled)`` of a ``pairs.PairResult``, pair p to
+    ``[pr[p], pn[p]]``: log mass, its error ``err`` (numpy's, whose SIMD log1p differs from libm's in the last bit),
+    ``settled``; the mean ``mu + Lm`` (``Lm = L m``, the whitened mean mapped back by numpy's matmul, whose
+    OpenBLAS rounding varies with memory alignment, so it stays numpy's) and the covariance ``L C L^T`` (``chol``
+    (R, 2, 2) holds ``L``; ``polytopes._congruence_2x2``, the same products in the same order), both zero where the
+    mass is not finite
+    -- what ``polytopes._planar_block`` computed with (P, 2, 2) temporaries, bit for bit."""
+    mu, Lm, log_mass, err, cov, settled = block
+    res_lm, res_err, res_mean, res_cov, res_settled = res
+    for p in range(pr.size):
+        r = pr[p]
+        n = pn[p]
+        lm = log_mass[p]
+        res_lm[r, n] = lm
+        res_err[r, n] = err[p]
+        res_settled[r, n] = settled[p]
+        if moments < 1:
+            continue
+        fin = math.isfinite(lm)
+        res_mean[r, n, 0] = mu[p, 0] + Lm[p, 0] if fin else 0.0
+        res_mean[r, n, 1] = mu[p, 1] + Lm[p, 1] if fin else 0.0
+        if moments < 2:
+            continue
+        if not fin:
+            for i in range(2):
+                for j in range(2):
+                    res_cov[r, n, i, j] = 0.0
+            continue
+        l00 = chol[r, 0, 0]
+        l10 = chol[r, 1, 0]
+        l11 = chol[r, 1, 1]
+        c00 = cov[p, 0, 0]
+        c01 = cov[p, 0, 1]
+        c11 = cov[p, 1, 1]
+        res_cov[r, n, 0, 0] = l00 * l00 * c00
+        off = l00 * (l10 * c00 + l11 * c01)
+        res_cov[r, n, 0, 1] = off
+        res_cov[r, n, 1, 0] = off
+        res_cov[r, n, 1, 1] = l10 * l10 * c00 + 2.0 * l10 * l11 * c01 + l11 * l11 * c11
 
 
 _COV_UNIT_ERR = 2e-14  # measured covariance error of the divergence formula per unit of cancellation (planar.cancels)
