@@ -310,18 +310,35 @@ def _min_slack(mu, Hs, sc, keep):
     return out
 
 
+LOWER_PAIRS = 32  # S = 2: lower bound of log p(x) from each point's this many most promising pairs (3 at S >= 3)
+
+
+def _lower_pairs(S: int, R: int) -> int:
+    """How many of each point's most promising pairs (by ``upper``) give the lower bound of log p(x)
+    (:func:`_first_lower`): ``LOWER_PAIRS`` at S = 2, where a mass lower bound costs ~1 us a pair, else 3."""
+    return min(LOWER_PAIRS if S == 2 else 3, R)
+
+
 def _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accuracy):
-    """Each point's three most promising pairs by ``upper`` (N, R) and the lower bound of log p(x) from their
-    rigorous mass lower bounds: ``(first, lower)``, (N, R) bool and (N,)."""
+    """Each point's three most promising pairs by ``upper`` (N, R) and the lower bound of log p(x) (eq. 5) from the
+    rigorous mass lower bounds of its :func:`_lower_pairs` most promising pairs: ``(first, lower)``, (N, R) bool and
+    (N,). At S = 2 that is 32 pairs, not 3: on a wide decoder the half-space bound ranks the regions that carry the
+    posterior up to ~150th (thin regions near the mean), and three pairs left ``lower`` up to 300 nats below
+    log p(x), so the pruning kept ~5x the pairs it needs and the kernel's accuracy was never loosened."""
     N, R = log_norm.shape
     k = min(3, R)
     first = np.zeros((N, R), dtype=bool)
     np.put_along_axis(first, np.argpartition(-upper, k - 1, axis=1)[:, :k], True, axis=1)
-    first_mass, _, _, _, first_error = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng,
-                                                                need=first, geometry=geometry, lower_bound_only=True,
+    K = _lower_pairs(mu.shape[2], R)
+    probe = first
+    if K > k:
+        probe = np.zeros((N, R), dtype=bool)
+        np.put_along_axis(probe, np.argpartition(-upper, K - 1, axis=1)[:, :K], True, axis=1)
+    probe_mass, _, _, _, probe_error = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng,
+                                                                need=probe, geometry=geometry, lower_bound_only=True,
                                                                 accuracy=accuracy)
-    lower_mass = first_mass if first_error is None else first_mass - first_error
-    return first, logsumexp(np.where(first, log_norm + lower_mass, -np.inf), axis=1)
+    lower_mass = probe_mass if probe_error is None else probe_mass - probe_error
+    return first, logsumexp(np.where(probe, log_norm + lower_mass, -np.inf), axis=1)
 
 
 def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=None, accuracy="relative", pre=None):
@@ -418,7 +435,7 @@ def _screened_params(net, part, X, rg, method, rng, geometry, accuracy):
     _fill_params(rg, X_w, cand, done, mu, log_norm)
     upper = log_norm + log_mass_upper_bound(part, mu, rg.cov, keep=done)
     for last in (False, True):  # widen uncertain rows to every pair that could beat their third; then to all
-        ok, third = _top_is_certain(upper, np.where(done, -np.inf, bound))
+        ok, third = _top_is_certain(upper, np.where(done, -np.inf, bound), _lower_pairs(S, R))
         if ok.all():
             break
         with np.errstate(invalid="ignore"):
@@ -436,11 +453,14 @@ def _screened_params(net, part, X, rg, method, rng, geometry, accuracy):
     return mu, log_norm, (upper, first, lower)
 
 
-def _top_is_certain(upper, outside):
-    """``(ok, third)``: (N,) whether each row's three largest ``upper`` are strictly above its fourth and above
-    ``outside``'s max (no NaN anywhere), and the third largest ``upper``."""
-    k = min(3, upper.shape[1])
-    srt = -np.partition(-upper, min(k, upper.shape[1] - 1), axis=1)
+def _top_is_certain(upper, outside, k=3):
+    """``(ok, third)``: (N,) whether each row's ``k`` largest ``upper`` are strictly above its next and above
+    ``outside``'s max (no NaN anywhere), and the ``k``-th largest ``upper``."""
+    R = upper.shape[1]
+    k = min(k, R)
+    # both the k-th and the (k+1)-th largest in their sorted places (with one kth, the k-1 entries before it
+    # are the top k in no particular order, and srt[:, k - 1] need not be the k-th largest)
+    srt = -np.partition(-upper, [k - 1, k] if R > k else k - 1, axis=1)
     third = srt[:, k - 1]
     ok = (third > np.max(outside, axis=1)) & ~np.isnan(upper).any(axis=1)
     if upper.shape[1] > k:
