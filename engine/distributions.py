@@ -19,6 +19,7 @@ relative accuracy and its contribution is summed with ``logsumexp``.
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +89,7 @@ def region_gaussians(net: Network, part: Partition) -> RegionGaussians:
     chol_z = np.linalg.cholesky(net.cov_z)
     A_w = _solve_lower(chol_x, part.A.transpose(1, 0, 2).reshape(D, -1))
     A_w = A_w.reshape(D, R, S).transpose(1, 0, 2)
-    b_w = _solve_lower(chol_x, part.b.T).T
+    b_w = np.ascontiguousarray(_solve_lower(chol_x, part.b.T).T)  # row per region (the compiled _params_pairs)
     inv_chol_z = _solve_lower(chol_z, np.eye(S))
     prec_z = inv_chol_z.T @ inv_chol_z
     k = min(D, S)
@@ -155,20 +156,61 @@ def _param_rows(rg: RegionGaussians) -> int:
 
 def _params_block(rg: RegionGaussians, X_w, s: int, regions, mu, log_norm) -> None:
     """mu and log_norm (eq. 5, 7) of the rows ``s : s + _param_rows(rg)`` of the whitened data and the regions
-    ``regions`` (a slice or an index array), written into ``mu`` (N, R, S) and ``log_norm`` (N, R). Region-major
-    blocks, so that every product is one batched matmul over the regions; a region's numbers do not depend on
-    which other regions are in the block."""
-    rows = slice(s, s + _param_rows(rg))
-    U = rg.U[regions]
-    e = X_w[None, rows, :] - rg.b_w[regions][:, None, :]  # (R', n, D)
-    f = np.matmul(e, U)  # (R', n, k)
-    g = f * np.sqrt(rg.shrink[regions])[:, None, :]
-    quad = np.einsum("rnk,rnk->nr", g, g)
-    if rg.U.shape[1] > rg.U.shape[2]:  # D > k: the part of e outside span(U)
-        e -= np.matmul(f, U.transpose(0, 2, 1))
-        quad += np.einsum("rnd,rnd->nr", e, e)
-    mu[rows, regions] = np.matmul(f, rg.gain[regions].transpose(0, 2, 1)).transpose(1, 0, 2)
-    log_norm[rows, regions] = rg.const[regions][None] - 0.5 * quad
+    ``regions`` (a slice or an index array), written into ``mu`` (N, R, S) and ``log_norm`` (N, R). Every pair by
+    the compiled :func:`_params_pairs`, so a pair's numbers do not depend on which other pairs are computed."""
+    n = X_w[s:s + _param_rows(rg)].shape[0]
+    regs = np.arange(rg.U.shape[0])[regions]
+    _fill_pairs(rg, X_w, np.repeat(regs, n), np.tile(np.arange(s, s + n), regs.size), mu, log_norm)
+
+
+def _fill_pairs(rg: RegionGaussians, X_w, regs, rows, mu, log_norm) -> None:
+    """:func:`_params_pairs` for the pairs (``rows[p]``, ``regs[p]``) (region-major order keeps U[r] in cache)."""
+    if regs.size:
+        _params_pairs(np.ascontiguousarray(X_w), rg.b_w, rg.U, rg.shrink, rg.gain, rg.const,
+                      np.ascontiguousarray(regs, dtype=np.intp), np.ascontiguousarray(rows, dtype=np.intp),
+                      mu, log_norm)
+
+
+@numba.njit(cache=True, nogil=True)
+def _params_pairs(X_w, b_w, U, shrink, gain, const, regs, rows, mu, log_norm):  # pragma: no cover (compiled)
+    """``mu_omega(x)`` and the log prefactor of eq. 5 for pairs (x_w = ``X_w[rows[p]]``, omega = ``regs[p]``), in
+    the sum-of-squares form of :func:`posterior_region_params`: ``e = x_w - b_w``, ``f = U^T e``,
+    ``quad = sum shrink f^2 + |e - U f|^2`` (the second term only when D > k), ``mu = gain f``,
+    ``log_norm = const - quad / 2``. One pair at a time, no (R, n, D) temporaries; the loops in a fixed order, so
+    a pair's bits do not depend on the other pairs."""
+    D = U.shape[1]
+    k = U.shape[2]
+    S = gain.shape[1]
+    e = np.empty(D)
+    f = np.empty(k)
+    for p in range(regs.size):
+        r = regs[p]
+        n = rows[p]
+        for d in range(D):
+            e[d] = X_w[n, d] - b_w[r, d]
+        quad = 0.0
+        for j in range(k):
+            acc = 0.0
+            for d in range(D):
+                acc += e[d] * U[r, d, j]
+            f[j] = acc
+            g = acc * math.sqrt(shrink[r, j])
+            quad += g * g
+        if D > k:  # the part of e outside span(U)
+            perp = 0.0
+            for d in range(D):
+                t = 0.0
+                for j in range(k):
+                    t += f[j] * U[r, d, j]
+                t = e[d] - t
+                perp += t * t
+            quad += perp
+        for i in range(S):
+            acc = 0.0
+            for j in range(k):
+                acc += f[j] * gain[r, i, j]
+            mu[n, r, i] = acc
+        log_norm[n, r] = const[r] - 0.5 * quad
 
 
 @dataclass
@@ -271,15 +313,28 @@ def log_mass_upper_bound(part: Partition, mu: np.ndarray, covs: np.ndarray, keep
     ``Phi((c_i - h_i.mu) / sqrt(h_i^T Sigma h_i))``; the smallest of these bounds the region's mass.
     ``keep`` (N, R): only these pairs are bounded, the others get the trivial bound 0.
     """
+    Hs, scaled_c = _scaled_half_spaces(part, covs)
+    keep = np.ones(mu.shape[:2], dtype=bool) if keep is None else np.ascontiguousarray(keep, dtype=bool)
+    return log_ndtr(_min_slack(np.ascontiguousarray(mu, dtype=np.float64), Hs, scaled_c, keep))
+
+
+_HALF_SPACES: list = [None, None, None]  # (weakref to the last partition, its covs, _scaled_half_spaces)
+
+
+def _scaled_half_spaces(part: Partition, covs: np.ndarray):
+    """The facets of :func:`log_mass_upper_bound` scaled by ``sqrt(h^T Sigma h)``: ``(Hs (R, F, S), scaled_c (R, F))``,
+    kept for the last (partition, covs) pair (the row blocks of one evaluate call it several times each)."""
+    ref, cv, hit = _HALF_SPACES
+    if ref is not None and ref() is part and cv is covs:
+        return hit
     H, c = part.padded_facets()  # (R, F, S), (R, F) with +inf offsets on padding rows
     # h^T Sigma h >= 0 exactly; rounding leaves it a few ulps below zero along a direction of nearly no spread
     den = np.sqrt(np.maximum(np.einsum("rfs,rst,rft->rf", H, covs, H), 0.0))
     width = den > 0  # rows of zero width (H_i = 0, padding) bound nothing
     safe = np.where(width, den, 1.0)
-    scaled_c = np.where(width, c / safe, np.inf)
-    keep = np.ones(mu.shape[:2], dtype=bool) if keep is None else np.ascontiguousarray(keep, dtype=bool)
-    return log_ndtr(_min_slack(np.ascontiguousarray(mu, dtype=np.float64), np.ascontiguousarray(H / safe[..., None]),
-                               scaled_c, keep))
+    hit = (np.ascontiguousarray(H / safe[..., None]), np.where(width, c / safe, np.inf))
+    _HALF_SPACES[:] = [weakref.ref(part), covs, hit]
+    return hit
 
 
 @numba.njit(cache=True, nogil=True)
@@ -338,7 +393,8 @@ def _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accurac
                                                                 need=probe, geometry=geometry, lower_bound_only=True,
                                                                 accuracy=accuracy)
     lower_mass = probe_mass if probe_error is None else probe_mass - probe_error
-    return first, logsumexp(np.where(probe, log_norm + lower_mass, -np.inf), axis=1)
+    rows, cols = np.nonzero(probe)  # K a row, in column order: logsumexp over (N, K), not over (N, R)
+    return first, logsumexp((log_norm[rows, cols] + lower_mass[rows, cols]).reshape(N, -1), axis=1)
 
 
 def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=None, accuracy="relative", pre=None):
@@ -390,24 +446,56 @@ def _screen_log_norm_bound(rg: RegionGaussians, X_w: np.ndarray) -> np.ndarray:
     the same holds for the sum-of-squares form of :func:`posterior_region_params` and for ``U`` being orthonormal
     only to ``O(D eps)``. So both forms lie within ``c (D + k) eps (|x_w|^2 + |b_w|^2)`` of the exact form with
     ``c`` below a few hundred; the margin ``_SCREEN_REL (D + k + 2) (|x_w|^2 + |b_w|^2)`` is ``4500 eps`` per unit
-    (tests/test_wide_screen.py checks it on adversarial pairs). A NaN bound (overflow) screens nothing."""
+    (tests/test_wide_screen.py checks it on adversarial pairs). A NaN bound (overflow) screens nothing. The
+    x-independent parts come from :func:`_screen_parts` (once per ``rg``); the elementwise rest is compiled
+    (:func:`_screen_combine`, the same operations in the same order as the numpy form it replaced)."""
     R, D, k = rg.U.shape
+    U2, bU, bb, along = _screen_parts(rg)
     N = X_w.shape[0]
-    U2 = np.ascontiguousarray(rg.U.transpose(1, 0, 2).reshape(D, R * k))
-    bU = np.einsum("rd,rdk->rk", rg.b_w, rg.U)
-    bb = np.einsum("rd,rd->r", rg.b_w, rg.b_w)
-    along = 1.0 - rg.shrink  # (R, k)
     out = np.empty((N, R))
     step = max(1, _CHUNK_FLOATS // max(1, R * k))
     with np.errstate(over="ignore", invalid="ignore"):
         for s in range(0, N, step):
-            x = X_w[s:s + step]
-            xx = np.einsum("nd,nd->n", x, x)[:, None]
-            f = (x @ U2).reshape(len(x), R, k) - bU
-            quad = xx - 2.0 * (x @ rg.b_w.T) + bb - np.einsum("nrk,rk->nr", f * f, along)
-            low = quad - _SCREEN_REL * (D + k + 2) * (xx + bb)
-            bound = rg.const - 0.5 * low
-            out[s:s + step] = bound + 1e-12 * (np.abs(rg.const) + np.abs(low))  # the rounding of this line
+            x = np.ascontiguousarray(X_w[s:s + step])
+            xx = np.einsum("nd,nd->n", x, x)
+            out[s:s + step] = _screen_combine(x @ U2, x @ rg.b_w.T, xx, bU, bb, along, rg.const,
+                                              _SCREEN_REL * (D + k + 2))
+    return out
+
+
+_SCREEN_PARTS: list = [None, None]  # (weakref to the last RegionGaussians screened, its _screen_parts)
+
+
+def _screen_parts(rg: RegionGaussians):
+    """``(U2, bU, bb, along)`` of :func:`_screen_log_norm_bound`: U as one (D, R k) matrix, ``U^T b_w`` (R, k),
+    ``|b_w|^2`` (R,) and ``1 - shrink`` (R, k); kept for the last ``rg`` (the row blocks of one evaluate share it)."""
+    ref, parts = _SCREEN_PARTS
+    if ref is not None and ref() is rg:
+        return parts
+    R, D, k = rg.U.shape
+    parts = (np.ascontiguousarray(rg.U.transpose(1, 0, 2).reshape(D, R * k)), np.einsum("rd,rdk->rk", rg.b_w, rg.U),
+             np.einsum("rd,rd->r", rg.b_w, rg.b_w), np.ascontiguousarray(1.0 - rg.shrink))
+    _SCREEN_PARTS[:] = [weakref.ref(rg), parts]
+    return parts
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _screen_combine(xU, xb, xx, bU, bb, along, const, rel):  # pragma: no cover (compiled)
+    """The bound of :func:`_screen_log_norm_bound` from its GEMMs ``xU = x U2`` (n, R k), ``xb = x b_w^T`` (n, R):
+    ``f = xU - bU``, ``quad = xx - 2 xb + bb - sum_j along_j f_j^2``, ``low = quad - rel (xx + bb)``,
+    ``bound = const - low / 2``, plus ``1e-12 (|const| + |low|)`` for the rounding of that line."""
+    n, R = xb.shape
+    k = bU.shape[1]
+    out = np.empty((n, R))
+    for i in range(n):
+        for r in range(R):
+            s = 0.0
+            for j in range(k):
+                f = xU[i, r * k + j] - bU[r, j]
+                s += f * f * along[r, j]
+            quad = xx[i] - 2.0 * xb[i, r] + bb[r] - s
+            low = quad - rel * (xx[i] + bb[r])
+            out[i, r] = const[r] - 0.5 * low + 1e-12 * (abs(const[r]) + abs(low))
     return out
 
 
@@ -469,14 +557,11 @@ def _top_is_certain(upper, outside, k=3):
 
 
 def _fill_params(rg, X_w, want, done, mu, log_norm):
-    """:func:`_params_block` for every block of rows and the regions with a pair in ``want`` (N, R) not yet
-    ``done``: a region is computed for the whole block (the same shapes, so the same bits, as the full pass)."""
-    step = _param_rows(rg)
-    for s in range(0, X_w.shape[0], step):
-        regions = np.nonzero((want[s:s + step] & ~done[s:s + step]).any(axis=0))[0]
-        if regions.size:
-            _params_block(rg, X_w, s, regions, mu, log_norm)
-            done[s:s + step, regions] = True
+    """mu and log_norm (:func:`_params_pairs`) of the pairs in ``want`` (N, R) not yet ``done``, pair by pair (the
+    same bits as the full pass of :func:`posterior_region_params`); marks them ``done``."""
+    regs, rows = np.nonzero((want & ~done).T)  # region-major
+    _fill_pairs(rg, X_w, regs, rows, mu, log_norm)
+    done[rows, regs] = True
 
 
 SKIP_BUDGET = 1e-9  # S >= 4: pairs whose rigorous bounds sum below this fraction of p(x) are not integrated
