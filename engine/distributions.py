@@ -314,8 +314,14 @@ def log_mass_upper_bound(part: Partition, mu: np.ndarray, covs: np.ndarray, keep
     ``keep`` (N, R): only these pairs are bounded, the others get the trivial bound 0.
     """
     Hs, scaled_c = _scaled_half_spaces(part, covs)
-    keep = np.ones(mu.shape[:2], dtype=bool) if keep is None else np.ascontiguousarray(keep, dtype=bool)
-    return log_ndtr(_min_slack(np.ascontiguousarray(mu, dtype=np.float64), Hs, scaled_c, keep))
+    mu = np.ascontiguousarray(mu, dtype=np.float64)
+    if keep is None:
+        return log_ndtr(_min_slack(mu, Hs, scaled_c, np.ones(mu.shape[:2], dtype=bool)))
+    keep = np.ascontiguousarray(keep, dtype=bool)
+    slack = _min_slack(mu, Hs, scaled_c, keep)
+    out = np.zeros(slack.shape)  # log_ndtr(+inf) = 0: the pairs not kept, without evaluating it on each of them
+    out[keep] = log_ndtr(slack[keep])
+    return out
 
 
 _HALF_SPACES: list = [None, None, None]  # (weakref to the last partition, its covs, _scaled_half_spaces)
