@@ -512,13 +512,13 @@ def _screened_params(net, part, X, rg, method, rng, geometry, accuracy):
     :func:`_pruned_truncated_moments` -- every number bit for bit what the unscreened path gives.
 
     Candidates: pairs whose screen bound (:func:`_screen_log_norm_bound`) is within ``SCREEN_NATS`` of the point's
-    best (with every pair of a block's region that has one). A point keeps them if its third largest ``upper``
-    among them is strictly above every other pair's bound and strictly above its fourth (so its three most
-    promising pairs are those of the full computation), else it takes every pair whose bound reaches that third
-    ``upper`` and checks again, and then all regions. With ``lower`` known, every
-    pair whose bound reaches ``lower - PRUNE_NATS`` is added; the rest are pairs the unscreened path prunes
-    (``upper <= log_norm <= bound``). Those come back with ``log_norm = -inf``, ``mu = 0`` (the pruned pairs'
-    outputs do not depend on either). Returns ``(mu, log_norm, pre)``."""
+    best. A point keeps them if its K-th largest ``upper`` (K = :func:`_lower_pairs`: 32 at S = 2, else 3) among
+    them is strictly above every other pair's bound and strictly above its (K+1)-th (so its K most promising pairs,
+    which give ``lower``, are those of the full computation), else it takes every pair whose bound reaches that K-th
+    ``upper`` and checks again, and then all regions. With ``lower`` known, every pair whose bound reaches
+    ``lower - PRUNE_NATS`` is added; the rest are pairs the unscreened path prunes (``upper <= log_norm <= bound``).
+    Only the wanted pairs are computed (:func:`_fill_params`); the others come back with ``log_norm = -inf``,
+    ``mu = 0`` (the pruned pairs' outputs do not depend on either). Returns ``(mu, log_norm, pre)``."""
     X = _check_data(net, X)
     N, R, S = X.shape[0], len(part), net.latent_dim
     X_w = _solve_lower(rg.chol_x, X.T).T
@@ -530,7 +530,7 @@ def _screened_params(net, part, X, rg, method, rng, geometry, accuracy):
     done = np.zeros((N, R), dtype=bool)
     _fill_params(rg, X_w, cand, done, mu, log_norm)
     upper = log_norm + log_mass_upper_bound(part, mu, rg.cov, keep=done)
-    for last in (False, True):  # widen uncertain rows to every pair that could beat their third; then to all
+    for last in (False, True):  # widen uncertain rows to every pair that could beat their K-th; then to all
         ok, third = _top_is_certain(upper, np.where(done, -np.inf, bound), _lower_pairs(S, R))
         if ok.all():
             break
