@@ -19,6 +19,7 @@ relative accuracy and its contribution is summed with ``logsumexp``.
 
 from __future__ import annotations
 
+import math
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,7 +89,7 @@ def region_gaussians(net: Network, part: Partition) -> RegionGaussians:
     chol_z = np.linalg.cholesky(net.cov_z)
     A_w = _solve_lower(chol_x, part.A.transpose(1, 0, 2).reshape(D, -1))
     A_w = A_w.reshape(D, R, S).transpose(1, 0, 2)
-    b_w = _solve_lower(chol_x, part.b.T).T
+    b_w = np.ascontiguousarray(_solve_lower(chol_x, part.b.T).T)  # row per region (the compiled _params_pairs)
     inv_chol_z = _solve_lower(chol_z, np.eye(S))
     prec_z = inv_chol_z.T @ inv_chol_z
     k = min(D, S)
@@ -155,20 +156,61 @@ def _param_rows(rg: RegionGaussians) -> int:
 
 def _params_block(rg: RegionGaussians, X_w, s: int, regions, mu, log_norm) -> None:
     """mu and log_norm (eq. 5, 7) of the rows ``s : s + _param_rows(rg)`` of the whitened data and the regions
-    ``regions`` (a slice or an index array), written into ``mu`` (N, R, S) and ``log_norm`` (N, R). Region-major
-    blocks, so that every product is one batched matmul over the regions; a region's numbers do not depend on
-    which other regions are in the block."""
-    rows = slice(s, s + _param_rows(rg))
-    U = rg.U[regions]
-    e = X_w[None, rows, :] - rg.b_w[regions][:, None, :]  # (R', n, D)
-    f = np.matmul(e, U)  # (R', n, k)
-    g = f * np.sqrt(rg.shrink[regions])[:, None, :]
-    quad = np.einsum("rnk,rnk->nr", g, g)
-    if rg.U.shape[1] > rg.U.shape[2]:  # D > k: the part of e outside span(U)
-        e -= np.matmul(f, U.transpose(0, 2, 1))
-        quad += np.einsum("rnd,rnd->nr", e, e)
-    mu[rows, regions] = np.matmul(f, rg.gain[regions].transpose(0, 2, 1)).transpose(1, 0, 2)
-    log_norm[rows, regions] = rg.const[regions][None] - 0.5 * quad
+    ``regions`` (a slice or an index array), written into ``mu`` (N, R, S) and ``log_norm`` (N, R). Every pair by
+    the compiled :func:`_params_pairs`, so a pair's numbers do not depend on which other pairs are computed."""
+    n = X_w[s:s + _param_rows(rg)].shape[0]
+    regs = np.arange(rg.U.shape[0])[regions]
+    _fill_pairs(rg, X_w, np.repeat(regs, n), np.tile(np.arange(s, s + n), regs.size), mu, log_norm)
+
+
+def _fill_pairs(rg: RegionGaussians, X_w, regs, rows, mu, log_norm) -> None:
+    """:func:`_params_pairs` for the pairs (``rows[p]``, ``regs[p]``) (region-major order keeps U[r] in cache)."""
+    if regs.size:
+        _params_pairs(np.ascontiguousarray(X_w), rg.b_w, rg.U, rg.shrink, rg.gain, rg.const,
+                      np.ascontiguousarray(regs, dtype=np.intp), np.ascontiguousarray(rows, dtype=np.intp),
+                      mu, log_norm)
+
+
+@numba.njit(cache=True, nogil=True)
+def _params_pairs(X_w, b_w, U, shrink, gain, const, regs, rows, mu, log_norm):  # pragma: no cover (compiled)
+    """``mu_omega(x)`` and the log prefactor of eq. 5 for pairs (x_w = ``X_w[rows[p]]``, omega = ``regs[p]``), in
+    the sum-of-squares form of :func:`posterior_region_params`: ``e = x_w - b_w``, ``f = U^T e``,
+    ``quad = sum shrink f^2 + |e - U f|^2`` (the second term only when D > k), ``mu = gain f``,
+    ``log_norm = const - quad / 2``. One pair at a time, no (R, n, D) temporaries; the loops in a fixed order, so
+    a pair's bits do not depend on the other pairs."""
+    D = U.shape[1]
+    k = U.shape[2]
+    S = gain.shape[1]
+    e = np.empty(D)
+    f = np.empty(k)
+    for p in range(regs.size):
+        r = regs[p]
+        n = rows[p]
+        for d in range(D):
+            e[d] = X_w[n, d] - b_w[r, d]
+        quad = 0.0
+        for j in range(k):
+            acc = 0.0
+            for d in range(D):
+                acc += e[d] * U[r, d, j]
+            f[j] = acc
+            g = acc * math.sqrt(shrink[r, j])
+            quad += g * g
+        if D > k:  # the part of e outside span(U)
+            perp = 0.0
+            for d in range(D):
+                t = 0.0
+                for j in range(k):
+                    t += f[j] * U[r, d, j]
+                t = e[d] - t
+                perp += t * t
+            quad += perp
+        for i in range(S):
+            acc = 0.0
+            for j in range(k):
+                acc += f[j] * gain[r, i, j]
+            mu[n, r, i] = acc
+        log_norm[n, r] = const[r] - 0.5 * quad
 
 
 @dataclass
@@ -271,15 +313,34 @@ def log_mass_upper_bound(part: Partition, mu: np.ndarray, covs: np.ndarray, keep
     ``Phi((c_i - h_i.mu) / sqrt(h_i^T Sigma h_i))``; the smallest of these bounds the region's mass.
     ``keep`` (N, R): only these pairs are bounded, the others get the trivial bound 0.
     """
+    Hs, scaled_c = _scaled_half_spaces(part, covs)
+    mu = np.ascontiguousarray(mu, dtype=np.float64)
+    if keep is None:
+        return log_ndtr(_min_slack(mu, Hs, scaled_c, np.ones(mu.shape[:2], dtype=bool)))
+    keep = np.ascontiguousarray(keep, dtype=bool)
+    slack = _min_slack(mu, Hs, scaled_c, keep)
+    out = np.zeros(slack.shape)  # log_ndtr(+inf) = 0: the pairs not kept, without evaluating it on each of them
+    out[keep] = log_ndtr(slack[keep])
+    return out
+
+
+_HALF_SPACES: list = [None, None, None]  # (weakref to the last partition, its covs, _scaled_half_spaces)
+
+
+def _scaled_half_spaces(part: Partition, covs: np.ndarray):
+    """The facets of :func:`log_mass_upper_bound` scaled by ``sqrt(h^T Sigma h)``: ``(Hs (R, F, S), scaled_c (R, F))``,
+    kept for the last (partition, covs) pair (the row blocks of one evaluate call it several times each)."""
+    ref, cv, hit = _HALF_SPACES
+    if ref is not None and ref() is part and cv is covs:
+        return hit
     H, c = part.padded_facets()  # (R, F, S), (R, F) with +inf offsets on padding rows
     # h^T Sigma h >= 0 exactly; rounding leaves it a few ulps below zero along a direction of nearly no spread
     den = np.sqrt(np.maximum(np.einsum("rfs,rst,rft->rf", H, covs, H), 0.0))
     width = den > 0  # rows of zero width (H_i = 0, padding) bound nothing
     safe = np.where(width, den, 1.0)
-    scaled_c = np.where(width, c / safe, np.inf)
-    keep = np.ones(mu.shape[:2], dtype=bool) if keep is None else np.ascontiguousarray(keep, dtype=bool)
-    return log_ndtr(_min_slack(np.ascontiguousarray(mu, dtype=np.float64), np.ascontiguousarray(H / safe[..., None]),
-                               scaled_c, keep))
+    hit = (np.ascontiguousarray(H / safe[..., None]), np.where(width, c / safe, np.inf))
+    _HALF_SPACES[:] = [weakref.ref(part), covs, hit]
+    return hit
 
 
 @numba.njit(cache=True, nogil=True)
@@ -348,27 +409,49 @@ def _top_rows(upper, k):
     return first, unsure
 
 
-def _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accuracy):
-    """Each point's three most promising pairs by ``upper`` (N, R) and the lower bound of log p(x) from their
-    rigorous mass lower bounds: ``(first, lower)``, (N, R) bool and (N,)."""
-    N, R = log_norm.shape
-    k = min(3, R)
+LOWER_PAIRS = 32  # S = 2: lower bound of log p(x) from each point's this many most promising pairs (3 at S >= 3)
+
+
+def _lower_pairs(S: int, R: int) -> int:
+    """How many of each point's most promising pairs (by ``upper``) give the lower bound of log p(x)
+    (:func:`_first_lower`): ``LOWER_PAIRS`` at S = 2, where a mass lower bound costs ~1 us a pair, else 3."""
+    return min(LOWER_PAIRS if S == 2 else 3, R)
+
+
+def _top_set(upper, k):
+    """(N, R) bool: each row's ``k`` largest ``upper`` (:func:`_top_rows`; rows with ties at the k-th place or NaN
+    take ``argpartition``'s own choice)."""
     first, unsure = _top_rows(upper, k)
     rows = np.nonzero(unsure)[0]
-    if rows.size:  # ties at the k-th place or NaN: argpartition's own choice
-        top = np.zeros((rows.size, R), dtype=bool)
+    if rows.size:
+        top = np.zeros((rows.size, upper.shape[1]), dtype=bool)
         np.put_along_axis(top, np.argpartition(-upper[rows], k - 1, axis=1)[:, :k], True, axis=1)
         first[rows] = top
-    first_mass, _, _, _, first_error = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng,
-                                                                need=first, geometry=geometry, lower_bound_only=True,
+    return first
+
+
+def _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accuracy):
+    """Each point's three most promising pairs by ``upper`` (N, R) and the lower bound of log p(x) (eq. 5) from the
+    rigorous mass lower bounds of its :func:`_lower_pairs` most promising pairs: ``(first, lower)``, (N, R) bool and
+    (N,). At S = 2 that is 32 pairs, not 3: on a wide decoder ([2,128,128,64]) the half-space bound ranks the regions
+    that carry the posterior up to ~160th, and three pairs left ``lower`` up to 306 nats below log p(x) (10 % of the
+    points more than 4.5), which kept pairs the pruning could drop and, above all, kept the kernel's thresholds
+    strict (``log_weight_scale = log_norm - lower``): 104 flagged pairs per 300 points went to the slow reference
+    path. With 32 pairs: at most 2.9 nats, no flagged pair (300 points, ``benchmarks/bench_scale.py``'s data)."""
+    N, R = log_norm.shape
+    k = min(3, R)
+    first = _top_set(upper, k)
+    K = _lower_pairs(mu.shape[2], R)
+    probe = _top_set(upper, K) if K > k else first
+    probe_mass, _, _, _, probe_error = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng,
+                                                                need=probe, geometry=geometry, lower_bound_only=True,
                                                                 accuracy=accuracy)
-    # logsumexp over each row's k marked pairs only: the other terms are exp(-inf) = 0, and a sum of zeros and at
-    # most k - 1 terms besides the maximum (which logsumexp takes out) rounds the same in any order, so this is
-    # the full row's logsumexp bit for bit (tests/test_s2_fused_paths.py), without five (N, R) passes
-    rows = np.arange(N)[:, None]
-    cols = np.nonzero(first)[1].reshape(N, k)
-    lower_mass = first_mass[rows, cols] if first_error is None else first_mass[rows, cols] - first_error[rows, cols]
-    return first, logsumexp(log_norm[rows, cols] + lower_mass, axis=1)
+    lower_mass = probe_mass if probe_error is None else probe_mass - probe_error
+    # logsumexp over each row's K marked pairs only, (N, K) not (N, R): the other terms are exp(-inf) = 0 (for K = 3
+    # this is the full row's logsumexp bit for bit, tests/test_s2_fused_paths.py; for K = 32 the same sum in another
+    # order, a lower bound either way)
+    rows, cols = np.nonzero(probe)  # K a row, in column order
+    return first, logsumexp((log_norm[rows, cols] + lower_mass[rows, cols]).reshape(N, -1), axis=1)
 
 
 def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=None, accuracy="relative", pre=None):
@@ -420,24 +503,56 @@ def _screen_log_norm_bound(rg: RegionGaussians, X_w: np.ndarray) -> np.ndarray:
     the same holds for the sum-of-squares form of :func:`posterior_region_params` and for ``U`` being orthonormal
     only to ``O(D eps)``. So both forms lie within ``c (D + k) eps (|x_w|^2 + |b_w|^2)`` of the exact form with
     ``c`` below a few hundred; the margin ``_SCREEN_REL (D + k + 2) (|x_w|^2 + |b_w|^2)`` is ``4500 eps`` per unit
-    (tests/test_wide_screen.py checks it on adversarial pairs). A NaN bound (overflow) screens nothing."""
+    (tests/test_wide_screen.py checks it on adversarial pairs). A NaN bound (overflow) screens nothing. The
+    x-independent parts come from :func:`_screen_parts` (once per ``rg``); the elementwise rest is compiled
+    (:func:`_screen_combine`, the same operations in the same order as the numpy form it replaced)."""
     R, D, k = rg.U.shape
+    U2, bU, bb, along = _screen_parts(rg)
     N = X_w.shape[0]
-    U2 = np.ascontiguousarray(rg.U.transpose(1, 0, 2).reshape(D, R * k))
-    bU = np.einsum("rd,rdk->rk", rg.b_w, rg.U)
-    bb = np.einsum("rd,rd->r", rg.b_w, rg.b_w)
-    along = 1.0 - rg.shrink  # (R, k)
     out = np.empty((N, R))
     step = max(1, _CHUNK_FLOATS // max(1, R * k))
     with np.errstate(over="ignore", invalid="ignore"):
         for s in range(0, N, step):
-            x = X_w[s:s + step]
-            xx = np.einsum("nd,nd->n", x, x)[:, None]
-            f = (x @ U2).reshape(len(x), R, k) - bU
-            quad = xx - 2.0 * (x @ rg.b_w.T) + bb - np.einsum("nrk,rk->nr", f * f, along)
-            low = quad - _SCREEN_REL * (D + k + 2) * (xx + bb)
-            bound = rg.const - 0.5 * low
-            out[s:s + step] = bound + 1e-12 * (np.abs(rg.const) + np.abs(low))  # the rounding of this line
+            x = np.ascontiguousarray(X_w[s:s + step])
+            xx = np.einsum("nd,nd->n", x, x)
+            out[s:s + step] = _screen_combine(x @ U2, x @ rg.b_w.T, xx, bU, bb, along, rg.const,
+                                              _SCREEN_REL * (D + k + 2))
+    return out
+
+
+_SCREEN_PARTS: list = [None, None]  # (weakref to the last RegionGaussians screened, its _screen_parts)
+
+
+def _screen_parts(rg: RegionGaussians):
+    """``(U2, bU, bb, along)`` of :func:`_screen_log_norm_bound`: U as one (D, R k) matrix, ``U^T b_w`` (R, k),
+    ``|b_w|^2`` (R,) and ``1 - shrink`` (R, k); kept for the last ``rg`` (the row blocks of one evaluate share it)."""
+    ref, parts = _SCREEN_PARTS
+    if ref is not None and ref() is rg:
+        return parts
+    R, D, k = rg.U.shape
+    parts = (np.ascontiguousarray(rg.U.transpose(1, 0, 2).reshape(D, R * k)), np.einsum("rd,rdk->rk", rg.b_w, rg.U),
+             np.einsum("rd,rd->r", rg.b_w, rg.b_w), np.ascontiguousarray(1.0 - rg.shrink))
+    _SCREEN_PARTS[:] = [weakref.ref(rg), parts]
+    return parts
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _screen_combine(xU, xb, xx, bU, bb, along, const, rel):  # pragma: no cover (compiled)
+    """The bound of :func:`_screen_log_norm_bound` from its GEMMs ``xU = x U2`` (n, R k), ``xb = x b_w^T`` (n, R):
+    ``f = xU - bU``, ``quad = xx - 2 xb + bb - sum_j along_j f_j^2``, ``low = quad - rel (xx + bb)``,
+    ``bound = const - low / 2``, plus ``1e-12 (|const| + |low|)`` for the rounding of that line."""
+    n, R = xb.shape
+    k = bU.shape[1]
+    out = np.empty((n, R))
+    for i in range(n):
+        for r in range(R):
+            s = 0.0
+            for j in range(k):
+                f = xU[i, r * k + j] - bU[r, j]
+                s += f * f * along[r, j]
+            quad = xx[i] - 2.0 * xb[i, r] + bb[r] - s
+            low = quad - rel * (xx[i] + bb[r])
+            out[i, r] = const[r] - 0.5 * low + 1e-12 * (abs(const[r]) + abs(low))
     return out
 
 
@@ -446,13 +561,13 @@ def _screened_params(net, part, X, rg, method, rng, geometry, accuracy):
     :func:`_pruned_truncated_moments` -- every number bit for bit what the unscreened path gives.
 
     Candidates: pairs whose screen bound (:func:`_screen_log_norm_bound`) is within ``SCREEN_NATS`` of the point's
-    best (with every pair of a block's region that has one). A point keeps them if its third largest ``upper``
-    among them is strictly above every other pair's bound and strictly above its fourth (so its three most
-    promising pairs are those of the full computation), else it takes every pair whose bound reaches that third
-    ``upper`` and checks again, and then all regions. With ``lower`` known, every
-    pair whose bound reaches ``lower - PRUNE_NATS`` is added; the rest are pairs the unscreened path prunes
-    (``upper <= log_norm <= bound``). Those come back with ``log_norm = -inf``, ``mu = 0`` (the pruned pairs'
-    outputs do not depend on either). Returns ``(mu, log_norm, pre)``."""
+    best. A point keeps them if its K-th largest ``upper`` (K = :func:`_lower_pairs`: 32 at S = 2, else 3) among
+    them is strictly above every other pair's bound and strictly above its (K+1)-th (so its K most promising pairs,
+    which give ``lower``, are those of the full computation), else it takes every pair whose bound reaches that K-th
+    ``upper`` and checks again, and then all regions. With ``lower`` known, every pair whose bound reaches
+    ``lower - PRUNE_NATS`` is added; the rest are pairs the unscreened path prunes (``upper <= log_norm <= bound``).
+    Only the wanted pairs are computed (:func:`_fill_params`); the others come back with ``log_norm = -inf``,
+    ``mu = 0`` (the pruned pairs' outputs do not depend on either). Returns ``(mu, log_norm, pre)``."""
     X = _check_data(net, X)
     N, R, S = X.shape[0], len(part), net.latent_dim
     X_w = _solve_lower(rg.chol_x, X.T).T
@@ -464,8 +579,8 @@ def _screened_params(net, part, X, rg, method, rng, geometry, accuracy):
     done = np.zeros((N, R), dtype=bool)
     _fill_params(rg, X_w, cand, done, mu, log_norm)
     upper = log_norm + log_mass_upper_bound(part, mu, rg.cov, keep=done)
-    for last in (False, True):  # widen uncertain rows to every pair that could beat their third; then to all
-        ok, third = _top_is_certain(upper, np.where(done, -np.inf, bound))
+    for last in (False, True):  # widen uncertain rows to every pair that could beat their K-th; then to all
+        ok, third = _top_is_certain(upper, np.where(done, -np.inf, bound), _lower_pairs(S, R))
         if ok.all():
             break
         with np.errstate(invalid="ignore"):
@@ -504,11 +619,14 @@ def _hinted_lower(part, mu, covs, log_norm, pre, extra, method, rng, geometry):
     return upper, first, np.logaddexp(lower, logsumexp(np.where(more, log_norm + low, -np.inf), axis=1))
 
 
-def _top_is_certain(upper, outside):
-    """``(ok, third)``: (N,) whether each row's three largest ``upper`` are strictly above its fourth and above
-    ``outside``'s max (no NaN anywhere), and the third largest ``upper``."""
-    k = min(3, upper.shape[1])
-    srt = -np.partition(-upper, min(k, upper.shape[1] - 1), axis=1)
+def _top_is_certain(upper, outside, k=3):
+    """``(ok, third)``: (N,) whether each row's ``k`` largest ``upper`` are strictly above its next and above
+    ``outside``'s max (no NaN anywhere), and the ``k``-th largest ``upper``."""
+    R = upper.shape[1]
+    k = min(k, R)
+    # both the k-th and the (k+1)-th largest in their sorted places (with one kth, the k-1 entries before it
+    # are the top k in no particular order, and srt[:, k - 1] need not be the k-th largest)
+    srt = -np.partition(-upper, [k - 1, k] if R > k else k - 1, axis=1)
     third = srt[:, k - 1]
     ok = (third > np.max(outside, axis=1)) & ~np.isnan(upper).any(axis=1)
     if upper.shape[1] > k:
@@ -517,14 +635,11 @@ def _top_is_certain(upper, outside):
 
 
 def _fill_params(rg, X_w, want, done, mu, log_norm):
-    """:func:`_params_block` for every block of rows and the regions with a pair in ``want`` (N, R) not yet
-    ``done``: a region is computed for the whole block (the same shapes, so the same bits, as the full pass)."""
-    step = _param_rows(rg)
-    for s in range(0, X_w.shape[0], step):
-        regions = np.nonzero((want[s:s + step] & ~done[s:s + step]).any(axis=0))[0]
-        if regions.size:
-            _params_block(rg, X_w, s, regions, mu, log_norm)
-            done[s:s + step, regions] = True
+    """mu and log_norm (:func:`_params_pairs`) of the pairs in ``want`` (N, R) not yet ``done``, pair by pair (the
+    same bits as the full pass of :func:`posterior_region_params`); marks them ``done``."""
+    regs, rows = np.nonzero((want & ~done).T)  # region-major
+    _fill_pairs(rg, X_w, regs, rows, mu, log_norm)
+    done[rows, regs] = True
 
 
 SKIP_BUDGET = 1e-9  # S >= 4: pairs whose rigorous bounds sum below this fraction of p(x) are not integrated

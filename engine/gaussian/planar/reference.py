@@ -60,34 +60,41 @@ _SWEEP = np.array([-6.0, -3.0, -1.5, 0.0, 1.5, 3.0, 6.0])  # inner abscissae whe
 def planar_edges(Nrm: np.ndarray, D: np.ndarray):
     """Edges of ``{y : Nrm y <= D}`` for each row of D (M, F): ``(s_lo, s_hi, active, empty, ds_lo, ds_hi)``.
 
+    ``Nrm``: the normals (F, 2) of one polygon, or per row (M, F, 2) (polygons of different regions with the same
+    row count, ``polytopes._planar_flagged``); each row's numbers are those of a call with its own normals.
     ``ds_lo``, ``ds_hi`` bound the rounding of the computed ends (:func:`end_rounding`)."""
-    F = Nrm.shape[0]
-    zero = (Nrm * Nrm).sum(axis=1) < _ZERO_ROW
-    E = np.stack([-Nrm[:, 1], Nrm[:, 0]], axis=1)
-    G = E @ Nrm.T  # G[i, j] = n_j . e_i
-    C = Nrm @ Nrm.T  # C[i, j] = n_i . n_j
-    R = D[:, None, :] - D[:, :, None] * C[None]  # R[m, i, j] = d_j - d_i n_i . n_j
+    F = Nrm.shape[-2]
+    E = np.stack([-Nrm[..., 1], Nrm[..., 0]], axis=-1)
+    if Nrm.ndim == 2:
+        G = (E @ Nrm.T)[None]  # G[., i, j] = n_j . e_i
+        C = (Nrm @ Nrm.T)[None]  # C[., i, j] = n_i . n_j
+    else:
+        G = np.matmul(E, Nrm.transpose(0, 2, 1))
+        C = np.matmul(Nrm, Nrm.transpose(0, 2, 1))
+    zero = ((Nrm * Nrm).sum(axis=-1) < _ZERO_ROW).reshape(-1, F)  # (1 or M, F)
+    R = D[:, None, :] - D[:, :, None] * C  # R[m, i, j] = d_j - d_i n_i . n_j
     upper = G > _PARALLEL
     lower = G < -_PARALLEL
     par = ~(upper | lower)
     with np.errstate(divide="ignore", invalid="ignore"):
-        Q = R / np.where(par, 1.0, G)[None]
-    jh = np.argmin(np.where(upper[None], Q, np.inf), axis=2)
-    jl = np.argmax(np.where(lower[None], Q, -np.inf), axis=2)
-    s_hi = np.take_along_axis(np.where(upper[None], Q, np.inf), jh[..., None], axis=2)[..., 0]
-    s_lo = np.take_along_axis(np.where(lower[None], Q, -np.inf), jl[..., None], axis=2)[..., 0]
+        Q = R / np.where(par, 1.0, G)
+    jh = np.argmin(np.where(upper, Q, np.inf), axis=2)
+    jl = np.argmax(np.where(lower, Q, -np.inf), axis=2)
+    s_hi = np.take_along_axis(np.where(upper, Q, np.inf), jh[..., None], axis=2)[..., 0]
+    s_lo = np.take_along_axis(np.where(lower, Q, -np.inf), jl[..., None], axis=2)[..., 0]
+    Gb = np.broadcast_to(G, R.shape)
+    ds_hi = end_rounding(np.take_along_axis(D, jh, axis=1), D, s_hi, np.take_along_axis(Gb, jh[..., None], 2)[..., 0])
+    ds_lo = end_rounding(np.take_along_axis(D, jl, axis=1), D, s_lo, np.take_along_axis(Gb, jl[..., None], 2)[..., 0])
     idx = np.arange(F)
-    ds_hi = end_rounding(np.take_along_axis(D, jh, axis=1), D, s_hi, G[idx[None, :], jh])
-    ds_lo = end_rounding(np.take_along_axis(D, jl, axis=1), D, s_lo, G[idx[None, :], jl])
     other = idx[None, :] != idx[:, None]
     tol = 1e-12 * (1.0 + np.abs(D[:, None, :]) + np.abs(D[:, :, None]))
     same = par & (C > 0.5) & other
-    violated = (par & other)[None] & (R < -tol)
-    duplicate = (same & (idx[None, :] < idx[:, None]))[None] & (np.abs(R) <= tol)
+    violated = (par & other) & (R < -tol)
+    duplicate = (same & (idx[None, :] < idx[:, None])) & (np.abs(R) <= tol)
     blocked = np.any(violated | duplicate, axis=2)
     # a zero row with a negative offset, or two antiparallel rows that do not overlap: empty polygon
-    empty = np.any(zero[None] & (D < -1e-300), axis=1)
-    active = (~zero)[None] & ~blocked & (s_lo < s_hi) & ~empty[:, None]
+    empty = np.any(zero & (D < -1e-300), axis=1)
+    active = ~zero & ~blocked & (s_lo < s_hi) & ~empty[:, None]
     return s_lo, s_hi, active, empty, ds_lo, ds_hi
 
 
@@ -182,7 +189,8 @@ def _tangent_angle(Nrm, on_line):
 
 
 def planar_log_mass(Nrm: np.ndarray, D: np.ndarray, *, fallback: bool = True, return_edges: bool = False):
-    """log P(y in {Nrm y <= D}), y ~ N(0, I_2), per row of D (M, F): (log_mass, rel_err[, edges])."""
+    """log P(y in {Nrm y <= D}), y ~ N(0, I_2), per row of D (M, F): (log_mass, rel_err[, edges]). ``Nrm``: (F, 2),
+    or per row (M, F, 2) (see :func:`planar_edges`)."""
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     M, F = D.shape
     s_lo, s_hi, active, empty, ds_lo, ds_hi = planar_edges(Nrm, D)
@@ -193,14 +201,16 @@ def planar_log_mass(Nrm: np.ndarray, D: np.ndarray, *, fallback: bool = True, re
         lb, rb = _edge_log_B(h[active], s_lo[active], s_hi[active])
         log_B[active] = lb
         rel_B[active] = rb
-    nonzero = (Nrm * Nrm).sum(axis=1) >= _ZERO_ROW
-    Dn = np.where(nonzero[None], D, np.inf)
+    nonzero = ((Nrm * Nrm).sum(axis=-1) >= _ZERO_ROW).reshape(-1, F)  # (1 or M, F)
+    Dn = np.where(nonzero, D, np.inf)
     outside = np.any(Dn < 0.0, axis=1) | empty
     inside = np.all(Dn > 0.0, axis=1) & ~empty
     ind = np.where(inside, 1.0, 0.0)
     boundary = ~outside & ~inside
+    per_row = Nrm.ndim == 3
     for m in np.nonzero(boundary)[0]:
-        ind[m] = _tangent_angle(Nrm, nonzero & (D[m] == 0.0))
+        i = m if per_row else 0
+        ind[m] = _tangent_angle(Nrm[m] if per_row else Nrm, nonzero[i] & (D[m] == 0.0))
     with np.errstate(divide="ignore"):
         log_pos = logsumexp(np.concatenate([np.log(ind)[:, None], np.where(D < 0.0, log_B, -np.inf)], axis=1),
                             axis=1)
@@ -220,7 +230,7 @@ def planar_log_mass(Nrm: np.ndarray, D: np.ndarray, *, fallback: bool = True, re
         bad &= ~empty
         if np.any(bad):
             edges_bad = (s_lo[bad], s_hi[bad], active[bad])
-            log_mass[bad], rel_err[bad] = planar_slice_log_mass(Nrm, D[bad], edges_bad)
+            log_mass[bad], rel_err[bad] = planar_slice_log_mass(Nrm[bad] if Nrm.ndim == 3 else Nrm, D[bad], edges_bad)
     if return_edges:
         return log_mass, rel_err, (s_lo, s_hi, active)
     return log_mass, rel_err
@@ -326,10 +336,7 @@ def planar_slice_moments(Nrm, D, edges=None):
     """
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     if edges is None:
-        if Nrm.ndim == 2:
-            edges = planar_edges(Nrm, D)[:3]
-        else:
-            raise ValueError("per-row normals need their edges")
+        edges = planar_edges(Nrm, D)[:3]
     u, v, lo, hi, breaks, slices = _slice_problem(Nrm, D, edges)
 
     total, nodes, lw = integrate_logconcave(_slice_log_density(slices), lo, hi, breaks)
@@ -359,7 +366,8 @@ def planar_slice_moments(Nrm, D, edges=None):
 
 def planar_moments(Nrm: np.ndarray, D: np.ndarray, moments: int = 2, *, relative: bool = True):
     """log mass, conditional mean (M, 2) and covariance (M, 2, 2) of N(0, I_2) on {Nrm y <= D}; covariances
-    accurate relative to their smallest eigenvalue (``relative``) or to the whitened unit (:func:`cancels`)."""
+    accurate relative to their smallest eigenvalue (``relative``) or to the whitened unit (:func:`cancels`).
+    ``Nrm``: (F, 2), or per row (M, F, 2) (see :func:`planar_edges`)."""
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     log_mass, rel, (s_lo, s_hi, active) = planar_log_mass(Nrm, D, return_edges=True)
     if moments < 1:
@@ -370,7 +378,8 @@ def planar_moments(Nrm: np.ndarray, D: np.ndarray, moments: int = 2, *, relative
         return log_mass, mean, None, rel
     redo = cancels(mean, cov, log_mass, rel, relative=relative)
     if np.any(redo):
-        _, mean[redo], cov[redo] = planar_slice_moments(Nrm, D[redo], (s_lo[redo], s_hi[redo], active[redo]))
+        _, mean[redo], cov[redo] = planar_slice_moments(Nrm[redo] if Nrm.ndim == 3 else Nrm, D[redo],
+                                                        (s_lo[redo], s_hi[redo], active[redo]))
     return log_mass, mean, cov, rel
 
 
