@@ -600,8 +600,10 @@ def _screened_params(net, part, X, rg, method, rng, geometry, accuracy):
 
 def _hinted_lower(part, mu, covs, log_norm, pre, extra, method, rng, geometry):
     """``pre = (upper, first, lower)`` of :func:`_pruned_truncated_moments` with the lower bound of log p(x) raised by
-    the pairs ``extra`` (N, R): ``lower = log(e^lower + sum_extra e^(log_norm + rigorous lower log-mass))`` over the
-    extra pairs not in ``first`` (a sum of lower bounds of distinct terms of eq. 5, so still a lower bound)."""
+    the pairs ``extra`` (N, R): ``lower = max(lower, log sum e^(log_norm + rigorous lower log-mass))``, the sum over
+    the pairs of ``extra``, ``first`` and each point's :func:`_lower_pairs` most promising ones by ``upper`` (a set of
+    distinct terms of eq. 5, so a lower bound, and the maximum of two lower bounds is one: a pair that ``lower``
+    already counts is never counted twice)."""
     extra = np.asarray(extra, dtype=bool)
     if extra.shape != log_norm.shape:
         raise DGNInputError("lower_pairs", f"has shape {extra.shape}, not (points, regions) = {log_norm.shape}")
@@ -610,13 +612,14 @@ def _hinted_lower(part, mu, covs, log_norm, pre, extra, method, rng, geometry):
         first, lower = _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, "absolute")
     else:
         upper, first, lower = pre
-    more = extra & ~first & np.isfinite(log_norm)
-    if not more.any():
+    counted = _top_set(upper, _lower_pairs(mu.shape[2], log_norm.shape[1])) | first
+    if not (extra & ~counted).any():
         return upper, first, lower
+    more = (extra | counted) & np.isfinite(log_norm)
     mass, _, _, _, err = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng, need=more,
                                                   geometry=geometry, lower_bound_only=True, accuracy="absolute")
     low = mass if err is None else mass - err
-    return upper, first, np.logaddexp(lower, logsumexp(np.where(more, log_norm + low, -np.inf), axis=1))
+    return upper, first, np.maximum(lower, logsumexp(np.where(more, log_norm + low, -np.inf), axis=1))
 
 
 def _top_is_certain(upper, outside, k=3):

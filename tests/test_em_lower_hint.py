@@ -39,9 +39,10 @@ def _hints(X, a, part):
 def test_hinted_bound_stays_below_log_p_and_is_tighter(fitted):
     """The hinted lower bound is below the exact log p(x) on every point for every choice of pairs (all pairs,
     random ones, the regions of the previous posterior's draws) and at least as high as the unhinted bound; the
-    regions of the screen's first 32 draws halve its median gap to log p(x) at least (measured 3.2 nats unhinted,
-    1.3 with 16 draws (14 regions a point), 0.58 with 64 (41 regions); the posterior has 97 regions of weight
-    above 1e-3 a point here)."""
+    regions of the screen's first 32 draws cut its median gap to log p(x) by a third at least (measured with the
+    3-pair unhinted bound: 3.2 nats unhinted, 1.3 with 16 draws (14 regions a point), 0.58 with 64 (41 regions);
+    with the 32-pair unhinted bound of S = 2: 0.76 unhinted, 0.43 with the draws; the posterior has 97 regions of
+    weight above 1e-3 a point here)."""
     X, a, b = fitted
     net = b.network_
     part = partition(net)
@@ -60,7 +61,7 @@ def test_hinted_bound_stays_below_log_p_and_is_tighter(fitted):
         assert np.all(lower <= exact + tol), name
         assert np.all(lower >= base), name
         if name == "draws":
-            assert np.median(exact - lower) < 0.5 * np.median(exact - base)
+            assert np.median(exact - lower) < (2.0 / 3.0) * np.median(exact - base)
 
 
 def test_hinted_evaluate_equals_the_plain_one_within_its_error_bounds(fitted):
