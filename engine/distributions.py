@@ -450,8 +450,9 @@ def _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accurac
     # logsumexp over each row's K marked pairs only, (N, K) not (N, R): the other terms are exp(-inf) = 0 (for K = 3
     # this is the full row's logsumexp bit for bit, tests/test_s2_fused_paths.py; for K = 32 the same sum in another
     # order, a lower bound either way)
-    rows, cols = np.nonzero(probe)  # K a row, in column order
-    return first, logsumexp((log_norm[rows, cols] + lower_mass[rows, cols]).reshape(N, -1), axis=1)
+    rows, cols = np.nonzero(probe)  # max(K, k) a row, in column order
+    terms = (log_norm[rows, cols] + lower_mass[rows, cols]).reshape(N, max(K, k))
+    return first, logsumexp(terms, axis=1)
 
 
 def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=None, accuracy="relative", pre=None):

@@ -65,12 +65,13 @@ def planar_edges(Nrm: np.ndarray, D: np.ndarray):
     ``ds_lo``, ``ds_hi`` bound the rounding of the computed ends (:func:`end_rounding`)."""
     F = Nrm.shape[-2]
     E = np.stack([-Nrm[..., 1], Nrm[..., 0]], axis=-1)
-    if Nrm.ndim == 2:
-        G = (E @ Nrm.T)[None]  # G[., i, j] = n_j . e_i
-        C = (Nrm @ Nrm.T)[None]  # C[., i, j] = n_i . n_j
-    else:
-        G = np.matmul(E, Nrm.transpose(0, 2, 1))
-        C = np.matmul(Nrm, Nrm.transpose(0, 2, 1))
+    # G[., i, j] = n_j . e_i and C[., i, j] = n_i . n_j written out elementwise, not by matmul: BLAS rounds a
+    # 2-term dot product with or without an FMA depending on the shape and alignment of the stack, and a row's
+    # numbers must not depend on which other polygons share its call (tests/test_gaussian_batch.py)
+    Nb = Nrm if Nrm.ndim == 3 else Nrm[None]
+    Eb = E if E.ndim == 3 else E[None]
+    G = Eb[:, :, None, 0] * Nb[:, None, :, 0] + Eb[:, :, None, 1] * Nb[:, None, :, 1]
+    C = Nb[:, :, None, 0] * Nb[:, None, :, 0] + Nb[:, :, None, 1] * Nb[:, None, :, 1]
     zero = ((Nrm * Nrm).sum(axis=-1) < _ZERO_ROW).reshape(-1, F)  # (1 or M, F)
     R = D[:, None, :] - D[:, :, None] * C  # R[m, i, j] = d_j - d_i n_i . n_j
     upper = G > _PARALLEL
