@@ -20,9 +20,13 @@ the panel's error bar, and panels whose bar is too large are bisected (at most `
 direction is a fixed generic one and the window ``|t| <= sqrt(|y*|^2 + WINDOW^2)`` (``y*``: P's point closest to
 the mean). Slicing along ``y*`` instead (``TOWARD_CLOSEST``, the earlier rule) puts the heaviest slices, just
 above ``t = |y*|``, as thin sheets or slivers around y* with the mean on their boundary, where the S = 3 cone
-decomposition cancels and the nested S = 3 fallback costs ~1 s a slice. Beyond the window the
+decomposition cancels and the nested S = 3 fallback costs ~1 s a slice. The first round integrates only the inner
+window ``|t| <= sqrt(|y*|^2 + 2 (log(1 / tol) + INNER_MARGIN))`` (8.1 at tol 1e-10, 6.2 at 1e-4, instead of 10): P's
+mass beyond it is at most the Gaussian's, ``Q(.)`` on each side, and a pair whose Gaussian tail second moment
+there (which bounds the tails' pull on the mass, mean and covariance) exceeds ``TAIL_SHARE tol`` of its estimated
+mass gets the rest of the full window in the next round. Beyond the window the
 log-concavity bounds the tails: ``g = log f`` lies below its secant through the two outermost nodes, so the
-tail is at most ``e^{g(t_1)} / |slope|``, added to the bar.
+tail is at most ``e^{g(t_1)} / |slope|``; the smaller of that and the Gaussian bound is added to the bar.
 
 Each round's slices are built in one compiled pass (:mod:`.slice_kernel`: their S = 3 facets and edges straight
 into the arrays of the S = 3 kernel); ``USE_COMPILED_SLICES = False`` builds them as polytopes in numpy, the
@@ -80,6 +84,9 @@ WINDOW = 10.0  # the integrand's envelope falls by WINDOW^2 / 2 = 50 nats at the
 MAX_EXPONENT_STEP = 3.0  # panels at most this long in units of 1 / |t| (the Gaussian factor changes <= 3 nats)
 MAX_PANEL = 1.0  # and at most this long
 MERGE = 1e-9  # vertex heights closer than this (relative) are one breakpoint
+INNER_MARGIN = 10.0  # the first round's window: |t| <= sqrt(|y*|^2 + 2 (log(1 / tol) + INNER_MARGIN)) (_inner_width);
+# a pair whose Gaussian tail moment beyond it exceeds TAIL_SHARE tol of its mass gets the rest of the full window
+TAIL_SHARE = 0.1
 MAX_ROUNDS = 6  # bisection rounds for panels whose bar is too large
 DEFAULT_TOL = 1e-10  # relative mass error aimed at
 SLICE_SHARE = 0.01  # a slice of share s of its pair's mass may have a relative error SLICE_SHARE tol / s
@@ -155,13 +162,40 @@ def _facet_ranges(shape: _Shape, hv, hr):
     return big, top
 
 
-def _window(lo, hi, r):
+def _inner_width(tol):
+    """(M,) the first round's window half-width beyond ``|y*|``: ``sqrt(2 (log(1 / tol) + INNER_MARGIN))``, at most
+    ``WINDOW`` (heavy pairs 8.1, the lightest 6.2 instead of 10)."""
+    return np.minimum(np.sqrt(np.maximum(2.0 * (np.log(1.0 / tol) + INNER_MARGIN), 0.0)), WINDOW)
+
+
+def _gauss_tails(A, B, lo, hi):
+    """(M,) log of the Gaussian bounds ``Q(-A) + Q(B)`` on the mass of P outside the heights [A, B] (each side only
+    where P reaches beyond it): P's mass at heights ``t > B`` is at most the standard normal's, ``Q(B)``."""
+    with np.errstate(divide="ignore"):
+        low = np.where(A > lo, log_ndtr(A), -np.inf)
+        high = np.where(B < hi, log_ndtr(-B), -np.inf)
+    return np.logaddexp(low, high)
+
+
+def _gauss_tail_moment(A, B, lo, hi):
+    """(M,) log of a bound on ``E[|y|^2; t outside [A, B]]`` under N(0, I_4) (each side where P reaches beyond it):
+    ``int_{|t| > w} t^2 phi = w phi(w) + Q(w)`` plus ``3 Q(w)`` for the three directions of the slices, ``w`` the
+    side's distance (<= 0: the whole 4)."""
+    out = np.full(A.shape, -np.inf)
+    for side, w in ((A > lo, -A), (B < hi, B)):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            term = np.logaddexp(np.log(np.maximum(w, 1e-300)) - 0.5 * w * w - _LOG_SQRT_2PI, np.log(4.0) + log_ndtr(-w))
+        out = np.where(side, np.logaddexp(out, np.where(w > 0.0, term, np.log(4.0))), out)
+    return out
+
+
+def _window(lo, hi, r, width=WINDOW):
     """Integration window (M, 2) inside [lo, hi]: the heights ``|t| <= sqrt(r^2 + WINDOW^2)``, ``r = |y*|`` the
     distance from the mean to P. Off it the integrand is ``e^{-WINDOW^2 / 2}`` below P's largest density
     (``phi(t) P_3(t) <= exp(-max(t^2, r^2) / 2)`` up to a constant: every point of the slice at t is at least
     ``|t|`` and ``r`` from the mean), and its tails are bounded by log-concavity (:func:`_tails`). Along the
     direction to y* (``lo = r``) this is the window ``[r, sqrt(r^2 + WINDOW^2)]`` of the rule before."""
-    R = np.sqrt(r * r + WINDOW * WINDOW)
+    R = np.sqrt(r * r + width * width)
     return np.maximum(lo, -R), np.minimum(hi, R)
 
 
@@ -528,7 +562,9 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
     if closest is None:
         closest, _ = closest_distance(Nrm, D)
     prob = _Problem(Nrm, D, Yv, np.asarray(Yr, dtype=np.float64).reshape(-1, 4), closest)
-    A, B = _window(prob.lo, prob.hi, np.linalg.norm(closest, axis=1))
+    r = np.linalg.norm(closest, axis=1)
+    A_full, B_full = _window(prob.lo, prob.hi, r)
+    A, B = _window(prob.lo, prob.hi, r, _inner_width(tol))
     pm, left, right = _panels(prob.lo, prob.hi, A, B, prob.hv)
     rule = (tol[pm] >= COARSE_TOL).astype(np.intp)
     done_vals = []
@@ -549,7 +585,8 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
             break
         npan = np.bincount(np.concatenate([v[0] for v in done_vals]), minlength=M).astype(float)
         bad = diff > 0.25 * tol[pm] / np.maximum(npan[pm], 1.0)
-        if not np.any(bad):
+        wide = _widen(prob, total, tol, (A, B), (A_full, B_full)) if rnd == 0 else np.zeros(M, dtype=bool)
+        if not np.any(bad) and not np.any(wide):
             break
         keep = ~bad
         done_vals[-1] = tuple(v[keep] for v in vals)
@@ -559,6 +596,8 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
         lb, rb = (mid - half)[bad], (mid + half)[bad]
         left[0::2], right[0::2] = lb, 0.5 * (lb + rb)
         left[1::2], right[1::2] = 0.5 * (lb + rb), rb
+        if np.any(wide):  # the rest of the full window for the pairs whose inner window's tails may matter
+            pm, left, right, rule, A, B = _add_outer(prob, tol, wide, (A, B), (A_full, B_full), (pm, left, right, rule))
     total, mean, cov = _combine(M, done_vals, moments)
     allv = [np.concatenate([v[i] for v in done_vals]) for i in range(8)]
     pm_all, half_all, lf_all, rel_all, nodes_all, rule_all = allv[0], allv[1], allv[2], allv[5], allv[6], allv[7]
@@ -568,10 +607,36 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
         wl = np.log(half_all)[:, None] + np.log(RULE_WEIGHTS[rule_all]) + lf_all - total[pm_all][:, None]
         slice_err = np.bincount(pm_all, weights=np.where(np.isfinite(wl), np.exp(wl) * rel_all, 0.0).sum(axis=1),
                                 minlength=M)
-        tails = np.exp(_tails(prob, np.repeat(pm_all, 15), nodes_all.ravel(), lf_all.ravel(), A, B) - total)
+        tails = np.exp(np.minimum(_tails(prob, np.repeat(pm_all, 15), nodes_all.ravel(), lf_all.ravel(), A, B),
+                                  _gauss_tails(A, B, prob.lo, prob.hi)) - total)
         rel = err + slice_err + tails + 64.0 * np.finfo(float).eps * (1.0 + np.abs(total))  # the log's rounding
     rel = np.where(np.isfinite(total), rel, np.where(np.isfinite(rel), 0.0, np.inf))
     return total, mean, cov, np.where(np.isnan(rel), np.inf, rel)
+
+
+def _widen(prob, total, tol, inner, full):
+    """(M,) pairs whose first window ``inner = (A, B)`` leaves out more than ``TAIL_SHARE tol`` of their estimated
+    mass ``total`` by the Gaussian bound on the tails' second moment (:func:`_gauss_tail_moment`, which bounds the
+    tails' mass and their pull on the mean and covariance too) and is narrower than ``full``."""
+    A, B = inner
+    narrower = (A > full[0]) | (B < full[1])
+    with np.errstate(invalid="ignore"):
+        big = ~(_gauss_tail_moment(A, B, prob.lo, prob.hi) - total <= np.log(TAIL_SHARE * tol))
+    return narrower & big
+
+
+def _add_outer(prob, tol, wide, inner, full, panels):
+    """The panels between the inner and the full window of the pairs ``wide``, appended to ``panels = (pm, left,
+    right, rule)``; returns them and the widened windows."""
+    A, B = inner
+    pm, left, right, rule = panels
+    none = np.full(A.shape, np.nan)
+    for a, b in ((np.where(wide, full[0], none), np.where(wide, A, none)),
+                 (np.where(wide, B, none), np.where(wide, full[1], none))):
+        p2, l2, r2 = _panels(prob.lo, prob.hi, a, b, prob.hv)
+        pm, left, right = np.concatenate([pm, p2]), np.concatenate([left, l2]), np.concatenate([right, r2])
+        rule = np.concatenate([rule, (tol[p2] >= COARSE_TOL).astype(np.intp)])
+    return pm, left, right, rule, np.where(wide, full[0], A), np.where(wide, full[1], B)
 
 
 def _panel_diff(vals, total):
