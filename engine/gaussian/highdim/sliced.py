@@ -451,7 +451,7 @@ def _screened_kernel(geo, where, pidx, qlw, logphi, known, tol, moments, accurac
     upper = _group_lse(pw, np.minimum(lb, 0.0), M)
     a = lb >= lthr + np.logaddexp(upper, known)[pw]
     out_a = _kernel(geo, where[a], moments, accuracy)
-    fin = np.isfinite(out_a.log_mass)
+    fin = np.isfinite(out_a.log_mass) & reg[a] & ~out_a.flagged  # the estimates the kernel vouches for
     est = _group_lse(pw[a][fin], (qlw + logphi)[where[a]][fin] + out_a.log_mass[fin], M)
     b = ~a & (lb >= lthr + np.logaddexp(est, known)[pw])
     skip = ~a & ~b
