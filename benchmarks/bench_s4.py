@@ -6,8 +6,8 @@ workload given it reports the partition time and, for each N in ``--points``, th
 ``evaluate(net, X[:N])`` (partition built outside), the largest ``log_marginal_error``, the number of
 regions and the pairs per point before and after the pruning to the target (S >= 4).
 ``--pair-cost N`` times ``sliced_moments`` alone on the N heaviest pairs of point 0 with the mean inside and N with
-it outside (CPU ms per pair, the compiled route vs the previous numpy route along y*, heavy and light tolerances)
-and says whether the two agree within their bars.
+it outside (CPU ms per pair, the compiled route vs the same without the inner window and the slice screen and vs
+the previous numpy route along y*, heavy and light tolerances) and says whether they agree within their bars.
 ``--pairs`` times the region integrals alone: ``polytope_moments_arrays`` of the first
 ``--regions`` regions at every point by the default method (S = 4: ``highdim.sliced``, outer quadrature over
 exact S = 3 slices) and by RQMC, in seconds per (point, region) pair, with their bars and their difference,
@@ -125,7 +125,13 @@ def _pairs(name, net, X, part, n_regions, nested):
               rqmc_log_mass_error=float(out.log_mass_error[0, 0]))
 
 
-ROUTES = {"compiled": (True, False), "numpy reference, along y*": (False, True)}  # USE_COMPILED_SLICES, TOWARD_CLOSEST
+ROUTES = {  # settings of engine.gaussian.highdim.sliced per route
+    "compiled": {},
+    "compiled, full window, no screen (before the inner window and the slice screen)": {
+        "INNER_MARGIN": 1e9, "SKIP_SHARE": 0.0},
+    "numpy reference, along y*": {"USE_COMPILED_SLICES": False, "TOWARD_CLOSEST": True, "INNER_MARGIN": 1e9,
+                                  "SKIP_SHARE": 0.0},
+}
 
 
 def _pair_cost(name, net, X, part, n_pairs):
@@ -147,22 +153,27 @@ def _pair_cost(name, net, X, part, n_pairs):
         y, log_upper = sl.closest_distance(data[0], data[1])
         far = np.linalg.norm(y[0]) > 0.5
         groups["mean outside" if far else "mean inside"].append((-log_upper[0], r, data))
-    flags = (sl.USE_COMPILED_SLICES, sl.TOWARD_CLOSEST)
+    flags = {k: getattr(sl, k) for k in ("USE_COMPILED_SLICES", "TOWARD_CLOSEST", "INNER_MARGIN", "SKIP_SHARE")}
     for group, cand in groups.items():
         pairs = [d for _, _, d in sorted(cand, key=lambda q: q[:2])[:n_pairs]]
         for tol, what in ((sl.DEFAULT_TOL, "heavy"), (sl.MAX_TOL, "light")):
-            _pair_cost_rows(name, f"{what} pairs, {group}", pairs, tol, sl)
-    sl.USE_COMPILED_SLICES, sl.TOWARD_CLOSEST = flags
+            _pair_cost_rows(name, f"{what} pairs, {group}", pairs, tol, sl, flags)
+    _set(sl, flags, {})
 
 
-def _pair_cost_rows(name, what, pairs, tol, sl):
+def _set(sl, defaults, settings):
+    for k, v in {**defaults, **settings}.items():
+        setattr(sl, k, v)
+
+
+def _pair_cost_rows(name, what, pairs, tol, sl, defaults):
     times = {route: [] for route in ROUTES}
     out = {route: [] for route in ROUTES}
     for data in pairs:
         rep = {route: [] for route in ROUTES}
         for _ in range(3):
-            for route, (compiled, toward) in ROUTES.items():
-                sl.USE_COMPILED_SLICES, sl.TOWARD_CLOSEST = compiled, toward
+            for route, settings in ROUTES.items():
+                _set(sl, defaults, settings)
                 t = time.process_time()
                 lm, _, _, rel = sl.sliced_moments(*data, moments=2, tol=tol)
                 rep[route].append(time.process_time() - t)
@@ -174,10 +185,12 @@ def _pair_cost_rows(name, what, pairs, tol, sl):
         _emit(workload=name, what=f"{what}: cost", route=route, tol=tol, pairs=len(pairs),
               cpu_ms_median=1e3 * float(np.median(times[route])), cpu_ms_max=1e3 * float(np.max(times[route])),
               max_rel_bar=float(max(r for _, r in out[route])))
-    a, b = (np.array(out[route]) for route in ROUTES)
-    _emit(workload=name, what=f"{what}: the routes agree",
-          max_abs_log_mass_diff=float(np.max(np.abs(a[:, 0] - b[:, 0]))),
-          max_diff_over_bars=float(np.max(np.abs(np.expm1(a[:, 0] - b[:, 0])) / (a[:, 1] + b[:, 1]))))
+    a = np.array(out["compiled"])
+    for route in list(ROUTES)[1:]:
+        b = np.array(out[route])
+        _emit(workload=name, what=f"{what}: compiled and {route} agree",
+              max_abs_log_mass_diff=float(np.max(np.abs(a[:, 0] - b[:, 0]))),
+              max_diff_over_bars=float(np.max(np.abs(np.expm1(a[:, 0] - b[:, 0])) / (a[:, 1] + b[:, 1]))))
 
 
 def _child(q, net, X, part):

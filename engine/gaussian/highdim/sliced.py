@@ -20,18 +20,27 @@ the panel's error bar, and panels whose bar is too large are bisected (at most `
 direction is a fixed generic one and the window ``|t| <= sqrt(|y*|^2 + WINDOW^2)`` (``y*``: P's point closest to
 the mean). Slicing along ``y*`` instead (``TOWARD_CLOSEST``, the earlier rule) puts the heaviest slices, just
 above ``t = |y*|``, as thin sheets or slivers around y* with the mean on their boundary, where the S = 3 cone
-decomposition cancels and the nested S = 3 fallback costs ~1 s a slice. Beyond the window the
+decomposition cancels and the nested S = 3 fallback costs ~1 s a slice. The first round integrates only the inner
+window ``|t| <= sqrt(|y*|^2 + 2 (log(1 / tol) + INNER_MARGIN))`` (8.1 at tol 1e-10, 6.2 at 1e-4, instead of 10): P's
+mass beyond it is at most the Gaussian's, ``Q(.)`` on each side, and a pair whose Gaussian tail second moment
+there (which bounds the tails' pull on the mass, mean and covariance) exceeds ``TAIL_SHARE tol`` of its estimated
+mass gets the rest of the full window in the next round. Beyond the window the
 log-concavity bounds the tails: ``g = log f`` lies below its secant through the two outermost nodes, so the
-tail is at most ``e^{g(t_1)} / |slope|``, added to the bar.
+tail is at most ``e^{g(t_1)} / |slope|``; the smaller of that and the Gaussian bound is added to the bar.
 
 Each round's slices are built in one compiled pass (:mod:`.slice_kernel`: their S = 3 facets and edges straight
 into the arrays of the S = 3 kernel); ``USE_COMPILED_SLICES = False`` builds them as polytopes in numpy, the
 reference the tests compare with.
 
+Before the S = 3 kernel, each slice's point closest to the mean (compiled, ~2 µs) bounds its integrand by
+``phi(t) Q(d)``; nodes whose bounds total at most ``SKIP_SHARE tol`` of the pair's mass in a round are skipped
+(integrand 0) and their bounds, times the rule's weights and its ``|K - G|`` weights, enter the bar
+(:func:`_screened_kernel`; 15-40 % of a round's slices on the ``[4, 8, 8, 5]`` pairs).
+
 The relative error bar of a pair is ``(sum_panels |K15 - G7| + sum_nodes w f rel_3 + tails) / P``, with
-``rel_3`` the S = 3 solver's own bound for each slice. It is a validated bar, not a proof (the K - G
-difference bounds the Gauss rule's error when the integrand is resolved, which the tests check against exact
-rotated boxes, block-factorised decoders and mpmath).
+``rel_3`` the S = 3 solver's own bound for each slice, plus the skipped nodes' bounds. It is a validated bar,
+not a proof (the K - G difference bounds the Gauss rule's error when the integrand is resolved, which the tests
+check against exact rotated boxes, block-factorised decoders and mpmath).
 """
 
 from __future__ import annotations
@@ -80,8 +89,12 @@ WINDOW = 10.0  # the integrand's envelope falls by WINDOW^2 / 2 = 50 nats at the
 MAX_EXPONENT_STEP = 3.0  # panels at most this long in units of 1 / |t| (the Gaussian factor changes <= 3 nats)
 MAX_PANEL = 1.0  # and at most this long
 MERGE = 1e-9  # vertex heights closer than this (relative) are one breakpoint
+INNER_MARGIN = 10.0  # the first round's window: |t| <= sqrt(|y*|^2 + 2 (log(1 / tol) + INNER_MARGIN)) (_inner_width);
+# a pair whose Gaussian tail moment beyond it exceeds TAIL_SHARE tol of its mass gets the rest of the full window
+TAIL_SHARE = 0.1
 MAX_ROUNDS = 6  # bisection rounds for panels whose bar is too large
 DEFAULT_TOL = 1e-10  # relative mass error aimed at
+SKIP_SHARE = 1e-3  # a round skips nodes whose bounds total <= SKIP_SHARE tol of the mass (_screened_kernel)
 SLICE_SHARE = 0.01  # a slice of share s of its pair's mass may have a relative error SLICE_SHARE tol / s
 LIGHT_SHARE_MOMENTS = 1e-8  # slices below this share times tol / DEFAULT_TOL of a pair of tolerance tol > DEFAULT_TOL
 HEAVY_SHARE_MOMENTS = 1e-10  # (below this share at DEFAULT_TOL) may keep the kernel's first estimate when moments
@@ -155,13 +168,40 @@ def _facet_ranges(shape: _Shape, hv, hr):
     return big, top
 
 
-def _window(lo, hi, r):
+def _inner_width(tol):
+    """(M,) the first round's window half-width beyond ``|y*|``: ``sqrt(2 (log(1 / tol) + INNER_MARGIN))``, at most
+    ``WINDOW`` (heavy pairs 8.1, the lightest 6.2 instead of 10)."""
+    return np.minimum(np.sqrt(np.maximum(2.0 * (np.log(1.0 / tol) + INNER_MARGIN), 0.0)), WINDOW)
+
+
+def _gauss_tails(A, B, lo, hi):
+    """(M,) log of the Gaussian bounds ``Q(-A) + Q(B)`` on the mass of P outside the heights [A, B] (each side only
+    where P reaches beyond it): P's mass at heights ``t > B`` is at most the standard normal's, ``Q(B)``."""
+    with np.errstate(divide="ignore"):
+        low = np.where(A > lo, log_ndtr(A), -np.inf)
+        high = np.where(B < hi, log_ndtr(-B), -np.inf)
+    return np.logaddexp(low, high)
+
+
+def _gauss_tail_moment(A, B, lo, hi):
+    """(M,) log of a bound on ``E[|y|^2; t outside [A, B]]`` under N(0, I_4) (each side where P reaches beyond it):
+    ``int_{|t| > w} t^2 phi = w phi(w) + Q(w)`` plus ``3 Q(w)`` for the three directions of the slices, ``w`` the
+    side's distance (<= 0: the whole 4)."""
+    out = np.full(A.shape, -np.inf)
+    for side, w in ((A > lo, -A), (B < hi, B)):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            term = np.logaddexp(np.log(np.maximum(w, 1e-300)) - 0.5 * w * w - _LOG_SQRT_2PI, np.log(4.0) + log_ndtr(-w))
+        out = np.where(side, np.logaddexp(out, np.where(w > 0.0, term, np.log(4.0))), out)
+    return out
+
+
+def _window(lo, hi, r, width=WINDOW):
     """Integration window (M, 2) inside [lo, hi]: the heights ``|t| <= sqrt(r^2 + WINDOW^2)``, ``r = |y*|`` the
     distance from the mean to P. Off it the integrand is ``e^{-WINDOW^2 / 2}`` below P's largest density
     (``phi(t) P_3(t) <= exp(-max(t^2, r^2) / 2)`` up to a constant: every point of the slice at t is at least
     ``|t|`` and ``r`` from the mean), and its tails are bounded by log-concavity (:func:`_tails`). Along the
     direction to y* (``lo = r``) this is the window ``[r, sqrt(r^2 + WINDOW^2)]`` of the rule before."""
-    R = np.sqrt(r * r + WINDOW * WINDOW)
+    R = np.sqrt(r * r + width * width)
     return np.maximum(lo, -R), np.minimum(hi, R)
 
 
@@ -326,7 +366,7 @@ def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accurac
     points compiled too (:func:`.slice_kernel.closest_in_slices`); only the slices the kernel pass leaves to the
     exact fallbacks are built as polytopes (the same rules, the same fallbacks)."""
     from ..pairs import PairRequest
-    from ..polytopes import batch_geometry, batch_solid_moments, integrate_pairs
+    from ..polytopes import batch_geometry, integrate_pairs
     from .slice_kernel import EMPTY, REGULAR, closest_in_slices, slice_geometry
 
     K = nodes.size
@@ -335,10 +375,13 @@ def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accurac
     logphi = -0.5 * nodes * nodes - _LOG_SQRT_2PI
     geo = slice_geometry(prob, pidx, nodes)
     where = np.nonzero(geo.status != EMPTY)[0]
+    lskip = np.full(K, -np.inf)
     if not where.size:
-        return logphi + lm, np.zeros((K, 4)), np.zeros((K, 4, 4)), rel
+        return logphi + lm, np.zeros((K, 4)), np.zeros((K, 4, 4)), rel, lskip
+    where, first, lskip = _screened_kernel(geo, where, pidx, qlw, logphi, known, tol, moments, accuracy)
+    if not where.size:
+        return logphi + lm, np.zeros((K, 4)), np.zeros((K, 4, 4)), rel, lskip
     n = where.size
-    first = batch_solid_moments(geo, where, np.zeros((n, 3)), moments, cov_relative=accuracy == "relative")
     est = np.where((geo.status[where] == REGULAR) & np.isfinite(first.log_mass), first.log_mass, -np.inf)
     done = np.isfinite(est) & ~first.flagged
     if moments >= 2:
@@ -371,7 +414,54 @@ def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accurac
             mx[need] = out.mean[:, 0]
         if moments >= 2:
             cx[need] = out.cov[:, 0]
-    return _lift(prob, pidx, nodes, where, logphi, (lm, rel, mx, cx), moments)
+    return _lift(prob, pidx, nodes, where, logphi, (lm, rel, mx, cx), moments) + (lskip,)
+
+
+def _kernel(geo, rows, moments, accuracy):
+    """The S = 3 kernel on the slices ``rows`` of ``geo`` at strict thresholds."""
+    from ..polytopes import batch_solid_moments
+
+    return batch_solid_moments(geo, rows, np.zeros((rows.size, 3)), moments, cov_relative=accuracy == "relative")
+
+
+def _screened_kernel(geo, where, pidx, qlw, logphi, known, tol, moments, accuracy):
+    """The S = 3 kernel on the slices ``where`` that can matter; the others are skipped (``f = 0``, their bound
+    returned in ``lskip`` (K,)). A slice at height t whose point closest to the origin is at distance d has
+    ``phi(t) P_3 <= phi(t) Q(d)`` (it lies beyond the supporting plane there): a node whose weighted bound is below
+    ``SKIP_SHARE tol / n`` of its pair's mass (n: the pair's nodes in this round) is skipped, so a round skips at
+    most ``SKIP_SHARE tol`` of the mass, and the skipped bounds (times the rule's weight and its ``|K - G|`` weight)
+    enter the pair's bar. The pair's mass is not known before the kernel runs: the nodes whose bound is above the
+    threshold relative to the sum of the bounds (an upper bound on the mass) run first, and the rest are judged
+    against that first estimate (a lower one, up to the kernel's error) plus ``known``. Returns the rows run,
+    their kernel output (in the order of ``where``) and ``lskip``."""
+    from ..pairs import SolidPairs
+    from .slice_kernel import REGULAR, closest_in_slices
+
+    reg = geo.status[where] == REGULAR
+    lskip = np.full(qlw.size, -np.inf)
+    if SKIP_SHARE <= 0.0 or not np.any(reg):
+        return where, _kernel(geo, where, moments, accuracy), lskip
+    M = known.size
+    lb = np.full(where.size, np.inf)  # log bound on each node's weighted contribution (degenerate slices: none)
+    d = np.linalg.norm(closest_in_slices(geo, where[reg]), axis=1)
+    lb[reg] = qlw[where[reg]] + logphi[where[reg]] + log_ndtr(-d)
+    pw = pidx[where]
+    with np.errstate(divide="ignore"):
+        lthr = np.log(SKIP_SHARE * tol[pw] / np.bincount(pw, minlength=M)[pw])
+    upper = _group_lse(pw, np.minimum(lb, 0.0), M)
+    a = lb >= lthr + np.logaddexp(upper, known)[pw]
+    out_a = _kernel(geo, where[a], moments, accuracy)
+    fin = np.isfinite(out_a.log_mass) & reg[a] & ~out_a.flagged  # the estimates the kernel vouches for
+    est = _group_lse(pw[a][fin], (qlw + logphi)[where[a]][fin] + out_a.log_mass[fin], M)
+    b = ~a & (lb >= lthr + np.logaddexp(est, known)[pw])
+    skip = ~a & ~b
+    lskip[where[skip]] = lb[skip] - qlw[where[skip]]
+    if not np.any(b):
+        return where[a], out_a, lskip
+    out_b = _kernel(geo, where[b], moments, accuracy)
+    order = np.argsort(np.concatenate([np.nonzero(a)[0], np.nonzero(b)[0]]), kind="stable")
+    merged = [None if x is None else np.concatenate([x, y])[order] for x, y in zip(out_a, out_b)]
+    return where[a | b], SolidPairs(*merged), lskip
 
 
 def _lift(prob, pidx, nodes, where, logphi, slices, moments):
@@ -411,7 +501,7 @@ def _evaluate_reference(prob: _Problem, pidx, nodes, qlw, known, moments, accura
     polys, where = _slices(prob, pidx, nodes)
     logphi = -0.5 * nodes * nodes - _LOG_SQRT_2PI
     if not polys:
-        return logphi + lm, my, cy, rel
+        return logphi + lm, my, cy, rel, np.full(K, -np.inf)
     n = len(polys)
     eye = np.broadcast_to(np.eye(3), (n, 3, 3))
     geo = batch_geometry(polys, eye, eye)
@@ -445,7 +535,7 @@ def _evaluate_reference(prob: _Problem, pidx, nodes, qlw, known, moments, accura
             mx[need] = out.mean[need, 0]
         if moments >= 2:
             cx[need] = out.cov[need, 0]
-    return _lift(prob, pidx, nodes, where, logphi, (lm, rel, mx, cx), moments)
+    return _lift(prob, pidx, nodes, where, logphi, (lm, rel, mx, cx), moments) + (np.full(K, -np.inf),)
 
 
 def _shares(lwq, est, total, tol, moments):
@@ -528,7 +618,9 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
     if closest is None:
         closest, _ = closest_distance(Nrm, D)
     prob = _Problem(Nrm, D, Yv, np.asarray(Yr, dtype=np.float64).reshape(-1, 4), closest)
-    A, B = _window(prob.lo, prob.hi, np.linalg.norm(closest, axis=1))
+    r = np.linalg.norm(closest, axis=1)
+    A_full, B_full = _window(prob.lo, prob.hi, r)
+    A, B = _window(prob.lo, prob.hi, r, _inner_width(tol))
     pm, left, right = _panels(prob.lo, prob.hi, A, B, prob.hv)
     rule = (tol[pm] >= COARSE_TOL).astype(np.intp)
     done_vals = []
@@ -539,9 +631,9 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
         pidx = np.repeat(pm, 15)
         with np.errstate(divide="ignore"):
             qlw = (np.log(half)[:, None] + np.log(RULE_WEIGHTS[rule])).ravel()
-        logf, my, cy, rel = _evaluate(prob, pidx, nodes, qlw, known, moments, accuracy, tol)
+        logf, my, cy, rel, lskip = _evaluate(prob, pidx, nodes, qlw, known, moments, accuracy, tol)
         vals = (pm, half, logf.reshape(-1, 15), my.reshape(-1, 15, 4), cy.reshape(-1, 15, 4, 4), rel.reshape(-1, 15),
-                nodes.reshape(-1, 15), rule)
+                nodes.reshape(-1, 15), rule, lskip.reshape(-1, 15))
         done_vals.append(vals)
         total, _, _ = _combine(M, done_vals)
         diff = _panel_diff(vals, total)  # (P,) relative |K - G| of each panel
@@ -549,7 +641,8 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
             break
         npan = np.bincount(np.concatenate([v[0] for v in done_vals]), minlength=M).astype(float)
         bad = diff > 0.25 * tol[pm] / np.maximum(npan[pm], 1.0)
-        if not np.any(bad):
+        wide = _widen(prob, total, tol, (A, B), (A_full, B_full)) if rnd == 0 else np.zeros(M, dtype=bool)
+        if not np.any(bad) and not np.any(wide):
             break
         keep = ~bad
         done_vals[-1] = tuple(v[keep] for v in vals)
@@ -559,8 +652,10 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
         lb, rb = (mid - half)[bad], (mid + half)[bad]
         left[0::2], right[0::2] = lb, 0.5 * (lb + rb)
         left[1::2], right[1::2] = 0.5 * (lb + rb), rb
+        if np.any(wide):  # the rest of the full window for the pairs whose inner window's tails may matter
+            pm, left, right, rule, A, B = _add_outer(prob, tol, wide, (A, B), (A_full, B_full), (pm, left, right, rule))
     total, mean, cov = _combine(M, done_vals, moments)
-    allv = [np.concatenate([v[i] for v in done_vals]) for i in range(8)]
+    allv = [np.concatenate([v[i] for v in done_vals]) for i in range(9)]
     pm_all, half_all, lf_all, rel_all, nodes_all, rule_all = allv[0], allv[1], allv[2], allv[5], allv[6], allv[7]
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         diffs = _panel_diff(allv, total)
@@ -568,10 +663,46 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
         wl = np.log(half_all)[:, None] + np.log(RULE_WEIGHTS[rule_all]) + lf_all - total[pm_all][:, None]
         slice_err = np.bincount(pm_all, weights=np.where(np.isfinite(wl), np.exp(wl) * rel_all, 0.0).sum(axis=1),
                                 minlength=M)
-        tails = np.exp(_tails(prob, np.repeat(pm_all, 15), nodes_all.ravel(), lf_all.ravel(), A, B) - total)
-        rel = err + slice_err + tails + 64.0 * np.finfo(float).eps * (1.0 + np.abs(total))  # the log's rounding
+        tails = np.exp(np.minimum(_tails(prob, np.repeat(pm_all, 15), nodes_all.ravel(), lf_all.ravel(), A, B),
+                                  _gauss_tails(A, B, prob.lo, prob.hi)) - total)
+        skipped = _skipped_bound(pm_all, half_all, rule_all, allv[8], total, M)
+        rounding = 64.0 * np.finfo(float).eps * (1.0 + np.abs(total))  # the log's rounding
+        rel = err + slice_err + tails + skipped + rounding
     rel = np.where(np.isfinite(total), rel, np.where(np.isfinite(rel), 0.0, np.inf))
     return total, mean, cov, np.where(np.isnan(rel), np.inf, rel)
+
+
+def _skipped_bound(pm, half, rule, lskip, total, M):
+    """(M,) relative bound on what the skipped nodes (``lskip``: log bounds on their integrand, -inf elsewhere)
+    change in the K15 value and in the panels' ``|K - G|``: ``sum half (w_K + |w_K - w_G|) bound / mass``."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        lw = np.log(half)[:, None] + np.log(RULE_WEIGHTS[rule] + np.abs(RULE_DIFF[rule])) + lskip - total[pm][:, None]
+    return np.bincount(pm, weights=np.where(np.isfinite(lw), np.exp(lw), 0.0).sum(axis=1), minlength=M)
+
+
+def _widen(prob, total, tol, inner, full):
+    """(M,) pairs whose first window ``inner = (A, B)`` leaves out more than ``TAIL_SHARE tol`` of their estimated
+    mass ``total`` by the Gaussian bound on the tails' second moment (:func:`_gauss_tail_moment`, which bounds the
+    tails' mass and their pull on the mean and covariance too) and is narrower than ``full``."""
+    A, B = inner
+    narrower = (A > full[0]) | (B < full[1])
+    with np.errstate(invalid="ignore"):
+        big = ~(_gauss_tail_moment(A, B, prob.lo, prob.hi) - total <= np.log(TAIL_SHARE * tol))
+    return narrower & big
+
+
+def _add_outer(prob, tol, wide, inner, full, panels):
+    """The panels between the inner and the full window of the pairs ``wide``, appended to ``panels = (pm, left,
+    right, rule)``; returns them and the widened windows."""
+    A, B = inner
+    pm, left, right, rule = panels
+    none = np.full(A.shape, np.nan)
+    for a, b in ((np.where(wide, full[0], none), np.where(wide, A, none)),
+                 (np.where(wide, B, none), np.where(wide, full[1], none))):
+        p2, l2, r2 = _panels(prob.lo, prob.hi, a, b, prob.hv)
+        pm, left, right = np.concatenate([pm, p2]), np.concatenate([left, l2]), np.concatenate([right, r2])
+        rule = np.concatenate([rule, (tol[p2] >= COARSE_TOL).astype(np.intp)])
+    return pm, left, right, rule, np.where(wide, full[0], A), np.where(wide, full[1], B)
 
 
 def _panel_diff(vals, total):
