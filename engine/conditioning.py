@@ -14,13 +14,16 @@ order (whitened coordinates, ``r(z) = L_x^-1 (x - A z - b)``, E over the posteri
 with ``E|r|^2 = |r(m)|^2 + tr(A_w C A_w^T)`` and ``E|z|^2 = |m|^2 + tr C`` (m, C the truncated moments). The
 residual is bounded without D-length work per pair: ``|r(m)| <= sqrt(q) + d``, ``q = -2 (log_norm - const)``
 the completed square (eq. 5's exponent, ``>= |r(mu)|^2``) and ``d = |L_w^-1 (m - mu)|`` (Sigma_w = L_w L_w^T,
-``A_w^T A_w <= Sigma_w^-1``), ``tr(A_w C A_w^T) <= tr(Sigma_w^-1 C) <= S`` (Brascamp-Lieb: a Gaussian truncated to
-a convex set has ``C <= Sigma_w``; the computed C is not used there, its thin directions are rounding). The mass's own dependence on the
-rounded mu_w adds ``d c eps (|e| + |A_w|_F |mu|)`` and every log term ``8 eps (1 + |log_norm|)``.
+``A_w^T A_w <= Sigma_w^-1``), ``tr(A_w C A_w^T) <= tr(Sigma_w^-1 C) <= S`` (Brascamp-Lieb: a Gaussian
+truncated to a convex set has ``C <= Sigma_w``; the computed C is not used there, its thin directions are
+rounding). The mass's own dependence on the rounded mu_w adds ``d c eps (|e| + |A_w|_F |mu|)`` and every log
+term ``8 eps (1 + |log_norm|)``.
 
-On ordinary nets this is ~1e-13 nats; on a decoder whose gain is ~1e9 times the noise (pinned fuzz case
-``rescaling-0``, where float64 evaluations really do move log p by 1e-12 against the exact-rational oracle
-``verify.oracles.exact``) it is ~1e-4: float64 cannot resolve such a net better, and the bar says so.
+On ordinary nets this is ~1e-13 nats. The pinned fuzz nets of tests/fuzz_cases show why it is needed: against
+the exact-rational oracle ``verify.oracles.exact``, float64 evaluations are off by 1.4e-12 nats (rescaling-0,
+gain ~1e9 over the noise), 1.9 nats (permutation-0-2a94) and 5.1 nats (permutation-4, gain ~1e16: one ulp of
+x is ~2 noise standard deviations) under integration bars of ~1e-15; this bound gives 3.7e-4 and thousands of
+nats there: float64 cannot resolve such nets, and the bar says so.
 """
 
 from __future__ import annotations
