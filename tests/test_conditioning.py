@@ -117,3 +117,5 @@ def test_pinned_exact_values_of_test_extreme_nets():
         net, X = _case(name)
         r = exact_log_marginal(net, X[0], dps=40)
         assert abs(float(r.log_px) - want) < 1e-13 and r.abs_error < 1e-20
+
+
