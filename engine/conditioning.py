@@ -28,8 +28,9 @@ nats there: float64 cannot resolve such nets, and the bar says so.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
-from scipy.special import logsumexp
 
 from .network import Linear, Network
 
@@ -68,23 +69,25 @@ def rounding_bar(net: Network, part, rg, X: np.ndarray, mu: np.ndarray, log_norm
     ``RegionGaussians``, ``mu``, ``log_norm`` (eq. 7, 5) and ``log_mass``, ``means``, ``covs`` (the truncated
     moments) are :func:`engine.evaluate`'s first pass."""
     log_joint = log_norm + log_mass
-    with np.errstate(invalid="ignore"):
-        w = np.exp(log_joint - logsumexp(log_joint, axis=1, keepdims=True))
+    top = log_joint.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        w = np.exp(log_joint - np.where(np.isfinite(top), top, 0.0))
+        w /= w.sum(axis=1, keepdims=True)
     w = np.where(np.isfinite(w), w, 0.0)
     X_w = np.linalg.solve(rg.chol_x, np.asarray(X, dtype=np.float64).T).T
     N, R = w.shape
     S, D = net.latent_dim, net.data_dim
     c = 4.0 * (D + S)
-    Aabs, babs, gamma = abs_maps(net, part.signs)
+    nAabs, nbabs, gamma = _abs_norms(net, part)
     inv_lx = 1.0 / np.sqrt(np.linalg.eigvalsh(net.cov_x)[0])  # |L_x^-1|_2
-    dA = _EPS * (gamma * inv_lx * np.sqrt((Aabs ** 2).sum(axis=(1, 2))) + c * np.sqrt((rg.A_w ** 2).sum(axis=(1, 2))))
+    dA = _EPS * (gamma * inv_lx * nAabs + c * np.sqrt((rg.A_w ** 2).sum(axis=(1, 2))))
     nb, nA = np.linalg.norm(rg.b_w, axis=1), np.sqrt((rg.A_w ** 2).sum(axis=(1, 2)))
     nx = np.linalg.norm(X_w, axis=1)
     n, r = np.nonzero(w > _W_MIN)
     if n.size == 0:
         return np.zeros(N)
     e = nx[n] + nb[r]  # >= |x_w - b_w|
-    db = _EPS * (gamma * inv_lx * np.linalg.norm(babs, axis=1)[r] + c * e)
+    db = _EPS * (gamma * inv_lx * nbabs[r] + c * e)
     m, C, mu_p = means[n, r], covs[n, r], mu[n, r]
     d = _mahalanobis(rg.chol_cov[r], m - mu_p)
     q = np.maximum(-2.0 * (log_norm[n, r] - rg.const[r]), 0.0)
@@ -100,6 +103,21 @@ def rounding_bar(net: Network, part, rg, X: np.ndarray, mu: np.ndarray, log_norm
     out = np.full(N, -np.inf)
     np.logaddexp.at(out, n, terms)
     return np.logaddexp(0.0, out)
+
+
+_NORMS_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _abs_norms(net: Network, part):
+    """Frobenius norms of :func:`abs_maps` per region, and gamma; once per (immutable) partition, so that the row
+    blocks of ``scaling.evaluate_many`` share them."""
+    hit = _NORMS_CACHE.get(part)
+    if hit is None:
+        Aabs, babs, gamma = abs_maps(net, part.signs)
+        hit = (np.sqrt((Aabs ** 2).sum(axis=(1, 2))), np.linalg.norm(babs, axis=1), gamma)
+        _NORMS_CACHE.clear()
+        _NORMS_CACHE[part] = hit
+    return hit
 
 
 def _mahalanobis(L: np.ndarray, v: np.ndarray) -> np.ndarray:
