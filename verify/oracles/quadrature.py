@@ -306,6 +306,15 @@ def quad_s2(net: Network, x, part, dps: int = 30, inner: str = "closed") -> Quad
     with ``mp.quad``'s error estimates; about 100x slower (minutes per region at 30 digits).
 
     The inner error estimates are integrated into the outer ones.
+
+    Known failure (undiagnosed): on the pinned fuzz net rescaling-0 (gain ~1e9 over the noise, a posterior
+    ~1e-10 wide lying along facet lines that meet at angles ~1e-9) the value is 4.9e-4 nats (dps 20, 233
+    fallbacks) and 5.3e-4 nats (dps 40, 442 fallbacks) off the exact-rational oracle ``verify.oracles.exact``
+    while the estimate claims 1e-18 / 1e-38. Not precision (dps 40 is no better), not the fallen-back slices'
+    values (counted whole as error they add < 1e-18), and not only the outer range: the partition's float64
+    corners there are up to 8e-5 off the exact ones, but ranges from corners recomputed in mpmath from the
+    facets gave 5.5e-4 too. Fallbacks also occur on ordinary nets (3-4 per region at dps 20-30) where the
+    value is right, so their count alone does not flag it. Use ``verify.oracles.exact`` for such nets.
     """
     if net.latent_dim != 2:
         raise ValueError("quad_s2 needs S = 2")
