@@ -298,9 +298,7 @@ def quad_s2(net: Network, x, part, dps: int = 30, inner: str = "closed") -> Quad
     ``dps + 20`` digits (``ncdf`` on the far side of the mean: no cancellation in the tails). Their
     error is rounding (10^(2-dps) of the absolute terms). A slice whose raw forward passes are not
     affine falls back to the tanh-sinh inner integral (counted in ``n_slice_fallbacks``), and its whole value
-    enters the error estimate: on the pinned fuzz net rescaling-0 (posterior 1e-10 wide, gain 1e9) 233 such
-    slices at dps 20 gave a value 4.9e-4 nats off the exact-rational oracle (``verify.oracles.exact``) while
-    their tanh-sinh estimates claimed 1e-18.
+    enters the error estimate (tanh-sinh's own estimate is not trusted on a slice with a kink or a spike).
 
     ``inner="tanh-sinh"``: the inner integral by tanh-sinh of the raw integrand split around its peak,
     with ``mp.quad``'s error estimates; about 100x slower (minutes per region at 30 digits).
@@ -313,8 +311,9 @@ def quad_s2(net: Network, x, part, dps: int = 30, inner: str = "closed") -> Quad
     while the estimate claims 1e-18 / 1e-38. Not precision (dps 40 is no better), not the fallen-back slices'
     values (counted whole as error they add < 1e-18), and not only the outer range: the partition's float64
     corners there are up to 8e-5 off the exact ones, but ranges from corners recomputed in mpmath from the
-    facets gave 5.5e-4 too. Fallbacks also occur on ordinary nets (3-4 per region at dps 20-30) where the
-    value is right, so their count alone does not flag it. Use ``verify.oracles.exact`` for such nets.
+    facets gave 5.5e-4 too. Fallbacks also occur on ordinary nets (3-4 in one region of a [2,2,2] net at dps
+    20-30, 909 on the verify suite's relu-S2 at dps 30) where the value is right, so their count alone does
+    not flag it. Use ``verify.oracles.exact`` for such nets.
     """
     if net.latent_dim != 2:
         raise ValueError("quad_s2 needs S = 2")
