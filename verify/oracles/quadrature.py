@@ -313,7 +313,12 @@ def quad_s2(net: Network, x, part, dps: int = 30, inner: str = "closed") -> Quad
     corners there are up to 8e-5 off the exact ones, but ranges from corners recomputed in mpmath from the
     facets gave 5.5e-4 too. Fallbacks also occur on ordinary nets (3-4 in one region of a [2,2,2] net at dps
     20-30, 909 on the verify suite's relu-S2 at dps 30) where the value is right, so their count alone does
-    not flag it. Use ``verify.oracles.exact`` for such nets.
+    not flag it. Per region (quad_s2 on one region at a time, dps 20) the four weighted regions' terms are off
+    the exact cells' by -1.6e-4, -9e-7, +2.6e-3 and -0.07 nats (the last with no fallback at all), while the
+    engine's per-region terms agree with the exact ones to 4e-12: the suspect is the outer integral over z1,
+    whose integrand can switch on over ~1e-4 in z1 where a facet nearly parallel to the thin posterior crosses
+    its ridge (outer split points there made one region take > 5 min; not finished). Use
+    ``verify.oracles.exact`` for such nets.
     """
     if net.latent_dim != 2:
         raise ValueError("quad_s2 needs S = 2")
