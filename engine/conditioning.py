@@ -114,7 +114,7 @@ def _abs_norms(net: Network, part):
     blocks of ``scaling.evaluate_many`` share them."""
     hit = _NORMS_CACHE.get(part)
     if hit is None:
-        Aabs, babs, gamma = abs_maps(net, part.signs)
+        Aabs, babs, gamma = abs_maps(getattr(part, "net", None) or net, part.signs)  # the maps part.A was built from
         hit = (np.sqrt((Aabs ** 2).sum(axis=(1, 2))), np.linalg.norm(babs, axis=1), gamma)
         _NORMS_CACHE.clear()
         _NORMS_CACHE[part] = hit
