@@ -783,8 +783,11 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     else:
         first = region_truncated_moments(part, mu, rg.cov, method=method, rng=rng, accuracy="absolute")
     log_mass, means, covs, used, mass_err = first
+    from .conditioning import rounding_bar
+
+    rounding = None if mass_err is None else rounding_bar(net, part, rg, X, mu, log_norm, log_mass, means, covs)
     state = _FirstPass(part, mu, rg.cov, log_norm, log_mass, means, covs, used, mass_err, settled,
-                       dict(method=method, rng=rng, geometry=geometry), region_terms, skipped)
+                       dict(method=method, rng=rng, geometry=geometry), region_terms, skipped, rounding)
     if net.latent_dim == 2 and defer:
         ev = _finish(state, heavy=False)
         ev._pending = state
@@ -831,6 +834,7 @@ class _FirstPass:
     heavy_kwargs: dict
     region_terms: bool
     skipped: np.ndarray | None = None  # S >= 4: (N,) log of the summed bounds of the pairs pruned to the target
+    rounding: np.ndarray | None = None  # (N,) float64 rounding of the region maps and terms (engine.conditioning)
 
 
 def _finish(st: _FirstPass, heavy: bool) -> Evaluation:
@@ -849,6 +853,8 @@ def _finish(st: _FirstPass, heavy: bool) -> Evaluation:
     if st.mass_err is not None:
         err = _log_marginal_error(w, st.mass_err, lambda: np.exp(log_norm + log_mass_upper_bound(part, st.mu, st.cov)
                                                                  - log_px[:, None]))
+    if err is not None and st.rounding is not None:
+        err = err + st.rounding
     if st.skipped is not None:  # p = p^ e^d + skipped, 0 <= skipped <= s p^: |log p - log p^| <= log(e^err + s)
         err = np.logaddexp(0.0 if err is None else err, st.skipped - log_px)
     if not st.region_terms:

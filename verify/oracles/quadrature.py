@@ -297,12 +297,28 @@ def quad_s2(net: Network, x, part, dps: int = 30, inner: str = "closed") -> Quad
     (checked at up to six more raw points) and the three moments are closed-form normal integrals at
     ``dps + 20`` digits (``ncdf`` on the far side of the mean: no cancellation in the tails). Their
     error is rounding (10^(2-dps) of the absolute terms). A slice whose raw forward passes are not
-    affine falls back to the tanh-sinh inner integral (counted in ``n_slice_fallbacks``).
+    affine falls back to the tanh-sinh inner integral (counted in ``n_slice_fallbacks``), and its whole value
+    enters the error estimate (tanh-sinh's own estimate is not trusted on a slice with a kink or a spike).
 
     ``inner="tanh-sinh"``: the inner integral by tanh-sinh of the raw integrand split around its peak,
     with ``mp.quad``'s error estimates; about 100x slower (minutes per region at 30 digits).
 
     The inner error estimates are integrated into the outer ones.
+
+    Known failure (undiagnosed): on the pinned fuzz net rescaling-0 (gain ~1e9 over the noise, a posterior
+    ~1e-10 wide lying along facet lines that meet at angles ~1e-9) the value is 4.9e-4 nats (dps 20, 233
+    fallbacks) and 5.3e-4 nats (dps 40, 442 fallbacks) off the exact-rational oracle ``verify.oracles.exact``
+    while the estimate claims 1e-18 / 1e-38. Not precision (dps 40 is no better), not the fallen-back slices'
+    values (counted whole as error they add < 1e-18), and not only the outer range: the partition's float64
+    corners there are up to 8e-5 off the exact ones, but ranges from corners recomputed in mpmath from the
+    facets gave 5.5e-4 too. Fallbacks also occur on ordinary nets (3-4 in one region of a [2,2,2] net at dps
+    20-30, 909 on the verify suite's relu-S2 at dps 30) where the value is right, so their count alone does
+    not flag it. Per region (quad_s2 on one region at a time, dps 20) the four weighted regions' terms are off
+    the exact cells' by -1.6e-4, -9e-7, +2.6e-3 and -0.07 nats (the last with no fallback at all), while the
+    engine's per-region terms agree with the exact ones to 4e-12: the suspect is the outer integral over z1,
+    whose integrand can switch on over ~1e-4 in z1 where a facet nearly parallel to the thin posterior crosses
+    its ridge (outer split points there made one region take > 5 min; not finished). Use
+    ``verify.oracles.exact`` for such nets.
     """
     if net.latent_dim != 2:
         raise ValueError("quad_s2 needs S = 2")
@@ -370,8 +386,11 @@ def quad_s2(net: Network, x, part, dps: int = 30, inner: str = "closed") -> Quad
                         vals = [+(w * v) for v in M]
                         errs = [+(rnd * w * v) for v in A]
                 if sg is None:
+                    # not affine at the working precision: the tanh-sinh value is kept but not trusted (its
+                    # estimate misses a spike narrower than its nodes), so the whole slice counts as error
                     n_fallback += 1
-                    return inner_tanh_sinh(z1, lo, hi)
+                    vals, errs = inner_tanh_sinh(z1, lo, hi)
+                    return vals, [abs(v) + e for v, e in zip(vals, errs)]
                 return [+v for v in vals], [+e for e in errs]
 
             def inner(z1):

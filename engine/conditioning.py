@@ -1,0 +1,131 @@
+"""First-order bound on what float64 rounding does to log p(x) (eq. 5): the part of ``log_marginal_error`` that
+the integration methods do not see.
+
+Each term of eq. 5 is ``T_w = log int_w N(z; 0, Sigma_z) N(x; A z + b, Sigma_x) dz`` (eq. 4 on region w). The
+engine holds ``A``, ``b`` as float64 compositions of the layers (eq. 8) and evaluates ``T_w`` from them in
+float64 (whitening, SVD, the completed square, the polygon mass). Both are modelled as perturbations of the
+problem: the composition is off by ``|dA| <= gamma eps |W^L| |D| ... |W^1|`` and ``|db| <= gamma eps (|W^L| ...
+|v^1| + ... + |v^L|)`` entrywise (``gamma`` = the summed fan-ins plus one per layer), the evaluation by a
+backward error of ``c eps`` (``c = 4 (D + S)``) relative to ``|x_w| + |b_w|`` and to ``|A_w|``. To first
+order (whitened coordinates, ``r(z) = L_x^-1 (x - A z - b)``, E over the posterior truncated to w)::
+
+    dT_w = E[r(z)^T L_x^-1 (dA z + db)],   |dT_w| <= sqrt(E|r|^2) (|db_w| + |dA_w|_F sqrt(E|z|^2))
+
+with ``E|r|^2 = |r(m)|^2 + tr(A_w C A_w^T)`` and ``E|z|^2 = |m|^2 + tr C`` (m, C the truncated moments). The
+residual is bounded without D-length work per pair: ``|r(m)| <= sqrt(q) + d``, ``q = -2 (log_norm - const)``
+the completed square (eq. 5's exponent, ``>= |r(mu)|^2``) and ``d = |L_w^-1 (m - mu)|`` (Sigma_w = L_w L_w^T,
+``A_w^T A_w <= Sigma_w^-1``), ``tr(A_w C A_w^T) <= tr(Sigma_w^-1 C) <= S`` (Brascamp-Lieb: a Gaussian
+truncated to a convex set has ``C <= Sigma_w``; the computed C is not used there, its thin directions are
+rounding). The mass's own dependence on the rounded mu_w adds ``d c eps (|e| + |A_w|_F |mu|)`` and every log
+term ``8 eps (1 + |log_norm|)``. Pairs of weight below 1e-30 are left out.
+
+On ordinary nets this is ~1e-13 to 1e-10 nats. The pinned fuzz nets of tests/fuzz_cases show why it is needed:
+against the exact-rational oracle ``verify.oracles.exact``, float64 evaluations of seven of the eight S = 2 nets
+that evaluate are off by more than the integration bars (9e-16 ... 5e-15): from 2.1e-14 and 1.4e-12 nats
+(rescaling-0, gain ~1e9 over the noise) to 1.9, 2.4 and 5.1 nats (permutation-4, gain ~1e16: one ulp of x is
+~2 noise standard deviations). This bound gives 1.8e-7 ... 6e4 nats there and covers every one: float64
+cannot resolve such nets, and the bar says so.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+
+from .network import Linear, Network
+
+_EPS = np.finfo(float).eps
+_W_MIN = 1e-30  # pairs of posterior weight below this add less than 1e-30 (e^beta - 1) each: left out
+
+
+def abs_maps(net: Network, signs: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per region, the magnitudes ``|W^L| |D^{L-1}| ... |W^1|`` (R, D, S) and ``|W^L| (... (|W^1| 0 + |v^1|)) +
+    |v^L|`` (R, D) that bound the rounding of eq. 8's composition, and ``gamma`` (summed fan-ins + 1 a layer).
+    Unit-major (units, R, S) while composing, so that every layer is one GEMM over all regions."""
+    signs = np.asarray(signs, dtype=bool)
+    R, S = len(signs), net.latent_dim
+    Aabs = np.broadcast_to(np.eye(S)[:, None, :], (S, R, S)).copy()
+    babs = np.zeros((S, R))
+    col, gamma = 0, 0.0
+    for layer in net.layers:
+        if isinstance(layer, Linear):
+            W = np.abs(np.asarray(layer.weight, dtype=np.float64))
+            Aabs = (W @ Aabs.reshape(W.shape[1], -1)).reshape(W.shape[0], R, S)
+            babs = W @ babs + np.abs(np.ravel(layer.bias))[:, None]
+            gamma += W.shape[1] + 1
+        else:
+            n = babs.shape[0]
+            slope = np.where(signs[:, col:col + n].T, 1.0, abs(float(layer.negative_slope)))
+            Aabs *= slope[:, :, None]
+            babs *= slope
+            col += n
+    return Aabs.transpose(1, 0, 2), babs.T, gamma
+
+
+def rounding_bar(net: Network, part, rg, X: np.ndarray, mu: np.ndarray, log_norm: np.ndarray, log_mass: np.ndarray,
+                 means: np.ndarray, covs: np.ndarray) -> np.ndarray:
+    """(N,) bound (nats) on the change of log p(x) by float64 rounding of the region maps and of the terms of
+    eq. 5, summed over the pairs that carry weight; see the module docstring. ``rg`` is the partition's
+    ``RegionGaussians``, ``mu``, ``log_norm`` (eq. 7, 5) and ``log_mass``, ``means``, ``covs`` (the truncated
+    moments) are :func:`engine.evaluate`'s first pass."""
+    log_joint = log_norm + log_mass
+    top = log_joint.max(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", over="ignore"):
+        w = np.exp(log_joint - np.where(np.isfinite(top), top, 0.0))
+        w /= w.sum(axis=1, keepdims=True)
+    w = np.where(np.isfinite(w), w, 0.0)
+    X_w = np.linalg.solve(rg.chol_x, np.asarray(X, dtype=np.float64).T).T
+    N, R = w.shape
+    S, D = net.latent_dim, net.data_dim
+    c = 4.0 * (D + S)
+    nAabs, nbabs, gamma = _abs_norms(net, part)
+    inv_lx = 1.0 / np.sqrt(np.linalg.eigvalsh(net.cov_x)[0])  # |L_x^-1|_2
+    dA = _EPS * (gamma * inv_lx * nAabs + c * np.sqrt((rg.A_w ** 2).sum(axis=(1, 2))))
+    nb, nA = np.linalg.norm(rg.b_w, axis=1), np.sqrt((rg.A_w ** 2).sum(axis=(1, 2)))
+    nx = np.linalg.norm(X_w, axis=1)
+    n, r = np.nonzero(w > _W_MIN)
+    if n.size == 0:
+        return np.zeros(N)
+    e = nx[n] + nb[r]  # >= |x_w - b_w|
+    db = _EPS * (gamma * inv_lx * nbabs[r] + c * e)
+    m, C, mu_p = means[n, r], covs[n, r], mu[n, r]
+    d = _mahalanobis(rg.chol_cov[r], m - mu_p)
+    q = np.maximum(-2.0 * (log_norm[n, r] - rg.const[r]), 0.0)
+    er2 = (np.sqrt(q) + d) ** 2 + S  # tr(A_w C A_w^T) <= tr(Sigma_w^-1 C) <= S (Brascamp-Lieb: C <= Sigma_w)
+    ez2 = (m ** 2).sum(axis=1) + np.maximum(np.trace(C, axis1=1, axis2=2), 0.0)
+    beta = (np.sqrt(er2) * (db + dA[r] * np.sqrt(ez2)) + d * c * _EPS * (e + nA[r] * np.linalg.norm(mu_p, axis=1))
+            + 8 * _EPS * (1.0 + np.abs(log_norm[n, r])))
+    beta = np.where(np.isnan(beta), np.inf, beta)
+    if np.all(beta < 600.0):  # log(1 + sum_r w_r (e^beta_r - 1)) per point
+        return np.log1p(np.bincount(n, weights=w[n, r] * np.expm1(beta), minlength=N))
+    with np.errstate(divide="ignore"):  # the same in log space (beta can be thousands of nats)
+        terms = np.log(w[n, r]) + beta + np.log(-np.expm1(-np.maximum(beta, 1e-300)))
+    out = np.full(N, -np.inf)
+    np.logaddexp.at(out, n, terms)
+    return np.logaddexp(0.0, out)
+
+
+_NORMS_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _abs_norms(net: Network, part):
+    """Frobenius norms of :func:`abs_maps` per region, and gamma; once per (immutable) partition, so that the row
+    blocks of ``scaling.evaluate_many`` share them."""
+    hit = _NORMS_CACHE.get(part)
+    if hit is None:
+        Aabs, babs, gamma = abs_maps(getattr(part, "net", None) or net, part.signs)  # the maps part.A was built from
+        hit = (np.sqrt((Aabs ** 2).sum(axis=(1, 2))), np.linalg.norm(babs, axis=1), gamma)
+        _NORMS_CACHE.clear()
+        _NORMS_CACHE[part] = hit
+    return hit
+
+
+def _mahalanobis(L: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``|L^-1 v|`` for lower-triangular L (P, S, S) and v (P, S) by forward substitution over the pairs; a zero
+    pivot (|A_w|^2 overflowed in the SVD) gives inf, i.e. a huge bar rather than a crash."""
+    y = np.empty_like(v)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for i in range(v.shape[1]):
+            y[:, i] = (v[:, i] - np.einsum("pj,pj->p", L[:, i, :i], y[:, :i])) / L[:, i, i]
+    return np.sqrt((np.where(np.isnan(y), np.inf, y) ** 2).sum(axis=1))
