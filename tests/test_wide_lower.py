@@ -108,8 +108,8 @@ def wide():
 
 
 def test_lower_bound_is_below_log_p_and_tighter(wide, monkeypatch):
-    """The 32-pair lower bound of log p(x) is a lower bound (against the strict unpruned evaluate minus its error
-    bar) and never looser than the 3-pair one; on this net it closes most of the 3-pair gap."""
+    """The 32-pair lower bound of log p(x) is a lower bound (against the strict unpruned evaluate, to rounding) and
+    never looser than the 3-pair one; on this net it closes most of the 3-pair gap."""
     net, part, X, ref = wide
     rg, geo = dn._gaussians_and_geometry(net, part, True)
     mu, log_norm = dn.posterior_region_params(net, part, X, rg)
@@ -117,8 +117,9 @@ def test_lower_bound_is_below_log_p_and_tighter(wide, monkeypatch):
     _, lower32 = dn._first_lower(part, mu, rg.cov, log_norm, upper, "auto", None, geo, "absolute")
     monkeypatch.setattr(dn, "LOWER_PAIRS", 3)
     _, lower3 = dn._first_lower(part, mu, rg.cov, log_norm, upper, "auto", None, geo, "absolute")
-    truth_low = ref.log_marginal - (0.0 if ref.log_marginal_error is None else ref.log_marginal_error)
-    assert np.all(lower32 <= truth_low + 1e-12 * np.abs(truth_low))
+    # below the strict evaluate's log p(x) up to rounding (the error bar now also holds an a-priori rounding bound,
+    # engine.conditioning, far looser than the two float64 sums' difference, so log p - bar is no sharper reference)
+    assert np.all(lower32 <= ref.log_marginal + 1e-12 * np.abs(ref.log_marginal))
     assert np.all(lower32 >= lower3)
     gap3, gap32 = ref.log_marginal - lower3, ref.log_marginal - lower32
     assert gap32.max() < 5.0 and gap32.max() < gap3.max(), (gap3.max(), gap32.max())
