@@ -29,8 +29,10 @@ cannot resolve such nets, and the bar says so.
 
 from __future__ import annotations
 
+import math
 import weakref
 
+import numba
 import numpy as np
 
 from .network import Linear, Network
@@ -69,41 +71,83 @@ def rounding_bar(net: Network, part, rg, X: np.ndarray, mu: np.ndarray, log_norm
     eq. 5, summed over the pairs that carry weight; see the module docstring. ``rg`` is the partition's
     ``RegionGaussians``, ``mu``, ``log_norm`` (eq. 7, 5) and ``log_mass``, ``means``, ``covs`` (the truncated
     moments) are :func:`engine.evaluate`'s first pass."""
-    log_joint = log_norm + log_mass
-    top = log_joint.max(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", over="ignore"):
-        w = np.exp(log_joint - np.where(np.isfinite(top), top, 0.0))
-        w /= w.sum(axis=1, keepdims=True)
-    w = np.where(np.isfinite(w), w, 0.0)
     X_w = np.linalg.solve(rg.chol_x, np.asarray(X, dtype=np.float64).T).T
-    N, R = w.shape
     S, D = net.latent_dim, net.data_dim
     c = 4.0 * (D + S)
     nAabs, nbabs, gamma = _abs_norms(net, part)
     inv_lx = 1.0 / np.sqrt(np.linalg.eigvalsh(net.cov_x)[0])  # |L_x^-1|_2
-    dA = _EPS * (gamma * inv_lx * nAabs + c * np.sqrt((rg.A_w ** 2).sum(axis=(1, 2))))
-    nb, nA = np.linalg.norm(rg.b_w, axis=1), np.sqrt((rg.A_w ** 2).sum(axis=(1, 2)))
-    nx = np.linalg.norm(X_w, axis=1)
-    n, r = np.nonzero(w > _W_MIN)
-    if n.size == 0:
-        return np.zeros(N)
-    e = nx[n] + nb[r]  # >= |x_w - b_w|
-    db = _EPS * (gamma * inv_lx * nbabs[r] + c * e)
-    m, C, mu_p = means[n, r], covs[n, r], mu[n, r]
-    d = _mahalanobis(rg.chol_cov[r], m - mu_p)
-    q = np.maximum(-2.0 * (log_norm[n, r] - rg.const[r]), 0.0)
-    er2 = (np.sqrt(q) + d) ** 2 + S  # tr(A_w C A_w^T) <= tr(Sigma_w^-1 C) <= S (Brascamp-Lieb: C <= Sigma_w)
-    ez2 = (m ** 2).sum(axis=1) + np.maximum(np.trace(C, axis1=1, axis2=2), 0.0)
-    beta = (np.sqrt(er2) * (db + dA[r] * np.sqrt(ez2)) + d * c * _EPS * (e + nA[r] * np.linalg.norm(mu_p, axis=1))
-            + 8 * _EPS * (1.0 + np.abs(log_norm[n, r])))
-    beta = np.where(np.isnan(beta), np.inf, beta)
-    if np.all(beta < 600.0):  # log(1 + sum_r w_r (e^beta_r - 1)) per point
-        return np.log1p(np.bincount(n, weights=w[n, r] * np.expm1(beta), minlength=N))
-    with np.errstate(divide="ignore"):  # the same in log space (beta can be thousands of nats)
-        terms = np.log(w[n, r]) + beta + np.log(-np.expm1(-np.maximum(beta, 1e-300)))
-    out = np.full(N, -np.inf)
-    np.logaddexp.at(out, n, terms)
-    return np.logaddexp(0.0, out)
+    nA = np.sqrt((rg.A_w ** 2).sum(axis=(1, 2)))
+    dA = _EPS * (gamma * inv_lx * nAabs + c * nA)
+    db0 = _EPS * gamma * inv_lx * nbabs  # the composition's part of |db_w|; the evaluation's part is per pair
+    nb, nx = np.linalg.norm(rg.b_w, axis=1), np.linalg.norm(X_w, axis=1)
+    f = np.ascontiguousarray
+    return _bar_pairs(f(log_norm), f(log_mass), f(mu), f(means), f(covs), f(rg.chol_cov), f(rg.const), nx, nb, nA,
+                      dA, db0, c)
+
+
+@numba.njit(cache=True, nogil=True)
+def _bar_pairs(log_norm, log_mass, mu, means, covs, chol, const, nx, nb, nA, dA, db0, c):  # pragma: no cover
+    """The bound of :func:`rounding_bar` per point, one pass over its pairs of posterior weight above ``_W_MIN``:
+    ``log(1 + sum_w w (e^beta_w - 1))``, in log space where some beta_w is large (it can be thousands of nats).
+    Compiled (a numpy version cost ~260 ns a pair, 13 % of an S = 2 evaluate); pairs in a fixed order."""
+    N, R = log_norm.shape
+    S = mu.shape[2]
+    out = np.zeros(N)
+    y = np.empty(S)
+    ws = np.empty(R)
+    for n in range(N):
+        top = -np.inf
+        for r in range(R):
+            v = log_norm[n, r] + log_mass[n, r]
+            if v > top:
+                top = v
+        if not np.isfinite(top):
+            top = 0.0
+        total = 0.0
+        for r in range(R):
+            v = math.exp(log_norm[n, r] + log_mass[n, r] - top)
+            ws[r] = v
+            if v == v:
+                total += v
+        small = 0.0  # sum of w (e^beta - 1) over beta < 600
+        big = -np.inf  # log of the same sum over beta >= 600
+        for r in range(R):
+            w = ws[r] / total
+            if not (w > _W_MIN):
+                continue
+            e = nx[n] + nb[r]  # >= |x_w - b_w|
+            db = db0[r] + c * _EPS * e
+            m2 = 0.0
+            tr = 0.0
+            nmu = 0.0
+            for i in range(S):  # d = |L_w^-1 (m - mu)| by forward substitution
+                acc = means[n, r, i] - mu[n, r, i]
+                for j in range(i):
+                    acc -= chol[r, i, j] * y[j]
+                y[i] = acc / chol[r, i, i]
+                m2 += means[n, r, i] * means[n, r, i]
+                tr += covs[n, r, i, i]
+                nmu += mu[n, r, i] * mu[n, r, i]
+            d2 = 0.0
+            for i in range(S):
+                d2 += y[i] * y[i]
+            d = math.sqrt(d2) if d2 == d2 else np.inf  # a zero pivot: a huge bar, not a crash
+            q = max(-2.0 * (log_norm[n, r] - const[r]), 0.0)
+            er2 = (math.sqrt(q) + d) ** 2 + S  # tr(A_w C A_w^T) <= tr(Sigma_w^-1 C) <= S (Brascamp-Lieb)
+            ez2 = m2 + max(tr, 0.0)
+            beta = (math.sqrt(er2) * (db + dA[r] * math.sqrt(ez2)) + d * c * _EPS * (e + nA[r] * math.sqrt(nmu))
+                    + 8.0 * _EPS * (1.0 + abs(log_norm[n, r])))
+            if beta != beta:
+                beta = np.inf
+            if beta < 600.0:
+                small += w * math.expm1(beta)
+            else:
+                t = math.log(w) + beta
+                big = t if big == -np.inf else max(big, t) + math.log1p(math.exp(-abs(big - t)))
+        out[n] = math.log1p(small)
+        if big > -np.inf:
+            out[n] = max(out[n], big) + math.log1p(math.exp(-abs(out[n] - big)))
+    return out
 
 
 _NORMS_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -119,13 +163,3 @@ def _abs_norms(net: Network, part):
         _NORMS_CACHE.clear()
         _NORMS_CACHE[part] = hit
     return hit
-
-
-def _mahalanobis(L: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``|L^-1 v|`` for lower-triangular L (P, S, S) and v (P, S) by forward substitution over the pairs; a zero
-    pivot (|A_w|^2 overflowed in the SVD) gives inf, i.e. a huge bar rather than a crash."""
-    y = np.empty_like(v)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for i in range(v.shape[1]):
-            y[:, i] = (v[:, i] - np.einsum("pj,pj->p", L[:, i, :i], y[:, :i])) / L[:, i, i]
-    return np.sqrt((np.where(np.isnan(y), np.inf, y) ** 2).sum(axis=1))

@@ -120,3 +120,61 @@ def test_pinned_exact_values_of_test_extreme_nets():
         assert abs(float(r.log_px) - want) < 1e-13 and r.abs_error < 1e-20
 
 
+
+
+def _bar_by_formula(net, rg, X, mu, log_norm, log_mass, means, covs, part):
+    """The module docstring's bound written out pair by pair in plain Python floats (the reference for the compiled
+    ``_bar_pairs``): log(1 + sum_w w (e^beta_w - 1)) over the pairs of weight above 1e-30."""
+    from engine import conditioning as cn
+
+    eps = np.finfo(float).eps
+    S, D = net.latent_dim, net.data_dim
+    c = 4.0 * (D + S)
+    Aabs, babs, gamma = abs_maps(net, part.signs)
+    inv_lx = 1.0 / np.sqrt(np.linalg.eigvalsh(net.cov_x)[0])
+    X_w = np.linalg.solve(rg.chol_x, X.T).T
+    out = []
+    for n in range(X.shape[0]):
+        lj = log_norm[n] + log_mass[n]
+        w = np.exp(lj - lj.max())
+        w /= w.sum()
+        total = mp.mpf(0)
+        for r in np.nonzero(w > cn._W_MIN)[0]:
+            nA = float(np.linalg.norm(rg.A_w[r]))
+            dA = eps * (gamma * inv_lx * np.linalg.norm(Aabs[r]) + c * nA)
+            e = np.linalg.norm(X_w[n]) + np.linalg.norm(rg.b_w[r])
+            db = eps * (gamma * inv_lx * np.linalg.norm(babs[r]) + c * e)
+            m, C, mp_ = means[n, r], covs[n, r], mu[n, r]
+            d = np.linalg.norm(np.linalg.solve(rg.chol_cov[r], m - mp_))
+            q = max(-2.0 * (log_norm[n, r] - rg.const[r]), 0.0)
+            er2 = (np.sqrt(q) + d) ** 2 + S
+            ez2 = m @ m + max(np.trace(C), 0.0)
+            beta = (np.sqrt(er2) * (db + dA * np.sqrt(ez2)) + d * c * eps * (e + nA * np.linalg.norm(mp_))
+                    + 8 * eps * (1.0 + abs(log_norm[n, r])))
+            total += mp.mpf(w[r]) * mp.expm1(beta)
+        out.append(float(mp.log1p(total)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e13])
+def test_compiled_bar_is_the_formula(scale, monkeypatch):
+    """``conditioning._bar_pairs`` (compiled, log space for huge beta) equals the bound written out pair by pair,
+    to 1e-12 relative, on an ordinary net and on the same net with data scaled by 1e13 (beta of thousands of nats,
+    the log-space branch)."""
+    from engine import conditioning as cn
+
+    net = engine.random_network([2, 6, 6, 3], rng=2, cov_x=0.1)
+    X = net.sample(6, rng=3) * scale
+    got = {}
+    real = cn.rounding_bar
+
+    def spy(*args):
+        got["args"], got["bar"] = args, real(*args)
+        return got["bar"]
+
+    monkeypatch.setattr(cn, "rounding_bar", spy)
+    engine.evaluate(net, X)
+    _net, part, rg, X_, mu, log_norm, log_mass, means, covs = got["args"]
+    ref = _bar_by_formula(net, rg, np.asarray(X_, float), mu, log_norm, log_mass, means, covs, part)
+    assert np.all(np.isfinite(ref)) and (scale == 1.0 or ref.max() > 600.0), ref
+    np.testing.assert_allclose(got["bar"], ref, rtol=1e-12, atol=0.0)
