@@ -459,13 +459,13 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
     """Truncated moments of the pairs that can matter: a pair whose upper bound log_norm + log-mass
     bound lies PRUNE_NATS below a lower bound of log p(x) contributes less than e^-50 p(x).
 
-    The lower bound comes from the masses of each point's three most promising regions (by that upper
-    bound), computed to a rigorous error bound only. The pairs that remain are integrated to an accuracy
-    that follows their posterior weight, bounded by ``w <= exp(log_norm - lower) * mass``: below weight 1e-3
-    the thresholds are loosened by 1e-3 / w (``planar.kernel.loosen_factor``), so a pair's weighted mass
-    error is ``<= 4e-12 w + 4e-15`` and its weighted covariance error ``<= 3e-9 w + 3e-12`` (units of
-    Sigma_omega), far below the contracts of eq. 5-6 summed over regions. S >= 4 (``method="auto"``) also skips
-    the lightest pairs up to ``SKIP_BUDGET`` (:func:`_target_prune`). ``pre``: ``(upper, first, lower)`` already
+    The lower bound comes from the masses of each point's most promising regions by that upper bound (32 at S = 2,
+    three at S >= 3, :func:`_lower_pairs`), computed to a rigorous error bound only. The pairs that remain are
+    integrated to an accuracy that follows their posterior weight, bounded by ``w <= exp(log_norm - lower) * mass``:
+    below weight 1e-3 the thresholds are loosened by 1e-3 / w (``planar.kernel.loosen_factor``), so a pair's
+    weighted mass error is ``<= 4e-12 w + 4e-15`` and its weighted covariance error ``<= 3e-9 w + 3e-12`` (units of
+    Sigma_omega), far below the contracts of eq. 5-6 summed over regions. S >= 4 (``method="auto"``) also skips the
+    lightest pairs up to ``SKIP_BUDGET`` (:func:`_target_prune`). ``pre``: ``(upper, first, lower)`` already
     computed (:func:`_screened_params`). Returns the ``PairResult`` and the (N,) log
     of the skipped pairs' summed bounds (None: nothing pruned to the target)."""
     N, R = log_norm.shape
@@ -736,7 +736,7 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     Sigma_omega). EM's guard uses this: a rejected candidate never needs its moments.
 
     ``lower_pairs`` (N, R) bool, optional (S >= 2, pruned, one block in this process): pairs whose rigorous mass lower
-    bounds join each point's three most promising ones in the lower bound of log p(x) (:func:`_hinted_lower`). Any
+    bounds join each point's most promising ones in the lower bound of log p(x) (:func:`_hinted_lower`). Any
     choice keeps every result exact: the bound only decides the pruning and how far the accuracy of a pair of small
     provable weight is loosened (``w <= exp(log_norm - lower) * mass``). A choice that covers the posterior (EM passes
     the regions of draws from the previous posterior) makes the bound tight and the integration cheaper.
