@@ -383,17 +383,7 @@ def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accurac
         return logphi + lm, np.zeros((K, 4)), np.zeros((K, 4, 4)), rel, lskip
     n = where.size
     est = np.where((geo.status[where] == REGULAR) & np.isfinite(first.log_mass), first.log_mass, -np.inf)
-    done = np.isfinite(est) & ~first.flagged
-    if moments >= 2:
-        done &= ~first.refine
-    contrib = np.full(K, -np.inf)
-    contrib[where] = qlw[where] + logphi[where] + est
-    total = np.logaddexp(known, _group_lse(pidx, contrib, known.size))
-    share, lws = _shares(qlw[where] + logphi[where], est, total[pidx[where]], tol[pidx[where]], moments)
-    light = _light(est, first.rel, share, tol[pidx[where]], moments) & ~done
-    need = ~done & ~light
-    lm[where] = np.where(light | done, est, -np.inf)
-    rel[where] = first.rel
+    done, light, need, lws = _triage(first, est, where, (qlw, logphi, known, pidx, tol), moments, (lm, rel))
     mx, cx = np.zeros((n, 3)), np.zeros((n, 3, 3))
     if moments >= 1:
         mx[done] = first.mean[done]
@@ -508,17 +498,7 @@ def _evaluate_reference(prob: _Problem, pidx, nodes, qlw, known, moments, accura
     # one kernel pass with the moments, at the kernels' strict thresholds: the slices it resolves are done
     first = batch_solid_moments(geo, np.arange(n), np.zeros((n, 3)), moments, cov_relative=accuracy == "relative")
     est = np.where(geo.ok & np.isfinite(first.log_mass), first.log_mass, -np.inf)
-    done = np.isfinite(est) & ~first.flagged
-    if moments >= 2:
-        done &= ~first.refine
-    contrib = np.full(K, -np.inf)
-    contrib[where] = qlw[where] + logphi[where] + est
-    total = np.logaddexp(known, _group_lse(pidx, contrib, known.size))
-    share, lws = _shares(qlw[where] + logphi[where], est, total[pidx[where]], tol[pidx[where]], moments)
-    light = _light(est, first.rel, share, tol[pidx[where]], moments) & ~done
-    need = ~done & ~light
-    lm[where] = np.where(light | done, est, -np.inf)
-    rel[where] = first.rel
+    done, light, need, lws = _triage(first, est, where, (qlw, logphi, known, pidx, tol), moments, (lm, rel))
     mx, cx = np.zeros((n, 3)), np.zeros((n, 3, 3))
     if moments >= 1:
         mx[done] = first.mean[done]
@@ -536,6 +516,27 @@ def _evaluate_reference(prob: _Problem, pidx, nodes, qlw, known, moments, accura
         if moments >= 2:
             cx[need] = out.cov[need, 0]
     return _lift(prob, pidx, nodes, where, logphi, (lm, rel, mx, cx), moments) + (np.full(K, -np.inf),)
+
+
+def _triage(first, est, where, weights, moments, out):
+    """Sort the slices ``where`` after the kernel's first pass ``first`` (estimates ``est``): ``done`` (resolved
+    by the kernel), ``light`` (their share of the pair's estimated mass lets them keep the estimate, :func:`_light`)
+    and ``need`` (the S = 3 batch path with its fallbacks, thresholds loosened by ``lws``, :func:`_shares`).
+    ``weights = (qlw, logphi, known, pidx, tol)`` per node and pair; writes the estimates of the done and light
+    slices into ``out = (lm, rel)`` with their bounds."""
+    qlw, logphi, known, pidx, tol = weights
+    lm, rel = out
+    done = np.isfinite(est) & ~first.flagged
+    if moments >= 2:
+        done &= ~first.refine
+    contrib = np.full(lm.shape[0], -np.inf)
+    contrib[where] = qlw[where] + logphi[where] + est
+    total = np.logaddexp(known, _group_lse(pidx, contrib, known.size))
+    share, lws = _shares(qlw[where] + logphi[where], est, total[pidx[where]], tol[pidx[where]], moments)
+    light = _light(est, first.rel, share, tol[pidx[where]], moments) & ~done
+    lm[where] = np.where(light | done, est, -np.inf)
+    rel[where] = first.rel
+    return done, light, ~done & ~light, lws
 
 
 def _shares(lwq, est, total, tol, moments):
