@@ -34,6 +34,9 @@ _GL_TIERS = [((C.X12, C.W12), C.GL_SPAN_12), ((C.X24, C.W24), C.GL_SPAN_24), ((C
 _NARROW = C.INTERVAL_NARROW  # w (1 + |a|) below this: the interval is narrow
 _DEEP = C.INTERVAL_DEEP  # a above this: moments by continued fraction or quadrature
 _NEGLIGIBLE_EXPONENT = C.NEGLIGIBLE_EXPONENT  # exp(-a w - w^2/2) below e^-40: the far end does not matter
+# The quadrature tiers in one compiled pass (_gl_kernel, ~3x faster); False: the numpy form tier by tier (the
+# reference; the numbers differ by a few ulps, enough to change an EM run's accept decisions at near ties).
+USE_COMPILED_QUADRATURE = True
 
 
 def _log_phi(x):
@@ -86,9 +89,12 @@ def _quadrature_moments(a, w, beta):
 
     The number of nodes follows the span of the exponent over the interval (12, 24 or 64 nodes for
     spans up to 2, 12 or 40): the rule is exact to rounding for that smooth factor in each tier. Compiled
-    (:func:`_gl_kernel`, one pass over the rows); its sums run in node order, so the numbers differ from a
-    numpy (pairwise) sum by rounding only (tests/test_interval.py, 60-digit mpmath).
+    (:func:`_gl_kernel`, one pass over the rows); its sums run in node order and its exp is libm's, so the
+    numbers differ from :func:`_quadrature_moments_numpy` (pairwise sums, numpy's SIMD exp) by rounding only
+    (a few ulps: tests/test_interval.py, against 60-digit mpmath and against the numpy form).
     """
+    if not USE_COMPILED_QUADRATURE:
+        return _quadrature_moments_numpy(a, w, beta)
     span = np.abs(a) * w + 0.5 * w * w
     tier = np.where(span <= _GL_TIERS[0][1], 0, np.where(span <= _GL_TIERS[1][1], 1, 2)).astype(np.int64)
     (x12, w12), (x24, w24), (x64, w64) = (nodes for nodes, _ in _GL_TIERS)
@@ -97,6 +103,35 @@ def _quadrature_moments(a, w, beta):
     with np.errstate(divide="ignore"):  # w = 0: an interval below the rounding of its standardised ends
         log_z = _log_phi(beta) + np.log(0.5 * w * m0)
     return log_z, beta - eu, vu
+
+
+def _quadrature_moments_numpy(a, w, beta):
+    """:func:`_quadrature_moments` in numpy, tier by tier (``USE_COMPILED_QUADRATURE = False``; the reference).
+
+    The number of nodes follows the span of the exponent over the interval (12, 24 or 64 nodes for
+    spans up to 2, 12 or 40): the rule is exact to rounding for that smooth factor in each tier.
+    """
+    log_z = np.empty(a.shape)
+    mean = np.empty(a.shape)
+    var = np.empty(a.shape)
+    span = np.abs(a) * w + 0.5 * w * w
+    lower = 0.0
+    for (nodes, weights), upper in _GL_TIERS:
+        sel = (span > lower) & (span <= upper) if lower else span <= upper
+        lower = upper
+        if not sel.any():
+            continue
+        ws, as_ = w[sel], a[sel]
+        u = 0.5 * ws[:, None] * (nodes + 1.0)
+        f = np.exp(-as_[:, None] * u - 0.5 * u * u) * weights
+        m0 = f.sum(axis=1)
+        eu = (f * u).sum(axis=1) / m0
+        vu = (f * (u - eu[:, None]) ** 2).sum(axis=1) / m0
+        with np.errstate(divide="ignore"):  # w = 0: an interval below the rounding of its standardised ends
+            log_z[sel] = _log_phi(beta[sel]) + np.log(0.5 * ws * m0)
+        mean[sel] = beta[sel] - eu
+        var[sel] = vu
+    return log_z, mean, var
 
 
 def standard_interval_moments(alpha, beta):
