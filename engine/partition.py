@@ -4,7 +4,8 @@ Every region is the set of z sharing one sign pattern of all hidden pre-activati
 network is affine, ``g(z) = A z + b`` (eq. 2), and each pre-activation layer is affine,
 ``h^l(z) = A^{1->l} z + b^{1->l}`` (eq. 8).
 
-For S = 1 each layer's units split the current intervals at their exact breakpoints ``-b_j / a_j``.
+For S = 1 each layer's units split the current intervals at their exact breakpoints ``-b_j / a_j``, every cell
+of a layer at once (:func:`_partition_s1`, ``USE_FAST_S1``; the per-cell loop below is its bit-for-bit reference).
 S = 2 runs the compiled planar arrangement (``engine.arrangement``, ``USE_PLANAR_ARRANGEMENT``), S >= 3 the
 double description below compiled (``engine.dd_kernel``, ``USE_COMPILED_DD``); this module's Python double
 description is their reference: the same side tests by rounding, the same regions (tests/test_partition_planar.py,
