@@ -4,7 +4,8 @@ Every region is the set of z sharing one sign pattern of all hidden pre-activati
 network is affine, ``g(z) = A z + b`` (eq. 2), and each pre-activation layer is affine,
 ``h^l(z) = A^{1->l} z + b^{1->l}`` (eq. 8).
 
-For S = 1 each layer's units split the current intervals at their exact breakpoints ``-b_j / a_j``.
+For S = 1 each layer's units split the current intervals at their exact breakpoints ``-b_j / a_j``, every cell
+of a layer at once (:func:`_partition_s1`, ``USE_FAST_S1``; the per-cell loop below is its bit-for-bit reference).
 S = 2 runs the compiled planar arrangement (``engine.arrangement``, ``USE_PLANAR_ARRANGEMENT``), S >= 3 the
 double description below compiled (``engine.dd_kernel``, ``USE_COMPILED_DD``); this module's Python double
 description is their reference: the same side tests by rounding, the same regions (tests/test_partition_planar.py,
@@ -62,6 +63,10 @@ USE_PLANAR_ARRANGEMENT = True
 # S >= 2 runs the double description compiled (engine.dd_kernel: the same regions, in the same order, ~10x
 # faster); False selects the Python reference below.
 USE_COMPILED_DD = True
+# S = 1 runs :func:`_partition_s1`, every cell of a layer at once (the same regions, in the same order, with the
+# same bits, as the per-cell loop of :func:`partition`, its reference: tests/test_partition_s1_fast.py); False
+# selects the loop.
+USE_FAST_S1 = True
 _EPS = np.finfo(np.float64).eps
 # Side-of-hyperplane test (S >= 2): a generator g is on the plane a.z + beta = 0 when |a.g + beta| is within
 # the rounding of the plane's coefficients plus g's own error bound (see _plane_tol and _split).
@@ -417,7 +422,7 @@ def _refine_interval(lo: float, hi: float, M: np.ndarray, m: np.ndarray, Mabs: n
     err = err + _VERTEX_ULPS * _EPS * np.abs(roots)
     end_err = [_VERTEX_ULPS * _EPS * abs(e) if np.isfinite(e) else 0.0 for e in (lo, hi)]
     inside = ~zero_row & (roots - err > lo + end_err[0]) & (roots + err < hi - end_err[1])
-    order = np.argsort(roots[inside])
+    order = np.argsort(roots[inside], kind="stable")  # equal roots in unit order (as _partition_s1)
     cuts, err = roots[inside][order], err[inside][order]
     if cuts.size > 1:
         keep = np.diff(cuts) > err[1:] + err[:-1]
@@ -651,6 +656,8 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition
         planar = planar_partition(net, max_regions)
         if planar is not None:
             return _from_planar(net, planar)
+    if S == 1 and USE_FAST_S1 and any(isinstance(layer, Activation) for layer in net.layers):
+        return _partition_s1(net, max_regions)
     if S >= 2 and USE_COMPILED_DD:
         from .dd_kernel import partition_compiled
         return partition_compiled(net, max_regions)
@@ -703,6 +710,142 @@ def partition(net: Network, max_regions: int = DEFAULT_MAX_REGIONS) -> Partition
     part = Partition(net, regions, incidence)
     for region in regions:
         region._partition = part
+    return part
+
+
+def _s1_cuts(lo, hi, M, m, Mabs, mabs):
+    """:func:`_refine_interval` for every cell at once: rows of ``M`` .. ``mabs`` (C, k) are the cells' units.
+
+    Returns the sorted, merged breakpoints as (cell, value) arrays, cell-major, and the zero rows (C, k): the
+    same elementwise formulas, the same stable order (by root, then unit) and the same merge of neighbours.
+    """
+    a, beta = M, m
+    zero_row = np.abs(a) <= _ZERO_ROW * Mabs
+    with np.errstate(divide="ignore", invalid="ignore"):
+        roots = np.where(zero_row, np.nan, -beta / a)
+        err = _PLANE_ULPS * _EPS * (np.maximum(Mabs, np.abs(a)) * np.abs(roots)
+                                    + np.maximum(mabs, np.abs(beta))) / np.abs(a)
+        err = err + _VERTEX_ULPS * _EPS * np.abs(roots)
+        end_lo = np.where(np.isfinite(lo), _VERTEX_ULPS * _EPS * np.abs(lo), 0.0)
+        end_hi = np.where(np.isfinite(hi), _VERTEX_ULPS * _EPS * np.abs(hi), 0.0)
+        inside = ~zero_row & (roots - err > (lo + end_lo)[:, None]) & (roots + err < (hi - end_hi)[:, None])
+    ci, ui = np.nonzero(inside)
+    r, e = roots[ci, ui], err[ci, ui]
+    order = np.lexsort((r, ci))  # stable: per cell by root, equal roots in unit order
+    ci, r, e = ci[order], r[order], e[order]
+    keep = np.ones(len(r), bool)
+    keep[1:] = (ci[1:] != ci[:-1]) | (np.diff(r) > e[1:] + e[:-1])
+    return ci[keep], r[keep], zero_row
+
+
+def _s1_pieces(lo, hi, cut_cell, cuts):
+    """The pieces of every cell between its cuts: (parent cell, left, right), cell-major, left to right."""
+    C = len(lo)
+    n_cuts = np.bincount(cut_cell, minlength=C)
+    first = np.concatenate([[0], np.cumsum(n_cuts + 1)[:-1]])  # first piece of each cell
+    P = int(first[-1] + n_cuts[-1] + 1) if C else 0
+    parent = np.repeat(np.arange(C), n_cuts + 1)
+    left, right = np.empty(P), np.empty(P)
+    left[first], right[first + n_cuts] = lo, hi
+    k = np.arange(len(cuts)) - np.concatenate([[0], np.cumsum(n_cuts)[:-1]])[cut_cell]  # rank within its cell
+    right[first[cut_cell] + k] = cuts
+    left[first[cut_cell] + k + 1] = cuts
+    return parent, left, right
+
+
+def _s1_probe(left, right):
+    """A point inside each piece, as :func:`_refine_interval` picks it."""
+    fl, fr = np.isfinite(left), np.isfinite(right)
+    with np.errstate(invalid="ignore"):
+        return np.where(fl & fr, 0.5 * (left + right),
+                        np.where(fl, left + 1.0 + np.abs(left), np.where(fr, right - 1.0 - np.abs(right), 0.0)))
+
+
+def _s1_polytopes(lo, hi):
+    """The :class:`Polytope` and incidence of each interval ``[lo, hi]``, as :func:`_interval_cell` and
+    :func:`partition` build them (vertices first, then rays; unit normals -1 at ``lo``, +1 at ``hi``)."""
+    out = []
+    empty, lin = np.zeros((0, 1)), np.zeros((0, 1))
+    for left, right in zip(lo.tolist(), hi.tolist()):
+        fl, fr = left != -np.inf, right != np.inf
+        if fl and fr:
+            H, c = np.array([[-1.0], [1.0]]), np.array([-left, right])
+            V, R = np.array([[left], [right]]), empty
+            inc = np.array([[-left == -left, left == right], [-right == -left, right == right]])
+        elif fl:
+            H, c, V, R = np.array([[-1.0]]), np.array([-left]), np.array([[left]]), np.array([[1.0]])
+            inc = np.array([[True], [False]])
+        elif fr:
+            H, c, V, R = np.array([[1.0]]), np.array([right]), np.array([[right]]), np.array([[-1.0]])
+            inc = np.array([[True], [False]])
+        else:
+            H, c, V, R = np.zeros((0, 1)), np.zeros(0), np.array([[0.0]]), empty
+            out.append((trusted_polytope(H, c, V, R, np.eye(1)), np.zeros((1, 0), bool)))
+            continue
+        out.append((trusted_polytope(H, c, V, R, lin), inc))
+    return out
+
+
+def _partition_s1(net: Network, max_regions: int) -> Partition:
+    """:func:`partition` for S = 1, every cell of a layer at once (paper Sec. 3.2: the regions are the intervals
+    between the breakpoints ``-b_j / a_j`` of eq. 8's rows, refined layer by layer).
+
+    The same regions, in the same order, with the same arrays bit for bit, as the per-cell loop: the same
+    elementwise formulas on stacked (cells, units) arrays; each cell's ``W @ M`` stays one product per cell
+    (a stacked product may sum in another order).
+    """
+    lo, hi = np.array([-np.inf]), np.array([np.inf])
+    M, m, Mabs, mabs = np.ones((1, 1)), np.zeros((1, 1)), np.ones((1, 1)), np.zeros((1, 1))
+    layer_maps, layer_signs, parents = [], [], []
+    for li, layer in enumerate(net.layers):
+        if isinstance(layer, Linear):
+            W, v, Wabs = layer.weight, layer.bias, np.abs(layer.weight)
+            M = np.stack([(W @ row[:, None])[:, 0] for row in M])
+            m = np.stack([W @ row + v for row in m])
+            Mabs = np.stack([(Wabs @ row[:, None])[:, 0] for row in Mabs])
+            mabs = np.stack([Wabs @ row + np.abs(v) for row in mabs])
+            continue
+        assert isinstance(layer, Activation)
+        cut_cell, cuts, zero_row = _s1_cuts(lo, hi, M, m, Mabs, mabs)
+        parent, lo, hi = _s1_pieces(lo, hi, cut_cell, cuts)
+        if len(parent) > max_regions:
+            raise RegionBudgetError(
+                "max_regions", f"the partition has more than {max_regions} regions by layer {li} "
+                f"(widths {net.widths})", "raise max_regions or use a narrower/shallower network")
+        probe = _s1_probe(lo, hi)
+        a, beta = M[parent], m[parent]
+        sg = np.where(zero_row[parent], beta > 0, a * probe[:, None] + beta > 0)
+        slopes = layer.slopes(sg)
+        layer_maps.append((M, m))
+        layer_signs.append(sg)
+        parents.append(parent)
+        M, m = slopes * a, slopes * beta
+        Mabs, mabs = np.abs(slopes) * Mabs[parent], np.abs(slopes) * mabs[parent]
+    return _s1_assemble(net, lo, hi, M, m, layer_maps, layer_signs, parents)
+
+
+def _s1_assemble(net, lo, hi, M, m, layer_maps, layer_signs, parents) -> Partition:
+    """The :class:`Partition` of the final intervals: each region's ancestor cell in every layer gives its
+    pre-activation maps (eq. 8) and its signs."""
+    R = len(lo)
+    anc = [None] * len(parents)
+    idx = np.arange(R)
+    for q in range(len(parents) - 1, -1, -1):  # layer q's signs are per piece; its maps per parent cell
+        anc[q] = idx
+        idx = parents[q][idx]
+    signs = np.concatenate([layer_signs[q][anc[q]] for q in range(len(parents))], axis=1)
+    cells = [parents[q][anc[q]].tolist() for q in range(len(parents))]
+    maps = [[(Mq[i][:, None], mq[i]) for i in cell] for (Mq, mq), cell in zip(layer_maps, cells)]
+    per_region = list(zip(*maps))
+    regions, incidence = [], []
+    A = M[:, :, None]
+    for i, (poly, inc) in enumerate(_s1_polytopes(lo, hi)):
+        regions.append(_trusted_region(i, signs[i], poly, A[i], m[i], list(per_region[i]), None))
+        incidence.append(inc)
+    part = Partition(net, regions, incidence)
+    for region in regions:
+        region._partition = part
+    part._intervals = np.stack([lo, hi], axis=1)  # = Polytope.interval() of each region: -(-lo) / 1 is lo
     return part
 
 
