@@ -100,16 +100,22 @@ def _gl_sums(f, u):  # pragma: no cover - compiled
     return m0, eu, vu
 
 
+def _numpy_sums(f, u):
+    """:func:`_gl_sums` in numpy (``USE_COMPILED_QUADRATURE = False``; the reference)."""
+    m0 = f.sum(axis=1)
+    eu = (f * u).sum(axis=1) / m0
+    return m0, eu, (f * (u - eu[:, None]) ** 2).sum(axis=1) / m0
+
+
 def _quadrature_moments(a, w, beta):
     """log Z, mean, variance by Gauss-Legendre on ``u in [0, w]`` of ``exp(-a u - u^2/2)``.
 
     The number of nodes follows the span of the exponent over the interval (12, 24 or 64 nodes for
     spans up to 2, 12 or 40): the rule is exact to rounding for that smooth factor in each tier. The
     integrand is numpy's (its exp); the three sums per row are compiled (:func:`_gl_sums`) in numpy's order,
-    so the numbers are :func:`_quadrature_moments_numpy`'s bit for bit (tests/test_interval.py).
+    so the numbers are those of :func:`_numpy_sums` bit for bit (tests/test_interval.py).
     """
-    if not USE_COMPILED_QUADRATURE:
-        return _quadrature_moments_numpy(a, w, beta)
+    sums = _gl_sums if USE_COMPILED_QUADRATURE else _numpy_sums
     log_z = np.empty(a.shape)
     mean = np.empty(a.shape)
     var = np.empty(a.shape)
@@ -123,36 +129,7 @@ def _quadrature_moments(a, w, beta):
         ws, as_ = w[sel], a[sel]
         u = 0.5 * ws[:, None] * (nodes + 1.0)
         f = np.exp(-as_[:, None] * u - 0.5 * u * u) * weights
-        m0, eu, vu = _gl_sums(f, u)
-        with np.errstate(divide="ignore"):  # w = 0: an interval below the rounding of its standardised ends
-            log_z[sel] = _log_phi(beta[sel]) + np.log(0.5 * ws * m0)
-        mean[sel] = beta[sel] - eu
-        var[sel] = vu
-    return log_z, mean, var
-
-
-def _quadrature_moments_numpy(a, w, beta):
-    """:func:`_quadrature_moments` in numpy, tier by tier (``USE_COMPILED_QUADRATURE = False``; the reference).
-
-    The number of nodes follows the span of the exponent over the interval (12, 24 or 64 nodes for
-    spans up to 2, 12 or 40): the rule is exact to rounding for that smooth factor in each tier.
-    """
-    log_z = np.empty(a.shape)
-    mean = np.empty(a.shape)
-    var = np.empty(a.shape)
-    span = np.abs(a) * w + 0.5 * w * w
-    lower = 0.0
-    for (nodes, weights), upper in _GL_TIERS:
-        sel = (span > lower) & (span <= upper) if lower else span <= upper
-        lower = upper
-        if not sel.any():
-            continue
-        ws, as_ = w[sel], a[sel]
-        u = 0.5 * ws[:, None] * (nodes + 1.0)
-        f = np.exp(-as_[:, None] * u - 0.5 * u * u) * weights
-        m0 = f.sum(axis=1)
-        eu = (f * u).sum(axis=1) / m0
-        vu = (f * (u - eu[:, None]) ** 2).sum(axis=1) / m0
+        m0, eu, vu = sums(f, u)
         with np.errstate(divide="ignore"):  # w = 0: an interval below the rounding of its standardised ends
             log_z[sel] = _log_phi(beta[sel]) + np.log(0.5 * ws * m0)
         mean[sel] = beta[sel] - eu
