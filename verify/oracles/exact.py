@@ -117,38 +117,25 @@ def exact_cells(net: Network, box: int = BOX):
     return [(pat, poly, rows, bias) for pat, poly, rows, bias in cells]
 
 
+def _sympy(M):
+    """A Fraction matrix as an exact sympy matrix (sympy imported here: only this oracle needs it)."""
+    import sympy
+
+    return sympy.Matrix([[sympy.Rational(v.numerator, v.denominator) for v in row] for row in M])
+
+
+def _fraction(r) -> Fraction:
+    return Fraction(int(r.p), int(r.q))
+
+
 def _inv(M):
-    """Exact inverse of a square Fraction matrix (Gauss-Jordan)."""
-    n = len(M)
-    A = [list(r) + [Fraction(int(i == j)) for j in range(n)] for i, r in enumerate(M)]
-    for c in range(n):
-        p = next(r for r in range(c, n) if A[r][c] != 0)
-        A[c], A[p] = A[p], A[c]
-        piv = A[c][c]
-        A[c] = [x / piv for x in A[c]]
-        for r in range(n):
-            if r != c and A[r][c] != 0:
-                f = A[r][c]
-                A[r] = [x - f * y for x, y in zip(A[r], A[c])]
-    return [r[n:] for r in A]
+    """Exact inverse of a square Fraction matrix (sympy, rational arithmetic)."""
+    return [[_fraction(v) for v in row] for row in _sympy(M).inv().tolist()]
 
 
 def _det(M):
-    n = len(M)
-    A = [list(r) for r in M]
-    d = Fraction(1)
-    for c in range(n):
-        p = next((r for r in range(c, n) if A[r][c] != 0), None)
-        if p is None:
-            return Fraction(0)
-        if p != c:
-            A[c], A[p] = A[p], A[c]
-            d = -d
-        d *= A[c][c]
-        for r in range(c + 1, n):
-            f = A[r][c] / A[c][c]
-            A[r] = [x - f * y for x, y in zip(A[r], A[c])]
-    return d
+    """Exact determinant of a square Fraction matrix (sympy, rational arithmetic)."""
+    return _fraction(_sympy(M).det())
 
 
 def _mpf(q: Fraction) -> mp.mpf:
