@@ -432,12 +432,13 @@ def _top_set(upper, k):
 
 def _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accuracy):
     """Each point's three most promising pairs by ``upper`` (N, R) and the lower bound of log p(x) (eq. 5) from the
-    rigorous mass lower bounds of its :func:`_lower_pairs` most promising pairs: ``(first, lower)``, (N, R) bool and
-    (N,). At S = 2 that is 32 pairs, not 3: on a wide decoder ([2,128,128,64]) the half-space bound ranks the regions
-    that carry the posterior up to ~160th, and three pairs left ``lower`` up to 306 nats below log p(x) (10 % of the
-    points more than 4.5), which kept pairs the pruning could drop and, above all, kept the kernel's thresholds
-    strict (``log_weight_scale = log_norm - lower``): 104 flagged pairs per 300 points went to the slow reference
-    path. With 32 pairs: at most 2.9 nats, no flagged pair (300 points, ``benchmarks/bench_scale.py``'s data)."""
+    rigorous mass lower bounds of its :func:`_lower_pairs` most promising pairs, and those pairs: ``(first, lower,
+    counted)``, (N, R) bool, (N,) and (N, R) bool. At S = 2 that is 32 pairs, not 3: on a wide decoder
+    ([2,128,128,64]) the half-space bound ranks the regions that carry the posterior up to ~160th, and three pairs
+    left ``lower`` up to 306 nats below log p(x) (10 % of the points more than 4.5), which kept pairs the pruning
+    could drop and, above all, kept the kernel's thresholds strict (``log_weight_scale = log_norm - lower``): 104
+    flagged pairs per 300 points went to the slow reference path. With 32 pairs: at most 2.9 nats, no flagged pair
+    (300 points, ``benchmarks/bench_scale.py``'s data)."""
     N, R = log_norm.shape
     k = min(3, R)
     first = _top_set(upper, k)
@@ -452,7 +453,7 @@ def _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accurac
     # order, a lower bound either way)
     rows, cols = np.nonzero(probe)  # max(K, k) a row, in column order
     terms = (log_norm[rows, cols] + lower_mass[rows, cols]).reshape(N, max(K, k))
-    return first, logsumexp(terms, axis=1)
+    return first, logsumexp(terms, axis=1), probe
 
 
 def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=None, accuracy="relative", pre=None):
@@ -465,15 +466,15 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
     below weight 1e-3 the thresholds are loosened by 1e-3 / w (``planar.kernel.loosen_factor``), so a pair's
     weighted mass error is ``<= 4e-12 w + 4e-15`` and its weighted covariance error ``<= 3e-9 w + 3e-12`` (units of
     Sigma_omega), far below the contracts of eq. 5-6 summed over regions. S >= 4 (``method="auto"``) also skips the
-    lightest pairs up to ``SKIP_BUDGET`` (:func:`_target_prune`). ``pre``: ``(upper, first, lower)`` already
+    lightest pairs up to ``SKIP_BUDGET`` (:func:`_target_prune`). ``pre``: ``(upper, first, lower, counted)`` already
     computed (:func:`_screened_params`). Returns the ``PairResult`` and the (N,) log
     of the skipped pairs' summed bounds (None: nothing pruned to the target)."""
     N, R = log_norm.shape
     if pre is None:
         upper = log_norm + log_mass_upper_bound(part, mu, covs)
-        first, lower = _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accuracy)
+        first, lower, _ = _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accuracy)
     else:
-        upper, first, lower = pre
+        upper, first, lower, _ = pre
     need = upper >= lower[:, None] - PRUNE_NATS
     skipped = None
     if mu.shape[2] >= 4 and geometry is not None:  # S >= 4: prune to the target (skipped bounds go into the bar)
@@ -589,38 +590,36 @@ def _screened_params(net, part, X, rg, method, rng, geometry, accuracy):
         _fill_params(rg, X_w, want, done, mu, log_norm)
         rows = np.nonzero(~ok)[0]
         upper[rows] = log_norm[rows] + log_mass_upper_bound(part, mu[rows], rg.cov, keep=done[rows])
-    first, lower = _first_lower(part, mu, rg.cov, log_norm, upper, method, rng, geometry, accuracy)
+    first, lower, counted = _first_lower(part, mu, rg.cov, log_norm, upper, method, rng, geometry, accuracy)
     with np.errstate(invalid="ignore"):
         more = ~done & ~(bound < lower[:, None] - PRUNE_NATS)
     if more.any():
         _fill_params(rg, X_w, more, done, mu, log_norm)
         rows = np.nonzero(more.any(axis=1))[0]
         upper[rows] = log_norm[rows] + log_mass_upper_bound(part, mu[rows], rg.cov, keep=done[rows])
-    return mu, log_norm, (upper, first, lower)
+    return mu, log_norm, (upper, first, lower, counted)
 
 
 def _hinted_lower(part, mu, covs, log_norm, pre, extra, method, rng, geometry):
-    """``pre = (upper, first, lower)`` of :func:`_pruned_truncated_moments` with the lower bound of log p(x) raised by
-    the pairs ``extra`` (N, R): ``lower = max(lower, log sum e^(log_norm + rigorous lower log-mass))``, the sum over
-    the pairs of ``extra``, ``first`` and each point's :func:`_lower_pairs` most promising ones by ``upper`` (a set of
-    distinct terms of eq. 5, so a lower bound, and the maximum of two lower bounds is one: a pair that ``lower``
-    already counts is never counted twice)."""
+    """``pre = (upper, first, lower, counted)`` of :func:`_pruned_truncated_moments` with the lower bound of log p(x)
+    raised by the pairs ``extra`` (N, R) that ``lower`` does not count yet: ``lower = log(e^lower + sum e^(log_norm +
+    rigorous lower log-mass))`` over ``extra & ~counted`` (distinct terms of eq. 5, so still a lower bound)."""
     extra = np.asarray(extra, dtype=bool)
     if extra.shape != log_norm.shape:
         raise DGNInputError("lower_pairs", f"has shape {extra.shape}, not (points, regions) = {log_norm.shape}")
     if pre is None:
         upper = log_norm + log_mass_upper_bound(part, mu, covs)
-        first, lower = _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, "absolute")
+        first, lower, counted = _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, "absolute")
     else:
-        upper, first, lower = pre
-    counted = _top_set(upper, _lower_pairs(mu.shape[2], log_norm.shape[1])) | first
-    if not (extra & ~counted).any():
-        return upper, first, lower
-    more = (extra | counted) & np.isfinite(log_norm)
+        upper, first, lower, counted = pre
+    more = extra & ~counted & np.isfinite(log_norm)
+    if not more.any():
+        return upper, first, lower, counted
     mass, _, _, _, err = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng, need=more,
                                                   geometry=geometry, lower_bound_only=True, accuracy="absolute")
     low = mass if err is None else mass - err
-    return upper, first, np.maximum(lower, logsumexp(np.where(more, log_norm + low, -np.inf), axis=1))
+    lower = np.logaddexp(lower, logsumexp(np.where(more, log_norm + low, -np.inf), axis=1))
+    return upper, first, lower, counted | more
 
 
 def _top_is_certain(upper, outside, k=3):

@@ -52,12 +52,12 @@ def test_hinted_bound_stays_below_log_p_and_is_tighter(fitted):
     from engine.gaussian.polytopes import batch_geometry
 
     geo = batch_geometry([r.polytope for r in part], rg.cov, rg.chol_cov)
-    _, _, base = dist._hinted_lower(part, mu, rg.cov, log_norm, None, np.zeros(log_norm.shape, bool), "auto", None,
+    _, _, base, _ = dist._hinted_lower(part, mu, rg.cov, log_norm, None, np.zeros(log_norm.shape, bool), "auto", None,
                                     geo)
     tol = 1e-12 * np.maximum(1.0, np.abs(exact))
     assert np.all(base <= exact + tol)
     for name, hint in _hints(X, a, part).items():
-        _, _, lower = dist._hinted_lower(part, mu, rg.cov, log_norm, None, hint, "auto", None, geo)
+        _, _, lower, _ = dist._hinted_lower(part, mu, rg.cov, log_norm, None, hint, "auto", None, geo)
         assert np.all(lower <= exact + tol), name
         assert np.all(lower >= base), name
         if name == "draws":

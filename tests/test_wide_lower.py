@@ -114,9 +114,9 @@ def test_lower_bound_is_below_log_p_and_tighter(wide, monkeypatch):
     rg, geo = dn._gaussians_and_geometry(net, part, True)
     mu, log_norm = dn.posterior_region_params(net, part, X, rg)
     upper = log_norm + dn.log_mass_upper_bound(part, mu, rg.cov)
-    _, lower32 = dn._first_lower(part, mu, rg.cov, log_norm, upper, "auto", None, geo, "absolute")
+    _, lower32, _ = dn._first_lower(part, mu, rg.cov, log_norm, upper, "auto", None, geo, "absolute")
     monkeypatch.setattr(dn, "LOWER_PAIRS", 3)
-    _, lower3 = dn._first_lower(part, mu, rg.cov, log_norm, upper, "auto", None, geo, "absolute")
+    _, lower3, _ = dn._first_lower(part, mu, rg.cov, log_norm, upper, "auto", None, geo, "absolute")
     # below the strict evaluate's log p(x) up to rounding (the error bar now also holds an a-priori rounding bound,
     # engine.conditioning, far looser than the two float64 sums' difference, so log p - bar is no sharper reference)
     assert np.all(lower32 <= ref.log_marginal + 1e-12 * np.abs(ref.log_marginal))

@@ -105,7 +105,7 @@ def test_screen_skips_most_pairs(monkeypatch):
     part = engine.partition(net)
     X = net.sample(20, rng=1)
     rg = dn.region_gaussians(net, part)
-    mu, log_norm, (upper, first, lower) = dn._screened_params(net, part, X, rg, "auto", None, None, "absolute")
+    mu, log_norm, (upper, first, lower, _) = dn._screened_params(net, part, X, rg, "auto", None, None, "absolute")
     computed = np.isfinite(log_norm)
     assert computed.mean() < 0.5, computed.mean()  # 0.33 measured; 27 % of the pairs are needed
     # the computed pairs are exactly those of the full pass
@@ -116,7 +116,7 @@ def test_screen_skips_most_pairs(monkeypatch):
     assert (ln_all < lower[:, None] - dn.PRUNE_NATS)[~computed].all()
     # and the unscreened path's own upper bounds, first pairs and lower bound are the screened ones
     up_all = ln_all + dn.log_mass_upper_bound(part, mu_all, rg.cov)
-    first_all, lower_all = dn._first_lower(part, mu_all, rg.cov, ln_all, up_all, "auto", None, None, "absolute")
+    first_all, lower_all, _ = dn._first_lower(part, mu_all, rg.cov, ln_all, up_all, "auto", None, None, "absolute")
     assert np.array_equal(first, first_all) and np.array_equal(lower, lower_all)
     need_all = up_all >= lower_all[:, None] - dn.PRUNE_NATS
     assert np.array_equal(need_all, upper >= lower[:, None] - dn.PRUNE_NATS)
