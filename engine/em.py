@@ -487,9 +487,7 @@ def importance_log_marginal(net: Network, X: np.ndarray, Z: np.ndarray, log_q: n
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for s in range(0, N, step):
             z = Z[s:s + step].reshape(-1, S)
-            h = z
-            for layer in net.layers:
-                h = h @ layer.weight.T + layer.bias if isinstance(layer, Linear) else layer(h)
+            h = net.forward(z)
             r = solve_triangular(chol_x, (np.repeat(X[s:s + step], K, axis=0) - h).T, lower=True,
                                  check_finite=False)
             u = solve_triangular(chol_z, z.T, lower=True, check_finite=False)
