@@ -18,7 +18,7 @@ import pytest
 import engine
 from engine import distributions as Dist
 from engine.gaussian import polytopes as Pol
-from engine.gaussian.pairs import PairResult
+from engine.gaussian.pairs import PairResult, log_error
 from engine.gaussian.planar import batch as Batch
 from engine.gaussian.planar import kernel as K
 from engine.gaussian.planar.batch import RegionGeometry, batch_planar_pairs, store_planar_pairs
@@ -55,17 +55,28 @@ def test_kernel_offsets_are_the_numpy_form(block):
     assert np.isfinite(given[0]).sum() > 100 and np.isneginf(given[0]).sum() > 100  # both kinds of pairs occur
 
 
+def _congruence_2x2(L, C):
+    """``L C L^T`` for stacks of lower-triangular L and symmetric C (2 x 2), written out: the numpy store's."""
+    l00, l10, l11 = L[:, 0, 0], L[:, 1, 0], L[:, 1, 1]
+    c00, c01, c11 = C[:, 0, 0], C[:, 0, 1], C[:, 1, 1]
+    out = np.empty_like(C)
+    out[:, 0, 0] = l00 * l00 * c00
+    out[:, 0, 1] = out[:, 1, 0] = l00 * (l10 * c00 + l11 * c01)
+    out[:, 1, 1] = l10 * l10 * c00 + 2.0 * l10 * l11 * c01 + l11 * l11 * c11
+    return out
+
+
 def _numpy_store(res, geo, pr, pn, mu, out, settled, moments):
     """What ``polytopes._planar_block`` stored before the compiled scatter (the reference)."""
     res.settled[pr, pn] = settled
     lm = out.log_mass
     res.log_mass[pr, pn] = lm
-    res._errors[pr, pn] = Pol._log_err(out.rel)
+    res._errors[pr, pn] = log_error(out.rel)
     if moments >= 1:
         fin = np.isfinite(lm)
         res.mean[pr, pn] = np.where(fin[:, None], mu + np.matmul(geo.chol[pr], out.mean[:, :, None])[:, :, 0], 0.0)
         if moments >= 2:
-            res.cov[pr, pn] = np.where(fin[:, None, None], Pol._congruence_2x2(geo.chol[pr], out.cov), 0.0)
+            res.cov[pr, pn] = np.where(fin[:, None, None], _congruence_2x2(geo.chol[pr], out.cov), 0.0)
 
 
 @pytest.mark.parametrize("moments", [0, 1, 2])

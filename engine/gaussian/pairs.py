@@ -67,6 +67,13 @@ class TruncatedMoments:
     log_mass_error: np.ndarray | None = None  # (N,) absolute error bound on log_mass; None: exact
 
 
+def log_error(rel):
+    """``PairResult``'s stored bound ``log(1 / (1 - rel))`` of a relative mass error ``rel``: ``inf`` from 0.5 on
+    (no useful lower bound on the mass)."""
+    with np.errstate(invalid="ignore"):
+        return np.where(rel < 0.5, -np.log1p(-np.minimum(rel, 0.49)), np.inf)
+
+
 def _mask(name: str, value, shape, dtype):
     """``value`` as an array of ``shape`` (or None), with a one-line input error otherwise."""
     if value is None:

@@ -31,7 +31,7 @@ from .facets import facet_moments
 from .highdim.qmc import rqmc_moments
 from .highdim.sliced import SlicedGeometry, sliced_batch, with_fallback
 from .interval import standard_interval_moments
-from .pairs import PairRequest, PairResult, TruncatedMoments
+from .pairs import PairRequest, PairResult, TruncatedMoments, log_error
 from .planar import cancels, planar_log_mass, planar_moments, planar_slice_log_mass, planar_slice_moments
 from .planar.batch import RegionGeometry, batch_planar_pairs, store_planar_pairs
 from .solid import SolidGeometry, batch_solid_moments, cubature_moments, loosen_factors, solid_log_mass
@@ -268,22 +268,6 @@ def _polytope_moments_single(polytope: Polytope, mean, cov, *, moments: int = 2,
     return TruncatedMoments(lm, mz, cz, _region_method(Qc.shape[1], req, cones), log_err)
 
 
-def _congruence_2x2(L, C):
-    """``L C L^T`` for stacks of lower-triangular L and symmetric C (2 x 2), written out."""
-    l00, l10, l11 = L[:, 0, 0], L[:, 1, 0], L[:, 1, 1]
-    c00, c01, c11 = C[:, 0, 0], C[:, 0, 1], C[:, 1, 1]
-    out = np.empty_like(C)
-    out[:, 0, 0] = l00 * l00 * c00
-    out[:, 0, 1] = out[:, 1, 0] = l00 * (l10 * c00 + l11 * c01)
-    out[:, 1, 1] = l10 * l10 * c00 + 2.0 * l10 * l11 * c01 + l11 * l11 * c11
-    return out
-
-
-def _log_err(rel):
-    with np.errstate(invalid="ignore"):
-        return np.where(rel < 0.5, -np.log1p(-np.minimum(rel, 0.49)), np.inf)
-
-
 BOUND_ONLY_REL = 1e-6  # lower_bound_only: the batch's estimates are kept up to this relative error bound
 _CHUNK_PAIRS = 16384  # pairs per vectorised block (bounds the (pairs, edges, 40 nodes) arrays)
 _CHUNK_PAIRS_S3 = 8192  # S = 3: (pairs, facets, incident edges) arrays
@@ -292,7 +276,7 @@ _CHUNK_PAIRS_S3 = 8192  # S = 3: (pairs, facets, incident edges) arrays
 def _store_whitened(res: PairResult, req: PairRequest, chol, r, rows, lm, my, cy, rel):
     """Whitened results of region r (scalar) or regions r (array, ``chol`` per pair) into ``res``."""
     res.log_mass[r, rows] = lm
-    res._errors[r, rows] = _log_err(rel)
+    res._errors[r, rows] = log_error(rel)
     if req.moments < 1:
         return
     fin = np.isfinite(lm)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..pairs import PlanarPairs
+from ..pairs import PlanarPairs, log_error
 from .kernel import PlanarArrays, cancel_flags, pair_planar_moments, small_polygon_pairs, store_pairs
 from .reference import _COV_TOL, _PARALLEL, planar_slice_moments
 
@@ -213,8 +213,7 @@ def store_planar_pairs(res, geo: RegionGeometry, pr, pn, mu, out: PlanarPairs, s
     Lm = mu[:0]
     if moments >= 1:  # numpy's matmul, whose rounding (fused multiply-adds) the stored means have always had
         Lm = np.ascontiguousarray(np.matmul(geo.chol[pr], out.mean[:, :, None])[:, :, 0])
-    with np.errstate(invalid="ignore"):  # polytopes._log_err
-        err = np.where(out.rel < 0.5, -np.log1p(-np.minimum(out.rel, 0.49)), np.inf)
+    err = log_error(out.rel)
     block = (np.ascontiguousarray(mu, dtype=np.float64), Lm, out.log_mass, err,
              out.cov if moments >= 2 else np.zeros((0, 2, 2)), np.ascontiguousarray(settled, dtype=np.bool_))
     store_pairs(np.ascontiguousarray(pr, dtype=np.intp), np.ascontiguousarray(pn, dtype=np.intp), geo.chol, moments,

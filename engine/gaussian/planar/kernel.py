@@ -743,9 +743,10 @@ def store_pairs(pr, pn, chol, moments, block, res):
     ``[pr[p], pn[p]]``: log mass, its error ``err`` (numpy's, whose SIMD log1p differs from libm's in the last bit),
     ``settled``; the mean ``mu + Lm`` (``Lm = L m``, the whitened mean mapped back by numpy's matmul, whose
     OpenBLAS rounding varies with memory alignment, so it stays numpy's) and the covariance ``L C L^T`` (``chol``
-    (R, 2, 2) holds ``L``; ``polytopes._congruence_2x2``, the same products in the same order), both zero where the
+    (R, 2, 2) holds ``L``; the written-out products of the former numpy store, in the same order), both zero where the
     mass is not finite
-    -- what ``polytopes._planar_block`` computed with (P, 2, 2) temporaries, bit for bit."""
+    -- what ``polytopes._planar_block`` computed with (P, 2, 2) temporaries, bit for bit
+    (tests/test_s2_fused_paths.py keeps that numpy store as the reference)."""
     mu, Lm, log_mass, err, cov, settled = block
     res_lm, res_err, res_mean, res_cov, res_settled = res
     for p in range(pr.size):
