@@ -34,6 +34,7 @@ import weakref
 
 import numba
 import numpy as np
+from scipy.linalg import solve_triangular
 
 from .network import Linear, Network
 
@@ -71,7 +72,7 @@ def rounding_bar(net: Network, part, rg, X: np.ndarray, mu: np.ndarray, log_norm
     eq. 5, summed over the pairs that carry weight; see the module docstring. ``rg`` is the partition's
     ``RegionGaussians``, ``mu``, ``log_norm`` (eq. 7, 5) and ``log_mass``, ``means``, ``covs`` (the truncated
     moments) are :func:`engine.evaluate`'s first pass."""
-    X_w = np.linalg.solve(rg.chol_x, np.asarray(X, dtype=np.float64).T).T
+    X_w = solve_triangular(rg.chol_x, np.asarray(X, dtype=np.float64).T, lower=True).T  # only its row norms
     S, D = net.latent_dim, net.data_dim
     c = 4.0 * (D + S)
     nAabs, nbabs, gamma = _abs_norms(net, part)
