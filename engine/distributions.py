@@ -604,7 +604,10 @@ def _hinted_lower(part, mu, covs, log_norm, pre, extra, method, rng, geometry):
     """``pre = (upper, first, lower, counted)`` of :func:`_pruned_truncated_moments` with the lower bound of log p(x)
     raised by the pairs ``extra`` (N, R) that ``lower`` does not count yet: ``lower = log(e^lower + sum e^(log_norm +
     rigorous lower log-mass))`` over ``extra & ~counted`` (distinct terms of eq. 5, so still a lower bound)."""
-    extra = np.asarray(extra, dtype=bool)
+    extra = np.asarray(extra)
+    if extra.dtype != bool:  # a float mask (NaN, 0.5, ...) is not silently read as True / False
+        raise DGNInputError("lower_pairs", f"has dtype {extra.dtype}, not bool",
+                            "pass a boolean (points, regions) mask")
     if extra.shape != log_norm.shape:
         raise DGNInputError("lower_pairs", f"has shape {extra.shape}, not (points, regions) = {log_norm.shape}")
     if pre is None:

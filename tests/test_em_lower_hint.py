@@ -67,7 +67,8 @@ def test_hinted_bound_stays_below_log_p_and_is_tighter(fitted):
 def test_hinted_evaluate_equals_the_plain_one_within_its_error_bounds(fitted):
     """log p(x) with each hint against the plain evaluate: within the sum of the two runs' ``log_marginal_error``
     plus 1e-13 relative (measured 0 on the draws' hint), posterior weights within 1e-9 (the loosened pairs' moments
-    are accurate to 3e-9 of Sigma_omega times their weight, eq. 6), and a wrong shape is a one-line error."""
+    are accurate to 3e-9 of Sigma_omega times their weight, eq. 6), and a wrong shape or a non-boolean mask is a
+    one-line error."""
     X, a, b = fitted
     net = b.network_
     part = partition(net)
@@ -80,6 +81,8 @@ def test_hinted_evaluate_equals_the_plain_one_within_its_error_bounds(fitted):
                                    atol=1e-9, err_msg=name)
     with pytest.raises(DGNInputError, match="lower_pairs"):
         engine.evaluate(net, X, part=part, lower_pairs=np.ones((len(X), len(part) + 1), dtype=bool))
+    with pytest.raises(DGNInputError, match="lower_pairs: has dtype float64, not bool"):
+        engine.evaluate(net, X, part=part, lower_pairs=np.full((len(X), len(part)), np.nan))
 
 
 def test_em_hint_off_and_on_fit_alike(monkeypatch):
