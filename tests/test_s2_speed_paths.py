@@ -55,9 +55,16 @@ def _short_edges():
     return np.concatenate([E, np.stack([E[:, 0], -E[:, 2], -E[:, 1]], axis=1)])
 
 
-def test_short_edge_rule_against_mpmath():
+def _graded_simd_log_B(h, lo, hi):
+    return K._graded_simd(h, lo, hi)[0]
+
+
+@pytest.mark.parametrize("edge,rel", [(K.edge_graded, 1e-15), (_graded_simd_log_B, K.GRADED_REL)],
+                         ids=["libm", "simd"])
+def test_short_edge_rule_against_mpmath(edge, rel):
     """The 10/12/16-point rules are exact to 1e-15 relative (the bound the kernel adds for every graded edge), and the
-    cases really take it (one panel, short)."""
+    cases really take it (one panel, short); the kernel's vector-exp version (``_graded_simd``) to ``GRADED_REL``
+    (1e-15 plus ``FAST_EXP_ULPS`` ulps of its node terms)."""
     E = _short_edges()
     short = 0
     worst = 0.0
@@ -66,14 +73,33 @@ def test_short_edge_rule_against_mpmath():
         wb = hi - lo
         xs, _ = K._short_rule(a, wb, np.hypot(a, h))
         short += xs.size < 20
-        got = K.edge_graded(h, lo, hi)
+        got = edge(h, lo, hi)
         want = float(_edge_log_B(h, lo, hi))
-        # 1e-15 (the kernel's claim for a graded edge) plus the rounding of the log-space terms: the exponent
-        # -(h^2 + a^2) / 2 and log B itself
-        tol = 1e-15 + 2 * np.finfo(float).eps * (h * h + a * a + abs(want))
+        # the rule's bound plus the rounding of the log-space terms: the exponent -(h^2 + a^2) / 2 and log B itself
+        tol = rel + 2 * np.finfo(float).eps * (h * h + a * a + abs(want))
         worst = max(worst, abs(np.expm1(got - want)) / tol)
     assert short == len(E)
     assert worst <= 1.0, f"worst error {worst:.3g} x the tolerance"
+
+
+def test_long_graded_edges_simd_against_mpmath():
+    """Graded edges of several panels (20 points each, cut at the 40-nat window) by the kernel's vector exp
+    (``_graded_simd``): within ``GRADED_REL`` of 40-digit mpmath, and equal to the libm version to 1e-14."""
+    rng = np.random.default_rng(16)
+    panels = 0
+    for _ in range(40):
+        h = 10 ** rng.uniform(-1.2, 0.9)
+        a = 10 ** rng.uniform(-1.3, 1.0)
+        hi = a + 10 ** rng.uniform(0.0, 1.5)
+        for lo, up in ((a, hi), (-hi, -a)):
+            got = _graded_simd_log_B(h, lo, up)
+            want = float(_edge_log_B(h, lo, up))
+            tol = K.GRADED_REL + 2 * np.finfo(float).eps * (h * h + a * a + abs(want))
+            assert abs(np.expm1(got - want)) <= tol, (h, lo, up)
+            assert abs(got - K.edge_graded(h, lo, up)) <= 1e-14 * max(1.0, abs(want))
+        rho = max(np.hypot(a, h), K._NEAR_FOOT)
+        panels += min(hi - a, np.sqrt(a * a + 2 * K._WINDOW) - a) > rho
+    assert panels > 20  # most take more than one panel
 
 
 def _interval_log_mass_mean(lo, hi):
@@ -94,11 +120,12 @@ def test_edge_moments_from_the_edge_rule_against_mpmath():
     """The 1-D mass and mean that the kernel's moment formula takes from an edge's own quadrature (``_graded`` ->
     ``_side_log_mass_mean``, eq. 6's edge terms) against mpmath, to the interval rule's own accuracy (1e-13 in log
     mass, 1e-12 standard deviations in the mean: tests/test_planar_kernel.py); measured 3e-16 and 6e-16, so the
-    bounds here are rounding-level: 2e-15 in log mass, 1e-14 (sd + |mean|) in the mean. A quarter of the edges."""
+    bounds here are rounding-level: 2e-15 in log mass, 1e-14 (sd + |mean|) in the mean. A quarter of the edges, taken
+    alternately by the libm rule (``_graded``) and the kernel's vector-exp one (``_graded_simd``)."""
     used = 0
     edges = _short_edges()[::4]
-    for h, lo, hi in edges:
-        _, z0, z1 = K._graded(h, lo, hi)
+    for (h, lo, hi), graded in zip(edges, [K._graded, K._graded_simd] * len(edges)):
+        _, z0, z1 = graded(h, lo, hi)
         if not z0 > 0.0:
             continue
         used += 1

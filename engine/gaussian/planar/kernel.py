@@ -37,6 +37,7 @@ from numba import types
 from numba.extending import get_cython_function_address
 
 from .. import constants as C
+from ..fastexp import FAST_EXP_ULPS, panel_sums
 from ..threads import run_split
 
 
@@ -231,6 +232,64 @@ def _graded(h, s_lo, s_hi):
     return -0.5 * (h * h + a * a) - _LOG_2PI + math.log(total), 0.5 * wb * z0, 0.5 * wb * z1
 
 
+def _padded_rule(n, size):
+    """The n-point Gauss-Legendre rule padded to ``size`` nodes (a multiple of 8) with zero weights at 0."""
+    x, w = np.polynomial.legendre.leggauss(n)
+    return np.concatenate([x, np.zeros(size - n)]), np.concatenate([w, np.zeros(size - n)])
+
+
+# the rules of _short_rule / _graded padded to 16 or 24 nodes: fastexp.panel_sums takes 8 nodes per vector
+_P10, _PW10 = _padded_rule(10, 16)
+_P12, _PW12 = _padded_rule(12, 16)
+_P16, _PW16 = _padded_rule(16, 16)
+_P20, _PW20 = _padded_rule(20, 24)
+# relative error bound of a graded edge's B by the SIMD rules: the rules' own 1e-15 (40-digit mpmath,
+# tests/test_s2_speed_paths.py) plus the vector exp's FAST_EXP_ULPS ulps in each (positive) node term
+GRADED_REL = 1e-15 + FAST_EXP_ULPS * _EPS
+
+
+@_jit
+def _padded_short_rule(a, wb, dist):
+    """:func:`_short_rule`'s choice (the same conditions), as the padded rules of ``fastexp.panel_sums``."""
+    if a * wb + 0.5 * wb * wb <= _SHORT_SPAN and wb <= dist:
+        if wb <= 0.25 * dist and wb <= _SHORT_10_WIDTH:
+            return _P10, _PW10
+        if wb <= 0.5 * dist or wb <= _SHORT_12_WIDTH:
+            return _P12, _PW12
+        return _P16, _PW16
+    return _P20, _PW20
+
+
+@_jit
+def _graded_simd(h, s_lo, s_hi):
+    """:func:`_graded` (the same panels, the same rules) by ``fastexp.panel_sums``: ``(log B, z0, z1)``, B to
+    ``GRADED_REL`` relative. The kernel's edges; :func:`_graded` (libm's exp, one node at a time) stays the numpy
+    reference path's."""
+    flip = s_hi <= 0.0
+    a = -s_hi if flip else s_lo
+    b = -s_lo if flip else s_hi
+    dist = math.sqrt(a * a + h * h)
+    rho = max(dist, _NEAR_FOOT)
+    uw = math.sqrt(a * a + 2.0 * _WINDOW) - a
+    wb = min(b - a, uw)
+    npan = 1 if wb <= rho else int(min(max(math.ceil(math.log2(wb / rho + 1.0) - 1e-12), 1.0), float(_GRADES)))
+    xs, ws = _padded_short_rule(a, wb, dist) if npan == 1 else (_P20, _PW20)
+    total = 0.0
+    left = 0.0
+    z0 = 0.0
+    z1 = 0.0
+    for j in range(npan):
+        right = wb if j == npan - 1 else min(rho * (2.0 ** (j + 1) - 1.0), wb)
+        half = 0.5 * (right - left)
+        t, z0, z1 = panel_sums(a, h, left, half, xs, ws)
+        total += half * t
+        left = right
+    if not (npan == 1 and xs.size == 16 and wb == b - a):  # z0, z1: one short panel over the whole edge only
+        z0 = 0.0
+        z1 = 0.0
+    return -0.5 * (h * h + a * a) - _LOG_2PI + math.log(total), 0.5 * wb * z0, 0.5 * wb * z1
+
+
 @_jit
 def edge_graded(h, s_lo, s_hi):
     """log B of an edge on one side of its foot: 20-point Gauss-Legendre on geometric panels in s from the end
@@ -414,7 +473,7 @@ def _owen_argument(s, h):
 
 @_jit
 def _edge_log_B_sums(h, s_lo, s_hi):
-    """:func:`edge_log_B` and :func:`_graded`'s ``z0, z1`` (0, 0 unless the graded one-panel rule took the edge)."""
+    """:func:`edge_log_B` and :func:`_graded_simd`'s ``z0, z1`` (0, 0 unless one short graded panel took the edge)."""
     straddle = s_lo < 0.0 and s_hi > 0.0
     near = min(abs(s_lo), abs(s_hi))
     if h < _OWEN_H and (straddle or h * h + near * near < _NEAR_FOOT * _NEAR_FOOT):
@@ -426,13 +485,14 @@ def _edge_log_B_sums(h, s_lo, s_hi):
             return math.log(diff), r_o, 0.0, 0.0
     if straddle:
         return edge_theta(h, s_lo, s_hi), 1e-15, 0.0, 0.0
-    lb, z0, z1 = _graded(h, s_lo, s_hi)
-    return lb, 1e-15, z0, z1
+    lb, z0, z1 = _graded_simd(h, s_lo, s_hi)
+    return lb, GRADED_REL, z0, z1
 
 
 @_jit
 def edge_log_B(h, s_lo, s_hi):
-    """``(log B, rel_err)`` of one edge: ``planar._edge_log_B``."""
+    """``(log B, rel_err)`` of one edge as the kernel computes it (``planar._edge_log_B``, the graded edges by
+    :func:`_graded_simd`)."""
     lb, rb, _, _ = _edge_log_B_sums(h, s_lo, s_hi)
     return lb, rb
 
@@ -477,7 +537,7 @@ class PlanarArrays(NamedTuple):
 class EdgeWork(NamedTuple):
     """The pairs' edge data (``s_lo``, ``s_hi``, ``act``, ``keep``: the caller's (P, F) outputs, row p for pair p) and
     one thread's scratch (``log_B`` (F,), ``ds`` (F, 2), ``bounds`` (F,), ``zsum`` (F, 2): the edge's 1-D moments'
-    sums from its own quadrature, :func:`_graded`)."""
+    sums from its own quadrature, :func:`_graded_simd`)."""
 
     s_lo: np.ndarray
     s_hi: np.ndarray
