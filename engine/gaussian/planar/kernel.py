@@ -534,188 +534,27 @@ class PlanarArrays(NamedTuple):
     cn: np.ndarray
 
 
-class EdgeWork(NamedTuple):
-    """The pairs' edge data (``s_lo``, ``s_hi``, ``act``, ``keep``: the caller's (P, F) outputs, row p for pair p) and
-    one thread's scratch (``log_B`` (F,), ``ds`` (F, 2), ``bounds`` (F,), ``zsum`` (F, 2): the edge's 1-D moments'
-    sums from its own quadrature, :func:`_graded_simd`)."""
-
-    s_lo: np.ndarray
-    s_hi: np.ndarray
-    act: np.ndarray
-    keep: np.ndarray
-    log_B: np.ndarray
-    ds: np.ndarray
-    bounds: np.ndarray
-    zsum: np.ndarray
-
-
-# one function on purpose: split into five compiled pieces (even with inline="always") it measured 13% slower
-# per pair (3.5 -> 4.0 us, alternated runs), so the complexity limit is waived here alone. Rows are
-# indexed in place (``D[p, f]``, ``g.Nrm[r, f, 0]``), never sliced (``D[p]``): every slice is a reference-counted
-# view, two atomic operations each, and the 18 per pair cost 15 % of the kernel (alternated runs). Inlined into
-# ``_pairs`` (numba IR inlining): no call per pair passing the 19 arrays of ``g`` and ``ew``; the same results bit
-# for bit, kernel CPU 0.47 -> 0.44 s on the bench_engine S = 2 batch (medians of 6 and 5 alternated processes,
-# one thread, machine shared by five jobs)
-_jit_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-
-
-@_jit_inline
-def _pair(g, r, D, p, moments, log_weight_scale, ew, mean, cov):  # noqa: C901
-    """Pair p (region r of ``g``, whitened offsets ``D[p]``): fills row p of the edge data of ``ew``, of ``mean``
-    (P, 2) and ``cov`` (P, 2, 2); returns (log_mass, rel_err, flagged, loosen)."""
-    Nrm, valid, jhi, jlo, has_hi, has_lo = g.Nrm, g.valid, g.jhi, g.jlo, g.has_hi, g.has_lo
-    paired, ghi, glo, chi, clo = g.paired, g.ghi, g.glo, g.chi, g.clo
-    s_lo, s_hi, act, keep, log_B, ds, bounds, zsum = ew
-    F = D.shape[1]
-    inside = True
-    outside = False
-    ref = -_INF
-    for f in range(F):
-        s_lo[p, f] = -_INF
-        s_hi[p, f] = _INF
-        act[p, f] = False
-        keep[p, f] = False
-        log_B[f] = -_INF
-        if not valid[r, f]:
-            continue
-        ds[f, 0] = 0.0
-        ds[f, 1] = 0.0
-        if has_hi[r, f]:
-            j = jhi[r, f]
-            s_hi[p, f] = (D[p, j] - D[p, f] * chi[r, f]) / ghi[r, f]
-            ds[f, 1] = end_rounding(D[p, j], D[p, f], s_hi[p, f], ghi[r, f])
-    for f in range(F):
-        if not valid[r, f]:
-            continue
-        j = jlo[r, f]
-        if paired[r, f]:  # the vertex (jlo[f], f) as edge jlo[f] computed it: s = v.e_f
-            s_lo[p, f] = D[p, j] * glo[r, f] + s_hi[p, j] * clo[r, f]
-            ds[f, 0] = ds[j, 1]
-        elif has_lo[r, f]:
-            s_lo[p, f] = (D[p, j] - D[p, f] * clo[r, f]) / glo[r, f]
-            ds[f, 0] = end_rounding(D[p, j], D[p, f], s_lo[p, f], glo[r, f])
-        act[p, f] = s_lo[p, f] < s_hi[p, f]
-        if not D[p, f] > 0.0:
-            inside = False
-        if D[p, f] < 0.0:
-            outside = True
-    boundary = not inside and not outside
-    for f in range(F):
-        bounds[f] = -_INF
-        if act[p, f]:
-            h = abs(D[p, f])
-            s_star = min(max(0.0, s_lo[p, f]), s_hi[p, f])
-            bounds[f] = _LOG_HALF - 0.5 * (h * h + s_star * s_star)
-            if bounds[f] > ref:
-                ref = bounds[f]
-    if inside:
-        ref = 0.0
-    elif log_weight_scale + ref < -NEGLIGIBLE_NATS:
-        # origin outside: the polygon lies beyond the tangent line at its closest point, at distance
-        # rho_min = min_i sqrt(h_i^2 + s*_i^2), so mass <= Phi(-rho_min) <= exp(-rho_min^2 / 2) / 2 = e^ref
-        for k in range(2):
-            mean[p, k] = 0.0
-            cov[p, k, 0] = 0.0
-            cov[p, k, 1] = 0.0
-        return -_INF, 0.0, False, MAX_LOOSEN
-    elif ref == -_INF:
-        ref = 0.0
-    # signed sum and error terms in units of e^ref: every kept term is within _DROP nats of it
-    pos = 1.0 if inside else 0.0
-    neg = 0.0
-    err = 0.0
-    for f in range(F):
-        if not act[p, f]:
-            continue
-        if bounds[f] > ref - _DROP:
-            keep[p, f] = True
-            d_f = D[p, f]
-            lb, rb, zsum[f, 0], zsum[f, 1] = _edge_log_B_sums(abs(d_f), s_lo[p, f], s_hi[p, f])
-            log_B[f] = lb
-            b = math.exp(lb - ref)
-            err += b * (rb + _EPS)
-            k = jlo[r, f]
-            if paired[r, f]:
-                ex, fac = _shared_vertex_error(s_lo[p, f], d_f, D[p, k], s_hi[p, k])
-                err += fac * math.exp(ex - ref)
-            elif has_lo[r, f]:
-                ex, fac = _vertex_error_of(abs(d_f), s_lo[p, f], ds[f, 0])  # ds: end_rounding of this end
-                err += fac * math.exp(ex - ref)
-            j = jhi[r, f]
-            if has_hi[r, f] and not paired[r, j]:
-                ex, fac = _vertex_error_of(abs(d_f), s_hi[p, f], ds[f, 1])
-                err += fac * math.exp(ex - ref)
-            if d_f < 0.0 and not inside:
-                pos += b
-            elif d_f > 0.0:
-                neg += b
-        else:
-            err += math.exp(bounds[f] - ref)
-    ratio = neg / pos
-    r1 = 1.0 if ratio > 1.0 else ratio
-    log_mass = ref + math.log(pos) + math.log1p(-r1)
-    rel_err = err / (pos * (1.0 - r1)) + 4.0 * _EPS * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
-    loosen = loosen_factor(log_weight_scale + log_mass + math.log1p(min(rel_err, 1.0)))
-    flagged = boundary or not math.isfinite(log_mass) or not rel_err <= FALLBACK_REL * loosen
-    for k in range(2):
-        mean[p, k] = 0.0
-        cov[p, k, 0] = 0.0
-        cov[p, k, 1] = 0.0
-    if flagged:
-        lm_small, rel_small, used, _ = small_polygon(Nrm[r], D[p], s_lo[p], s_hi[p], act[p], ds, moments, mean[p],
-                                                     cov[p])
-        if used:
-            return lm_small, rel_small, False, loosen
-    if moments < 1 or flagged:
-        return log_mass, rel_err, flagged, loosen
-    m0 = 0.0
-    m1 = 0.0
-    s00 = 1.0
-    s01 = 0.0
-    s10 = 0.0
-    s11 = 1.0
-    for f in range(F):
-        if not keep[p, f]:
-            continue
-        if zsum[f, 0] > 0.0:  # the edge's own exponentials (one short panel over the whole edge)
-            lz, ms = _side_log_mass_mean(s_lo[p, f], s_hi[p, f], zsum[f, 0], zsum[f, 1])
-        else:
-            lz, ms = interval_log_mass_mean(s_lo[p, f], s_hi[p, f])
-        d_f = D[p, f]
-        q = math.exp(-0.5 * d_f * d_f - _LOG_SQRT_2PI + lz - log_mass)
-        if not math.isfinite(q):
-            continue
-        n0 = Nrm[r, f, 0]
-        n1 = Nrm[r, f, 1]
-        m0 -= q * n0
-        m1 -= q * n1
-        face0 = d_f * n0 - ms * n1  # d n + m e, e = rot90(n) = (-n1, n0)
-        face1 = d_f * n1 + ms * n0
-        s00 -= q * n0 * face0
-        s01 -= q * n0 * face1
-        s10 -= q * n1 * face0
-        s11 -= q * n1 * face1
-    mean[p, 0] = m0
-    mean[p, 1] = m1
-    if moments >= 2:
-        c01 = 0.5 * ((s01 - m0 * m1) + (s10 - m1 * m0))
-        cov[p, 0, 0] = s00 - m0 * m0
-        cov[p, 1, 1] = s11 - m1 * m1
-        cov[p, 0, 1] = c01
-        cov[p, 1, 0] = c01
-    return log_mass, rel_err, flagged, loosen
-
-
+# one loop on purpose: every array a compiled function receives, or a variable bound to a NamedTuple's field, is
+# reference-counted (two atomic operations); with the per-pair work in its own (numba-IR-inlined) function that was 22
+# array arguments and fields a pair, 7 % of the kernel's time (perf, bench_engine's S = 2 batch). In one loop they are
+# bound once per call. Rows are indexed in place (``D[p, f]``, ``Nrm[r, f, 0]``), never sliced (``D[p]``: a slice is a
+# reference-counted view); the complexity limit is waived here alone (split into five compiled pieces it measured 13 %
+# slower per pair).
 @_jit
-def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):
+def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: C901
     """Pairs ``start:stop``; ``out``: (log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep).
 
     ``mu`` (P, 2) given (not (0, 2)): row p of the whitened offsets ``D`` is first written from the pair's mean,
     ``D[p, f] = cn[r, f] - mu[p, 0] Hn[r, f, 0] - mu[p, 1] Hn[r, f, 1]`` -- the numpy form of
-    ``planar.batch.batch_planar_pairs``, operation for operation (so bit for bit), without its (P, F) temporaries."""
+    ``planar.batch.batch_planar_pairs``, operation for operation (so bit for bit), without its (P, F) temporaries.
+    Pair p (region r of ``g``, whitened offsets ``D[p]``) fills row p of every output; ``log_B`` (F,), ``ds`` (F, 2),
+    ``bounds`` (F,), ``zsum`` (F, 2) (the edge's 1-D moments' sums from its own quadrature, :func:`_graded_simd`) are
+    the loop's scratch."""
     log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep = out
     F = D.shape[1]
-    ew = EdgeWork(s_lo, s_hi, act, keep, np.empty(F), np.empty((F, 2)), np.empty(F), np.empty((F, 2)))
+    log_B, ds, bounds, zsum = np.empty(F), np.empty((F, 2)), np.empty(F), np.empty((F, 2))
+    Nrm, valid, jhi, jlo, has_hi, has_lo = g.Nrm, g.valid, g.jhi, g.jlo, g.has_hi, g.has_lo
+    paired, ghi, glo, chi, clo = g.paired, g.ghi, g.glo, g.chi, g.clo
     cn, Hn = g.cn, g.Hn
     from_mu = mu.shape[0] > 0
     for p in range(start, stop):
@@ -725,7 +564,155 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):
             m1 = mu[p, 1]
             for f in range(F):
                 D[p, f] = cn[r, f] - m0 * Hn[r, f, 0] - m1 * Hn[r, f, 1]
-        lm, re, fl, lo = _pair(g, r, D, p, moments, log_weight_scale[p], ew, mean, cov)
+        lws = log_weight_scale[p]
+        inside = True
+        outside = False
+        ref = -_INF
+        for f in range(F):
+            s_lo[p, f] = -_INF
+            s_hi[p, f] = _INF
+            act[p, f] = False
+            keep[p, f] = False
+            log_B[f] = -_INF
+            if not valid[r, f]:
+                continue
+            ds[f, 0] = 0.0
+            ds[f, 1] = 0.0
+            if has_hi[r, f]:
+                j = jhi[r, f]
+                s_hi[p, f] = (D[p, j] - D[p, f] * chi[r, f]) / ghi[r, f]
+                ds[f, 1] = end_rounding(D[p, j], D[p, f], s_hi[p, f], ghi[r, f])
+        for f in range(F):
+            if not valid[r, f]:
+                continue
+            j = jlo[r, f]
+            if paired[r, f]:  # the vertex (jlo[f], f) as edge jlo[f] computed it: s = v.e_f
+                s_lo[p, f] = D[p, j] * glo[r, f] + s_hi[p, j] * clo[r, f]
+                ds[f, 0] = ds[j, 1]
+            elif has_lo[r, f]:
+                s_lo[p, f] = (D[p, j] - D[p, f] * clo[r, f]) / glo[r, f]
+                ds[f, 0] = end_rounding(D[p, j], D[p, f], s_lo[p, f], glo[r, f])
+            act[p, f] = s_lo[p, f] < s_hi[p, f]
+            if not D[p, f] > 0.0:
+                inside = False
+            if D[p, f] < 0.0:
+                outside = True
+        boundary = not inside and not outside
+        for f in range(F):
+            bounds[f] = -_INF
+            if act[p, f]:
+                h = abs(D[p, f])
+                s_star = min(max(0.0, s_lo[p, f]), s_hi[p, f])
+                bounds[f] = _LOG_HALF - 0.5 * (h * h + s_star * s_star)
+                if bounds[f] > ref:
+                    ref = bounds[f]
+        if inside:
+            ref = 0.0
+        elif lws + ref < -NEGLIGIBLE_NATS:
+            # origin outside: the polygon lies beyond the tangent line at its closest point, at distance
+            # rho_min = min_i sqrt(h_i^2 + s*_i^2), so mass <= Phi(-rho_min) <= exp(-rho_min^2 / 2) / 2 = e^ref
+            for k in range(2):
+                mean[p, k] = 0.0
+                cov[p, k, 0] = 0.0
+                cov[p, k, 1] = 0.0
+            log_mass[p] = -_INF
+            rel_err[p] = 0.0
+            flagged[p] = False
+            loosen[p] = MAX_LOOSEN
+            continue
+        elif ref == -_INF:
+            ref = 0.0
+        # signed sum and error terms in units of e^ref: every kept term is within _DROP nats of it
+        pos = 1.0 if inside else 0.0
+        neg = 0.0
+        err = 0.0
+        for f in range(F):
+            if not act[p, f]:
+                continue
+            if bounds[f] > ref - _DROP:
+                keep[p, f] = True
+                d_f = D[p, f]
+                lb, rb, zsum[f, 0], zsum[f, 1] = _edge_log_B_sums(abs(d_f), s_lo[p, f], s_hi[p, f])
+                log_B[f] = lb
+                b = math.exp(lb - ref)
+                err += b * (rb + _EPS)
+                k = jlo[r, f]
+                if paired[r, f]:
+                    ex, fac = _shared_vertex_error(s_lo[p, f], d_f, D[p, k], s_hi[p, k])
+                    err += fac * math.exp(ex - ref)
+                elif has_lo[r, f]:
+                    ex, fac = _vertex_error_of(abs(d_f), s_lo[p, f], ds[f, 0])  # ds: end_rounding of this end
+                    err += fac * math.exp(ex - ref)
+                j = jhi[r, f]
+                if has_hi[r, f] and not paired[r, j]:
+                    ex, fac = _vertex_error_of(abs(d_f), s_hi[p, f], ds[f, 1])
+                    err += fac * math.exp(ex - ref)
+                if d_f < 0.0 and not inside:
+                    pos += b
+                elif d_f > 0.0:
+                    neg += b
+            else:
+                err += math.exp(bounds[f] - ref)
+        ratio = neg / pos
+        r1 = 1.0 if ratio > 1.0 else ratio
+        lm = ref + math.log(pos) + math.log1p(-r1)
+        re = err / (pos * (1.0 - r1)) + 4.0 * _EPS * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
+        lo = loosen_factor(lws + lm + math.log1p(min(re, 1.0)))
+        fl = boundary or not math.isfinite(lm) or not re <= FALLBACK_REL * lo
+        for k in range(2):
+            mean[p, k] = 0.0
+            cov[p, k, 0] = 0.0
+            cov[p, k, 1] = 0.0
+        if fl:
+            lm_small, rel_small, used, _ = small_polygon(Nrm[r], D[p], s_lo[p], s_hi[p], act[p], ds, moments, mean[p],
+                                                         cov[p])
+            if used:
+                log_mass[p] = lm_small
+                rel_err[p] = rel_small
+                flagged[p] = False
+                loosen[p] = lo
+                continue
+        if moments < 1 or fl:
+            log_mass[p] = lm
+            rel_err[p] = re
+            flagged[p] = fl
+            loosen[p] = lo
+            continue
+        m0 = 0.0
+        m1 = 0.0
+        s00 = 1.0
+        s01 = 0.0
+        s10 = 0.0
+        s11 = 1.0
+        for f in range(F):
+            if not keep[p, f]:
+                continue
+            if zsum[f, 0] > 0.0:  # the edge's own exponentials (one short panel over the whole edge)
+                lz, ms = _side_log_mass_mean(s_lo[p, f], s_hi[p, f], zsum[f, 0], zsum[f, 1])
+            else:
+                lz, ms = interval_log_mass_mean(s_lo[p, f], s_hi[p, f])
+            d_f = D[p, f]
+            q = math.exp(-0.5 * d_f * d_f - _LOG_SQRT_2PI + lz - lm)
+            if not math.isfinite(q):
+                continue
+            n0 = Nrm[r, f, 0]
+            n1 = Nrm[r, f, 1]
+            m0 -= q * n0
+            m1 -= q * n1
+            face0 = d_f * n0 - ms * n1  # d n + m e, e = rot90(n) = (-n1, n0)
+            face1 = d_f * n1 + ms * n0
+            s00 -= q * n0 * face0
+            s01 -= q * n0 * face1
+            s10 -= q * n1 * face0
+            s11 -= q * n1 * face1
+        mean[p, 0] = m0
+        mean[p, 1] = m1
+        if moments >= 2:
+            c01 = 0.5 * ((s01 - m0 * m1) + (s10 - m1 * m0))
+            cov[p, 0, 0] = s00 - m0 * m0
+            cov[p, 1, 1] = s11 - m1 * m1
+            cov[p, 0, 1] = c01
+            cov[p, 1, 0] = c01
         log_mass[p] = lm
         rel_err[p] = re
         flagged[p] = fl
