@@ -233,15 +233,18 @@ def _graded(h, s_lo, s_hi):
 
 
 def _padded_rule(n, size):
-    """The n-point Gauss-Legendre rule padded to ``size`` nodes (a multiple of 8) with zero weights at 0."""
+    """The n-point Gauss-Legendre rule padded to ``size`` nodes (a multiple of 8) with zero weights: at 0, and the last
+    at 1 (the panel's right end, whose integrand ``fastexp.panel_sums`` returns)."""
     x, w = np.polynomial.legendre.leggauss(n)
-    return np.concatenate([x, np.zeros(size - n)]), np.concatenate([w, np.zeros(size - n)])
+    x = np.concatenate([x, np.zeros(size - n)])
+    x[-1] = 1.0
+    return x, np.concatenate([w, np.zeros(size - n)])
 
 
 # the rules of _short_rule / _graded padded to 16 or 24 nodes: fastexp.panel_sums takes 8 nodes per vector
 _P10, _PW10 = _padded_rule(10, 16)
 _P12, _PW12 = _padded_rule(12, 16)
-_P16, _PW16 = _padded_rule(16, 16)
+_P16, _PW16 = _padded_rule(16, 24)
 _P20, _PW20 = _padded_rule(20, 24)
 # relative error bound of a graded edge's B by the SIMD rules: the rules' own 1e-15 (40-digit mpmath,
 # tests/test_s2_speed_paths.py) plus the vector exp's FAST_EXP_ULPS ulps in each (positive) node term
@@ -250,21 +253,25 @@ GRADED_REL = 1e-15 + FAST_EXP_ULPS * _EPS
 
 @_jit
 def _padded_short_rule(a, wb, dist):
-    """:func:`_short_rule`'s choice (the same conditions), as the padded rules of ``fastexp.panel_sums``."""
+    """:func:`_short_rule`'s choice (the same conditions), as the padded rules of ``fastexp.panel_sums``, and whether
+    it is a short one (fewer than 20 points)."""
     if a * wb + 0.5 * wb * wb <= _SHORT_SPAN and wb <= dist:
         if wb <= 0.25 * dist and wb <= _SHORT_10_WIDTH:
-            return _P10, _PW10
+            return _P10, _PW10, True
         if wb <= 0.5 * dist or wb <= _SHORT_12_WIDTH:
-            return _P12, _PW12
-        return _P16, _PW16
-    return _P20, _PW20
+            return _P12, _PW12, True
+        return _P16, _PW16, True
+    return _P20, _PW20, False
 
 
 @_jit
-def _graded_simd(h, s_lo, s_hi):
-    """:func:`_graded` (the same panels, the same rules) by ``fastexp.panel_sums``: ``(log B, z0, z1)``, B to
-    ``GRADED_REL`` relative. The kernel's edges; :func:`_graded` (libm's exp, one node at a time) stays the numpy
-    reference path's."""
+def _graded_parts(h, s_lo, s_hi):
+    """:func:`_graded` (the same panels, the same rules) by ``fastexp.panel_sums``, in parts: ``(E, total, z0, z1,
+    far)`` with ``B = total e^E`` (to ``GRADED_REL`` relative), ``E = -(h^2 + a^2) / 2 - log 2 pi`` the exponent of the
+    edge's end ``a`` nearest the foot (so also the exponent of that vertex's error term), ``far`` an upper bound of
+    ``exp(-a w - w^2 / 2)`` (``w = b - a``: the far end's exponent is ``E + log far``; exact unless the 40-nat
+    window cut the edge), ``z0``, ``z1`` as :func:`_graded` (0 unless one short panel covers the whole edge). The
+    kernel's edges; :func:`_graded` (libm's exp, one node at a time) stays the numpy reference path's."""
     flip = s_hi <= 0.0
     a = -s_hi if flip else s_lo
     b = -s_lo if flip else s_hi
@@ -273,21 +280,29 @@ def _graded_simd(h, s_lo, s_hi):
     uw = math.sqrt(a * a + 2.0 * _WINDOW) - a
     wb = min(b - a, uw)
     npan = 1 if wb <= rho else int(min(max(math.ceil(math.log2(wb / rho + 1.0) - 1e-12), 1.0), float(_GRADES)))
-    xs, ws = _padded_short_rule(a, wb, dist) if npan == 1 else (_P20, _PW20)
+    xs, ws, short = _padded_short_rule(a, wb, dist) if npan == 1 else (_P20, _PW20, False)
     total = 0.0
     left = 0.0
     z0 = 0.0
     z1 = 0.0
+    far = 1.0
     for j in range(npan):
         right = wb if j == npan - 1 else min(rho * (2.0 ** (j + 1) - 1.0), wb)
         half = 0.5 * (right - left)
-        t, z0, z1 = panel_sums(a, h, left, half, xs, ws)
+        t, z0, z1, far = panel_sums(a, h, left, half, xs, ws)
         total += half * t
         left = right
-    if not (npan == 1 and xs.size == 16 and wb == b - a):  # z0, z1: one short panel over the whole edge only
+    if not (short and wb == b - a):  # z0, z1: one short panel over the whole edge only
         z0 = 0.0
         z1 = 0.0
-    return -0.5 * (h * h + a * a) - _LOG_2PI + math.log(total), 0.5 * wb * z0, 0.5 * wb * z1
+    return -0.5 * (h * h + a * a) - _LOG_2PI, total, 0.5 * wb * z0, 0.5 * wb * z1, far
+
+
+@_jit
+def _graded_simd(h, s_lo, s_hi):
+    """``(log B, z0, z1)`` of :func:`_graded_parts` (:func:`_graded`'s form)."""
+    e, total, z0, z1, _ = _graded_parts(h, s_lo, s_hi)
+    return e + math.log(total), z0, z1
 
 
 @_jit
@@ -306,6 +321,14 @@ def _side_log_mass_mean(s_lo, s_hi, z0, z1):
     a = -s_hi if flip else s_lo
     mean = a + z1 / z0
     return -0.5 * a * a - _LOG_SQRT_2PI + math.log(z0), -mean if flip else mean
+
+
+@_jit
+def _side_mean(s_lo, s_hi, z0, z1):
+    """The mean of :func:`_side_log_mass_mean` alone."""
+    flip = s_hi <= 0.0
+    mean = (-s_hi if flip else s_lo) + z1 / z0
+    return -mean if flip else mean
 
 
 @_jit
@@ -472,8 +495,9 @@ def _owen_argument(s, h):
 
 
 @_jit
-def _edge_log_B_sums(h, s_lo, s_hi):
-    """:func:`edge_log_B` and :func:`_graded_simd`'s ``z0, z1`` (0, 0 unless one short graded panel took the edge)."""
+def _edge_B_parts(h, s_lo, s_hi):
+    """One edge's ``B = scale e^E`` as ``(E, scale, rel_err, z0, z1, far)``: the graded edges' parts
+    (:func:`_graded_parts`; ``far >= 0``), else ``(log B, 1, rel_err, 0, 0, -1)`` (Owen's T, the angle rule)."""
     straddle = s_lo < 0.0 and s_hi > 0.0
     near = min(abs(s_lo), abs(s_hi))
     if h < _OWEN_H and (straddle or h * h + near * near < _NEAR_FOOT * _NEAR_FOOT):
@@ -482,19 +506,19 @@ def _edge_log_B_sums(h, s_lo, s_hi):
         diff = th - tl
         r_o = 4.0 * _EPS * (abs(th) + abs(tl)) / abs(diff) + 1e-15 if diff != 0.0 else _INF
         if (straddle or r_o <= _OWEN_REL) and diff > 0.0:
-            return math.log(diff), r_o, 0.0, 0.0
+            return math.log(diff), 1.0, r_o, 0.0, 0.0, -1.0
     if straddle:
-        return edge_theta(h, s_lo, s_hi), 1e-15, 0.0, 0.0
-    lb, z0, z1 = _graded_simd(h, s_lo, s_hi)
-    return lb, GRADED_REL, z0, z1
+        return edge_theta(h, s_lo, s_hi), 1.0, 1e-15, 0.0, 0.0, -1.0
+    e, total, z0, z1, far = _graded_parts(h, s_lo, s_hi)
+    return e, total, GRADED_REL, z0, z1, far
 
 
 @_jit
 def edge_log_B(h, s_lo, s_hi):
     """``(log B, rel_err)`` of one edge as the kernel computes it (``planar._edge_log_B``, the graded edges by
-    :func:`_graded_simd`)."""
-    lb, rb, _, _ = _edge_log_B_sums(h, s_lo, s_hi)
-    return lb, rb
+    :func:`_graded_parts`)."""
+    e, scale, rb, _, _, _ = _edge_B_parts(h, s_lo, s_hi)
+    return e + math.log(scale), rb
 
 
 @_jit
@@ -547,12 +571,12 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
     ``mu`` (P, 2) given (not (0, 2)): row p of the whitened offsets ``D`` is first written from the pair's mean,
     ``D[p, f] = cn[r, f] - mu[p, 0] Hn[r, f, 0] - mu[p, 1] Hn[r, f, 1]`` -- the numpy form of
     ``planar.batch.batch_planar_pairs``, operation for operation (so bit for bit), without its (P, F) temporaries.
-    Pair p (region r of ``g``, whitened offsets ``D[p]``) fills row p of every output; ``log_B`` (F,), ``ds`` (F, 2),
-    ``bounds`` (F,), ``zsum`` (F, 2) (the edge's 1-D moments' sums from its own quadrature, :func:`_graded_simd`) are
-    the loop's scratch."""
+    Pair p (region r of ``g``, whitened offsets ``D[p]``) fills row p of every output; ``near`` (F,) (``e^(E - ref)`` of
+    :func:`_edge_B_parts`), ``ds`` (F, 2), ``bounds`` (F,), ``zsum`` (F, 2) (the edge's 1-D moments' sums from its own
+    quadrature, :func:`_graded_parts`) are the loop's scratch."""
     log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep = out
     F = D.shape[1]
-    log_B, ds, bounds, zsum = np.empty(F), np.empty((F, 2)), np.empty(F), np.empty((F, 2))
+    near, ds, bounds, zsum = np.empty(F), np.empty((F, 2)), np.empty(F), np.empty((F, 2))
     Nrm, valid, jhi, jlo, has_hi, has_lo = g.Nrm, g.valid, g.jhi, g.jlo, g.has_hi, g.has_lo
     paired, ghi, glo, chi, clo = g.paired, g.ghi, g.glo, g.chi, g.clo
     cn, Hn = g.cn, g.Hn
@@ -573,7 +597,6 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
             s_hi[p, f] = _INF
             act[p, f] = False
             keep[p, f] = False
-            log_B[f] = -_INF
             if not valid[r, f]:
                 continue
             ds[f, 0] = 0.0
@@ -632,21 +655,26 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
             if bounds[f] > ref - _DROP:
                 keep[p, f] = True
                 d_f = D[p, f]
-                lb, rb, zsum[f, 0], zsum[f, 1] = _edge_log_B_sums(abs(d_f), s_lo[p, f], s_hi[p, f])
-                log_B[f] = lb
-                b = math.exp(lb - ref)
+                e, scale, rb, zsum[f, 0], zsum[f, 1], far = _edge_B_parts(abs(d_f), s_lo[p, f], s_hi[p, f])
+                ee = math.exp(e - ref)
+                near[f] = ee
+                b = scale * ee
                 err += b * (rb + _EPS)
+                # vertex error terms: a graded edge's exponents are e at its end nearest the foot and e + log far
+                # at the other (far >= 0), computed from that one exponential; other edges' by their own
+                lo_w = (ee if s_hi[p, f] > 0.0 else ee * far) if far >= 0.0 else -1.0
+                hi_w = (ee * far if s_hi[p, f] > 0.0 else ee) if far >= 0.0 else -1.0
                 k = jlo[r, f]
                 if paired[r, f]:
                     ex, fac = _shared_vertex_error(s_lo[p, f], d_f, D[p, k], s_hi[p, k])
-                    err += fac * math.exp(ex - ref)
+                    err += fac * (lo_w if lo_w >= 0.0 else math.exp(ex - ref))
                 elif has_lo[r, f]:
                     ex, fac = _vertex_error_of(abs(d_f), s_lo[p, f], ds[f, 0])  # ds: end_rounding of this end
-                    err += fac * math.exp(ex - ref)
+                    err += fac * (lo_w if lo_w >= 0.0 else math.exp(ex - ref))
                 j = jhi[r, f]
                 if has_hi[r, f] and not paired[r, j]:
                     ex, fac = _vertex_error_of(abs(d_f), s_hi[p, f], ds[f, 1])
-                    err += fac * math.exp(ex - ref)
+                    err += fac * (hi_w if hi_w >= 0.0 else math.exp(ex - ref))
                 if d_f < 0.0 and not inside:
                     pos += b
                 elif d_f > 0.0:
@@ -678,6 +706,7 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
             flagged[p] = fl
             loosen[p] = lo
             continue
+        inv_mass = 1.0 / (pos * (1.0 - r1))  # e^(ref - log_mass)
         m0 = 0.0
         m1 = 0.0
         s00 = 1.0
@@ -687,12 +716,14 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
         for f in range(F):
             if not keep[p, f]:
                 continue
-            if zsum[f, 0] > 0.0:  # the edge's own exponentials (one short panel over the whole edge)
-                lz, ms = _side_log_mass_mean(s_lo[p, f], s_hi[p, f], zsum[f, 0], zsum[f, 1])
+            d_f = D[p, f]
+            if zsum[f, 0] > 0.0:  # the edge's own exponentials (one short panel over the whole edge):
+                # q = z0 e^(E - log_mass) = z0 e^(E - ref) / (pos (1 - r1)), no exp or log of its own
+                ms = _side_mean(s_lo[p, f], s_hi[p, f], zsum[f, 0], zsum[f, 1])
+                q = zsum[f, 0] * near[f] * inv_mass
             else:
                 lz, ms = interval_log_mass_mean(s_lo[p, f], s_hi[p, f])
-            d_f = D[p, f]
-            q = math.exp(-0.5 * d_f * d_f - _LOG_SQRT_2PI + lz - lm)
+                q = math.exp(-0.5 * d_f * d_f - _LOG_SQRT_2PI + lz - lm)
             if not math.isfinite(q):
                 continue
             n0 = Nrm[r, f, 0]
