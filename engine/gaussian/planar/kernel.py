@@ -68,6 +68,7 @@ _X10, _W10 = np.polynomial.legendre.leggauss(10)  # short one-panel edges (edge_
 _SHORT_SPAN = 4.0  # nats the exponent of a short edge's integrand may vary by
 _SHORT_10_WIDTH = 1.5  # longest edge window for the 10-point rule ...
 _SHORT_12_WIDTH = 2.0  # ... and for the 12-point rule beyond dist / 2
+_Z_SPAN = 20.0  # nats a 20-point panel's exponent may span for the edge's moments from its nodes (_graded_parts)
 
 
 @_jit
@@ -253,15 +254,14 @@ GRADED_REL = 1e-15 + FAST_EXP_ULPS * _EPS
 
 @_jit
 def _padded_short_rule(a, wb, dist):
-    """:func:`_short_rule`'s choice (the same conditions), as the padded rules of ``fastexp.panel_sums``, and whether
-    it is a short one (fewer than 20 points)."""
+    """:func:`_short_rule`'s choice (the same conditions), as the padded rules of ``fastexp.panel_sums``."""
     if a * wb + 0.5 * wb * wb <= _SHORT_SPAN and wb <= dist:
         if wb <= 0.25 * dist and wb <= _SHORT_10_WIDTH:
-            return _P10, _PW10, True
+            return _P10, _PW10
         if wb <= 0.5 * dist or wb <= _SHORT_12_WIDTH:
-            return _P12, _PW12, True
-        return _P16, _PW16, True
-    return _P20, _PW20, False
+            return _P12, _PW12
+        return _P16, _PW16
+    return _P20, _PW20
 
 
 @_jit
@@ -270,8 +270,16 @@ def _graded_parts(h, s_lo, s_hi):
     far)`` with ``B = total e^E`` (to ``GRADED_REL`` relative), ``E = -(h^2 + a^2) / 2 - log 2 pi`` the exponent of the
     edge's end ``a`` nearest the foot (so also the exponent of that vertex's error term), ``far`` an upper bound of
     ``exp(-a w - w^2 / 2)`` (``w = b - a``: the far end's exponent is ``E + log far``; exact unless the 40-nat
-    window cut the edge), ``z0``, ``z1`` as :func:`_graded` (0 unless one short panel covers the whole edge). The
-    kernel's edges; :func:`_graded` (libm's exp, one node at a time) stays the numpy reference path's."""
+    window cut the edge), ``z0 = int_0^wb exp(-a u - u^2/2) du`` and ``z1 = int_0^wb u exp(-a u - u^2/2) du`` from the
+    same nodes wherever every panel's exponent spans at most ``_Z_SPAN`` nats (else 0, 0: the caller takes the interval
+    rule). The kernel's edges; :func:`_graded` (libm's exp, one node at a time) stays the numpy reference path's.
+
+    The moments' sums: a short rule's panel spans at most 4 nats (:func:`_short_rule`), a 20-point panel up to 20,
+    where Gauss-Legendre integrates ``exp`` of the (concave) quadratic to 2e-14 relative in ``z0`` and 4e-15 in ``z1``
+    (numpy's 20-point weights themselves carry ~1e-15; against mpmath: tests/test_s2_speed_paths.py), inside the
+    interval rule's 1e-13 in log mass and 1e-12 standard deviations in the mean. Where the 40-nat window cut the edge
+    (``wb < b - a``) the rest is below ``e^-40 / (a + wb)`` against ``z0 >= e^-1.5 / (a + 1)``: under 4e-17
+    relative."""
     flip = s_hi <= 0.0
     a = -s_hi if flip else s_lo
     b = -s_lo if flip else s_hi
@@ -280,22 +288,26 @@ def _graded_parts(h, s_lo, s_hi):
     uw = math.sqrt(a * a + 2.0 * _WINDOW) - a
     wb = min(b - a, uw)
     npan = 1 if wb <= rho else int(min(max(math.ceil(math.log2(wb / rho + 1.0) - 1e-12), 1.0), float(_GRADES)))
-    xs, ws, short = _padded_short_rule(a, wb, dist) if npan == 1 else (_P20, _PW20, False)
+    xs, ws = _padded_short_rule(a, wb, dist) if npan == 1 else (_P20, _PW20)
     total = 0.0
     left = 0.0
     z0 = 0.0
     z1 = 0.0
     far = 1.0
+    smooth = True
     for j in range(npan):
         right = wb if j == npan - 1 else min(rho * (2.0 ** (j + 1) - 1.0), wb)
         half = 0.5 * (right - left)
-        t, z0, z1, far = panel_sums(a, h, left, half, xs, ws)
+        t, y0, y1, far = panel_sums(a, h, left, half, xs, ws)
         total += half * t
+        z0 += half * y0
+        z1 += half * y1
+        smooth = smooth and a * (right - left) + 0.5 * (right * right - left * left) <= _Z_SPAN
         left = right
-    if not (short and wb == b - a):  # z0, z1: one short panel over the whole edge only
+    if not smooth:
         z0 = 0.0
         z1 = 0.0
-    return -0.5 * (h * h + a * a) - _LOG_2PI, total, 0.5 * wb * z0, 0.5 * wb * z1, far
+    return -0.5 * (h * h + a * a) - _LOG_2PI, total, z0, z1, far
 
 
 @_jit
@@ -717,7 +729,7 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
             if not keep[p, f]:
                 continue
             d_f = D[p, f]
-            if zsum[f, 0] > 0.0:  # the edge's own exponentials (one short panel over the whole edge):
+            if zsum[f, 0] > 0.0:  # the edge's own exponentials (a graded edge's panels, _graded_parts):
                 # q = z0 e^(E - log_mass) = z0 e^(E - ref) / (pos (1 - r1)), no exp or log of its own
                 ms = _side_mean(s_lo[p, f], s_hi[p, f], zsum[f, 0], zsum[f, 1])
                 q = zsum[f, 0] * near[f] * inv_mass
