@@ -85,10 +85,17 @@ def _load8(context, builder, aryty, ary, offset):
 
 
 def _hsum(builder, v):
-    """The 8 lanes of ``v`` summed in a fixed tree: ((0+4)+(2+6)) + ((1+5)+(3+7))."""
-    e = [builder.extract_element(v, ir.Constant(ir.IntType(32), i)) for i in range(LANES)]
-    return builder.fadd(builder.fadd(builder.fadd(e[0], e[4]), builder.fadd(e[2], e[6])),
-                        builder.fadd(builder.fadd(e[1], e[5]), builder.fadd(e[3], e[7])))
+    """The 8 lanes of ``v`` summed in a fixed tree, ((0+4)+(2+6)) + ((1+5)+(3+7)), by halving shuffles."""
+    i32 = ir.IntType(32)
+
+    def half(x, n):
+        lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, n), list(range(n))))
+        hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, n), list(range(n, 2 * n))))
+        return builder.fadd(lo, hi)
+
+    s2 = half(half(v, 4), 2)  # [(0+4)+(2+6), (1+5)+(3+7)]
+    lane = [builder.extract_element(s2, ir.Constant(i32, i)) for i in range(2)]
+    return builder.fadd(lane[0], lane[1])
 
 
 @intrinsic
