@@ -201,3 +201,80 @@ def test_heavy_pass_in_place_equals_deferred():
         assert _same(getattr(direct, name), getattr(done, name)), name
         assert _same(first[name], getattr(deferred, name)), name  # complete() wrote into copies
     assert not _same(first["region_covs"], done.region_covs)  # the heavy pass changed something
+
+
+def _old_masked(ev):
+    """``em._masked_moments`` before the compiled pass: masked moments as (N, R, ...) arrays."""
+    w = np.exp(ev.region_log_weights)
+    m = np.where(w[..., None] > 0, ev.region_means, 0.0)
+    C = np.where(w[..., None, None] > 0, ev.region_covs, 0.0)
+    return w, m, C
+
+
+def _old_statistics(ev, X):
+    """``em.statistics`` before the compiled pass (the numpy sums)."""
+    from engine.em import Statistics, _region_sum
+
+    w, m, C = _old_masked(ev)
+    N, R, S = m.shape
+    e1 = w[..., None] * m
+    M = np.empty((R, S + 1, S + 1))
+    M[:, :S, :S] = _region_sum(w, C + m[..., :, None] * m[..., None, :])
+    M[:, :S, S] = e1.sum(axis=0)
+    M[:, S, :S] = M[:, :S, S]
+    M[:, S, S] = w.sum(axis=0)
+    Xs = np.empty((R, X.shape[1], S + 1))
+    Xs[:, :, :S] = (X.T @ e1.reshape(N, R * S)).reshape(X.shape[1], R, S).transpose(1, 0, 2)
+    Xs[:, :, S] = w.T @ X
+    Ezz = M[:, :S, :S].sum(axis=0)
+    return Statistics(N, M, Xs, 0.5 * (Ezz + Ezz.T))
+
+
+def _old_residual(fm, ev, X, full):
+    """``em._residual_moments`` before the compiled pass."""
+    from engine import em as EMmod
+    from engine.em import _region_sum
+
+    w, mean, C = _old_masked(ev)
+    N, R, S = mean.shape
+    D = X.shape[1]
+    Cw = _region_sum(w, C)
+    out = np.zeros((D, D) if full else D)
+    chunk = max(1, EMmod._CHUNK_FLOATS // max(1, R * D))
+    for s in range(0, N, chunk):
+        ms = mean[s:s + chunk]
+        e = X[s:s + chunk, None, :] - fm.b[None]
+        for k in range(S):
+            e -= fm.A[None, :, :, k] * ms[:, :, None, k]
+        we = (w[s:s + chunk, :, None] * e).reshape(-1, D)
+        if full:
+            out += we.T @ e.reshape(-1, D)
+        else:
+            out += (we * e.reshape(-1, D)).sum(axis=0)
+    AC = np.matmul(fm.A, Cw)
+    if full:
+        out += AC.transpose(1, 0, 2).reshape(D, -1) @ fm.A.transpose(1, 0, 2).reshape(D, -1).T
+        return 0.5 * (out + out.T)
+    return out + (AC * fm.A).sum(axis=(0, 2))
+
+
+@pytest.mark.parametrize("S, chunk", [(1, None), (2, None), (2, 3000)])
+def test_em_statistics_are_the_numpy_sums(S, chunk, monkeypatch):
+    """The compiled E-step sums (``em._masked_sums``) against the numpy forms they replaced, bit for bit: S = 1 and
+    S = 2 (pruned pairs of weight 0, the heavy pass's in-place moments), and ``_region_sum``'s row chunks (a small
+    ``_CHUNK_FLOATS``: several chunks, whose sums add in turn)."""
+    from engine import em as EMmod
+
+    if chunk:
+        monkeypatch.setattr(EMmod, "_CHUNK_FLOATS", chunk)
+    X = engine.datasets.circle(150, rng=4)
+    X[:5] *= 4.0  # far points: pairs pruned to weight 0
+    net = EMmod.init_random([S, 8, 8, 2], X, rng=1)
+    ev = engine.evaluate(net, X)
+    assert (np.exp(ev.region_log_weights) == 0).any()
+    want, got = _old_statistics(ev, X), EMmod.statistics(ev, X)
+    for name in ("M", "X", "Ezz"):
+        assert _same(getattr(want, name), getattr(got, name)), name
+    fm = EMmod.frozen_maps(net, ev.partition)
+    for full in (True, False):
+        assert _same(_old_residual(fm, ev, X, full), EMmod._residual_moments(fm, ev, X, full=full)), full
