@@ -278,3 +278,14 @@ def test_em_statistics_are_the_numpy_sums(S, chunk, monkeypatch):
     fm = EMmod.frozen_maps(net, ev.partition)
     for full in (True, False):
         assert _same(_old_residual(fm, ev, X, full), EMmod._residual_moments(fm, ev, X, full=full)), full
+
+
+def test_gather_pairs_is_fancy_indexing():
+    """``planar.batch.gather_pairs`` (``_planar_block``'s means and weight scales) is ``A[pr, pn]``, on the
+    region-major views ``PairRequest`` holds and on C-ordered arrays."""
+    rng = np.random.default_rng(13)
+    mu = rng.standard_normal((40, 30, 2))
+    lws = rng.standard_normal((40, 30))
+    pr, pn = np.nonzero(rng.random((30, 40)) < 0.5)  # strided index arrays, as np.nonzero gives them
+    for A in (mu.transpose(1, 0, 2), lws.T, np.ascontiguousarray(lws.T)):
+        assert _same(A[pr, pn], Batch.gather_pairs(A, pr, pn))

@@ -313,3 +313,28 @@ def _fused_matches_numpy(order: str) -> bool:
             ok &= bool(np.array_equal(want.view(np.int64), got.view(np.int64)))
         _FUSED_OK[order] = ok
     return _FUSED_OK[order]
+
+
+def gather_pairs(A, pr, pn):
+    """``A[pr, pn]`` for the region-major (R, N[, S]) arrays of a ``PairRequest`` (views of point-major arrays, whose
+    fancy indexing costs ~0.3 ms a block of 16384 pairs): the same values, copied by one compiled pass."""
+    return _gather3(A, pr, pn) if A.ndim == 3 else _gather2(A, pr, pn)
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather3(A, pr, pn):  # pragma: no cover (compiled)
+    """:func:`gather_pairs` of an (R, N, S) array."""
+    out = np.empty((pr.size, A.shape[2]))
+    for p in range(pr.size):
+        for k in range(A.shape[2]):
+            out[p, k] = A[pr[p], pn[p], k]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather2(A, pr, pn):  # pragma: no cover (compiled)
+    """:func:`gather_pairs` of an (R, N) array."""
+    out = np.empty(pr.size)
+    for p in range(pr.size):
+        out[p] = A[pr[p], pn[p]]
+    return out
