@@ -289,3 +289,80 @@ def test_gather_pairs_is_fancy_indexing():
     pr, pn = np.nonzero(rng.random((30, 40)) < 0.5)  # strided index arrays, as np.nonzero gives them
     for A in (mu.transpose(1, 0, 2), lws.T, np.ascontiguousarray(lws.T)):
         assert _same(A[pr, pn], Batch.gather_pairs(A, pr, pn))
+
+
+def _lazy(log_norm, slack):
+    """A ``distributions.LazyUpper`` over given (N, R) arrays (its constructor takes them from a partition)."""
+    lu = object.__new__(Dist.LazyUpper)
+    lu.log_norm, lu.slack = np.ascontiguousarray(log_norm), np.ascontiguousarray(slack)
+    lu.lo, lu.hi = Dist._brackets(lu.log_norm, lu.slack)
+    lu.value = np.full(slack.shape, np.nan)
+    lu.done = np.zeros(slack.shape, dtype=bool)
+    return lu
+
+
+def test_brackets_hold_scipys_log_ndtr():
+    """``lo <= log_norm + log_ndtr(slack) <= hi`` (the computed value) over slacks from -1e6 to 1e3, densely near the
+    bounds' seams (0, -1) and where Gordon's bounds are loosest (-1 < x < -3), with log_norm over 12 decades."""
+    from scipy.special import log_ndtr
+
+    rng = np.random.default_rng(14)
+    x = np.concatenate([-np.logspace(-12, 6, 200_000), np.logspace(-12, 3, 50_000), rng.uniform(-3.0, 1.0, 50_000),
+                        [0.0, -0.0, -1.0, np.nextafter(-1.0, 0.0), np.nextafter(-1.0, -2.0)]])
+    a = rng.choice([-1.0, 1.0], x.size) * 10.0 ** rng.uniform(-6, 6, x.size)
+    lo, hi = Dist._brackets(a[None, :], x[None, :])
+    exact = a + log_ndtr(x)
+    assert np.all(lo[0] <= exact) and np.all(exact <= hi[0])
+    width = (hi - lo)[0]
+    assert np.all(width < 1.15 + 4e-12 * (1.0 + np.abs(exact - a)))  # the margin is relative
+    assert width[(x < -3.0) & (x > -1e4)].max() < 0.11  # log(1 + 1/u^2) beyond u = 3
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lazy_upper_decides_as_the_full_array(seed):
+    """Top-3 and top-32 sets and the pruning mask from :class:`LazyUpper` equal those of the full array, on rows with
+    ties at the k-th place, NaN and infinite slacks, -inf prefactors and rows of fewer finite entries than k."""
+    from scipy.special import log_ndtr
+
+    rng = np.random.default_rng(seed)
+    N, R = 60, 90
+    log_norm = rng.normal(-20.0, 15.0, (N, R))
+    slack = rng.normal(0.0, 6.0, (N, R)) * 10.0 ** rng.uniform(-2, 1, (N, R))
+    slack[0, :40] = 0.5  # ties everywhere
+    log_norm[0, :40] = -3.0
+    slack[1, 5] = np.nan
+    slack[2, :] = np.inf
+    log_norm[3, 10:] = -np.inf  # 10 finite entries: fewer than 32
+    slack[4, 7] = -np.inf
+    log_norm[5, 3] = np.nan
+    slack[6, :] = -1e200
+    full = log_norm + log_ndtr(slack)
+    lu = _lazy(log_norm, slack)
+    for k in (3, 32):
+        assert np.array_equal(Dist._top_set(full, k), Dist._top_set(lu, k)), k
+    lower = np.max(np.where(np.isnan(full), -np.inf, full), axis=1) - rng.uniform(0, 60, N)
+    lower[7] = np.nan
+    lower[8] = -np.inf
+    with np.errstate(invalid="ignore"):
+        want = full >= lower[:, None] - Dist.PRUNE_NATS
+    assert np.array_equal(want, lu.at_least(lower - Dist.PRUNE_NATS))
+    done = lu.done
+    assert np.array_equal(lu.value[done], full[done], equal_nan=True)
+    assert done.mean() < 0.8  # it did skip pairs
+
+
+def test_lazy_upper_evaluate_is_the_full_path(monkeypatch):
+    """End to end (S = 2, pruned): every field as with every pair's bound computed, and most pairs never computed."""
+    net = random_network([2, 12, 12, 4], rng=9, cov_x=0.1)
+    X = net.sample(100, rng=10)
+    X[:5] *= 3.0
+    part = engine.partition(net)
+    seen = []
+    real = Dist.LazyUpper.fill
+    monkeypatch.setattr(Dist.LazyUpper, "fill", lambda self, flat: seen.append(flat.size) or real(self, flat))
+    lazy = Dist.evaluate(net, X, part=part)
+    monkeypatch.setattr(Dist, "LAZY_UPPER", False)
+    full = Dist.evaluate(net, X, part=part)
+    for name in FIELDS:
+        assert _same(getattr(lazy, name), getattr(full, name)), name
+    assert 0 < sum(seen) < 0.5 * X.shape[0] * len(part)
