@@ -326,17 +326,6 @@ def log_mass_upper_bound(part: Partition, mu: np.ndarray, covs: np.ndarray, keep
     return out
 
 
-def _upper(part: Partition, mu: np.ndarray, covs: np.ndarray, log_norm: np.ndarray):
-    """The upper bounds of the terms of eq. 5 that prune pairs (:func:`_pruned_truncated_moments`): a
-    :class:`LazyUpper` at S <= 3 (``LAZY_UPPER``), the full array at S >= 4 (its skip budget reads every value)."""
-    if LAZY_UPPER and mu.shape[2] <= 3:
-        return LazyUpper(part, mu, covs, log_norm)
-    return log_norm + log_mass_upper_bound(part, mu, covs)
-
-
-LAZY_UPPER = True  # False: every pair's half-space bound computed (the reference of tests/test_s2_overhead.py)
-
-
 _HALF_SPACES: list = [None, None, None]  # (weakref to the last partition, its covs, _scaled_half_spaces)
 
 
@@ -422,130 +411,6 @@ def _top_rows(upper, k):
     return first, unsure
 
 
-class LazyUpper:
-    """``upper = log_norm + log_mass_upper_bound(part, mu, covs)`` (N, R), each entry computed exactly only where it
-    decides something: each point's most promising pairs (:func:`_top_set`) and the pairs near the pruning threshold
-    (:meth:`at_least`). Elsewhere the brackets ``lo <= upper <= hi`` decide, from Gordon's bounds on the normal tail,
-    ``u/(1+u^2) phi(u) <= Q(u) <= phi(u)/u`` (:func:`_brackets`): within 0.7 nats of ``log_ndtr``, at a few ns a pair
-    instead of its ~35 (``log_ndtr`` of every pair was 3 % of an S = 2 evaluate). Every exact entry is the full
-    computation's, bit for bit (scipy's ``log_ndtr`` pair by pair), so the sets decided are the same."""
-
-    def __init__(self, part: Partition, mu: np.ndarray, covs: np.ndarray, log_norm: np.ndarray):
-        Hs, scaled_c = _scaled_half_spaces(part, covs)
-        mu = np.ascontiguousarray(mu, dtype=np.float64)
-        self.log_norm = np.ascontiguousarray(log_norm, dtype=np.float64)
-        self.slack = _min_slack(mu, Hs, scaled_c, np.ones(mu.shape[:2], dtype=bool))
-        self.lo, self.hi = _brackets(self.log_norm, self.slack)
-        self.value = np.full(self.slack.shape, np.nan)
-        self.done = np.zeros(self.slack.shape, dtype=bool)
-
-    @property
-    def shape(self):
-        return self.value.shape
-
-    def fill(self, flat) -> None:
-        """Exact ``upper`` at the flat indices ``flat`` (not yet done)."""
-        if flat.size:
-            v, d = self.value.reshape(-1), self.done.reshape(-1)
-            v[flat] = self.log_norm.reshape(-1)[flat] + log_ndtr(self.slack.reshape(-1)[flat])
-            d[flat] = True
-
-    def fill_rows(self, rows) -> np.ndarray:
-        """Exact rows ``rows`` (R entries each), returned."""
-        R = self.shape[1]
-        flat = (rows[:, None] * R + np.arange(R)[None, :]).reshape(-1)
-        self.fill(flat[~self.done.reshape(-1)[flat]])
-        return self.value[rows]
-
-    def full(self) -> np.ndarray:
-        """Every entry exact: the array ``log_norm + log_mass_upper_bound(...)``."""
-        self.fill(np.flatnonzero(~self.done))
-        return self.value
-
-    def at_least(self, thr: np.ndarray) -> np.ndarray:
-        """``upper >= thr[:, None]`` (N, R) (False where ``upper`` is NaN), exact where the brackets straddle
-        ``thr``."""
-        self.fill(_straddling(self.lo, self.hi, thr, self.done))
-        with np.errstate(invalid="ignore"):
-            return np.where(self.done, self.value >= thr[:, None], self.lo >= thr[:, None])
-
-
-_GORDON_MARGIN = 1e-12  # relative slack of the brackets: their own rounding and log_ndtr's are a few ulps
-_LOG_HALF = math.log(0.5)
-_LOG_Q1 = math.log(0.15865525393145707)  # log Q(1): log_ndtr(x) >= this for -1 <= x <= 0
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-
-
-@numba.njit(cache=True, nogil=True)
-def _brackets(log_norm, slack):  # pragma: no cover (compiled)
-    """``(lo, hi)`` (N, R): ``log_norm + b`` for bounds ``b`` below and above ``log_ndtr(slack)`` as scipy computes it
-    (relative margin ``_GORDON_MARGIN``); NaN where either input is not finite or ``|slack| > 1e150`` (the caller
-    then computes the pair exactly). ``x >= 0``: ``log 1/2 <= log Phi(x) <= 0``; ``-1 <= x < 0``: ``log Q(1) <=
-    log Phi(x) <= log 1/2``; ``x = -u < -1``: Gordon's ``log(u / (1 + u^2)) <= log Phi(x) + u^2/2 + log sqrt(2 pi)
-    <= -log u``. Rounding is monotone, so ``lo <= fl(log_norm + log_ndtr) <= hi``."""
-    N, R = slack.shape
-    lo = np.empty((N, R))
-    hi = np.empty((N, R))
-    for n in range(N):
-        for r in range(R):
-            x = slack[n, r]
-            a = log_norm[n, r]
-            if not (np.isfinite(x) and np.isfinite(a)) or abs(x) > 1e150:
-                lo[n, r] = np.nan
-                hi[n, r] = np.nan
-                continue
-            if x >= 0.0:
-                bl, bh = _LOG_HALF, 0.0
-            elif x >= -1.0:
-                bl, bh = _LOG_Q1, _LOG_HALF
-            else:
-                g = -0.5 * x * x - _LOG_SQRT_2PI
-                bl, bh = g + math.log(-x / (1.0 + x * x)), min(g - math.log(-x), _LOG_HALF)
-            lo[n, r] = a + (bl - _GORDON_MARGIN * (1.0 + abs(bl)))
-            hi[n, r] = a + (bh + _GORDON_MARGIN * (1.0 + abs(bh)))
-    return lo, hi
-
-
-@numba.njit(cache=True, nogil=True)
-def _candidates(lo, hi, k, done):  # pragma: no cover (compiled)
-    """Flat indices of the pairs not ``done`` that may be among their row's ``k`` largest ``upper``: ``hi`` at least
-    the row's k-th largest ``lo`` (NaN ignored; -inf with fewer than k), or NaN brackets."""
-    N, R = lo.shape
-    out = np.empty(N * R, dtype=np.intp)
-    m = 0
-    vals = np.empty(k)
-    for n in range(N):
-        vals[:] = -np.inf
-        for r in range(R):
-            v = lo[n, r]
-            if v > vals[k - 1]:
-                j = k - 1
-                while j > 0 and v > vals[j - 1]:
-                    vals[j] = vals[j - 1]
-                    j -= 1
-                vals[j] = v
-        t = vals[k - 1]
-        for r in range(R):
-            if not done[n, r] and not hi[n, r] < t:
-                out[m] = n * R + r
-                m += 1
-    return out[:m]
-
-
-@numba.njit(cache=True, nogil=True)
-def _straddling(lo, hi, thr, done):  # pragma: no cover (compiled)
-    """Flat indices of the pairs not ``done`` whose brackets do not decide ``upper >= thr[n]``."""
-    N, R = lo.shape
-    out = np.empty(N * R, dtype=np.intp)
-    m = 0
-    for n in range(N):
-        for r in range(R):
-            if not done[n, r] and not (lo[n, r] >= thr[n] or hi[n, r] < thr[n]):
-                out[m] = n * R + r
-                m += 1
-    return out[:m]
-
-
 LOWER_PAIRS = 32  # S = 2: lower bound of log p(x) from each point's this many most promising pairs (3 at S >= 3)
 
 
@@ -557,20 +422,12 @@ def _lower_pairs(S: int, R: int) -> int:
 
 def _top_set(upper, k):
     """(N, R) bool: each row's ``k`` largest ``upper`` (:func:`_top_rows`; rows with ties at the k-th place or NaN
-    take ``argpartition``'s own choice). ``upper`` an array or a :class:`LazyUpper`: then only the candidates are
-    computed exactly (the others are below the k-th, strictly), and the rows :func:`_top_rows` is unsure of in
-    full, so the set is the full array's."""
-    lazy = isinstance(upper, LazyUpper)
-    if lazy:
-        upper.fill(_candidates(upper.lo, upper.hi, k, upper.done) if upper.shape[1] > k else np.zeros(0, np.intp))
-        first, unsure = _top_rows(np.where(upper.done, upper.value, -np.inf), k)
-    else:
-        first, unsure = _top_rows(upper, k)
+    take ``argpartition``'s own choice)."""
+    first, unsure = _top_rows(upper, k)
     rows = np.nonzero(unsure)[0]
     if rows.size:
-        exact = upper.fill_rows(rows) if lazy else upper[rows]
-        top = np.zeros((rows.size, exact.shape[1]), dtype=bool)
-        np.put_along_axis(top, np.argpartition(-exact, k - 1, axis=1)[:, :k], True, axis=1)
+        top = np.zeros((rows.size, upper.shape[1]), dtype=bool)
+        np.put_along_axis(top, np.argpartition(-upper[rows], k - 1, axis=1)[:, :k], True, axis=1)
         first[rows] = top
     return first
 
@@ -616,14 +473,11 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
     of the skipped pairs' summed bounds (None: nothing pruned to the target)."""
     N, R = log_norm.shape
     if pre is None:
-        upper = _upper(part, mu, covs, log_norm)
+        upper = log_norm + log_mass_upper_bound(part, mu, covs)
         first, lower, _ = _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accuracy)
     else:
         upper, first, lower, _ = pre
-    if isinstance(upper, LazyUpper):
-        need = upper.at_least(lower - PRUNE_NATS)
-    else:
-        need = upper >= lower[:, None] - PRUNE_NATS
+    need = upper >= lower[:, None] - PRUNE_NATS
     skipped = None
     if mu.shape[2] >= 4 and geometry is not None:  # S >= 4: prune to the target (skipped bounds go into the bar)
         need, skipped = _target_prune(part, mu, log_norm, upper, lower, need & ~first, geometry)
@@ -759,7 +613,7 @@ def _hinted_lower(part, mu, covs, log_norm, pre, extra, method, rng, geometry):
     if extra.shape != log_norm.shape:
         raise DGNInputError("lower_pairs", f"has shape {extra.shape}, not (points, regions) = {log_norm.shape}")
     if pre is None:
-        upper = _upper(part, mu, covs, log_norm)
+        upper = log_norm + log_mass_upper_bound(part, mu, covs)
         first, lower, counted = _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, "absolute")
     else:
         upper, first, lower, counted = pre
