@@ -161,8 +161,9 @@ def _params_block(rg: RegionGaussians, X_w, s: int, regions, mu, log_norm) -> No
     ``regions`` (a slice or an index array), written into ``mu`` (N, R, S) and ``log_norm`` (N, R). Every pair by
     the compiled :func:`_params_pairs`, so a pair's numbers do not depend on which other pairs are computed."""
     n = X_w[s:s + _param_rows(rg)].shape[0]
-    regs = np.arange(rg.U.shape[0])[regions]
-    _fill_pairs(rg, X_w, np.repeat(regs, n), np.tile(np.arange(s, s + n), regs.size), mu, log_norm)
+    regs = np.ascontiguousarray(np.arange(rg.U.shape[0])[regions], dtype=np.intp)
+    if regs.size and n:  # the pairs (rows s .. s + n, regs) region-major, without their (n R,) index arrays
+        _params_rect(np.ascontiguousarray(X_w), rg.b_w, rg.U, rg.shrink, rg.gain, rg.const, regs, s, n, mu, log_norm)
 
 
 def _fill_pairs(rg: RegionGaussians, X_w, regs, rows, mu, log_norm) -> None:
@@ -213,6 +214,46 @@ def _params_pairs(X_w, b_w, U, shrink, gain, const, regs, rows, mu, log_norm):  
                 acc += f[j] * gain[r, i, j]
             mu[n, r, i] = acc
         log_norm[n, r] = const[r] - 0.5 * quad
+
+
+@numba.njit(cache=True, nogil=True)
+def _params_rect(X_w, b_w, U, shrink, gain, const, regs, s, m, mu, log_norm):  # pragma: no cover (compiled)
+    """:func:`_params_pairs` of the pairs (rows ``s .. s + m``, regions ``regs``), region-major: the same pairs in
+    the same order as ``_params_pairs(..., np.repeat(regs, m), np.tile(np.arange(s, s + m), regs.size), ...)``,
+    and the same loop body (written out again: a shared inlined helper ran 2x slower), without those index arrays
+    (~4 ms of an S = 2 evaluate)."""
+    D = U.shape[1]
+    k = U.shape[2]
+    S = gain.shape[1]
+    e = np.empty(D)
+    f = np.empty(k)
+    for r in regs:
+        for n in range(s, s + m):
+            for d in range(D):
+                e[d] = X_w[n, d] - b_w[r, d]
+            quad = 0.0
+            for j in range(k):
+                acc = 0.0
+                for d in range(D):
+                    acc += e[d] * U[r, d, j]
+                f[j] = acc
+                g = acc * math.sqrt(shrink[r, j])
+                quad += g * g
+            if D > k:  # the part of e outside span(U)
+                perp = 0.0
+                for d in range(D):
+                    t = 0.0
+                    for j in range(k):
+                        t += f[j] * U[r, d, j]
+                    t = e[d] - t
+                    perp += t * t
+                quad += perp
+            for i in range(S):
+                acc = 0.0
+                for j in range(k):
+                    acc += f[j] * gain[r, i, j]
+                mu[n, r, i] = acc
+            log_norm[n, r] = const[r] - 0.5 * quad
 
 
 @dataclass

@@ -289,3 +289,25 @@ def test_gather_pairs_is_fancy_indexing():
     pr, pn = np.nonzero(rng.random((30, 40)) < 0.5)  # strided index arrays, as np.nonzero gives them
     for A in (mu.transpose(1, 0, 2), lws.T, np.ascontiguousarray(lws.T)):
         assert _same(A[pr, pn], Batch.gather_pairs(A, pr, pn))
+
+
+@pytest.mark.parametrize("widths", [[2, 8, 8, 5], [2, 6, 6, 2], [2, 6, 6, 1], [1, 8, 8, 3]])
+def test_params_rect_is_params_pairs(widths):
+    """``distributions._params_rect`` (a block of rows by all regions, no index arrays) writes exactly what
+    ``_params_pairs`` writes for the same pairs given as ``np.repeat`` / ``np.tile`` index arrays (D > k, D = k,
+    D < S, S = 1)."""
+    net = random_network(widths, rng=11, cov_x=0.2)
+    part = engine.partition(net)
+    rg = Dist.region_gaussians(net, part)
+    X = net.sample(37, rng=12) * 3.0
+    X_w = np.ascontiguousarray(Dist._solve_lower(rg.chol_x, X.T).T)
+    N, R, S = X.shape[0], len(part), net.latent_dim
+    want = (np.full((N, R, S), np.nan), np.full((N, R), np.nan))
+    got = (np.full((N, R, S), np.nan), np.full((N, R), np.nan))
+    regs = np.arange(R)[::2].copy()
+    args = (X_w, rg.b_w, rg.U, rg.shrink, rg.gain, rg.const)
+    Dist._params_pairs(*args, np.repeat(regs, 30), np.tile(np.arange(5, 35), regs.size), *want)
+    Dist._params_rect(*args, regs, 5, 30, *got)
+    assert np.isfinite(want[1][5:35, regs]).all()
+    for a, b in zip(want, got, strict=True):
+        assert _same(np.nan_to_num(a, nan=7.0), np.nan_to_num(b, nan=7.0))
