@@ -858,11 +858,11 @@ def one_blas_thread():
     """BLAS single-threaded while an evaluation runs in this process (threadpoolctl, as ``EM.fit`` does), restored
     after. Its BLAS work is small (whitening solves of (N, D) data, 2 x 2 stacks), so OpenBLAS's threads mostly spin
     after each call: ~50 ms of a second core per ``[2,16,16,5]`` N = 1000 evaluate (8 % of its CPU), taken from the
-    S = 2 kernel's own threads. The numbers do not depend on it (OpenBLAS splits the outputs over its threads, not
-    the sums; every ``Evaluation`` field is the same bit for bit, tests/test_s2_overhead.py). Nested and concurrent
-    evaluations share one limit: the first in sets it, the last out restores what it found."""
+    S = 2 kernel's own threads. The numbers do not change with it (measured: every ``Evaluation`` field the same bit
+    for bit with OpenBLAS's threads and without, tests/test_s2_overhead.py). Nested and concurrent evaluations share
+    one limit: the first in sets it, the last out restores what it found."""
     ctl = _blas_controller()
-    if ctl is None:
+    if not ctl:  # no threadpoolctl
         yield
         return
     with _BLAS_LOCK:
