@@ -19,7 +19,9 @@ relative accuracy and its contribution is summed with ``logsumexp``.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,8 +161,9 @@ def _params_block(rg: RegionGaussians, X_w, s: int, regions, mu, log_norm) -> No
     ``regions`` (a slice or an index array), written into ``mu`` (N, R, S) and ``log_norm`` (N, R). Every pair by
     the compiled :func:`_params_pairs`, so a pair's numbers do not depend on which other pairs are computed."""
     n = X_w[s:s + _param_rows(rg)].shape[0]
-    regs = np.arange(rg.U.shape[0])[regions]
-    _fill_pairs(rg, X_w, np.repeat(regs, n), np.tile(np.arange(s, s + n), regs.size), mu, log_norm)
+    regs = np.ascontiguousarray(np.arange(rg.U.shape[0])[regions], dtype=np.intp)
+    if regs.size and n:  # the pairs (rows s .. s + n, regs) region-major, without their (n R,) index arrays
+        _params_rect(np.ascontiguousarray(X_w), rg.b_w, rg.U, rg.shrink, rg.gain, rg.const, regs, s, n, mu, log_norm)
 
 
 def _fill_pairs(rg: RegionGaussians, X_w, regs, rows, mu, log_norm) -> None:
@@ -211,6 +214,46 @@ def _params_pairs(X_w, b_w, U, shrink, gain, const, regs, rows, mu, log_norm):  
                 acc += f[j] * gain[r, i, j]
             mu[n, r, i] = acc
         log_norm[n, r] = const[r] - 0.5 * quad
+
+
+@numba.njit(cache=True, nogil=True)
+def _params_rect(X_w, b_w, U, shrink, gain, const, regs, s, m, mu, log_norm):  # pragma: no cover (compiled)
+    """:func:`_params_pairs` of the pairs (rows ``s .. s + m``, regions ``regs``), region-major: the same pairs in
+    the same order as ``_params_pairs(..., np.repeat(regs, m), np.tile(np.arange(s, s + m), regs.size), ...)``,
+    and the same loop body (written out again: a shared inlined helper ran 2x slower), without those index arrays
+    (~4 ms of an S = 2 evaluate)."""
+    D = U.shape[1]
+    k = U.shape[2]
+    S = gain.shape[1]
+    e = np.empty(D)
+    f = np.empty(k)
+    for r in regs:
+        for n in range(s, s + m):
+            for d in range(D):
+                e[d] = X_w[n, d] - b_w[r, d]
+            quad = 0.0
+            for j in range(k):
+                acc = 0.0
+                for d in range(D):
+                    acc += e[d] * U[r, d, j]
+                f[j] = acc
+                g = acc * math.sqrt(shrink[r, j])
+                quad += g * g
+            if D > k:  # the part of e outside span(U)
+                perp = 0.0
+                for d in range(D):
+                    t = 0.0
+                    for j in range(k):
+                        t += f[j] * U[r, d, j]
+                    t = e[d] - t
+                    perp += t * t
+                quad += perp
+            for i in range(S):
+                acc = 0.0
+                for j in range(k):
+                    acc += f[j] * gain[r, i, j]
+                mu[n, r, i] = acc
+            log_norm[n, r] = const[r] - 0.5 * quad
 
 
 @dataclass
@@ -686,14 +729,16 @@ def _target_prune(part, mu, log_norm, upper, lower, cand, geometry):
 REDO_SETTLED = False  # True: the heavy pass redoes every heavy pair (the reference of tests/test_s2_heavy_pass.py)
 
 
-def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, geometry=None, log_px=None, **kwargs):
+def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, geometry=None, log_px=None, inplace=False,
+                **kwargs):
     """The second S = 2 pass of :func:`evaluate`: pairs of posterior weight above 1e-3 (eq. 6) get their
     conditional moments at relative accuracy. Pairs the first (absolute-accuracy) pass ``settled`` --
     moments already exactly those of the relative pass (``planar.batch.batch_planar_pairs``) -- are kept,
     unless ``REDO_SETTLED`` (the always-redo reference). Only the regions with a pair to redo are integrated
     (their rows of ``geometry``), so the pass costs what it redoes, not N x R. ``log_px``: the caller's
     ``logsumexp(log_joint, axis=1)``, if it has it. The moments come back as copies in the memory order of
-    ``means`` and ``covs_r`` (transposed views of region-major arrays: a copy in C order costs 4x more)."""
+    ``means`` and ``covs_r`` (transposed views of region-major arrays: a copy in C order costs 4x more), or, with
+    ``inplace``, written into ``means`` and ``covs_r`` themselves."""
     from .gaussian.polytopes import polytope_moments_arrays
 
     log_px = logsumexp(log_joint, axis=1) if log_px is None else log_px
@@ -706,7 +751,8 @@ def _heavy_pass(part, mu, covs, log_joint, means, covs_r, settled, geometry=None
     res = polytope_moments_arrays([part[r].polytope for r in rows], mu[:, rows].transpose(1, 0, 2), covs[rows],
                                   need=sub.T, geometry=None if geometry is None else geometry.subset(rows), **kwargs)
     n, k = np.nonzero(sub)
-    means, covs_r = means.copy(order="K"), covs_r.copy(order="K")
+    if not inplace:
+        means, covs_r = means.copy(order="K"), covs_r.copy(order="K")
     means[n, rows[k]] = res.mean[k, n]
     covs_r[n, rows[k]] = res.cov[k, n]
     return means, covs_r
@@ -759,6 +805,12 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
     if scheduler is not None or workers > 1 or X.shape[0] > (chunk_size or rows_per_block(len(part), net.latent_dim)):
         return evaluate_many(net, X, part, chunk_size=chunk_size, workers=workers, scheduler=scheduler,
                              region_terms=region_terms, method=method, rng=rng, prune=prune)
+    with one_blas_thread():
+        return _evaluate_block(net, X, part, method, rng, prune, region_terms, defer, lower_pairs)
+
+
+def _evaluate_block(net, X, part, method, rng, prune, region_terms, defer, lower_pairs) -> Evaluation:
+    """:func:`evaluate` of one block of rows in this process (its arguments checked)."""
     rg, geometry = _gaussians_and_geometry(net, part, method == "auto")
     pruned = prune and net.latent_dim >= 2 and len(part) > 3
     pre = None
@@ -794,7 +846,51 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
         ev = _finish(state, heavy=False)
         ev._pending = state
         return ev
-    return _finish(state, heavy=net.latent_dim == 2)
+    return _finish(state, heavy=net.latent_dim == 2, own=True)
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS: dict = {"controller": None, "depth": 0, "limiter": None}
+
+
+@contextlib.contextmanager
+def one_blas_thread():
+    """BLAS single-threaded while an evaluation runs in this process (threadpoolctl, as ``EM.fit`` does), restored
+    after. Its BLAS work is small (whitening solves of (N, D) data, 2 x 2 stacks), so OpenBLAS's threads mostly spin
+    after each call: ~50 ms of a second core per ``[2,16,16,5]`` N = 1000 evaluate (8 % of its CPU), taken from the
+    S = 2 kernel's own threads. The numbers do not change with it (measured: every ``Evaluation`` field the same bit
+    for bit with OpenBLAS's threads and without, tests/test_s2_overhead.py). Nested and concurrent evaluations share
+    one limit: the first in sets it, the last out restores what it found."""
+    ctl = _blas_controller()
+    if not ctl:  # no threadpoolctl
+        yield
+        return
+    with _BLAS_LOCK:
+        if _BLAS["depth"] == 0:
+            _BLAS["limiter"] = ctl.limit(limits=1, user_api="blas")
+        _BLAS["depth"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS["depth"] -= 1
+            if _BLAS["depth"] == 0:
+                _BLAS["limiter"].restore_original_limits()
+                _BLAS["limiter"] = None
+
+
+def _blas_controller():
+    """The process's ``threadpoolctl.ThreadpoolController`` (made once, after scipy's BLAS is loaded: ~0.4 ms; a
+    limit through it then costs ~10 us), or False without threadpoolctl."""
+    if _BLAS["controller"] is None:
+        try:
+            import scipy.linalg  # noqa: F401  (scipy's own BLAS, loaded before the controller lists the libraries)
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS["controller"] = ThreadpoolController()
+        except ImportError:  # pragma: no cover (threadpoolctl ships with scikit-learn, a dependency)
+            _BLAS["controller"] = False
+    return _BLAS["controller"]
 
 
 # the last partition evaluated -> (key, RegionGaussians, geometry); weak, so the entry goes with the partition
@@ -839,15 +935,17 @@ class _FirstPass:
     rounding: np.ndarray | None = None  # (N,) float64 rounding of the region maps and terms (engine.conditioning)
 
 
-def _finish(st: _FirstPass, heavy: bool) -> Evaluation:
+def _finish(st: _FirstPass, heavy: bool, own: bool = False) -> Evaluation:
     """Eq. 5-6 from the first pass; ``heavy``: the S = 2 heavy pass first (the pairs of posterior weight above
-    1e-3 get relative-accuracy moments). ``log_marginal`` and its error do not depend on ``heavy``."""
+    1e-3 get relative-accuracy moments). ``log_marginal`` and its error do not depend on ``heavy``. ``own``: nothing
+    else holds the first pass's moments (:func:`evaluate` without ``defer``), so the heavy pass writes into them
+    instead of into copies."""
     part, log_norm, log_mass, means, covs = st.part, st.log_norm, st.log_mass, st.means, st.covs
     log_joint = log_norm + log_mass
     log_px = logsumexp(log_joint, axis=1)
     if heavy:
         means, covs = _heavy_pass(part, st.mu, st.cov, log_joint, means, covs, st.settled, log_px=log_px,
-                                  **st.heavy_kwargs)
+                                  inplace=own, **st.heavy_kwargs)
     log_w = log_joint - log_px[:, None]
     w = np.exp(log_w)
     post_mean, post_cov = _posterior_moments(w, means, covs)
@@ -905,7 +1003,10 @@ def _mixture_moments(w, means, covs):
 def complete(ev: Evaluation) -> Evaluation:
     """The full :func:`evaluate` result of an ``evaluate(..., defer=True)`` (bit for bit what ``defer=False``
     gives): runs the deferred S = 2 heavy pass; ``ev`` itself when nothing was deferred."""
-    return ev if ev._pending is None else _finish(ev._pending, heavy=True)
+    if ev._pending is None:
+        return ev
+    with one_blas_thread():
+        return _finish(ev._pending, heavy=True)
 
 
 def _log_marginal_error(w: np.ndarray, mass_err: np.ndarray, term_caps) -> np.ndarray:

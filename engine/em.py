@@ -80,6 +80,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve, solve_triangular
 from scipy.special import logsumexp
@@ -218,7 +219,7 @@ def _weights(ev: Evaluation) -> np.ndarray:
 
 def _region_sum(w: np.ndarray, T: np.ndarray) -> np.ndarray:
     """``sum_n w[n, r] T[n, r, ...]`` for every region r, shape (R, ...): elementwise passes over memory
-    in row chunks (an einsum of this form runs as a slow strided loop)."""
+    in row chunks (an einsum of this form runs as a slow strided loop). The reference of :func:`_masked_sums`."""
     N, R = w.shape
     flat = T.reshape(N, R, -1)
     out = np.zeros((R, flat.shape[2]))
@@ -228,39 +229,103 @@ def _region_sum(w: np.ndarray, T: np.ndarray) -> np.ndarray:
     return out.reshape((R, *T.shape[2:]))
 
 
-def _masked_moments(ev: Evaluation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weights e0 (N, R) and the conditional means and covariances with pairs of zero weight set to 0."""
+@dataclass
+class Masked:
+    """The E-step moments of an evaluation with pairs of zero weight set to 0, and their sums over the data.
+
+    ``w`` e0 (N, R); ``m`` the conditional means (N, R, S) and ``e1 = w m``; per region ``second`` = sum_n w (C + m
+    m^T) and ``within`` = sum_n w C (R, S, S), ``e1_sum`` (R, S) and ``w_sum`` (R,). One compiled pass
+    (:func:`_masked_sums`) instead of the masked (N, R, S, S) covariances and their products."""
+
+    w: np.ndarray
+    m: np.ndarray
+    e1: np.ndarray
+    second: np.ndarray
+    within: np.ndarray
+    e1_sum: np.ndarray
+    w_sum: np.ndarray
+
+
+def _masked_moments(ev: Evaluation) -> Masked:
+    """:class:`Masked` of ``ev``: the numbers of the numpy forms it replaced, bit for bit (tests/test_s2_overhead.py
+    keeps them: ``np.where(w > 0, ...)`` masks, :func:`_region_sum` in its row chunks, numpy's sums over the points
+    in order)."""
     w = _weights(ev)
-    m = np.where(w[..., None] > 0, ev.region_means, 0.0)
-    C = np.where(w[..., None, None] > 0, ev.region_covs, 0.0)
-    return w, m, C
+    means, covs = ev.region_means, ev.region_covs
+    N, R, S = means.shape
+    step = max(1, _CHUNK_FLOATS // max(1, R * S * S))  # _region_sum's row chunks of (N, R, S * S) arrays
+    m, e1, second, within, e1_sum, w_sum = _masked_sums(w, means, covs, step)
+    return Masked(w, m, e1, second, within, e1_sum, w_sum)
 
 
-def statistics(ev: Evaluation, X: np.ndarray, masked=None) -> Statistics:
+@numba.njit(cache=True, nogil=True)
+def _masked_sums(w, means, covs, step):  # pragma: no cover (compiled)
+    """:func:`_masked_moments`' pass. Per region, the points in order: ``m = means`` where ``w > 0`` (else 0; a NaN
+    weight masks too), ``e1 = w m``; ``second`` and ``within`` accumulate ``w (C + m_s m_t)`` and ``w C`` from 0 over
+    each chunk of ``step`` points, the chunk sums added to 0 in turn (:func:`_region_sum`); ``e1_sum``, ``w_sum``
+    accumulate from 0 over all points (numpy's sums over the outer axis). Regions outer: ``means`` and ``covs``, views
+    of region-major arrays, are read along their memory."""
+    N, R = w.shape
+    S = means.shape[2]
+    m = np.empty((N, R, S))
+    e1 = np.empty((N, R, S))
+    second = np.zeros((R, S, S))
+    within = np.zeros((R, S, S))
+    e1_sum = np.zeros((R, S))
+    w_sum = np.zeros(R)
+    part2 = np.empty((S, S))
+    partc = np.empty((S, S))
+    for r in range(R):
+        ws = 0.0
+        for s0 in range(0, N, step):
+            part2[:] = 0.0
+            partc[:] = 0.0
+            for n in range(s0, min(N, s0 + step)):
+                wn = w[n, r]
+                keep = wn > 0
+                for i in range(S):
+                    mi = means[n, r, i] if keep else 0.0
+                    m[n, r, i] = mi
+                    e1[n, r, i] = wn * mi
+                    e1_sum[r, i] += wn * mi
+                for i in range(S):
+                    for j in range(S):
+                        c = covs[n, r, i, j] if keep else 0.0
+                        part2[i, j] += wn * (c + m[n, r, i] * m[n, r, j])
+                        partc[i, j] += wn * c
+                ws += wn
+            for i in range(S):
+                for j in range(S):
+                    second[r, i, j] += part2[i, j]
+                    within[r, i, j] += partc[i, j]
+        w_sum[r] = ws
+    return m, e1, second, within, e1_sum, w_sum
+
+
+def statistics(ev: Evaluation, X: np.ndarray, masked: Masked | None = None) -> Statistics:
     """Sum the E-step moments e0, e1, E2 (Sec. 4.1) over the data, per region.
 
     ``masked``: ``_masked_moments(ev)`` if the caller has it already (it is the costliest part here)."""
-    w, m, C = _masked_moments(ev) if masked is None else masked
-    N, R, S = m.shape
-    e1 = w[..., None] * m
+    mk = _masked_moments(ev) if masked is None else masked
+    N, R, S = mk.m.shape
     M = np.empty((R, S + 1, S + 1))
-    M[:, :S, :S] = _region_sum(w, C + m[..., :, None] * m[..., None, :])
-    M[:, :S, S] = e1.sum(axis=0)
+    M[:, :S, :S] = mk.second
+    M[:, :S, S] = mk.e1_sum
     M[:, S, :S] = M[:, :S, S]
-    M[:, S, S] = w.sum(axis=0)
+    M[:, S, S] = mk.w_sum
     Xs = np.empty((R, X.shape[1], S + 1))
-    Xs[:, :, :S] = (X.T @ e1.reshape(N, R * S)).reshape(X.shape[1], R, S).transpose(1, 0, 2)
-    Xs[:, :, S] = w.T @ X
+    Xs[:, :, :S] = (X.T @ mk.e1.reshape(N, R * S)).reshape(X.shape[1], R, S).transpose(1, 0, 2)
+    Xs[:, :, S] = mk.w.T @ X
     Ezz = M[:, :S, :S].sum(axis=0)
     return Statistics(N, M, Xs, 0.5 * (Ezz + Ezz.T))
 
 
 def _residual_moments(fm: FrozenMaps, ev: Evaluation, X: np.ndarray, full: bool, masked=None) -> np.ndarray:
     """``sum_n sum_omega e0 [(x - A m - b)(...)^T + A C A^T]``: (D, D) if full else its diagonal (D,)."""
-    w, mean, C = _masked_moments(ev) if masked is None else masked
+    mk = _masked_moments(ev) if masked is None else masked
+    w, mean, Cw = mk.w, mk.m, mk.within  # Cw = sum_n w C (R, S, S)
     N, R, S = mean.shape
     D = X.shape[1]
-    Cw = _region_sum(w, C)  # (R, S, S)
     out = np.zeros((D, D) if full else D)
     chunk = max(1, _CHUNK_FLOATS // max(1, R * D))
     for s in range(0, N, chunk):

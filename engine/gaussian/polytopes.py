@@ -33,7 +33,7 @@ from .highdim.sliced import SlicedGeometry, sliced_batch, with_fallback
 from .interval import standard_interval_moments
 from .pairs import PairRequest, PairResult, TruncatedMoments, log_error
 from .planar import cancels, planar_log_mass, planar_moments, planar_slice_log_mass, planar_slice_moments
-from .planar.batch import RegionGeometry, batch_planar_pairs, store_planar_pairs
+from .planar.batch import RegionGeometry, batch_planar_pairs, gather_pairs, store_planar_pairs
 from .solid import SolidGeometry, batch_solid_moments, cubature_moments, loosen_factors, solid_log_mass
 from .triangulation import triangulation_moments
 
@@ -373,10 +373,10 @@ def _planar_flagged(req: PairRequest, geo, out, pr, flagged):
 
 def _planar_block(req: PairRequest, geo, res: PairResult, pr, pn):
     """One block of S = 2 pairs: the compiled kernel, its flagged pairs by the exact path, stored in ``res``."""
-    mu = req.means[pr, pn]
+    mu = gather_pairs(req.means, pr, pn)  # req.means[pr, pn] and req.weight_scale(pr, pn), compiled
+    scale = None if req.log_weight_scale is None else gather_pairs(req.log_weight_scale, pr, pn)
     with np.errstate(invalid="ignore"):
-        out, settled = batch_planar_pairs(geo, pr, mu, req.moments, req.weight_scale(pr, pn),
-                                          cov_relative=req.relative)
+        out, settled = batch_planar_pairs(geo, pr, mu, req.moments, scale, cov_relative=req.relative)
     flagged = out.flagged
     if req.lower_bound_only and np.any(flagged):
         lm, rel = _planar_bound_only(out, flagged)

@@ -20,7 +20,11 @@ exact per-region path (slice quadrature). Moments by the divergence theorem as i
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.core.extending import intrinsic
 
 from ..pairs import PlanarPairs, log_error
 from .kernel import PlanarArrays, cancel_flags, pair_planar_moments, small_polygon_pairs, store_pairs
@@ -210,12 +214,127 @@ def store_planar_pairs(res, geo: RegionGeometry, pr, pn, mu, out: PlanarPairs, s
     pairs already redone) into the region-major ``res`` (a ``pairs.PairResult``), mapped back from the whitened
     coordinates: mean ``mu + L m``, covariance ``L C L^T``, zero where the mass is not finite
     (``planar.kernel.store_pairs``, one compiled pass instead of a dozen (P, 2, 2) numpy temporaries)."""
+    pr = np.ascontiguousarray(pr, dtype=np.intp)
     Lm = mu[:0]
-    if moments >= 1:  # numpy's matmul, whose rounding (fused multiply-adds) the stored means have always had
-        Lm = np.ascontiguousarray(np.matmul(geo.chol[pr], out.mean[:, :, None])[:, :, 0])
+    if moments >= 1:  # numpy's matmul's rounding (fused multiply-adds), which the stored means have always had
+        Lm = chol_times(geo.chol, pr, out.mean)
     err = log_error(out.rel)
     block = (np.ascontiguousarray(mu, dtype=np.float64), Lm, out.log_mass, err,
              out.cov if moments >= 2 else np.zeros((0, 2, 2)), np.ascontiguousarray(settled, dtype=np.bool_))
-    store_pairs(np.ascontiguousarray(pr, dtype=np.intp), np.ascontiguousarray(pn, dtype=np.intp), geo.chol, moments,
+    store_pairs(pr, np.ascontiguousarray(pn, dtype=np.intp), geo.chol, moments,
                 block, (res.log_mass, res._errors, res.mean if moments >= 1 else np.zeros((0, 0, 2)),
                         res.cov if moments >= 2 else np.zeros((0, 0, 2, 2)), res.settled))
+
+
+def chol_times(chol, pr, m):
+    """``L_p m_p`` (P, 2) for ``L_p = chol[pr[p]]`` (R, 2, 2): bit for bit numpy's
+    ``np.matmul(chol[pr], m[:, :, None])[:, :, 0]``, which the stored means have always been.
+
+    That stacked product is one OpenBLAS ``dgemv`` per pair, whose kernel follows the memory order of the 2 x 2
+    matrices (numpy's gather ``chol[pr]`` keeps that of ``chol``): row-major ones go through ``dgemv_t``,
+    ``y_i = 0 + fma(L_i0, m_0, L_i1 m_1)``, column-major ones (``RegionGaussians.chol_cov`` is one, a transposed QR
+    factor) through ``dgemv_n``, ``y_i = 0 + fma(L_i1, m_1, L_i0 m_0)`` (their two-row tail loops, contracted by the
+    compiler; the 0 + is the zeroed output, which turns -0 into +0). That is what the "rounding that varies with
+    memory alignment" was: it varies with the factor's memory order. :func:`_chol_times` computes the same in one
+    compiled pass, without the gathered (P, 2, 2) copy and the per-pair BLAS calls (~1 ms a block of 16384 pairs,
+    3 % of an S = 2 evaluate). Whether this numpy and BLAS build computes exactly that is checked once per process
+    and order (:func:`_fused_matches_numpy`); for other orders, or where it does not, numpy's matmul is used."""
+    m = np.ascontiguousarray(m, dtype=np.float64)
+    chol = np.asarray(chol, dtype=np.float64)
+    order = _matrix_order(chol[pr[:1]]) if pr.size else None
+    if order is not None and _fused_matches_numpy(order):
+        return _chol_times(chol, pr, m, order == "F")
+    return np.ascontiguousarray(np.matmul(chol[pr], m[:, :, None])[:, :, 0])
+
+
+def _matrix_order(A) -> str | None:
+    """``"C"`` or ``"F"``: how numpy's matmul sees the 2 x 2 matrices of the stack ``A`` (row- or column-major, as
+    its ``is_blasable2d`` tests them), None for other strides."""
+    row, col = A.strides[1:]
+    if col == A.itemsize and row >= 2 * A.itemsize and row % A.itemsize == 0:
+        return "C"
+    if row == A.itemsize and col >= 2 * A.itemsize and col % A.itemsize == 0:
+        return "F"
+    return None
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (LLVM's ``llvm.fma.f64``: the FMA instruction, or libm's fma without one)."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        d = ir.DoubleType()
+        return builder.call(builder.module.declare_intrinsic("llvm.fma", [d], ir.FunctionType(d, [d, d, d])), args)
+
+    return sig, codegen
+
+
+@numba.njit(cache=True, nogil=True)
+def _chol_times(chol, pr, m, column_major):  # pragma: no cover (compiled)
+    """:func:`chol_times`' product, pair by pair: ``0 + fma(L_i0, m_0, L_i1 m_1)`` (``dgemv_t``), or with
+    ``column_major`` ``0 + fma(L_i1, m_1, L_i0 m_0)`` (``dgemv_n``)."""
+    P = pr.size
+    out = np.empty((P, 2))
+    for p in range(P):
+        r = pr[p]
+        for i in range(2):
+            if column_major:
+                out[p, i] = 0.0 + _fma(chol[r, i, 1], m[p, 1], chol[r, i, 0] * m[p, 0])
+            else:
+                out[p, i] = 0.0 + _fma(chol[r, i, 0], m[p, 0], chol[r, i, 1] * m[p, 1])
+    return out
+
+
+_FUSED_OK: dict = {}  # matrix order -> whether :func:`_chol_times` is numpy's matmul here (checked once)
+
+
+def _fused_matches_numpy(order: str) -> bool:
+    """Whether :func:`_chol_times` is numpy's stacked matmul of a gathered stack bit for bit, for 2 x 2 factors in
+    memory order ``order``, on 4,000 pairs of this process's numpy and BLAS: values over 20 decades, zeros and
+    negative zeros, stacks of several lengths at several memory offsets (where FMA or not shows in ~10 % of the pairs,
+    and the sign of zero in the zero ones). Checked once per order."""
+    if order not in _FUSED_OK:
+        rng = np.random.default_rng(20261207)
+        ok = True
+        for P, offset in ((1, 0), (3, 1), (17, 0), (979, 1), (3000, 3)):
+            buf = np.empty(6 * P + 8)
+            L = buf[offset:offset + 4 * P].reshape(P, 2, 2)
+            if order == "F":
+                L = L.transpose(0, 2, 1)
+            L[:] = np.tril(rng.standard_normal((P, 2, 2)) * 10.0 ** rng.integers(-10, 10, (P, 1, 1)))
+            L[rng.random(P) < 0.2, 0, 0] = 0.0
+            m = buf[4 * P + offset:6 * P + offset].reshape(P, 2)
+            m[:] = rng.standard_normal((P, 2))
+            m[rng.random((P, 2)) < 0.2] = -0.0
+            pr = rng.integers(0, P, P)
+            want = np.matmul(L[pr], m[:, :, None])[:, :, 0]
+            got = _chol_times(L, pr, np.ascontiguousarray(m), order == "F")
+            ok &= bool(np.array_equal(want.view(np.int64), got.view(np.int64)))
+        _FUSED_OK[order] = ok
+    return _FUSED_OK[order]
+
+
+def gather_pairs(A, pr, pn):
+    """``A[pr, pn]`` for the region-major (R, N[, S]) arrays of a ``PairRequest`` (views of point-major arrays, whose
+    fancy indexing costs ~0.3 ms a block of 16384 pairs): the same values, copied by one compiled pass."""
+    return _gather3(A, pr, pn) if A.ndim == 3 else _gather2(A, pr, pn)
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather3(A, pr, pn):  # pragma: no cover (compiled)
+    """:func:`gather_pairs` of an (R, N, S) array."""
+    out = np.empty((pr.size, A.shape[2]))
+    for p in range(pr.size):
+        for k in range(A.shape[2]):
+            out[p, k] = A[pr[p], pn[p], k]
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather2(A, pr, pn):  # pragma: no cover (compiled)
+    """:func:`gather_pairs` of an (R, N) array."""
+    out = np.empty(pr.size)
+    for p in range(pr.size):
+        out[p] = A[pr[p], pn[p]]
+    return out
