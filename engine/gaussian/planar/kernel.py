@@ -832,8 +832,8 @@ def store_pairs(pr, pn, chol, moments, block, res):
     """Scatter a block's whitened results ``block = (mu, Lm, log_mass, err, cov, settled)`` into the region-major
     (R, N) arrays ``res = (log_mass, errors, mean, cov, settled)`` of a ``pairs.PairResult``, pair p to
     ``[pr[p], pn[p]]``: log mass, its error ``err`` (numpy's, whose SIMD log1p differs from libm's in the last bit),
-    ``settled``; the mean ``mu + Lm`` (``Lm = L m``, the whitened mean mapped back by numpy's matmul, whose
-    OpenBLAS rounding varies with memory alignment, so it stays numpy's) and the covariance ``L C L^T`` (``chol``
+    ``settled``; the mean ``mu + Lm`` (``Lm = L m``, the whitened mean mapped back as numpy's matmul rounds it:
+    OpenBLAS's FMA form follows the factors' memory order, which ``planar.batch.chol_times`` replicates) and the covariance ``L C L^T`` (``chol``
     (R, 2, 2) holds ``L``; the written-out products of the former numpy store, in the same order), both zero where the
     mass is not finite
     -- what ``polytopes._planar_block`` computed with (P, 2, 2) temporaries, bit for bit
