@@ -230,15 +230,8 @@ def slice_geometry(prob, pidx, nodes) -> SliceGeometry:
                     gh=np.ones((K, E)), al=z((K, E)), bl=z((K, E)), gl=np.ones((K, E)), m1=z((K, E, 3)),
                     m2=z((K, E, 3)))
     status = np.zeros(K, dtype=np.int8)
-    sh = prob.shape
-    has_rays = prob.Yr.size > 0
-    va = sh.va if has_rays else np.zeros(0, dtype=np.intp)
-    rb = sh.rb if has_rays else np.zeros(0, dtype=np.intp)
-    hr = np.ascontiguousarray(prob.hr) if has_rays else np.zeros((prob.D.shape[0], 1))
+    d = _slicing_data(prob)
     c = np.ascontiguousarray
-    d = SlicingData(c(prob.D), c(prob.a), c(prob.scale), c(prob.Nn), c(prob.fmin), c(prob.fmax), c(prob.hv), hr,
-                    sh.ea.astype(np.intp), sh.eb.astype(np.intp), np.asarray(va, dtype=np.intp),
-                    np.asarray(rb, dtype=np.intp))
     _fill(c(pidx, dtype=np.intp), c(nodes, dtype=np.float64), d, g, status)
     return SliceGeometry(g, status)
 
@@ -337,3 +330,119 @@ def warm() -> None:
     sliced_moments(Nrm, np.concatenate([b, -a])[None], (corners @ Q.T)[None], np.zeros((0, 4)), moments=2)
     _closest_rows(np.zeros((1, 1, 3)), np.zeros((1, 1)), np.ones((1, 1), dtype=np.bool_), np.zeros(1, dtype=np.intp),
                   np.zeros((1, 3)))
+
+
+class VertexData(NamedTuple):
+    """The 4-D polytope's points as ``sliced._Problem`` holds them: vertex-facet and ray-facet incidence ``inc``
+    (V, F), ``rinc`` (R, F), vertices ``Yv`` (M, V, 4), unit rays ``Yr`` (R, 4) and the frames ``V`` (M, 4, 3)."""
+
+    inc: np.ndarray
+    rinc: np.ndarray
+    Yv: np.ndarray
+    Yr: np.ndarray
+    V: np.ndarray
+
+
+@_jit
+def _on_facets(row, i, j, k):
+    return row[i] and row[j] and row[k]
+
+
+@_jit
+def _crossing(m, t, d, x, i, j, k, p4):
+    """The point at height t of the polytope's edge (or vertex-ray line) on the 4-D facets i, j, k into ``p4``, by
+    the interpolation of ``sliced._Problem._build``; False when no candidate lies on all three."""
+    hv, ea, eb = d.hv, d.ea, d.eb
+    for q in range(ea.size):
+        a, b = ea[q], eb[q]
+        ha, hb = hv[m, a], hv[m, b]
+        if not (min(ha, hb) <= t and t <= max(ha, hb) and ha != hb):
+            continue
+        if _on_facets(x.inc[a], i, j, k) and _on_facets(x.inc[b], i, j, k):
+            lam = (t - ha) / (hb - ha)
+            for c in range(4):
+                p4[c] = x.Yv[m, a, c] + lam * (x.Yv[m, b, c] - x.Yv[m, a, c])
+            return True
+    for q in range(d.va.size):
+        v, r = d.va[q], d.rb[q]
+        h = d.hr[m, r]
+        if abs(h) > _RAY and (t - hv[m, v]) / h >= 0.0 and _on_facets(x.inc[v], i, j, k) \
+                and _on_facets(x.rinc[r], i, j, k):
+            s = (t - hv[m, v]) / h
+            for c in range(4):
+                p4[c] = x.Yv[m, v, c] + s * x.Yr[r, c]
+            return True
+    return False
+
+
+@_jit
+def _ends_row(m, t, d, x, g, k, out):
+    """The ends of the edges of slice row k of ``g`` (point m, height t) into ``out`` (E, 2, 3), in the order of its
+    edge slots, each the crossing of the 4-D edge on the three facets that meet there; False when one is not
+    found (degenerate incidence) or an edge is unbounded."""
+    F = d.D.shape[1]
+    act = np.empty(F, dtype=np.bool_)
+    _node_type(m, t, d, act)
+    fmap = np.empty(F, dtype=np.intp)
+    f2 = 0
+    for f in range(F):
+        if act[f]:
+            fmap[f2] = f
+            f2 += 1
+    p4 = np.empty(4)
+    n = 0
+    for e in range(g.evalid.shape[1]):
+        if not g.evalid[k, e]:
+            continue
+        if not (g.has_hi[k, e] and g.has_lo[k, e]):
+            return False
+        i, j = fmap[g.ei[k, e]], fmap[g.ej[k, e]]
+        for s in range(2):
+            third = fmap[g.khi[k, e] if s == 0 else g.klo[k, e]]
+            if not _crossing(m, t, d, x, i, j, third, p4):
+                return False
+            for q in range(3):
+                out[n, s, q] = (p4[0] * x.V[m, 0, q] + p4[1] * x.V[m, 1, q] + p4[2] * x.V[m, 2, q]
+                                + p4[3] * x.V[m, 3, q])
+        n += 1
+    return True
+
+
+@_jit
+def _ends_rows(pidx, nodes, rows, d, x, g, out, ok):
+    for p in range(rows.size):
+        k = rows[p]
+        ok[p] = _ends_row(pidx[k], nodes[k], d, x, g, k, out[p])
+
+
+def _slicing_data(prob) -> SlicingData:
+    """``prob``'s arrays as the compiled passes read them."""
+    sh = prob.shape
+    has_rays = prob.Yr.size > 0
+    va = sh.va if has_rays else np.zeros(0, dtype=np.intp)
+    rb = sh.rb if has_rays else np.zeros(0, dtype=np.intp)
+    hr = np.ascontiguousarray(prob.hr) if has_rays else np.zeros((prob.D.shape[0], 1))
+    c = np.ascontiguousarray
+    return SlicingData(c(prob.D), c(prob.a), c(prob.scale), c(prob.Nn), c(prob.fmin), c(prob.fmax), c(prob.hv), hr,
+                       sh.ea.astype(np.intp), sh.eb.astype(np.intp), np.asarray(va, dtype=np.intp),
+                       np.asarray(rb, dtype=np.intp))
+
+
+def slice_ends(prob, pidx, nodes, geo: SliceGeometry, rows):
+    """``(ends (n, E, 2, 3), ok (n,))``: the ends of the edges of the bounded slices ``rows`` of ``geo`` taken from
+    the 4-D polytope (the crossings of its edges with the slice, as the reference path builds the slices' points),
+    not from the slices' planes: a sliver's vertex is ill conditioned in its planes (at condition 4e4 the planes
+    put it 1e-11 off, which moved a slice's mass by 1e-8 relative). ``ok`` False: an end was not found."""
+    rows = np.ascontiguousarray(rows, dtype=np.intp)
+    E = geo.arrays.evalid.shape[1]
+    out = np.zeros((rows.size, E, 2, 3))
+    ok = np.zeros(rows.size, dtype=np.bool_)
+    sh = prob.shape
+    rinc = sh.rinc if prob.Yr.size else np.zeros((1, prob.D.shape[1]), dtype=bool)
+    Yr = prob.Yr if prob.Yr.size else np.zeros((1, 4))
+    c = np.ascontiguousarray
+    x = VertexData(c(sh.inc), c(rinc), c(prob.Yv), c(Yr), c(prob.V))
+    if rows.size:
+        _ends_rows(c(pidx, dtype=np.intp), c(nodes, dtype=np.float64), rows, _slicing_data(prob), x, geo.arrays, out,
+                   ok)
+    return out, ok

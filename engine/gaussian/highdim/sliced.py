@@ -363,10 +363,8 @@ def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
 def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
     """:func:`_evaluate_reference` with the slices' S = 3 geometry built in one compiled pass
     (:func:`.slice_kernel.slice_geometry`) and handed to the S = 3 kernel as it is, the light slices' closest
-    points compiled too (:func:`.slice_kernel.closest_in_slices`); only the slices the kernel pass leaves to the
-    exact fallbacks are built as polytopes (the same rules, the same fallbacks)."""
-    from ..pairs import PairRequest
-    from ..polytopes import batch_geometry, integrate_pairs
+    points compiled too (:func:`.slice_kernel.closest_in_slices`), and the slices the strict kernel pass leaves
+    resolved on the same arrays (:func:`_resolve`); only what that leaves is built as polytopes."""
     from .slice_kernel import EMPTY, REGULAR, closest_in_slices, slice_geometry
 
     K = nodes.size
@@ -391,27 +389,80 @@ def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accurac
             mx[light] = closest_in_slices(geo, where[light])
         if moments >= 2:
             cx[done] = first.cov[done]
-    if np.any(need):  # the rest through the S = 3 batch path with its fallbacks, thresholds loosened by share
-        polys = [prob.slice(pidx[k], nodes[k]) for k in where[need]]
-        nn = len(polys)
-        eye = np.broadcast_to(np.eye(3), (nn, 3, 3))
-        req = PairRequest.build(polys, np.zeros((nn, 1, 3)), eye, moments=moments, accuracy=accuracy,
-                                log_weight_scale=lws[need][:, None], geometry=batch_geometry(polys, eye, eye))
-        out = integrate_pairs(req)
-        lm[where[need]] = out.log_mass[:, 0]
-        rel[where[need]] = (-np.expm1(-out.log_mass_error[:, 0]) if out.log_mass_error is not None else 0.0)
-        if moments >= 1:
-            mx[need] = out.mean[:, 0]
-        if moments >= 2:
-            cx[need] = out.cov[:, 0]
+    if np.any(need):  # the rest: the S = 3 kernel with thresholds loosened by share, then the cubature (_resolve)
+        lm[where[need]], rel[where[need]], mx[need], cx[need] = _resolve(prob, (pidx, nodes), geo, where[need],
+                                                                         lws[need], moments, accuracy)
     return _lift(prob, pidx, nodes, where, logphi, (lm, rel, mx, cx), moments) + (lskip,)
 
 
-def _kernel(geo, rows, moments, accuracy):
-    """The S = 3 kernel on the slices ``rows`` of ``geo`` at strict thresholds."""
+def _kernel(geo, rows, moments, accuracy, lws=None):
+    """The S = 3 kernel on the slices ``rows`` of ``geo`` at strict thresholds (``lws``: loosened by weight)."""
     from ..polytopes import batch_solid_moments
 
-    return batch_solid_moments(geo, rows, np.zeros((rows.size, 3)), moments, cov_relative=accuracy == "relative")
+    return batch_solid_moments(geo, rows, np.zeros((rows.size, 3)), moments, lws, cov_relative=accuracy == "relative")
+
+
+def _resolve(prob, at, geo, rows, lws, moments, accuracy):
+    """The slices ``rows`` of ``geo`` (at ``at = (pidx, nodes)``) that the strict kernel pass left, as the S = 3 batch
+    path treats its pairs (``polytopes._solid_batch``) but on the compiled slices: the kernel with thresholds
+    loosened by ``lws`` (:func:`_shares`), then what it flags or whose covariance may cancel by the compiled
+    adaptive cubature (``solid.cubature.adaptive_cubature``, on the slice's vertices taken from the 4-D polytope,
+    :func:`.slice_kernel.slice_ends`), and what that leaves (degenerate or unbounded slices, the cubature's misses)
+    through ``polytopes.integrate_pairs`` on the slices built as polytopes (:func:`_resolve_polytopes`). Returns
+    ``(lm, rel, mx, cx)`` for the rows."""
+    from ..solid import loosen_factors
+    from ..solid.cubature import adaptive_cubature
+    from .slice_kernel import REGULAR, slice_ends
+
+    n = rows.size
+    lm, rel, mx, cx = np.full(n, -np.inf), np.zeros(n), np.zeros((n, 3)), np.zeros((n, 3, 3))
+    left = geo.status[rows] != REGULAR
+    reg = np.nonzero(~left)[0]
+    if reg.size:
+        out = _kernel(geo, rows[reg], moments, accuracy, lws[reg])
+        _put((lm, rel, mx, cx), reg[~out.flagged], out, ~out.flagged, moments)
+        again = np.nonzero(out.flagged | out.refine)[0]
+        ends, found = slice_ends(prob, *at, geo, rows[reg[again]])
+        sel = again[found]
+        cub = adaptive_cubature(geo.arrays, rows[reg[sel]], loosen_factors(lws[reg[sel]] + out.log_mass[sel]), moments,
+                                ends[found])
+        good = cub[4]
+        _put((lm, rel, mx, cx), reg[sel[good]], (cub[0], cub[1], cub[2], cub[3]), good, moments)
+        missed = np.ones(n, dtype=bool)
+        missed[reg[sel[good]]] = False
+        left[reg[out.flagged]] = missed[reg[out.flagged]]
+    if np.any(left):
+        lm[left], rel[left], mx[left], cx[left] = _resolve_polytopes(prob, at, rows[left], lws[left], moments, accuracy)
+    return lm, rel, mx, cx
+
+
+def _put(dest, idx, src, sel, moments):
+    """``src = (log_mass, mean, cov, rel)`` rows ``sel`` into ``dest = (lm, rel, mx, cx)`` at ``idx``."""
+    lm, rel, mx, cx = dest
+    lm[idx], rel[idx] = src[0][sel], src[3][sel]
+    if moments >= 1:
+        mx[idx] = src[1][sel]
+    if moments >= 2:
+        cx[idx] = src[2][sel]
+
+
+def _resolve_polytopes(prob, at, rows, lws, moments, accuracy):
+    """The slices ``rows`` built as polytopes (``_Problem.slice``) through the S = 3 batch path with its fallbacks
+    (``polytopes.integrate_pairs``: kernel, cubature, nested quadrature), thresholds loosened by ``lws``."""
+    from ..pairs import PairRequest
+    from ..polytopes import batch_geometry, integrate_pairs
+
+    pidx, nodes = at
+    polys = [prob.slice(pidx[k], nodes[k]) for k in rows]
+    nn = len(polys)
+    eye = np.broadcast_to(np.eye(3), (nn, 3, 3))
+    req = PairRequest.build(polys, np.zeros((nn, 1, 3)), eye, moments=moments, accuracy=accuracy,
+                            log_weight_scale=lws[:, None], geometry=batch_geometry(polys, eye, eye))
+    out = integrate_pairs(req)
+    rel = -np.expm1(-out.log_mass_error[:, 0]) if out.log_mass_error is not None else np.zeros(nn)
+    mx = out.mean[:, 0] if moments >= 1 else np.zeros((nn, 3))
+    cx = out.cov[:, 0] if moments >= 2 else np.zeros((nn, 3, 3))
+    return out.log_mass[:, 0], rel, mx, cx
 
 
 def _screened_kernel(geo, where, pidx, qlw, logphi, known, tol, moments, accuracy):
