@@ -319,15 +319,23 @@ def closest_in_slices(geo: SliceGeometry, rows) -> np.ndarray:
 
 
 def warm() -> None:
-    """Compile (into numba's cache) what the S = 4 path runs: the slice geometry, the closest points, and the S = 3
-    kernel on these arrays, by one sliced integral of a box (``python -m engine.warmup`` calls this)."""
-    from .sliced import sliced_moments
+    """Compile (into numba's cache) what the S = 4 path runs: the slice geometry, the closest points, the S = 3
+    kernel on these arrays, the slices' ends and their adaptive cubature, by one sliced integral of a box and one
+    slice of it (``python -m engine.warmup`` calls this)."""
+    from ..solid.cubature import adaptive_cubature
+    from .sliced import _Problem, closest_distance, sliced_moments
 
     Q, _ = np.linalg.qr(np.arange(16.0).reshape(4, 4) ** 1.5 + np.eye(4))
     a, b = np.array([-1.0, -0.5, 0.2, -2.0]), np.array([0.7, 1.5, 2.0, 0.1])
     Nrm = np.vstack([Q.T, -Q.T])
     corners = np.array(np.meshgrid(*zip(a, b), indexing="ij")).reshape(4, -1).T
-    sliced_moments(Nrm, np.concatenate([b, -a])[None], (corners @ Q.T)[None], np.zeros((0, 4)), moments=2)
+    D, Yv = np.concatenate([b, -a])[None], (corners @ Q.T)[None]
+    sliced_moments(Nrm, D, Yv, np.zeros((0, 4)), moments=2)
+    prob = _Problem(Nrm, D, Yv, np.zeros((0, 4)), closest_distance(Nrm, D)[0])
+    pidx, nodes = np.zeros(1, dtype=np.intp), np.array([0.1])
+    geo = slice_geometry(prob, pidx, nodes)
+    ends, _ = slice_ends(prob, pidx, nodes, geo, [0])
+    adaptive_cubature(geo.arrays, [0], [1.0], 2, ends)
     _closest_rows(np.zeros((1, 1, 3)), np.zeros((1, 1)), np.ones((1, 1), dtype=np.bool_), np.zeros(1, dtype=np.intp),
                   np.zeros((1, 3)))
 
@@ -424,8 +432,7 @@ def _slicing_data(prob) -> SlicingData:
     hr = np.ascontiguousarray(prob.hr) if has_rays else np.zeros((prob.D.shape[0], 1))
     c = np.ascontiguousarray
     return SlicingData(c(prob.D), c(prob.a), c(prob.scale), c(prob.Nn), c(prob.fmin), c(prob.fmax), c(prob.hv), hr,
-                       sh.ea.astype(np.intp), sh.eb.astype(np.intp), np.asarray(va, dtype=np.intp),
-                       np.asarray(rb, dtype=np.intp))
+                       c(sh.ea, dtype=np.intp), c(sh.eb, dtype=np.intp), c(va, dtype=np.intp), c(rb, dtype=np.intp))
 
 
 def slice_ends(prob, pidx, nodes, geo: SliceGeometry, rows):

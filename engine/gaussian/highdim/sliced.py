@@ -212,16 +212,30 @@ def _panels(lo, hi, A, B, hv):
         if not A[m] < B[m]:
             continue
         cuts = _distinct(np.concatenate([[A[m], B[m]], hv[m][(hv[m] > A[m]) & (hv[m] < B[m])]]))
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            span = max(abs(a), abs(b), 1.0)
-            n = int(np.ceil((b - a) / min(MAX_PANEL, MAX_EXPONENT_STEP / span)))
-            edges = np.linspace(a, b, max(n, 1) + 1)
-            idx.append(np.full(edges.size - 1, m))
-            left.append(edges[:-1])
-            right.append(edges[1:])
+        a, b = cuts[:-1], cuts[1:]
+        span = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1.0)
+        n = np.maximum(np.ceil((b - a) / np.minimum(MAX_PANEL, MAX_EXPONENT_STEP / span)).astype(np.intp), 1)
+        left_m, right_m = _linspace_panels(a, b, n)
+        idx.append(np.full(left_m.size, m))
+        left.append(left_m)
+        right.append(right_m)
     if not idx:
         return np.zeros(0, dtype=np.intp), np.zeros(0), np.zeros(0)
     return np.concatenate(idx), np.concatenate(left), np.concatenate(right)
+
+
+def _linspace_panels(a, b, n):
+    """The panels of ``np.linspace(a_i, b_i, n_i + 1)`` for every i, concatenated (left and right ends), with
+    linspace's arithmetic (``k * ((b - a) / n) + a``, the last edge ``b``): the same bits, one call for all."""
+    first = np.repeat(np.cumsum(n) - n, n)
+    k = (np.arange(first.size) - first).astype(np.float64)
+    i = np.repeat(np.arange(a.size), n)
+    step = (b - a) / n
+    lo = k * step[i] + a[i]
+    hi = (k + 1.0) * step[i] + a[i]
+    last = np.cumsum(n) - 1
+    hi[last] = b
+    return lo, hi
 
 
 def _distinct(t):
@@ -624,11 +638,13 @@ def _closest_in_slices(polys):
 
 def _group_lse(idx, vals, M):
     """(M,) ``log sum exp`` of ``vals`` grouped by ``idx``."""
-    top = np.full(M, -np.inf)
-    np.maximum.at(top, idx, vals)
+    if M == 1:
+        top = np.array([vals.max(initial=-np.inf)])
+    else:
+        top = np.full(M, -np.inf)
+        np.maximum.at(top, idx, vals)
     safe = np.where(np.isfinite(top), top, 0.0)
-    acc = np.zeros(M)
-    np.add.at(acc, idx, np.exp(vals - safe[idx]))
+    acc = np.bincount(idx, weights=np.exp(vals - safe[idx]), minlength=M)  # in input order, as np.add.at adds
     with np.errstate(divide="ignore"):
         return np.where(np.isfinite(top), safe + np.log(acc), -np.inf)
 
@@ -788,7 +804,9 @@ def _combine(M, done_vals, moments=0):
     lw = np.where(np.isnan(lw), -np.inf, lw)
     P = pm.size
     per_pair = np.full((M, 1), -np.inf)
-    if P:
+    if P and M == 1:  # one point: the grid below is lw itself, in its order (the same sums, the same bits)
+        per_pair = lw.reshape(1, -1)
+    elif P:
         order = np.argsort(pm, kind="stable")
         counts = np.bincount(pm, minlength=M)
         width = int(counts.max()) * 15
