@@ -163,6 +163,8 @@ def _edges_one(k, F, g, wg, wr):
             scale = 1.0 + (abs(s_hi) if np.isfinite(s_hi) else 0.0) + (abs(s_lo) if np.isfinite(s_lo) else 0.0)
             if not (nonpar and not blocked and s_hi - s_lo > _SHORT * scale):
                 continue
+            if slot == g.evalid.shape[1]:  # more edges than a polyhedron with F facets has: degenerate
+                return False
             deg[i] += 1
             deg[j] += 1
             has_hi, has_lo = np.isfinite(s_hi), np.isfinite(s_lo)
@@ -221,7 +223,7 @@ def slice_geometry(prob, pidx, nodes) -> SliceGeometry:
     """The S = 3 geometry of the slices of ``prob`` (a ``sliced._Problem``) at ``nodes`` (K,) of points ``pidx``
     (K,), in one compiled pass."""
     K, F = nodes.size, prob.D.shape[1]
-    E = max(F * (F - 1) // 2, 1)
+    E = max(min(F * (F - 1) // 2, 3 * F - 3), 1)  # a (pointed) polyhedron with F facets has at most 3F - 3 edges
     z = lambda shape, dt=np.float64: np.zeros(shape, dtype=dt)
     g = SolidArrays(Nrm=z((K, F, 3)), Hn=z((K, F, 3)), cn=np.ones((K, F)), fvalid=z((K, F), np.bool_),
                     evalid=z((K, E), np.bool_), ei=z((K, E), np.intp), ej=z((K, E), np.intp),
