@@ -404,8 +404,9 @@ def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accurac
         if moments >= 2:
             cx[done] = first.cov[done]
     if np.any(need):  # the rest: the S = 3 kernel with thresholds loosened by share, then the cubature (_resolve)
-        lm[where[need]], rel[where[need]], mx[need], cx[need] = _resolve(prob, (pidx, nodes), geo, where[need],
-                                                                         lws[need], moments, accuracy)
+        run = _resolve if COMPILED_RESOLVE else _resolve_polytopes_geo
+        lm[where[need]], rel[where[need]], mx[need], cx[need] = run(prob, (pidx, nodes), geo, where[need], lws[need],
+                                                                    moments, accuracy)
     return _lift(prob, pidx, nodes, where, logphi, (lm, rel, mx, cx), moments) + (lskip,)
 
 
@@ -448,6 +449,15 @@ def _resolve(prob, at, geo, rows, lws, moments, accuracy):
     if np.any(left):
         lm[left], rel[left], mx[left], cx[left] = _resolve_polytopes(prob, at, rows[left], lws[left], moments, accuracy)
     return lm, rel, mx, cx
+
+
+COMPILED_RESOLVE = True  # False: every slice the strict kernel pass leaves is built as a polytope and goes through
+# polytopes.integrate_pairs (kernel, cubature_moments, nested S = 3 quadrature), the route before (bench_s4 compares)
+
+
+def _resolve_polytopes_geo(prob, at, geo, rows, lws, moments, accuracy):
+    """:func:`_resolve_polytopes` with :func:`_resolve`'s signature (``COMPILED_RESOLVE = False``)."""
+    return _resolve_polytopes(prob, at, rows, lws, moments, accuracy)
 
 
 def _put(dest, idx, src, sel, moments):
