@@ -301,3 +301,48 @@ def test_slice_ends_are_the_reference_slices_vertices(regions):
                         assert abs(g.Nrm[k, f] @ p - g.cn[k, f]) < 1e-11
                     checked += 1
     assert checked > 500
+
+
+def test_adaptive_cubature_refuses_unbounded_regions():
+    """An unbounded region (an orthant: edges without a far end) is not the cubature's: ``good`` False, no value."""
+    from engine.gaussian.solid import SolidGeometry
+    from engine.gaussian.solid import cubature as cub
+    from engine.polytope import Polytope
+
+    R = _rotation(2)
+    p = Polytope(-R.T, np.array([-1.0, 0.5, 0.2]), (np.array([[1.0, -0.5, -0.2]]) @ R.T), R.copy(), np.zeros((0, 3)))
+    geo = SolidGeometry([p], np.eye(3)[None])
+    assert geo.ok[0]
+    lm, _, _, _, good = cub.adaptive_cubature(geo.arrays, [0], [1.0], 2)
+    assert not good[0] and lm[0] == -np.inf
+
+
+@pytest.mark.parametrize("moments", [1, 2])
+def test_resolve_matches_the_polytope_route(monkeypatch, moments):
+    """Region 647 of ``random_network([4, 8, 8, 5], rng=0, cov_x=0.1)`` at data point 3 sliced along y* (thin
+    slices the strict kernel pass leaves): ``sliced._resolve`` (loosened kernel and compiled adaptive cubature on the
+    compiled slices) against the polytope route before it (``COMPILED_RESOLVE = False``: ``integrate_pairs`` with
+    ``cubature_moments`` and the nested S = 3 quadrature), with the mean and with the covariance (the mass alone
+    leaves no slice to resolve here): log masses within the sum of the bars, means to 1e-9, covariances to 1e-8."""
+    from engine.distributions import posterior_region_params, region_gaussians
+
+    net = engine.random_network([4, 8, 8, 5], rng=0, cov_x=0.1)
+    part = partition(net)
+    rg = region_gaussians(net, part)
+    mu, _ = posterior_region_params(net, part, net.sample(100, rng=1)[3:4], rg)
+    data = sl.whitened(part[647].polytope, np.linalg.cholesky(rg.cov[647]), mu[:1, 647])
+    monkeypatch.setattr(sl, "TOWARD_CLOSEST", True)
+    rows = []
+    real = sl._resolve
+    monkeypatch.setattr(sl, "_resolve", lambda *a: rows.append(a[3].size) or real(*a))
+    out = {}
+    for compiled in (True, False):
+        monkeypatch.setattr(sl, "COMPILED_RESOLVE", compiled)
+        out[compiled] = sl.sliced_moments(*data, moments=moments)
+    assert sum(rows) >= 10
+    a, b = out[True], out[False]
+    assert abs(np.expm1(a[0][0] - b[0][0])) <= a[3][0] + b[3][0] and a[3][0] < 1e-10
+    if moments >= 1:
+        np.testing.assert_allclose(a[1], b[1], atol=1e-9)
+    if moments >= 2:
+        np.testing.assert_allclose(a[2], b[2], atol=1e-8)
