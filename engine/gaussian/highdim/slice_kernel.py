@@ -122,16 +122,41 @@ def _edge_frame(ni, nj, t, alpha, beta):
     return c, sn, True
 
 
+class _Frames(NamedTuple):
+    """Per facet pair (upper-triangle order) of one slice's normals, which every node of a panel shares (same point,
+    same active facets; only the offsets move with t): the edge direction ``t``, the inverse's columns ``alpha``,
+    ``beta`` (P, 3), ``c``, ``sn`` (P,), ``nonpar`` (P,) and ``wg = n_f . t`` (P, F)."""
+
+    t: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    c: np.ndarray
+    sn: np.ndarray
+    nonpar: np.ndarray
+    wg: np.ndarray
+
+
 @_jit
-def _ends(Nrm, cn, F, i, j, t, p0, wg, wr):
+def _frames(Nrm, F, fr):
+    """The pair frames of the F first normals ``Nrm`` into ``fr`` (:func:`_edge_frame`, ``wg`` by :func:`_dot`)."""
+    p = 0
+    for i in range(F):
+        for j in range(i + 1, F):
+            fr.c[p], fr.sn[p], fr.nonpar[p] = _edge_frame(Nrm[i], Nrm[j], fr.t[p], fr.alpha[p], fr.beta[p])
+            for f in range(F):
+                fr.wg[p, f] = _dot(fr.t[p], Nrm[f])
+            p += 1
+
+
+@_jit
+def _ends(Nrm, cn, F, i, j, wg, p0, wr):
     """The edge of facets i, j: its ends ``s_hi`` (facet ``khi``), ``s_lo`` (facet ``klo``) along ``t`` from the
-    point ``p0`` and whether a facet parallel to it excludes it (``blocked``); ``wg``, ``wr``: ``n_f . t`` and
-    ``cn_f - n_f . p0``."""
+    point ``p0`` and whether a facet parallel to it excludes it (``blocked``); ``wg``: ``n_f . t`` (the pair's
+    frame), ``wr``: ``cn_f - n_f . p0`` (scratch)."""
     khi, klo = 0, 0
     s_hi, s_lo = np.inf, -np.inf
     blocked = False
     for f in range(F):
-        wg[f] = _dot(t, Nrm[f])
         wr[f] = cn[f] - _dot(p0, Nrm[f])
         if f == i or f == j:
             continue
@@ -147,19 +172,22 @@ def _ends(Nrm, cn, F, i, j, t, p0, wg, wr):
 
 
 @_jit
-def _edges_one(k, F, g, wg, wr):
-    """``solid.geometry._region_edges`` for the one region in row k of ``g`` (its F first facets): fills the edge
-    slots (real facet pairs in upper-triangle order); returns False for degenerate combinatorics."""
+def _edges_one(k, F, g, fr, wr):
+    """``solid.geometry._region_edges`` for the one region in row k of ``g`` (its F first facets, their pair frames
+    ``fr``): fills the edge slots (real facet pairs in upper-triangle order); returns False for degenerate
+    combinatorics."""
     Nrm, cn = g.Nrm[k], g.cn[k]
-    t, alpha, beta, p0 = np.empty(3), np.empty(3), np.empty(3), np.empty(3)
+    p0 = np.empty(3)
     deg = np.zeros(F, dtype=np.int64)
     slot = 0
+    p = -1
     for i in range(F):
         for j in range(i + 1, F):
-            c, sn, nonpar = _edge_frame(Nrm[i], Nrm[j], t, alpha, beta)
+            p += 1
+            c, sn, nonpar, alpha, beta, wg = fr.c[p], fr.sn[p], fr.nonpar[p], fr.alpha[p], fr.beta[p], fr.wg[p]
             for q in range(3):
                 p0[q] = alpha[q] * cn[i] + beta[q] * cn[j]
-            s_hi, khi, s_lo, klo, blocked = _ends(Nrm, cn, F, i, j, t, p0, wg, wr)
+            s_hi, khi, s_lo, klo, blocked = _ends(Nrm, cn, F, i, j, wg, p0, wr)
             scale = 1.0 + (abs(s_hi) if np.isfinite(s_hi) else 0.0) + (abs(s_lo) if np.isfinite(s_lo) else 0.0)
             if not (nonpar and not blocked and s_hi - s_lo > _SHORT * scale):
                 continue
@@ -189,13 +217,27 @@ def _edges_one(k, F, g, wg, wr):
 
 
 @_jit
+def _same(m, act, last_m, last_act):
+    if m != last_m:
+        return False
+    for f in range(act.size):
+        if act[f] != last_act[f]:
+            return False
+    return True
+
+
+@_jit
 def _fill(pidx, nodes, d, g, status):
     """Every node's slice into row k of ``g``: facets (whitened exactly as ``SolidGeometry`` with ``chol = I``)
     and edges; ``status[k]``."""
     K, F = nodes.size, d.D.shape[1]
     D, a, scale, Nn = d.D, d.a, d.scale, d.Nn
-    act = np.empty(F, dtype=np.bool_)
-    wg, wr = np.empty(F), np.empty(F)
+    act, last_act = np.empty(F, dtype=np.bool_), np.zeros(F, dtype=np.bool_)
+    wr = np.empty(F)
+    P = max(F * (F - 1) // 2, 1)
+    fr = _Frames(np.empty((P, 3)), np.empty((P, 3)), np.empty((P, 3)), np.empty(P), np.empty(P),
+                 np.empty(P, dtype=np.bool_), np.empty((P, F)))
+    last_m = -1
     for k in range(K):
         m, t = pidx[k], nodes[k]
         if _node_type(m, t, d, act) == 0:
@@ -213,7 +255,11 @@ def _fill(pidx, nodes, d, g, status):
             g.cn[k, f2] = off / nrm
             g.fvalid[k, f2] = True
             f2 += 1
-        status[k] = REGULAR if _edges_one(k, f2, g, wg, wr) else DEGENERATE
+        if not _same(m, act, last_m, last_act):  # the nodes of a panel share their normals: frames once a panel
+            _frames(g.Nrm[k], f2, fr)
+            last_m = m
+            last_act[:] = act
+        status[k] = REGULAR if _edges_one(k, f2, g, fr, wr) else DEGENERATE
         if status[k] == DEGENERATE:
             g.fvalid[k, :] = False
             g.evalid[k, :] = False
