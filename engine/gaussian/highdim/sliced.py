@@ -30,7 +30,13 @@ tail is at most ``e^{g(t_1)} / |slope|``; the smaller of that and the Gaussian b
 
 Each round's slices are built in one compiled pass (:mod:`.slice_kernel`: their S = 3 facets and edges straight
 into the arrays of the S = 3 kernel); ``USE_COMPILED_SLICES = False`` builds them as polytopes in numpy, the
-reference the tests compare with.
+reference the tests compare with. The slices the S = 3 kernel does not resolve at its strict thresholds (its signed
+sums cancel: tiny slices near a vertex height, slivers, needles) are resolved on the same arrays (:func:`_resolve`):
+the kernel again with thresholds loosened by the slice's share of its pair, then what it still flags by the
+compiled adaptive cubature (``solid.cubature.adaptive_cubature``: tetrahedra, degree 19 / 15, the worst bisected
+along their longest edge; the slice's vertices taken from the 4-D polytope's edges, :func:`.slice_kernel.slice_ends`),
+and only what that leaves (degenerate or unbounded slices) is built as a polytope for ``polytopes.integrate_pairs``
+and its nested S = 3 quadrature (``COMPILED_RESOLVE = False``: every such slice, the route before).
 
 Before the S = 3 kernel, each slice's point closest to the mean (compiled, ~2 µs) bounds its integrand by
 ``phi(t) Q(d)``; nodes whose bounds total at most ``SKIP_SHARE tol`` of the pair's mass in a round are skipped
