@@ -426,6 +426,8 @@ def _adaptive_one(g, r, given, moments, tols, rules, work, out):
                     _tet_moments(T[s], hp, hw, y, f, res_hi[s])
                     _tet_moments(T[s], lp, lw, y, f, res_lo[s])
                 m += 1
+        if m == n:  # nothing to bisect (a NaN): not resolved
+            return
         n = m
 
 
