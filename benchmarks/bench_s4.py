@@ -6,8 +6,10 @@ workload given it reports the partition time and, for each N in ``--points``, th
 ``evaluate(net, X[:N])`` (partition built outside), the largest ``log_marginal_error``, the number of
 regions and the pairs per point before and after the pruning to the target (S >= 4).
 ``--pair-cost N`` times ``sliced_moments`` alone on the N heaviest pairs of point 0 with the mean inside and N with
-it outside (CPU ms per pair, the compiled route vs the same without the inner window and the slice screen and vs
-the previous numpy route along y*, heavy and light tolerances) and says whether they agree within their bars.
+it outside (CPU ms per pair, the compiled route vs the same with the slices the strict S = 3 kernel pass leaves
+built as polytopes (``COMPILED_RESOLVE = False``, before the compiled cubature), vs the same without the inner
+window and the slice screen and vs the previous numpy route along y*, heavy and light tolerances) and says whether
+they agree within their bars.
 ``--pairs`` times the region integrals alone: ``polytope_moments_arrays`` of the first
 ``--regions`` regions at every point by the default method (S = 4: ``highdim.sliced``, outer quadrature over
 exact S = 3 slices) and by RQMC, in seconds per (point, region) pair, with their bars and their difference,
@@ -127,6 +129,8 @@ def _pairs(name, net, X, part, n_regions, nested):
 
 ROUTES = {  # settings of engine.gaussian.highdim.sliced per route
     "compiled": {},
+    "compiled, slices the strict kernel leaves as polytopes (before the compiled cubature)": {
+        "COMPILED_RESOLVE": False},
     "compiled, full window, no screen (before the inner window and the slice screen)": {
         "INNER_MARGIN": 1e9, "SKIP_SHARE": 0.0},
     "numpy reference, along y*": {"USE_COMPILED_SLICES": False, "TOWARD_CLOSEST": True, "INNER_MARGIN": 1e9,
@@ -153,7 +157,8 @@ def _pair_cost(name, net, X, part, n_pairs):
         y, log_upper = sl.closest_distance(data[0], data[1])
         far = np.linalg.norm(y[0]) > 0.5
         groups["mean outside" if far else "mean inside"].append((-log_upper[0], r, data))
-    flags = {k: getattr(sl, k) for k in ("USE_COMPILED_SLICES", "TOWARD_CLOSEST", "INNER_MARGIN", "SKIP_SHARE")}
+    flags = {k: getattr(sl, k) for k in ("USE_COMPILED_SLICES", "TOWARD_CLOSEST", "INNER_MARGIN", "SKIP_SHARE",
+                                         "COMPILED_RESOLVE")}
     for group, cand in groups.items():
         pairs = [d for _, _, d in sorted(cand, key=lambda q: q[:2])[:n_pairs]]
         for tol, what in ((sl.DEFAULT_TOL, "heavy"), (sl.MAX_TOL, "light")):

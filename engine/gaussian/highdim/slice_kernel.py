@@ -122,16 +122,41 @@ def _edge_frame(ni, nj, t, alpha, beta):
     return c, sn, True
 
 
+class _Frames(NamedTuple):
+    """Per facet pair (upper-triangle order) of one slice's normals, which every node of a panel shares (same point,
+    same active facets; only the offsets move with t): the edge direction ``t``, the inverse's columns ``alpha``,
+    ``beta`` (P, 3), ``c``, ``sn`` (P,), ``nonpar`` (P,) and ``wg = n_f . t`` (P, F)."""
+
+    t: np.ndarray
+    alpha: np.ndarray
+    beta: np.ndarray
+    c: np.ndarray
+    sn: np.ndarray
+    nonpar: np.ndarray
+    wg: np.ndarray
+
+
 @_jit
-def _ends(Nrm, cn, F, i, j, t, p0, wg, wr):
+def _frames(Nrm, F, fr):
+    """The pair frames of the F first normals ``Nrm`` into ``fr`` (:func:`_edge_frame`, ``wg`` by :func:`_dot`)."""
+    p = 0
+    for i in range(F):
+        for j in range(i + 1, F):
+            fr.c[p], fr.sn[p], fr.nonpar[p] = _edge_frame(Nrm[i], Nrm[j], fr.t[p], fr.alpha[p], fr.beta[p])
+            for f in range(F):
+                fr.wg[p, f] = _dot(fr.t[p], Nrm[f])
+            p += 1
+
+
+@_jit
+def _ends(Nrm, cn, F, i, j, wg, p0, wr):
     """The edge of facets i, j: its ends ``s_hi`` (facet ``khi``), ``s_lo`` (facet ``klo``) along ``t`` from the
-    point ``p0`` and whether a facet parallel to it excludes it (``blocked``); ``wg``, ``wr``: ``n_f . t`` and
-    ``cn_f - n_f . p0``."""
+    point ``p0`` and whether a facet parallel to it excludes it (``blocked``); ``wg``: ``n_f . t`` (the pair's
+    frame), ``wr``: ``cn_f - n_f . p0`` (scratch)."""
     khi, klo = 0, 0
     s_hi, s_lo = np.inf, -np.inf
     blocked = False
     for f in range(F):
-        wg[f] = _dot(t, Nrm[f])
         wr[f] = cn[f] - _dot(p0, Nrm[f])
         if f == i or f == j:
             continue
@@ -147,22 +172,27 @@ def _ends(Nrm, cn, F, i, j, t, p0, wg, wr):
 
 
 @_jit
-def _edges_one(k, F, g, wg, wr):
-    """``solid.geometry._region_edges`` for the one region in row k of ``g`` (its F first facets): fills the edge
-    slots (real facet pairs in upper-triangle order); returns False for degenerate combinatorics."""
+def _edges_one(k, F, g, fr, wr):
+    """``solid.geometry._region_edges`` for the one region in row k of ``g`` (its F first facets, their pair frames
+    ``fr``): fills the edge slots (real facet pairs in upper-triangle order); returns False for degenerate
+    combinatorics."""
     Nrm, cn = g.Nrm[k], g.cn[k]
-    t, alpha, beta, p0 = np.empty(3), np.empty(3), np.empty(3), np.empty(3)
+    p0 = np.empty(3)
     deg = np.zeros(F, dtype=np.int64)
     slot = 0
+    p = -1
     for i in range(F):
         for j in range(i + 1, F):
-            c, sn, nonpar = _edge_frame(Nrm[i], Nrm[j], t, alpha, beta)
+            p += 1
+            c, sn, nonpar, alpha, beta, wg = fr.c[p], fr.sn[p], fr.nonpar[p], fr.alpha[p], fr.beta[p], fr.wg[p]
             for q in range(3):
                 p0[q] = alpha[q] * cn[i] + beta[q] * cn[j]
-            s_hi, khi, s_lo, klo, blocked = _ends(Nrm, cn, F, i, j, t, p0, wg, wr)
+            s_hi, khi, s_lo, klo, blocked = _ends(Nrm, cn, F, i, j, wg, p0, wr)
             scale = 1.0 + (abs(s_hi) if np.isfinite(s_hi) else 0.0) + (abs(s_lo) if np.isfinite(s_lo) else 0.0)
             if not (nonpar and not blocked and s_hi - s_lo > _SHORT * scale):
                 continue
+            if slot == g.evalid.shape[1]:  # more edges than a polyhedron with F facets has: degenerate
+                return False
             deg[i] += 1
             deg[j] += 1
             has_hi, has_lo = np.isfinite(s_hi), np.isfinite(s_lo)
@@ -187,13 +217,27 @@ def _edges_one(k, F, g, wg, wr):
 
 
 @_jit
+def _same(m, act, last_m, last_act):
+    if m != last_m:
+        return False
+    for f in range(act.size):
+        if act[f] != last_act[f]:
+            return False
+    return True
+
+
+@_jit
 def _fill(pidx, nodes, d, g, status):
     """Every node's slice into row k of ``g``: facets (whitened exactly as ``SolidGeometry`` with ``chol = I``)
     and edges; ``status[k]``."""
     K, F = nodes.size, d.D.shape[1]
     D, a, scale, Nn = d.D, d.a, d.scale, d.Nn
-    act = np.empty(F, dtype=np.bool_)
-    wg, wr = np.empty(F), np.empty(F)
+    act, last_act = np.empty(F, dtype=np.bool_), np.zeros(F, dtype=np.bool_)
+    wr = np.empty(F)
+    P = max(F * (F - 1) // 2, 1)
+    fr = _Frames(np.empty((P, 3)), np.empty((P, 3)), np.empty((P, 3)), np.empty(P), np.empty(P),
+                 np.empty(P, dtype=np.bool_), np.empty((P, F)))
+    last_m = -1
     for k in range(K):
         m, t = pidx[k], nodes[k]
         if _node_type(m, t, d, act) == 0:
@@ -211,7 +255,11 @@ def _fill(pidx, nodes, d, g, status):
             g.cn[k, f2] = off / nrm
             g.fvalid[k, f2] = True
             f2 += 1
-        status[k] = REGULAR if _edges_one(k, f2, g, wg, wr) else DEGENERATE
+        if not _same(m, act, last_m, last_act):  # the nodes of a panel share their normals: frames once a panel
+            _frames(g.Nrm[k], f2, fr)
+            last_m = m
+            last_act[:] = act
+        status[k] = REGULAR if _edges_one(k, f2, g, fr, wr) else DEGENERATE
         if status[k] == DEGENERATE:
             g.fvalid[k, :] = False
             g.evalid[k, :] = False
@@ -221,7 +269,7 @@ def slice_geometry(prob, pidx, nodes) -> SliceGeometry:
     """The S = 3 geometry of the slices of ``prob`` (a ``sliced._Problem``) at ``nodes`` (K,) of points ``pidx``
     (K,), in one compiled pass."""
     K, F = nodes.size, prob.D.shape[1]
-    E = max(F * (F - 1) // 2, 1)
+    E = max(min(F * (F - 1) // 2, 3 * F - 3), 1)  # a (pointed) polyhedron with F facets has at most 3F - 3 edges
     z = lambda shape, dt=np.float64: np.zeros(shape, dtype=dt)
     g = SolidArrays(Nrm=z((K, F, 3)), Hn=z((K, F, 3)), cn=np.ones((K, F)), fvalid=z((K, F), np.bool_),
                     evalid=z((K, E), np.bool_), ei=z((K, E), np.intp), ej=z((K, E), np.intp),
@@ -230,15 +278,8 @@ def slice_geometry(prob, pidx, nodes) -> SliceGeometry:
                     gh=np.ones((K, E)), al=z((K, E)), bl=z((K, E)), gl=np.ones((K, E)), m1=z((K, E, 3)),
                     m2=z((K, E, 3)))
     status = np.zeros(K, dtype=np.int8)
-    sh = prob.shape
-    has_rays = prob.Yr.size > 0
-    va = sh.va if has_rays else np.zeros(0, dtype=np.intp)
-    rb = sh.rb if has_rays else np.zeros(0, dtype=np.intp)
-    hr = np.ascontiguousarray(prob.hr) if has_rays else np.zeros((prob.D.shape[0], 1))
+    d = _slicing_data(prob)
     c = np.ascontiguousarray
-    d = SlicingData(c(prob.D), c(prob.a), c(prob.scale), c(prob.Nn), c(prob.fmin), c(prob.fmax), c(prob.hv), hr,
-                    sh.ea.astype(np.intp), sh.eb.astype(np.intp), np.asarray(va, dtype=np.intp),
-                    np.asarray(rb, dtype=np.intp))
     _fill(c(pidx, dtype=np.intp), c(nodes, dtype=np.float64), d, g, status)
     return SliceGeometry(g, status)
 
@@ -326,14 +367,137 @@ def closest_in_slices(geo: SliceGeometry, rows) -> np.ndarray:
 
 
 def warm() -> None:
-    """Compile (into numba's cache) what the S = 4 path runs: the slice geometry, the closest points, and the S = 3
-    kernel on these arrays, by one sliced integral of a box (``python -m engine.warmup`` calls this)."""
-    from .sliced import sliced_moments
+    """Compile (into numba's cache) what the S = 4 path runs: the slice geometry, the closest points, the S = 3
+    kernel on these arrays, the slices' ends and their adaptive cubature, by one sliced integral of a box and one
+    slice of it (``python -m engine.warmup`` calls this)."""
+    from ..solid.cubature import adaptive_cubature
+    from .sliced import _Problem, closest_distance, sliced_moments
 
     Q, _ = np.linalg.qr(np.arange(16.0).reshape(4, 4) ** 1.5 + np.eye(4))
     a, b = np.array([-1.0, -0.5, 0.2, -2.0]), np.array([0.7, 1.5, 2.0, 0.1])
     Nrm = np.vstack([Q.T, -Q.T])
     corners = np.array(np.meshgrid(*zip(a, b), indexing="ij")).reshape(4, -1).T
-    sliced_moments(Nrm, np.concatenate([b, -a])[None], (corners @ Q.T)[None], np.zeros((0, 4)), moments=2)
+    D, Yv = np.concatenate([b, -a])[None], (corners @ Q.T)[None]
+    sliced_moments(Nrm, D, Yv, np.zeros((0, 4)), moments=2)
+    prob = _Problem(Nrm, D, Yv, np.zeros((0, 4)), closest_distance(Nrm, D)[0])
+    pidx, nodes = np.zeros(1, dtype=np.intp), np.array([0.1])
+    geo = slice_geometry(prob, pidx, nodes)
+    ends, _ = slice_ends(prob, pidx, nodes, geo, [0])
+    adaptive_cubature(geo.arrays, [0], [1.0], 2, ends)
     _closest_rows(np.zeros((1, 1, 3)), np.zeros((1, 1)), np.ones((1, 1), dtype=np.bool_), np.zeros(1, dtype=np.intp),
                   np.zeros((1, 3)))
+
+
+class VertexData(NamedTuple):
+    """The 4-D polytope's points as ``sliced._Problem`` holds them: vertex-facet and ray-facet incidence ``inc``
+    (V, F), ``rinc`` (R, F), vertices ``Yv`` (M, V, 4), unit rays ``Yr`` (R, 4) and the frames ``V`` (M, 4, 3)."""
+
+    inc: np.ndarray
+    rinc: np.ndarray
+    Yv: np.ndarray
+    Yr: np.ndarray
+    V: np.ndarray
+
+
+@_jit
+def _on_facets(row, i, j, k):
+    return row[i] and row[j] and row[k]
+
+
+@_jit
+def _crossing(m, t, d, x, i, j, k, p4):
+    """The point at height t of the polytope's edge (or vertex-ray line) on the 4-D facets i, j, k into ``p4``, by
+    the interpolation of ``sliced._Problem._build``; False when no candidate lies on all three."""
+    hv, ea, eb = d.hv, d.ea, d.eb
+    for q in range(ea.size):
+        a, b = ea[q], eb[q]
+        ha, hb = hv[m, a], hv[m, b]
+        if not (min(ha, hb) <= t and t <= max(ha, hb) and ha != hb):
+            continue
+        if _on_facets(x.inc[a], i, j, k) and _on_facets(x.inc[b], i, j, k):
+            lam = (t - ha) / (hb - ha)
+            for c in range(4):
+                p4[c] = x.Yv[m, a, c] + lam * (x.Yv[m, b, c] - x.Yv[m, a, c])
+            return True
+    for q in range(d.va.size):
+        v, r = d.va[q], d.rb[q]
+        h = d.hr[m, r]
+        if abs(h) > _RAY and (t - hv[m, v]) / h >= 0.0 and _on_facets(x.inc[v], i, j, k) \
+                and _on_facets(x.rinc[r], i, j, k):
+            s = (t - hv[m, v]) / h
+            for c in range(4):
+                p4[c] = x.Yv[m, v, c] + s * x.Yr[r, c]
+            return True
+    return False
+
+
+@_jit
+def _ends_row(m, t, d, x, g, k, out):
+    """The ends of the edges of slice row k of ``g`` (point m, height t) into ``out`` (E, 2, 3), in the order of its
+    edge slots, each the crossing of the 4-D edge on the three facets that meet there; False when one is not
+    found (degenerate incidence) or an edge is unbounded."""
+    F = d.D.shape[1]
+    act = np.empty(F, dtype=np.bool_)
+    _node_type(m, t, d, act)
+    fmap = np.empty(F, dtype=np.intp)
+    f2 = 0
+    for f in range(F):
+        if act[f]:
+            fmap[f2] = f
+            f2 += 1
+    p4 = np.empty(4)
+    n = 0
+    for e in range(g.evalid.shape[1]):
+        if not g.evalid[k, e]:
+            continue
+        if not (g.has_hi[k, e] and g.has_lo[k, e]):
+            return False
+        i, j = fmap[g.ei[k, e]], fmap[g.ej[k, e]]
+        for s in range(2):
+            third = fmap[g.khi[k, e] if s == 0 else g.klo[k, e]]
+            if not _crossing(m, t, d, x, i, j, third, p4):
+                return False
+            for q in range(3):
+                out[n, s, q] = (p4[0] * x.V[m, 0, q] + p4[1] * x.V[m, 1, q] + p4[2] * x.V[m, 2, q]
+                                + p4[3] * x.V[m, 3, q])
+        n += 1
+    return True
+
+
+@_jit
+def _ends_rows(pidx, nodes, rows, d, x, g, out, ok):
+    for p in range(rows.size):
+        k = rows[p]
+        ok[p] = _ends_row(pidx[k], nodes[k], d, x, g, k, out[p])
+
+
+def _slicing_data(prob) -> SlicingData:
+    """``prob``'s arrays as the compiled passes read them."""
+    sh = prob.shape
+    has_rays = prob.Yr.size > 0
+    va = sh.va if has_rays else np.zeros(0, dtype=np.intp)
+    rb = sh.rb if has_rays else np.zeros(0, dtype=np.intp)
+    hr = np.ascontiguousarray(prob.hr) if has_rays else np.zeros((prob.D.shape[0], 1))
+    c = np.ascontiguousarray
+    return SlicingData(c(prob.D), c(prob.a), c(prob.scale), c(prob.Nn), c(prob.fmin), c(prob.fmax), c(prob.hv), hr,
+                       c(sh.ea, dtype=np.intp), c(sh.eb, dtype=np.intp), c(va, dtype=np.intp), c(rb, dtype=np.intp))
+
+
+def slice_ends(prob, pidx, nodes, geo: SliceGeometry, rows):
+    """``(ends (n, E, 2, 3), ok (n,))``: the ends of the edges of the bounded slices ``rows`` of ``geo`` taken from
+    the 4-D polytope (the crossings of its edges with the slice, as the reference path builds the slices' points),
+    not from the slices' planes: a sliver's vertex is ill conditioned in its planes (at condition 4e4 the planes
+    put it 1e-11 off, which moved a slice's mass by 1e-8 relative). ``ok`` False: an end was not found."""
+    rows = np.ascontiguousarray(rows, dtype=np.intp)
+    E = geo.arrays.evalid.shape[1]
+    out = np.zeros((rows.size, E, 2, 3))
+    ok = np.zeros(rows.size, dtype=np.bool_)
+    sh = prob.shape
+    rinc = sh.rinc if prob.Yr.size else np.zeros((1, prob.D.shape[1]), dtype=bool)
+    Yr = prob.Yr if prob.Yr.size else np.zeros((1, 4))
+    c = np.ascontiguousarray
+    x = VertexData(c(sh.inc), c(rinc), c(prob.Yv), c(Yr), c(prob.V))
+    if rows.size:
+        _ends_rows(c(pidx, dtype=np.intp), c(nodes, dtype=np.float64), rows, _slicing_data(prob), x, geo.arrays, out,
+                   ok)
+    return out, ok

@@ -30,7 +30,13 @@ tail is at most ``e^{g(t_1)} / |slope|``; the smaller of that and the Gaussian b
 
 Each round's slices are built in one compiled pass (:mod:`.slice_kernel`: their S = 3 facets and edges straight
 into the arrays of the S = 3 kernel); ``USE_COMPILED_SLICES = False`` builds them as polytopes in numpy, the
-reference the tests compare with.
+reference the tests compare with. The slices the S = 3 kernel does not resolve at its strict thresholds (its signed
+sums cancel: tiny slices near a vertex height, slivers, needles) are resolved on the same arrays (:func:`_resolve`):
+the kernel again with thresholds loosened by the slice's share of its pair, then what it still flags by the
+compiled adaptive cubature (``solid.cubature.adaptive_cubature``: tetrahedra, degree 19 / 15, the worst bisected
+along their longest edge; the slice's vertices taken from the 4-D polytope's edges, :func:`.slice_kernel.slice_ends`),
+and only what that leaves (degenerate or unbounded slices) is built as a polytope for ``polytopes.integrate_pairs``
+and its nested S = 3 quadrature (``COMPILED_RESOLVE = False``: every such slice, the route before).
 
 Before the S = 3 kernel, each slice's point closest to the mean (compiled, ~2 µs) bounds its integrand by
 ``phi(t) Q(d)``; nodes whose bounds total at most ``SKIP_SHARE tol`` of the pair's mass in a round are skipped
@@ -212,16 +218,30 @@ def _panels(lo, hi, A, B, hv):
         if not A[m] < B[m]:
             continue
         cuts = _distinct(np.concatenate([[A[m], B[m]], hv[m][(hv[m] > A[m]) & (hv[m] < B[m])]]))
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            span = max(abs(a), abs(b), 1.0)
-            n = int(np.ceil((b - a) / min(MAX_PANEL, MAX_EXPONENT_STEP / span)))
-            edges = np.linspace(a, b, max(n, 1) + 1)
-            idx.append(np.full(edges.size - 1, m))
-            left.append(edges[:-1])
-            right.append(edges[1:])
+        a, b = cuts[:-1], cuts[1:]
+        span = np.maximum(np.maximum(np.abs(a), np.abs(b)), 1.0)
+        n = np.maximum(np.ceil((b - a) / np.minimum(MAX_PANEL, MAX_EXPONENT_STEP / span)).astype(np.intp), 1)
+        left_m, right_m = _linspace_panels(a, b, n)
+        idx.append(np.full(left_m.size, m))
+        left.append(left_m)
+        right.append(right_m)
     if not idx:
         return np.zeros(0, dtype=np.intp), np.zeros(0), np.zeros(0)
     return np.concatenate(idx), np.concatenate(left), np.concatenate(right)
+
+
+def _linspace_panels(a, b, n):
+    """The panels of ``np.linspace(a_i, b_i, n_i + 1)`` for every i, concatenated (left and right ends), with
+    linspace's arithmetic (``k * ((b - a) / n) + a``, the last edge ``b``): the same bits, one call for all."""
+    first = np.repeat(np.cumsum(n) - n, n)
+    k = (np.arange(first.size) - first).astype(np.float64)
+    i = np.repeat(np.arange(a.size), n)
+    step = (b - a) / n
+    lo = k * step[i] + a[i]
+    hi = (k + 1.0) * step[i] + a[i]
+    last = np.cumsum(n) - 1
+    hi[last] = b
+    return lo, hi
 
 
 def _distinct(t):
@@ -363,10 +383,8 @@ def _evaluate(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
 def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accuracy, tol):
     """:func:`_evaluate_reference` with the slices' S = 3 geometry built in one compiled pass
     (:func:`.slice_kernel.slice_geometry`) and handed to the S = 3 kernel as it is, the light slices' closest
-    points compiled too (:func:`.slice_kernel.closest_in_slices`); only the slices the kernel pass leaves to the
-    exact fallbacks are built as polytopes (the same rules, the same fallbacks)."""
-    from ..pairs import PairRequest
-    from ..polytopes import batch_geometry, integrate_pairs
+    points compiled too (:func:`.slice_kernel.closest_in_slices`), and the slices the strict kernel pass leaves
+    resolved on the same arrays (:func:`_resolve`); only what that leaves is built as polytopes."""
     from .slice_kernel import EMPTY, REGULAR, closest_in_slices, slice_geometry
 
     K = nodes.size
@@ -391,27 +409,90 @@ def _evaluate_compiled(prob: _Problem, pidx, nodes, qlw, known, moments, accurac
             mx[light] = closest_in_slices(geo, where[light])
         if moments >= 2:
             cx[done] = first.cov[done]
-    if np.any(need):  # the rest through the S = 3 batch path with its fallbacks, thresholds loosened by share
-        polys = [prob.slice(pidx[k], nodes[k]) for k in where[need]]
-        nn = len(polys)
-        eye = np.broadcast_to(np.eye(3), (nn, 3, 3))
-        req = PairRequest.build(polys, np.zeros((nn, 1, 3)), eye, moments=moments, accuracy=accuracy,
-                                log_weight_scale=lws[need][:, None], geometry=batch_geometry(polys, eye, eye))
-        out = integrate_pairs(req)
-        lm[where[need]] = out.log_mass[:, 0]
-        rel[where[need]] = (-np.expm1(-out.log_mass_error[:, 0]) if out.log_mass_error is not None else 0.0)
-        if moments >= 1:
-            mx[need] = out.mean[:, 0]
-        if moments >= 2:
-            cx[need] = out.cov[:, 0]
+    if np.any(need):  # the rest: the S = 3 kernel with thresholds loosened by share, then the cubature (_resolve)
+        run = _resolve if COMPILED_RESOLVE else _resolve_polytopes_geo
+        lm[where[need]], rel[where[need]], mx[need], cx[need] = run(prob, (pidx, nodes), geo, where[need], lws[need],
+                                                                    moments, accuracy)
     return _lift(prob, pidx, nodes, where, logphi, (lm, rel, mx, cx), moments) + (lskip,)
 
 
-def _kernel(geo, rows, moments, accuracy):
-    """The S = 3 kernel on the slices ``rows`` of ``geo`` at strict thresholds."""
+def _kernel(geo, rows, moments, accuracy, lws=None):
+    """The S = 3 kernel on the slices ``rows`` of ``geo`` at strict thresholds (``lws``: loosened by weight)."""
     from ..polytopes import batch_solid_moments
 
-    return batch_solid_moments(geo, rows, np.zeros((rows.size, 3)), moments, cov_relative=accuracy == "relative")
+    return batch_solid_moments(geo, rows, np.zeros((rows.size, 3)), moments, lws, cov_relative=accuracy == "relative")
+
+
+def _resolve(prob, at, geo, rows, lws, moments, accuracy):
+    """The slices ``rows`` of ``geo`` (at ``at = (pidx, nodes)``) that the strict kernel pass left, as the S = 3 batch
+    path treats its pairs (``polytopes._solid_batch``) but on the compiled slices: the kernel with thresholds
+    loosened by ``lws`` (:func:`_shares`), then what it flags or whose covariance may cancel by the compiled
+    adaptive cubature (``solid.cubature.adaptive_cubature``, on the slice's vertices taken from the 4-D polytope,
+    :func:`.slice_kernel.slice_ends`), and what that leaves (degenerate or unbounded slices, the cubature's misses)
+    through ``polytopes.integrate_pairs`` on the slices built as polytopes (:func:`_resolve_polytopes`). Returns
+    ``(lm, rel, mx, cx)`` for the rows."""
+    from ..solid import loosen_factors
+    from ..solid.cubature import adaptive_cubature
+    from .slice_kernel import REGULAR, slice_ends
+
+    n = rows.size
+    lm, rel, mx, cx = np.full(n, -np.inf), np.zeros(n), np.zeros((n, 3)), np.zeros((n, 3, 3))
+    left = geo.status[rows] != REGULAR
+    reg = np.nonzero(~left)[0]
+    if reg.size:
+        out = _kernel(geo, rows[reg], moments, accuracy, lws[reg])
+        _put((lm, rel, mx, cx), reg[~out.flagged], out, ~out.flagged, moments)
+        again = np.nonzero(out.flagged | out.refine)[0]
+        ends, found = slice_ends(prob, *at, geo, rows[reg[again]])
+        sel = again[found]
+        cub = adaptive_cubature(geo.arrays, rows[reg[sel]], loosen_factors(lws[reg[sel]] + out.log_mass[sel]), moments,
+                                ends[found])
+        good = cub[4]
+        _put((lm, rel, mx, cx), reg[sel[good]], (cub[0], cub[1], cub[2], cub[3]), good, moments)
+        missed = np.ones(n, dtype=bool)
+        missed[reg[sel[good]]] = False
+        left[reg[out.flagged]] = missed[reg[out.flagged]]
+    if np.any(left):
+        lm[left], rel[left], mx[left], cx[left] = _resolve_polytopes(prob, at, rows[left], lws[left], moments, accuracy)
+    return lm, rel, mx, cx
+
+
+COMPILED_RESOLVE = True  # False: every slice the strict kernel pass leaves is built as a polytope and goes through
+# polytopes.integrate_pairs (kernel, cubature_moments, nested S = 3 quadrature), the route before (bench_s4 compares)
+
+
+def _resolve_polytopes_geo(prob, at, geo, rows, lws, moments, accuracy):
+    """:func:`_resolve_polytopes` with :func:`_resolve`'s signature (``COMPILED_RESOLVE = False``)."""
+    return _resolve_polytopes(prob, at, rows, lws, moments, accuracy)
+
+
+def _put(dest, idx, src, sel, moments):
+    """``src = (log_mass, mean, cov, rel)`` rows ``sel`` into ``dest = (lm, rel, mx, cx)`` at ``idx``."""
+    lm, rel, mx, cx = dest
+    lm[idx], rel[idx] = src[0][sel], src[3][sel]
+    if moments >= 1:
+        mx[idx] = src[1][sel]
+    if moments >= 2:
+        cx[idx] = src[2][sel]
+
+
+def _resolve_polytopes(prob, at, rows, lws, moments, accuracy):
+    """The slices ``rows`` built as polytopes (``_Problem.slice``) through the S = 3 batch path with its fallbacks
+    (``polytopes.integrate_pairs``: kernel, cubature, nested quadrature), thresholds loosened by ``lws``."""
+    from ..pairs import PairRequest
+    from ..polytopes import batch_geometry, integrate_pairs
+
+    pidx, nodes = at
+    polys = [prob.slice(pidx[k], nodes[k]) for k in rows]
+    nn = len(polys)
+    eye = np.broadcast_to(np.eye(3), (nn, 3, 3))
+    req = PairRequest.build(polys, np.zeros((nn, 1, 3)), eye, moments=moments, accuracy=accuracy,
+                            log_weight_scale=lws[:, None], geometry=batch_geometry(polys, eye, eye))
+    out = integrate_pairs(req)
+    rel = -np.expm1(-out.log_mass_error[:, 0]) if out.log_mass_error is not None else np.zeros(nn)
+    mx = out.mean[:, 0] if moments >= 1 else np.zeros((nn, 3))
+    cx = out.cov[:, 0] if moments >= 2 else np.zeros((nn, 3, 3))
+    return out.log_mass[:, 0], rel, mx, cx
 
 
 def _screened_kernel(geo, where, pidx, qlw, logphi, known, tol, moments, accuracy):
@@ -573,11 +654,13 @@ def _closest_in_slices(polys):
 
 def _group_lse(idx, vals, M):
     """(M,) ``log sum exp`` of ``vals`` grouped by ``idx``."""
-    top = np.full(M, -np.inf)
-    np.maximum.at(top, idx, vals)
+    if M == 1:
+        top = np.array([vals.max(initial=-np.inf)])
+    else:
+        top = np.full(M, -np.inf)
+        np.maximum.at(top, idx, vals)
     safe = np.where(np.isfinite(top), top, 0.0)
-    acc = np.zeros(M)
-    np.add.at(acc, idx, np.exp(vals - safe[idx]))
+    acc = np.bincount(idx, weights=np.exp(vals - safe[idx]), minlength=M)  # in input order, as np.add.at adds
     with np.errstate(divide="ignore"):
         return np.where(np.isfinite(top), safe + np.log(acc), -np.inf)
 
@@ -737,7 +820,9 @@ def _combine(M, done_vals, moments=0):
     lw = np.where(np.isnan(lw), -np.inf, lw)
     P = pm.size
     per_pair = np.full((M, 1), -np.inf)
-    if P:
+    if P and M == 1:  # one point: the grid below is lw itself, in its order (the same sums, the same bits)
+        per_pair = lw.reshape(1, -1)
+    elif P:
         order = np.argsort(pm, kind="stable")
         counts = np.bincount(pm, minlength=M)
         width = int(counts.max()) * 15
