@@ -1,0 +1,572 @@
+"""S' = 4: Gaussian mass of a polyhedron by the cone (orthoscheme) decomposition, one 1-D integral per flag.
+
+Theorem 1 (eq. 5) needs ``Phi_omega(mu, Sigma_omega)``; in whitened, pointed coordinates that is the mass of
+``y ~ N(0, I_4)`` on ``P = {Nrm y <= D}`` (unit rows ``n_i``, offsets ``d_i``). NOTES §6: "a polyhedron is the
+signed sum of pyramids with apex m over its facets; each facet is the signed sum of pyramids with apex at the foot
+of the perpendicular ... and so on down to vertices". Along each ray from the mean, P is an interval entered
+through facets with ``d_i < 0`` and left through facets with ``d_i > 0``, so (as in ``solid.kernel`` at S = 3)
+
+    P = 1{0 in P} - sum_i sign(d_i) B_i,     B_i = mass of {lam f : f in facet F_i, lam >= 1}.
+
+With the 4-D radial tail ``int_rho^inf r^3 e^{-r^2/2} dr = (rho^2 + 2) e^{-rho^2/2}``, ``B_i`` is the integral over
+the facet (a 3-polytope in its hyperplane, ``v`` measured from the foot ``f_i = d_i n_i``) of the radial function
+``g(d_i^2 + |v|^2)``, ``g(q) = |d| (2 pi)^-2 (q + 2) e^{-q/2} / q^2``. The facet decomposes around ``f_i`` over its
+ridges ``j`` (in-plane signed distance ``e_ij``, foot ``g_ij``), each ridge (a polygon) around ``g_ij`` over its
+edges ``k`` (in-ridge signed distance ``b_ijk``). The radial parts close (checked against mpmath in
+``tests/test_highdim_cones.py``):
+
+    B_i      = 1{f_i in F_i} Q(|d_i|) - sum_j sign(e_ij) C_ij,
+    C_ij     = 1{g_ij in G_ij} W(d_i, |e_ij|) - sum_k sign(b_ijk) E_ijk,
+    W(d, a)  = (|d| / 2 pi) J(d, a),   J(d, a) = int_a^inf e^{-(d^2 + r^2)/2} / (d^2 + r^2) dr
+               (= P(X > |d|, Y > (a/|d|) X), the wedge beyond the facet's and the ridge's planes),
+    E_ijk    = (a b / 2 pi) int_edge W(d, omega(s)) / (omega(s) (b^2 + s^2)) ds,   omega^2 = a^2 + b^2 + s^2
+
+(``a = |e_ij|``, ``b = |b_ijk|``, ``s`` along the edge from the foot of the perpendicular from the mean onto its
+line, the same point for every flag of the edge). Exchanging the two integrals of ``E`` with
+``a b int ds / (omega (b^2 + s^2)) = arctan(a s / (b omega))`` leaves ONE smooth integral of elementary functions
+per flag, over ``sigma`` (``r^2 = a^2 + b^2 + sigma^2``):
+
+    E_ijk = |d| / (4 pi^2) int_0^inf e^{-(R + sigma^2)/2} / (R + sigma^2) * DTheta(sigma) * sigma / sqrt(c + sigma^2)
+            dsigma,   DTheta = Theta(clip(sigma)) - Theta(clip(-sigma)),  Theta(s) = arctan(a s / (b sqrt(c + s^2))),
+
+``c = a^2 + b^2``, ``R = d^2 + c`` (the squared distance of the edge's line from the mean), ``clip`` to the edge's
+``[s_lo, s_hi]``. ``DTheta`` has kinks only at ``|s_lo|`` and ``|s_hi|`` (shared by the flags of an edge: one node set
+per edge); beyond ``max(|s_lo|, |s_hi|)`` it is constant and the rest is ``DTheta J(d, sqrt(c + sigma^2))``.
+Differences of arctangents are taken in the form ``arctan((X - Y) / (1 + X Y))`` with ``X - Y`` factored, so each
+term keeps its relative accuracy in every tail. Every integral is a graded Gauss-Legendre rule as in
+``solid.edges`` (geometric panels from the piece's start, at the distance of the nearest complex singularity,
+split where the Gaussian factor changes by more than ``_DMAX`` nats, cut ``WINDOW`` nats down).
+
+The signed sum cancels when the mean lies far outside P (terms of size ``e^{-d_min^2/2}`` against a mass of
+``e^{-dist^2/2}``): the per-pair relative bar is ``(sum_terms |term| TERM_ULPS eps (1 + |log term|) + dropped +
+window) / P`` plus the rounding of the difference; pairs whose bar exceeds the caller's tolerance, the mean on a
+facet, ridge or edge plane, or unresolved integrals are flagged (the caller slices them, ``sliced``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from .. import constants as C
+from ..planar.kernel import _lse_pair
+from ..solid.edges import _erfcx
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+_SQRT2, _INF, _EPS = C.SQRT2, C.INF, C.EPS
+_NODES = 16  # Gauss-Legendre nodes per panel
+_GX, _GW = np.polynomial.legendre.leggauss(_NODES)
+WINDOW = 45.0  # nats kept below each piece's Gaussian factor at its start (the rest bounded into the bar)
+_DMAX = 16.0  # largest change of the Gaussian exponent across one panel
+_MAX_GRADES = 64  # geometric panels at most
+_DROP = C.EDGE_DROP_NATS  # edges whose bound is this far below the largest term are left out (bound in the bar)
+TERM_ULPS = 64.0  # relative error of one term <= TERM_ULPS eps (1 + |log term|) (tests/test_highdim_cones.py)
+_LOG_4PI2 = math.log(4.0 * math.pi * math.pi)
+_LOG_2PI = math.log(2.0 * math.pi)
+_INC = 1e-9  # vertex-facet incidence tolerance (relative to 1 + |D|)
+
+
+# ---------------------------------------------------------------------------------------------------
+# combinatorics of the region (numpy, once per region: translation invariant)
+# ---------------------------------------------------------------------------------------------------
+
+class ConeArrays(NamedTuple):
+    """The flags of one region, as the kernel takes them: facets (valid ones ``fvalid``), ridges ``(ri, rj)`` with
+    ``rc = n_i . n_j`` and ``rsn = |n_j - rc n_i|``, edges (vertex ``eva``, other end vertex ``evb`` or ray ``erv``
+    (-1: none), unit direction ``eu``, three facets ``etri`` and the inverse Gram matrix ``eginv`` of their normals
+    for ``R``), and per edge (``eptr`` CSR) its (ridge, line) pairs: ridge ``lr``, coefficients ``ll1``, ``ll2``,
+    ``lpn`` of ``b = (d_k - l1 d_i - l2 d_j) / pn`` with ``lk`` the facet that cuts the edge's line from the ridge."""
+
+    fvalid: np.ndarray
+    ri: np.ndarray
+    rj: np.ndarray
+    rc: np.ndarray
+    rsn: np.ndarray
+    eva: np.ndarray
+    evb: np.ndarray
+    erv: np.ndarray
+    eu: np.ndarray
+    etri: np.ndarray
+    eginv: np.ndarray
+    eptr: np.ndarray
+    lr: np.ndarray
+    lk: np.ndarray
+    ll1: np.ndarray
+    ll2: np.ndarray
+    lpn: np.ndarray
+    rays: np.ndarray
+
+
+def _rank(rows, scale=1.0):
+    if rows.shape[0] == 0:
+        return 0
+    s = np.linalg.svd(rows, compute_uv=False)
+    return int(np.sum(s > 1e-9 * max(scale, 1.0)))
+
+
+def _face_dim(Yv0, Yr, vmask, rmask):
+    """Affine dimension of the face spanned by the vertices ``vmask`` and rays ``rmask`` (-1: empty)."""
+    pts = Yv0[vmask]
+    if pts.shape[0] == 0:
+        return -1
+    rows = np.vstack([pts[1:] - pts[0], Yr[rmask]])
+    return _rank(rows, float(np.abs(pts).max()))
+
+
+def _edges_of(inc, rinc, fvalid, Nrm):
+    """Edges as (vertex, vertex or -1, ray or -1, facet set): vertex pairs / vertex-ray pairs whose common valid
+    facets (normals of rank 3) hold no other vertex or ray."""
+    out = []
+    incv = inc & fvalid[None]
+    rincv = rinc & fvalid[None]
+    V = inc.shape[0]
+    for a in range(V):
+        for b in range(a + 1, V):
+            common = incv[a] & incv[b]
+            if common.sum() >= 3 and _only(incv, rincv, common, {a}, set(), b, -1) and _rank(Nrm[common]) == 3:
+                out.append((a, b, -1, np.nonzero(common)[0]))
+        for r in range(rinc.shape[0]):
+            common = incv[a] & rincv[r]
+            if common.sum() >= 3 and _only(incv, rincv, common, {a}, set(), -1, r) and _rank(Nrm[common]) == 3:
+                out.append((a, -1, r, np.nonzero(common)[0]))
+    return out
+
+
+def _only(incv, rincv, common, vs, rs, b, r):
+    vs = vs | ({b} if b >= 0 else set())
+    rs = rs | ({r} if r >= 0 else set())
+    on_v = set(np.nonzero(np.all(incv[:, common], axis=1))[0].tolist())
+    on_r = set(np.nonzero(np.all(rincv[:, common], axis=1))[0].tolist()) if rincv.shape[0] else set()
+    return on_v == vs and on_r == rs
+
+
+def _ridges_of(inc, rinc, fvalid, Yv0, Yr):
+    """Pairs of valid facets whose intersection is 2-dimensional: ``{(i, j): index}``."""
+    F = inc.shape[1]
+    out = {}
+    for i in range(F):
+        for j in range(i + 1, F):
+            if fvalid[i] and fvalid[j]:
+                vm = inc[:, i] & inc[:, j]
+                rm = rinc[:, i] & rinc[:, j] if rinc.shape[0] else np.zeros(0, dtype=bool)
+                if _face_dim(Yv0, Yr, vm, rm) == 2:
+                    out[(i, j)] = len(out)
+    return out
+
+
+def cone_shape(Nrm, D0, Yv0, Yr) -> ConeArrays:
+    """The flags (facet > ridge > edge) of ``P = {Nrm y <= D0}`` with vertices ``Yv0`` (V, 4) and unit rays ``Yr``
+    (R, 4) (pointed, no lineality)."""
+    Nrm = np.asarray(Nrm, dtype=np.float64)
+    Yr = np.asarray(Yr, dtype=np.float64).reshape(-1, 4)
+    tol = _INC * (1.0 + np.abs(D0))
+    inc = np.abs(Yv0 @ Nrm.T - D0[None]) <= tol[None]
+    rinc = np.abs(Yr @ Nrm.T) <= _INC if Yr.size else np.zeros((0, Nrm.shape[0]), dtype=bool)
+    F = Nrm.shape[0]
+    fvalid = np.array([_face_dim(Yv0, Yr, inc[:, f], rinc[:, f]) == 3 for f in range(F)], dtype=bool)
+    ridges = _ridges_of(inc, rinc, fvalid, Yv0, Yr)
+    ri = np.array([k[0] for k in ridges], dtype=np.intp)
+    rj = np.array([k[1] for k in ridges], dtype=np.intp)
+    rc = np.einsum("ij,ij->i", Nrm[ri], Nrm[rj]) if ri.size else np.zeros(0)
+    rsn = np.linalg.norm(Nrm[rj] - rc[:, None] * Nrm[ri], axis=1) if ri.size else np.zeros(0)
+    cols = {k: [] for k in ("eva", "evb", "erv", "eu", "etri", "eginv", "lr", "lk", "ll1", "ll2", "lpn")}
+    eptr = [0]
+    for a, b, r, fs in _edges_of(inc, rinc, fvalid, Nrm):
+        lines = _lines(Nrm, fs, ridges)
+        if not lines:
+            continue
+        tri = np.array([lines[0][1], lines[0][2], lines[0][3]], dtype=np.intp)
+        N3 = Nrm[tri]
+        _, _, vt = np.linalg.svd(np.vstack([N3, np.zeros(4)]))
+        cols["eva"].append(a)
+        cols["evb"].append(b)
+        cols["erv"].append(r)
+        cols["eu"].append(vt[-1])
+        cols["etri"].append(tri)
+        cols["eginv"].append(np.linalg.inv(N3 @ N3.T))
+        for g, i, j, k in lines:
+            G = np.array([[1.0, rc[g]], [rc[g], 1.0]])
+            lam = np.linalg.solve(G, np.array([Nrm[k] @ Nrm[i], Nrm[k] @ Nrm[j]]))
+            cols["lr"].append(g)
+            cols["lk"].append(k)
+            cols["ll1"].append(lam[0])
+            cols["ll2"].append(lam[1])
+            cols["lpn"].append(np.linalg.norm(Nrm[k] - lam[0] * Nrm[i] - lam[1] * Nrm[j]))
+        eptr.append(eptr[-1] + len(lines))
+    ints = ("eva", "evb", "erv", "lr", "lk")
+    arr = {k: np.array(v, dtype=np.intp if k in ints else np.float64) for k, v in cols.items()}
+    arr["eu"] = arr["eu"].reshape(-1, 4)
+    arr["etri"] = np.array(cols["etri"], dtype=np.intp).reshape(-1, 3)
+    arr["eginv"] = arr["eginv"].reshape(-1, 3, 3)
+    return ConeArrays(fvalid, ri, rj, rc, rsn, arr["eva"], arr["evb"], arr["erv"], arr["eu"], arr["etri"],
+                      arr["eginv"], np.array(eptr, dtype=np.intp), arr["lr"], arr["lk"], arr["ll1"], arr["ll2"],
+                      arr["lpn"], Yr)
+
+
+def _lines(Nrm, fs, ridges):
+    """The edge's (ridge, i, j, k) for each ridge ``(i, j)`` of facets in ``fs`` and a third facet ``k`` in ``fs``
+    whose plane cuts the edge's line from the ridge's plane."""
+    out = []
+    for i in fs:
+        for j in fs:
+            if (i, j) not in ridges:
+                continue
+            for k in fs:
+                if k != i and k != j and _rank(Nrm[[i, j, k]]) == 3:
+                    out.append((ridges[(i, j)], i, j, k))
+                    break
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# the 1-D integrals (compiled)
+# ---------------------------------------------------------------------------------------------------
+
+@_jit
+def _exp_point(sa, e):
+    """u >= 0 with ``s_a u + u^2/2 = e``, without cancellation for large ``s_a``."""
+    return 2.0 * e / (math.sqrt(sa * sa + 2.0 * e) + sa)
+
+
+@_jit
+def _log_q(x):
+    """log Q(x) = log P(N(0,1) > x) for x >= 0."""
+    return math.log(0.5 * _erfcx(x / _SQRT2)) - 0.5 * x * x
+
+
+@_jit
+def log_j(d2, r):
+    """``(log J, ok)``: ``J = int_r^inf e^{-(d2 + t^2)/2} / (d2 + t^2) dt`` for ``r >= 0``, graded Gauss-Legendre in
+    ``u = t - r`` (poles at ``u = -r +- i sqrt(d2)``, at distance ``sqrt(r^2 + d2)`` from the start)."""
+    r0 = math.sqrt(r * r + d2)
+    if not r0 > 0.0:
+        return _INF, False
+    U = _exp_point(r, WINDOW)
+    total = 0.0
+    left = 0.0
+    k = 0
+    while left < U:
+        if k >= _MAX_GRADES:
+            return math.log(total) - 0.5 * (d2 + r * r) if total > 0.0 else -_INF, False
+        right = min(r0 * (2.0 ** (k + 1) - 1.0), U)
+        e_l = r * left + 0.5 * left * left
+        e_r = r * right + 0.5 * right * right
+        nsub = max(1, int(math.ceil((e_r - e_l) / _DMAX)))
+        ul = left
+        for q in range(1, nsub + 1):
+            ur = right if q == nsub else _exp_point(r, e_l + (e_r - e_l) * q / nsub)
+            half = 0.5 * (ur - ul)
+            mid = 0.5 * (ur + ul)
+            for n in range(_NODES):
+                u = mid + half * _GX[n]
+                t = r + u
+                total += _GW[n] * half * math.exp(-(r * u + 0.5 * u * u)) / (d2 + t * t)
+            ul = ur
+        left = right
+        k += 1
+    return math.log(total) - 0.5 * (d2 + r * r), True
+
+
+@_jit
+def theta_diff(x, y, a, b, c):
+    """``Theta(x) - Theta(y)`` for ``x >= y``, ``Theta(s) = arctan(a s / (b sqrt(c + s^2)))``, without cancellation:
+    for ``x, y`` of one sign as ``arctan((X - Y) / (1 + X Y))`` with ``X - Y`` factored exactly."""
+    if x == y:
+        return 0.0
+    wx = math.sqrt(c + x * x)
+    wy = math.sqrt(c + y * y)
+    X = a * x / (b * wx)
+    Y = a * y / (b * wy)
+    if x * y <= 0.0:
+        return math.atan(X) - math.atan(Y)
+    num = (a / b) * c * (x - y) * (x + y) / (wx * wy * (x * wy + y * wx))
+    return math.atan(num / (1.0 + X * Y))
+
+
+@_jit
+def _clip(s, lo, hi):
+    return min(max(s, lo), hi)
+
+
+@_jit
+def _piece(sa, sb, R, fl, bmin, S):
+    """Add to ``S[f]`` the integral over ``sigma in [sa, sb]`` of ``e^{-(sa u + u^2/2)} / (R + sigma^2) DTheta_f
+    sigma / sqrt(c_f + sigma^2)`` (``u = sigma - sa``) for the flags ``fl = (a, b, c, s_lo, s_hi)`` (n, 5); returns
+    ``(ok, cut)``: False when the panels ran out, ``cut`` the end of the window (< sb: truncated there)."""
+    U = min(sb - sa, _exp_point(sa, WINDOW))
+    if not U > 0.0:
+        return True, sb
+    r0 = math.sqrt(sa * sa + bmin * bmin)
+    left = 0.0
+    k = 0
+    n = fl.shape[0]
+    while left < U:
+        if k >= _MAX_GRADES or not r0 > 0.0:
+            return False, sa + left
+        right = min(r0 * (2.0 ** (k + 1) - 1.0), U)
+        e_l = sa * left + 0.5 * left * left
+        e_r = sa * right + 0.5 * right * right
+        nsub = max(1, int(math.ceil((e_r - e_l) / _DMAX)))
+        ul = left
+        for q in range(1, nsub + 1):
+            ur = right if q == nsub else _exp_point(sa, e_l + (e_r - e_l) * q / nsub)
+            half = 0.5 * (ur - ul)
+            mid = 0.5 * (ur + ul)
+            for m in range(_NODES):
+                u = mid + half * _GX[m]
+                sg = sa + u
+                g = _GW[m] * half * math.exp(-(sa * u + 0.5 * u * u)) / (R + sg * sg)
+                for f in range(n):
+                    a, b, c, lo, hi = fl[f, 0], fl[f, 1], fl[f, 2], fl[f, 3], fl[f, 4]
+                    dth = theta_diff(_clip(sg, lo, hi), _clip(-sg, lo, hi), a, b, c)
+                    S[f] += g * dth * sg / math.sqrt(c + sg * sg)
+            ul = ur
+        left = right
+        k += 1
+    return True, sa + U
+
+
+@_jit
+def edge_flag_logs(R, d2, fl, out):
+    """``out[f] = log E_f - log(|d_f| / 4 pi^2)`` for the flags ``fl = (a, b, c, s_lo, s_hi)`` (n, 5) of one edge
+    (``R``: squared distance of its line, ``d2`` (n,) the flags' squared facet distances); returns ``(ok, log
+    bound of the window's truncation)`` (without the ``|d| / 4 pi^2``)."""
+    n = fl.shape[0]
+    lo, hi = fl[0, 3], fl[0, 4]
+    for f in range(n):
+        out[f] = -_INF
+    S = np.zeros(n)
+    bmin = _INF
+    for f in range(n):
+        bmin = min(bmin, fl[f, 1])
+    if lo < 0.0 < hi:
+        cuts = (0.0, min(-lo, hi), max(-lo, hi))
+    elif lo >= 0.0:
+        cuts = (lo, hi, hi)
+    else:
+        cuts = (-hi, -lo, -lo)
+    ok = True
+    trunc = -_INF
+    for p in range(2):
+        sa, sb = cuts[p], cuts[p + 1]
+        if not sb > sa:
+            continue
+        S[:] = 0.0
+        good, cut = _piece(sa, sb, R, fl, bmin, S)
+        ok = ok and good
+        if cut < sb:  # the rest of the piece: DTheta <= pi, sigma / sqrt(c + sigma^2) <= 1
+            trunc = _lse_pair(trunc, math.log(math.pi) - 0.5 * (R + cut * cut) - math.log(R + cut * cut)
+                              + _log_gauss_tail(cut))
+        base = -0.5 * (R + sa * sa)
+        for f in range(n):
+            if S[f] > 0.0:
+                out[f] = _lse_pair(out[f], base + math.log(S[f]))
+    end = cuts[2]
+    if math.isfinite(end):  # beyond the edge: DTheta constant, the rest J(d, sqrt(c + end^2))
+        for f in range(n):
+            dth = theta_diff(hi, lo, fl[f, 0], fl[f, 1], fl[f, 2])
+            if dth > 0.0:
+                lj, good = log_j(d2[f], math.sqrt(fl[f, 2] + end * end))
+                ok = ok and good
+                out[f] = _lse_pair(out[f], math.log(dth) + lj)
+    return ok, trunc
+
+
+@_jit
+def _log_gauss_tail(x):
+    """log of ``int_x^inf e^{-(t^2 - x^2)/2} dt`` (``<= sqrt(pi/2)``, the Mills ratio times sqrt(2 pi))."""
+    return math.log(0.5 * _erfcx(x / _SQRT2)) + 0.5 * math.log(2.0 * math.pi)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the per-pair kernel
+# ---------------------------------------------------------------------------------------------------
+
+@_jit
+def _add(acc, sign, lt):
+    """Signed log sum ``acc = [pos, neg, err, top]`` plus ``sign e^lt`` (error ``TERM_ULPS eps (1 + |lt|)``)."""
+    if lt == -_INF or sign == 0.0:
+        return
+    if sign > 0.0:
+        acc[0] = _lse_pair(acc[0], lt)
+    else:
+        acc[1] = _lse_pair(acc[1], lt)
+    acc[2] = _lse_pair(acc[2], lt + math.log(TERM_ULPS * _EPS * (1.0 + abs(lt))))
+    acc[3] = max(acc[3], lt)
+
+
+@_jit
+def _sign(x):
+    return 1.0 if x > 0.0 else (-1.0 if x < 0.0 else 0.0)
+
+
+@_jit
+def _facets_and_ridges(g, d, e, acc):
+    """Ridge distances ``e`` (G, 2) (in facet i, in facet j); the facet terms ``-sign(d_i) Q(|d_i|)`` for feet
+    inside their facets into ``acc``; returns (flagged, foot_out (F,))."""
+    F = d.size
+    foot_out = np.zeros(F, dtype=np.bool_)
+    flagged = False
+    for r in range(g.ri.size):
+        i, j = g.ri[r], g.rj[r]
+        e[r, 0] = (d[j] - g.rc[r] * d[i]) / g.rsn[r]
+        e[r, 1] = (d[i] - g.rc[r] * d[j]) / g.rsn[r]
+        foot_out[i] = foot_out[i] or e[r, 0] <= 0.0
+        foot_out[j] = foot_out[j] or e[r, 1] <= 0.0
+        flagged = flagged or e[r, 0] == 0.0 or e[r, 1] == 0.0
+    for f in range(F):
+        if g.fvalid[f]:
+            flagged = flagged or d[f] == 0.0
+            if not foot_out[f]:
+                _add(acc, -_sign(d[f]), _log_q(abs(d[f])))
+    return flagged
+
+
+@_jit
+def _line_offsets(g, d, bl):
+    """``b`` of every (ridge, line) into ``bl``; returns (flagged, ridge foot outside (G,))."""
+    g_out = np.zeros(g.ri.size, dtype=np.bool_)
+    flagged = False
+    for m in range(g.lr.size):
+        r = g.lr[m]
+        bl[m] = (d[g.lk[m]] - g.ll1[m] * d[g.ri[r]] - g.ll2[m] * d[g.rj[r]]) / g.lpn[m]
+        g_out[r] = g_out[r] or bl[m] <= 0.0
+        flagged = flagged or bl[m] == 0.0
+    return flagged, g_out
+
+
+@_jit
+def _ridge_terms(g, d, e, g_out, acc):
+    """``+sign(d_i) sign(e_ij) W(d_i, |e_ij|)`` for ridges whose foot lies inside; False if one is unresolved."""
+    ok = True
+    for r in range(g.ri.size):
+        if g_out[r]:
+            continue
+        for side in range(2):
+            f = g.ri[r] if side == 0 else g.rj[r]
+            if d[f] == 0.0 or e[r, side] == 0.0:
+                continue
+            lj, good = log_j(d[f] * d[f], abs(e[r, side]))
+            ok = ok and good
+            _add(acc, _sign(d[f]) * _sign(e[r, side]), lj + math.log(abs(d[f])) - _LOG_2PI)
+    return ok
+
+
+@_jit
+def _edge_range(g, k, yv):
+    """``(s_lo, s_hi, R)`` of edge k for vertices ``yv`` (V, 4) relative to the mean."""
+    u = g.eu[k]
+    sa = u[0] * yv[g.eva[k], 0] + u[1] * yv[g.eva[k], 1] + u[2] * yv[g.eva[k], 2] + u[3] * yv[g.eva[k], 3]
+    if g.evb[k] >= 0:
+        vb = yv[g.evb[k]]
+        sb = u[0] * vb[0] + u[1] * vb[1] + u[2] * vb[2] + u[3] * vb[3]
+    else:
+        ray = g.rays[g.erv[k]]
+        sb = _INF if u[0] * ray[0] + u[1] * ray[1] + u[2] * ray[2] + u[3] * ray[3] > 0.0 else -_INF
+    return min(sa, sb), max(sa, sb)
+
+
+@_jit
+def _edge_R(g, k, d):
+    t = g.etri[k]
+    R = 0.0
+    for p in range(3):
+        for q in range(3):
+            R += d[t[p]] * g.eginv[k, p, q] * d[t[q]]
+    return max(R, 0.0)
+
+
+@_jit
+def _edge_terms(g, k, d, yv, ebl, acc, ref):
+    """Flag terms ``-sign(d_i) sign(e_ij) sign(b_ijk) E_ijk`` of edge k into ``acc`` (``ebl = (e, bl)``), or only its
+    bound into the error when it is ``_DROP`` nats below ``ref``; returns ok."""
+    e, bl = ebl
+    lo, hi = _edge_range(g, k, yv)
+    if not lo < hi:
+        return True
+    R = _edge_R(g, k, d)
+    s0 = min(max(0.0, lo), hi)
+    rho2 = R + s0 * s0
+    n = 2 * (g.eptr[k + 1] - g.eptr[k])
+    # E <= sqrt(pi/2) / (4 pi) e^{-rho^2/2} / rho per flag (DTheta <= pi, |d| / rho^2 <= 1 / rho)
+    bound = math.log(n * math.sqrt(0.5 * math.pi) / (4.0 * math.pi)) - 0.5 * rho2 - 0.5 * math.log(max(rho2, 1e-300))
+    if bound <= ref - _DROP:
+        acc[2] = _lse_pair(acc[2], bound)
+        return True
+    fl = np.empty((n, 5))
+    d2 = np.empty(n)
+    sg = np.empty(n)
+    for m in range(g.eptr[k], g.eptr[k + 1]):
+        r = g.lr[m]
+        for side in range(2):
+            f = g.ri[r] if side == 0 else g.rj[r]
+            q = 2 * (m - g.eptr[k]) + side
+            a, b = abs(e[r, side]), abs(bl[m])
+            fl[q, 0], fl[q, 1], fl[q, 2], fl[q, 3], fl[q, 4] = a, b, a * a + b * b, lo, hi
+            d2[q] = d[f] * d[f]
+            sg[q] = -_sign(d[f]) * _sign(e[r, side]) * _sign(bl[m])
+    out = np.empty(n)
+    ok, trunc = edge_flag_logs(R, d2, fl, out)
+    for q in range(n):
+        scale = 0.5 * math.log(d2[q]) - _LOG_4PI2 if d2[q] > 0.0 else -_INF
+        _add(acc, sg[q], out[q] + scale)
+        if trunc > -_INF:
+            acc[2] = _lse_pair(acc[2], trunc + scale)
+    return ok
+
+
+@_jit
+def pair_log_mass(g, d, yv):
+    """``(log_mass, rel, flagged)`` of one pair: offsets ``d`` (F,), vertices ``yv`` (V, 4) relative to the mean."""
+    acc = np.array([-_INF, -_INF, -_INF, -_INF])
+    inside = True
+    for f in range(d.size):
+        if g.fvalid[f] and d[f] <= 0.0:
+            inside = False
+    if inside:
+        _add(acc, 1.0, 0.0)
+    e = np.empty((g.ri.size, 2))
+    bl = np.empty(g.lr.size)
+    flagged = _facets_and_ridges(g, d, e, acc)
+    fl2, g_out = _line_offsets(g, d, bl)
+    flagged = flagged or fl2
+    if flagged:
+        return -_INF, _INF, True
+    ok = _ridge_terms(g, d, e, g_out, acc)
+    ref = acc[3]
+    for k in range(g.eva.size):
+        ok = _edge_terms(g, k, d, yv, (e, bl), acc, ref) and ok
+    pos, neg, err = acc[0], acc[1], acc[2]
+    if pos == -_INF:
+        return -_INF, _INF, True
+    ratio = math.exp(neg - pos) if neg > -_INF else 0.0
+    if not ratio < 1.0:
+        return -_INF, _INF, True
+    lm = pos + math.log1p(-ratio)
+    rel = math.exp(err - lm) + 4.0 * _EPS * (1.0 + ratio) / (1.0 - ratio) + 4.0 * _EPS * (1.0 + abs(lm))
+    return lm, rel, not ok
+
+
+@_jit
+def _pairs(g, D, Yv, out_lm, out_rel, out_fl):
+    for m in range(D.shape[0]):
+        out_lm[m], out_rel[m], out_fl[m] = pair_log_mass(g, D[m], Yv[m])
+
+
+def cone_log_mass(Nrm, D, Yv, Yr, shape: ConeArrays | None = None):
+    """log mass (M,), relative error bar (M,) and ``flagged`` (M,) of ``N(0, I_4)`` on ``{Nrm y <= D_m}``, the
+    inputs of ``sliced.sliced_moments`` (unit rows ``Nrm`` (F, 4), offsets ``D`` (M, F), vertices ``Yv`` (M, V, 4)
+    relative to each mean, unit rays ``Yr`` (R, 4); pointed). Flagged rows (the mean on a facet, ridge or edge
+    plane; an integral not resolved; a bar above 1e-6) must be computed otherwise."""
+    D = np.ascontiguousarray(np.atleast_2d(D), dtype=np.float64)
+    Yv = np.ascontiguousarray(Yv, dtype=np.float64)
+    if shape is None:
+        shape = cone_shape(Nrm, D[0], Yv[0], Yr)
+    M = D.shape[0]
+    lm, rel, fl = np.empty(M), np.empty(M), np.empty(M, dtype=np.bool_)
+    _pairs(shape, D, Yv, lm, rel, fl)
+    fl |= ~(rel <= 1e-6)
+    return lm, rel, fl
