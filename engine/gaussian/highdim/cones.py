@@ -296,7 +296,12 @@ def _piece(sa, sb, R, fl, bmin, S):
     """Add to ``S[f]`` the integral over ``sigma in [sa, sb]`` of ``e^{-(sa u + u^2/2)} / (R + sigma^2) DTheta_f
     sigma / sqrt(c_f + sigma^2)`` (``u = sigma - sa``) for the flags ``fl = (a, b, c, s_lo, s_hi)`` (n, 5); returns
     ``(ok, cut)``: False when the panels ran out, ``cut`` the end of the window (< sb: truncated there)."""
-    U = min(sb - sa, _exp_point(sa, WINDOW))
+    U = _exp_point(sa, WINDOW)
+    end = sb
+    if U < sb - sa:
+        end = sa + U
+    else:
+        U = sb - sa
     if not U > 0.0:
         return True, sb
     r0 = math.sqrt(sa * sa + bmin * bmin)
@@ -326,7 +331,7 @@ def _piece(sa, sb, R, fl, bmin, S):
             ul = ur
         left = right
         k += 1
-    return True, sa + U
+    return True, end
 
 
 @_jit
