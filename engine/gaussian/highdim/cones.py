@@ -52,7 +52,7 @@ import numba
 import numpy as np
 
 from .. import constants as C
-from ..planar.kernel import _lse_pair
+from ..planar.kernel import _lse_pair, edge_log_B
 from ..solid.edges import _erfcx
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -67,6 +67,7 @@ TERM_ULPS = 64.0  # relative error of one term <= TERM_ULPS eps (1 + |log term|)
 _LOG_4PI2 = math.log(4.0 * math.pi * math.pi)
 _LOG_2PI = math.log(2.0 * math.pi)
 _INC = 1e-9  # vertex-facet incidence tolerance (relative to 1 + |D|)
+EPS = _EPS
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -293,8 +294,9 @@ def _clip(s, lo, hi):
 
 @_jit
 def _piece(sa, sb, R, fl, bmin, S):
-    """Add to ``S[f]`` the integral over ``sigma in [sa, sb]`` of ``e^{-(sa u + u^2/2)} / (R + sigma^2) DTheta_f
-    sigma / sqrt(c_f + sigma^2)`` (``u = sigma - sa``) for the flags ``fl = (a, b, c, s_lo, s_hi)`` (n, 5); returns
+    """Add to ``S[0, f]`` the integral over ``sigma in [sa, sb]`` of ``e^{-(sa u + u^2/2)} / (R + sigma^2) DTheta_f
+    sigma / sqrt(c_f + sigma^2)`` (``u = sigma - sa``) for the flags ``fl = (a, b, c, s_lo, s_hi)`` (n, 5), and to
+    ``S[1, f]`` the same without ``1 / (R + sigma^2)`` when ``S`` has two rows (the moments' facet masses); returns
     ``(ok, cut)``: False when the panels ran out, ``cut`` the end of the window (< sb: truncated there)."""
     U = _exp_point(sa, WINDOW)
     end = sb
@@ -308,6 +310,7 @@ def _piece(sa, sb, R, fl, bmin, S):
     left = 0.0
     k = 0
     n = fl.shape[0]
+    two = S.shape[0] > 1
     while left < U:
         if k >= _MAX_GRADES or not r0 > 0.0:
             return False, sa + left
@@ -323,11 +326,14 @@ def _piece(sa, sb, R, fl, bmin, S):
             for m in range(_NODES):
                 u = mid + half * _GX[m]
                 sg = sa + u
-                g = _GW[m] * half * math.exp(-(sa * u + 0.5 * u * u)) / (R + sg * sg)
+                g = _GW[m] * half * math.exp(-(sa * u + 0.5 * u * u))
+                gr = g / (R + sg * sg)
                 for f in range(n):
                     a, b, c, lo, hi = fl[f, 0], fl[f, 1], fl[f, 2], fl[f, 3], fl[f, 4]
-                    dth = theta_diff(_clip(sg, lo, hi), _clip(-sg, lo, hi), a, b, c)
-                    S[f] += g * dth * sg / math.sqrt(c + sg * sg)
+                    val = theta_diff(_clip(sg, lo, hi), _clip(-sg, lo, hi), a, b, c) * sg / math.sqrt(c + sg * sg)
+                    S[0, f] += gr * val
+                    if two:
+                        S[1, f] += g * val
             ul = ur
         left = right
         k += 1
@@ -335,49 +341,78 @@ def _piece(sa, sb, R, fl, bmin, S):
 
 
 @_jit
+def _edge_cuts(lo, hi):
+    """The pieces of ``sigma`` where DTheta varies: ``(0, min, max)`` across the foot, else ``(near, far, far)``."""
+    if lo < 0.0 < hi:
+        return 0.0, min(-lo, hi), max(-lo, hi)
+    if lo >= 0.0:
+        return lo, hi, hi
+    return -hi, -lo, -lo
+
+
+@_jit
 def edge_flag_logs(R, d2, fl, out):
-    """``out[f] = log E_f - log(|d_f| / 4 pi^2)`` for the flags ``fl = (a, b, c, s_lo, s_hi)`` (n, 5) of one edge
-    (``R``: squared distance of its line, ``d2`` (n,) the flags' squared facet distances); returns ``(ok, log
-    bound of the window's truncation)`` (without the ``|d| / 4 pi^2``)."""
+    """``out[0, f] = log E_f - log(|d_f| / 4 pi^2)`` for the flags ``fl = (a, b, c, s_lo, s_hi)`` (n, 5) of one edge
+    (``R``: squared distance of its line, ``d2`` (n,) the flags' squared facet distances) and, when ``out`` has two
+    rows, ``out[1, f] = log phi(d_f) C_f`` with ``C_f = (1/2pi) int_edge a b Q(omega) / (omega (b^2 + s^2)) ds`` the
+    flag's term of the facet's 3-D mass (the S = 3 edge integral of ``solid.edges``, exchanged the same way);
+    returns ``(ok, log bound of the window's truncation of E)`` (without the ``|d| / 4 pi^2``; that of ``phi(d) C``
+    is at most the same times ``R + cut^2``, folded in by the caller through :func:`_trunc_bound`)."""
     n = fl.shape[0]
     lo, hi = fl[0, 3], fl[0, 4]
-    for f in range(n):
-        out[f] = -_INF
-    S = np.zeros(n)
+    out[:, :] = -_INF
+    rows = out.shape[0]
+    S = np.zeros((rows, n))
     bmin = _INF
     for f in range(n):
         bmin = min(bmin, fl[f, 1])
-    if lo < 0.0 < hi:
-        cuts = (0.0, min(-lo, hi), max(-lo, hi))
-    elif lo >= 0.0:
-        cuts = (lo, hi, hi)
-    else:
-        cuts = (-hi, -lo, -lo)
+    cuts = _edge_cuts(lo, hi)
     ok = True
     trunc = -_INF
     for p in range(2):
         sa, sb = cuts[p], cuts[p + 1]
         if not sb > sa:
             continue
-        S[:] = 0.0
+        S[:, :] = 0.0
         good, cut = _piece(sa, sb, R, fl, bmin, S)
         ok = ok and good
-        if cut < sb:  # the rest of the piece: DTheta <= pi, sigma / sqrt(c + sigma^2) <= 1
-            trunc = _lse_pair(trunc, math.log(math.pi) - 0.5 * (R + cut * cut) - math.log(R + cut * cut)
-                              + _log_gauss_tail(cut))
+        if cut < sb:
+            trunc = _lse_pair(trunc, _trunc_bound(R, cut))
         base = -0.5 * (R + sa * sa)
         for f in range(n):
-            if S[f] > 0.0:
-                out[f] = _lse_pair(out[f], base + math.log(S[f]))
-    end = cuts[2]
-    if math.isfinite(end):  # beyond the edge: DTheta constant, the rest J(d, sqrt(c + end^2))
-        for f in range(n):
-            dth = theta_diff(hi, lo, fl[f, 0], fl[f, 1], fl[f, 2])
-            if dth > 0.0:
-                lj, good = log_j(d2[f], math.sqrt(fl[f, 2] + end * end))
-                ok = ok and good
-                out[f] = _lse_pair(out[f], math.log(dth) + lj)
+            if S[0, f] > 0.0:
+                out[0, f] = _lse_pair(out[0, f], base + math.log(S[0, f]))
+            if rows > 1 and S[1, f] > 0.0:
+                out[1, f] = _lse_pair(out[1, f], base - _LOG_4PI2 + math.log(S[1, f]))
+    if math.isfinite(cuts[2]):
+        ok = _beyond(cuts[2], d2, fl, out) and ok
     return ok, trunc
+
+
+@_jit
+def _beyond(end, d2, fl, out):
+    """Beyond the edge (``sigma > end``) DTheta is constant: ``DTheta J(d, r)`` and ``phi(d) DTheta Q(r) / 2 pi``,
+    ``r = sqrt(c + end^2)``, added to ``out``; returns ok."""
+    ok = True
+    lo, hi = fl[0, 3], fl[0, 4]
+    for f in range(fl.shape[0]):
+        dth = theta_diff(hi, lo, fl[f, 0], fl[f, 1], fl[f, 2])
+        if dth > 0.0:
+            r = math.sqrt(fl[f, 2] + end * end)
+            lj, good = log_j(d2[f], r)
+            ok = ok and good
+            out[0, f] = _lse_pair(out[0, f], math.log(dth) + lj)
+            if out.shape[0] > 1:
+                out[1, f] = _lse_pair(out[1, f], -0.5 * d2[f] - 0.5 * _LOG_2PI + math.log(dth) + _log_q(r) - _LOG_2PI)
+    return ok
+
+
+@_jit
+def _trunc_bound(R, cut):
+    """log bound of a piece's integrand beyond ``cut`` (DTheta <= pi, sigma / sqrt(c + sigma^2) <= 1), both sums:
+    ``pi e^{-(R + cut^2)/2} tail(cut) max(1, 1 / (R + cut^2))``."""
+    q = R + cut * cut
+    return math.log(math.pi) - 0.5 * q + _log_gauss_tail(cut) + max(0.0, -math.log(q))
 
 
 @_jit
@@ -389,6 +424,18 @@ def _log_gauss_tail(x):
 # ---------------------------------------------------------------------------------------------------
 # the per-pair kernel
 # ---------------------------------------------------------------------------------------------------
+
+class _Work(NamedTuple):
+    """Per-pair scratch: ``e`` (G, 2) ridge distances in facets i and j, ``bl`` (L,) line distances, signed log sums
+    ``[pos, neg, err, top]`` of the mass ``acc`` (4,), of ``phi(d_i) P_i`` per facet ``facc`` (F, 4) and of
+    ``e^{-|g|^2/2} / 2pi P_2`` per ridge ``racc`` (G, 4)."""
+
+    e: np.ndarray
+    bl: np.ndarray
+    acc: np.ndarray
+    facc: np.ndarray
+    racc: np.ndarray
+
 
 @_jit
 def _add(acc, sign, lt):
@@ -409,10 +456,11 @@ def _sign(x):
 
 
 @_jit
-def _facets_and_ridges(g, d, e, acc):
-    """Ridge distances ``e`` (G, 2) (in facet i, in facet j); the facet terms ``-sign(d_i) Q(|d_i|)`` for feet
-    inside their facets into ``acc``; returns (flagged, foot_out (F,))."""
+def _facets_and_ridges(g, d, wk, moments):
+    """Ridge distances into ``wk.e``; the facet terms ``-sign(d_i) Q(|d_i|)`` for feet inside their facets into
+    ``wk.acc`` (and ``phi(d_i)`` into ``wk.facc``); returns flagged (the mean on a facet or ridge plane)."""
     F = d.size
+    e = wk.e
     foot_out = np.zeros(F, dtype=np.bool_)
     flagged = False
     for r in range(g.ri.size):
@@ -426,43 +474,55 @@ def _facets_and_ridges(g, d, e, acc):
         if g.fvalid[f]:
             flagged = flagged or d[f] == 0.0
             if not foot_out[f]:
-                _add(acc, -_sign(d[f]), _log_q(abs(d[f])))
+                _add(wk.acc, -_sign(d[f]), _log_q(abs(d[f])))
+                if moments > 0:
+                    _add(wk.facc[f], 1.0, -0.5 * d[f] * d[f] - 0.5 * _LOG_2PI)
     return flagged
 
 
 @_jit
-def _line_offsets(g, d, bl):
-    """``b`` of every (ridge, line) into ``bl``; returns (flagged, ridge foot outside (G,))."""
+def _line_offsets(g, d, wk, moments):
+    """``b`` of every (ridge, line) into ``wk.bl``; ``+1`` into the ridge sums of feet inside their ridges; returns
+    (flagged, ridge foot outside (G,))."""
     g_out = np.zeros(g.ri.size, dtype=np.bool_)
     flagged = False
     for m in range(g.lr.size):
         r = g.lr[m]
-        bl[m] = (d[g.lk[m]] - g.ll1[m] * d[g.ri[r]] - g.ll2[m] * d[g.rj[r]]) / g.lpn[m]
-        g_out[r] = g_out[r] or bl[m] <= 0.0
-        flagged = flagged or bl[m] == 0.0
+        wk.bl[m] = (d[g.lk[m]] - g.ll1[m] * d[g.ri[r]] - g.ll2[m] * d[g.rj[r]]) / g.lpn[m]
+        g_out[r] = g_out[r] or wk.bl[m] <= 0.0
+        flagged = flagged or wk.bl[m] == 0.0
+    if moments > 0:
+        for r in range(g.ri.size):
+            if not g_out[r]:
+                di, er = d[g.ri[r]], wk.e[r, 0]
+                _add(wk.racc[r], 1.0, -0.5 * (di * di + er * er) - _LOG_2PI)
     return flagged, g_out
 
 
 @_jit
-def _ridge_terms(g, d, e, g_out, acc):
-    """``+sign(d_i) sign(e_ij) W(d_i, |e_ij|)`` for ridges whose foot lies inside; False if one is unresolved."""
+def _ridge_terms(g, d, g_out, wk, moments):
+    """``+sign(d_i) sign(e_ij) W(d_i, |e_ij|)`` for ridges whose foot lies inside (and ``-sign(e_ij) phi(d_i)
+    Q(|e_ij|)`` into facet i's mass); False if one is unresolved."""
     ok = True
     for r in range(g.ri.size):
         if g_out[r]:
             continue
         for side in range(2):
             f = g.ri[r] if side == 0 else g.rj[r]
-            if d[f] == 0.0 or e[r, side] == 0.0:
+            ee = wk.e[r, side]
+            if d[f] == 0.0 or ee == 0.0:
                 continue
-            lj, good = log_j(d[f] * d[f], abs(e[r, side]))
+            lj, good = log_j(d[f] * d[f], abs(ee))
             ok = ok and good
-            _add(acc, _sign(d[f]) * _sign(e[r, side]), lj + math.log(abs(d[f])) - _LOG_2PI)
+            _add(wk.acc, _sign(d[f]) * _sign(ee), lj + math.log(abs(d[f])) - _LOG_2PI)
+            if moments > 0:
+                _add(wk.facc[f], -_sign(ee), -0.5 * d[f] * d[f] - 0.5 * _LOG_2PI + _log_q(abs(ee)))
     return ok
 
 
 @_jit
 def _edge_range(g, k, yv):
-    """``(s_lo, s_hi, R)`` of edge k for vertices ``yv`` (V, 4) relative to the mean."""
+    """``(s_lo, s_hi)`` of edge k for vertices ``yv`` (V, 4) relative to the mean."""
     u = g.eu[k]
     sa = u[0] * yv[g.eva[k], 0] + u[1] * yv[g.eva[k], 1] + u[2] * yv[g.eva[k], 2] + u[3] * yv[g.eva[k], 3]
     if g.evb[k] >= 0:
@@ -485,93 +545,232 @@ def _edge_R(g, k, d):
 
 
 @_jit
-def _edge_terms(g, k, d, yv, ebl, acc, ref):
-    """Flag terms ``-sign(d_i) sign(e_ij) sign(b_ijk) E_ijk`` of edge k into ``acc`` (``ebl = (e, bl)``), or only its
-    bound into the error when it is ``_DROP`` nats below ``ref``; returns ok."""
-    e, bl = ebl
+def _edge_flags(g, k, d, wk, lohi):
+    """The flags of edge k: ``(fl (n, 5), d2 (n,), facet (n,), sign of e (n,), sign of b (n,))``."""
+    n = 2 * (g.eptr[k + 1] - g.eptr[k])
+    fl = np.empty((n, 5))
+    d2 = np.empty(n)
+    fac = np.empty(n, dtype=np.intp)
+    se = np.empty(n)
+    sb = np.empty(n)
+    for m in range(g.eptr[k], g.eptr[k + 1]):
+        r = g.lr[m]
+        for side in range(2):
+            f = g.ri[r] if side == 0 else g.rj[r]
+            q = 2 * (m - g.eptr[k]) + side
+            a, b = abs(wk.e[r, side]), abs(wk.bl[m])
+            fl[q, 0], fl[q, 1], fl[q, 2], fl[q, 3], fl[q, 4] = a, b, a * a + b * b, lohi[0], lohi[1]
+            d2[q] = d[f] * d[f]
+            fac[q] = f
+            se[q] = _sign(wk.e[r, side])
+            sb[q] = _sign(wk.bl[m])
+    return fl, d2, fac, se, sb
+
+
+@_jit
+def _drop_edge(g, k, wk, bound, fac, moments):
+    """Edge k left out: its bound into the mass error and (``phi(d) C <= 0.1 e^{-rho0^2/2}``, ``e^{-|g|^2/2} B_2 <=
+    e^{-rho0^2/2} / 4``, from the same bound) into its facets' and ridges' errors."""
+    wk.acc[2] = _lse_pair(wk.acc[2], bound)
+    if moments > 0:
+        for q in range(fac.size):
+            wk.facc[fac[q], 2] = _lse_pair(wk.facc[fac[q], 2], bound + 4.0)
+        for m in range(g.eptr[k], g.eptr[k + 1]):
+            r = g.lr[m]
+            wk.racc[r, 2] = _lse_pair(wk.racc[r, 2], bound + 4.0)
+
+
+@_jit
+def _edge_terms(g, k, d, yv, wk, ref, moments):
+    """Flag terms ``-sign(d_i) sign(e_ij) sign(b_ijk) E_ijk`` of edge k into ``wk.acc`` (with ``moments``: ``sign(e)
+    sign(b) phi(d_i) C_ijk`` into facet i's sums and ``-sign(b) e^{-|g|^2/2} B_2 / 2pi`` into the ridge's), or only
+    its bound into the errors when it is ``_DROP`` nats below ``ref``; returns ok."""
     lo, hi = _edge_range(g, k, yv)
     if not lo < hi:
         return True
     R = _edge_R(g, k, d)
     s0 = min(max(0.0, lo), hi)
     rho2 = R + s0 * s0
-    n = 2 * (g.eptr[k + 1] - g.eptr[k])
+    fl, d2, fac, se, sb = _edge_flags(g, k, d, wk, (lo, hi))
+    n = fl.shape[0]
     # E <= sqrt(pi/2) / (4 pi) e^{-rho^2/2} / rho per flag (DTheta <= pi, |d| / rho^2 <= 1 / rho)
     bound = math.log(n * math.sqrt(0.5 * math.pi) / (4.0 * math.pi)) - 0.5 * rho2 - 0.5 * math.log(max(rho2, 1e-300))
     if bound <= ref - _DROP:
-        acc[2] = _lse_pair(acc[2], bound)
+        _drop_edge(g, k, wk, bound + max(0.0, 0.5 * math.log(max(rho2, 1e-300))), fac, moments)
         return True
-    fl = np.empty((n, 5))
-    d2 = np.empty(n)
-    sg = np.empty(n)
-    for m in range(g.eptr[k], g.eptr[k + 1]):
-        r = g.lr[m]
-        for side in range(2):
-            f = g.ri[r] if side == 0 else g.rj[r]
-            q = 2 * (m - g.eptr[k]) + side
-            a, b = abs(e[r, side]), abs(bl[m])
-            fl[q, 0], fl[q, 1], fl[q, 2], fl[q, 3], fl[q, 4] = a, b, a * a + b * b, lo, hi
-            d2[q] = d[f] * d[f]
-            sg[q] = -_sign(d[f]) * _sign(e[r, side]) * _sign(bl[m])
-    out = np.empty(n)
+    out = np.empty((2 if moments > 0 else 1, n))
     ok, trunc = edge_flag_logs(R, d2, fl, out)
     for q in range(n):
         scale = 0.5 * math.log(d2[q]) - _LOG_4PI2 if d2[q] > 0.0 else -_INF
-        _add(acc, sg[q], out[q] + scale)
+        _add(wk.acc, -_sign(d[fac[q]]) * se[q] * sb[q], out[0, q] + scale)
         if trunc > -_INF:
-            acc[2] = _lse_pair(acc[2], trunc + scale)
+            wk.acc[2] = _lse_pair(wk.acc[2], trunc + scale)
+        if moments > 0:
+            _add(wk.facc[fac[q]], se[q] * sb[q], out[1, q])
+            if trunc > -_INF:
+                wk.facc[fac[q], 2] = _lse_pair(wk.facc[fac[q], 2], trunc - _LOG_4PI2)
+    if moments > 0:
+        ok = _ridge_edges(g, k, wk, (lo, hi), R) and ok
     return ok
 
 
 @_jit
-def pair_log_mass(g, d, yv):
-    """``(log_mass, rel, flagged)`` of one pair: offsets ``d`` (F,), vertices ``yv`` (V, 4) relative to the mean."""
-    acc = np.array([-_INF, -_INF, -_INF, -_INF])
-    inside = True
-    for f in range(d.size):
-        if g.fvalid[f] and d[f] <= 0.0:
-            inside = False
-    if inside:
-        _add(acc, 1.0, 0.0)
-    e = np.empty((g.ri.size, 2))
-    bl = np.empty(g.lr.size)
-    flagged = _facets_and_ridges(g, d, e, acc)
-    fl2, g_out = _line_offsets(g, d, bl)
-    flagged = flagged or fl2
-    if flagged:
-        return -_INF, _INF, True
-    ok = _ridge_terms(g, d, e, g_out, acc)
-    ref = acc[3]
-    for k in range(g.eva.size):
-        ok = _edge_terms(g, k, d, yv, (e, bl), acc, ref) and ok
-    pos, neg, err = acc[0], acc[1], acc[2]
-    if pos == -_INF:
-        return -_INF, _INF, True
-    ratio = math.exp(neg - pos) if neg > -_INF else 0.0
-    if not ratio < 1.0:
-        return -_INF, _INF, True
-    lm = pos + math.log1p(-ratio)
-    rel = math.exp(err - lm) + 4.0 * _EPS * (1.0 + ratio) / (1.0 - ratio) + 4.0 * _EPS * (1.0 + abs(lm))
-    return lm, rel, not ok
+def _ridge_edges(g, k, wk, lohi, R):
+    """``-sign(b) e^{-|g|^2/2} B_2 / 2pi`` of edge k in each of its ridges' 2-D masses (``B_2``: the Owen-T edge term
+    of ``planar.kernel.edge_log_B``, ``e^{-|g|^2/2} B_2 / 2pi = phi_2`` mass beyond the edge seen from the ridge's
+    foot); returns ok."""
+    for m in range(g.eptr[k], g.eptr[k + 1]):
+        r = g.lr[m]
+        b = wk.bl[m]
+        lb, rb = edge_log_B(abs(b), lohi[0], lohi[1])
+        if not rb < 1e-3:
+            return False
+        lg = -0.5 * (R - b * b) - _LOG_2PI  # |g|^2 = R - b^2
+        _add(wk.racc[r], -_sign(b), lg + lb)
+        wk.racc[r, 2] = _lse_pair(wk.racc[r, 2], lg + lb + math.log(max(rb, _EPS)))
+    return True
 
 
 @_jit
-def _pairs(g, D, Yv, out_lm, out_rel, out_fl):
+def _signed(acc):
+    """``(value, abs error bound)`` of a signed log sum ``[pos, neg, err, top]``."""
+    v = (math.exp(acc[0]) if acc[0] > -_INF else 0.0) - (math.exp(acc[1]) if acc[1] > -_INF else 0.0)
+    err = math.exp(acc[2]) if acc[2] > -_INF else 0.0
+    big = max(acc[0], acc[1])
+    return v, err + (4.0 * _EPS * math.exp(big) if big > -_INF else 0.0)
+
+
+@_jit
+def _moments(g, Nrm, d, wk, lm, mean, cov):
+    """Divergence theorem (NOTES §3) from the facet and ridge sums: ``E[y 1] = -sum_i n_i phi(d_i) P_i``, ``E[y y^T
+    1] = P I - sum_i phi(d_i) d_i P_i n_i n_i^T + sum_ridges e^{-|g|^2/2}/2pi P_2 (n_i m_ij^T + n_j m_ji^T)`` over
+    the mass, centred; returns the absolute error bounds ``(err_mean, err_second)`` of the whitened moments (from
+    the sums' bounds, before the mass's own relative error)."""
+    P = math.exp(lm)
+    err1, err2 = 0.0, 0.0
+    for a in range(4):
+        mean[a] = 0.0
+        for b in range(4):
+            cov[a, b] = 1.0 if a == b else 0.0
+    for f in range(d.size):
+        if not g.fvalid[f]:
+            continue
+        v, er = _signed(wk.facc[f])
+        v, er = v / P, er / P
+        err1 += er
+        err2 += er * abs(d[f])
+        for a in range(4):
+            mean[a] -= v * Nrm[f, a]
+            for b in range(4):
+                cov[a, b] -= v * d[f] * Nrm[f, a] * Nrm[f, b]
+    for r in range(g.ri.size):
+        v, er = _signed(wk.racc[r])
+        v, er = v / P, er / P
+        i, j, c, sn = g.ri[r], g.rj[r], g.rc[r], g.rsn[r]
+        err2 += 2.0 * er * (1.0 + abs(c)) / sn
+        for a in range(4):
+            for b in range(4):
+                t = (Nrm[i, a] * Nrm[j, b] + Nrm[j, a] * Nrm[i, b]
+                     - c * (Nrm[i, a] * Nrm[i, b] + Nrm[j, a] * Nrm[j, b])) / sn
+                cov[a, b] += v * t
+    for a in range(4):
+        for b in range(4):
+            cov[a, b] -= mean[a] * mean[b]
+    for a in range(4):
+        for b in range(a + 1, 4):
+            s = 0.5 * (cov[a, b] + cov[b, a])
+            cov[a, b] = s
+            cov[b, a] = s
+    return err1, err2
+
+
+@_jit
+def pair_moments(g, Nrm, d, yv, moments, mean, cov):
+    """``(log_mass, rel, flagged, err_mean, err_second)`` of one pair: offsets ``d`` (F,), vertices ``yv`` (V, 4)
+    relative to the mean; with ``moments`` >= 1 the whitened mean and covariance into ``mean``, ``cov``."""
+    G, L, F = g.ri.size, g.lr.size, d.size
+    wk = _Work(np.empty((G, 2)), np.empty(L), np.array([-_INF, -_INF, -_INF, -_INF]), np.full((F, 4), -_INF),
+               np.full((G, 4), -_INF))
+    inside = True
+    for f in range(F):
+        if g.fvalid[f] and d[f] <= 0.0:
+            inside = False
+    if inside:
+        _add(wk.acc, 1.0, 0.0)
+    flagged = _facets_and_ridges(g, d, wk, moments)
+    fl2, g_out = _line_offsets(g, d, wk, moments)
+    if flagged or fl2:
+        return -_INF, _INF, True, _INF, _INF
+    ok = _ridge_terms(g, d, g_out, wk, moments)
+    ref = wk.acc[3]
+    for k in range(g.eva.size):
+        ok = _edge_terms(g, k, d, yv, wk, ref, moments) and ok
+    pos, neg, err = wk.acc[0], wk.acc[1], wk.acc[2]
+    if pos == -_INF:
+        return -_INF, _INF, True, _INF, _INF
+    ratio = math.exp(neg - pos) if neg > -_INF else 0.0
+    if not ratio < 1.0:
+        return -_INF, _INF, True, _INF, _INF
+    lm = pos + math.log1p(-ratio)
+    rel = math.exp(err - lm) + 4.0 * _EPS * (1.0 + ratio) / (1.0 - ratio) + 4.0 * _EPS * (1.0 + abs(lm))
+    if moments < 1:
+        return lm, rel, not ok, 0.0, 0.0
+    err1, err2 = _moments(g, Nrm, d, wk, lm, mean, cov)
+    return lm, rel, not ok, err1, err2
+
+
+@_jit
+def pair_log_mass(g, d, yv):
+    """``(log_mass, rel, flagged)`` of one pair (:func:`pair_moments` without moments)."""
+    lm, rel, fl, _, _ = pair_moments(g, np.zeros((d.size, 4)), d, yv, 0, np.zeros(4), np.zeros((4, 4)))
+    return lm, rel, fl
+
+
+@_jit
+def _pairs(g, Nrm, D, Yv, moments, out):
+    lm, rel, fl, e1, e2, mean, cov = out
     for m in range(D.shape[0]):
-        out_lm[m], out_rel[m], out_fl[m] = pair_log_mass(g, D[m], Yv[m])
+        lm[m], rel[m], fl[m], e1[m], e2[m] = pair_moments(g, Nrm, D[m], Yv[m], moments, mean[m], cov[m])
 
 
-def cone_log_mass(Nrm, D, Yv, Yr, shape: ConeArrays | None = None):
-    """log mass (M,), relative error bar (M,) and ``flagged`` (M,) of ``N(0, I_4)`` on ``{Nrm y <= D_m}``, the
-    inputs of ``sliced.sliced_moments`` (unit rows ``Nrm`` (F, 4), offsets ``D`` (M, F), vertices ``Yv`` (M, V, 4)
-    relative to each mean, unit rays ``Yr`` (R, 4); pointed). Flagged rows (the mean on a facet, ridge or edge
-    plane; an integral not resolved; a bar above 1e-6) must be computed otherwise."""
+MOMENT_TOL = 1e-9  # whitened mean / second-moment error bound above which a pair is flagged
+
+
+def cone_moments(Nrm, D, Yv, Yr, *, moments: int = 2, shape: ConeArrays | None = None):
+    """log mass (M,), whitened mean (M, 4), covariance (M, 4, 4), relative error bar (M,), moment error bounds
+    (M, 2) (absolute, whitened: mean, second moment) and ``flagged`` (M,) of ``N(0, I_4)`` on ``{Nrm y <= D_m}``,
+    the inputs of ``sliced.sliced_moments`` (unit rows ``Nrm`` (F, 4), offsets ``D`` (M, F), vertices ``Yv`` (M, V,
+    4) relative to each mean, unit rays ``Yr`` (R, 4); pointed). Flagged rows (the mean on a facet, ridge or edge
+    plane; an integral not resolved) must be computed otherwise; the caller judges the bars."""
     D = np.ascontiguousarray(np.atleast_2d(D), dtype=np.float64)
     Yv = np.ascontiguousarray(Yv, dtype=np.float64)
+    Nrm = np.ascontiguousarray(Nrm, dtype=np.float64)
     if shape is None:
         shape = cone_shape(Nrm, D[0], Yv[0], Yr)
     M = D.shape[0]
-    lm, rel, fl = np.empty(M), np.empty(M), np.empty(M, dtype=np.bool_)
-    _pairs(shape, D, Yv, lm, rel, fl)
-    fl |= ~(rel <= 1e-6)
-    return lm, rel, fl
+    out = (np.empty(M), np.empty(M), np.empty(M, dtype=np.bool_), np.empty(M), np.empty(M), np.zeros((M, 4)),
+           np.zeros((M, 4, 4)))
+    _pairs(shape, Nrm, D, Yv, int(moments), out)
+    lm, rel, fl, e1, e2, mean, cov = out
+    return lm, mean, cov, rel, moment_bounds(mean, cov, rel, e1, e2), fl
+
+
+def moment_bounds(mean, cov, rel, e1, e2):
+    """(M, 2) absolute bounds on the whitened mean's and covariance's errors (max-norm): the sums' own ``e1``, ``e2``
+    plus the mass's relative error ``rel`` (the moments are the sums over the mass), and ``cov = second - m m^T``:
+    ``e_cov <= e_second + (2 |m| + e_mean) e_mean``."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = rel / np.maximum(1.0 - rel, 1e-300)
+        mn = np.abs(mean).max(axis=1)
+        em = e1 + mn * r + 8.0 * EPS * mn
+        second = np.abs(cov + mean[:, :, None] * mean[:, None, :]).max(axis=(1, 2))
+        es = e2 + second * r + 16.0 * EPS * second
+        ec = es + (2.0 * mn + em) * em
+    return np.column_stack([em, ec])
+
+
+def cone_log_mass(Nrm, D, Yv, Yr, shape: ConeArrays | None = None):
+    """log mass (M,), relative error bar (M,) and ``flagged`` (M,) (:func:`cone_moments` without moments; also
+    flagged: bars above 1e-6)."""
+    lm, _, _, rel, _, fl = cone_moments(Nrm, D, Yv, Yr, moments=0, shape=shape)
+    return lm, rel, fl | ~(rel <= 1e-6)
