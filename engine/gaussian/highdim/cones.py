@@ -117,45 +117,47 @@ def _face_dim(Yv0, Yr, vmask, rmask):
     return _rank(rows, float(np.abs(pts).max()))
 
 
-def _edges_of(inc, rinc, fvalid, Nrm):
-    """Edges as (vertex, vertex or -1, ray or -1, facet set): vertex pairs / vertex-ray pairs whose common valid
-    facets (normals of rank 3) hold no other vertex or ray."""
+def _exact_faces(common, incv, rincv, nv, nr):
+    """(K,) whether the face cut out by each row of ``common`` (K, F) (the facets shared by a candidate pair) holds
+    exactly ``nv`` vertices and ``nr`` rays: then the pair spans it, a 1-face (an edge) of P."""
+    nv_on = (~np.any(common[:, None, :] & ~incv[None, :, :], axis=2)).sum(axis=1)
+    nr_on = (~np.any(common[:, None, :] & ~rincv[None, :, :], axis=2)).sum(axis=1) if rincv.shape[0] else 0
+    return (nv_on == nv) & (nr_on == nr)
+
+
+def _edges_of(incv, rincv):
+    """Edges as (vertex, vertex or -1, ray or -1, facet set): vertex pairs / vertex-ray pairs sharing >= 3 valid
+    facets whose common facets hold no other vertex or ray (vectorised over the candidate pairs)."""
+    V = incv.shape[0]
     out = []
-    incv = inc & fvalid[None]
-    rincv = rinc & fvalid[None]
-    V = inc.shape[0]
-    for a in range(V):
-        for b in range(a + 1, V):
-            common = incv[a] & incv[b]
-            if common.sum() >= 3 and _only(incv, rincv, common, {a}, set(), b, -1) and _rank(Nrm[common]) == 3:
-                out.append((a, b, -1, np.nonzero(common)[0]))
-        for r in range(rinc.shape[0]):
-            common = incv[a] & rincv[r]
-            if common.sum() >= 3 and _only(incv, rincv, common, {a}, set(), -1, r) and _rank(Nrm[common]) == 3:
-                out.append((a, -1, r, np.nonzero(common)[0]))
+    a, b = np.triu_indices(V, 1)
+    common = incv[a] & incv[b]
+    keep = common.sum(axis=1) >= 3
+    a, b, common = a[keep], b[keep], common[keep]
+    if a.size:
+        ok = _exact_faces(common, incv, rincv, 2, 0)
+        out += [(int(x), int(y), -1, np.nonzero(c)[0]) for x, y, c in zip(a[ok], b[ok], common[ok])]
+    if rincv.shape[0]:
+        a, r = np.nonzero(np.ones((V, rincv.shape[0]), dtype=bool))
+        common = incv[a] & rincv[r]
+        keep = common.sum(axis=1) >= 3
+        a, r, common = a[keep], r[keep], common[keep]
+        if a.size:
+            ok = _exact_faces(common, incv, rincv, 1, 1)
+            out += [(int(x), -1, int(y), np.nonzero(c)[0]) for x, y, c in zip(a[ok], r[ok], common[ok])]
     return out
 
 
-def _only(incv, rincv, common, vs, rs, b, r):
-    vs = vs | ({b} if b >= 0 else set())
-    rs = rs | ({r} if r >= 0 else set())
-    on_v = set(np.nonzero(np.all(incv[:, common], axis=1))[0].tolist())
-    on_r = set(np.nonzero(np.all(rincv[:, common], axis=1))[0].tolist()) if rincv.shape[0] else set()
-    return on_v == vs and on_r == rs
-
-
-def _ridges_of(inc, rinc, fvalid, Yv0, Yr):
-    """Pairs of valid facets whose intersection is 2-dimensional: ``{(i, j): index}``."""
-    F = inc.shape[1]
-    out = {}
-    for i in range(F):
-        for j in range(i + 1, F):
-            if fvalid[i] and fvalid[j]:
-                vm = inc[:, i] & inc[:, j]
-                rm = rinc[:, i] & rinc[:, j] if rinc.shape[0] else np.zeros(0, dtype=bool)
-                if _face_dim(Yv0, Yr, vm, rm) == 2:
-                    out[(i, j)] = len(out)
-    return out
+def _ridges_of(Nrm, incv, rincv, fvalid):
+    """Pairs ``(i, j)`` of valid facets (not parallel) sharing >= 3 elements with a vertex among them: their
+    intersection is a face of dimension <= 2 holding 3 vertices, or 2 and a ray, or 1 and 2 rays, so it is a ridge.
+    Returns ``{(i, j): index}``."""
+    cv = incv.T.astype(np.int64) @ incv.astype(np.int64)  # (F, F) shared vertices
+    cr = rincv.T.astype(np.int64) @ rincv.astype(np.int64) if rincv.shape[0] else np.zeros_like(cv)
+    cos = Nrm @ Nrm.T
+    ok = (cv >= 1) & (cv + cr >= 3) & (np.abs(cos) < 1.0 - 1e-12) & fvalid[:, None] & fvalid[None, :]
+    i, j = np.nonzero(np.triu(ok, 1))
+    return {(int(x), int(y)): k for k, (x, y) in enumerate(zip(i, j))}
 
 
 def cone_shape(Nrm, D0, Yv0, Yr) -> ConeArrays:
@@ -167,57 +169,64 @@ def cone_shape(Nrm, D0, Yv0, Yr) -> ConeArrays:
     inc = np.abs(Yv0 @ Nrm.T - D0[None]) <= tol[None]
     rinc = np.abs(Yr @ Nrm.T) <= _INC if Yr.size else np.zeros((0, Nrm.shape[0]), dtype=bool)
     F = Nrm.shape[0]
-    fvalid = np.array([_face_dim(Yv0, Yr, inc[:, f], rinc[:, f]) == 3 for f in range(F)], dtype=bool)
-    ridges = _ridges_of(inc, rinc, fvalid, Yv0, Yr)
+    fvalid = np.array([_face_dim(Yv0, Yr, inc[:, f], rinc[:, f]) == 3 if inc[:, f].sum() + rinc[:, f].sum() >= 4
+                       else False for f in range(F)], dtype=bool)
+    incv, rincv = inc & fvalid[None], rinc & fvalid[None]
+    ridges = _ridges_of(Nrm, incv, rincv, fvalid)
     ri = np.array([k[0] for k in ridges], dtype=np.intp)
     rj = np.array([k[1] for k in ridges], dtype=np.intp)
     rc = np.einsum("ij,ij->i", Nrm[ri], Nrm[rj]) if ri.size else np.zeros(0)
     rsn = np.linalg.norm(Nrm[rj] - rc[:, None] * Nrm[ri], axis=1) if ri.size else np.zeros(0)
-    cols = {k: [] for k in ("eva", "evb", "erv", "eu", "etri", "eginv", "lr", "lk", "ll1", "ll2", "lpn")}
-    eptr = [0]
-    for a, b, r, fs in _edges_of(inc, rinc, fvalid, Nrm):
-        lines = _lines(Nrm, fs, ridges)
-        if not lines:
-            continue
-        tri = np.array([lines[0][1], lines[0][2], lines[0][3]], dtype=np.intp)
-        N3 = Nrm[tri]
-        _, _, vt = np.linalg.svd(np.vstack([N3, np.zeros(4)]))
-        cols["eva"].append(a)
-        cols["evb"].append(b)
-        cols["erv"].append(r)
-        cols["eu"].append(vt[-1])
-        cols["etri"].append(tri)
-        cols["eginv"].append(np.linalg.inv(N3 @ N3.T))
-        for g, i, j, k in lines:
-            G = np.array([[1.0, rc[g]], [rc[g], 1.0]])
-            lam = np.linalg.solve(G, np.array([Nrm[k] @ Nrm[i], Nrm[k] @ Nrm[j]]))
-            cols["lr"].append(g)
-            cols["lk"].append(k)
-            cols["ll1"].append(lam[0])
-            cols["ll2"].append(lam[1])
-            cols["lpn"].append(np.linalg.norm(Nrm[k] - lam[0] * Nrm[i] - lam[1] * Nrm[j]))
-        eptr.append(eptr[-1] + len(lines))
-    ints = ("eva", "evb", "erv", "lr", "lk")
-    arr = {k: np.array(v, dtype=np.intp if k in ints else np.float64) for k, v in cols.items()}
-    arr["eu"] = arr["eu"].reshape(-1, 4)
-    arr["etri"] = np.array(cols["etri"], dtype=np.intp).reshape(-1, 3)
-    arr["eginv"] = arr["eginv"].reshape(-1, 3, 3)
-    return ConeArrays(fvalid, ri, rj, rc, rsn, arr["eva"], arr["evb"], arr["erv"], arr["eu"], arr["etri"],
-                      arr["eginv"], np.array(eptr, dtype=np.intp), arr["lr"], arr["lk"], arr["ll1"], arr["ll2"],
-                      arr["lpn"], Yr)
+    ends, lines = [], []
+    for a, b, r, fs in _edges_of(incv, rincv):
+        ln = _lines(Nrm, fs, ridges, rc)
+        if ln:
+            ends.append((a, b, r))
+            lines.append(ln)
+    return _pack(Nrm, fvalid, (ri, rj, rc, rsn), ends, lines, Yr)
 
 
-def _lines(Nrm, fs, ridges):
-    """The edge's (ridge, i, j, k) for each ridge ``(i, j)`` of facets in ``fs`` and a third facet ``k`` in ``fs``
-    whose plane cuts the edge's line from the ridge's plane."""
+def _pack(Nrm, fvalid, ridge_arrays, ends, lines, Yr):
+    """:class:`ConeArrays` from the ridges, the edges' ends and their (ridge, i, j, k, l1, l2, pn) lines."""
+    E = len(ends)
+    e = np.array(ends, dtype=np.intp).reshape(-1, 3)
+    tri = np.array([[ln[0][1], ln[0][2], ln[0][3]] for ln in lines], dtype=np.intp).reshape(-1, 3)
+    N3 = Nrm[tri]  # (E, 3, 4)
+    if E:
+        _, _, vt = np.linalg.svd(np.concatenate([N3, np.zeros((E, 1, 4))], axis=1))
+        eu = np.ascontiguousarray(vt[:, -1])
+        eginv = np.linalg.inv(N3 @ np.swapaxes(N3, 1, 2))
+    else:
+        eu, eginv = np.zeros((0, 4)), np.zeros((0, 3, 3))
+    flat = [x for ln in lines for x in ln]
+    cols = np.array([x[4:] for x in flat], dtype=np.float64).reshape(-1, 3)
+    ints = np.array([(x[0], x[3]) for x in flat], dtype=np.intp).reshape(-1, 2)
+    eptr = np.concatenate([[0], np.cumsum([len(ln) for ln in lines])]).astype(np.intp)
+    return ConeArrays(fvalid, *ridge_arrays, e[:, 0].copy(), e[:, 1].copy(), e[:, 2].copy(), eu, tri, eginv, eptr,
+                      ints[:, 0].copy(), ints[:, 1].copy(), cols[:, 0].copy(), cols[:, 1].copy(), cols[:, 2].copy(),
+                      Yr)
+
+
+def _lines(Nrm, fs, ridges, rc):
+    """The edge's (ridge, i, j, k, l1, l2, pn) for each ridge ``(i, j)`` of facets in ``fs`` and a third facet ``k``
+    in ``fs`` whose plane cuts the edge's line from the ridge's plane (``pn > 0``): ``b = (d_k - l1 d_i - l2 d_j) /
+    pn`` (``l = G^-1 (n_k . n_i, n_k . n_j)``, ``pn = |n_k - l1 n_i - l2 n_j|``)."""
     out = []
     for i in fs:
         for j in fs:
-            if (i, j) not in ridges:
+            g = ridges.get((i, j))
+            if g is None:
                 continue
+            c = rc[g]
             for k in fs:
-                if k != i and k != j and _rank(Nrm[[i, j, k]]) == 3:
-                    out.append((ridges[(i, j)], i, j, k))
+                if k == i or k == j:
+                    continue
+                ki, kj = Nrm[k] @ Nrm[i], Nrm[k] @ Nrm[j]
+                det = 1.0 - c * c
+                l1, l2 = (ki - c * kj) / det, (kj - c * ki) / det
+                pn = float(np.linalg.norm(Nrm[k] - l1 * Nrm[i] - l2 * Nrm[j]))
+                if pn > 1e-9:
+                    out.append((g, i, j, k, l1, l2, pn))
                     break
     return out
 
