@@ -8,7 +8,10 @@ flags built once, timed apart: per region, not per pair), ``|log mass difference
 whether it lies within the two bars; then, over the ``--certify`` heaviest pairs, the fraction the cones certify
 (not flagged, bar <= the pair's tolerance ``1e-10``). One JSON line per figure. Usage:
 
-    .venv/bin/python benchmarks/bench_s4_routes.py [--pairs 8] [--certify 200]
+    .venv/bin/python benchmarks/bench_s4_routes.py [--pairs 8] [--certify 200] [--evaluate N]
+
+``--evaluate N`` runs ``evaluate`` on the first N points one at a time with the cones first (the default of
+``sliced.sliced_batch``) and with slices only, alternated: times, ``|log p|`` differences and the largest bars.
 """
 
 from __future__ import annotations
@@ -105,10 +108,33 @@ def _certify(cand, n, tol=1e-10):
           worst_certified_bar=worst, cpu_ms_per_pair_incl_flags=1e3 * t_all / max(len(rows), 1))
 
 
+def _evaluate(net, X, part, n):
+    """``evaluate`` of the first ``n`` points one at a time, cones first (the default) and slices only
+    (``cones.USE_CONES = False``), alternated: wall and CPU seconds, ``max |log p difference|`` and the largest
+    ``log_marginal_error`` of each route."""
+    from engine.distributions import evaluate
+
+    rows = {True: [], False: []}
+    for i in range(n):
+        for use in (True, False):
+            cones.USE_CONES = use
+            t, c = time.perf_counter(), time.process_time()
+            ev = evaluate(net, X[i:i + 1], part=part)
+            rows[use].append((time.perf_counter() - t, time.process_time() - c, float(ev.log_marginal[0]),
+                              float(np.max(ev.log_marginal_error))))
+    cones.USE_CONES = True
+    a, b = np.array(rows[True]), np.array(rows[False])
+    _emit(what="evaluate one point at a time", points=n, cones_wall_s=a[:, 0].tolist(), sliced_wall_s=b[:, 0].tolist(),
+          cones_cpu_s_total=float(a[:, 1].sum()), sliced_cpu_s_total=float(b[:, 1].sum()),
+          max_abs_log_p_diff=float(np.max(np.abs(a[:, 2] - b[:, 2]))), cones_max_error_bar=float(a[:, 3].max()),
+          sliced_max_error_bar=float(b[:, 3].max()))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--certify", type=int, default=200)
+    ap.add_argument("--evaluate", type=int, default=0, help="evaluate this many points with and without the cones")
     args = ap.parse_args()
     net = engine.random_network([4, 8, 8, 5], rng=0, cov_x=0.1)
     X = net.sample(100, rng=1)
@@ -121,6 +147,8 @@ def main():
     _cost(cand, args.pairs)
     if args.certify:
         _certify(cand, args.certify)
+    if args.evaluate:
+        _evaluate(net, X, part, args.evaluate)
 
 
 if __name__ == "__main__":

@@ -641,12 +641,12 @@ def _ridge_edges(g, k, wk, lohi, R):
 
 
 @_jit
-def _signed(acc):
-    """``(value, abs error bound)`` of a signed log sum ``[pos, neg, err, top]``."""
-    v = (math.exp(acc[0]) if acc[0] > -_INF else 0.0) - (math.exp(acc[1]) if acc[1] > -_INF else 0.0)
-    err = math.exp(acc[2]) if acc[2] > -_INF else 0.0
+def _signed(acc, lm):
+    """``(value, abs error bound)`` of a signed log sum ``[pos, neg, err, top]``, both over ``e^lm``."""
+    v = (math.exp(acc[0] - lm) if acc[0] > -_INF else 0.0) - (math.exp(acc[1] - lm) if acc[1] > -_INF else 0.0)
+    err = math.exp(acc[2] - lm) if acc[2] > -_INF else 0.0
     big = max(acc[0], acc[1])
-    return v, err + (4.0 * _EPS * math.exp(big) if big > -_INF else 0.0)
+    return v, err + (4.0 * _EPS * math.exp(big - lm) if big > -_INF else 0.0)
 
 
 @_jit
@@ -655,7 +655,6 @@ def _moments(g, Nrm, d, wk, lm, mean, cov):
     1] = P I - sum_i phi(d_i) d_i P_i n_i n_i^T + sum_ridges e^{-|g|^2/2}/2pi P_2 (n_i m_ij^T + n_j m_ji^T)`` over
     the mass, centred; returns the absolute error bounds ``(err_mean, err_second)`` of the whitened moments (from
     the sums' bounds, before the mass's own relative error)."""
-    P = math.exp(lm)
     err1, err2 = 0.0, 0.0
     for a in range(4):
         mean[a] = 0.0
@@ -664,8 +663,7 @@ def _moments(g, Nrm, d, wk, lm, mean, cov):
     for f in range(d.size):
         if not g.fvalid[f]:
             continue
-        v, er = _signed(wk.facc[f])
-        v, er = v / P, er / P
+        v, er = _signed(wk.facc[f], lm)
         err1 += er
         err2 += er * abs(d[f])
         for a in range(4):
@@ -673,8 +671,7 @@ def _moments(g, Nrm, d, wk, lm, mean, cov):
             for b in range(4):
                 cov[a, b] -= v * d[f] * Nrm[f, a] * Nrm[f, b]
     for r in range(g.ri.size):
-        v, er = _signed(wk.racc[r])
-        v, er = v / P, er / P
+        v, er = _signed(wk.racc[r], lm)
         i, j, c, sn = g.ri[r], g.rj[r], g.rc[r], g.rsn[r]
         err2 += 2.0 * er * (1.0 + abs(c)) / sn
         for a in range(4):
@@ -783,3 +780,61 @@ def cone_log_mass(Nrm, D, Yv, Yr, shape: ConeArrays | None = None):
     flagged: bars above 1e-6)."""
     lm, _, _, rel, _, fl = cone_moments(Nrm, D, Yv, Yr, moments=0, shape=shape)
     return lm, rel, fl | ~(rel <= 1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the S = 4 batch's first route (``sliced.sliced_batch``): cones where certified, slices for the rest
+# ---------------------------------------------------------------------------------------------------
+
+USE_CONES = True  # False: every pair by the fallback (``sliced.with_fallback``), the route before
+MEAN_TOL = 1e-9  # whitened mean error bound, relative to the smallest conditional standard deviation
+COV_TOL = C.COV_TOL  # covariance error bound, relative to its smallest eigenvalue ("relative") or to the unit
+_HEAVY_TOL = 1e-10  # the tolerance of a heavy pair (``sliced.DEFAULT_TOL``): lighter pairs loosen the moments' too
+
+
+def certified(out, tol, moments, accuracy):
+    """(M,) the rows of ``cone_moments``' ``out`` the cones settle: not flagged, mass bar within ``tol`` (M,) and, with
+    moments, their bounds within ``MEAN_TOL`` / ``COV_TOL`` (times ``tol / 1e-10`` for light pairs) of the smallest
+    eigenvalue of the covariance (``accuracy="relative"``) or of the whitened unit."""
+    lm, mean, cov, rel, eb, fl = out
+    ok = ~fl & np.isfinite(lm) & (rel <= tol)
+    if moments < 1:
+        return ok
+    scale = np.maximum(tol / _HEAVY_TOL, 1.0)
+    lam = np.ones(lm.size)
+    if moments >= 2 and accuracy == "relative":
+        with np.errstate(invalid="ignore"):
+            lam = np.where(np.isfinite(cov).all(axis=(1, 2)), np.linalg.eigvalsh(np.nan_to_num(cov))[:, 0], 0.0)
+        lam = np.maximum(lam, 0.0)
+    ok &= eb[:, 0] <= MEAN_TOL * scale * np.sqrt(lam)
+    if moments >= 2:
+        ok &= eb[:, 1] <= COV_TOL * scale * lam
+    return ok
+
+
+def cones_first(fallback, Nrm, D, Yv, Yr, **kw):
+    """The pairs of one region (rows of ``D``, ``Yv``) by :func:`cone_moments` where :func:`certified`, the others by
+    ``fallback`` (``sliced.with_fallback``; ``kw``: its keywords ``moments, tol, accuracy, closest, rng``; returns
+    ``(log_mass, mean, cov, rel, used_rqmc)`` like it)."""
+    M = D.shape[0]
+    moments, accuracy = kw["moments"], kw["accuracy"]
+    tol = np.broadcast_to(np.asarray(kw["tol"], dtype=np.float64), (M,))
+    if not USE_CONES:
+        return fallback(Nrm, D, Yv, Yr, **kw)
+    try:
+        out = cone_moments(Nrm, D, Yv, Yr, moments=moments)
+    except np.linalg.LinAlgError:  # degenerate combinatorics: every pair by the fallback
+        return fallback(Nrm, D, Yv, Yr, **kw)
+    ok = certified(out, tol, moments, accuracy)
+    lm, mean, cov, rel = out[0], out[1], out[2], out[3]
+    used = np.zeros(M, dtype=bool)
+    idx = np.nonzero(~ok)[0]
+    if idx.size:
+        sub = {**kw, "tol": tol[idx], "closest": np.asarray(kw["closest"])[idx]}
+        l2, m2, c2, r2, u2 = fallback(Nrm, D[idx], Yv[idx], Yr, **sub)
+        lm[idx], rel[idx], used[idx] = l2, r2, u2
+        if moments >= 1:
+            mean[idx] = m2
+        if moments >= 2:
+            cov[idx] = c2
+    return lm, mean if moments >= 1 else None, cov if moments >= 2 else None, rel, used
