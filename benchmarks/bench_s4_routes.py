@@ -144,7 +144,8 @@ def main():
     # compile both routes before timing
     cones.cone_log_mass(*cand[0][2])
     sl.sliced_moments(*cand[0][2], moments=0)
-    _cost(cand, args.pairs)
+    if args.pairs:
+        _cost(cand, args.pairs)
     if args.certify:
         _certify(cand, args.certify)
     if args.evaluate:

@@ -293,3 +293,32 @@ def test_prior_moments_of_a_partition_add_up(widths):
     assert np.abs(first).max() <= b1 + 1e-14
     assert np.abs(second - np.eye(4)).max() <= b2 + 1e-14
     assert b2 < 1e-9
+
+
+def test_non_simple_regions_of_a_degenerate_arrangement():
+    """Six of seven hyperplanes through one point: 40 of the 94 regions have a vertex on more than 4 facets (edges
+    on more than 3). Prop. 1 (masses sum to 1) and total expectation hold within the bars, none flagged."""
+    from engine.network import load_network
+    from engine.partition import partition
+
+    rng = np.random.default_rng(3)
+    W = np.vstack([rng.standard_normal((4, 4)).round(1), rng.standard_normal((3, 4)).round(1)])
+    b = -W @ np.array([0.3, -0.2, 0.1, 0.4])
+    b[6] += 0.5
+    net = load_network({"format": "cpa-dgn", "version": 1, "latent_dim": 4, "cov_z": 1.0, "cov_x": 0.1,
+                        "layers": [{"type": "linear", "weight": W.tolist(), "bias": b.tolist()}, {"type": "relu"},
+                                   {"type": "linear", "weight": rng.standard_normal((3, 7)).tolist(),
+                                    "bias": [0.0, 0.0, 0.0]}]})
+    total, bar, first, b1, nonsimple = 0.0, 0.0, np.zeros(4), 0.0, 0
+    for reg in partition(net):
+        Nrm, D, Yv, Yr = whitened(reg.polytope, np.eye(4), np.zeros((1, 4)))
+        nonsimple += int(np.any((np.abs(Yv[0] @ Nrm.T - D[0]) <= 1e-9 * (1 + np.abs(D[0]))).sum(axis=1) > 4))
+        lm, m, _, rel, eb, fl = cone_moments(Nrm, D, Yv, Yr, moments=1)
+        assert not fl[0]
+        P = math.exp(lm[0])
+        total, bar = total + P, bar + P * rel[0]
+        first += P * m[0]
+        b1 += P * (eb[0, 0] + rel[0] * np.abs(m[0]).max())
+    assert nonsimple >= 30
+    assert abs(total - 1.0) <= bar + 1e-15 and bar < 1e-11
+    assert np.abs(first).max() <= b1 + 1e-15
