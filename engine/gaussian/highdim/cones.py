@@ -101,20 +101,17 @@ class ConeArrays(NamedTuple):
     rays: np.ndarray
 
 
-def _rank(rows, scale=1.0):
-    if rows.shape[0] == 0:
-        return 0
-    s = np.linalg.svd(rows, compute_uv=False)
-    return int(np.sum(s > 1e-9 * max(scale, 1.0)))
-
-
-def _face_dim(Yv0, Yr, vmask, rmask):
-    """Affine dimension of the face spanned by the vertices ``vmask`` and rays ``rmask`` (-1: empty)."""
-    pts = Yv0[vmask]
-    if pts.shape[0] == 0:
-        return -1
-    rows = np.vstack([pts[1:] - pts[0], Yr[rmask]])
-    return _rank(rows, float(np.abs(pts).max()))
+def _facet_dims(Yv0, Yr, inc, rinc):
+    """(F,) affine dimension of the face each constraint cuts out (its incident vertices ``inc`` and rays ``rinc``;
+    -1: none): one batched SVD of the vertices relative to the face's first one, and its rays, zero-padded."""
+    first = np.argmax(inc, axis=0)  # (F,) a vertex of each face
+    rel = Yv0[None, :, :] - Yv0[first][:, None, :]  # (F, V, 4)
+    rows = np.concatenate([np.where(inc.T[:, :, None], rel, 0.0), np.where(rinc.T[:, :, None], Yr[None], 0.0)],
+                          axis=1)
+    sv = np.linalg.svd(rows, compute_uv=False)  # (F, 4)
+    scale = np.maximum(np.abs(Yv0).max(), 1.0)
+    dims = np.sum(sv > 1e-9 * scale, axis=1)
+    return np.where(inc.any(axis=0), dims, -1)
 
 
 def _exact_faces(common, incv, rincv, nv, nr):
@@ -136,7 +133,7 @@ def _edges_of(incv, rincv):
     a, b, common = a[keep], b[keep], common[keep]
     if a.size:
         ok = _exact_faces(common, incv, rincv, 2, 0)
-        out += [(int(x), int(y), -1, np.nonzero(c)[0]) for x, y, c in zip(a[ok], b[ok], common[ok])]
+        out += [(x, y, -1, np.nonzero(c)[0].tolist()) for x, y, c in zip(a[ok].tolist(), b[ok].tolist(), common[ok])]
     if rincv.shape[0]:
         a, r = np.nonzero(np.ones((V, rincv.shape[0]), dtype=bool))
         common = incv[a] & rincv[r]
@@ -144,7 +141,8 @@ def _edges_of(incv, rincv):
         a, r, common = a[keep], r[keep], common[keep]
         if a.size:
             ok = _exact_faces(common, incv, rincv, 1, 1)
-            out += [(int(x), -1, int(y), np.nonzero(c)[0]) for x, y, c in zip(a[ok], r[ok], common[ok])]
+            out += [(x, -1, y, np.nonzero(c)[0].tolist())
+                    for x, y, c in zip(a[ok].tolist(), r[ok].tolist(), common[ok])]
     return out
 
 
@@ -169,20 +167,17 @@ def cone_shape(Nrm, D0, Yv0, Yr) -> ConeArrays:
     inc = np.abs(Yv0 @ Nrm.T - D0[None]) <= tol[None]
     rinc = np.abs(Yr @ Nrm.T) <= _INC if Yr.size else np.zeros((0, Nrm.shape[0]), dtype=bool)
     F = Nrm.shape[0]
-    fvalid = np.array([_face_dim(Yv0, Yr, inc[:, f], rinc[:, f]) == 3 if inc[:, f].sum() + rinc[:, f].sum() >= 4
-                       else False for f in range(F)], dtype=bool)
+    fvalid = _facet_dims(Yv0, Yr, inc, rinc) == 3
     incv, rincv = inc & fvalid[None], rinc & fvalid[None]
     ridges = _ridges_of(Nrm, incv, rincv, fvalid)
     ri = np.array([k[0] for k in ridges], dtype=np.intp)
     rj = np.array([k[1] for k in ridges], dtype=np.intp)
     rc = np.einsum("ij,ij->i", Nrm[ri], Nrm[rj]) if ri.size else np.zeros(0)
     rsn = np.linalg.norm(Nrm[rj] - rc[:, None] * Nrm[ri], axis=1) if ri.size else np.zeros(0)
-    ends, lines = [], []
-    for a, b, r, fs in _edges_of(incv, rincv):
-        ln = _lines(Nrm, fs, ridges, rc)
-        if ln:
-            ends.append((a, b, r))
-            lines.append(ln)
+    edges = _edges_of(incv, rincv)
+    rid = np.full((F, F), -1, dtype=np.intp)
+    rid[ri, rj] = np.arange(ri.size)
+    ends, lines = _lines(Nrm, edges, rid, rc)
     return _pack(Nrm, fvalid, (ri, rj, rc, rsn), ends, lines, Yr)
 
 
@@ -207,28 +202,32 @@ def _pack(Nrm, fvalid, ridge_arrays, ends, lines, Yr):
                       Yr)
 
 
-def _lines(Nrm, fs, ridges, rc):
-    """The edge's (ridge, i, j, k, l1, l2, pn) for each ridge ``(i, j)`` of facets in ``fs`` and a third facet ``k``
-    in ``fs`` whose plane cuts the edge's line from the ridge's plane (``pn > 0``): ``b = (d_k - l1 d_i - l2 d_j) /
-    pn`` (``l = G^-1 (n_k . n_i, n_k . n_j)``, ``pn = |n_k - l1 n_i - l2 n_j|``)."""
-    out = []
-    for i in fs:
-        for j in fs:
-            g = ridges.get((i, j))
-            if g is None:
-                continue
-            c = rc[g]
-            for k in fs:
-                if k == i or k == j:
-                    continue
-                ki, kj = Nrm[k] @ Nrm[i], Nrm[k] @ Nrm[j]
-                det = 1.0 - c * c
-                l1, l2 = (ki - c * kj) / det, (kj - c * ki) / det
-                pn = float(np.linalg.norm(Nrm[k] - l1 * Nrm[i] - l2 * Nrm[j]))
-                if pn > 1e-9:
-                    out.append((g, i, j, k, l1, l2, pn))
-                    break
-    return out
+def _lines(Nrm, edges, rid, rc):
+    """Per edge with a line: its ends and its (ridge, i, j, k, l1, l2, pn) for each ridge ``(i, j)`` (``rid``: ridge
+    index or -1) of two of its facets and the first third facet ``k`` of the edge whose plane cuts the edge's line
+    from the ridge's plane (``pn > 1e-9``): ``b = (d_k - l1 d_i - l2 d_j) / pn`` (``l = G^-1 (n_k . n_i, n_k .
+    n_j)``, ``pn = |n_k - l1 n_i - l2 n_j|``). Vectorised over every (edge, i < j, k) of the edges' facet sets."""
+    rows = [(e, i, j, k) for e, (_, _, _, fs) in enumerate(edges) for x, i in enumerate(fs) for j in fs[x + 1:]
+            for k in fs if k != i and k != j]
+    if not rows:
+        return [], []
+    e, i, j, k = np.array(rows, dtype=np.intp).T
+    g = rid[i, j]
+    c = np.where(g >= 0, rc[g], 0.0)
+    ki, kj = np.einsum("ij,ij->i", Nrm[k], Nrm[i]), np.einsum("ij,ij->i", Nrm[k], Nrm[j])
+    det = 1.0 - c * c
+    l1, l2 = (ki - c * kj) / det, (kj - c * ki) / det
+    pn = np.linalg.norm(Nrm[k] - l1[:, None] * Nrm[i] - l2[:, None] * Nrm[j], axis=1)
+    sel = np.nonzero((g >= 0) & (pn > 1e-9))[0]
+    _, first = np.unique(e[sel] * rid.size + g[sel], return_index=True)
+    keep = np.sort(sel[first])  # the first k of each (edge, ridge), in the order of the rows
+    ends, lines = [], []
+    for ed in np.unique(e[keep]):
+        q = keep[e[keep] == ed]
+        ends.append(edges[ed][:3])
+        lines.append([(int(g[t]), int(i[t]), int(j[t]), int(k[t]), float(l1[t]), float(l2[t]), float(pn[t]))
+                      for t in q])
+    return ends, lines
 
 
 # ---------------------------------------------------------------------------------------------------
