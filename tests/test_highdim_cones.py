@@ -322,3 +322,57 @@ def test_non_simple_regions_of_a_degenerate_arrangement():
     assert nonsimple >= 30
     assert abs(total - 1.0) <= bar + 1e-15 and bar < 1e-11
     assert np.abs(first).max() <= b1 + 1e-15
+
+
+def test_the_s4_batch_takes_the_cones_where_certified_and_slices_the_rest(monkeypatch):
+    """``polytope_moments_arrays`` at S = 4 (``sliced.sliced_batch``): a box ``mu0 + L Q [a, b]`` under ``N(mu, L L^T)``
+    at five means (closed forms, as in ``test_highdim_sliced``). The cones settle the pairs they certify, the
+    fallback (slices) gets only the others: here the tiny box's pair around its mean, whose signed sum cancels.
+    Every pair matches the closed forms within its bar and 1e-12, moments within 1e-9; with the cones switched
+    off (``USE_CONES = False``) every pair is sliced, the same values to 1e-12."""
+    from scipy.special import log_ndtr
+    from scipy.stats import truncnorm
+
+    import engine.gaussian.highdim.cones as cones
+    import engine.gaussian.highdim.sliced as sl
+    from engine.gaussian.polytopes import polytope_moments_arrays
+    from engine.polytope import Polytope
+
+    rng = np.random.default_rng(3)
+    a, b = np.array([-1.0, -0.5, 0.2, -2.0]), np.array([0.7, 1.5, 2.0, 0.1])
+    Nrm, D, V, _, _, _, _ = _box(a, b, 2)
+    Lc = np.linalg.cholesky(np.cov(rng.standard_normal((4, 20))) + 0.5 * np.eye(4))
+    mu0 = rng.standard_normal(4)
+    H = Nrm @ np.linalg.inv(Lc)
+    n = np.linalg.norm(H, axis=1)
+    poly = Polytope(H / n[:, None], (D + H @ mu0) / n, mu0 + V @ Lc.T, np.zeros((0, 4)), np.zeros((0, 4)))
+    mus = mu0 + np.array([[0.0, 0.0, 0.0, 0.0], [0.3, -0.2, 0.5, 0.1], [2.0, 1.0, -1.0, 0.5],
+                          [-1.0, 0.5, 0.5, 3.0], [0.1, 0.1, -0.1, 0.0]])
+    sliced_rows = []
+    real = sl.with_fallback
+    monkeypatch.setattr(sl, "with_fallback", lambda *args, **kw: sliced_rows.append(args[1].shape[0]) or real(*args,
+                                                                                                               **kw))
+    out = polytope_moments_arrays([poly], mus[None], (Lc @ Lc.T)[None])
+    assert sum(sliced_rows) == 0  # every pair certified by the cones
+    Q, _ = np.linalg.qr(np.random.default_rng(2).standard_normal((4, 4)))
+    for i, mu in enumerate(mus):
+        shift = Q.T @ np.linalg.solve(Lc, mu0 - mu)
+        lo, hi = a + shift, b + shift
+        up = lo > 0
+        l_hi, l_lo = np.where(up, log_ndtr(-lo), log_ndtr(hi)), np.where(up, log_ndtr(-hi), log_ndtr(lo))
+        exact = np.sum(l_hi + np.log1p(-np.exp(l_lo - l_hi)))
+        assert abs(out.log_mass[0, i] - exact) <= min(1e-12 * (1.0 + abs(exact)), out.log_mass_error[0, i] + 1e-15)
+        np.testing.assert_allclose(out.mean[0, i], mu + Lc @ (Q @ truncnorm.mean(lo, hi)), atol=1e-9)
+        np.testing.assert_allclose(out.cov[0, i], Lc @ Q @ np.diag(truncnorm.var(lo, hi)) @ Q.T @ Lc.T, atol=1e-9)
+    monkeypatch.setattr(cones, "USE_CONES", False)
+    ref = polytope_moments_arrays([poly], mus[None], (Lc @ Lc.T)[None])
+    assert sum(sliced_rows) == len(mus)
+    np.testing.assert_allclose(out.log_mass, ref.log_mass, atol=1e-12)
+    # the tiny box around its mean: the cones flag it, the slices take it
+    Nt, Dt, Vt, Rt, exact_t, _, _ = _box(*BOXES[3], 1)
+    poly_t = Polytope(Nt, Dt, Vt, Rt, np.zeros((0, 4)))
+    monkeypatch.setattr(cones, "USE_CONES", True)
+    sliced_rows.clear()
+    out_t = polytope_moments_arrays([poly_t], np.zeros((1, 1, 4)), np.eye(4)[None], moments=0)
+    assert sliced_rows == [1]
+    assert abs(out_t.log_mass[0, 0] - exact_t) <= out_t.log_mass_error[0, 0] + 1e-15
