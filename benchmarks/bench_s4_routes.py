@@ -3,8 +3,9 @@
 On ``random_network([4, 8, 8, 5], rng=0, cov_x=0.1)``, point 0 of ``net.sample(100, rng=1)``, the pairs are picked
 as in ``bench_s4.py --pair-cost``: regions of largest closest-point bound with the mean inside or near them (``|y*|
 <= 1/2``) and with it outside, ``--pairs`` of each. For each pair, alternated, median of 3: CPU ms of
-``sliced.sliced_moments`` (mass only and with moments to second order) and of ``cones.cone_log_mass`` (the region's
-flags built once, timed apart: per region, not per pair), ``|log mass difference|`` against the sliced value and
+``sliced.sliced_moments`` (mass only and with moments to second order) and of ``cones.cone_log_mass`` and
+``cones.cone_moments`` (mass only and with moments; the region's flags built once, timed apart: per region, not per
+pair), ``|log mass difference|`` against the sliced value and
 whether it lies within the two bars; then, over the ``--certify`` heaviest pairs, the fraction the cones certify
 (not flagged, bar <= the pair's tolerance ``1e-10``). One JSON line per figure. Usage:
 
@@ -56,9 +57,10 @@ def _cpu(f, *args, **kw):
 
 
 def _one(data):
-    """Medians of 3 alternated runs: (sliced mass-only s, sliced moments s, shape s, cones s), values."""
+    """Medians of 3 alternated runs: (sliced mass-only, sliced moments, flags, cones mass-only, cones moments) CPU
+    seconds, values."""
     Nrm, D, Yv, Yr = data
-    reps = {k: [] for k in ("sliced0", "sliced2", "shape", "cones")}
+    reps = {k: [] for k in ("sliced0", "sliced2", "shape", "cones", "cones2")}
     vals = {}
     for _ in range(3):
         t, (lm, _, _, rel) = _cpu(sl.sliced_moments, Nrm, D, Yv, Yr, moments=0)
@@ -71,6 +73,8 @@ def _one(data):
         t, (lm, rel, fl) = _cpu(cones.cone_log_mass, Nrm, D, Yv, Yr, shape=shape)
         reps["cones"].append(t)
         vals["cones"] = (float(lm[0]), float(rel[0]), bool(fl[0]))
+        t, _ = _cpu(cones.cone_moments, Nrm, D, Yv, Yr, moments=2, shape=shape)
+        reps["cones2"].append(t)
     return {k: float(np.median(v)) for k, v in reps.items()}, vals, shape
 
 
@@ -86,6 +90,7 @@ def _cost(cand, n):
               sliced_moments_cpu_ms=1e3 * float(np.median([t["sliced2"] for t, _, _ in res])),
               cones_mass_cpu_ms=1e3 * float(np.median([t["cones"] for t, _, _ in res])),
               cones_mass_cpu_ms_max=1e3 * float(np.max([t["cones"] for t, _, _ in res])),
+              cones_moments_cpu_ms=1e3 * float(np.median([t["cones2"] for t, _, _ in res])),
               cones_flags_per_region_cpu_ms=1e3 * float(np.median([t["shape"] for t, _, _ in res])),
               flags_median=int(np.median([2 * s.lr.size for _, _, s in res])),
               flagged=int(sum(v["cones"][2] for _, v, _ in res)),
