@@ -379,3 +379,22 @@ def test_the_s4_batch_takes_the_cones_where_certified_and_slices_the_rest(monkey
     out_t = polytope_moments_arrays([poly_t], np.zeros((1, 1, 4)), np.eye(4)[None], moments=0)
     assert sliced_rows == [1]
     assert abs(out_t.log_mass[0, 0] - exact_t) <= out_t.log_mass_error[0, 0] + 1e-15
+
+
+def test_same_bits_across_runs_and_threads(monkeypatch):
+    """The cones run in one thread per call, in a fixed order: two runs and 1 vs 2 worker threads (which the slices'
+    S = 3 kernel would use) give the same bits, through the S = 4 batch too."""
+    from engine.gaussian.polytopes import polytope_moments_arrays
+    from engine.polytope import Polytope
+
+    Nrm, D, V, R, _, _, _ = _box(*BOXES[5], 1)
+    poly = Polytope(Nrm, D, V, R, np.zeros((0, 4)))
+    mus = np.random.default_rng(1).normal(0, 0.5, (1, 3, 4))
+    runs = []
+    for threads in ("1", "2", "2"):
+        monkeypatch.setenv("DGNEXACT_THREADS", threads)
+        out = polytope_moments_arrays([poly], mus, np.eye(4)[None])
+        runs.append((out.log_mass, out.log_mass_error, out.mean, out.cov))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
