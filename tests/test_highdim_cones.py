@@ -398,3 +398,13 @@ def test_same_bits_across_runs_and_threads(monkeypatch):
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+def test_misread_incidences_flag_the_pairs():
+    """A vertex moved off its facets (beyond the incidence tolerance) leaves flags missing: the combinatorial check
+    flags every pair instead of summing an incomplete decomposition."""
+    Nrm, D, V, R, _, _, _ = _box(np.array([-1.0, -0.5, 0.2, -2.0]), np.array([0.7, 1.5, 2.0, 0.1]), 1)
+    bad = V.copy()
+    bad[3] += 1e-6
+    lm, rel, fl = cone_log_mass(Nrm, D[None], bad[None], R)
+    assert fl[0] and not np.isfinite(rel[0])

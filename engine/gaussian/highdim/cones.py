@@ -181,6 +181,18 @@ def cone_shape(Nrm, D0, Yv0, Yr) -> ConeArrays:
     return _pack(Nrm, fvalid, (ri, rj, rc, rsn), ends, lines, Yr)
 
 
+def consistent(shape: ConeArrays, n_vertices: int) -> bool:
+    """Whether the flags can be those of a pointed 4-polyhedron: every vertex an end of >= 4 edges, every ridge
+    (a polygon) with >= 2 edges, every valid facet (a 3-polyhedron) with >= 3 ridges. A failure means the
+    incidences were misread (a vertex off its facets by more than the tolerance): the pairs are flagged."""
+    if not shape.fvalid.any() or not shape.eva.size:
+        return False
+    ends = np.bincount(np.concatenate([shape.eva, shape.evb[shape.evb >= 0]]), minlength=n_vertices)
+    per_ridge = np.bincount(shape.lr, minlength=shape.ri.size)
+    per_facet = np.bincount(np.concatenate([shape.ri, shape.rj]), minlength=shape.fvalid.size)
+    return bool(np.all(ends >= 4) and np.all(per_ridge >= 2) and np.all(per_facet[shape.fvalid] >= 3))
+
+
 def _pack(Nrm, fvalid, ridge_arrays, ends, lines, Yr):
     """:class:`ConeArrays` from the ridges, the edges' ends and their (ridge, i, j, k, l1, l2, pn) lines."""
     E = len(ends)
@@ -753,9 +765,10 @@ def cone_moments(Nrm, D, Yv, Yr, *, moments: int = 2, shape: ConeArrays | None =
     if shape is None:
         shape = cone_shape(Nrm, D[0], Yv[0], Yr)
     M = D.shape[0]
-    out = (np.empty(M), np.empty(M), np.empty(M, dtype=np.bool_), np.empty(M), np.empty(M), np.zeros((M, 4)),
-           np.zeros((M, 4, 4)))
-    _pairs(shape, Nrm, D, Yv, int(moments), out)
+    out = (np.full(M, -np.inf), np.full(M, np.inf), np.ones(M, dtype=np.bool_), np.full(M, np.inf),
+           np.full(M, np.inf), np.zeros((M, 4)), np.zeros((M, 4, 4)))
+    if consistent(shape, Yv.shape[1]):
+        _pairs(shape, Nrm, D, Yv, int(moments), out)
     lm, rel, fl, e1, e2, mean, cov = out
     return lm, mean, cov, rel, moment_bounds(mean, cov, rel, e1, e2), fl
 
