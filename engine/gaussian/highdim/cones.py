@@ -676,8 +676,9 @@ def _moments(g, Nrm, d, wk, lm, mean, cov):
         if not g.fvalid[f]:
             continue
         v, er = _signed(wk.facc[f], lm)
-        err1 += er
-        err2 += er * abs(d[f])
+        nmax = max(abs(Nrm[f, 0]), abs(Nrm[f, 1]), abs(Nrm[f, 2]), abs(Nrm[f, 3]))
+        err1 += er * nmax
+        err2 += er * abs(d[f]) * nmax * nmax
         for a in range(4):
             mean[a] -= v * Nrm[f, a]
             for b in range(4):
@@ -685,12 +686,14 @@ def _moments(g, Nrm, d, wk, lm, mean, cov):
     for r in range(g.ri.size):
         v, er = _signed(wk.racc[r], lm)
         i, j, c, sn = g.ri[r], g.rj[r], g.rc[r], g.rsn[r]
-        err2 += 2.0 * er * (1.0 + abs(c)) / sn
+        tmax = 0.0
         for a in range(4):
             for b in range(4):
                 t = (Nrm[i, a] * Nrm[j, b] + Nrm[j, a] * Nrm[i, b]
                      - c * (Nrm[i, a] * Nrm[i, b] + Nrm[j, a] * Nrm[j, b])) / sn
                 cov[a, b] += v * t
+                tmax = max(tmax, abs(t))
+        err2 += er * tmax
     for a in range(4):
         for b in range(4):
             cov[a, b] -= mean[a] * mean[b]
