@@ -63,8 +63,8 @@ WINDOW = 45.0  # nats kept below each piece's Gaussian factor at its start (the 
 _DMAX = 16.0  # largest change of the Gaussian exponent across one panel
 _MAX_GRADES = 64  # geometric panels at most
 _DROP = C.EDGE_DROP_NATS  # edges whose bound is this far below the largest term are left out (bound in the bar)
-TERM_ULPS = 16.0  # relative error of one term <= TERM_ULPS eps (1 + |log term|): measured against mpmath <= 3.4 (52
-# random flags), 3.5 (J), 1.7 (Q), 0.8 (the facets' C) (tests/test_highdim_cones.py asserts 4)
+TERM_ULPS = 16.0  # relative error of one term <= TERM_ULPS eps (1 + |log term|): measured against mpmath <= 4.8 (92
+# random flags), 3.5 (J), 1.7 (Q), 0.8 (the facets' C); tests/test_highdim_cones.py asserts 4 on its fixed cases
 _LOG_4PI2 = math.log(4.0 * math.pi * math.pi)
 _LOG_2PI = math.log(2.0 * math.pi)
 _INC = 1e-9  # vertex-facet incidence tolerance (relative to 1 + |D|)
