@@ -56,6 +56,7 @@ from scipy.special import log_ndtr
 
 from ...polytope import Polytope
 from ..constants import LOOSEN_WEIGHT, NEGLIGIBLE_NATS
+from .cones import cones_first
 from .qmc import closest_points, rqmc_moments
 
 # Gauss-Kronrod 15 / Gauss 7 on [-1, 1] (QUADPACK qk15): nodes x, Kronrod weights wk, Gauss weights wg (0 on the
@@ -936,8 +937,8 @@ def sliced_batch(req, geo, res, store):
         go = ~skip
         if not np.any(go):
             continue
-        lm, my, cy, rel, _ = with_fallback(Nrm, D[go], Yv[go], Yr, moments=req.moments, tol=tol[go],
-                                           accuracy=req.accuracy, closest=closest[go], rng=req.rng)
+        lm, my, cy, rel, _ = cones_first(with_fallback, Nrm, D[go], Yv[go], Yr, moments=req.moments, tol=tol[go],
+                                         accuracy=req.accuracy, closest=closest[go], rng=req.rng)  # issue 14: cones
         store(res, req, geo.chol[r], r, rows[go], lm, my, cy, rel)
     res.has_error[geo.ok] = True
     for r in np.nonzero(geo.ok)[0]:

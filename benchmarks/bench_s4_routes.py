@@ -1,0 +1,161 @@
+"""S = 4 per-pair routes (issue 14): the cone (flag) decomposition (``highdim.cones``) against the sliced route.
+
+On ``random_network([4, 8, 8, 5], rng=0, cov_x=0.1)``, point 0 of ``net.sample(100, rng=1)``, the pairs are picked
+as in ``bench_s4.py --pair-cost``: regions of largest closest-point bound with the mean inside or near them (``|y*|
+<= 1/2``) and with it outside, ``--pairs`` of each. For each pair, alternated, median of 3: CPU ms of
+``sliced.sliced_moments`` (mass only and with moments to second order) and of ``cones.cone_log_mass`` and
+``cones.cone_moments`` (mass only and with moments; the region's flags built once, timed apart: per region, not per
+pair), ``|log mass difference|`` against the sliced value and
+whether it lies within the two bars; then, over the ``--certify`` heaviest pairs, the fraction the cones certify
+(not flagged, bar <= the pair's tolerance ``1e-10``). One JSON line per figure. Usage:
+
+    .venv/bin/python benchmarks/bench_s4_routes.py [--pairs 8] [--certify 200] [--evaluate N]
+
+``--evaluate N`` runs ``evaluate`` on the first N points one at a time with the cones first (the default of
+``sliced.sliced_batch``) and with slices only, alternated: times, ``|log p|`` differences and the largest bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+import engine
+from engine.distributions import posterior_region_params, region_gaussians
+from engine.gaussian.highdim import cones
+from engine.gaussian.highdim import sliced as sl
+from engine.partition import partition
+
+
+def _emit(**kw):
+    print(json.dumps(kw), flush=True)
+
+
+def _candidates(net, X, part):
+    """(-log upper bound, region, whitened data, far) for every pointed region at point 0."""
+    rg = region_gaussians(net, part)
+    mu, _ = posterior_region_params(net, part, X[:1], rg)
+    out = []
+    for r in range(len(part)):
+        p = part[r].polytope
+        if p.lineality.size or not p.vertices.size:
+            continue
+        data = sl.whitened(p, np.linalg.cholesky(rg.cov[r]), mu[:1, r])
+        y, log_upper = sl.closest_distance(data[0], data[1])
+        out.append((-float(log_upper[0]), r, data, bool(np.linalg.norm(y[0]) > 0.5)))
+    out.sort(key=lambda q: q[:2])
+    return out
+
+
+def _cpu(f, *args, **kw):
+    t = time.process_time()
+    res = f(*args, **kw)
+    return time.process_time() - t, res
+
+
+def _one(data):
+    """Medians of 3 alternated runs: (sliced mass-only, sliced moments, flags, cones mass-only, cones moments) CPU
+    seconds, values."""
+    Nrm, D, Yv, Yr = data
+    reps = {k: [] for k in ("sliced0", "sliced2", "shape", "cones", "cones2")}
+    vals = {}
+    for _ in range(3):
+        t, (lm, _, _, rel) = _cpu(sl.sliced_moments, Nrm, D, Yv, Yr, moments=0)
+        reps["sliced0"].append(t)
+        vals["sliced"] = (float(lm[0]), float(rel[0]))
+        t, _ = _cpu(sl.sliced_moments, Nrm, D, Yv, Yr, moments=2)
+        reps["sliced2"].append(t)
+        t, shape = _cpu(cones.cone_shape, Nrm, D[0], Yv[0], Yr)
+        reps["shape"].append(t)
+        t, (lm, rel, fl) = _cpu(cones.cone_log_mass, Nrm, D, Yv, Yr, shape=shape)
+        reps["cones"].append(t)
+        vals["cones"] = (float(lm[0]), float(rel[0]), bool(fl[0]))
+        t, _ = _cpu(cones.cone_moments, Nrm, D, Yv, Yr, moments=2, shape=shape)
+        reps["cones2"].append(t)
+    return {k: float(np.median(v)) for k, v in reps.items()}, vals, shape
+
+
+def _cost(cand, n):
+    for group, far in (("mean inside", False), ("mean outside", True)):
+        rows = [c for c in cand if c[3] == far][:n]
+        res = [_one(c[2]) for c in rows]
+        diffs = [abs(v["cones"][0] - v["sliced"][0]) for _, v, _ in res if not v["cones"][2]]
+        within = [abs(np.expm1(v["cones"][0] - v["sliced"][0])) <= v["cones"][1] + v["sliced"][1]
+                  for _, v, _ in res if not v["cones"][2]]
+        _emit(what=f"heavy pairs, {group}: cost", pairs=len(res),
+              sliced_mass_cpu_ms=1e3 * float(np.median([t["sliced0"] for t, _, _ in res])),
+              sliced_moments_cpu_ms=1e3 * float(np.median([t["sliced2"] for t, _, _ in res])),
+              cones_mass_cpu_ms=1e3 * float(np.median([t["cones"] for t, _, _ in res])),
+              cones_mass_cpu_ms_max=1e3 * float(np.max([t["cones"] for t, _, _ in res])),
+              cones_moments_cpu_ms=1e3 * float(np.median([t["cones2"] for t, _, _ in res])),
+              cones_flags_per_region_cpu_ms=1e3 * float(np.median([t["shape"] for t, _, _ in res])),
+              flags_median=int(np.median([2 * s.lr.size for _, _, s in res])),
+              flagged=int(sum(v["cones"][2] for _, v, _ in res)),
+              max_abs_log_mass_diff=float(max(diffs)) if diffs else None,
+              max_cones_bar=float(max(v["cones"][1] for _, v, _ in res if not v["cones"][2])) if diffs else None,
+              all_within_bars=bool(all(within)))
+
+
+def _certify(cand, n, tol=1e-10):
+    rows = cand[:n]
+    ok, t_all, worst = 0, 0.0, 0.0
+    for _, _, (Nrm, D, Yv, Yr), _ in rows:
+        t, (lm, rel, fl) = _cpu(cones.cone_log_mass, Nrm, D, Yv, Yr)
+        t_all += t
+        good = (not fl[0]) and rel[0] <= tol
+        ok += int(good)
+        if good:
+            worst = max(worst, float(rel[0]))
+    _emit(what="certified by the cones", pairs=len(rows), tol=tol, certified=ok, fraction=ok / max(len(rows), 1),
+          worst_certified_bar=worst, cpu_ms_per_pair_incl_flags=1e3 * t_all / max(len(rows), 1))
+
+
+def _evaluate(net, X, part, n):
+    """``evaluate`` of the first ``n`` points one at a time, cones first (the default) and slices only
+    (``cones.USE_CONES = False``), alternated: wall and CPU seconds, ``max |log p difference|`` and the largest
+    ``log_marginal_error`` of each route."""
+    from engine.distributions import evaluate
+
+    rows = {True: [], False: []}
+    for i in range(n):
+        for use in (True, False):
+            cones.USE_CONES = use
+            t, c = time.perf_counter(), time.process_time()
+            ev = evaluate(net, X[i:i + 1], part=part)
+            rows[use].append((time.perf_counter() - t, time.process_time() - c, float(ev.log_marginal[0]),
+                              float(np.max(ev.log_marginal_error))))
+    cones.USE_CONES = True
+    a, b = np.array(rows[True]), np.array(rows[False])
+    _emit(what="evaluate one point at a time", points=n, cones_wall_s=a[:, 0].tolist(), sliced_wall_s=b[:, 0].tolist(),
+          cones_cpu_s_total=float(a[:, 1].sum()), sliced_cpu_s_total=float(b[:, 1].sum()),
+          max_abs_log_p_diff=float(np.max(np.abs(a[:, 2] - b[:, 2]))), cones_max_error_bar=float(a[:, 3].max()),
+          sliced_max_error_bar=float(b[:, 3].max()))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=8)
+    ap.add_argument("--certify", type=int, default=200)
+    ap.add_argument("--evaluate", type=int, default=0, help="evaluate this many points with and without the cones")
+    args = ap.parse_args()
+    net = engine.random_network([4, 8, 8, 5], rng=0, cov_x=0.1)
+    X = net.sample(100, rng=1)
+    part = partition(net)
+    cand = _candidates(net, X, part)
+    _emit(what="setup", regions=len(part), pointed=len(cand))
+    # compile both routes before timing
+    cones.cone_log_mass(*cand[0][2])
+    sl.sliced_moments(*cand[0][2], moments=0)
+    if args.pairs:
+        _cost(cand, args.pairs)
+    if args.certify:
+        _certify(cand, args.certify)
+    if args.evaluate:
+        _evaluate(net, X, part, args.evaluate)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,856 @@
+"""S' = 4: Gaussian mass of a polyhedron by the cone (orthoscheme) decomposition, one 1-D integral per flag.
+
+Theorem 1 (eq. 5) needs ``Phi_omega(mu, Sigma_omega)``; in whitened, pointed coordinates that is the mass of
+``y ~ N(0, I_4)`` on ``P = {Nrm y <= D}`` (unit rows ``n_i``, offsets ``d_i``). NOTES §6: "a polyhedron is the
+signed sum of pyramids with apex m over its facets; each facet is the signed sum of pyramids with apex at the foot
+of the perpendicular ... and so on down to vertices". Along each ray from the mean, P is an interval entered
+through facets with ``d_i < 0`` and left through facets with ``d_i > 0``, so (as in ``solid.kernel`` at S = 3)
+
+    P = 1{0 in P} - sum_i sign(d_i) B_i,     B_i = mass of {lam f : f in facet F_i, lam >= 1}.
+
+With the 4-D radial tail ``int_rho^inf r^3 e^{-r^2/2} dr = (rho^2 + 2) e^{-rho^2/2}``, ``B_i`` is the integral over
+the facet (a 3-polytope in its hyperplane, ``v`` measured from the foot ``f_i = d_i n_i``) of the radial function
+``g(d_i^2 + |v|^2)``, ``g(q) = |d| (2 pi)^-2 (q + 2) e^{-q/2} / q^2``. The facet decomposes around ``f_i`` over its
+ridges ``j`` (in-plane signed distance ``e_ij``, foot ``g_ij``), each ridge (a polygon) around ``g_ij`` over its
+edges ``k`` (in-ridge signed distance ``b_ijk``). The radial parts close (checked against mpmath in
+``tests/test_highdim_cones.py``):
+
+    B_i      = 1{f_i in F_i} Q(|d_i|) - sum_j sign(e_ij) C_ij,
+    C_ij     = 1{g_ij in G_ij} W(d_i, |e_ij|) - sum_k sign(b_ijk) E_ijk,
+    W(d, a)  = (|d| / 2 pi) J(d, a),   J(d, a) = int_a^inf e^{-(d^2 + r^2)/2} / (d^2 + r^2) dr
+               (= P(X > |d|, Y > (a/|d|) X), the wedge beyond the facet's and the ridge's planes),
+    E_ijk    = (a b / 2 pi) int_edge W(d, omega(s)) / (omega(s) (b^2 + s^2)) ds,   omega^2 = a^2 + b^2 + s^2
+
+(``a = |e_ij|``, ``b = |b_ijk|``, ``s`` along the edge from the foot of the perpendicular from the mean onto its
+line, the same point for every flag of the edge). Exchanging the two integrals of ``E`` with
+``a b int ds / (omega (b^2 + s^2)) = arctan(a s / (b omega))`` leaves ONE smooth integral of elementary functions
+per flag, over ``sigma`` (``r^2 = a^2 + b^2 + sigma^2``):
+
+    E_ijk = |d| / (4 pi^2) int_0^inf e^{-(R + sigma^2)/2} / (R + sigma^2) * DTheta(sigma) * sigma / sqrt(c + sigma^2)
+            dsigma,   DTheta = Theta(clip(sigma)) - Theta(clip(-sigma)),  Theta(s) = arctan(a s / (b sqrt(c + s^2))),
+
+``c = a^2 + b^2``, ``R = d^2 + c`` (the squared distance of the edge's line from the mean), ``clip`` to the edge's
+``[s_lo, s_hi]``. ``DTheta`` has kinks only at ``|s_lo|`` and ``|s_hi|`` (shared by the flags of an edge: one node set
+per edge); beyond ``max(|s_lo|, |s_hi|)`` it is constant and the rest is ``DTheta J(d, sqrt(c + sigma^2))``.
+Differences of arctangents are taken in the form ``arctan((X - Y) / (1 + X Y))`` with ``X - Y`` factored, so each
+term keeps its relative accuracy in every tail. Every integral is a graded Gauss-Legendre rule as in
+``solid.edges`` (geometric panels from the piece's start, at the distance of the nearest complex singularity,
+split where the Gaussian factor changes by more than ``_DMAX`` nats, cut ``WINDOW`` nats down).
+
+The signed sum cancels when the mean lies far outside P (terms of size ``e^{-d_min^2/2}`` against a mass of
+``e^{-dist^2/2}``): the per-pair relative bar is ``(sum_terms |term| TERM_ULPS eps (1 + |log term|) + dropped +
+window) / P`` plus the rounding of the difference; pairs whose bar exceeds the caller's tolerance, the mean on a
+facet, ridge or edge plane, or unresolved integrals are flagged (the caller slices them, ``sliced``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from .. import constants as C
+from ..planar.kernel import _lse_pair, edge_log_B
+from ..solid.edges import _erfcx
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+_SQRT2, _INF, _EPS = C.SQRT2, C.INF, C.EPS
+_NODES = 16  # Gauss-Legendre nodes per panel
+_GX, _GW = np.polynomial.legendre.leggauss(_NODES)
+WINDOW = 45.0  # nats kept below each piece's Gaussian factor at its start (the rest bounded into the bar)
+_DMAX = 16.0  # largest change of the Gaussian exponent across one panel
+_MAX_GRADES = 64  # geometric panels at most
+_DROP = C.EDGE_DROP_NATS  # edges whose bound is this far below the largest term are left out (bound in the bar)
+TERM_ULPS = 16.0  # relative error of one term <= TERM_ULPS eps (1 + |log term|): measured against mpmath <= 4.8 (92
+# random flags), 3.5 (J), 1.7 (Q), 0.8 (the facets' C); tests/test_highdim_cones.py asserts 4 on its fixed cases
+_LOG_4PI2 = math.log(4.0 * math.pi * math.pi)
+_LOG_2PI = math.log(2.0 * math.pi)
+_INC = 1e-9  # vertex-facet incidence tolerance (relative to 1 + |D|)
+EPS = _EPS
+
+
+# ---------------------------------------------------------------------------------------------------
+# combinatorics of the region (numpy, once per region: translation invariant)
+# ---------------------------------------------------------------------------------------------------
+
+class ConeArrays(NamedTuple):
+    """The flags of one region, as the kernel takes them: facets (valid ones ``fvalid``), ridges ``(ri, rj)`` with
+    ``rc = n_i . n_j`` and ``rsn = |n_j - rc n_i|``, edges (vertex ``eva``, other end vertex ``evb`` or ray ``erv``
+    (-1: none), unit direction ``eu``, three facets ``etri`` and the inverse Gram matrix ``eginv`` of their normals
+    for ``R``), and per edge (``eptr`` CSR) its (ridge, line) pairs: ridge ``lr``, coefficients ``ll1``, ``ll2``,
+    ``lpn`` of ``b = (d_k - l1 d_i - l2 d_j) / pn`` with ``lk`` the facet that cuts the edge's line from the ridge."""
+
+    fvalid: np.ndarray
+    ri: np.ndarray
+    rj: np.ndarray
+    rc: np.ndarray
+    rsn: np.ndarray
+    eva: np.ndarray
+    evb: np.ndarray
+    erv: np.ndarray
+    eu: np.ndarray
+    etri: np.ndarray
+    eginv: np.ndarray
+    eptr: np.ndarray
+    lr: np.ndarray
+    lk: np.ndarray
+    ll1: np.ndarray
+    ll2: np.ndarray
+    lpn: np.ndarray
+    rays: np.ndarray
+
+
+def _facet_dims(Yv0, Yr, inc, rinc):
+    """(F,) affine dimension of the face each constraint cuts out (its incident vertices ``inc`` and rays ``rinc``;
+    -1: none): one batched SVD of the vertices relative to the face's first one, and its rays, zero-padded."""
+    first = np.argmax(inc, axis=0)  # (F,) a vertex of each face
+    rel = Yv0[None, :, :] - Yv0[first][:, None, :]  # (F, V, 4)
+    rows = np.concatenate([np.where(inc.T[:, :, None], rel, 0.0), np.where(rinc.T[:, :, None], Yr[None], 0.0)],
+                          axis=1)
+    sv = np.linalg.svd(rows, compute_uv=False)  # (F, 4)
+    scale = np.maximum(np.abs(Yv0).max(), 1.0)
+    dims = np.sum(sv > 1e-9 * scale, axis=1)
+    return np.where(inc.any(axis=0), dims, -1)
+
+
+def _exact_faces(common, incv, rincv, nv, nr):
+    """(K,) whether the face cut out by each row of ``common`` (K, F) (the facets shared by a candidate pair) holds
+    exactly ``nv`` vertices and ``nr`` rays: then the pair spans it, a 1-face (an edge) of P."""
+    nv_on = (~np.any(common[:, None, :] & ~incv[None, :, :], axis=2)).sum(axis=1)
+    nr_on = (~np.any(common[:, None, :] & ~rincv[None, :, :], axis=2)).sum(axis=1) if rincv.shape[0] else 0
+    return (nv_on == nv) & (nr_on == nr)
+
+
+def _edges_of(incv, rincv):
+    """Edges as (vertex, vertex or -1, ray or -1, facet set): vertex pairs / vertex-ray pairs sharing >= 3 valid
+    facets whose common facets hold no other vertex or ray (vectorised over the candidate pairs)."""
+    V = incv.shape[0]
+    out = []
+    a, b = np.triu_indices(V, 1)
+    common = incv[a] & incv[b]
+    keep = common.sum(axis=1) >= 3
+    a, b, common = a[keep], b[keep], common[keep]
+    if a.size:
+        ok = _exact_faces(common, incv, rincv, 2, 0)
+        out += [(x, y, -1, np.nonzero(c)[0].tolist()) for x, y, c in zip(a[ok].tolist(), b[ok].tolist(), common[ok])]
+    if rincv.shape[0]:
+        a, r = np.nonzero(np.ones((V, rincv.shape[0]), dtype=bool))
+        common = incv[a] & rincv[r]
+        keep = common.sum(axis=1) >= 3
+        a, r, common = a[keep], r[keep], common[keep]
+        if a.size:
+            ok = _exact_faces(common, incv, rincv, 1, 1)
+            out += [(x, -1, y, np.nonzero(c)[0].tolist())
+                    for x, y, c in zip(a[ok].tolist(), r[ok].tolist(), common[ok])]
+    return out
+
+
+def _ridges_of(Nrm, incv, rincv, fvalid):
+    """Pairs ``(i, j)`` of valid facets (not parallel) sharing >= 3 elements with a vertex among them: their
+    intersection is a face of dimension <= 2 holding 3 vertices, or 2 and a ray, or 1 and 2 rays, so it is a ridge.
+    Returns ``{(i, j): index}``."""
+    cv = incv.T.astype(np.int64) @ incv.astype(np.int64)  # (F, F) shared vertices
+    cr = rincv.T.astype(np.int64) @ rincv.astype(np.int64) if rincv.shape[0] else np.zeros_like(cv)
+    cos = Nrm @ Nrm.T
+    ok = (cv >= 1) & (cv + cr >= 3) & (np.abs(cos) < 1.0 - 1e-12) & fvalid[:, None] & fvalid[None, :]
+    i, j = np.nonzero(np.triu(ok, 1))
+    return {(int(x), int(y)): k for k, (x, y) in enumerate(zip(i, j))}
+
+
+def cone_shape(Nrm, D0, Yv0, Yr) -> ConeArrays:
+    """The flags (facet > ridge > edge) of ``P = {Nrm y <= D0}`` with vertices ``Yv0`` (V, 4) and unit rays ``Yr``
+    (R, 4) (pointed, no lineality)."""
+    Nrm = np.asarray(Nrm, dtype=np.float64)
+    Yr = np.asarray(Yr, dtype=np.float64).reshape(-1, 4)
+    tol = _INC * (1.0 + np.abs(D0))
+    inc = np.abs(Yv0 @ Nrm.T - D0[None]) <= tol[None]
+    rinc = np.abs(Yr @ Nrm.T) <= _INC if Yr.size else np.zeros((0, Nrm.shape[0]), dtype=bool)
+    F = Nrm.shape[0]
+    fvalid = _facet_dims(Yv0, Yr, inc, rinc) == 3
+    incv, rincv = inc & fvalid[None], rinc & fvalid[None]
+    ridges = _ridges_of(Nrm, incv, rincv, fvalid)
+    ri = np.array([k[0] for k in ridges], dtype=np.intp)
+    rj = np.array([k[1] for k in ridges], dtype=np.intp)
+    rc = np.einsum("ij,ij->i", Nrm[ri], Nrm[rj]) if ri.size else np.zeros(0)
+    rsn = np.linalg.norm(Nrm[rj] - rc[:, None] * Nrm[ri], axis=1) if ri.size else np.zeros(0)
+    edges = _edges_of(incv, rincv)
+    rid = np.full((F, F), -1, dtype=np.intp)
+    rid[ri, rj] = np.arange(ri.size)
+    ends, lines = _lines(Nrm, edges, rid, rc)
+    return _pack(Nrm, fvalid, (ri, rj, rc, rsn), ends, lines, Yr)
+
+
+def consistent(shape: ConeArrays, n_vertices: int) -> bool:
+    """Whether the flags can be those of a pointed 4-polyhedron: every vertex an end of >= 4 edges, every ridge
+    (a polygon) with >= 2 edges, every valid facet (a 3-polyhedron) with >= 3 ridges. A failure means the
+    incidences were misread (a vertex off its facets by more than the tolerance): the pairs are flagged."""
+    if not shape.fvalid.any() or not shape.eva.size:
+        return False
+    ends = np.bincount(np.concatenate([shape.eva, shape.evb[shape.evb >= 0]]), minlength=n_vertices)
+    per_ridge = np.bincount(shape.lr, minlength=shape.ri.size)
+    per_facet = np.bincount(np.concatenate([shape.ri, shape.rj]), minlength=shape.fvalid.size)
+    return bool(np.all(ends >= 4) and np.all(per_ridge >= 2) and np.all(per_facet[shape.fvalid] >= 3))
+
+
+def _pack(Nrm, fvalid, ridge_arrays, ends, lines, Yr):
+    """:class:`ConeArrays` from the ridges, the edges' ends and their (ridge, i, j, k, l1, l2, pn) lines."""
+    E = len(ends)
+    e = np.array(ends, dtype=np.intp).reshape(-1, 3)
+    tri = np.array([[ln[0][1], ln[0][2], ln[0][3]] for ln in lines], dtype=np.intp).reshape(-1, 3)
+    N3 = Nrm[tri]  # (E, 3, 4)
+    if E:
+        _, _, vt = np.linalg.svd(np.concatenate([N3, np.zeros((E, 1, 4))], axis=1))
+        eu = np.ascontiguousarray(vt[:, -1])
+        eginv = np.linalg.inv(N3 @ np.swapaxes(N3, 1, 2))
+    else:
+        eu, eginv = np.zeros((0, 4)), np.zeros((0, 3, 3))
+    flat = [x for ln in lines for x in ln]
+    cols = np.array([x[4:] for x in flat], dtype=np.float64).reshape(-1, 3)
+    ints = np.array([(x[0], x[3]) for x in flat], dtype=np.intp).reshape(-1, 2)
+    eptr = np.concatenate([[0], np.cumsum([len(ln) for ln in lines])]).astype(np.intp)
+    return ConeArrays(fvalid, *ridge_arrays, e[:, 0].copy(), e[:, 1].copy(), e[:, 2].copy(), eu, tri, eginv, eptr,
+                      ints[:, 0].copy(), ints[:, 1].copy(), cols[:, 0].copy(), cols[:, 1].copy(), cols[:, 2].copy(),
+                      Yr)
+
+
+def _lines(Nrm, edges, rid, rc):
+    """Per edge with a line: its ends and its (ridge, i, j, k, l1, l2, pn) for each ridge ``(i, j)`` (``rid``: ridge
+    index or -1) of two of its facets and the first third facet ``k`` of the edge whose plane cuts the edge's line
+    from the ridge's plane (``pn > 1e-9``): ``b = (d_k - l1 d_i - l2 d_j) / pn`` (``l = G^-1 (n_k . n_i, n_k .
+    n_j)``, ``pn = |n_k - l1 n_i - l2 n_j|``). Vectorised over every (edge, i < j, k) of the edges' facet sets."""
+    rows = [(e, i, j, k) for e, (_, _, _, fs) in enumerate(edges) for x, i in enumerate(fs) for j in fs[x + 1:]
+            for k in fs if k != i and k != j]
+    if not rows:
+        return [], []
+    e, i, j, k = np.array(rows, dtype=np.intp).T
+    g = rid[i, j]
+    c = np.where(g >= 0, rc[g], 0.0)
+    ki, kj = np.einsum("ij,ij->i", Nrm[k], Nrm[i]), np.einsum("ij,ij->i", Nrm[k], Nrm[j])
+    det = 1.0 - c * c
+    l1, l2 = (ki - c * kj) / det, (kj - c * ki) / det
+    pn = np.linalg.norm(Nrm[k] - l1[:, None] * Nrm[i] - l2[:, None] * Nrm[j], axis=1)
+    sel = np.nonzero((g >= 0) & (pn > 1e-9))[0]
+    _, first = np.unique(e[sel] * rid.size + g[sel], return_index=True)
+    keep = np.sort(sel[first])  # the first k of each (edge, ridge), in the order of the rows
+    ends, lines = [], []
+    for ed in np.unique(e[keep]):
+        q = keep[e[keep] == ed]
+        ends.append(edges[ed][:3])
+        lines.append([(int(g[t]), int(i[t]), int(j[t]), int(k[t]), float(l1[t]), float(l2[t]), float(pn[t]))
+                      for t in q])
+    return ends, lines
+
+
+# ---------------------------------------------------------------------------------------------------
+# the 1-D integrals (compiled)
+# ---------------------------------------------------------------------------------------------------
+
+@_jit
+def _exp_point(sa, e):
+    """u >= 0 with ``s_a u + u^2/2 = e``, without cancellation for large ``s_a``."""
+    return 2.0 * e / (math.sqrt(sa * sa + 2.0 * e) + sa)
+
+
+@_jit
+def _log_q(x):
+    """log Q(x) = log P(N(0,1) > x) for x >= 0."""
+    return math.log(0.5 * _erfcx(x / _SQRT2)) - 0.5 * x * x
+
+
+@_jit
+def log_j(d2, r):
+    """``(log J, ok)``: ``J = int_r^inf e^{-(d2 + t^2)/2} / (d2 + t^2) dt`` for ``r >= 0``, graded Gauss-Legendre in
+    ``u = t - r`` (poles at ``u = -r +- i sqrt(d2)``, at distance ``sqrt(r^2 + d2)`` from the start)."""
+    r0 = math.sqrt(r * r + d2)
+    if not r0 > 0.0:
+        return _INF, False
+    U = _exp_point(r, WINDOW)
+    total = 0.0
+    left = 0.0
+    k = 0
+    while left < U:
+        if k >= _MAX_GRADES:
+            return math.log(total) - 0.5 * (d2 + r * r) if total > 0.0 else -_INF, False
+        right = min(r0 * (2.0 ** (k + 1) - 1.0), U)
+        e_l = r * left + 0.5 * left * left
+        e_r = r * right + 0.5 * right * right
+        nsub = max(1, int(math.ceil((e_r - e_l) / _DMAX)))
+        ul = left
+        for q in range(1, nsub + 1):
+            ur = right if q == nsub else _exp_point(r, e_l + (e_r - e_l) * q / nsub)
+            half = 0.5 * (ur - ul)
+            mid = 0.5 * (ur + ul)
+            for n in range(_NODES):
+                u = mid + half * _GX[n]
+                t = r + u
+                total += _GW[n] * half * math.exp(-(r * u + 0.5 * u * u)) / (d2 + t * t)
+            ul = ur
+        left = right
+        k += 1
+    return math.log(total) - 0.5 * (d2 + r * r), True
+
+
+@_jit
+def theta_diff(x, y, a, b, c):
+    """``Theta(x) - Theta(y)`` for ``x >= y``, ``Theta(s) = arctan(a s / (b sqrt(c + s^2)))``, without cancellation:
+    for ``x, y`` of one sign as ``arctan((X - Y) / (1 + X Y))`` with ``X - Y`` factored exactly."""
+    if x == y:
+        return 0.0
+    wx = math.sqrt(c + x * x)
+    wy = math.sqrt(c + y * y)
+    X = a * x / (b * wx)
+    Y = a * y / (b * wy)
+    if x * y <= 0.0:
+        return math.atan(X) - math.atan(Y)
+    num = (a / b) * c * (x - y) * (x + y) / (wx * wy * (x * wy + y * wx))
+    return math.atan(num / (1.0 + X * Y))
+
+
+@_jit
+def _clip(s, lo, hi):
+    return min(max(s, lo), hi)
+
+
+@_jit
+def _piece(sa, sb, R, fl, bmin, S):
+    """Add to ``S[0, f]`` the integral over ``sigma in [sa, sb]`` of ``e^{-(sa u + u^2/2)} / (R + sigma^2) DTheta_f
+    sigma / sqrt(c_f + sigma^2)`` (``u = sigma - sa``) for the flags ``fl = (a, b, c, s_lo, s_hi)`` (n, 5), and to
+    ``S[1, f]`` the same without ``1 / (R + sigma^2)`` when ``S`` has two rows (the moments' facet masses); returns
+    ``(ok, cut)``: False when the panels ran out, ``cut`` the end of the window (< sb: truncated there)."""
+    U = _exp_point(sa, WINDOW)
+    end = sb
+    if U < sb - sa:
+        end = sa + U
+    else:
+        U = sb - sa
+    if not U > 0.0:
+        return True, sb
+    r0 = math.sqrt(sa * sa + bmin * bmin)
+    left = 0.0
+    k = 0
+    n = fl.shape[0]
+    two = S.shape[0] > 1
+    while left < U:
+        if k >= _MAX_GRADES or not r0 > 0.0:
+            return False, sa + left
+        right = min(r0 * (2.0 ** (k + 1) - 1.0), U)
+        e_l = sa * left + 0.5 * left * left
+        e_r = sa * right + 0.5 * right * right
+        nsub = max(1, int(math.ceil((e_r - e_l) / _DMAX)))
+        ul = left
+        for q in range(1, nsub + 1):
+            ur = right if q == nsub else _exp_point(sa, e_l + (e_r - e_l) * q / nsub)
+            half = 0.5 * (ur - ul)
+            mid = 0.5 * (ur + ul)
+            for m in range(_NODES):
+                u = mid + half * _GX[m]
+                sg = sa + u
+                g = _GW[m] * half * math.exp(-(sa * u + 0.5 * u * u))
+                gr = g / (R + sg * sg)
+                for f in range(n):
+                    a, b, c, lo, hi = fl[f, 0], fl[f, 1], fl[f, 2], fl[f, 3], fl[f, 4]
+                    val = theta_diff(_clip(sg, lo, hi), _clip(-sg, lo, hi), a, b, c) * sg / math.sqrt(c + sg * sg)
+                    S[0, f] += gr * val
+                    if two:
+                        S[1, f] += g * val
+            ul = ur
+        left = right
+        k += 1
+    return True, end
+
+
+@_jit
+def _edge_cuts(lo, hi):
+    """The pieces of ``sigma`` where DTheta varies: ``(0, min, max)`` across the foot, else ``(near, far, far)``."""
+    if lo < 0.0 < hi:
+        return 0.0, min(-lo, hi), max(-lo, hi)
+    if lo >= 0.0:
+        return lo, hi, hi
+    return -hi, -lo, -lo
+
+
+@_jit
+def edge_flag_logs(R, d2, fl, out):
+    """``out[0, f] = log E_f - log(|d_f| / 4 pi^2)`` for the flags ``fl = (a, b, c, s_lo, s_hi)`` (n, 5) of one edge
+    (``R``: squared distance of its line, ``d2`` (n,) the flags' squared facet distances) and, when ``out`` has two
+    rows, ``out[1, f] = log phi(d_f) C_f`` with ``C_f = (1/2pi) int_edge a b Q(omega) / (omega (b^2 + s^2)) ds`` the
+    flag's term of the facet's 3-D mass (the S = 3 edge integral of ``solid.edges``, exchanged the same way);
+    returns ``(ok, log bound of the window's truncation of E)`` (without the ``|d| / 4 pi^2``; that of ``phi(d) C``
+    is at most the same times ``R + cut^2``, folded in by the caller through :func:`_trunc_bound`)."""
+    n = fl.shape[0]
+    lo, hi = fl[0, 3], fl[0, 4]
+    out[:, :] = -_INF
+    rows = out.shape[0]
+    S = np.zeros((rows, n))
+    bmin = _INF
+    for f in range(n):
+        bmin = min(bmin, fl[f, 1])
+    cuts = _edge_cuts(lo, hi)
+    ok = True
+    trunc = -_INF
+    for p in range(2):
+        sa, sb = cuts[p], cuts[p + 1]
+        if not sb > sa:
+            continue
+        S[:, :] = 0.0
+        good, cut = _piece(sa, sb, R, fl, bmin, S)
+        ok = ok and good
+        if cut < sb:
+            trunc = _lse_pair(trunc, _trunc_bound(R, cut))
+        base = -0.5 * (R + sa * sa)
+        for f in range(n):
+            if S[0, f] > 0.0:
+                out[0, f] = _lse_pair(out[0, f], base + math.log(S[0, f]))
+            if rows > 1 and S[1, f] > 0.0:
+                out[1, f] = _lse_pair(out[1, f], base - _LOG_4PI2 + math.log(S[1, f]))
+    if math.isfinite(cuts[2]):
+        ok = _beyond(cuts[2], d2, fl, out) and ok
+    return ok, trunc
+
+
+@_jit
+def _beyond(end, d2, fl, out):
+    """Beyond the edge (``sigma > end``) DTheta is constant: ``DTheta J(d, r)`` and ``phi(d) DTheta Q(r) / 2 pi``,
+    ``r = sqrt(c + end^2)``, added to ``out``; returns ok."""
+    ok = True
+    lo, hi = fl[0, 3], fl[0, 4]
+    for f in range(fl.shape[0]):
+        dth = theta_diff(hi, lo, fl[f, 0], fl[f, 1], fl[f, 2])
+        if dth > 0.0:
+            r = math.sqrt(fl[f, 2] + end * end)
+            lj, good = log_j(d2[f], r)
+            ok = ok and good
+            out[0, f] = _lse_pair(out[0, f], math.log(dth) + lj)
+            if out.shape[0] > 1:
+                out[1, f] = _lse_pair(out[1, f], -0.5 * d2[f] - 0.5 * _LOG_2PI + math.log(dth) + _log_q(r) - _LOG_2PI)
+    return ok
+
+
+@_jit
+def _trunc_bound(R, cut):
+    """log bound of a piece's integrand beyond ``cut`` (DTheta <= pi, sigma / sqrt(c + sigma^2) <= 1), both sums:
+    ``pi e^{-(R + cut^2)/2} tail(cut) max(1, 1 / (R + cut^2))``."""
+    q = R + cut * cut
+    return math.log(math.pi) - 0.5 * q + _log_gauss_tail(cut) + max(0.0, -math.log(q))
+
+
+@_jit
+def _log_gauss_tail(x):
+    """log of ``int_x^inf e^{-(t^2 - x^2)/2} dt`` (``<= sqrt(pi/2)``, the Mills ratio times sqrt(2 pi))."""
+    return math.log(0.5 * _erfcx(x / _SQRT2)) + 0.5 * math.log(2.0 * math.pi)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the per-pair kernel
+# ---------------------------------------------------------------------------------------------------
+
+class _Work(NamedTuple):
+    """Per-pair scratch: ``e`` (G, 2) ridge distances in facets i and j, ``bl`` (L,) line distances, signed log sums
+    ``[pos, neg, err, top]`` of the mass ``acc`` (4,), of ``phi(d_i) P_i`` per facet ``facc`` (F, 4) and of
+    ``e^{-|g|^2/2} / 2pi P_2`` per ridge ``racc`` (G, 4)."""
+
+    e: np.ndarray
+    bl: np.ndarray
+    acc: np.ndarray
+    facc: np.ndarray
+    racc: np.ndarray
+
+
+@_jit
+def _add(acc, sign, lt):
+    """Signed log sum ``acc = [pos, neg, err, top]`` plus ``sign e^lt`` (error ``TERM_ULPS eps (1 + |lt|)``)."""
+    if lt == -_INF or sign == 0.0:
+        return
+    if sign > 0.0:
+        acc[0] = _lse_pair(acc[0], lt)
+    else:
+        acc[1] = _lse_pair(acc[1], lt)
+    acc[2] = _lse_pair(acc[2], lt + math.log(TERM_ULPS * _EPS * (1.0 + abs(lt))))
+    acc[3] = max(acc[3], lt)
+
+
+@_jit
+def _sign(x):
+    return 1.0 if x > 0.0 else (-1.0 if x < 0.0 else 0.0)
+
+
+@_jit
+def _facets_and_ridges(g, d, wk, moments):
+    """Ridge distances into ``wk.e``; the facet terms ``-sign(d_i) Q(|d_i|)`` for feet inside their facets into
+    ``wk.acc`` (and ``phi(d_i)`` into ``wk.facc``); returns flagged (the mean on a facet or ridge plane)."""
+    F = d.size
+    e = wk.e
+    foot_out = np.zeros(F, dtype=np.bool_)
+    flagged = False
+    for r in range(g.ri.size):
+        i, j = g.ri[r], g.rj[r]
+        e[r, 0] = (d[j] - g.rc[r] * d[i]) / g.rsn[r]
+        e[r, 1] = (d[i] - g.rc[r] * d[j]) / g.rsn[r]
+        foot_out[i] = foot_out[i] or e[r, 0] <= 0.0
+        foot_out[j] = foot_out[j] or e[r, 1] <= 0.0
+        flagged = flagged or e[r, 0] == 0.0 or e[r, 1] == 0.0
+    for f in range(F):
+        if g.fvalid[f]:
+            flagged = flagged or d[f] == 0.0
+            if not foot_out[f]:
+                _add(wk.acc, -_sign(d[f]), _log_q(abs(d[f])))
+                if moments > 0:
+                    _add(wk.facc[f], 1.0, -0.5 * d[f] * d[f] - 0.5 * _LOG_2PI)
+    return flagged
+
+
+@_jit
+def _line_offsets(g, d, wk, moments):
+    """``b`` of every (ridge, line) into ``wk.bl``; ``+1`` into the ridge sums of feet inside their ridges; returns
+    (flagged, ridge foot outside (G,))."""
+    g_out = np.zeros(g.ri.size, dtype=np.bool_)
+    flagged = False
+    for m in range(g.lr.size):
+        r = g.lr[m]
+        wk.bl[m] = (d[g.lk[m]] - g.ll1[m] * d[g.ri[r]] - g.ll2[m] * d[g.rj[r]]) / g.lpn[m]
+        g_out[r] = g_out[r] or wk.bl[m] <= 0.0
+        flagged = flagged or wk.bl[m] == 0.0
+    if moments > 0:
+        for r in range(g.ri.size):
+            if not g_out[r]:
+                di, er = d[g.ri[r]], wk.e[r, 0]
+                _add(wk.racc[r], 1.0, -0.5 * (di * di + er * er) - _LOG_2PI)
+    return flagged, g_out
+
+
+@_jit
+def _ridge_terms(g, d, g_out, wk, moments):
+    """``+sign(d_i) sign(e_ij) W(d_i, |e_ij|)`` for ridges whose foot lies inside (and ``-sign(e_ij) phi(d_i)
+    Q(|e_ij|)`` into facet i's mass); False if one is unresolved."""
+    ok = True
+    for r in range(g.ri.size):
+        if g_out[r]:
+            continue
+        for side in range(2):
+            f = g.ri[r] if side == 0 else g.rj[r]
+            ee = wk.e[r, side]
+            if d[f] == 0.0 or ee == 0.0:
+                continue
+            lj, good = log_j(d[f] * d[f], abs(ee))
+            ok = ok and good
+            _add(wk.acc, _sign(d[f]) * _sign(ee), lj + math.log(abs(d[f])) - _LOG_2PI)
+            if moments > 0:
+                _add(wk.facc[f], -_sign(ee), -0.5 * d[f] * d[f] - 0.5 * _LOG_2PI + _log_q(abs(ee)))
+    return ok
+
+
+@_jit
+def _edge_range(g, k, yv):
+    """``(s_lo, s_hi)`` of edge k for vertices ``yv`` (V, 4) relative to the mean."""
+    u = g.eu[k]
+    sa = u[0] * yv[g.eva[k], 0] + u[1] * yv[g.eva[k], 1] + u[2] * yv[g.eva[k], 2] + u[3] * yv[g.eva[k], 3]
+    if g.evb[k] >= 0:
+        vb = yv[g.evb[k]]
+        sb = u[0] * vb[0] + u[1] * vb[1] + u[2] * vb[2] + u[3] * vb[3]
+    else:
+        ray = g.rays[g.erv[k]]
+        sb = _INF if u[0] * ray[0] + u[1] * ray[1] + u[2] * ray[2] + u[3] * ray[3] > 0.0 else -_INF
+    return min(sa, sb), max(sa, sb)
+
+
+@_jit
+def _edge_R(g, k, d):
+    t = g.etri[k]
+    R = 0.0
+    for p in range(3):
+        for q in range(3):
+            R += d[t[p]] * g.eginv[k, p, q] * d[t[q]]
+    return max(R, 0.0)
+
+
+@_jit
+def _edge_flags(g, k, d, wk, lohi):
+    """The flags of edge k: ``(fl (n, 5), d2 (n,), facet (n,), sign of e (n,), sign of b (n,))``."""
+    n = 2 * (g.eptr[k + 1] - g.eptr[k])
+    fl = np.empty((n, 5))
+    d2 = np.empty(n)
+    fac = np.empty(n, dtype=np.intp)
+    se = np.empty(n)
+    sb = np.empty(n)
+    for m in range(g.eptr[k], g.eptr[k + 1]):
+        r = g.lr[m]
+        for side in range(2):
+            f = g.ri[r] if side == 0 else g.rj[r]
+            q = 2 * (m - g.eptr[k]) + side
+            a, b = abs(wk.e[r, side]), abs(wk.bl[m])
+            fl[q, 0], fl[q, 1], fl[q, 2], fl[q, 3], fl[q, 4] = a, b, a * a + b * b, lohi[0], lohi[1]
+            d2[q] = d[f] * d[f]
+            fac[q] = f
+            se[q] = _sign(wk.e[r, side])
+            sb[q] = _sign(wk.bl[m])
+    return fl, d2, fac, se, sb
+
+
+@_jit
+def _drop_edge(g, k, wk, bound, fac, moments):
+    """Edge k left out: its bound into the mass error and (``phi(d) C <= 0.1 e^{-rho0^2/2}``, ``e^{-|g|^2/2} B_2 <=
+    e^{-rho0^2/2} / 4``, from the same bound) into its facets' and ridges' errors."""
+    wk.acc[2] = _lse_pair(wk.acc[2], bound)
+    if moments > 0:
+        for q in range(fac.size):
+            wk.facc[fac[q], 2] = _lse_pair(wk.facc[fac[q], 2], bound + 4.0)
+        for m in range(g.eptr[k], g.eptr[k + 1]):
+            r = g.lr[m]
+            wk.racc[r, 2] = _lse_pair(wk.racc[r, 2], bound + 4.0)
+
+
+@_jit
+def _edge_terms(g, k, d, yv, wk, ref, moments):
+    """Flag terms ``-sign(d_i) sign(e_ij) sign(b_ijk) E_ijk`` of edge k into ``wk.acc`` (with ``moments``: ``sign(e)
+    sign(b) phi(d_i) C_ijk`` into facet i's sums and ``-sign(b) e^{-|g|^2/2} B_2 / 2pi`` into the ridge's), or only
+    its bound into the errors when it is ``_DROP`` nats below ``ref``; returns ok."""
+    lo, hi = _edge_range(g, k, yv)
+    if not lo < hi:
+        return True
+    R = _edge_R(g, k, d)
+    s0 = min(max(0.0, lo), hi)
+    rho2 = R + s0 * s0
+    fl, d2, fac, se, sb = _edge_flags(g, k, d, wk, (lo, hi))
+    n = fl.shape[0]
+    # E <= sqrt(pi/2) / (4 pi) e^{-rho^2/2} / rho per flag (DTheta <= pi, |d| / rho^2 <= 1 / rho)
+    bound = math.log(n * math.sqrt(0.5 * math.pi) / (4.0 * math.pi)) - 0.5 * rho2 - 0.5 * math.log(max(rho2, 1e-300))
+    if bound <= ref - _DROP:
+        _drop_edge(g, k, wk, bound + max(0.0, 0.5 * math.log(max(rho2, 1e-300))), fac, moments)
+        return True
+    out = np.empty((2 if moments > 0 else 1, n))
+    ok, trunc = edge_flag_logs(R, d2, fl, out)
+    for q in range(n):
+        scale = 0.5 * math.log(d2[q]) - _LOG_4PI2 if d2[q] > 0.0 else -_INF
+        _add(wk.acc, -_sign(d[fac[q]]) * se[q] * sb[q], out[0, q] + scale)
+        if trunc > -_INF:
+            wk.acc[2] = _lse_pair(wk.acc[2], trunc + scale)
+        if moments > 0:
+            _add(wk.facc[fac[q]], se[q] * sb[q], out[1, q])
+            if trunc > -_INF:
+                wk.facc[fac[q], 2] = _lse_pair(wk.facc[fac[q], 2], trunc - _LOG_4PI2)
+    if moments > 0:
+        ok = _ridge_edges(g, k, wk, (lo, hi), R) and ok
+    return ok
+
+
+@_jit
+def _ridge_edges(g, k, wk, lohi, R):
+    """``-sign(b) e^{-|g|^2/2} B_2 / 2pi`` of edge k in each of its ridges' 2-D masses (``B_2``: the Owen-T edge term
+    of ``planar.kernel.edge_log_B``, ``e^{-|g|^2/2} B_2 / 2pi = phi_2`` mass beyond the edge seen from the ridge's
+    foot); returns ok."""
+    for m in range(g.eptr[k], g.eptr[k + 1]):
+        r = g.lr[m]
+        b = wk.bl[m]
+        lb, rb = edge_log_B(abs(b), lohi[0], lohi[1])
+        if not rb < 1e-3:
+            return False
+        lg = -0.5 * (R - b * b) - _LOG_2PI  # |g|^2 = R - b^2
+        _add(wk.racc[r], -_sign(b), lg + lb)
+        wk.racc[r, 2] = _lse_pair(wk.racc[r, 2], lg + lb + math.log(max(rb, _EPS)))
+    return True
+
+
+@_jit
+def _signed(acc, lm):
+    """``(value, abs error bound)`` of a signed log sum ``[pos, neg, err, top]``, both over ``e^lm``."""
+    v = (math.exp(acc[0] - lm) if acc[0] > -_INF else 0.0) - (math.exp(acc[1] - lm) if acc[1] > -_INF else 0.0)
+    err = math.exp(acc[2] - lm) if acc[2] > -_INF else 0.0
+    big = max(acc[0], acc[1])
+    return v, err + (4.0 * _EPS * math.exp(big - lm) if big > -_INF else 0.0)
+
+
+@_jit
+def _moments(g, Nrm, d, wk, lm, mean, cov):
+    """Divergence theorem (NOTES §3) from the facet and ridge sums: ``E[y 1] = -sum_i n_i phi(d_i) P_i``, ``E[y y^T
+    1] = P I - sum_i phi(d_i) d_i P_i n_i n_i^T + sum_ridges e^{-|g|^2/2}/2pi P_2 (n_i m_ij^T + n_j m_ji^T)`` over
+    the mass, centred; returns the absolute error bounds ``(err_mean, err_second)`` of the whitened moments (from
+    the sums' bounds, before the mass's own relative error)."""
+    err1, err2 = 0.0, 0.0
+    for a in range(4):
+        mean[a] = 0.0
+        for b in range(4):
+            cov[a, b] = 1.0 if a == b else 0.0
+    for f in range(d.size):
+        if not g.fvalid[f]:
+            continue
+        v, er = _signed(wk.facc[f], lm)
+        nmax = max(abs(Nrm[f, 0]), abs(Nrm[f, 1]), abs(Nrm[f, 2]), abs(Nrm[f, 3]))
+        err1 += er * nmax
+        err2 += er * abs(d[f]) * nmax * nmax
+        for a in range(4):
+            mean[a] -= v * Nrm[f, a]
+            for b in range(4):
+                cov[a, b] -= v * d[f] * Nrm[f, a] * Nrm[f, b]
+    for r in range(g.ri.size):
+        v, er = _signed(wk.racc[r], lm)
+        i, j, c, sn = g.ri[r], g.rj[r], g.rc[r], g.rsn[r]
+        tmax = 0.0
+        for a in range(4):
+            for b in range(4):
+                t = (Nrm[i, a] * Nrm[j, b] + Nrm[j, a] * Nrm[i, b]
+                     - c * (Nrm[i, a] * Nrm[i, b] + Nrm[j, a] * Nrm[j, b])) / sn
+                cov[a, b] += v * t
+                tmax = max(tmax, abs(t))
+        err2 += er * tmax
+    for a in range(4):
+        for b in range(4):
+            cov[a, b] -= mean[a] * mean[b]
+    for a in range(4):
+        for b in range(a + 1, 4):
+            s = 0.5 * (cov[a, b] + cov[b, a])
+            cov[a, b] = s
+            cov[b, a] = s
+    return err1, err2
+
+
+@_jit
+def pair_moments(g, Nrm, d, yv, moments, mean, cov):
+    """``(log_mass, rel, flagged, err_mean, err_second)`` of one pair: offsets ``d`` (F,), vertices ``yv`` (V, 4)
+    relative to the mean; with ``moments`` >= 1 the whitened mean and covariance into ``mean``, ``cov``."""
+    G, L, F = g.ri.size, g.lr.size, d.size
+    wk = _Work(np.empty((G, 2)), np.empty(L), np.array([-_INF, -_INF, -_INF, -_INF]), np.full((F, 4), -_INF),
+               np.full((G, 4), -_INF))
+    inside = True
+    for f in range(F):
+        if g.fvalid[f] and d[f] <= 0.0:
+            inside = False
+    if inside:
+        _add(wk.acc, 1.0, 0.0)
+    flagged = _facets_and_ridges(g, d, wk, moments)
+    fl2, g_out = _line_offsets(g, d, wk, moments)
+    if flagged or fl2:
+        return -_INF, _INF, True, _INF, _INF
+    ok = _ridge_terms(g, d, g_out, wk, moments)
+    ref = wk.acc[3]
+    for k in range(g.eva.size):
+        ok = _edge_terms(g, k, d, yv, wk, ref, moments) and ok
+    pos, neg, err = wk.acc[0], wk.acc[1], wk.acc[2]
+    if pos == -_INF:
+        return -_INF, _INF, True, _INF, _INF
+    ratio = math.exp(neg - pos) if neg > -_INF else 0.0
+    if not ratio < 1.0:
+        return -_INF, _INF, True, _INF, _INF
+    lm = pos + math.log1p(-ratio)
+    rel = math.exp(err - lm) + 4.0 * _EPS * (1.0 + ratio) / (1.0 - ratio) + 4.0 * _EPS * (1.0 + abs(lm))
+    if moments < 1:
+        return lm, rel, not ok, 0.0, 0.0
+    err1, err2 = _moments(g, Nrm, d, wk, lm, mean, cov)
+    return lm, rel, not ok, err1, err2
+
+
+@_jit
+def pair_log_mass(g, d, yv):
+    """``(log_mass, rel, flagged)`` of one pair (:func:`pair_moments` without moments)."""
+    lm, rel, fl, _, _ = pair_moments(g, np.zeros((d.size, 4)), d, yv, 0, np.zeros(4), np.zeros((4, 4)))
+    return lm, rel, fl
+
+
+@_jit
+def _pairs(g, Nrm, D, Yv, moments, out):
+    lm, rel, fl, e1, e2, mean, cov = out
+    for m in range(D.shape[0]):
+        lm[m], rel[m], fl[m], e1[m], e2[m] = pair_moments(g, Nrm, D[m], Yv[m], moments, mean[m], cov[m])
+
+
+MOMENT_TOL = 1e-9  # whitened mean / second-moment error bound above which a pair is flagged
+
+
+def cone_moments(Nrm, D, Yv, Yr, *, moments: int = 2, shape: ConeArrays | None = None):
+    """log mass (M,), whitened mean (M, 4), covariance (M, 4, 4), relative error bar (M,), moment error bounds
+    (M, 2) (absolute, whitened: mean, second moment) and ``flagged`` (M,) of ``N(0, I_4)`` on ``{Nrm y <= D_m}``,
+    the inputs of ``sliced.sliced_moments`` (unit rows ``Nrm`` (F, 4), offsets ``D`` (M, F), vertices ``Yv`` (M, V,
+    4) relative to each mean, unit rays ``Yr`` (R, 4); pointed). Flagged rows (the mean on a facet, ridge or edge
+    plane; an integral not resolved) must be computed otherwise; the caller judges the bars."""
+    D = np.ascontiguousarray(np.atleast_2d(D), dtype=np.float64)
+    Yv = np.ascontiguousarray(Yv, dtype=np.float64)
+    Nrm = np.ascontiguousarray(Nrm, dtype=np.float64)
+    if shape is None:
+        shape = cone_shape(Nrm, D[0], Yv[0], Yr)
+    M = D.shape[0]
+    out = (np.full(M, -np.inf), np.full(M, np.inf), np.ones(M, dtype=np.bool_), np.full(M, np.inf),
+           np.full(M, np.inf), np.zeros((M, 4)), np.zeros((M, 4, 4)))
+    if consistent(shape, Yv.shape[1]):
+        _pairs(shape, Nrm, D, Yv, int(moments), out)
+    lm, rel, fl, e1, e2, mean, cov = out
+    return lm, mean, cov, rel, moment_bounds(mean, cov, rel, e1, e2), fl
+
+
+def moment_bounds(mean, cov, rel, e1, e2):
+    """(M, 2) absolute bounds on the whitened mean's and covariance's errors (max-norm): the sums' own ``e1``, ``e2``
+    plus the mass's relative error ``rel`` (the moments are the sums over the mass), and ``cov = second - m m^T``:
+    ``e_cov <= e_second + (2 |m| + e_mean) e_mean``."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = rel / np.maximum(1.0 - rel, 1e-300)
+        mn = np.abs(mean).max(axis=1)
+        em = e1 + mn * r + 8.0 * EPS * mn
+        second = np.abs(cov + mean[:, :, None] * mean[:, None, :]).max(axis=(1, 2))
+        es = e2 + second * r + 16.0 * EPS * second
+        ec = es + (2.0 * mn + em) * em
+    return np.column_stack([em, ec])
+
+
+def cone_log_mass(Nrm, D, Yv, Yr, shape: ConeArrays | None = None):
+    """log mass (M,), relative error bar (M,) and ``flagged`` (M,) (:func:`cone_moments` without moments; also
+    flagged: bars above 1e-6)."""
+    lm, _, _, rel, _, fl = cone_moments(Nrm, D, Yv, Yr, moments=0, shape=shape)
+    return lm, rel, fl | ~(rel <= 1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the S = 4 batch's first route (``sliced.sliced_batch``): cones where certified, slices for the rest
+# ---------------------------------------------------------------------------------------------------
+
+USE_CONES = True  # False: every pair by the fallback (``sliced.with_fallback``), the route before
+MEAN_TOL = 1e-9  # whitened mean error bound, relative to the smallest conditional standard deviation
+COV_TOL = C.COV_TOL  # covariance error bound, relative to its smallest eigenvalue ("relative") or to the unit
+_HEAVY_TOL = 1e-10  # the tolerance of a heavy pair (``sliced.DEFAULT_TOL``): lighter pairs loosen the moments' too
+
+
+def certified(out, tol, moments, accuracy):
+    """(M,) the rows of ``cone_moments``' ``out`` the cones settle: not flagged, mass bar within ``tol`` (M,) and, with
+    moments, their bounds within ``MEAN_TOL`` / ``COV_TOL`` (times ``tol / 1e-10`` for light pairs) of the smallest
+    eigenvalue of the covariance (``accuracy="relative"``) or of the whitened unit."""
+    lm, mean, cov, rel, eb, fl = out
+    ok = ~fl & np.isfinite(lm) & (rel <= tol)
+    if moments < 1:
+        return ok
+    scale = np.maximum(tol / _HEAVY_TOL, 1.0)
+    lam = np.ones(lm.size)
+    if moments >= 2 and accuracy == "relative":
+        with np.errstate(invalid="ignore"):
+            lam = np.where(np.isfinite(cov).all(axis=(1, 2)), np.linalg.eigvalsh(np.nan_to_num(cov))[:, 0], 0.0)
+        lam = np.maximum(lam, 0.0)
+    ok &= eb[:, 0] <= MEAN_TOL * scale * np.sqrt(lam)
+    if moments >= 2:
+        ok &= eb[:, 1] <= COV_TOL * scale * lam
+    return ok
+
+
+def cones_first(fallback, Nrm, D, Yv, Yr, **kw):
+    """The pairs of one region (rows of ``D``, ``Yv``) by :func:`cone_moments` where :func:`certified`, the others by
+    ``fallback`` (``sliced.with_fallback``; ``kw``: its keywords ``moments, tol, accuracy, closest, rng``; returns
+    ``(log_mass, mean, cov, rel, used_rqmc)`` like it)."""
+    M = D.shape[0]
+    moments, accuracy = kw["moments"], kw["accuracy"]
+    tol = np.broadcast_to(np.asarray(kw["tol"], dtype=np.float64), (M,))
+    if not USE_CONES:
+        return fallback(Nrm, D, Yv, Yr, **kw)
+    try:
+        out = cone_moments(Nrm, D, Yv, Yr, moments=moments)
+    except np.linalg.LinAlgError:  # degenerate combinatorics: every pair by the fallback
+        return fallback(Nrm, D, Yv, Yr, **kw)
+    ok = certified(out, tol, moments, accuracy)
+    lm, mean, cov, rel = out[0], out[1], out[2], out[3]
+    used = np.zeros(M, dtype=bool)
+    idx = np.nonzero(~ok)[0]
+    if idx.size:
+        sub = {**kw, "tol": tol[idx], "closest": np.asarray(kw["closest"])[idx]}
+        l2, m2, c2, r2, u2 = fallback(Nrm, D[idx], Yv[idx], Yr, **sub)
+        lm[idx], rel[idx], used[idx] = l2, r2, u2
+        if moments >= 1:
+            mean[idx] = m2
+        if moments >= 2:
+            cov[idx] = c2
+    return lm, mean if moments >= 1 else None, cov if moments >= 2 else None, rel, used
