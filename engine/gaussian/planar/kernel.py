@@ -293,9 +293,12 @@ def _graded_scaled(h, s_lo, s_hi, ref, relative):
     z0, z1, far, first)`` with ``B = total e^ref`` and ``z0``, ``z1``, ``far`` times ``e^(E - ref)``, ``first = e^(E -
     ref)`` (the near end's scale, from the rule's node at the panel's left end) -- the kernel's ``B e^-ref`` without a
     scalar ``exp(E - ref)`` of its own. Each node's ``exp((-a u - u^2/2) + (E - ref))`` rounds its argument once more
-    than ``exp(-a u - u^2/2) exp(E - ref)`` did and skips that product's rounding: the same error budget
-    (``GRADED_REL`` and the kernel's ``_EPS`` per edge). Not ``relative``: the shift is 0.0, the sums
-    :func:`_graded_parts`'s bit for bit, ``first = 1``."""
+    than ``exp(-a u - u^2/2) exp(E - ref)`` did (and skips that product's rounding): a node term ``e^arg`` (``arg < 0``
+    in units of ``e^ref``) moves by at most ``eps/2 |arg| e^arg <= eps / (2e)`` of ``e^ref`` times its weight, the
+    same order as the former ``exp(fl(E - ref))``'s ``eps/2 |E - ref| e^(E - ref)``; against 40-digit mpmath B stays
+    within ``GRADED_REL`` plus the log-space terms' rounding, ``2 eps (h^2 + a^2 + |log B| + |E - ref| + |ref|)``
+    (tests/test_s2_speed_paths.py). Not ``relative``: the shift is 0.0, the sums :func:`_graded_parts`'s bit for bit,
+    ``first = 1``."""
     flip = s_hi <= 0.0
     a = -s_hi if flip else s_lo
     b = -s_lo if flip else s_hi
