@@ -114,6 +114,50 @@ def test_long_graded_edges_simd_against_mpmath():
     assert panels > 20 and moments > 40  # most take more than one panel; most give the moments too
 
 
+def test_scaled_graded_edges_against_mpmath():
+    """The kernel's graded edges in units of ``e^ref`` (``_graded_scaled``, the node exponentials shifted by ``E - ref``
+    inside the vector exp, no scalar ``exp(E - ref)``): ``B e^-ref``, the near end's ``e^(E - ref)``, the far end's
+    exponential and the edge's 1-D mass and mean from the shifted nodes, against 40-digit mpmath, for shifts ``E - ref``
+    from 0 down to -46 (the kept edges' range: within ``EDGE_DROP_NATS`` of the largest bound), short and long edges,
+    both orientations. Tolerances: ``GRADED_REL`` plus the rounding of the log-space terms and of the shift (eps per
+    nat)."""
+    rng = np.random.default_rng(17)
+    eps = np.finfo(float).eps
+    edges = list(_short_edges()[::6])
+    for _ in range(12):
+        h, a = 10 ** rng.uniform(-1.2, 0.9), 10 ** rng.uniform(-1.3, 1.0)
+        hi = a + 10 ** rng.uniform(0.0, 1.5)
+        edges += [(h, a, hi), (h, -hi, -a)]
+    checked_moments = 0
+    for k, (h, lo, up) in enumerate(edges):
+        a = lo if up > 0 else -up
+        shift_want = -(0.0, 1.5, 20.0, 46.0)[k % 4]
+        e = -0.5 * (h * h + a * a) - np.log(2 * np.pi)
+        ref = e - shift_want
+        e_got, total, z0, z1, far, first = K._graded_scaled(h, lo, up, ref, True)
+        shift = e_got - ref  # as the kernel forms it
+        want = float(_edge_log_B(h, lo, up))
+        tol = K.GRADED_REL + 2 * eps * (h * h + a * a + abs(want) + abs(shift) + abs(ref))
+        assert abs(np.expm1(np.log(total) + ref - want)) <= tol, (h, lo, up, ref)
+        with mp.workdps(40):
+            first_want = mp.exp(mp.mpf(shift))
+            w = mp.mpf(up) - mp.mpf(lo)
+            far_want = mp.exp(mp.mpf(shift) - mp.mpf(a) * w - w * w / 2)
+        assert abs(first / first_want - 1) <= 2 * eps, (h, lo, up, ref)
+        wb = min(up - lo, np.sqrt(a * a + 2 * K._WINDOW) - a)
+        if wb == up - lo:  # not cut at the window: the far end's own exponential (else an upper bound of it)
+            assert abs(far / far_want - 1) <= 2 * eps * (1 + abs(shift) + a * (up - lo) + (up - lo) ** 2), (h, lo, up)
+        else:
+            assert far >= far_want
+        if z0 > 0.0:
+            checked_moments += 1
+            lz, ms = K._side_log_mass_mean(lo, up, z0, z1)
+            lz_ref, m_ref, sd = _interval_log_mass_mean(*((lo, lo + wb) if up > 0 else (up - wb, up)))
+            assert abs(lz - shift - lz_ref) <= 1e-13 * max(1.0, abs(lz_ref)), (h, lo, up)
+            assert abs(ms - m_ref) <= 1e-12 * sd, (h, lo, up)
+    assert checked_moments > len(edges) // 2
+
+
 def _interval_log_mass_mean(lo, hi):
     """log P(lo < s < hi) and E[s | lo < s < hi] of s ~ N(0, 1) on a one-sided interval, 40 digits (scaled by the
     density at the end nearest 0, as in :func:`_edge_log_B`)."""

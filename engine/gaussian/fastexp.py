@@ -129,11 +129,12 @@ def exp8(typingctx, x, offset, out):
     return sig, codegen
 
 
-def _panel_chunk(builder, a, h, hh, left, half, x, w):
+def _panel_chunk(builder, a, h, hh, left, half, shift, x, w):
     """Eight nodes of :func:`panel_sums`: ``(w f h / (h^2 + s^2), w f, w f u)`` and ``f`` itself, as vectors."""
     u = builder.fadd(left, builder.fmul(half, builder.fadd(x, _splat(1.0))))
     s = builder.fadd(a, u)
     arg = builder.fsub(builder.fneg(builder.fmul(a, u)), builder.fmul(_splat(0.5), builder.fmul(u, u)))
+    arg = builder.fadd(arg, shift)  # + 0.0 leaves every argument but -0.0 as it was (and exp(-0) = exp(+0))
     f = _vexp(builder, arg)
     e = builder.fmul(f, w)
     t = builder.fdiv(builder.fmul(e, h), builder.fadd(hh, builder.fmul(s, s)))
@@ -141,35 +142,41 @@ def _panel_chunk(builder, a, h, hh, left, half, x, w):
 
 
 @intrinsic
-def panel_sums(typingctx, a, h, left, half, xs, ws):
-    """``(sum_k w_k f_k h / (h^2 + s_k^2), sum_k w_k f_k, sum_k w_k f_k u_k, f_last)`` over the nodes ``u_k = left +
-    half (x_k + 1)`` of a padded rule (``xs``, ``ws`` of 16 or 24 nodes, zero weights at the padding, whose last node is
-    ``x = 1``: ``f_last = f`` at the panel's right end ``left + 2 half``), ``s_k = a + u_k``, ``f_k = exp(-a u_k -
-    u_k^2 / 2)``: 8 nodes per vector, the chunks added lane by lane in order, the lanes in a fixed tree
-    (:func:`_hsum`), so the same bits on every machine."""
-    sig = types.Tuple((types.float64,) * 4)(a, h, left, half, xs, ws)
+def panel_sums(typingctx, a, h, left, half, shift, xs, ws):
+    """``(sum_k w_k f_k h / (h^2 + s_k^2), sum_k w_k f_k, sum_k w_k f_k u_k, f_last, f_first)`` over the nodes ``u_k =
+    left + half (x_k + 1)`` of a padded rule (``xs``, ``ws`` of 16 or 24 nodes, zero weights at the padding, whose last
+    node is ``x = 1``: ``f_last = f`` at the panel's right end ``left + 2 half``, and the one before it ``x = -1``:
+    ``f_first = f`` at ``left``), ``s_k = a + u_k``, ``f_k = exp((-a u_k - u_k^2 / 2) + shift)`` (the caller's scale
+    ``e^shift`` inside the one exponential: ``shift = 0`` gives the unscaled sums bit for bit): 8 nodes per vector, the
+    chunks added lane by lane in order, the lanes in a fixed tree (:func:`_hsum`), so the same bits on every
+    machine."""
+    sig = types.Tuple((types.float64,) * 5)(a, h, left, half, shift, xs, ws)
 
     def codegen(context, builder, signature, args):
-        av, hv, lv, fv, xa, wa = args
-        a8, h8, l8, f8 = (_splat_value(builder, v) for v in (av, hv, lv, fv))
+        av, hv, lv, fv, sv, xa, wa = args
+        a8, h8, l8, f8, s8 = (_splat_value(builder, v) for v in (av, hv, lv, fv, sv))
         hh8 = builder.fmul(h8, h8)
         i64 = ir.IntType(64)
+        i32 = ir.IntType(32)
 
         def chunk(j):
-            return _panel_chunk(builder, a8, h8, hh8, l8, f8, _load8(context, builder, xs, xa, ir.Constant(i64, 8 * j)),
+            return _panel_chunk(builder, a8, h8, hh8, l8, f8, s8,
+                                _load8(context, builder, xs, xa, ir.Constant(i64, 8 * j)),
                                 _load8(context, builder, ws, wa, ir.Constant(i64, 8 * j)))
 
         c0, _ = chunk(0)
         c1, f1 = chunk(1)
         slots = [cgutils.alloca_once_value(builder, builder.fadd(u, v)) for u, v in zip(c0, c1)]
-        last = cgutils.alloca_once_value(builder, builder.extract_element(f1, ir.Constant(ir.IntType(32), 7)))
+        last = cgutils.alloca_once_value(builder, builder.extract_element(f1, ir.Constant(i32, 7)))
+        first = cgutils.alloca_once_value(builder, builder.extract_element(f1, ir.Constant(i32, 6)))
         n = context.make_array(xs)(context, builder, xa).nitems
         with builder.if_then(builder.icmp_signed(">", n, ir.Constant(n.type, 16))):
             c2, f2 = chunk(2)
             for slot, v in zip(slots, c2):
                 builder.store(builder.fadd(builder.load(slot), v), slot)
-            builder.store(builder.extract_element(f2, ir.Constant(ir.IntType(32), 7)), last)
-        out = [_hsum(builder, builder.load(slot)) for slot in slots] + [builder.load(last)]
+            builder.store(builder.extract_element(f2, ir.Constant(i32, 7)), last)
+            builder.store(builder.extract_element(f2, ir.Constant(i32, 6)), first)
+        out = [_hsum(builder, builder.load(slot)) for slot in slots] + [builder.load(last), builder.load(first)]
         return context.make_tuple(builder, signature.return_type, out)
 
     return sig, codegen

@@ -235,11 +235,13 @@ def _graded(h, s_lo, s_hi):
 
 
 def _padded_rule(n, size):
-    """The n-point Gauss-Legendre rule padded to ``size`` nodes (a multiple of 8) with zero weights: at 0, and the last
-    at 1 (the panel's right end, whose integrand ``fastexp.panel_sums`` returns)."""
+    """The n-point Gauss-Legendre rule padded to ``size`` nodes (a multiple of 8) with zero weights: at 0, the last at
+    1 and the one before it at -1 (the panel's ends, whose integrands ``fastexp.panel_sums`` returns)."""
+    assert size - n >= 2
     x, w = np.polynomial.legendre.leggauss(n)
     x = np.concatenate([x, np.zeros(size - n)])
     x[-1] = 1.0
+    x[-2] = -1.0
     return x, np.concatenate([w, np.zeros(size - n)])
 
 
@@ -281,9 +283,27 @@ def _graded_parts(h, s_lo, s_hi):
     interval rule's 1e-13 in log mass and 1e-12 standard deviations in the mean. Where the 40-nat window cut the edge
     (``wb < b - a``) the rest is below ``e^-40 / (a + wb)`` against ``z0 >= e^-1.5 / (a + 1)``: under 4e-17
     relative."""
+    e, total, z0, z1, far, _ = _graded_scaled(h, s_lo, s_hi, 0.0, False)
+    return e, total, z0, z1, far
+
+
+@_jit
+def _graded_scaled(h, s_lo, s_hi, ref, relative):
+    """:func:`_graded_parts` with every node's exponential taken relative to ``e^ref`` when ``relative``: ``(E, total,
+    z0, z1, far, first)`` with ``B = total e^ref`` and ``z0``, ``z1``, ``far`` times ``e^(E - ref)``, ``first = e^(E -
+    ref)`` (the near end's scale, from the rule's node at the panel's left end) -- the kernel's ``B e^-ref`` without a
+    scalar ``exp(E - ref)`` of its own. Each node's ``exp((-a u - u^2/2) + (E - ref))`` rounds its argument once more
+    than ``exp(-a u - u^2/2) exp(E - ref)`` did (and skips that product's rounding): a node term ``e^arg`` (``arg < 0``
+    in units of ``e^ref``) moves by at most ``eps/2 |arg| e^arg <= eps / (2e)`` of ``e^ref`` times its weight, the
+    same order as the former ``exp(fl(E - ref))``'s ``eps/2 |E - ref| e^(E - ref)``; against 40-digit mpmath B stays
+    within ``GRADED_REL`` plus the log-space terms' rounding, ``2 eps (h^2 + a^2 + |log B| + |E - ref| + |ref|)``
+    (tests/test_s2_speed_paths.py). Not ``relative``: the shift is 0.0, the sums :func:`_graded_parts`'s bit for bit,
+    ``first = 1``."""
     flip = s_hi <= 0.0
     a = -s_hi if flip else s_lo
     b = -s_lo if flip else s_hi
+    e = -0.5 * (h * h + a * a) - _LOG_2PI
+    shift = e - ref if relative else 0.0
     dist = math.sqrt(a * a + h * h)
     rho = max(dist, _NEAR_FOOT)
     uw = math.sqrt(a * a + 2.0 * _WINDOW) - a
@@ -295,11 +315,14 @@ def _graded_parts(h, s_lo, s_hi):
     z0 = 0.0
     z1 = 0.0
     far = 1.0
+    first = 1.0
     smooth = True
     for j in range(npan):
         right = wb if j == npan - 1 else min(rho * (2.0 ** (j + 1) - 1.0), wb)
         half = 0.5 * (right - left)
-        t, y0, y1, far = panel_sums(a, h, left, half, xs, ws)
+        t, y0, y1, far, f_left = panel_sums(a, h, left, half, shift, xs, ws)
+        if j == 0:
+            first = f_left
         total += half * t
         z0 += half * y0
         z1 += half * y1
@@ -308,7 +331,7 @@ def _graded_parts(h, s_lo, s_hi):
     if not smooth:
         z0 = 0.0
         z1 = 0.0
-    return -0.5 * (h * h + a * a) - _LOG_2PI, total, z0, z1, far
+    return e, total, z0, z1, far, first
 
 
 @_jit
@@ -508,9 +531,8 @@ def _owen_argument(s, h):
 
 
 @_jit
-def _edge_B_parts(h, s_lo, s_hi):
-    """One edge's ``B = scale e^E`` as ``(E, scale, rel_err, z0, z1, far)``: the graded edges' parts
-    (:func:`_graded_parts`; ``far >= 0``), else ``(log B, 1, rel_err, 0, 0, -1)`` (Owen's T, the angle rule)."""
+def _edge_special(h, s_lo, s_hi):
+    """``(log B, rel_err)`` of an edge that Owen's T or the angle rule takes, else ``(nan, -1)`` (a graded edge)."""
     straddle = s_lo < 0.0 and s_hi > 0.0
     near = min(abs(s_lo), abs(s_hi))
     if h < _OWEN_H and (straddle or h * h + near * near < _NEAR_FOOT * _NEAR_FOOT):
@@ -519,11 +541,35 @@ def _edge_B_parts(h, s_lo, s_hi):
         diff = th - tl
         r_o = 4.0 * _EPS * (abs(th) + abs(tl)) / abs(diff) + 1e-15 if diff != 0.0 else _INF
         if (straddle or r_o <= _OWEN_REL) and diff > 0.0:
-            return math.log(diff), 1.0, r_o, 0.0, 0.0, -1.0
+            return math.log(diff), r_o
     if straddle:
-        return edge_theta(h, s_lo, s_hi), 1.0, 1e-15, 0.0, 0.0, -1.0
+        return edge_theta(h, s_lo, s_hi), 1e-15
+    return math.nan, -1.0
+
+
+@_jit
+def _edge_B_parts(h, s_lo, s_hi):
+    """One edge's ``B = scale e^E`` as ``(E, scale, rel_err, z0, z1, far)``: the graded edges' parts
+    (:func:`_graded_parts`; ``far >= 0``), else ``(log B, 1, rel_err, 0, 0, -1)`` (Owen's T, the angle rule)."""
+    lb, rb = _edge_special(h, s_lo, s_hi)
+    if rb >= 0.0:
+        return lb, 1.0, rb, 0.0, 0.0, -1.0
     e, total, z0, z1, far = _graded_parts(h, s_lo, s_hi)
     return e, total, GRADED_REL, z0, z1, far
+
+
+@_jit
+def _edge_B_scaled(h, s_lo, s_hi, ref):
+    """The kernel's form of :func:`_edge_B_parts`, in units of ``e^ref``: ``(B e^-ref, e^(E - ref), rel_err, z0, z1,
+    far)`` with ``E`` the exponent of the end nearest the foot, ``z0``, ``z1``, ``far`` (``>= 0``) a graded edge's,
+    times ``e^(E - ref)`` (:func:`_graded_scaled`: no scalar exp), else ``(e^(log B - ref), the same, rel_err, 0, 0,
+    -1)``."""
+    lb, rb = _edge_special(h, s_lo, s_hi)
+    if rb >= 0.0:
+        ee = math.exp(lb - ref)
+        return ee, ee, rb, 0.0, 0.0, -1.0
+    _, total, z0, z1, far, first = _graded_scaled(h, s_lo, s_hi, ref, True)
+    return total, first, GRADED_REL, z0, z1, far
 
 
 @_jit
@@ -584,12 +630,12 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
     ``mu`` (P, 2) given (not (0, 2)): row p of the whitened offsets ``D`` is first written from the pair's mean,
     ``D[p, f] = cn[r, f] - mu[p, 0] Hn[r, f, 0] - mu[p, 1] Hn[r, f, 1]`` -- the numpy form of
     ``planar.batch.batch_planar_pairs``, operation for operation (so bit for bit), without its (P, F) temporaries.
-    Pair p (region r of ``g``, whitened offsets ``D[p]``) fills row p of every output; ``near`` (F,) (``e^(E - ref)`` of
-    :func:`_edge_B_parts`), ``ds`` (F, 2), ``bounds`` (F,), ``zsum`` (F, 2) (the edge's 1-D moments' sums from its own
-    quadrature, :func:`_graded_parts`) are the loop's scratch."""
+    Pair p (region r of ``g``, whitened offsets ``D[p]``) fills row p of every output; ``ds`` (F, 2), ``bounds`` (F,),
+    ``zsum`` (F, 2) (the edge's 1-D moments' sums from its own quadrature times ``e^(E - ref)``,
+    :func:`_edge_B_scaled`) are the loop's scratch."""
     log_mass, rel_err, flagged, loosen, mean, cov, s_lo, s_hi, act, keep = out
     F = D.shape[1]
-    near, ds, bounds, zsum = np.empty(F), np.empty((F, 2)), np.empty(F), np.empty((F, 2))
+    ds, bounds, zsum = np.empty((F, 2)), np.empty(F), np.empty((F, 2))
     Nrm, valid, jhi, jlo, has_hi, has_lo = g.Nrm, g.valid, g.jhi, g.jlo, g.has_hi, g.has_lo
     paired, ghi, glo, chi, clo = g.paired, g.ghi, g.glo, g.chi, g.clo
     cn, Hn = g.cn, g.Hn
@@ -668,15 +714,12 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
             if bounds[f] > ref - _DROP:
                 keep[p, f] = True
                 d_f = D[p, f]
-                e, scale, rb, zsum[f, 0], zsum[f, 1], far = _edge_B_parts(abs(d_f), s_lo[p, f], s_hi[p, f])
-                ee = math.exp(e - ref)
-                near[f] = ee
-                b = scale * ee
+                b, ee, rb, zsum[f, 0], zsum[f, 1], far = _edge_B_scaled(abs(d_f), s_lo[p, f], s_hi[p, f], ref)
                 err += b * (rb + _EPS)
-                # vertex error terms: a graded edge's exponents are e at its end nearest the foot and e + log far
-                # at the other (far >= 0), computed from that one exponential; other edges' by their own
-                lo_w = (ee if s_hi[p, f] > 0.0 else ee * far) if far >= 0.0 else -1.0
-                hi_w = (ee * far if s_hi[p, f] > 0.0 else ee) if far >= 0.0 else -1.0
+                # vertex error terms: a graded edge's exponentials at its end nearest the foot (ee) and at the other
+                # (far >= 0) come from its own nodes; other edges' by their own exp
+                lo_w = (ee if s_hi[p, f] > 0.0 else far) if far >= 0.0 else -1.0
+                hi_w = (far if s_hi[p, f] > 0.0 else ee) if far >= 0.0 else -1.0
                 k = jlo[r, f]
                 if paired[r, f]:
                     ex, fac = _shared_vertex_error(s_lo[p, f], d_f, D[p, k], s_hi[p, k])
@@ -730,10 +773,10 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
             if not keep[p, f]:
                 continue
             d_f = D[p, f]
-            if zsum[f, 0] > 0.0:  # the edge's own exponentials (a graded edge's panels, _graded_parts):
-                # q = z0 e^(E - log_mass) = z0 e^(E - ref) / (pos (1 - r1)), no exp or log of its own
+            if zsum[f, 0] > 0.0:  # the edge's own exponentials (a graded edge's panels, _graded_scaled):
+                # q = z0 e^(E - log_mass) = (z0 e^(E - ref)) / (pos (1 - r1)), no exp or log of its own
                 ms = _side_mean(s_lo[p, f], s_hi[p, f], zsum[f, 0], zsum[f, 1])
-                q = zsum[f, 0] * near[f] * inv_mass
+                q = zsum[f, 0] * inv_mass
             else:
                 lz, ms = interval_log_mass_mean(s_lo[p, f], s_hi[p, f])
                 q = math.exp(-0.5 * d_f * d_f - _LOG_SQRT_2PI + lz - lm)
@@ -833,11 +876,10 @@ def store_pairs(pr, pn, chol, moments, block, res):
     (R, N) arrays ``res = (log_mass, errors, mean, cov, settled)`` of a ``pairs.PairResult``, pair p to
     ``[pr[p], pn[p]]``: log mass, its error ``err`` (numpy's, whose SIMD log1p differs from libm's in the last bit),
     ``settled``; the mean ``mu + Lm`` (``Lm = L m``, the whitened mean mapped back as numpy's matmul rounds it:
-    OpenBLAS's FMA form follows the factors' memory order, which ``planar.batch.chol_times`` replicates) and the covariance ``L C L^T`` (``chol``
-    (R, 2, 2) holds ``L``; the written-out products of the former numpy store, in the same order), both zero where the
-    mass is not finite
-    -- what ``polytopes._planar_block`` computed with (P, 2, 2) temporaries, bit for bit
-    (tests/test_s2_fused_paths.py keeps that numpy store as the reference)."""
+    OpenBLAS's FMA form follows the factors' memory order, which ``planar.batch.chol_times`` replicates) and the
+    covariance ``L C L^T`` (``chol`` (R, 2, 2) holds ``L``; the written-out products of the former numpy store, in the
+    same order), both zero where the mass is not finite -- what ``polytopes._planar_block`` computed with (P, 2, 2)
+    temporaries, bit for bit (tests/test_s2_fused_paths.py keeps that numpy store as the reference)."""
     mu, Lm, log_mass, err, cov, settled = block
     res_lm, res_err, res_mean, res_cov, res_settled = res
     for p in range(pr.size):
