@@ -41,6 +41,7 @@ _DMAX = 8.0  # largest change of the integrand's Gaussian bound across one outer
 _INC = 1e-9  # vertex-facet incidence tolerance (relative to 1 + |D|)
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _EPS = np.finfo(float).eps
+USE_CONES5 = True  # False: S' = 5 pairs by RQMC alone (``polytopes.solve_high_dimensional``), the route before
 
 
 def facet_in_plane(Nrm, D, Yv, Yr, i):
