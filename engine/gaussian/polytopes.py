@@ -28,6 +28,7 @@ import numpy as np
 from ..errors import DGNInputError
 from ..polytope import Polytope
 from .facets import facet_moments
+from .highdim import cones5
 from .highdim.qmc import rqmc_moments
 from .highdim.sliced import SlicedGeometry, sliced_batch, with_fallback
 from .interval import standard_interval_moments
@@ -142,7 +143,28 @@ def solve_high_dimensional(pb: Pointed, req: PairRequest, cones: bool):
         lm, my, cy, rel, _ = with_fallback(pb.Nrm, pb.D, pb.Yv, pb.Yr, moments=req.moments, tol=None,
                                            accuracy=req.accuracy, closest=None, rng=req.rng)
         return lm, (my if req.moments >= 1 else None), (cy if req.moments >= 2 else None), rel
+    if pb.Nrm.shape[1] == 5 and req.method == "auto" and pb.Yv.shape[1] and cones5.USE_CONES5:
+        return _cones5_first(pb, req)
     return rqmc_moments(pb.Nrm, pb.D, moments=req.moments, rng=req.rng, relative=req.relative)
+
+
+def _cones5_first(pb: Pointed, req: PairRequest):
+    """S' = 5: each row by ``highdim.cones5`` (scale mixture of the S' = 4 flag decomposition; moments by the
+    divergence theorem) where it certifies a bar <= 1e-6, RQMC for the rows it flags."""
+    M = pb.D.shape[0]
+    lm, rel = np.full(M, -np.inf), np.full(M, np.inf)
+    mean, cov, bad = np.zeros((M, 5)), np.zeros((M, 5, 5)), np.zeros(M, dtype=bool)
+    for m in range(M):
+        lm[m], mean[m], cov[m], rel[m], bad[m] = cones5.cone5_moments(pb.Nrm, pb.D[m], pb.Yv[m], pb.Yr)
+    idx = np.nonzero(bad)[0]
+    if idx.size:
+        sub = rqmc_moments(pb.Nrm, pb.D[idx], moments=req.moments, rng=req.rng, relative=req.relative)
+        lm[idx], rel[idx] = sub[0], sub[3]
+        if req.moments >= 1:
+            mean[idx] = sub[1]
+        if req.moments >= 2:
+            cov[idx] = sub[2]
+    return lm, (mean if req.moments >= 1 else None), (cov if req.moments >= 2 else None), rel
 
 
 SOLVERS = {1: _solve_interval, 2: _solve_planar, 3: _solve_solid}  # by pointed dimension S'
