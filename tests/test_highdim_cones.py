@@ -437,3 +437,22 @@ def test_certified_moments_meet_the_rule_on_random_boxes():
             worst = max(worst, em, ec)
             accepted += 1
     assert accepted >= 100
+
+
+def test_threaded_pairs_give_the_same_bits(monkeypatch):
+    """``cone_moments`` splits a region's pairs over worker threads (``PAIRS_PER_THREAD`` at least a thread): 1, 2
+    and 3 threads, with pieces of one pair, give the same bits as one call over all the rows."""
+    import engine.gaussian.highdim.cones as cones
+
+    Nrm, D, V, R, _, _, _ = _box(*BOXES[0], 1)
+    shift = np.random.default_rng(4).normal(0, 0.7, (13, 4))
+    args = (Nrm, D[None] - shift @ Nrm.T, V[None] - shift[:, None, :], R)
+    monkeypatch.setattr(cones, "PAIRS_PER_THREAD", 1)
+    runs = []
+    for threads in ("1", "2", "3"):
+        monkeypatch.setenv("DGNEXACT_THREADS", threads)
+        runs.append(cone_moments(*args))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
+    assert np.isfinite(runs[0][0]).all()

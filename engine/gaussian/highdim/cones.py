@@ -54,6 +54,7 @@ import numpy as np
 from .. import constants as C
 from ..planar.kernel import _lse_pair, edge_log_B
 from ..solid.edges import _erfcx
+from ..threads import run_split
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _SQRT2, _INF, _EPS = C.SQRT2, C.INF, C.EPS
@@ -754,7 +755,16 @@ def _pairs(g, Nrm, D, Yv, moments, out):
         lm[m], rel[m], fl[m], e1[m], e2[m] = pair_moments(g, Nrm, D[m], Yv[m], moments, mean[m], cov[m])
 
 
-MOMENT_TOL = 1e-9  # whitened mean / second-moment error bound above which a pair is flagged
+PAIRS_PER_THREAD = 8  # fewest pairs of one region worth a worker thread (~0.3 ms a pair, ~50 us a hand-off)
+
+
+def _pairs_threaded(g, Nrm, D, Yv, moments, out):
+    """:func:`_pairs` over contiguous pieces of the rows in worker threads (``threads.run_split``; the kernel is
+    ``nogil``): each pair is computed alone into its own rows, so the bits do not depend on the thread count."""
+    def work(a, b):
+        _pairs(g, Nrm, D[a:b], Yv[a:b], moments, tuple(o[a:b] for o in out))
+
+    run_split(work, D.shape[0], min_per_thread=PAIRS_PER_THREAD, pieces_per_thread=4)
 
 
 def cone_moments(Nrm, D, Yv, Yr, *, moments: int = 2, shape: ConeArrays | None = None):
@@ -772,7 +782,7 @@ def cone_moments(Nrm, D, Yv, Yr, *, moments: int = 2, shape: ConeArrays | None =
     out = (np.full(M, -np.inf), np.full(M, np.inf), np.ones(M, dtype=np.bool_), np.full(M, np.inf),
            np.full(M, np.inf), np.zeros((M, 4)), np.zeros((M, 4, 4)))
     if consistent(shape, Yv.shape[1]):
-        _pairs(shape, Nrm, D, Yv, int(moments), out)
+        _pairs_threaded(shape, Nrm, D, Yv, int(moments), out)
     lm, rel, fl, e1, e2, mean, cov = out
     return lm, mean, cov, rel, moment_bounds(mean, cov, rel, e1, e2), fl
 
