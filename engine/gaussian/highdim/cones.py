@@ -196,10 +196,12 @@ def consistent(shape: ConeArrays, n_vertices: int) -> bool:
 
 
 def _pack(Nrm, fvalid, ridge_arrays, ends, lines, Yr):
-    """:class:`ConeArrays` from the ridges, the edges' ends and their (ridge, i, j, k, l1, l2, pn) lines."""
-    E = len(ends)
-    e = np.array(ends, dtype=np.intp).reshape(-1, 3)
-    tri = np.array([[ln[0][1], ln[0][2], ln[0][3]] for ln in lines], dtype=np.intp).reshape(-1, 3)
+    """:class:`ConeArrays` from the ridges, the edges' ends (E, 3) and their lines: ``eptr`` (E + 1,) and the line
+    arrays ``(ridge, i, j, k, l1, l2, pn)`` in edge order (the first line of each edge gives its three facets)."""
+    eptr, g, i, j, k, l1, l2, pn = lines
+    E = ends.shape[0]
+    first = eptr[:-1]
+    tri = np.column_stack([i[first], j[first], k[first]]).astype(np.intp).reshape(-1, 3)
     N3 = Nrm[tri]  # (E, 3, 4)
     if E:
         _, _, vt = np.linalg.svd(np.concatenate([N3, np.zeros((E, 1, 4))], axis=1))
@@ -207,24 +209,21 @@ def _pack(Nrm, fvalid, ridge_arrays, ends, lines, Yr):
         eginv = np.linalg.inv(N3 @ np.swapaxes(N3, 1, 2))
     else:
         eu, eginv = np.zeros((0, 4)), np.zeros((0, 3, 3))
-    flat = [x for ln in lines for x in ln]
-    cols = np.array([x[4:] for x in flat], dtype=np.float64).reshape(-1, 3)
-    ints = np.array([(x[0], x[3]) for x in flat], dtype=np.intp).reshape(-1, 2)
-    eptr = np.concatenate([[0], np.cumsum([len(ln) for ln in lines])]).astype(np.intp)
-    return ConeArrays(fvalid, *ridge_arrays, e[:, 0].copy(), e[:, 1].copy(), e[:, 2].copy(), eu, tri, eginv, eptr,
-                      ints[:, 0].copy(), ints[:, 1].copy(), cols[:, 0].copy(), cols[:, 1].copy(), cols[:, 2].copy(),
-                      Yr)
+    return ConeArrays(fvalid, *ridge_arrays, ends[:, 0].copy(), ends[:, 1].copy(), ends[:, 2].copy(), eu, tri, eginv,
+                      eptr, g.copy(), k.copy(), l1.copy(), l2.copy(), pn.copy(), Yr)
 
 
 def _lines(Nrm, edges, rid, rc):
-    """Per edge with a line: its ends and its (ridge, i, j, k, l1, l2, pn) for each ridge ``(i, j)`` (``rid``: ridge
-    index or -1) of two of its facets and the first third facet ``k`` of the edge whose plane cuts the edge's line
-    from the ridge's plane (``pn > 1e-9``): ``b = (d_k - l1 d_i - l2 d_j) / pn`` (``l = G^-1 (n_k . n_i, n_k .
-    n_j)``, ``pn = |n_k - l1 n_i - l2 n_j|``). Vectorised over every (edge, i < j, k) of the edges' facet sets."""
+    """The edges with a line: their ends (E, 3) and, in edge order, ``(eptr, ridge, i, j, k, l1, l2, pn)`` for each
+    ridge ``(i, j)`` (``rid``: ridge index or -1) of two of an edge's facets and the first third facet ``k`` of the
+    edge whose plane cuts the edge's line from the ridge's plane (``pn > 1e-9``): ``b = (d_k - l1 d_i - l2 d_j) / pn``
+    (``l = G^-1 (n_k . n_i, n_k . n_j)``, ``pn = |n_k - l1 n_i - l2 n_j|``). Vectorised over every (edge, i < j, k)
+    of the edges' facet sets."""
     rows = [(e, i, j, k) for e, (_, _, _, fs) in enumerate(edges) for x, i in enumerate(fs) for j in fs[x + 1:]
             for k in fs if k != i and k != j]
     if not rows:
-        return [], []
+        z, zf = np.zeros(0, dtype=np.intp), np.zeros(0)
+        return np.zeros((0, 3), dtype=np.intp), (np.zeros(1, dtype=np.intp), z, z, z, z, zf, zf, zf)
     e, i, j, k = np.array(rows, dtype=np.intp).T
     g = rid[i, j]
     c = np.where(g >= 0, rc[g], 0.0)
@@ -234,14 +233,11 @@ def _lines(Nrm, edges, rid, rc):
     pn = np.linalg.norm(Nrm[k] - l1[:, None] * Nrm[i] - l2[:, None] * Nrm[j], axis=1)
     sel = np.nonzero((g >= 0) & (pn > 1e-9))[0]
     _, first = np.unique(e[sel] * rid.size + g[sel], return_index=True)
-    keep = np.sort(sel[first])  # the first k of each (edge, ridge), in the order of the rows
-    ends, lines = [], []
-    for ed in np.unique(e[keep]):
-        q = keep[e[keep] == ed]
-        ends.append(edges[ed][:3])
-        lines.append([(int(g[t]), int(i[t]), int(j[t]), int(k[t]), float(l1[t]), float(l2[t]), float(pn[t]))
-                      for t in q])
-    return ends, lines
+    keep = np.sort(sel[first])  # the first k of each (edge, ridge), in the order of the rows (edge-major)
+    ue, counts = np.unique(e[keep], return_counts=True)
+    ends = np.array([edges[ed][:3] for ed in ue.tolist()], dtype=np.intp).reshape(-1, 3)
+    eptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.intp)
+    return ends, (eptr, g[keep], i[keep], j[keep], k[keep], l1[keep], l2[keep], pn[keep])
 
 
 # ---------------------------------------------------------------------------------------------------
