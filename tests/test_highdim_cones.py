@@ -456,3 +456,17 @@ def test_threaded_pairs_give_the_same_bits(monkeypatch):
         for a, b in zip(runs[0], other):
             np.testing.assert_array_equal(a, b)
     assert np.isfinite(runs[0][0]).all()
+
+
+def test_cone_mass_rule_takes_bars_up_to_cone_mass_tol():
+    """``certified`` takes a pair whose mass bar is within ``CONE_MASS_TOL`` (1e-9) even below a 1e-10 tolerance,
+    not one above it, and keeps a looser caller tolerance; on a rotated box the certified pair's error is within
+    its bar (closed form)."""
+    from engine.gaussian.highdim.cones import CONE_MASS_TOL, certified
+
+    Nrm, D, V, R, exact, _, _ = _box(*BOXES[0], 1)
+    out = list(cone_moments(Nrm, np.repeat(D[None], 3, 0), np.repeat(V[None], 3, 0), R, moments=0))
+    assert abs(np.expm1(out[0][0] - exact)) <= out[3][0] <= 1e-10
+    out[3] = np.array([0.5 * CONE_MASS_TOL, 2.0 * CONE_MASS_TOL, 2.0 * CONE_MASS_TOL])
+    ok = certified(tuple(out), np.array([1e-10, 1e-10, 1e-8]), 0, "absolute")
+    assert ok.tolist() == [True, False, True]
