@@ -134,11 +134,10 @@ def test_rotated_boxes(a, b):
         assert rel[0] < 1e-10
 
 
-def test_random_rotated_boxes_and_their_translates():
-    """40 random boxes (some sides infinite), each at 3 means: every bar covers the error; the certified ones are
-    within 1e-12 and most are certified."""
-    rng = np.random.default_rng(7)
-    certified = 0
+def _random_translated_boxes(seed):
+    """40 random rotated boxes (some sides infinite), each with 3 means: ``(k, lo, hi, (Nrm, D, V, R), shift, Q)``,
+    ``_box``'s seed k and rotation Q, the means ``shift`` (3, 4)."""
+    rng = np.random.default_rng(seed)
     for k in range(40):
         lo = rng.uniform(-3, 2, 4)
         hi = lo + 10 ** rng.uniform(-1, 0.7, 4)
@@ -147,8 +146,15 @@ def test_random_rotated_boxes_and_their_translates():
         Nrm, D, V, R, _, _, _ = _box(lo, hi, k)
         shift = rng.normal(0, 1.0, (3, 4))
         Q = np.linalg.qr(np.random.default_rng(k).standard_normal((4, 4)))[0]
-        Ds = D[None] - shift @ Nrm.T
-        lm, rel, fl = cone_log_mass(Nrm, Ds, V[None] - shift[:, None, :], R)
+        yield k, lo, hi, (Nrm, D, V, R), shift, Q
+
+
+def test_random_rotated_boxes_and_their_translates():
+    """40 random boxes (some sides infinite), each at 3 means: every bar covers the error; the certified ones are
+    within 1e-12 and most are certified."""
+    certified = 0
+    for k, lo, hi, (Nrm, D, V, R), shift, Q in _random_translated_boxes(7):
+        lm, rel, fl = cone_log_mass(Nrm, D[None] - shift @ Nrm.T, V[None] - shift[:, None, :], R)
         for m in range(3):
             z = Q.T @ shift[m]  # the box in its own axes, the mean moved to the origin
             _, _, _, _, exact, _, _ = _box(lo - z, hi - z, k)
@@ -417,16 +423,8 @@ def test_certified_moments_meet_the_rule_on_random_boxes():
     bounds; the rule accepts most pairs."""
     from engine.gaussian.highdim.cones import COV_TOL, MEAN_TOL, certified
 
-    rng = np.random.default_rng(11)
     accepted, worst = 0, 0.0
-    for k in range(40):
-        lo = rng.uniform(-3, 2, 4)
-        hi = lo + 10 ** rng.uniform(-1, 0.7, 4)
-        lo[rng.uniform(size=4) < 0.15] = -np.inf
-        hi[(rng.uniform(size=4) < 0.15) & np.isfinite(lo)] = np.inf
-        Nrm, D, V, R, _, _, _ = _box(lo, hi, k)
-        shift = rng.normal(0, 1.0, (3, 4))
-        Q = np.linalg.qr(np.random.default_rng(k).standard_normal((4, 4)))[0]
+    for k, lo, hi, (Nrm, D, V, R), shift, Q in _random_translated_boxes(11):
         out = cone_moments(Nrm, D[None] - shift @ Nrm.T, V[None] - shift[:, None, :], R)
         ok = certified(out, np.full(3, 1e-10), 2, "absolute")
         for m in np.nonzero(ok)[0]:
