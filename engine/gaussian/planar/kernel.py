@@ -188,13 +188,27 @@ def _short_rule(a, wb, dist):
     rule's error, 1.0e-15 to 1.8e-15 in log B, against 40-digit mpmath on 3400 random edges including the corners
     a ~ 0 and h ~ 0; the 10-point rule reaches 3e-13 at ``wb = 2.8``, the 12-point 7e-15 at ``wb = dist = 2.8``:
     tests/test_s2_speed_paths.py); they cut the exponentials of most edges of a batch by 20-50 %."""
-    if a * wb + 0.5 * wb * wb <= _SHORT_SPAN and wb <= dist:
-        if wb <= 0.25 * dist and wb <= _SHORT_10_WIDTH:
-            return _X10, _W10
-        if wb <= 0.5 * dist or wb <= _SHORT_12_WIDTH:
-            return _X12, _W12
+    n = _short_rule_size(a, wb, dist)
+    if n == 10:
+        return _X10, _W10
+    if n == 12:
+        return _X12, _W12
+    if n == 16:
         return _X16, _W16
     return _X20, _W20
+
+
+@_jit
+def _short_rule_size(a, wb, dist):
+    """The number of nodes :func:`_short_rule` takes for a one-panel edge (10, 12, 16 or 20); the padded SIMD rules
+    of :func:`_padded_short_rule` follow the same choice."""
+    if a * wb + 0.5 * wb * wb <= _SHORT_SPAN and wb <= dist:
+        if wb <= 0.25 * dist and wb <= _SHORT_10_WIDTH:
+            return 10
+        if wb <= 0.5 * dist or wb <= _SHORT_12_WIDTH:
+            return 12
+        return 16
+    return 20
 
 
 @_jit
@@ -257,12 +271,13 @@ GRADED_REL = 1e-15 + FAST_EXP_ULPS * _EPS
 
 @_jit
 def _padded_short_rule(a, wb, dist):
-    """:func:`_short_rule`'s choice (the same conditions), as the padded rules of ``fastexp.panel_sums``."""
-    if a * wb + 0.5 * wb * wb <= _SHORT_SPAN and wb <= dist:
-        if wb <= 0.25 * dist and wb <= _SHORT_10_WIDTH:
-            return _P10, _PW10
-        if wb <= 0.5 * dist or wb <= _SHORT_12_WIDTH:
-            return _P12, _PW12
+    """:func:`_short_rule`'s choice (:func:`_short_rule_size`), as the padded rules of ``fastexp.panel_sums``."""
+    n = _short_rule_size(a, wb, dist)
+    if n == 10:
+        return _P10, _PW10
+    if n == 12:
+        return _P12, _PW12
+    if n == 16:
         return _P16, _PW16
     return _P20, _PW20
 
