@@ -140,6 +140,25 @@ ROUTES = {  # settings of engine.gaussian.highdim.sliced per route
 }
 
 
+def point0_pairs(net, X, part):
+    """``(-log upper bound, region, whitened data, far)`` for every pointed region at point 0, heaviest bound first
+    (``far``: the mean more than 1/2 from the region); ``bench_s4_routes`` picks its pairs from the same list."""
+    import engine.gaussian.highdim.sliced as sl
+
+    rg = region_gaussians(net, part)
+    mu, _ = posterior_region_params(net, part, X[:1], rg)
+    out = []
+    for r in range(len(part)):
+        p = part[r].polytope
+        if p.lineality.size or not p.vertices.size:
+            continue
+        data = sl.whitened(p, np.linalg.cholesky(rg.cov[r]), mu[:1, r])
+        y, log_upper = sl.closest_distance(data[0], data[1])
+        out.append((-float(log_upper[0]), r, data, bool(np.linalg.norm(y[0]) > 0.5)))
+    out.sort(key=lambda q: q[:2])
+    return out
+
+
 def _pair_cost(name, net, X, part, n_pairs):
     """CPU seconds per S = 4 pair of ``sliced_moments`` alone (one pair a call, moments to second order) at the
     heavy tolerance (``DEFAULT_TOL``, 15-point rule) and the lightest (``MAX_TOL``, 7-point rule), on the
@@ -148,17 +167,9 @@ def _pair_cost(name, net, X, part, n_pairs):
     slices, direction to y* for means outside), alternated, median over 3 repeats of each pair."""
     import engine.gaussian.highdim.sliced as sl
 
-    rg = region_gaussians(net, part)
-    mu, _ = posterior_region_params(net, part, X[:1], rg)
     groups = {"mean inside": [], "mean outside": []}
-    for r in range(len(part)):
-        p = part[r].polytope
-        if p.lineality.size or not p.vertices.size:
-            continue
-        data = sl.whitened(p, np.linalg.cholesky(rg.cov[r]), mu[:1, r])
-        y, log_upper = sl.closest_distance(data[0], data[1])
-        far = np.linalg.norm(y[0]) > 0.5
-        groups["mean outside" if far else "mean inside"].append((-log_upper[0], r, data))
+    for key, r, data, far in point0_pairs(net, X, part):
+        groups["mean outside" if far else "mean inside"].append((key, r, data))
     flags = {k: getattr(sl, k) for k in ("USE_COMPILED_SLICES", "TOWARD_CLOSEST", "INNER_MARGIN", "SKIP_SHARE",
                                          "COMPILED_RESOLVE")}
     for group, cand in groups.items():

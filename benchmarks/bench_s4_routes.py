@@ -22,9 +22,9 @@ import json
 import time
 
 import numpy as np
+from bench_s4 import point0_pairs  # this folder is sys.path[0] when the script runs
 
 import engine
-from engine.distributions import posterior_region_params, region_gaussians
 from engine.gaussian.highdim import cones
 from engine.gaussian.highdim import sliced as sl
 from engine.partition import partition
@@ -32,22 +32,6 @@ from engine.partition import partition
 
 def _emit(**kw):
     print(json.dumps(kw), flush=True)
-
-
-def _candidates(net, X, part):
-    """(-log upper bound, region, whitened data, far) for every pointed region at point 0."""
-    rg = region_gaussians(net, part)
-    mu, _ = posterior_region_params(net, part, X[:1], rg)
-    out = []
-    for r in range(len(part)):
-        p = part[r].polytope
-        if p.lineality.size or not p.vertices.size:
-            continue
-        data = sl.whitened(p, np.linalg.cholesky(rg.cov[r]), mu[:1, r])
-        y, log_upper = sl.closest_distance(data[0], data[1])
-        out.append((-float(log_upper[0]), r, data, bool(np.linalg.norm(y[0]) > 0.5)))
-    out.sort(key=lambda q: q[:2])
-    return out
 
 
 def _cpu(f, *args, **kw):
@@ -144,7 +128,7 @@ def main():
     net = engine.random_network([4, 8, 8, 5], rng=0, cov_x=0.1)
     X = net.sample(100, rng=1)
     part = partition(net)
-    cand = _candidates(net, X, part)
+    cand = point0_pairs(net, X, part)
     _emit(what="setup", regions=len(part), pointed=len(cand))
     # compile both routes before timing
     cones.cone_log_mass(*cand[0][2])
