@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from ..solid.cubature import _cross3 as _cross
 from ..solid.geometry import _GPAR, _PARALLEL, _SHORT, SolidArrays
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -84,13 +85,6 @@ def _node_type(m, t, d, act):
         if abs(h) > _RAY and (t - hv[m, va[q]]) / h >= 0.0:
             n += 1
     return n
-
-
-@_jit
-def _cross(u, v, out):
-    out[0] = u[1] * v[2] - u[2] * v[1]
-    out[1] = u[2] * v[0] - u[0] * v[2]
-    out[2] = u[0] * v[1] - u[1] * v[0]
 
 
 @_jit
