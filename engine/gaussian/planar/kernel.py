@@ -38,7 +38,7 @@ from numba import types
 from numba.extending import get_cython_function_address
 
 from .. import constants as C
-from ..fastexp import FAST_EXP_ULPS, panel_sums
+from ..fastexp import FAST_EXP_ULPS, exp8, panel_sums
 from ..threads import run_split
 
 
@@ -457,27 +457,16 @@ def shared_vertex_log_error(s, d_j, d_k, s_k):
 
 
 _X16, _W16 = np.polynomial.legendre.leggauss(16)
-_CUBATURE_SPAN = 3.0  # |c| L + L^2 / 2: nats the log density varies by over a small polygon
+_CUBATURE_SPAN = 3.0  # |c| L + L^2 / 2: nats the log density varies by over a small polygon (or over each piece)
+SPLIT_MAX = 8  # the moments' redo (planar.batch) cuts fan triangles up to this many times a side: span <= 24
 _CUBATURE_REL = 1e-14  # relative error of the 16 x 16 rule there (measured vs mpmath: tests/test_planar_kernel)
 
 
 @_jit
-def small_polygon(Nrm, d, s_lo, s_hi, act, ds, moments, mean, cov):
-    """Mass and moments of a small bounded polygon by cubature: ``(log_mass, rel_err, used, diameter)``.
-
-    The edge formula computes a polygon's mass as a signed sum of sector masses of order 1, so a small
-    polygon (near the origin or not) loses ``eps / mass``. When the polygon is bounded, ``c`` the mean of
-    its vertices and ``L`` its diameter, and the log density varies by at most ``|c| L + L^2/2 <= 3`` nats
-    over it, the fan of triangles (c, edge) integrated by a 16 x 16 Duffy-mapped Gauss-Legendre rule is
-    exact to rounding (``exp`` of a quadratic of range 3 is a polynomial of degree < 32 to 1e-20), and
-    every term is positive: mass, mean and covariance (about c) come without cancellation.
-
-    The error bound adds the polygon's own conditioning: its vertices are computed with errors up to
-    ``dv_i`` (``ds`` (F, 2): rounding of the edge ends, ``planar.end_rounding``), which moves edge i by at
-    most ``dv_i`` and the area by ``sum_i l_i dv_i``; relative to the mass that is at most
-    ``e^{2 span} sum_i l_i dv_i / area`` (the density varies by ``e^{span}`` about c). No float64 method
-    given these rows can do better, so this part never sends a pair to another path.
-    """
+def _polygon_frame(Nrm, d, s_lo, s_hi, act):
+    """``(c0, c1, L)``: the mean ``c`` of a bounded polygon's vertices and twice the largest vertex distance from it
+    (every point of the polygon lies within ``L / 2`` of ``c``), ``L = -1`` when the polygon is unbounded or has
+    fewer than three edges."""
     F = d.size
     c0 = 0.0
     c1 = 0.0
@@ -485,12 +474,12 @@ def small_polygon(Nrm, d, s_lo, s_hi, act, ds, moments, mean, cov):
     for f in range(F):
         if act[f]:
             if not (math.isfinite(s_lo[f]) and math.isfinite(s_hi[f])):
-                return -_INF, 0.0, False, 0.0
+                return 0.0, 0.0, -1.0
             c0 += d[f] * Nrm[f, 0] - s_lo[f] * Nrm[f, 1]
             c1 += d[f] * Nrm[f, 1] + s_lo[f] * Nrm[f, 0]
             nv += 1
     if nv < 3:
-        return -_INF, 0.0, False, 0.0
+        return 0.0, 0.0, -1.0
     c0 /= nv
     c1 /= nv
     L = 0.0
@@ -498,49 +487,130 @@ def small_polygon(Nrm, d, s_lo, s_hi, act, ds, moments, mean, cov):
         if act[f]:
             for s in (s_lo[f], s_hi[f]):
                 L = max(L, math.hypot(d[f] * Nrm[f, 0] - s * Nrm[f, 1] - c0, d[f] * Nrm[f, 1] + s * Nrm[f, 0] - c1))
-    L *= 2.0
+    return c0, c1, 2.0 * L
+
+
+@_jit
+def _triangle_sums(c0, c1, p, a, e, jac, acc):
+    """Add the 16 x 16 Duffy-mapped Gauss-Legendre sums of the triangle ``y = p + u (a + t e)`` (``u, t`` in [0, 1],
+    ``y`` about the centre ``c``; Jacobian ``u jac``) to ``acc = (m0, m1 (2), m2 (xx, xy, yy))`` of the weight
+    ``exp(-(c.y) - |y|^2 / 2)``. The 16 exponentials of a row of nodes (one ``u``) by the vector exp
+    (``fastexp.exp8``, within ``FAST_EXP_ULPS`` of the exact value, as libm's), the sums node by node in order."""
+    ys = np.empty((2, 16))
+    args = np.empty(16)
+    vals = np.empty(16)
+    for i in range(16):
+        u = 0.5 * (_X16[i] + 1.0)
+        for j in range(16):
+            t = 0.5 * (_X16[j] + 1.0)
+            y0 = p[0] + u * (a[0] + t * e[0])
+            y1 = p[1] + u * (a[1] + t * e[1])
+            ys[0, j] = y0
+            ys[1, j] = y1
+            args[j] = -(c0 * y0 + c1 * y1) - 0.5 * (y0 * y0 + y1 * y1)
+        exp8(args, 0, vals)
+        exp8(args, 8, vals)
+        for j in range(16):
+            y0 = ys[0, j]
+            y1 = ys[1, j]
+            w = 0.25 * _W16[i] * _W16[j] * u * jac * vals[j]
+            acc[0] += w
+            acc[1] += w * y0
+            acc[2] += w * y1
+            acc[3] += w * y0 * y0
+            acc[4] += w * y0 * y1
+            acc[5] += w * y1 * y1
+
+
+@_jit
+def _fan_sums(c0, c1, a, e, det, k, acc):
+    """The fan triangle ``(c, c + a, c + a + e)`` (``|a x e| = det``) into ``acc``: whole (``k = 1``, in place) or cut
+    into ``k^2`` triangles of a barycentric grid (each ``det / k^2``), each summed on its own and then added (the
+    two-level sums keep the rounding of the ``256 k^2`` positive terms near that of one piece)."""
+    if k == 1:
+        _triangle_sums(c0, c1, np.zeros(2), a, e, det, acc)
+        return
+    part = np.zeros(6)
+    p = np.empty(2)
+    a_k = np.empty(2)
+    e_k = np.empty(2)
+    jac = det / (k * k)
+    for i in range(k):  # grid point (i, j): (i a + j (a + e)) / k
+        for j in range(k - i):
+            for flip in range(2 if i + j <= k - 2 else 1):
+                # as p + u (a_k + t e_k): upright (i, j), (i + 1, j), (i, j + 1) for i + j <= k - 1, inverted
+                # (i + 1, j + 1), (i, j + 1), (i + 1, j) for i + j <= k - 2: k^2 triangles that tile the fan triangle
+                sgn = -1.0 if flip else 1.0
+                for m in range(2):
+                    base = (i + flip) * a[m] + (j + flip) * (a[m] + e[m])  # k x the first vertex
+                    p[m] = base / k
+                    a_k[m] = sgn * a[m] / k
+                    e_k[m] = sgn * e[m] / k
+                part[:] = 0.0
+                _triangle_sums(c0, c1, p, a_k, e_k, jac, part)
+                for m in range(6):
+                    acc[m] += part[m]
+
+
+@_jit
+def small_polygon(Nrm, d, s_lo, s_hi, act, ds, moments, out, max_split=1):
+    """Mass and moments of a small bounded polygon by cubature: ``(log_mass, rel_err, used, diameter)``, the mean and
+    covariance (``moments``) into ``out = (mean, cov)``.
+
+    The edge formula computes a polygon's mass as a signed sum of sector masses of order 1, so a small
+    polygon (near the origin or not) loses ``eps / mass``. When the polygon is bounded, ``c`` the mean of
+    its vertices and ``L`` its diameter, and the log density varies by at most ``span = |c| L + L^2/2 <= 3``
+    nats over it, the fan of triangles (c, edge) integrated by a 16 x 16 Duffy-mapped Gauss-Legendre rule is
+    exact to rounding (``exp`` of a quadratic of range 3 is a polynomial of degree < 32 to 1e-20), and
+    every term is positive: mass, mean and covariance (about c) come without cancellation. ``max_split > 1``
+    (the moments' redo, :func:`small_polygon_pairs`) also takes polygons of span up to ``3 max_split``: each fan
+    triangle is cut into ``k^2`` triangles, ``k = ceil(span / 3)``, whose points lie within ``|c| + L / 2`` of the
+    origin and within ``L / k`` of each other, so the log density varies by at most ``(|c| + L / 2) L / k =
+    span / k <= 3`` over each: the same rule, exact to rounding on each piece (against mpmath:
+    tests/test_planar_kernel.py).
+
+    The error bound adds the polygon's own conditioning: its vertices are computed with errors up to
+    ``dv_i`` (``ds`` (F, 2): rounding of the edge ends, ``planar.end_rounding``), which moves edge i by at
+    most ``dv_i`` and the area by ``sum_i l_i dv_i``; relative to the mass that is at most
+    ``e^{2 span} sum_i l_i dv_i / area`` (the density varies by ``e^{span}`` about c). No float64 method
+    given these rows can do better, so this part never sends a pair to another path.
+    """
+    mean, cov = out
+    c0, c1, L = _polygon_frame(Nrm, d, s_lo, s_hi, act)
+    if L < 0.0:
+        return -_INF, 0.0, False, 0.0
     span = math.hypot(c0, c1) * L + 0.5 * L * L
-    if span > _CUBATURE_SPAN:
+    k = 1 if span <= _CUBATURE_SPAN else int(math.ceil(span / _CUBATURE_SPAN))
+    if k > max_split:
         return -_INF, 0.0, False, L
     area = 0.0
     moved = 0.0
-    m0 = 0.0
-    m1 = np.zeros(2)
-    m2 = np.zeros((2, 2))
-    for f in range(F):
+    acc = np.zeros(6)  # m0, m1 (x, y), m2 (xx, xy, yy)
+    a = np.empty(2)
+    e = np.empty(2)
+    for f in range(d.size):
         if not act[f]:
             continue
-        a0 = d[f] * Nrm[f, 0] - s_lo[f] * Nrm[f, 1] - c0
-        a1 = d[f] * Nrm[f, 1] + s_lo[f] * Nrm[f, 0] - c1
-        e0 = -(s_hi[f] - s_lo[f]) * Nrm[f, 1]  # b - a along the edge
-        e1 = (s_hi[f] - s_lo[f]) * Nrm[f, 0]
-        det = abs(a0 * e1 - a1 * e0)
+        a[0] = d[f] * Nrm[f, 0] - s_lo[f] * Nrm[f, 1] - c0
+        a[1] = d[f] * Nrm[f, 1] + s_lo[f] * Nrm[f, 0] - c1
+        e[0] = -(s_hi[f] - s_lo[f]) * Nrm[f, 1]  # b - a along the edge
+        e[1] = (s_hi[f] - s_lo[f]) * Nrm[f, 0]
+        det = abs(a[0] * e[1] - a[1] * e[0])
         area += 0.5 * det
         dv = max(ds[f, 0], ds[f, 1]) + 2.0 * _EPS * (abs(d[f]) + abs(s_lo[f]) + abs(s_hi[f]))
         moved += (s_hi[f] - s_lo[f]) * dv
-        for i in range(_X16.size):
-            u = 0.5 * (_X16[i] + 1.0)
-            for j in range(_X16.size):
-                t = 0.5 * (_X16[j] + 1.0)
-                y0 = u * (a0 + t * e0)  # y - c
-                y1 = u * (a1 + t * e1)
-                w = 0.25 * _W16[i] * _W16[j] * u * det * math.exp(-(c0 * y0 + c1 * y1) - 0.5 * (y0 * y0 + y1 * y1))
-                m0 += w
-                m1[0] += w * y0
-                m1[1] += w * y1
-                m2[0, 0] += w * y0 * y0
-                m2[0, 1] += w * y0 * y1
-                m2[1, 1] += w * y1 * y1
+        _fan_sums(c0, c1, a, e, det, k, acc)
+    m0 = acc[0]
     log_mass = -0.5 * (c0 * c0 + c1 * c1) - _LOG_2PI + math.log(m0)
     if moments >= 1:
-        dm0 = m1[0] / m0
-        dm1 = m1[1] / m0
+        dm0 = acc[1] / m0
+        dm1 = acc[2] / m0
         mean[0] = c0 + dm0
         mean[1] = c1 + dm1
         if moments >= 2:
-            cov[0, 0] = m2[0, 0] / m0 - dm0 * dm0
-            cov[1, 1] = m2[1, 1] / m0 - dm1 * dm1
-            cov[0, 1] = m2[0, 1] / m0 - dm0 * dm1
+            cov[0, 0] = acc[3] / m0 - dm0 * dm0
+            cov[1, 1] = acc[5] / m0 - dm1 * dm1
+            cov[0, 1] = acc[4] / m0 - dm0 * dm1
             cov[1, 0] = cov[0, 1]
     return log_mass, _CUBATURE_REL + math.exp(2.0 * span) * moved / area, True, L
 
@@ -774,8 +844,8 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
             cov[p, k, 0] = 0.0
             cov[p, k, 1] = 0.0
         if fl:
-            lm_small, rel_small, used, _ = small_polygon(Nrm[r], D[p], s_lo[p], s_hi[p], act[p], ds, moments, mean[p],
-                                                         cov[p])
+            lm_small, rel_small, used, _ = small_polygon(Nrm[r], D[p], s_lo[p], s_hi[p], act[p], ds, moments,
+                                                         (mean[p], cov[p]))
             if used:
                 log_mass[p] = lm_small
                 rel_err[p] = rel_small
@@ -833,10 +903,10 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
 
 
 @_jit
-def small_polygon_pairs(Nrm, pr, D, s_lo, s_hi, act, moments):
-    """:func:`small_polygon` for given pairs (edges from :func:`pair_planar_moments`): ``used`` (P,), the
-    log mass, mean, covariance and ``kappa = L^2 / lambda_min`` (the covariance's cancellation about the
-    polygon's centre, L its diameter) of the pairs it could take."""
+def small_polygon_pairs(Nrm, pr, D, s_lo, s_hi, act, moments, max_split=1):
+    """:func:`small_polygon` for given pairs (edges from :func:`pair_planar_moments`), fan triangles cut up to
+    ``max_split`` times a side: ``used`` (P,), the log mass, mean, covariance and ``kappa = L^2 / lambda_min`` (the
+    covariance's cancellation about the polygon's centre, L its diameter) of the pairs it could take."""
     P, F = D.shape
     log_mass = np.full(P, -_INF)
     kappa = np.full(P, _INF)
@@ -847,8 +917,8 @@ def small_polygon_pairs(Nrm, pr, D, s_lo, s_hi, act, moments):
     for p in range(P):
         # ends as computed by the kernel; without the per-end rounding the conditioning term is left out,
         # so the caller only uses this for the moments of pairs whose mass bound it already has
-        log_mass[p], _, used[p], L = small_polygon(Nrm[pr[p]], D[p], s_lo[p], s_hi[p], act[p], ds, moments, mean[p],
-                                                   cov[p])
+        log_mass[p], _, used[p], L = small_polygon(Nrm[pr[p]], D[p], s_lo[p], s_hi[p], act[p], ds, moments,
+                                                   (mean[p], cov[p]), max_split)
         tr = cov[p, 0, 0] + cov[p, 1, 1]
         det = cov[p, 0, 0] * cov[p, 1, 1] - cov[p, 0, 1] * cov[p, 1, 0]
         lam = det / (0.5 * tr + math.sqrt(max(0.25 * tr * tr - det, 0.0)))
@@ -978,4 +1048,4 @@ def warm() -> None:
     Nrm[0, :, 1] = np.sin(np.arange(F) * 2.0 * np.pi / F)
     pr = np.zeros(1, dtype=np.intp)
     act = np.ones((1, F), dtype=np.bool_)
-    small_polygon_pairs(Nrm, pr, np.ones((1, F)), np.full((1, F), -1.0), np.ones((1, F)), act, 2)
+    small_polygon_pairs(Nrm, pr, np.ones((1, F)), np.full((1, F), -1.0), np.ones((1, F)), act, 2, SPLIT_MAX)
