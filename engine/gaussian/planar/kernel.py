@@ -612,7 +612,9 @@ def small_polygon(Nrm, d, s_lo, s_hi, act, ds, moments, out, max_split=1):
             cov[1, 1] = acc[5] / m0 - dm1 * dm1
             cov[0, 1] = acc[4] / m0 - dm0 * dm1
             cov[1, 0] = cov[0, 1]
-    return log_mass, _CUBATURE_REL + math.exp(2.0 * span) * moved / area, True, L
+    # + the rounding of log_mass's own sum (|c|^2 / 2 + |log m0| + log 2 pi, eps each)
+    rounding = _EPS * (c0 * c0 + c1 * c1 + abs(log_mass) + 2.0)
+    return log_mass, _CUBATURE_REL + math.exp(2.0 * span) * moved / area + rounding, True, L
 
 
 @_jit
@@ -657,15 +659,32 @@ def _edge_B_parts(h, s_lo, s_hi):
 @_jit
 def _edge_B_scaled(h, s_lo, s_hi, ref):
     """The kernel's form of :func:`_edge_B_parts`, in units of ``e^ref``: ``(B e^-ref, e^(E - ref), rel_err, z0, z1,
-    far)`` with ``E`` the exponent of the end nearest the foot, ``z0``, ``z1``, ``far`` (``>= 0``) a graded edge's,
+    far, xr)`` with ``E`` the exponent of the end nearest the foot, ``z0``, ``z1``, ``far`` (``>= 0``) a graded edge's,
     times ``e^(E - ref)`` (:func:`_graded_scaled`: no scalar exp), else ``(e^(log B - ref), the same, rel_err, 0, 0,
-    -1)``."""
+    -1, xr)``; ``xr`` the exponents' rounding (:func:`exponent_rounding`), relative, on top of ``rel_err``."""
     lb, rb = _edge_special(h, s_lo, s_hi)
     if rb >= 0.0:
         ee = math.exp(lb - ref)
-        return ee, ee, rb, 0.0, 0.0, -1.0
-    _, total, z0, z1, far, first = _graded_scaled(h, s_lo, s_hi, ref, True)
-    return total, first, GRADED_REL, z0, z1, far
+        return ee, ee, rb, 0.0, 0.0, -1.0, exponent_rounding(lb, ref)
+    e, total, z0, z1, far, first = _graded_scaled(h, s_lo, s_hi, ref, True)
+    return total, first, GRADED_REL, z0, z1, far, exponent_rounding(e, ref)
+
+
+@_jit
+def exponent_rounding(e, ref):
+    """Relative error of an edge's ``B e^-ref`` (:func:`_edge_B_scaled`) from the float64 rounding of its exponents,
+    beyond the rule's own ``rel_err`` (which was measured against mpmath without a shift): ``eps (3 |e| + |e - ref| +
+    22)``, ``e`` the exponent ``E`` of a graded edge or ``log B`` of the others.
+
+    A graded edge: ``E = -(h^2 + a^2) / 2 - log 2 pi`` is off by at most ``eps (h^2 + a^2) + eps/2 |E| + eps <= eps
+    (2.5 |E| + 1)`` (``h^2 + a^2 <= 2 |E|``); the shift ``E - ref`` by ``eps/2 |E - ref|``, and each node's argument
+    ``x + shift`` (``|x| <= 40``, the window) once more by ``eps/2 (40 + |E - ref|)``; every node term moves by
+    ``e^delta - 1``, relative. Owen's T and the angle rule: ``log B`` rounds by at most ``2 eps |log B|`` (a log, or
+    ``-h^2 / 2 - log 2 pi + log(sum)``), ``log B - ref`` by ``eps/2 |log B - ref|`` and ``exp`` by an ulp. Both are
+    within ``eps (3 |e| + |e - ref| + 22)`` (``e^delta - 1 <= 1.01 delta`` for these ``delta``). For a far pair
+    (``|E|`` ~ 70 and up) this is ~1e-13: far above the rules' 1.2e-15, so the kernel adds it to ``rel_err``
+    (tests/test_s2_exponent_rounding.py, against 40-digit mpmath)."""
+    return _EPS * (3.0 * abs(e) + abs(e - ref) + 22.0)
 
 
 @_jit
@@ -804,14 +823,16 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
         pos = 1.0 if inside else 0.0
         neg = 0.0
         err = 0.0
+        rnd = 0.0  # the exponents' rounding (exponent_rounding)
         for f in range(F):
             if not act[p, f]:
                 continue
             if bounds[f] > ref - _DROP:
                 keep[p, f] = True
                 d_f = D[p, f]
-                b, ee, rb, zsum[f, 0], zsum[f, 1], far = _edge_B_scaled(abs(d_f), s_lo[p, f], s_hi[p, f], ref)
+                b, ee, rb, zsum[f, 0], zsum[f, 1], far, xr = _edge_B_scaled(abs(d_f), s_lo[p, f], s_hi[p, f], ref)
                 err += b * (rb + _EPS)
+                rnd += b * xr
                 # vertex error terms: a graded edge's exponentials at its end nearest the foot (ee) and at the other
                 # (far >= 0) come from its own nodes; other edges' by their own exp
                 lo_w = (ee if s_hi[p, f] > 0.0 else far) if far >= 0.0 else -1.0
@@ -835,8 +856,14 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
                 err += math.exp(bounds[f] - ref)
         ratio = neg / pos
         r1 = 1.0 if ratio > 1.0 else ratio
-        lm = ref + math.log(pos) + math.log1p(-r1)
-        re = err / (pos * (1.0 - r1)) + 4.0 * _EPS * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
+        lp = math.log(pos)
+        l1 = math.log1p(-r1)
+        lm = ref + lp + l1
+        # the edges' errors, their exponents' rounding (both amplified by the sum's cancellation: a path without one
+        # does better, so they decide the fallback) and the sum's own rounding
+        re = (err + rnd) / (pos * (1.0 - r1)) + 4.0 * _EPS * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
+        # reported: also the rounding of lm's own log-space sum (eps per nat: no float64 path does better)
+        re_all = re + _EPS * (abs(ref) + abs(lp) + abs(l1) + abs(lm))
         lo = loosen_factor(lws + lm + math.log1p(min(re, 1.0)))
         fl = boundary or not math.isfinite(lm) or not re <= FALLBACK_REL * lo
         for k in range(2):
@@ -854,7 +881,7 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
                 continue
         if moments < 1 or fl:
             log_mass[p] = lm
-            rel_err[p] = re
+            rel_err[p] = re_all
             flagged[p] = fl
             loosen[p] = lo
             continue
@@ -897,7 +924,7 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
             cov[p, 0, 1] = c01
             cov[p, 1, 0] = c01
         log_mass[p] = lm
-        rel_err[p] = re
+        rel_err[p] = re_all
         flagged[p] = fl
         loosen[p] = lo
 
