@@ -143,7 +143,7 @@ def test_pruning_and_loosening_follow_the_weight_bound(regions):
         assert np.all(np.abs(lm[both] - ref[0][both]) <= rel[both] + ref[1][both] + 1e-14 * np.abs(lm[both]))
         w = np.exp(scale + lm)
         # rel also reports the rounding of the log-space sum (eps per nat), which decides nothing
-        own = rel - 8 * np.finfo(float).eps * (np.abs(lm) + 60.0)
+        own = np.where(kept, rel - 8 * np.finfo(float).eps * (np.abs(np.where(kept, lm, 0.0)) + 60.0), rel)
         over = kept & ~(own * np.minimum(w, 1.0) <= K.FALLBACK_REL * np.maximum(w, K.LOOSEN_WEIGHT) * 1.001)
         # beyond the threshold only small polygons (cubature), whose bound is their own conditioning
         idx = np.nonzero(over)[0]
