@@ -10,7 +10,7 @@ but one pass per (region, point) pair with the edge intervals read off the per-r
 ``planar.batch.RegionGeometry``. ``tests/test_planar_kernel.py`` checks the two paths agree within
 their error bounds on every branch, and both against mpmath. The numpy arrays of a batch would be
 (pairs x edges x nodes); here every pair stays in registers, and a graded edge's nodes run 8 at a time on vectors
-(``fastexp.panel_sums``): about 0.7 us per pair on one core.
+(``fastexp.panel_sums``): about 0.5 us per pair on one core.
 
 Two refinements over the reference path, both about small polygons, whose mass is a difference of
 sector masses of order 1: (1) each vertex is computed once, by one of its two lines, and the other edge
