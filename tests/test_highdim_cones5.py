@@ -46,12 +46,14 @@ def test_rotated_5d_boxes(a, b):
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_moments_of_rotated_5d_boxes(k):
-    """The divergence-theorem moments against the truncated normals' (scipy ``truncnorm``, rotated): mean and
-    covariance within 1e-12 (measured <= 1.9e-13), mass within its bar."""
+    """The divergence-theorem moments against the truncated normals' (scipy ``truncnorm``, rotated): mean within
+    1e-12 (1 + |m|) and covariance within 1e-12 (1 + |m|^2) (it is the second moment less ``m m^T``; measured: 3.8e-13
+    and 3.3e-12 for the tail box at |m| = 8.7, i.e. 4e-14 of the second moment), mass within its bar."""
     Nrm, D, V, R, exact, mean, cov = _box(*BOXES5[k], 3)
     lm, m, c, rel, fl = cone5_moments(Nrm, D, V, R)
     _covers(lm, rel, fl, exact)
-    assert np.abs(m - mean).max() <= 1e-12 and np.abs(c - cov).max() <= 1e-12
+    big = np.abs(mean).max()
+    assert np.abs(m - mean).max() <= 1e-12 * (1 + big) and np.abs(c - cov).max() <= 1e-12 * (1 + big * big)
 
 
 def test_facet_term_matches_its_nested_form_in_mpmath():
