@@ -66,6 +66,8 @@ from .cones import (
     theta_diff,
 )
 from .cones import WINDOW as WINDOW4
+from .cones import _pairs as _cone_pairs
+from .shape_kernel import cone_shape_compiled
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _SQRT2, _INF = C.SQRT2, C.INF
@@ -474,10 +476,20 @@ class Facet5(NamedTuple):
     good: bool
 
 
+def _complement(n):
+    """(5, 4) orthonormal basis of the complement of the unit vector ``n``: the columns other than ``k`` of the
+    Householder reflection ``I - 2 w w^T / |w|^2``, ``w = n + sign(n_k) e_k``, ``k`` the largest component."""
+    k = int(np.argmax(np.abs(n)))
+    w = n.copy()
+    w[k] += math.copysign(1.0, n[k])
+    H = np.eye(n.size) - (2.0 / (w @ w)) * np.outer(w, w)
+    return np.delete(H, k, axis=1)
+
+
 def _facet5(Nrm, D0, Yv0, Yr, i):
     """:class:`Facet5` of row ``i`` from one point's offsets and vertices, or None when the row is no facet."""
     n = Nrm[i]
-    U = np.linalg.svd(n[None, :])[2][1:].T
+    U = _complement(n)
     rows = Nrm @ U
     nrm = np.linalg.norm(rows, axis=1)
     keep = np.nonzero((nrm > 1e-12) & (np.arange(Nrm.shape[0]) != i))[0]
@@ -490,7 +502,7 @@ def _facet5(Nrm, D0, Yv0, Yr, i):
     D4, V4 = facet_offsets(fc, D0[None], Yv0[None])
     if V4.shape[1] == 0 or np.linalg.matrix_rank(np.vstack([V4[0] - V4[0, 0], R4]), tol=1e-9) < 4:
         return None
-    g = cone_shape(fc.N4, D4[0], V4[0], R4)
+    g = cone_shape_compiled(fc.N4, D4[0], V4[0], R4)
     return fc._replace(g=g, good=consistent(g, V4.shape[1]))
 
 
@@ -516,12 +528,15 @@ def facet_offsets(fc: Facet5, D, Yv):
 PAIRS_PER_THREAD5 = 2  # fewest pairs of one facet pass worth a worker thread (~0.1-1 ms a pair and facet)
 
 
-def _run(g, D4, V4, par, acc, edges, flagged):
+def _run(g, D4, V4, par, acc, edges, flagged, threaded=True):
     """:func:`_facet_pass` over contiguous pieces of the rows in worker threads (each row alone into its own rows of
-    ``acc`` and ``flagged``: the bits do not depend on the thread count)."""
+    ``acc`` and ``flagged``: the bits do not depend on the thread count); in this thread when not ``threaded``."""
     def work(a, b):
         _facet_pass(g, D4[a:b], V4[a:b], tuple(p[a:b] for p in par), acc[a:b], edges, flagged[a:b])
 
+    if not threaded:
+        work(0, D4.shape[0])
+        return
     run_split(work, D4.shape[0], min_per_thread=PAIRS_PER_THREAD5, pieces_per_thread=2)
 
 
@@ -537,13 +552,14 @@ def _signed_mass(acc):
     return np.where(bad, -np.inf, lm), np.where(bad, np.inf, rel), bad
 
 
-def cone5_log_mass_batch(Nrm, D, Yv, Yr, shape=None):
+def cone5_log_mass_batch(Nrm, D, Yv, Yr, shape=None, threaded=True):
     """``(log_mass, rel, flagged)`` (M,) of ``N(0, I_5)`` on ``{Nrm y <= D_m}`` (unit rows ``Nrm`` (F, 5), offsets
     ``D`` (M, F), vertices ``Yv`` (M, V, 5) relative to each mean, unit rays ``Yr`` (R, 5); pointed) by one 1-D
     integral per flag (module docstring); ``shape``: :func:`shape5` of the region (built from row 0 when None).
     Flagged rows (a facet plane within 1e-8 of the mean, the mean on a plane of a facet's flags, an unresolved
     integral, inconsistent flags, a signed sum without a positive result) must be computed otherwise; the caller
-    judges ``rel``."""
+    judges ``rel``. ``threaded``: the rows in worker threads (False: in this thread, for a caller that runs regions
+    in threads of its own)."""
     Nrm = np.ascontiguousarray(Nrm, dtype=np.float64)
     D = np.ascontiguousarray(np.atleast_2d(D), dtype=np.float64)
     Yv = np.ascontiguousarray(Yv, dtype=np.float64).reshape(D.shape[0], -1, 5)
@@ -561,31 +577,32 @@ def cone5_log_mass_batch(Nrm, D, Yv, Yr, shape=None):
         ref = acc[:, 3].copy()  # the edges are dropped relative to the pair's largest near term
         for fc, D4, V4 in parts:
             par = (np.abs(D[:, fc.i]), -np.sign(D[:, fc.i]), ref)
-            _run(fc.g, D4, V4, par, acc, edges, flagged)
+            _run(fc.g, D4, V4, par, acc, edges, flagged, threaded)
     lm, rel, bad = _signed_mass(acc)
     return lm, rel, flagged | bad
 
 
-def cone5_moments_batch(Nrm, D, Yv, Yr, *, moments=2, shape=None):
+def cone5_moments_batch(Nrm, D, Yv, Yr, *, moments=2, shape=None, threaded=True):
     """``(log_mass, mean (M, 5), cov (M, 5, 5), rel, moment_bound, flagged)``: :func:`cone5_log_mass_batch` and the
     moments by the divergence theorem (NOTES §3) over the facets, each an S' = 4 problem at its foot
     (``cones.cone_moments`` of every pair's cross-section at once): ``E[y 1_P] = -sum_i n_i phi(d_i) M_4(F_i')`` and
     ``E[y y^T 1_P] = P I - sum_i phi(d_i) M_4(F_i') n_i (d_i n_i + U_i m_i)^T`` (``m_i`` the facet's in-plane mean),
     symmetrised. ``moment_bound`` bounds the whitened mean's error (max-norm; the covariance's is of the same order):
-    the facets' relative mass bars and the mass's carried through the weights ``phi(d_i) M_4(F_i') / P``."""
+    the facets' relative mass bars and the mass's carried through the weights ``phi(d_i) M_4(F_i') / P``.
+    ``threaded``: as :func:`cone5_log_mass_batch`."""
     Nrm = np.ascontiguousarray(Nrm, dtype=np.float64)
     D = np.ascontiguousarray(np.atleast_2d(D), dtype=np.float64)
     Yv = np.ascontiguousarray(Yv, dtype=np.float64).reshape(D.shape[0], -1, 5)
     Yr = np.asarray(Yr, dtype=np.float64).reshape(-1, 5)
     shape = shape5(Nrm, D[0], Yv[0], Yr) if shape is None else shape
-    lm, rel, fl = cone5_log_mass_batch(Nrm, D, Yv, Yr, shape)
+    lm, rel, fl = cone5_log_mass_batch(Nrm, D, Yv, Yr, shape, threaded)
     M = D.shape[0]
     m1, m2, mbar = np.zeros((M, 5)), np.zeros((M, 5, 5)), np.zeros(M)
     if moments < 1 or fl.all():
         return lm, m1, m2, rel, mbar, fl
     for fc in shape:
         D4, V4 = facet_offsets(fc, D, Yv)
-        l4, mu4, _, r4, _, f4 = cone_moments(fc.N4, D4, V4, fc.R4, moments=1, shape=fc.g)
+        l4, mu4, r4, f4 = _facet_moments(fc, D4, V4, threaded)
         Di = D[:, fc.i]
         weak = np.nonzero((f4 | ~(r4 <= FACET_REL)) & ~fl)[0]
         if weak.size:
@@ -600,6 +617,20 @@ def cone5_moments_batch(Nrm, D, Yv, Yr, *, moments=2, shape=None):
     m2 = np.eye(5)[None] + 0.5 * (m2 + np.swapaxes(m2, 1, 2))
     cov = m2 - m1[:, :, None] * m1[:, None, :]
     return lm, m1, cov, rel, np.where(fl, np.inf, mbar), fl
+
+
+def _facet_moments(fc: Facet5, D4, V4, threaded):
+    """``(log M_4, in-plane mean (M, 4), rel, flagged)`` of every pair's cross-section ``F_i'`` (``cones.cone_moments``
+    with ``moments=1``; its compiled rows in this thread when not ``threaded``)."""
+    if threaded:
+        l4, mu4, _, r4, _, f4 = cone_moments(fc.N4, D4, V4, fc.R4, moments=1, shape=fc.g)
+        return l4, mu4, r4, f4
+    M = D4.shape[0]
+    out = (np.full(M, -np.inf), np.full(M, np.inf), np.ones(M, dtype=np.bool_), np.full(M, np.inf),
+           np.full(M, np.inf), np.zeros((M, 4)), np.zeros((M, 4, 4)))
+    if fc.good:
+        _cone_pairs(fc.g, np.ascontiguousarray(fc.N4), D4, V4, 1, out)
+    return out[0], out[5], out[1], out[2]
 
 
 FACET_REL = 1e-8  # facet rows of the moments whose S' = 4 cone bar exceeds this (or that the cones flag) are redone
@@ -692,50 +723,79 @@ def whitened5(polytope, chol, means):
     return HL / nrm[:, None], D, Yv, Yr
 
 
-def region5_moments(Nrm, D, Yv, Yr, *, moments, tol, rng=None, relative=True):
+def _cones_or_flagged(Nrm, D, Yv, Yr, moments, threaded=True):
+    """:func:`cone5_moments_batch`, every row flagged where the combinatorics are degenerate (``LinAlgError``)."""
+    try:
+        return cone5_moments_batch(Nrm, D, Yv, Yr, moments=moments, threaded=threaded)
+    except np.linalg.LinAlgError:
+        M = D.shape[0]
+        return (np.full(M, -np.inf), np.zeros((M, 5)), np.zeros((M, 5, 5)), np.full(M, np.inf), np.full(M, np.inf),
+                np.ones(M, dtype=bool))
+
+
+def region5_moments(Nrm, D, Yv, Yr, *, moments, tol, rng=None, relative=True, cones=None):
     """The pairs of one region (rows of ``D``, ``Yv``) by :func:`cone5_moments_batch` where certified (not flagged,
     mass bar within ``max(tol, CONE5_TOL)``, moment bound within ``MOMENT5_TOL``), the others by RQMC
-    (``qmc.rqmc_moments``). Returns ``(log_mass, mean, cov, rel, used_rqmc)``."""
+    (``qmc.rqmc_moments``) where its bar is the smaller (a cancelling sliver far from the mean keeps its cone bar of
+    3e-7 rather than RQMC's 7e-4). ``cones``: that function's output when the caller has it. Returns
+    ``(log_mass, mean, cov, rel, used_rqmc)``."""
     from .qmc import rqmc_moments
 
     M = D.shape[0]
-    try:
-        lm, mean, cov, rel, mb, fl = cone5_moments_batch(Nrm, D, Yv, Yr, moments=moments)
-    except np.linalg.LinAlgError:  # degenerate combinatorics: every pair by RQMC
-        lm, mean, cov = np.full(M, -np.inf), np.zeros((M, 5)), np.zeros((M, 5, 5))
-        rel, mb, fl = np.full(M, np.inf), np.full(M, np.inf), np.ones(M, dtype=bool)
+    lm, mean, cov, rel, mb, fl = _cones_or_flagged(Nrm, D, Yv, Yr, moments) if cones is None else cones
     cap = np.maximum(tol, CONE5_TOL)
     bad = fl | ~(rel <= cap) | (moments >= 1) & ~(mb <= np.maximum(cap, MOMENT5_TOL))
     idx = np.nonzero(bad)[0]
     if idx.size:
         l2, m2, c2, r2 = rqmc_moments(Nrm, D[idx], moments=moments, rng=rng, relative=relative)
-        lm[idx], rel[idx] = l2, r2
+        better = ~(r2 >= np.where(fl[idx], np.inf, rel[idx] + mb[idx]))  # the smaller bar (RQMC: ~1e-3 at best)
+        idx, bad = idx[better], np.zeros(M, dtype=bool)
+        bad[idx] = True
+        lm[idx], rel[idx] = l2[better], r2[better]
         if moments >= 1:
-            mean[idx] = m2
+            mean[idx] = m2[better]
         if moments >= 2:
-            cov[idx] = c2
+            cov[idx] = c2[better]
     return lm, mean, cov, rel, bad
+
+
+def _map_regions(fn, jobs):
+    """``[fn(job) for job in jobs]``, the jobs spread over ``threads.worker_threads()`` threads of a pool of this
+    call's own (each job's compiled passes release the GIL; a job's nested ``run_split`` uses the shared pool, so
+    the two cannot wait on each other). Each job is computed alone: the bits do not depend on the thread count."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..threads import worker_threads
+
+    n = min(worker_threads(), len(jobs))
+    if n <= 1:
+        return [fn(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="dgnexact-cones5") as pool:
+        return list(pool.map(fn, jobs))
 
 
 def cones5_batch(req, geo, res, store):
     """S = 5, ``method="auto"``: every needed (region, point) pair of the regular regions by :func:`region5_moments`
-    (one :func:`shape5` per region, vectorised over its points), pairs of provably negligible weight skipped and
-    tolerances loosened by weight (``sliced.pair_tolerances``); ``store(res, req, chol, r, rows, lm, mean, cov,
-    rel)`` files whitened results. Returns the regions left to the per-region path."""
+    (one :func:`shape5` per region, vectorised over its points, the regions in worker threads), pairs of provably
+    negligible weight skipped and tolerances loosened by weight (``sliced.pair_tolerances``); ``store(res, req,
+    chol, r, rows, lm, mean, cov, rel)`` files whitened results. Returns the regions left to the per-region path."""
     from .sliced import closest_distance, pair_tolerances
 
     pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
+    jobs = []
     for r in np.unique(pr_all):
         rows = pn_all[pr_all == r]
         Nrm, D, Yv, Yr = whitened5(req.polytopes[r], geo.chol[r], req.means[r, rows])
         _, log_upper = closest_distance(Nrm, D)
         skip, tol = pair_tolerances(req.weight_scale(np.full(rows.size, r), rows), log_upper)
         go = ~skip
-        if not np.any(go):
-            continue
-        lm, my, cy, rel, _ = region5_moments(Nrm, D[go], Yv[go], Yr, moments=req.moments, tol=tol[go], rng=req.rng,
-                                             relative=req.relative)
-        store(res, req, geo.chol[r], r, rows[go], lm, my, cy, rel)
+        if np.any(go):
+            jobs.append((r, rows[go], tol[go], (Nrm, D[go], Yv[go], Yr)))
+    outs = _map_regions(lambda job: _cones_or_flagged(*job[3], req.moments, threaded=False), jobs)
+    for (r, rows, tol, (Nrm, D, Yv, Yr)), out in zip(jobs, outs):
+        lm, my, cy, rel, _ = region5_moments(Nrm, D, Yv, Yr, moments=req.moments, tol=tol, rng=req.rng,
+                                             relative=req.relative, cones=out)
+        store(res, req, geo.chol[r], r, rows, lm, my, cy, rel)
     res.has_error[geo.ok] = True
     for r in np.nonzero(geo.ok)[0]:
         res.methods[r] = "cones5"
