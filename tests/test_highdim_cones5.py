@@ -264,3 +264,23 @@ def test_s5_evaluate_same_bits_with_1_and_2_threads(monkeypatch):
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+def test_weak_facet_rows_are_bounded_or_resolved(monkeypatch):
+    """Facet rows of the moments that the S' = 4 cones do not resolve (``FACET_REL``) are left out under their
+    closest-point bound or taken by the S' = 4 route with its slices (``_weak_facets``). With every row treated so
+    (``FACET_REL = 0``), the moments of the tail box (mean 9 away) and of a box around the mean still match the
+    truncated normals' (scipy ``truncnorm``) as in the plain route, and the bound covers the left-out rows."""
+    import engine.gaussian.highdim.cones5 as c5
+
+    calls = []
+    real = c5._weak_facets
+    monkeypatch.setattr(c5, "FACET_REL", 0.0)
+    monkeypatch.setattr(c5, "_weak_facets", lambda *a: calls.append(1) or real(*a))
+    for k in (1, 3):
+        Nrm, D, V, R, exact, mean, cov = _box(*BOXES5[k], 3)
+        lm, m, c, rel, fl = cone5_moments(Nrm, D, V, R)
+        _covers(lm, rel, fl, exact)
+        big = np.abs(mean).max()
+        assert np.abs(m - mean).max() <= 1e-12 * (1 + big) and np.abs(c - cov).max() <= 1e-11 * (1 + big * big)
+    assert len(calls) >= 10
