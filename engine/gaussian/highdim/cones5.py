@@ -800,3 +800,16 @@ def cones5_batch(req, geo, res, store):
     for r in np.nonzero(geo.ok)[0]:
         res.methods[r] = "cones5"
     return ~geo.ok
+
+
+def warm() -> None:
+    """Compile (into numba's cache) what the S = 5 batch runs: the flags, the mass passes and the facets' S' = 4
+    moments, in worker threads and in this one, on a rotated 5-D box (``python -m engine.warmup`` calls this)."""
+    Q, _ = np.linalg.qr(np.arange(25.0).reshape(5, 5) ** 1.5 + np.eye(5))
+    a, b = np.array([-1.0, -0.5, 0.2, -2.0, -0.7]), np.array([0.7, 1.5, 2.0, 0.1, 1.1])
+    Nrm = np.vstack([Q.T, -Q.T])
+    corners = np.array(np.meshgrid(*zip(a, b), indexing="ij")).reshape(5, -1).T
+    D, Yv = np.concatenate([b, -a])[None], (corners @ Q.T)[None]
+    for threaded in (True, False):
+        cone5_moments_batch(Nrm, np.repeat(D, 4, axis=0), np.repeat(Yv, 4, axis=0), np.zeros((0, 5)), moments=2,
+                            threaded=threaded)
