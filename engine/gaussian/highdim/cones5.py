@@ -48,25 +48,30 @@ from .cones import (
     _NODES,
     TERM_ULPS,
     _add,
+    _beyond,
     _clip,
+    _drop_edge,
     _edge_cuts,
     _edge_flags,
     _edge_R,
     _edge_range,
     _exp_point,
+    _facets_and_ridges,
+    _line_offsets,
     _log_gauss_tail,
     _log_q,
+    _ridge_terms,
     _sign,
+    _trunc_bound,
     _Work,
     cone_log_mass,
-    cone_moments,
     cone_shape,
     consistent,
     log_j,
     theta_diff,
 )
 from .cones import WINDOW as WINDOW4
-from .cones import _pairs as _cone_pairs
+from .cones import _moments as _cone_moments_sums
 from .shape_kernel import cone_shape_compiled
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -525,6 +530,198 @@ def facet_offsets(fc: Facet5, D, Yv):
     return D4, V4
 
 
+# ---------------------------------------------------------------------------------------------------
+# fused with the facets' S' = 4 masses and means (the divergence-theorem moments): the same nodes
+# ---------------------------------------------------------------------------------------------------
+# The S' = 4 edge integrals of ``M_4(F_i')`` (``cones.edge_flag_logs``) run on the same graded nodes as the S' = 5 ones
+# of ``B_i`` (the same start, poles and Gaussian factor ``e^{-(sa u + u^2/2)}``): one pass evaluates ``DTheta`` once
+# per node and flag for the three sums (S' = 5 flag, S' = 4 flag, the S' = 3 facet term of the S' = 4 mean).
+
+
+@_jit
+def _panel_fused(sa, mid, half, RA, fl, S):
+    """One panel for ``S[0]`` (S' = 5, :func:`_panel5`), ``S[1]``, ``S[2]`` (S' = 4, ``cones._piece``'s two rows)."""
+    R, A = RA
+    for m in range(_NODES):
+        u = mid + half * _GX[m]
+        sg = sa + u
+        g = _GW[m] * half * math.exp(-(sa * u + 0.5 * u * u))
+        gr = g / (R + sg * sg)
+        g5 = gr * _w_factor(A, sg * sg)
+        for f in range(fl.shape[0]):
+            a, b, c, lo, hi = fl[f, 0], fl[f, 1], fl[f, 2], fl[f, 3], fl[f, 4]
+            val = theta_diff(_clip(sg, lo, hi), _clip(-sg, lo, hi), a, b, c) * sg / math.sqrt(c + sg * sg)
+            S[0, f] += g5 * val
+            S[1, f] += gr * val
+            S[2, f] += g * val
+
+
+@_jit
+def _piece_fused(sa, sb, RA, fl, bmin, S):
+    """:func:`_piece5` for the three sums of :func:`_panel_fused`; returns ``(ok, cut)``."""
+    U = _exp_point(sa, WINDOW4)
+    end = sb
+    if U < sb - sa:
+        end = sa + U
+    else:
+        U = sb - sa
+    if not U > 0.0:
+        return True, sb
+    r0 = math.sqrt(sa * sa + bmin * bmin)
+    left, k = 0.0, 0
+    while left < U:
+        if k >= _MAX_GRADES or not r0 > 0.0:
+            return False, sa + left
+        right = min(r0 * (2.0 ** (k + 1) - 1.0), U)
+        e_l, e_r = sa * left + 0.5 * left * left, sa * right + 0.5 * right * right
+        nsub = max(1, int(math.ceil((e_r - e_l) / _DMAX4)))
+        ul = left
+        for q in range(1, nsub + 1):
+            ur = right if q == nsub else _exp_point(sa, e_l + (e_r - e_l) * q / nsub)
+            _panel_fused(sa, 0.5 * (ur + ul), 0.5 * (ur - ul), RA, fl, S)
+            ul = ur
+        left = right
+        k += 1
+    return True, end
+
+
+@_jit
+def edge_fused_logs(R, d02, d2, fl, out5, out4):
+    """:func:`edge5_logs` into ``out5`` (n,) and ``cones.edge_flag_logs`` (two rows) into ``out4`` (2, n) from one set
+    of nodes; returns ``(ok, log truncation bound of out5, of out4)``."""
+    n = fl.shape[0]
+    lo, hi = fl[0, 3], fl[0, 4]
+    S = np.zeros((3, n))
+    bmin = _INF
+    for f in range(n):
+        out5[f], out4[0, f], out4[1, f] = -_INF, -_INF, -_INF
+        bmin = min(bmin, fl[f, 1])
+    cuts = _edge_cuts(lo, hi)
+    A = d02 + R
+    ok, tr5, tr4 = True, -_INF, -_INF
+    for p in range(2):
+        sa, sb = cuts[p], cuts[p + 1]
+        if not sb > sa:
+            continue
+        S[:, :] = 0.0
+        good, cut = _piece_fused(sa, sb, (R, A), fl, bmin, S)
+        ok = ok and good
+        if cut < sb:
+            tr5 = _lse_pair(tr5, _trunc5(R, A, cut))
+            tr4 = _lse_pair(tr4, _trunc_bound(R, cut))
+        b5, b4 = -0.5 * (A + sa * sa), -0.5 * (R + sa * sa)
+        for f in range(n):
+            if S[0, f] > 0.0:
+                out5[f] = _lse_pair(out5[f], b5 + math.log(S[0, f]))
+            if S[1, f] > 0.0:
+                out4[0, f] = _lse_pair(out4[0, f], b4 + math.log(S[1, f]))
+            if S[2, f] > 0.0:
+                out4[1, f] = _lse_pair(out4[1, f], b4 - _LOG_4PI2 + math.log(S[2, f]))
+    if math.isfinite(cuts[2]):
+        ok = _beyond(cuts[2], d2, fl, out4) and ok
+        for f in range(n):
+            dth = theta_diff(hi, lo, fl[f, 0], fl[f, 1], fl[f, 2])
+            if dth > 0.0:
+                lk, good = log_k(d02, d2[f], math.sqrt(fl[f, 2] + cuts[2] * cuts[2]))
+                ok = ok and good
+                out5[f] = _lse_pair(out5[f], math.log(dth) + lk)
+    return ok, tr5, tr4
+
+
+@_jit
+def _edge_fused(g, k, d, yv, par, acc, wk):
+    """Edge k of ``F'``: its S' = 5 flag terms into ``acc`` (as :func:`_edge5`, ``par = (d0, sgn, ref5, ref4)``) and its
+    S' = 4 terms of ``M_4(F')`` and of the facets' masses into ``wk`` (as ``cones._edge_terms`` with moments, less the
+    ridges' 2-D masses, which only the S' = 4 covariance uses); each left out under its bound when both are
+    ``_DROP5`` nats below their references; returns ok."""
+    d0, sgn, ref5, ref4 = par
+    lo, hi = _edge_range(g, k, yv)
+    if not lo < hi:
+        return True
+    R = _edge_R(g, k, d)
+    s0 = min(max(0.0, lo), hi)
+    rho2 = max(R + s0 * s0, 1e-300)
+    fl, d2, fac, se, sb = _edge_flags(g, k, d, wk, (lo, hi))
+    n = fl.shape[0]
+    q2 = d0 * d0 + rho2
+    b4 = math.log(n * math.sqrt(0.5 * math.pi) / (4.0 * math.pi)) - 0.5 * rho2 - 0.5 * math.log(rho2)
+    b5 = b4 + 0.5 * rho2 + math.log(d0) - 0.5 * math.log(q2) + _log_q(math.sqrt(q2))
+    if b5 <= ref5 - _DROP5 and b4 <= ref4 - _DROP5:
+        acc[2] = _lse_pair(acc[2], b5 + max(0.0, 0.5 * math.log(rho2)))
+        _drop_edge(g, k, wk, b4 + max(0.0, 0.5 * math.log(rho2)), fac, 1)
+        return True
+    out5, out4 = np.empty(n), np.empty((2, n))
+    ok, tr5, tr4 = edge_fused_logs(R, d0 * d0, d2, fl, out5, out4)
+    for q in range(n):
+        s4 = 0.5 * math.log(d2[q]) - _LOG_4PI2 if d2[q] > 0.0 else -_INF
+        sign4 = -_sign(d[fac[q]]) * se[q] * sb[q]
+        _add(acc, sgn * sign4, out5[q] + s4 + math.log(d0))
+        _add(wk.acc, sign4, out4[0, q] + s4)
+        _add(wk.facc[fac[q]], se[q] * sb[q], out4[1, q])
+        if tr5 > -_INF:
+            acc[2] = _lse_pair(acc[2], tr5 + s4 + math.log(d0))
+        if tr4 > -_INF:
+            wk.acc[2] = _lse_pair(wk.acc[2], tr4 + s4)
+            wk.facc[fac[q], 2] = _lse_pair(wk.facc[fac[q], 2], tr4 - _LOG_4PI2)
+    return ok
+
+
+@_jit
+def _four_start(g, d, wk):
+    """The S' = 4 terms of ``M_4(F')`` and its facets' masses without edges (``cones.pair_moments``' first part);
+    returns ok (False: flagged)."""
+    inside = True
+    for f in range(d.size):
+        if g.fvalid[f] and d[f] <= 0.0:
+            inside = False
+    if inside:
+        _add(wk.acc, 1.0, 0.0)
+    fl1 = _facets_and_ridges(g, d, wk, 1)
+    fl2, g_out = _line_offsets(g, d, wk, 1)
+    if fl1 or fl2:
+        return False
+    return _ridge_terms(g, d, g_out, wk, 1)
+
+
+@_jit
+def _four_finish(g, N4, d, wk, mean):
+    """``(log M_4, rel, err_mean)`` of ``F'`` from ``wk`` (``cones.pair_moments``' end), its mean into ``mean``;
+    ``rel = inf`` when the signed sum has no positive result."""
+    pos, neg, err = wk.acc[0], wk.acc[1], wk.acc[2]
+    if pos == -_INF:
+        return -_INF, _INF, _INF
+    ratio = math.exp(neg - pos) if neg > -_INF else 0.0
+    if not ratio < 1.0:
+        return -_INF, _INF, _INF
+    lm = pos + math.log1p(-ratio)
+    rel = math.exp(err - lm) + 4.0 * _EPS * (1.0 + ratio) / (1.0 - ratio) + 4.0 * _EPS * (1.0 + abs(lm))
+    err1, _ = _cone_moments_sums(g, N4, d, wk, lm, mean, np.zeros((4, 4)))
+    return lm, rel, err1
+
+
+@_jit
+def _facet_pass_fused(g, N4, D4, V4, par, acc, flagged, out4):
+    """:func:`_facet_pass`'s edge pass with the facet's S' = 4 mass and mean (``out4 = (l4, r4, e4, mu4)``, (M,) each
+    but ``mu4`` (M, 4); ``r4 = inf``: not resolved)."""
+    d0, sgn, ref = par
+    G, L, F = g.ri.size, g.lr.size, g.fvalid.size
+    l4, r4, e4, mu4 = out4
+    for m in range(D4.shape[0]):
+        l4[m], r4[m], e4[m] = -_INF, _INF, _INF
+        if flagged[m]:
+            continue
+        d = D4[m]
+        wk = _Work(np.empty((G, 2)), np.empty(L), np.array([-_INF, -_INF, -_INF, -_INF]), np.full((F, 4), -_INF),
+                   np.full((G, 4), -_INF))
+        ok4 = _four_start(g, d, wk)  # False: the S' = 4 row is flagged (its mean is then not used)
+        ok = True
+        for k in range(g.eva.size):
+            ok = _edge_fused(g, k, d, V4[m], (d0[m], sgn[m], ref[m], wk.acc[3]), acc[m], wk) and ok
+        flagged[m] = not ok
+        if ok4:
+            l4[m], r4[m], e4[m] = _four_finish(g, N4, d, wk, mu4[m])
+
+
 PAIRS_PER_THREAD5 = 2  # fewest pairs of one facet pass worth a worker thread (~0.1-1 ms a pair and facet)
 
 
@@ -552,6 +749,46 @@ def _signed_mass(acc):
     return np.where(bad, -np.inf, lm), np.where(bad, np.inf, rel), bad
 
 
+def _run_fused(fc: Facet5, D4, V4, par, acc, flagged, out4, threaded=True):
+    """:func:`_facet_pass_fused` over the rows, in worker threads as :func:`_run`."""
+    N4 = np.ascontiguousarray(fc.N4)
+
+    def work(a, b):
+        _facet_pass_fused(fc.g, N4, D4[a:b], V4[a:b], tuple(p[a:b] for p in par), acc[a:b], flagged[a:b],
+                          tuple(o[a:b] for o in out4))
+
+    if not threaded:
+        work(0, D4.shape[0])
+        return
+    run_split(work, D4.shape[0], min_per_thread=PAIRS_PER_THREAD5, pieces_per_thread=2)
+
+
+def _mass_core(Nrm, D, Yv, Yr, shape, threaded, with_four):
+    """The passes of :func:`cone5_log_mass_batch`; with ``with_four`` the edge pass also gives each facet's S' = 4 mass
+    and mean (:func:`_facet_pass_fused`). Returns ``(log_mass, rel, flagged, parts, fours)``: ``parts`` the facets
+    with their cross-sections ``(fc, D4, V4)``, ``fours`` per facet ``(l4, r4, e4, mu4)`` (or None)."""
+    M = D.shape[0]
+    flagged = np.min(np.abs(D), axis=1) < 1e-8
+    if not shape or not all(fc.good for fc in shape):
+        flagged[:] = True
+    acc = np.full((M, 4), -np.inf)
+    inside = np.all(D > 0, axis=1)  # P = 1{0 in P} - sum_i sign(d_i) B_i
+    acc[inside, 0], acc[inside, 2], acc[inside, 3] = 0.0, math.log(TERM_ULPS * _EPS), 0.0
+    parts = [(fc, *facet_offsets(fc, D, Yv)) for fc in shape] if not flagged.all() else []
+    fours = [(np.full(M, -np.inf), np.full(M, np.inf), np.full(M, np.inf), np.zeros((M, 4))) for _ in parts] \
+        if with_four else None
+    for edges in (False, True):
+        ref = acc[:, 3].copy()  # the edges are dropped relative to the pair's largest near term
+        for q, (fc, D4, V4) in enumerate(parts):
+            par = (np.abs(D[:, fc.i]), -np.sign(D[:, fc.i]), ref)
+            if edges and with_four:
+                _run_fused(fc, D4, V4, par, acc, flagged, fours[q], threaded)
+            else:
+                _run(fc.g, D4, V4, par, acc, edges, flagged, threaded)
+    lm, rel, bad = _signed_mass(acc)
+    return lm, rel, flagged | bad, parts, fours
+
+
 def cone5_log_mass_batch(Nrm, D, Yv, Yr, shape=None, threaded=True):
     """``(log_mass, rel, flagged)`` (M,) of ``N(0, I_5)`` on ``{Nrm y <= D_m}`` (unit rows ``Nrm`` (F, 5), offsets
     ``D`` (M, F), vertices ``Yv`` (M, V, 5) relative to each mean, unit rays ``Yr`` (R, 5); pointed) by one 1-D
@@ -565,21 +802,7 @@ def cone5_log_mass_batch(Nrm, D, Yv, Yr, shape=None, threaded=True):
     Yv = np.ascontiguousarray(Yv, dtype=np.float64).reshape(D.shape[0], -1, 5)
     Yr = np.asarray(Yr, dtype=np.float64).reshape(-1, 5)
     shape = shape5(Nrm, D[0], Yv[0], Yr) if shape is None else shape
-    M = D.shape[0]
-    flagged = np.min(np.abs(D), axis=1) < 1e-8
-    if not shape or not all(fc.good for fc in shape):
-        flagged[:] = True
-    acc = np.full((M, 4), -np.inf)
-    inside = np.all(D > 0, axis=1)  # P = 1{0 in P} - sum_i sign(d_i) B_i
-    acc[inside, 0], acc[inside, 2], acc[inside, 3] = 0.0, math.log(TERM_ULPS * _EPS), 0.0
-    parts = [(fc, *facet_offsets(fc, D, Yv)) for fc in shape] if not flagged.all() else []
-    for edges in (False, True):
-        ref = acc[:, 3].copy()  # the edges are dropped relative to the pair's largest near term
-        for fc, D4, V4 in parts:
-            par = (np.abs(D[:, fc.i]), -np.sign(D[:, fc.i]), ref)
-            _run(fc.g, D4, V4, par, acc, edges, flagged, threaded)
-    lm, rel, bad = _signed_mass(acc)
-    return lm, rel, flagged | bad
+    return _mass_core(Nrm, D, Yv, Yr, shape, threaded, False)[:3]
 
 
 def cone5_moments_batch(Nrm, D, Yv, Yr, *, moments=2, shape=None, threaded=True):
@@ -595,16 +818,14 @@ def cone5_moments_batch(Nrm, D, Yv, Yr, *, moments=2, shape=None, threaded=True)
     Yv = np.ascontiguousarray(Yv, dtype=np.float64).reshape(D.shape[0], -1, 5)
     Yr = np.asarray(Yr, dtype=np.float64).reshape(-1, 5)
     shape = shape5(Nrm, D[0], Yv[0], Yr) if shape is None else shape
-    lm, rel, fl = cone5_log_mass_batch(Nrm, D, Yv, Yr, shape, threaded)
+    lm, rel, fl, parts, fours = _mass_core(Nrm, D, Yv, Yr, shape, threaded, moments >= 1)
     M = D.shape[0]
     m1, m2, mbar = np.zeros((M, 5)), np.zeros((M, 5, 5)), np.zeros(M)
     if moments < 1 or fl.all():
         return lm, m1, m2, rel, mbar, fl
-    for fc in shape:
-        D4, V4 = facet_offsets(fc, D, Yv)
-        l4, mu4, r4, f4 = _facet_moments(fc, D4, V4, threaded)
+    for (fc, D4, V4), (l4, r4, e4, mu4) in zip(parts, fours):
         Di = D[:, fc.i]
-        weak = np.nonzero((f4 | ~(r4 <= FACET_REL)) & ~fl)[0]
+        weak = np.nonzero(~(r4 <= FACET_REL) & ~fl)[0]
         if weak.size:
             mbar[weak] += _weak_facets(fc, (D4[weak], V4[weak], Di[weak], lm[weak]), (l4, mu4, r4), weak)
         fl = fl | ~np.isfinite(r4)
@@ -613,24 +834,10 @@ def cone5_moments_batch(Nrm, D, Yv, Yr, *, moments=2, shape=None, threaded=True)
         w = np.where(fl, 0.0, w)
         m1 -= w[:, None] * fc.n[None]
         m2 -= w[:, None, None] * fc.n[None, :, None] * (Di[:, None] * fc.n[None] + mu4 @ fc.U.T)[:, None, :]
-        mbar += w * (np.where(fl, 0.0, r4) + np.where(fl, 0.0, rel))
+        mbar += w * (np.where(fl, 0.0, r4 + np.where(np.isfinite(e4), e4, 0.0)) + np.where(fl, 0.0, rel))
     m2 = np.eye(5)[None] + 0.5 * (m2 + np.swapaxes(m2, 1, 2))
     cov = m2 - m1[:, :, None] * m1[:, None, :]
     return lm, m1, cov, rel, np.where(fl, np.inf, mbar), fl
-
-
-def _facet_moments(fc: Facet5, D4, V4, threaded):
-    """``(log M_4, in-plane mean (M, 4), rel, flagged)`` of every pair's cross-section ``F_i'`` (``cones.cone_moments``
-    with ``moments=1``; its compiled rows in this thread when not ``threaded``)."""
-    if threaded:
-        l4, mu4, _, r4, _, f4 = cone_moments(fc.N4, D4, V4, fc.R4, moments=1, shape=fc.g)
-        return l4, mu4, r4, f4
-    M = D4.shape[0]
-    out = (np.full(M, -np.inf), np.full(M, np.inf), np.ones(M, dtype=np.bool_), np.full(M, np.inf),
-           np.full(M, np.inf), np.zeros((M, 4)), np.zeros((M, 4, 4)))
-    if fc.good:
-        _cone_pairs(fc.g, np.ascontiguousarray(fc.N4), D4, V4, 1, out)
-    return out[0], out[5], out[1], out[2]
 
 
 FACET_REL = 1e-8  # facet rows of the moments whose S' = 4 cone bar exceeds this (or that the cones flag) are redone
