@@ -284,3 +284,23 @@ def test_weak_facet_rows_are_bounded_or_resolved(monkeypatch):
         big = np.abs(mean).max()
         assert np.abs(m - mean).max() <= 1e-12 * (1 + big) and np.abs(c - cov).max() <= 1e-11 * (1 + big * big)
     assert len(calls) >= 10
+
+
+def test_fused_facet_masses_and_means_equal_cone_moments():
+    """The edge pass's S' = 4 by-products (each facet cross-section's mass and mean from the S' = 5 nodes,
+    ``_facet_pass_fused``) against ``cones.cone_moments`` of the same cross-sections on 6 regions of the S = 5 block
+    decoder: masses within the two bars, means within 1e-12 plus their bounds (measured 1e-15)."""
+    import engine.gaussian.highdim.cones5 as c5
+    from engine.gaussian.highdim.cones import cone_moments
+
+    n = 0
+    for Nrm, D, Yv, Yr in _s5_regions(6):
+        sh = c5.shape5(Nrm, D[0], Yv[0], Yr)
+        *_, parts, fours = c5._mass_core(Nrm, D, Yv, Yr, sh, False, True)
+        for (fc, D4, V4), (l4, r4, e4, mu4) in zip(parts, fours):
+            lm, mean, _, rel, eb, fl = cone_moments(fc.N4, D4, V4, fc.R4, moments=1, shape=fc.g)
+            ok = ~fl & np.isfinite(r4)
+            assert np.all(np.abs(l4 - lm)[ok] <= (r4 + rel)[ok])
+            assert np.all(np.abs(mu4 - mean).max(axis=1)[ok] <= 1e-12 + e4[ok] + eb[ok, 0])
+            n += int(ok.sum())
+    assert n >= 40

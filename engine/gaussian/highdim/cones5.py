@@ -21,7 +21,8 @@ integral less the two integrals that close (the S' = 4 arctangent exchange and t
 point. Bar: ``TERM_ULPS eps (1 + |log term|)`` per term (measured against mpmath, ``tests/test_highdim_cones5.py``),
 the dropped edges' and the windows' bounds, the signed sum's rounding. Pairs with the mean on a plane of the flags,
 an unresolved integral, inconsistent incidences or a bar above the caller's tolerance are flagged (the caller keeps
-its RQMC route for them). Moments by the divergence theorem over the facets (S' = 4 ``cone_moments`` of each).
+its RQMC route for them). Moments by the divergence theorem over the facets: each facet's S' = 4 mass and mean
+come from the same edge nodes as its S' = 5 flags (``_facet_pass_fused``).
 
 The first construction of this module (:func:`facet_term`, :func:`mixture_log_mass`) kept the outer integral as a
 graded Gauss-Legendre rule over ``t`` with a 16- vs 8-node bar: 200-360 S' = 4 evaluations per facet, ~0.4 s a pair.
@@ -807,8 +808,8 @@ def cone5_log_mass_batch(Nrm, D, Yv, Yr, shape=None, threaded=True):
 
 def cone5_moments_batch(Nrm, D, Yv, Yr, *, moments=2, shape=None, threaded=True):
     """``(log_mass, mean (M, 5), cov (M, 5, 5), rel, moment_bound, flagged)``: :func:`cone5_log_mass_batch` and the
-    moments by the divergence theorem (NOTES §3) over the facets, each an S' = 4 problem at its foot
-    (``cones.cone_moments`` of every pair's cross-section at once): ``E[y 1_P] = -sum_i n_i phi(d_i) M_4(F_i')`` and
+    moments by the divergence theorem (NOTES §3) over the facets, each an S' = 4 problem at its foot (its mass and
+    mean from the edge pass's nodes, ``_facet_pass_fused``): ``E[y 1_P] = -sum_i n_i phi(d_i) M_4(F_i')`` and
     ``E[y y^T 1_P] = P I - sum_i phi(d_i) M_4(F_i') n_i (d_i n_i + U_i m_i)^T`` (``m_i`` the facet's in-plane mean),
     symmetrised. ``moment_bound`` bounds the whitened mean's error (max-norm; the covariance's is of the same order):
     the facets' relative mass bars and the mass's carried through the weights ``phi(d_i) M_4(F_i') / P``.
