@@ -119,13 +119,14 @@ def main():
     ap.add_argument("--pair-cost", type=int, default=0)
     args = ap.parse_args()
     net = engine.random_network(WORKLOADS[args.s], rng=0, cov_x=0.1)
-    X = net.sample(100, rng=1)[:args.points]
+    X_all = net.sample(100, rng=1)
+    X = X_all[:args.points]
     t = time.perf_counter()
     part = partition(net)
     t_part = time.perf_counter() - t
     _emit(workload=f"s{args.s}", widths=WORKLOADS[args.s], what="partition", seconds=t_part, regions=len(part))
     if args.pair_cost:
-        _pair_cost(args.s, net, X, part, args.pair_cost)
+        _pair_cost(args.s, net, X_all[:1], part, args.pair_cost)
     if args.points:
         _evaluate(args.s, net, X, part, t_part)
 
