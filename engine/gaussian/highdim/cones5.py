@@ -896,6 +896,7 @@ CONE5_TOL = 1e-7
 # the engine claims that accuracy"), and the alternative, RQMC, is ~1e-2 off. Measured on 150 regions of the
 # [5,8,8,6] figure: moment bounds 1e-12 to 8e-6 where the mean lies far outside (the facets' S' = 4 sums cancel).
 MOMENT5_TOL = 1e-4
+RQMC_TRY = 1e-3  # an uncertified pair tries RQMC only when its cone bars exceed this (RQMC's bars: 1e-3 to 0.7)
 
 
 class Cones5Geometry:
@@ -944,15 +945,16 @@ def _cones_or_flagged(Nrm, D, Yv, Yr, moments, threaded=True):
 def region5_moments(Nrm, D, Yv, Yr, *, moments, tol, rng=None, relative=True, cones=None):
     """The pairs of one region (rows of ``D``, ``Yv``) by :func:`cone5_moments_batch` where certified (not flagged,
     mass bar within ``max(tol, CONE5_TOL)``, moment bound within ``MOMENT5_TOL``), the others by RQMC
-    (``qmc.rqmc_moments``) where its bar is the smaller (a cancelling sliver far from the mean keeps its cone bar of
-    3e-7 rather than RQMC's 7e-4). ``cones``: that function's output when the caller has it. Returns
-    ``(log_mass, mean, cov, rel, used_rqmc)``."""
+    (``qmc.rqmc_moments``, tried where the cones' bars exceed ``RQMC_TRY``) where its bar is the smaller (a
+    cancelling sliver far from the mean keeps its cone bar of 3e-7 rather than RQMC's 7e-4). ``cones``: that
+    function's output when the caller has it. Returns ``(log_mass, mean, cov, rel, used_rqmc)``."""
     from .qmc import rqmc_moments
 
     M = D.shape[0]
     lm, mean, cov, rel, mb, fl = _cones_or_flagged(Nrm, D, Yv, Yr, moments) if cones is None else cones
     cap = np.maximum(tol, CONE5_TOL)
     bad = fl | ~(rel <= cap) | (moments >= 1) & ~(mb <= np.maximum(cap, MOMENT5_TOL))
+    bad &= ~(rel + mb <= RQMC_TRY)  # bars RQMC does not reach: the cones' result stands, with its bar
     idx = np.nonzero(bad)[0]
     if idx.size:
         l2, m2, c2, r2 = rqmc_moments(Nrm, D[idx], moments=moments, rng=rng, relative=relative)
