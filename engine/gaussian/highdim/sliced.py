@@ -906,11 +906,12 @@ def pair_tolerances(log_weight_scale, log_upper):
     return wb < -NEGLIGIBLE_NATS, np.where(np.isfinite(loosen), loosen, 1.0) * DEFAULT_TOL
 
 
-def with_fallback(Nrm, D, Yv, Yr, *, moments, tol, accuracy, closest, rng, direction=None):
-    """:func:`sliced_moments`, with the RQMC estimate (``qmc.rqmc_moments``) for the rows whose bar exceeds
-    ``FALLBACK_REL``, kept where its own bar is smaller. Returns ``(log_mass, mean, cov, rel, used_rqmc)``."""
+def with_fallback(Nrm, D, Yv, Yr, *, moments, tol, accuracy, closest, rng, **slicing):
+    """:func:`sliced_moments` (``slicing``: its ``direction``), with the RQMC estimate (``qmc.rqmc_moments``) for the
+    rows whose bar exceeds ``FALLBACK_REL``, kept where its own bar is smaller. Returns ``(log_mass, mean, cov, rel,
+    used_rqmc)``."""
     lm, my, cy, rel = sliced_moments(Nrm, D, Yv, Yr, moments=moments, tol=tol, accuracy=accuracy, closest=closest,
-                                     direction=direction)
+                                     **slicing)
     bad = ~(rel <= FALLBACK_REL)
     used = np.zeros(lm.size, dtype=bool)
     if np.any(bad):
