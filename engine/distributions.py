@@ -521,12 +521,14 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
     need = upper >= lower[:, None] - PRUNE_NATS
     skipped = None
     if mu.shape[2] >= 4 and geometry is not None:  # S >= 4: prune to the target (skipped bounds go into the bar)
-        need, skipped = _target_prune(part, mu, log_norm, upper, lower, need & ~first, geometry)
+        need, skipped, lower = _target_prune(part, mu, log_norm, upper, lower, need & ~first, geometry)
         need |= first
     with np.errstate(invalid="ignore"):  # lower = -inf (no mass resolved): no weight guarantee, +inf
         scale = np.where(np.isfinite(lower)[:, None], log_norm - lower[:, None], np.inf)
     out = _region_pairs(part, mu, covs, method=method, rng=rng, need=need, log_weight_scale=scale,
                         geometry=geometry, accuracy=accuracy)
+    if out.skipped is not None:  # S = 4: pairs the cones left, skipped within their budget (relative to lower)
+        skipped = np.logaddexp(-np.inf if skipped is None else skipped, lower + out.skipped)
     return out, skipped
 
 
@@ -699,8 +701,9 @@ def _target_prune(part, mu, log_norm, upper, lower, cand, geometry):
     """S >= 4: the pairs ``cand`` (N, R) whose rigorous upper bounds on their terms of eq. 5, smallest first, sum
     to at most ``SKIP_BUDGET`` times a lower bound of p(x) are skipped (``gaussian.highdim.budget.target_prune``:
     bounds from the closest point's supporting half-space and the region's volume, the lower bound ``lower`` raised
-    by the mass lower bounds of each point's most promising pairs). Returns the pairs still needed and the (N,) log
-    of the sum of the skipped bounds (``-inf``: none), which :func:`evaluate` adds to ``log_marginal_error``."""
+    by the mass lower bounds of each point's most promising pairs). Returns the pairs still needed, the (N,) log of
+    the sum of the skipped bounds (``-inf``: none), which :func:`evaluate` adds to ``log_marginal_error``, and the
+    raised lower bound (N,), which then sets the pairs' tolerances (``log_weight_scale``)."""
     from .gaussian.highdim.budget import target_prune
 
     return target_prune(part, mu, log_norm, upper, lower, cand, geometry, SKIP_BUDGET, _SKIP_CANDIDATE)

@@ -133,12 +133,12 @@ def target_prune(part, mu, log_norm, upper, lower, cand, geometry, budget, candi
     ``upper`` and :func:`pair_bounds`, the latter for the pairs whose ``upper`` is below ``candidate_share`` of the
     lower bound (the only ones that can be skipped) and for each point's ``PROBE * LOWER_PAIRS`` pairs of largest
     ``upper``. The lower bound: ``lower`` raised (:func:`raised_lower`) by the ``LOWER_PAIRS`` pairs of largest
-    bound among those. Returns the pairs still needed and the (N,) log of the sum of the skipped bounds
-    (``-inf``: none)."""
+    bound among those. Returns the pairs still needed, the (N,) log of the sum of the skipped bounds (``-inf``: none)
+    and the raised lower bound (N,)."""
     if not 0.0 < budget < 1.0:
         raise DGNInputError("SKIP_BUDGET", f"is {budget!r}, not in (0, 1)", "set a share of p(x) such as 1e-9")
     if getattr(geometry, "chol", None) is None or not cand.any():
-        return _skip(cand, np.where(cand, upper, np.inf), lower, budget)
+        return (*_skip(cand, np.where(cand, upper, np.inf), lower, budget), lower)
     cand_upper = np.where(cand, upper, -np.inf)
     probe = _top(cand_upper, PROBE * LOWER_PAIRS)
     bound = np.where(cand, upper, np.inf)
@@ -148,7 +148,7 @@ def target_prune(part, mu, log_norm, upper, lower, cand, geometry, budget, candi
         maybe = cand & (upper < lower[:, None] + np.log(candidate_share))
     more = maybe & ~probe
     bound = np.where(more, np.minimum(bound, pair_bounds(part, mu, log_norm, more, geometry)), bound)
-    return _skip(cand, bound, lower, budget, maybe)
+    return (*_skip(cand, bound, lower, budget, maybe), lower)
 
 
 def _skip(cand, bound, lower, budget, maybe=None):

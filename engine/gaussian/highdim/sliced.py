@@ -961,24 +961,90 @@ def _shape_of(geo, r):
     return geo.cone_shape(r) if hasattr(geo, "cone_shape") else None
 
 
+FLAGGED_BUDGET = 2e-9  # pairs the cones do not settle are skipped, lightest bound first per region, while the point's
+# sum of their bounds stays within this share of the lower bound of p(x) (the slices cost 10-25 ms a pair)
+
+
+def _deferred(Nrm, D, Yv, Yr, **kw):
+    """``cones_first``'s fallback in :func:`sliced_batch`: marks the rows the cones leave (NaN mass) for
+    :func:`_settle_deferred` to skip or slice."""
+    M = D.shape[0]
+    return np.full(M, np.nan), np.zeros((M, 4)), np.zeros((M, 4, 4)), np.full(M, np.nan), np.zeros(M, dtype=bool)
+
+
+def _mass_bounds(closest, Yv, Yr, log_vol):
+    """(M,) ``budget.log_mass_bounds`` of the pairs (certified distance from ``closest``, whitened log volume)."""
+    from .budget import certified_distance, log_mass_bounds
+
+    return log_mass_bounds(certified_distance(closest, Yv, Yr), log_vol)
+
+
+def _settle_deferred(args, kw, lws, log_vol, spent):
+    """The pairs ``cones_first`` left (``args = (Nrm, D, Yv, Yr)`` of those rows, ``kw`` their ``with_fallback``
+    keywords, ``lws`` their log weight scales): each is skipped, in the order of its bound, while the point's
+    ``spent`` (N-indexed through ``kw["rows"]``; log of the summed relative bounds, updated in place) stays within
+    ``FLAGGED_BUDGET``; the rest go to :func:`with_fallback`. The bound of a pair is ``lws`` plus
+    ``budget.log_mass_bounds`` (certified distance, region volume ``log_vol``). Returns ``(lm, mean, cov, rel,
+    skip)`` for the rows (skipped: mass -inf, error 0)."""
+    Nrm, D, Yv, Yr = args
+    rows = kw.pop("rows")
+    M = D.shape[0]
+    bound = lws + _mass_bounds(kw["closest"], Yv, Yr, log_vol)
+    skip = np.zeros(M, dtype=bool)
+    for m in np.argsort(bound, kind="stable").tolist():
+        total = np.logaddexp(spent[rows[m]], bound[m])
+        if total <= np.log(FLAGGED_BUDGET):
+            skip[m], spent[rows[m]] = True, total
+    lm, my, cy, rel = np.full(M, -np.inf), np.zeros((M, 4)), np.zeros((M, 4, 4)), np.zeros(M)
+    go = np.nonzero(~skip)[0]
+    if go.size:
+        sub = {**kw, "tol": kw["tol"][go], "closest": kw["closest"][go]}
+        lm[go], mg, cg, rel[go], _ = with_fallback(Nrm, D[go], Yv[go], Yr, **sub)
+        if mg is not None:
+            my[go] = mg
+        if cg is not None:
+            cy[go] = cg
+    return lm, my, cy, rel, skip
+
+
 def sliced_batch(req, geo, res, store):
-    """S = 4, ``method="auto"``: every needed (region, point) pair of the regular regions by :func:`sliced_moments`
-    (vectorised over the points of a region), pairs of provably negligible weight skipped, tolerances loosened
-    by weight (:func:`pair_tolerances`); ``store(res, req, chol, r, rows, lm, mean, cov, rel)`` files whitened
+    """S = 4, ``method="auto"``: every needed (region, point) pair of the regular regions by the cones first
+    (``cones.cones_first``), then :func:`sliced_moments` (vectorised over the points of a region) for the pairs they
+    leave, pairs of provably negligible weight skipped, tolerances loosened by weight (:func:`pair_tolerances`);
+    with weights (``req.log_weight_scale``), pairs the cones leave are skipped within ``FLAGGED_BUDGET``
+    (:func:`_settle_deferred`; ``res.skipped``: (N,) log of their summed bounds relative to the weight scale's
+    lower bound of p(x), -inf: none). ``store(res, req, chol, r, rows, lm, mean, cov, rel)`` files whitened
     results. Returns the regions left to the per-region path."""
     pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
+    spent = np.full(req.shape[1], -np.inf)
+    budget = req.log_weight_scale is not None and hasattr(geo, "log_volumes")
     for r in np.unique(pr_all):
         rows = pn_all[pr_all == r]
         Nrm, D, Yv, Yr = whitened(req.polytopes[r], geo.chol[r], req.means[r, rows])
         closest, log_upper = closest_distance(Nrm, D)
-        skip, tol = pair_tolerances(req.weight_scale(np.full(rows.size, r), rows), log_upper)
+        if budget:  # the volume bound too (slivers: ~20 nats below Q(|y*|)), so light slivers get loose tolerances
+            log_upper = _mass_bounds(closest, Yv, Yr, geo.log_volumes([r])[0])
+        lws = req.weight_scale(np.full(rows.size, r), rows)
+        skip, tol = pair_tolerances(lws, log_upper)
         go = ~skip
         if not np.any(go):
             continue
-        lm, my, cy, rel, _ = cones_first(with_fallback, Nrm, D[go], Yv[go], Yr, moments=req.moments, tol=tol[go],
-                                         accuracy=req.accuracy, closest=closest[go], rng=req.rng,
-                                         shape=_shape_of(geo, r))  # issue 14: cones
+        kw = dict(moments=req.moments, tol=tol[go], accuracy=req.accuracy, closest=closest[go], rng=req.rng)
+        lm, my, cy, rel, _ = cones_first(_deferred if budget else with_fallback, Nrm, D[go], Yv[go], Yr,
+                                         shape=_shape_of(geo, r), **kw)  # issue 14: cones first
+        left = np.nonzero(np.isnan(lm))[0] if budget else np.zeros(0, dtype=np.intp)
+        if left.size:
+            sub = {**kw, "tol": kw["tol"][left], "closest": kw["closest"][left], "rows": rows[go][left]}
+            out = _settle_deferred((Nrm, D[go][left], Yv[go][left], Yr), sub, lws[go][left],
+                                   geo.log_volumes([r])[0], spent)
+            lm[left], rel[left] = out[0], out[3]
+            if my is not None:
+                my[left] = out[1]
+            if cy is not None:
+                cy[left] = out[2]
         store(res, req, geo.chol[r], r, rows[go], lm, my, cy, rel)
+    if budget:
+        res.skipped = spent
     res.has_error[geo.ok] = True
     for r in np.nonzero(geo.ok)[0]:
         res.methods[r] = "sliced"
