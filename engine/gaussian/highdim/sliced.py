@@ -883,6 +883,7 @@ class SlicedGeometry:
                             for p in polytopes], dtype=bool)
         self.polytopes = list(polytopes)
         self._shapes: dict = {}
+        self._frames: dict = {}
         self._log_volume = np.full(len(self.polytopes), np.nan)
 
     def cone_shape(self, r):
@@ -898,6 +899,24 @@ class SlicedGeometry:
             except np.linalg.LinAlgError:
                 self._shapes[r] = None
         return self._shapes[r]
+
+    def whitened(self, r, means):
+        """:func:`whitened` of region ``r`` at ``means`` (M, 4), with the parts that depend on the region only (unit
+        normals, their norms, ``L^-1``, unit rays) kept: the same expressions, the same bits."""
+        if r not in self._frames:
+            p, chol = self.polytopes[r], self.chol[r]
+            HL = p.H @ chol
+            nrm = np.linalg.norm(HL, axis=1)
+            Linv = np.linalg.inv(chol)
+            Yr = p.rays @ Linv.T if p.rays.size else np.zeros((0, 4))
+            if Yr.size:
+                Yr = Yr / np.linalg.norm(Yr, axis=1)[:, None]
+            self._frames[r] = (HL / nrm[:, None], nrm, Linv, Yr)
+        Nrm, nrm, Linv, Yr = self._frames[r]
+        p = self.polytopes[r]
+        D = (p.c[None, :] - means @ p.H.T) / nrm
+        Yv = (p.vertices[None] - means[:, None, :]) @ Linv.T
+        return Nrm, D, Yv, Yr
 
     def log_volumes(self, regions):
         """(len(regions),) log of the whitened volume of each region (``budget.log_volume``: +inf where unbounded or
@@ -979,6 +998,16 @@ def _mass_bounds(closest, Yv, Yr, log_vol):
     return log_mass_bounds(certified_distance(closest, Yv, Yr), log_vol)
 
 
+def _closest_bounds(Nrm, D, Yv, Yr, log_vol):
+    """(M, 4) closest points and (M,) ``budget.log_mass_bounds`` (certified distance, whitened log volume), compiled
+    (``budget.closest_and_distance``)."""
+    from .budget import closest_and_distance, log_mass_bounds
+
+    c = np.ascontiguousarray
+    y, d = closest_and_distance(c(Nrm), c(D), c(Yv), c(Yr, dtype=np.float64).reshape(-1, 4))
+    return y, log_mass_bounds(d, log_vol)
+
+
 def _settle_deferred(args, kw, lws, log_vol, spent):
     """The pairs ``cones_first`` left (``args = (Nrm, D, Yv, Yr)`` of those rows, ``kw`` their ``with_fallback``
     keywords, ``lws`` their log weight scales): each is skipped, in the order of its bound, while the point's
@@ -1020,10 +1049,12 @@ def sliced_batch(req, geo, res, store):
     budget = req.log_weight_scale is not None and hasattr(geo, "log_volumes")
     for r in np.unique(pr_all):
         rows = pn_all[pr_all == r]
-        Nrm, D, Yv, Yr = whitened(req.polytopes[r], geo.chol[r], req.means[r, rows])
-        closest, log_upper = closest_distance(Nrm, D)
         if budget:  # the volume bound too (slivers: ~20 nats below Q(|y*|)), so light slivers get loose tolerances
-            log_upper = _mass_bounds(closest, Yv, Yr, geo.log_volumes([r])[0])
+            Nrm, D, Yv, Yr = geo.whitened(r, req.means[r, rows])
+            closest, log_upper = _closest_bounds(Nrm, D, Yv, Yr, geo.log_volumes([r])[0])
+        else:
+            Nrm, D, Yv, Yr = whitened(req.polytopes[r], geo.chol[r], req.means[r, rows])
+            closest, log_upper = closest_distance(Nrm, D)
         lws = req.weight_scale(np.full(rows.size, r), rows)
         skip, tol = pair_tolerances(lws, log_upper)
         go = ~skip
