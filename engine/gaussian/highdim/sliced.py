@@ -47,6 +47,14 @@ The relative error bar of a pair is ``(sum_panels |K15 - G7| + sum_nodes w f rel
 ``rel_3`` the S = 3 solver's own bound for each slice, plus the skipped nodes' bounds. It is a validated bar,
 not a proof (the K - G difference bounds the Gauss rule's error when the integrand is resolved, which the tests
 check against exact rotated boxes, block-factorised decoders and mpmath).
+
+The batch driver (:func:`sliced_batch`) sends every pair to the cones first (``cones.cones_first``, with the
+region's flags kept on :class:`SlicedGeometry` across the row blocks of an evaluate). Under a weight scale
+(``engine.evaluate``) a pair's tolerance follows the bound on its weight, from ``budget.log_mass_bounds`` (the
+certified distance and the region's volume: thin slivers get bounds ~20 nats below ``Q(|y*|)``), and the pairs the
+cones leave are skipped, lightest bound first, while their bounds sum below ``FLAGGED_BUDGET`` of p(x)
+(:func:`_settle_deferred`); the others come here. On ``[4, 16, 16, 5]`` this left 31 of 2,028 such pairs of
+points 2-3 to the slices.
 """
 
 from __future__ import annotations
