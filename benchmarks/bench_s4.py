@@ -14,11 +14,12 @@ they agree within their bars.
 ``--regions`` regions at every point by the default method (S = 4: ``highdim.sliced``, outer quadrature over
 exact S = 3 slices) and by RQMC, in seconds per (point, region) pair, with their bars and their difference,
 and, with ``--nested``, the deterministic nested quadrature (``engine.gaussian.highdim.nested``) of one pair.
-``--repro`` runs ``evaluate`` twice (and in a forked child) and
+``--blocks N`` evaluates the first N points in ``evaluate``'s own row blocks, a line per block (cumulative CPU and
+wall seconds, largest bar so far). ``--repro`` runs ``evaluate`` twice (and in a forked child) and
 says whether the bits agree. One JSON line per figure. Usage:
 
     .venv/bin/python benchmarks/bench_s4.py [--workloads s4 s5 s6] [--points 1 5] [--pairs] [--nested] [--repro]
-        [--each N]
+        [--each N] [--blocks N]
 """
 
 from __future__ import annotations
@@ -73,6 +74,22 @@ def _evaluate_each(name, net, X, part, n):
               pairs_before_target_pruning=counts["before"], pairs=counts["after"])
 
 
+def _evaluate_blocks(name, net, X, part, n):
+    """The first n points in the row blocks ``evaluate`` itself uses (``scaling.rows_per_block``: 7 points a block on
+    ``[4, 16, 16, 5]``), one call per block in this process (the geometry, flags and volumes kept across blocks as in
+    one call), a line per block with the cumulative CPU and wall seconds: a partial run can be extrapolated."""
+    from engine.scaling import rows_per_block
+
+    k = rows_per_block(len(part), net.latent_dim)
+    t, c = time.perf_counter(), time.process_time()
+    worst = 0.0
+    for i in range(0, n, k):
+        ev = evaluate(net, X[i:min(i + k, n)], part=part)
+        worst = max(worst, float(np.max(ev.log_marginal_error)))
+        _emit(workload=name, what="evaluate in blocks", points=min(i + k, n), cum_seconds=time.perf_counter() - t,
+              cum_cpu_seconds=time.process_time() - c, max_log_marginal_error=worst)
+
+
 def _count_pairs():
     """Counts of the (point, region) pairs around ``distributions._target_prune`` (S >= 4): ``before`` survive the
     e^-50 half-space pruning, ``after`` are integrated (the lightest pairs' bounds, up to ``SKIP_BUDGET`` of p(x),
@@ -83,10 +100,10 @@ def _count_pairs():
     real = getattr(dist._target_prune, "real", dist._target_prune)
 
     def counting(part, mu, log_norm, upper, lower, cand, geometry):
-        need, skipped = real(part, mu, log_norm, upper, lower, cand, geometry)
+        need, skipped, low = real(part, mu, log_norm, upper, lower, cand, geometry)
         counts["before"] += int(cand.sum()) + 3 * cand.shape[0]  # + the 3 pairs of the lower bound per point
         counts["after"] += int(need.sum()) + 3 * cand.shape[0]
-        return need, skipped
+        return need, skipped, low
 
     counting.real = real
     dist._target_prune = counting
@@ -237,6 +254,7 @@ def main():
     ap.add_argument("--nested", action="store_true")
     ap.add_argument("--repro", action="store_true")
     ap.add_argument("--each", type=int, default=0, help="evaluate the first EACH points one at a time")
+    ap.add_argument("--blocks", type=int, default=0, help="evaluate the first BLOCKS points block by block")
     args = ap.parse_args()
     for name in args.workloads:
         net, X, part = _setup(name)
@@ -250,6 +268,8 @@ def main():
             _evaluate(name, net, X, part, n)
         if args.each:
             _evaluate_each(name, net, X, part, args.each)
+        if args.blocks:
+            _evaluate_blocks(name, net, X, part, args.blocks)
 
 
 if __name__ == "__main__":

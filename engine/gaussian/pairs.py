@@ -167,6 +167,7 @@ class PairResult:
     has_error: np.ndarray
     _errors: np.ndarray | None = field(default=None, repr=False)
     settled: np.ndarray | None = field(default=None, repr=False)
+    skipped: np.ndarray | None = field(default=None, repr=False)  # S = 4: (N,) see highdim.sliced.sliced_batch
 
     @classmethod
     def empty(cls, R: int, N: int, S: int, moments: int) -> PairResult:

@@ -865,12 +865,13 @@ def cones_first(fallback, Nrm, D, Yv, Yr, **kw):
     ``(log_mass, mean, cov, rel, used_rqmc)`` like it). For unbounded regions the fallback slices along
     :func:`_slicing_direction` (every slice bounded, ``sliver``)."""
     M = D.shape[0]
+    shape = kw.pop("shape", None)  # the region's flags when the caller keeps them (``sliced.SlicedGeometry``)
     moments, accuracy = kw["moments"], kw["accuracy"]
     tol = np.broadcast_to(np.asarray(kw["tol"], dtype=np.float64), (M,))
     if not USE_CONES:
         return fallback(Nrm, D, Yv, Yr, **kw)
     try:
-        out = cone_moments(Nrm, D, Yv, Yr, moments=moments)
+        out = cone_moments(Nrm, D, Yv, Yr, moments=moments, shape=shape)
     except np.linalg.LinAlgError:  # degenerate combinatorics: every pair by the fallback
         return fallback(Nrm, D, Yv, Yr, **kw)
     ok = certified(out, tol, moments, accuracy)

@@ -47,6 +47,14 @@ The relative error bar of a pair is ``(sum_panels |K15 - G7| + sum_nodes w f rel
 ``rel_3`` the S = 3 solver's own bound for each slice, plus the skipped nodes' bounds. It is a validated bar,
 not a proof (the K - G difference bounds the Gauss rule's error when the integrand is resolved, which the tests
 check against exact rotated boxes, block-factorised decoders and mpmath).
+
+The batch driver (:func:`sliced_batch`) sends every pair to the cones first (``cones.cones_first``, with the
+region's flags kept on :class:`SlicedGeometry` across the row blocks of an evaluate). Under a weight scale
+(``engine.evaluate``) a pair's tolerance follows the bound on its weight, from ``budget.log_mass_bounds`` (the
+certified distance and the region's volume: thin slivers get bounds ~20 nats below ``Q(|y*|)``), and the pairs the
+cones leave are skipped, lightest bound first, while their bounds sum below ``FLAGGED_BUDGET`` of p(x)
+(:func:`_settle_deferred`); the others come here. On ``[4, 16, 16, 5]`` this left 31 of 2,028 such pairs of
+points 2-3 to the slices.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from scipy.special import log_ndtr
 
 from ...polytope import Polytope
 from ..constants import LOOSEN_WEIGHT, NEGLIGIBLE_NATS
+from .cones import cone_shape as _cone_shape
 from .cones import cones_first
 from .qmc import closest_points, rqmc_moments
 
@@ -865,7 +874,12 @@ MAX_TOL = 1e-4  # light pairs: the tolerance is loosened by LOOSEN_WEIGHT / w up
 class SlicedGeometry:
     """Per-region data of the S = 4 batch (``polytopes.GEOMETRIES[4]``): lower-triangular factors ``chol`` (R, 4, 4)
     of Sigma_omega (the caller's accurate factors when given; None if one is not positive definite) and ``ok``
-    (R,): regions with facets and without lineality (the others take the per-region path)."""
+    (R,): regions with facets and without lineality (the others take the per-region path).
+
+    It also keeps, built on first use, each region's cone flags (:meth:`cone_shape`) and whitened log volume
+    (:meth:`log_volumes`): both depend on the region and Sigma_omega only, and ``engine.evaluate`` keeps one geometry
+    per partition for all its row blocks (``[4, 16, 16, 5]``: 7 points a block, so the flags of a region were built
+    up to 15 times for 100 points; ~8.5 kB a region kept)."""
 
     def __init__(self, polytopes, covs, chol=None):
         covs = np.asarray(covs, dtype=np.float64)
@@ -877,6 +891,52 @@ class SlicedGeometry:
         self.chol = None if chol is None else np.asarray(chol, dtype=np.float64)
         self.ok = np.array([p.H.shape[0] > 0 and p.H.shape[1] == 4 and not p.lineality.size and p.vertices.size > 0
                             for p in polytopes], dtype=bool)
+        self.polytopes = list(polytopes)
+        self._shapes: dict = {}
+        self._frames: dict = {}
+        self._log_volume = np.full(len(self.polytopes), np.nan)
+
+    def cone_shape(self, r):
+        """The flags of region ``r`` (``cones.cone_shape``), built once from the region whitened about its vertices'
+        centroid (a translation fixed by the region, not by the points asking: the flags' numbers depend on the
+        unit normals and rays only, their combinatorics on incidences that any translation gives alike); None
+        where they cannot be built (``cones_first`` then tries per call and falls back)."""
+        if r not in self._shapes:
+            p = self.polytopes[r]
+            Nrm, D, Yv, Yr = whitened(p, self.chol[r], p.vertices.mean(axis=0)[None])
+            try:
+                self._shapes[r] = _cone_shape(Nrm, D[0], Yv[0], Yr)
+            except np.linalg.LinAlgError:
+                self._shapes[r] = None
+        return self._shapes[r]
+
+    def whitened(self, r, means):
+        """:func:`whitened` of region ``r`` at ``means`` (M, 4), with the parts that depend on the region only (unit
+        normals, their norms, ``L^-1``, unit rays) kept: the same expressions, the same bits."""
+        if r not in self._frames:
+            p, chol = self.polytopes[r], self.chol[r]
+            HL = p.H @ chol
+            nrm = np.linalg.norm(HL, axis=1)
+            Linv = np.linalg.inv(chol)
+            Yr = p.rays @ Linv.T if p.rays.size else np.zeros((0, 4))
+            if Yr.size:
+                Yr = Yr / np.linalg.norm(Yr, axis=1)[:, None]
+            self._frames[r] = (HL / nrm[:, None], nrm, Linv, Yr)
+        Nrm, nrm, Linv, Yr = self._frames[r]
+        p = self.polytopes[r]
+        D = (p.c[None, :] - means @ p.H.T) / nrm
+        Yv = (p.vertices[None] - means[:, None, :]) @ Linv.T
+        return Nrm, D, Yv, Yr
+
+    def log_volumes(self, regions):
+        """(len(regions),) log of the whitened volume of each region (``budget.log_volume``: +inf where unbounded or
+        not resolved), computed once per region."""
+        from .budget import log_volume
+
+        regions = np.asarray(regions, dtype=np.intp)
+        for r in regions[np.isnan(self._log_volume[regions])].tolist():
+            self._log_volume[r] = log_volume(self.polytopes[r], self.chol[r])
+        return self._log_volume[regions]
 
 
 def whitened(polytope, chol, means):
@@ -927,23 +987,107 @@ def with_fallback(Nrm, D, Yv, Yr, *, moments, tol, accuracy, closest, rng, **sli
     return lm, my, cy, rel, used
 
 
+def _shape_of(geo, r):
+    """Region r's cached cone flags (:meth:`SlicedGeometry.cone_shape`), or None for a geometry without the cache."""
+    return geo.cone_shape(r) if hasattr(geo, "cone_shape") else None
+
+
+FLAGGED_BUDGET = 2e-9  # pairs the cones do not settle are skipped, lightest bound first per region, while the point's
+# sum of their bounds stays within this share of the lower bound of p(x) (the slices cost 10-25 ms a pair)
+
+
+def _deferred(Nrm, D, Yv, Yr, **kw):
+    """``cones_first``'s fallback in :func:`sliced_batch`: marks the rows the cones leave (NaN mass) for
+    :func:`_settle_deferred` to skip or slice."""
+    M = D.shape[0]
+    return np.full(M, np.nan), np.zeros((M, 4)), np.zeros((M, 4, 4)), np.full(M, np.nan), np.zeros(M, dtype=bool)
+
+
+def _mass_bounds(closest, Yv, Yr, log_vol):
+    """(M,) ``budget.log_mass_bounds`` of the pairs (certified distance from ``closest``, whitened log volume)."""
+    from .budget import certified_distance, log_mass_bounds
+
+    return log_mass_bounds(certified_distance(closest, Yv, Yr), log_vol)
+
+
+def _closest_bounds(Nrm, D, Yv, Yr, log_vol):
+    """(M, 4) closest points and (M,) ``budget.log_mass_bounds`` (certified distance, whitened log volume), compiled
+    (``budget.closest_and_distance``)."""
+    from .budget import closest_and_distance, log_mass_bounds
+
+    c = np.ascontiguousarray
+    y, d = closest_and_distance(c(Nrm), c(D), c(Yv), c(Yr, dtype=np.float64).reshape(-1, 4))
+    return y, log_mass_bounds(d, log_vol)
+
+
+def _settle_deferred(args, kw, lws, log_vol, spent):
+    """The pairs ``cones_first`` left (``args = (Nrm, D, Yv, Yr)`` of those rows, ``kw`` their ``with_fallback``
+    keywords, ``lws`` their log weight scales): each is skipped, in the order of its bound, while the point's
+    ``spent`` (N-indexed through ``kw["rows"]``; log of the summed relative bounds, updated in place) stays within
+    ``FLAGGED_BUDGET``; the rest go to :func:`with_fallback`. The bound of a pair is ``lws`` plus
+    ``budget.log_mass_bounds`` (certified distance, region volume ``log_vol``). Returns ``(lm, mean, cov, rel,
+    skip)`` for the rows (skipped: mass -inf, error 0)."""
+    Nrm, D, Yv, Yr = args
+    rows = kw.pop("rows")
+    M = D.shape[0]
+    bound = lws + _mass_bounds(kw["closest"], Yv, Yr, log_vol)
+    skip = np.zeros(M, dtype=bool)
+    for m in np.argsort(bound, kind="stable").tolist():
+        total = np.logaddexp(spent[rows[m]], bound[m])
+        if total <= np.log(FLAGGED_BUDGET):
+            skip[m], spent[rows[m]] = True, total
+    lm, my, cy, rel = np.full(M, -np.inf), np.zeros((M, 4)), np.zeros((M, 4, 4)), np.zeros(M)
+    go = np.nonzero(~skip)[0]
+    if go.size:
+        sub = {**kw, "tol": kw["tol"][go], "closest": kw["closest"][go]}
+        lm[go], mg, cg, rel[go], _ = with_fallback(Nrm, D[go], Yv[go], Yr, **sub)
+        if mg is not None:
+            my[go] = mg
+        if cg is not None:
+            cy[go] = cg
+    return lm, my, cy, rel, skip
+
+
 def sliced_batch(req, geo, res, store):
-    """S = 4, ``method="auto"``: every needed (region, point) pair of the regular regions by :func:`sliced_moments`
-    (vectorised over the points of a region), pairs of provably negligible weight skipped, tolerances loosened
-    by weight (:func:`pair_tolerances`); ``store(res, req, chol, r, rows, lm, mean, cov, rel)`` files whitened
+    """S = 4, ``method="auto"``: every needed (region, point) pair of the regular regions by the cones first
+    (``cones.cones_first``), then :func:`sliced_moments` (vectorised over the points of a region) for the pairs they
+    leave, pairs of provably negligible weight skipped, tolerances loosened by weight (:func:`pair_tolerances`);
+    with weights (``req.log_weight_scale``), pairs the cones leave are skipped within ``FLAGGED_BUDGET``
+    (:func:`_settle_deferred`; ``res.skipped``: (N,) log of their summed bounds relative to the weight scale's
+    lower bound of p(x), -inf: none). ``store(res, req, chol, r, rows, lm, mean, cov, rel)`` files whitened
     results. Returns the regions left to the per-region path."""
     pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
+    spent = np.full(req.shape[1], -np.inf)
+    budget = req.log_weight_scale is not None and hasattr(geo, "log_volumes")
     for r in np.unique(pr_all):
         rows = pn_all[pr_all == r]
-        Nrm, D, Yv, Yr = whitened(req.polytopes[r], geo.chol[r], req.means[r, rows])
-        closest, log_upper = closest_distance(Nrm, D)
-        skip, tol = pair_tolerances(req.weight_scale(np.full(rows.size, r), rows), log_upper)
+        if budget:  # the volume bound too (slivers: ~20 nats below Q(|y*|)), so light slivers get loose tolerances
+            Nrm, D, Yv, Yr = geo.whitened(r, req.means[r, rows])
+            closest, log_upper = _closest_bounds(Nrm, D, Yv, Yr, geo.log_volumes([r])[0])
+        else:
+            Nrm, D, Yv, Yr = whitened(req.polytopes[r], geo.chol[r], req.means[r, rows])
+            closest, log_upper = closest_distance(Nrm, D)
+        lws = req.weight_scale(np.full(rows.size, r), rows)
+        skip, tol = pair_tolerances(lws, log_upper)
         go = ~skip
         if not np.any(go):
             continue
-        lm, my, cy, rel, _ = cones_first(with_fallback, Nrm, D[go], Yv[go], Yr, moments=req.moments, tol=tol[go],
-                                         accuracy=req.accuracy, closest=closest[go], rng=req.rng)  # issue 14: cones
+        kw = dict(moments=req.moments, tol=tol[go], accuracy=req.accuracy, closest=closest[go], rng=req.rng)
+        lm, my, cy, rel, _ = cones_first(_deferred if budget else with_fallback, Nrm, D[go], Yv[go], Yr,
+                                         shape=_shape_of(geo, r), **kw)  # issue 14: cones first
+        left = np.nonzero(np.isnan(lm))[0] if budget else np.zeros(0, dtype=np.intp)
+        if left.size:
+            sub = {**kw, "tol": kw["tol"][left], "closest": kw["closest"][left], "rows": rows[go][left]}
+            out = _settle_deferred((Nrm, D[go][left], Yv[go][left], Yr), sub, lws[go][left],
+                                   geo.log_volumes([r])[0], spent)
+            lm[left], rel[left] = out[0], out[3]
+            if my is not None:
+                my[left] = out[1]
+            if cy is not None:
+                cy[left] = out[2]
         store(res, req, geo.chol[r], r, rows[go], lm, my, cy, rel)
+    if budget:
+        res.skipped = spent
     res.has_error[geo.ok] = True
     for r in np.nonzero(geo.ok)[0]:
         res.methods[r] = "sliced"
