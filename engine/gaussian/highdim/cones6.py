@@ -47,11 +47,12 @@ from scipy.special import log_ndtr
 
 from .cones import cone_moments, cone_shape, consistent
 
-NODES_HI, NODES_LO = 12, 6  # Gauss-Legendre nodes per panel of the ridge rule and of its error estimate
-_RULE_HI = np.polynomial.legendre.leggauss(NODES_HI)
-_RULE_LO = np.polynomial.legendre.leggauss(NODES_LO)
-WINDOW = 40.0  # nats of the integrand's Gaussian bound kept beyond each ridge's start (the rest bounded into the bar)
-DMAX = 8.0  # largest change of the integrand's Gaussian bound across one panel
+# Outer rules, cheapest first: (nodes per panel, nodes of the error estimate's rule, DMAX, WINDOW). A pair starts at the
+# cheapest rule its tolerance allows and moves to the next while its bar exceeds the tolerance. Rows per ridge (S' = 4
+# batch rows) and bars on the rotated 6-D boxes of the tests: (6, 4): ~55, bars <= 2.7e-4 (errors <= 4.4e-7);
+# (8, 6): ~85, bars <= 5.8e-7 (errors <= 6.4e-10); (12, 6, 8, 40): ~150, bars <= 1.3e-7 (errors <= 2e-14).
+RULES = ((6, 4, 16.0, 30.0), (8, 6, 16.0, 30.0), (12, 6, 8.0, 40.0))
+CHEAP_TOL = 1e-3  # pairs asked for at least this start at the cheapest rule, the others at the second
 _INC = 1e-9  # vertex-facet incidence tolerance (relative to 1 + |D|)
 _NEAR = 1e-8  # a facet (ridge) plane closer than this to the mean (the facet's foot) is flagged: the scale is undefined
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -97,18 +98,23 @@ def face_in_plane(Nrm, D, Yv, Yr, i) -> Face:
     return Face(Nf, Df, Vf, Rf, U, rows, bool(ok))
 
 
-def _panels(e, kappa):
-    """Edges of the panels on ``[e, sqrt(e^2 + 2 WINDOW / kappa)]`` (``e = |e_ij| > 0``; ``kappa = 1 + delta^2 / e^2``
-    the curvature of the integrand's exponent, ``delta`` a lower bound of the ridge foot's distance from ``G_ij``,
-    since ``M_4(s G) <= Q(s delta)``): geometric from ``e`` (first width ``min(e, 1) / 8``), each at most ``DMAX /
-    (kappa t)`` wide."""
-    end = math.sqrt(e * e + 2.0 * WINDOW / kappa)
-    edges, w = [e], min(e, 1.0) / 8.0
+def _panels(es, delta, rule):
+    """Edges of the panels in the scale ``sigma >= 1`` shared by the sides of a ridge (``es``: its in-plane distances
+    ``|e|`` from the feet of its two facets, ``delta`` a lower bound of the ridge foot's distance from ``G``, since
+    ``M_4(sigma G) <= Q(sigma delta)``): geometric from 1 (first width ``min(1, 1/e) / 8`` in ``sigma``, i.e.
+    ``min(e, 1) / 8`` in ``u = sigma e``), each at most ``DMAX / (kappa max(u, 1))`` wide in ``u`` for the steepest
+    side (``kappa = 1 + delta^2 / e^2``: the Gaussian bound changes by at most ``DMAX`` nats across a panel), up to
+    where the flattest side's bound has fallen ``WINDOW`` nats."""
+    _, _, dmax, window = rule
+    e_hi, e_lo = max(es), min(es)
+    kappa = 1.0 + (delta / e_hi) ** 2
+    end = math.sqrt(1.0 + 2.0 * window / (e_lo * e_lo + delta * delta))
+    edges, w = [1.0], min(1.0, 1.0 / e_hi) / 8.0
     while edges[-1] < end:
         t = edges[-1]
-        edges.append(min(t + min(w, DMAX / (kappa * max(t, 1.0))), end))
+        edges.append(min(t + min(w, dmax / (kappa * max(t * e_hi, 1.0) * e_hi)), end))
         w *= 2.0
-    return np.array(edges)
+    return np.array(edges), end
 
 
 def _nodes(edges, rule):
@@ -127,20 +133,20 @@ def _log_q(x):
     return log_ndtr(-np.asarray(x, dtype=np.float64))
 
 
-def _log_gap(d, u, e):
-    """``log(Q(d) - Q(u d / e))`` for ``u >= e`` (the outer Gaussian's mass between the facet's plane and the ray
-    through the ridge point at ``u``), from ``log Q`` differences (relative error ``~eps |log Q| / (1 - ratio)``,
-    largest at the rule's first node where the integrand is smallest)."""
+def _log_gap(d, sigma):
+    """``log(Q(d) - Q(sigma d))`` for ``sigma >= 1`` (the outer Gaussian's mass between the facet's plane and the ray
+    through the ridge point at scale ``sigma``), from ``log Q`` differences (relative error ``~eps |log Q| / (1 -
+    ratio)``, largest at the rule's first node, where the integrand is smallest)."""
     lq0 = float(_log_q(d))
-    diff = _log_q(u * (d / e)) - lq0
+    diff = _log_q(sigma * d) - lq0
     with np.errstate(divide="ignore"):
         return lq0 + np.log(-np.expm1(np.minimum(diff, 0.0)))
 
 
 class Ridge(NamedTuple):
-    """One ridge term of a facet: ``log R_ij`` and its absolute error (in units of ``exp(log R)``, i.e. relative),
-    ``log int phi(u) M_4 du`` (the facet's own mass term, for the moments) and its relative error, ``log M_4(G_ij)``
-    at scale 1 and its relative error, and ``flagged``."""
+    """One side of a ridge (the ridge seen from one of its two facets): ``log R_ij`` and its relative error, ``log
+    int phi(u) M_4((u/e) G) du`` (the facet's own mass term, for the moments) and its relative error, ``log M_4(G)``
+    (scale 1) and its relative error, and ``flagged``."""
 
     log_r: float
     rel_r: float
@@ -154,45 +160,50 @@ class Ridge(NamedTuple):
 _BAD = Ridge(-np.inf, np.inf, -np.inf, np.inf, -np.inf, np.inf, True)
 
 
-def ridge_term(G: Face, d, e) -> Ridge:
-    """The integrals of one ridge ``G`` (an S' = 4 :class:`Face` of the facet, at in-plane distance ``e > 0`` from the
-    facet's foot; the facet at distance ``d > 0`` from the mean) by the graded rule: ``R = int_e^inf phi(u) (Q(d) -
-    Q(u d / e)) M_4((u/e) G) du``, ``int_e^inf phi(u) M_4((u/e) G) du`` and ``M_4(G)``."""
+def _rule_sum(lw, lf, n):
+    """log of the high rule's sum (first ``n`` terms) and its relative difference from the low rule's (the rest)."""
+    lh, ll = _lse(lw[:n] + lf[:n]), _lse(lw[n:] + lf[n:])
+    return lh, abs(math.expm1(ll - lh)) if np.isfinite(lh) else np.inf
+
+
+def ridge_sides(G: Face, sides, rule=RULES[-1]):
+    """The integrals of one ridge ``G`` (an S' = 4 :class:`Face`) for each of its ``sides`` ``(d, e)`` (the facet at
+    distance ``d > 0`` from the mean, the ridge at in-plane distance ``e > 0`` from that facet's foot), from ONE set
+    of S' = 4 rows in the scale ``sigma = u / e`` (M_4 is rotation invariant and the ridge's foot is the projection
+    of the mean on its 4-flat, the same from both facets): ``R = e int_1^inf phi(sigma e) (Q(d) - Q(sigma d)) M_4(sigma
+    G) dsigma``, ``e int_1^inf phi(sigma e) M_4(sigma G) dsigma`` and ``M_4(G)``; a list of :class:`Ridge`."""
     try:
         shape = cone_shape(G.Nrm, G.D, G.Yv, G.Yr)
     except np.linalg.LinAlgError:
-        return _BAD
+        return [_BAD] * len(sides)
     if not consistent(shape, G.Yv.shape[0]):
-        return _BAD
+        return [_BAD] * len(sides)
     delta = max(0.0, float(-G.D.min()))
-    kappa = 1.0 + (delta / e) ** 2
-    edges = _panels(e, kappa)
-    th, wh = _nodes(edges, _RULE_HI)
-    tl, wl = _nodes(edges, _RULE_LO)
-    u = np.concatenate([th, tl, [e]])
-    s = u / e
+    edges, end = _panels([e for _, e in sides], delta, rule)
+    sh, wh = _nodes(edges, np.polynomial.legendre.leggauss(rule[0]))
+    sl, wl = _nodes(edges, np.polynomial.legendre.leggauss(rule[1]))
+    s = np.concatenate([sh, sl, [1.0]])
     lm4, _, _, rel4, _, fl = cone_moments(G.Nrm, G.D[None] * s[:, None], G.Yv[None] * s[:, None, None], G.Yr,
                                           moments=0, shape=shape)
     if fl.any() or not np.all(np.isfinite(lm4)):
-        return _BAD
-    n = th.size
-    lphi = -0.5 * u * u - _LOG_SQRT_2PI + lm4
-    lgap = _log_gap(d, u[:-1], e)
+        return [_BAD] * len(sides)
+    n, lw = sh.size, np.log(np.concatenate([wh, wl]))
     out = []
-    for lf in (lphi[:-1] + lgap, lphi[:-1]):
-        lh, ll = _lse(np.log(wh) + lf[:n]), _lse(np.log(wl) + lf[n:])
-        if not np.isfinite(lh):
-            return _BAD
-        quad = abs(math.expm1(ll - lh))
-        s4 = float(np.sum(np.exp(np.log(wh) + lf[:n] - lh) * rel4[:n]))
-        out.append((lh, quad + s4 + 16 * _EPS * n))
-    # beyond the window: int_end^inf phi(u) Q(d) Q(u delta / e) du <= Q(d) Q(end) Q(end delta / e)
-    end = edges[-1]
-    tail = float(_log_q(end) + _log_q(end * delta / e))
-    (lr, rr), (lmm, rm) = out
-    rr += math.exp(tail + float(_log_q(d)) - lr)
-    rm += math.exp(tail - lmm)
-    return Ridge(lr, rr, lmm, rm, float(lm4[-1]), float(rel4[-1]), False)
+    for d, e in sides:
+        lbase = math.log(e) - 0.5 * (s[:-1] * e) ** 2 - _LOG_SQRT_2PI + lm4[:-1]
+        lr, qr = _rule_sum(lw, lbase + _log_gap(d, s[:-1]), n)
+        lmm, qm = _rule_sum(lw, lbase, n)
+        if not (np.isfinite(lr) and np.isfinite(lmm)):
+            out.append(_BAD)
+            continue
+        s4r = float(np.sum(np.exp(lw[:n] + lbase[:n] + _log_gap(d, sh) - lr) * rel4[:n]))
+        s4m = float(np.sum(np.exp(lw[:n] + lbase[:n] - lmm) * rel4[:n]))
+        # beyond the window: e int_end^inf phi(sigma e) Q(d) Q(sigma delta) dsigma <= Q(d) Q(end e) Q(end delta)
+        tail = float(_log_q(end * e) + _log_q(end * delta))
+        rr = qr + s4r + 16 * _EPS * n + math.exp(tail + float(_log_q(d)) - lr)
+        rm = qm + s4m + 16 * _EPS * n + math.exp(tail - lmm)
+        out.append(Ridge(lr, rr, lmm, rm, float(lm4[-1]), float(rel4[-1]), False))
+    return out
 
 
 class Signed:
@@ -231,57 +242,86 @@ def _flagged(S):
     return Result(-np.inf, np.zeros(S), np.zeros((S, S)), np.inf, np.full(2, np.inf), True)
 
 
-def _facet_terms(Fi: Face, d):
-    """The facet's ridge terms: a list of ``(sign e_ij, ridge row in the facet, Ridge)``, or None when flagged."""
-    terms = []
-    for j in range(Fi.Nrm.shape[0]):
-        G = face_in_plane(Fi.Nrm, Fi.D, Fi.Yv, Fi.Yr, j)
-        if not G.ok:
-            continue
-        e = float(Fi.D[j])
-        if abs(e) < _NEAR:
-            return None
-        rt = ridge_term(G, d, abs(e))
-        if rt.flagged:
-            return None
-        terms.append((1.0 if e > 0 else -1.0, j, rt))
+def _geometry(Nrm, D, Yv, Yr):
+    """The genuine facets ``[(i, Face)]`` and their ridges: ``{(i, p): [(i, j, Face G), ...]}`` keyed by the
+    pair of rows of ``P`` that meet in the ridge, one entry per facet that sees it (``j`` its row in that facet);
+    None when a ridge's plane passes within ``_NEAR`` of its facet's foot."""
+    facets, ridges = [], {}
+    for i in range(Nrm.shape[0]):
+        Fi = face_in_plane(Nrm, D, Yv, Yr, i)
+        if not Fi.ok:
+            continue  # a redundant row or a lower-dimensional face
+        facets.append((i, Fi))
+        for j in range(Fi.Nrm.shape[0]):
+            G = face_in_plane(Fi.Nrm, Fi.D, Fi.Yv, Fi.Yr, j)
+            if not G.ok:
+                continue
+            if abs(Fi.D[j]) < _NEAR:
+                return None, None
+            p = int(Fi.rows[j])
+            ridges.setdefault((min(i, p), max(i, p)), []).append((i, j, G))
+    return facets, ridges
+
+
+def _ridge_terms(D, facets, ridges, rule):
+    """``{i: [(sign e_ij, j, Ridge)]}`` for every facet, each ridge's S' = 4 rows computed once for its sides; None
+    when a ridge is flagged."""
+    terms = {i: [] for i, _ in facets}
+    face = dict(facets)
+    for seen in ridges.values():
+        sides = [(abs(float(D[i])), abs(float(face[i].D[j]))) for i, j, _ in seen]
+        out = ridge_sides(seen[0][2], sides, rule)
+        for (i, j, _), rt in zip(seen, out):
+            if rt.flagged:
+                return None
+            terms[i].append((1.0 if face[i].D[j] > 0 else -1.0, j, rt))
     return terms
 
 
 def cone6_moments(Nrm, D, Yv, Yr, tol=TOL, moments=2) -> Result:
     """:class:`Result` of ``N(0, I_6)`` on ``{Nrm y <= D}`` (unit rows ``Nrm`` (F, 6), offsets ``D`` (F,), vertices
     ``Yv`` (V, 6) relative to the mean, unit rays ``Yr`` (R, 6); pointed) by the ridge integrals of the module
-    docstring, moments (``moments`` >= 1) by the divergence theorem. Flagged when the bar exceeds ``tol``, a facet
-    plane passes within ``1e-8`` of the mean (or a ridge's within ``1e-8`` of its facet's foot), or an S' = 4 row is
-    flagged."""
+    docstring, moments (``moments`` >= 1) by the divergence theorem. The outer rule starts at ``RULES[0]`` when
+    ``tol >= CHEAP_TOL`` (else ``RULES[1]``) and moves on while the bar exceeds ``tol``. Flagged when the bar still
+    exceeds ``tol``, a facet plane passes within ``1e-8`` of the mean (or a ridge's within ``1e-8`` of its facet's
+    foot), or an S' = 4 row is flagged."""
     Nrm, D = np.asarray(Nrm, dtype=np.float64), np.asarray(D, dtype=np.float64)
     S = Nrm.shape[1]
     Yv, Yr = np.asarray(Yv, dtype=np.float64).reshape(-1, S), np.asarray(Yr, dtype=np.float64).reshape(-1, S)
     if S != 6 or Yv.shape[0] == 0 or np.min(np.abs(D)) < _NEAR:
         return _flagged(S)
+    facets, ridges = _geometry(Nrm, D, Yv, Yr)
+    if facets is None:
+        return _flagged(S)
+    res = _flagged(S)
+    for rule in RULES[(0 if tol >= CHEAP_TOL else 1):]:
+        res = _at_rule(Nrm, D, facets, ridges, rule, tol, moments)
+        if res.rel <= tol:
+            break
+    return res
+
+
+def _at_rule(Nrm, D, facets, ridges, rule, tol, moments):
+    """:func:`cone6_moments` with one outer rule."""
+    S = Nrm.shape[1]
+    terms = _ridge_terms(D, facets, ridges, rule)
+    if terms is None:
+        return _flagged(S)
     mass = Signed()  # P = 1{0 in P} - sum_i sign(d_i) [1{0 in F_i} Q(|d_i|) - sum_j sign(e_ij) R_ij]
     if np.all(D > 0):
         mass.add(1, 0.0)
-    facets = []
-    for i in range(Nrm.shape[0]):
-        Fi = face_in_plane(Nrm, D, Yv, Yr, i)
-        if not Fi.ok:
-            continue  # a redundant row or a lower-dimensional face
-        terms = _facet_terms(Fi, abs(D[i]))
-        if terms is None:
-            return _flagged(S)
+    for i, Fi in facets:
         si = 1.0 if D[i] > 0 else -1.0
         if np.all(Fi.D > 0):
             mass.add(-si, float(_log_q(abs(D[i]))), 2 * _EPS)
-        for se, _, rt in terms:
+        for se, _, rt in terms[i]:
             mass.add(si * se, rt.log_r, rt.rel_r)
-        facets.append((i, Fi, terms))
     lm, rel, ok = mass.value()
     if not ok or not rel <= tol:
         return Result(lm, np.zeros(S), np.zeros((S, S)), rel, np.full(2, np.inf), True)
     if moments < 1:
         return Result(lm, np.zeros(S), np.zeros((S, S)), rel, np.zeros(2), False)
-    return _moments(Nrm, D, facets, lm, rel)
+    return _moments(Nrm, D, [(i, Fi, terms[i]) for i, Fi in facets], lm, rel)
 
 
 def _moments(Nrm, D, facets, lm, rel):
@@ -325,23 +365,114 @@ def cone6_log_mass(Nrm, D, Yv, Yr, tol=TOL):
     return r.log_mass, r.rel, r.flagged
 
 
-def region6_moments(pb, req, fallback):
-    """The rows of one S' = 6 region (``polytopes.Pointed`` ``pb``; ``PairRequest`` ``req``) by :func:`cone6_moments`
-    where certified (mass bar <= ``TOL``; moments' bounds <= ``TOL`` whitened), the others by ``fallback`` (``Nrm,
-    D_rows -> (log_mass, mean, cov, rel)``, RQMC). Returns ``(log_mass, mean, cov, rel)`` like the fallback."""
-    M = pb.D.shape[0]
+# ---------------------------------------------------------------------------------------------------
+# the S = 6 batch (``polytopes.BATCH_INTEGRATORS[6]``): the ridge integrals where certified, RQMC for the rest
+# ---------------------------------------------------------------------------------------------------
+
+# Per-pair tolerances follow the pair's posterior weight ``w`` (bounded by ``exp(log_weight_scale) Q(|y*|)``, y* the
+# region's point closest to the mean): ``log_marginal_error`` is the pairs' bars averaged with their weights, so a
+# pair asked for ``TOL max(1, LOOSEN_WEIGHT / w)`` adds at most ``TOL w + TOL LOOSEN_WEIGHT`` (5e-10 a pair; the
+# weighted average of the heavy pairs' ``TOL`` terms is at most ``TOL``). Pairs whose weight bound is below
+# ``RQMC_WEIGHT`` take RQMC directly (its bar, ~0.01-0.1 relative, times 1e-8: <= 1e-9 a pair), the rest the ridge
+# integrals (~1 s a pair) with RQMC where those are flagged.
+TOL_HEAVY = 5e-7
+LOOSEN_WEIGHT = 1e-3
+MAX_TOL = 1e-2
+RQMC_WEIGHT = 1e-8
+
+
+class Cones6Geometry:
+    """Per-region data of the S = 6 batch (``polytopes.GEOMETRIES[6]``): lower-triangular factors ``chol`` (R, 6, 6)
+    of Sigma_omega (the caller's accurate factors when given; None if one is not positive definite) and ``ok`` (R,):
+    regions with facets, vertices and no lineality (the others take the per-region path, RQMC)."""
+
+    def __init__(self, polytopes, covs, chol=None):
+        covs = np.asarray(covs, dtype=np.float64)
+        if chol is None:
+            try:
+                chol = np.linalg.cholesky(covs)
+            except np.linalg.LinAlgError:
+                chol = None
+        self.chol = None if chol is None else np.asarray(chol, dtype=np.float64)
+        self.ok = np.array([p.H.shape[0] > 0 and p.H.shape[1] == 6 and not p.lineality.size and p.vertices.size > 0
+                            for p in polytopes], dtype=bool)
+
+    def subset(self, rows):
+        """The geometry of the regions ``rows``."""
+        out = object.__new__(Cones6Geometry)
+        out.chol = None if self.chol is None else self.chol[rows]
+        out.ok = self.ok[rows]
+        return out
+
+
+def whitened(polytope, chol, means):
+    """Region ``polytope`` under ``N(means_m, L L^T)`` in whitened coordinates: unit normals (F, S), offsets (M, F),
+    vertices (M, V, S) relative to each mean, unit rays (R, S)."""
+    S = chol.shape[0]
+    HL = polytope.H @ chol
+    nrm = np.linalg.norm(HL, axis=1)
+    Linv = np.linalg.inv(chol)
+    D = (polytope.c[None, :] - means @ polytope.H.T) / nrm
+    Yv = (polytope.vertices[None] - means[:, None, :]) @ Linv.T
+    Yr = polytope.rays @ Linv.T if polytope.rays.size else np.zeros((0, S))
+    if Yr.size:
+        Yr = Yr / np.linalg.norm(Yr, axis=1)[:, None]
+    return HL / nrm[:, None], D, Yv, Yr
+
+
+def pair_tolerances(log_weight_scale, log_upper):
+    """Per pair: (cones, tol): whether the pair takes the ridge integrals (weight bound ``exp(log_weight_scale)
+    Q(|y*|)`` at least ``RQMC_WEIGHT``; every pair without ``log_weight_scale``) and its tolerance (module comment)."""
+    if log_weight_scale is None:
+        return np.ones(log_upper.size, dtype=bool), np.full(log_upper.size, TOL_HEAVY)
+    wb = log_weight_scale + log_upper
+    with np.errstate(over="ignore", invalid="ignore"):
+        loosen = np.clip(LOOSEN_WEIGHT * np.exp(-wb), 1.0, MAX_TOL / TOL_HEAVY)
+    return ~(wb < math.log(RQMC_WEIGHT)), np.where(np.isfinite(loosen), loosen, 1.0) * TOL_HEAVY
+
+
+def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback):
+    """The rows of one region: :func:`cone6_moments` for the rows ``use`` at their ``tol``, ``fallback`` (``D_rows
+    -> (log_mass, mean, cov, rel)``, RQMC) for the others and the flagged ones. Returns ``(log_mass, mean, cov, rel,
+    by_cones)``."""
+    M = D.shape[0]
     lm, rel = np.full(M, -np.inf), np.full(M, np.inf)
-    mean, cov, bad = np.zeros((M, 6)), np.zeros((M, 6, 6)), np.zeros(M, dtype=bool)
-    for m in range(M):
-        r = cone6_moments(pb.Nrm, pb.D[m], pb.Yv[m], pb.Yr, TOL, moments=req.moments)
-        lm[m], mean[m], cov[m], rel[m] = r.log_mass, r.mean, r.cov, r.rel
-        bad[m] = r.flagged or not np.all(r.moment_bounds <= TOL)
-    idx = np.nonzero(bad)[0]
+    mean, cov, done = np.zeros((M, 6)), np.zeros((M, 6, 6)), np.zeros(M, dtype=bool)
+    for m in np.nonzero(use)[0]:
+        r = cone6_moments(Nrm, D[m], Yv[m], Yr, float(tol[m]), moments=moments)
+        if not r.flagged and np.all(np.isfinite(r.moment_bounds)):
+            lm[m], mean[m], cov[m], rel[m], done[m] = r.log_mass, r.mean, r.cov, r.rel, True
+    idx = np.nonzero(~done)[0]
     if idx.size:
-        sub = fallback(pb.Nrm, pb.D[idx])
+        sub = fallback(D[idx])
         lm[idx], rel[idx] = sub[0], sub[3]
-        if req.moments >= 1:
+        if moments >= 1:
             mean[idx] = sub[1]
-        if req.moments >= 2:
+        if moments >= 2:
             cov[idx] = sub[2]
-    return lm, (mean if req.moments >= 1 else None), (cov if req.moments >= 2 else None), rel
+    return lm, mean, cov, rel, done
+
+
+def cones6_batch(req, geo, res, store):
+    """S = 6, ``method="auto"``: every needed (region, point) pair of the regular regions (``geo.ok``) by
+    :func:`region_rows` (tolerances and routes by weight, :func:`pair_tolerances`); ``store(res, req, chol, r, rows,
+    lm, mean, cov, rel)`` files whitened results. Returns the regions left to the per-region path."""
+    from .qmc import rqmc_moments
+    from .sliced import closest_distance
+
+    pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
+    for r in np.unique(pr_all):
+        rows = pn_all[pr_all == r]
+        Nrm, D, Yv, Yr = whitened(req.polytopes[r], geo.chol[r], req.means[r, rows])
+        _, log_upper = closest_distance(Nrm, D)
+        use, tol = pair_tolerances(req.weight_scale(np.full(rows.size, r), rows), log_upper)
+
+        def fallback(Dm, Nrm=Nrm):
+            return rqmc_moments(Nrm, Dm, moments=req.moments, rng=req.rng, relative=req.relative)
+
+        lm, my, cy, rel, _ = region_rows(Nrm, D, Yv, Yr, use & USE_CONES6, tol, req.moments, fallback)
+        store(res, req, geo.chol[r], r, rows, lm, my, cy, rel)
+    res.has_error[geo.ok] = True
+    for r in np.nonzero(geo.ok)[0]:
+        res.methods[r] = "cones6"
+    return ~geo.ok
