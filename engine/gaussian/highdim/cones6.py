@@ -129,6 +129,11 @@ def _lse(a):
     return m + math.log(np.sum(np.exp(a - m))) if np.isfinite(m) else -np.inf
 
 
+def _exp(x):
+    """``exp(x)``, saturating at ``e^700`` (a bound that large flags the pair; it must not raise)."""
+    return math.exp(min(x, 700.0))
+
+
 def _log_q(x):
     return log_ndtr(-np.asarray(x, dtype=np.float64))
 
@@ -196,12 +201,12 @@ def ridge_sides(G: Face, sides, rule=RULES[-1]):
         if not (np.isfinite(lr) and np.isfinite(lmm)):
             out.append(_BAD)
             continue
-        s4r = float(np.sum(np.exp(lw[:n] + lbase[:n] + _log_gap(d, sh) - lr) * rel4[:n]))
-        s4m = float(np.sum(np.exp(lw[:n] + lbase[:n] - lmm) * rel4[:n]))
+        s4r = float(np.sum(np.exp(np.minimum(lw[:n] + lbase[:n] + _log_gap(d, sh) - lr, 700.0)) * rel4[:n]))
+        s4m = float(np.sum(np.exp(np.minimum(lw[:n] + lbase[:n] - lmm, 700.0)) * rel4[:n]))
         # beyond the window: e int_end^inf phi(sigma e) Q(d) Q(sigma delta) dsigma <= Q(d) Q(end e) Q(end delta)
         tail = float(_log_q(end * e) + _log_q(end * delta))
-        rr = qr + s4r + 16 * _EPS * n + math.exp(tail + float(_log_q(d)) - lr)
-        rm = qm + s4m + 16 * _EPS * n + math.exp(tail - lmm)
+        rr = qr + s4r + 16 * _EPS * n + _exp(tail + float(_log_q(d)) - lr)
+        rm = qm + s4m + 16 * _EPS * n + _exp(tail - lmm)
         out.append(Ridge(lr, rr, lmm, rm, float(lm4[-1]), float(rel4[-1]), False))
     return out
 
@@ -222,8 +227,8 @@ class Signed:
         if not lp > ln:
             return -np.inf, np.inf, False
         lm = lp + math.log1p(-math.exp(ln - lp))
-        err = sum(math.exp(lt - lm) * r for lt, r in self.err)
-        return lm, err + 8 * _EPS * (math.exp(lp - lm) + math.exp(ln - lm)) * (1 + len(self.err)), True
+        err = sum(_exp(lt - lm) * r for lt, r in self.err)
+        return lm, err + 8 * _EPS * (_exp(lp - lm) + _exp(ln - lm)) * (1 + len(self.err)), True
 
 
 class Result(NamedTuple):
@@ -338,13 +343,13 @@ def _moments(Nrm, D, facets, lm, rel):
         ev = 0.0
         for se, j, rt in terms:
             facet.add(-se, rt.log_m, rt.rel_m)
-            g = math.exp(-0.5 * Fi.D[j] ** 2 - _LOG_SQRT_2PI + rt.log_g - lm)  # relative to P
+            g = _exp(-0.5 * Fi.D[j] ** 2 - _LOG_SQRT_2PI + rt.log_g - lm)  # relative to P
             v1 -= g * Fi.Nrm[j]
             ev += g * rt.rel_g
         l5, r5, ok = facet.value()
         if not ok:
             return Result(lm, np.zeros(S), np.zeros((S, S)), rel, np.full(2, np.inf), True)
-        w = math.exp(-0.5 * D[i] * D[i] - _LOG_SQRT_2PI + l5 - lm)  # phi(d_i) M_5(F_i) / P
+        w = _exp(-0.5 * D[i] * D[i] - _LOG_SQRT_2PI + l5 - lm)  # phi(d_i) M_5(F_i) / P
         wv = math.exp(-0.5 * D[i] * D[i] - _LOG_SQRT_2PI)
         m1 -= w * Nrm[i]
         m2 -= np.outer(Nrm[i], w * D[i] * Nrm[i] + wv * (Fi.U @ v1))
