@@ -268,6 +268,16 @@ def _geometry(Nrm, D, Yv, Yr):
     return facets, ridges
 
 
+def _share(G, sides, rule):
+    """Whether the sides of a ridge take one grid (fewer panels than their own grids together; one grid is as fine
+    as the steeper side over the flatter side's whole range, so sides of very different ``e`` take their own)."""
+    if len(sides) < 2:
+        return True
+    delta = max(0.0, float(-G.D.min()))
+    own = sum(_panels([e], delta, rule)[0].size - 1 for _, e in sides)
+    return _panels([e for _, e in sides], delta, rule)[0].size - 1 <= own
+
+
 def _ridge_terms(D, facets, ridges, rule):
     """``{i: [(sign e_ij, j, Ridge)]}`` for every facet, each ridge's S' = 4 rows computed once for its sides; None
     when a ridge is flagged."""
@@ -275,7 +285,10 @@ def _ridge_terms(D, facets, ridges, rule):
     face = dict(facets)
     for seen in ridges.values():
         sides = [(abs(float(D[i])), abs(float(face[i].D[j]))) for i, j, _ in seen]
-        out = ridge_sides(seen[0][2], sides, rule)
+        if _share(seen[0][2], sides, rule):
+            out = ridge_sides(seen[0][2], sides, rule)
+        else:
+            out = [ridge_sides(seen[0][2], [side], rule)[0] for side in sides]
         for (i, j, _), rt in zip(seen, out):
             if rt.flagged:
                 return None
