@@ -52,6 +52,7 @@ from .cones import cone_moments, cone_shape, consistent
 # batch rows) and bars on the rotated 6-D boxes of the tests: (6, 4): ~55, bars <= 2.7e-4 (errors <= 4.4e-7);
 # (8, 6): ~85, bars <= 5.8e-7 (errors <= 6.4e-10); (12, 6, 8, 40): ~150, bars <= 1.3e-7 (errors <= 2e-14).
 RULES = ((6, 4, 16.0, 30.0), (8, 6, 16.0, 30.0), (12, 6, 8.0, 40.0))
+NEGLIGIBLE_FACET = 1e-12  # a facet whose divergence term's bound (relative to P) is below this may cancel
 CHEAP_TOL = 1e-3  # pairs asked for at least this start at the cheapest rule, the others at the second
 _INC = 1e-9  # vertex-facet incidence tolerance (relative to 1 + |D|)
 _NEAR = 1e-8  # a facet (ridge) plane closer than this to the mean (the facet's foot) is flagged: the scale is undefined
@@ -360,10 +361,15 @@ def _moments(Nrm, D, facets, lm, rel):
             v1 -= g * Fi.Nrm[j]
             ev += g * rt.rel_g
         l5, r5, ok = facet.value()
-        if not ok:
-            return Result(lm, np.zeros(S), np.zeros((S, S)), rel, np.full(2, np.inf), True)
-        w = _exp(-0.5 * D[i] * D[i] - _LOG_SQRT_2PI + l5 - lm)  # phi(d_i) M_5(F_i) / P
         wv = math.exp(-0.5 * D[i] * D[i] - _LOG_SQRT_2PI)
+        if not ok:  # cancelled: only a negligible facet may be left out (its bound into the moments' bounds)
+            cap = _exp(-0.5 * D[i] * D[i] - _LOG_SQRT_2PI + _lse(facet.pos + facet.neg + [-np.inf]) - lm)
+            if not cap <= NEGLIGIBLE_FACET:
+                return Result(lm, np.zeros(S), np.zeros((S, S)), rel, np.full(2, np.inf), True)
+            e1 += cap
+            e2 += cap * (1.0 + abs(D[i])) + wv * ev
+            continue
+        w = _exp(-0.5 * D[i] * D[i] - _LOG_SQRT_2PI + l5 - lm)  # phi(d_i) M_5(F_i) / P
         m1 -= w * Nrm[i]
         m2 -= np.outer(Nrm[i], w * D[i] * Nrm[i] + wv * (Fi.U @ v1))
         e1 += w * r5
@@ -468,6 +474,10 @@ def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback):
             mean[idx] = sub[1]
         if moments >= 2:
             cov[idx] = sub[2]
+    for m in np.nonzero(~done & ~use & ~(np.isfinite(lm) & (rel < 1.0)))[0]:  # RQMC found no mass: the cones, loose
+        r = cone6_moments(Nrm, D[m], Yv[m], Yr, MAX_TOL, moments=moments)
+        if not r.flagged and np.all(np.isfinite(r.moment_bounds)):
+            lm[m], mean[m], cov[m], rel[m], done[m] = r.log_mass, r.mean, r.cov, r.rel, True
     return lm, mean, cov, rel, done
 
 
