@@ -403,6 +403,7 @@ TOL_HEAVY = 5e-7
 LOOSEN_WEIGHT = 1e-3
 MAX_TOL = 1e-2
 RQMC_WEIGHT = 1e-8
+RQMC_RETRY = 0.1  # RQMC rows with a wider bar (``pairs.log_error`` is infinite from 0.5) take the cones at this tol
 
 
 class Cones6Geometry:
@@ -457,8 +458,9 @@ def pair_tolerances(log_weight_scale, log_upper):
 
 def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback):
     """The rows of one region: :func:`cone6_moments` for the rows ``use`` at their ``tol``, ``fallback`` (``D_rows
-    -> (log_mass, mean, cov, rel)``, RQMC) for the others and the flagged ones. Returns ``(log_mass, mean, cov, rel,
-    by_cones)``."""
+    -> (log_mass, mean, cov, rel)``, RQMC) for the others and the flagged ones; RQMC rows whose bar exceeds
+    ``RQMC_RETRY`` (or with no mass) take the cones at that tolerance where they do better. Returns ``(log_mass,
+    mean, cov, rel, by_cones)``."""
     M = D.shape[0]
     lm, rel = np.full(M, -np.inf), np.full(M, np.inf)
     mean, cov, done = np.zeros((M, 6)), np.zeros((M, 6, 6)), np.zeros(M, dtype=bool)
@@ -474,9 +476,9 @@ def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback):
             mean[idx] = sub[1]
         if moments >= 2:
             cov[idx] = sub[2]
-    for m in np.nonzero(~done & ~use & ~(np.isfinite(lm) & (rel < 1.0)))[0]:  # RQMC found no mass: the cones, loose
-        r = cone6_moments(Nrm, D[m], Yv[m], Yr, MAX_TOL, moments=moments)
-        if not r.flagged and np.all(np.isfinite(r.moment_bounds)):
+    for m in np.nonzero(~done & ~(np.isfinite(lm) & (rel <= RQMC_RETRY)))[0]:  # RQMC's bar too wide: the cones, loose
+        r = cone6_moments(Nrm, D[m], Yv[m], Yr, RQMC_RETRY, moments=moments)
+        if not r.flagged and np.all(np.isfinite(r.moment_bounds)) and not r.rel >= rel[m]:
             lm[m], mean[m], cov[m], rel[m], done[m] = r.log_mass, r.mean, r.cov, r.rel, True
     return lm, mean, cov, rel, done
 
