@@ -336,11 +336,13 @@ def _at_rule(Nrm, D, facets, ridges, rule, tol, moments):
         for se, _, rt in terms[i]:
             mass.add(si * se, rt.log_r, rt.rel_r)
     lm, rel, ok = mass.value()
-    if not ok or not rel <= tol:
+    if not ok:
         return Result(lm, np.zeros(S), np.zeros((S, S)), rel, np.full(2, np.inf), True)
+    over = not rel <= tol  # flagged, but with its numbers: the caller may still prefer them to a wider RQMC bar
     if moments < 1:
-        return Result(lm, np.zeros(S), np.zeros((S, S)), rel, np.zeros(2), False)
-    return _moments(Nrm, D, [(i, Fi, terms[i]) for i, Fi in facets], lm, rel)
+        return Result(lm, np.zeros(S), np.zeros((S, S)), rel, np.zeros(2), over)
+    res = _moments(Nrm, D, [(i, Fi, terms[i]) for i, Fi in facets], lm, rel)
+    return res._replace(flagged=res.flagged or over)
 
 
 def _moments(Nrm, D, facets, lm, rel):
@@ -459,15 +461,24 @@ def pair_tolerances(log_weight_scale, log_upper):
 def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback):
     """The rows of one region: :func:`cone6_moments` for the rows ``use`` at their ``tol``, ``fallback`` (``D_rows
     -> (log_mass, mean, cov, rel)``, RQMC) for the others and the flagged ones; RQMC rows whose bar exceeds
-    ``RQMC_RETRY`` (or with no mass) take the cones at that tolerance where they do better. Returns ``(log_mass,
-    mean, cov, rel, by_cones)``."""
+    ``RQMC_RETRY`` (or with no mass) take the cones at that tolerance; a row the cones flagged for its bar alone
+    keeps their numbers where RQMC's bar is wider. Returns ``(log_mass, mean, cov, rel, by_cones)``."""
     M = D.shape[0]
     lm, rel = np.full(M, -np.inf), np.full(M, np.inf)
     mean, cov, done = np.zeros((M, 6)), np.zeros((M, 6, 6)), np.zeros(M, dtype=bool)
+    cand = {}  # flagged rows' numbers (bar above their tol), kept where RQMC's bar turns out wider
+
+    def take(m, r):
+        lm[m], mean[m], cov[m], rel[m] = r.log_mass, r.mean, r.cov, r.rel
+
     for m in np.nonzero(use)[0]:
         r = cone6_moments(Nrm, D[m], Yv[m], Yr, float(tol[m]), moments=moments)
-        if not r.flagged and np.all(np.isfinite(r.moment_bounds)):
-            lm[m], mean[m], cov[m], rel[m], done[m] = r.log_mass, r.mean, r.cov, r.rel, True
+        if np.isfinite(r.rel) and np.isfinite(r.log_mass) and np.all(np.isfinite(r.moment_bounds)):
+            if not r.flagged:
+                take(m, r)
+                done[m] = True
+            else:
+                cand[m] = r
     idx = np.nonzero(~done)[0]
     if idx.size:
         sub = fallback(D[idx])
@@ -476,10 +487,14 @@ def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback):
             mean[idx] = sub[1]
         if moments >= 2:
             cov[idx] = sub[2]
-    for m in np.nonzero(~done & ~(np.isfinite(lm) & (rel <= RQMC_RETRY)))[0]:  # RQMC's bar too wide: the cones, loose
-        r = cone6_moments(Nrm, D[m], Yv[m], Yr, RQMC_RETRY, moments=moments)
-        if not r.flagged and np.all(np.isfinite(r.moment_bounds)) and not r.rel >= rel[m]:
-            lm[m], mean[m], cov[m], rel[m], done[m] = r.log_mass, r.mean, r.cov, r.rel, True
+    for m in idx:
+        if m not in cand and not (np.isfinite(lm[m]) and rel[m] <= RQMC_RETRY):  # RQMC's bar too wide: the cones
+            r = cone6_moments(Nrm, D[m], Yv[m], Yr, RQMC_RETRY, moments=moments)
+            if np.isfinite(r.rel) and np.isfinite(r.log_mass) and np.all(np.isfinite(r.moment_bounds)):
+                cand[m] = r
+        if m in cand and (cand[m].rel < rel[m] or not np.isfinite(lm[m])):
+            take(m, cand[m])
+            done[m] = True
     return lm, mean, cov, rel, done
 
 
