@@ -45,6 +45,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import log_ndtr
 
+from ..constants import NEGLIGIBLE_NATS
 from .cones import cone_moments, cone_shape, consistent
 
 # Outer rules, cheapest first: (nodes per panel, nodes of the error estimate's rule, DMAX, WINDOW). A pair starts at the
@@ -347,7 +348,12 @@ def _at_rule(Nrm, D, facets, ridges, rule, tol, moments):
 
 def _moments(Nrm, D, facets, lm, rel):
     """Divergence-theorem moments (module docstring) from the facets' ridge terms; absolute error bounds from the
-    terms' relative bars."""
+    terms' relative bars (infinite ones leave the bounds infinite: the caller does not take those rows)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _moment_sums(Nrm, D, facets, lm, rel)
+
+
+def _moment_sums(Nrm, D, facets, lm, rel):
     S = Nrm.shape[1]
     m1, m2 = np.zeros(S), np.zeros((S, S))
     e1 = e2 = 0.0
@@ -448,14 +454,18 @@ def whitened(polytope, chol, means):
 
 
 def pair_tolerances(log_weight_scale, log_upper):
-    """Per pair: (cones, tol): whether the pair takes the ridge integrals (weight bound ``exp(log_weight_scale)
-    Q(|y*|)`` at least ``RQMC_WEIGHT``; every pair without ``log_weight_scale``) and its tolerance (module comment)."""
+    """Per pair: (skip, cones, tol): skipped when the weight bound ``exp(log_weight_scale) Q(|y*|)`` is below
+    ``e^-NEGLIGIBLE_NATS`` (``engine.evaluate``'s pruning convention, as ``sliced.pair_tolerances``: such a pair is
+    mass 0 with error 0); the ridge integrals when the bound is at least ``RQMC_WEIGHT`` (every pair without
+    ``log_weight_scale``); the tolerance (module comment)."""
+    n = log_upper.size
     if log_weight_scale is None:
-        return np.ones(log_upper.size, dtype=bool), np.full(log_upper.size, TOL_HEAVY)
+        return np.zeros(n, dtype=bool), np.ones(n, dtype=bool), np.full(n, TOL_HEAVY)
     wb = log_weight_scale + log_upper
     with np.errstate(over="ignore", invalid="ignore"):
         loosen = np.clip(LOOSEN_WEIGHT * np.exp(-wb), 1.0, MAX_TOL / TOL_HEAVY)
-    return ~(wb < math.log(RQMC_WEIGHT)), np.where(np.isfinite(loosen), loosen, 1.0) * TOL_HEAVY
+    return (wb < -NEGLIGIBLE_NATS, ~(wb < math.log(RQMC_WEIGHT)),
+            np.where(np.isfinite(loosen), loosen, 1.0) * TOL_HEAVY)
 
 
 def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback):
@@ -510,13 +520,17 @@ def cones6_batch(req, geo, res, store):
         rows = pn_all[pr_all == r]
         Nrm, D, Yv, Yr = whitened(req.polytopes[r], geo.chol[r], req.means[r, rows])
         _, log_upper = closest_distance(Nrm, D)
-        use, tol = pair_tolerances(req.weight_scale(np.full(rows.size, r), rows), log_upper)
+        skip, use, tol = pair_tolerances(req.weight_scale(np.full(rows.size, r), rows), log_upper)
+        go = ~skip
+        if not np.any(go):
+            continue
 
         def fallback(Dm, Nrm=Nrm):
             return rqmc_moments(Nrm, Dm, moments=req.moments, rng=req.rng, relative=req.relative)
 
-        lm, my, cy, rel, _ = region_rows(Nrm, D, Yv, Yr, use & USE_CONES6, tol, req.moments, fallback)
-        store(res, req, geo.chol[r], r, rows, lm, my, cy, rel)
+        lm, my, cy, rel, _ = region_rows(Nrm, D[go], Yv[go], Yr, use[go] & USE_CONES6, tol[go], req.moments,
+                                         fallback)
+        store(res, req, geo.chol[r], r, rows[go], lm, my, cy, rel)
     res.has_error[geo.ok] = True
     for r in np.nonzero(geo.ok)[0]:
         res.methods[r] = "cones6"
