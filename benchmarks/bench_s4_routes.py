@@ -13,6 +13,9 @@ whether it lies within the two bars; then, over the ``--certify`` heaviest pairs
 
 ``--evaluate N`` runs ``evaluate`` on the first N points one at a time with the cones first (the default of
 ``sliced.sliced_batch``) and with slices only, alternated: times, ``|log p|`` differences and the largest bars.
+``--routes N`` runs one ``evaluate`` of the first N points and says where its CPU time went: the cones (flags
+included), the fallback (``sliced.with_fallback``) split into bounded and unbounded regions, with pair counts, the
+fallback's costliest regions, and the rest of ``evaluate``.
 """
 
 from __future__ import annotations
@@ -119,11 +122,55 @@ def _evaluate(net, X, part, n):
           sliced_max_error_bar=float(b[:, 3].max()))
 
 
+def _routes(net, X, part, n):
+    """CPU seconds per route in one ``evaluate`` of ``X[:n]`` (``cones.cone_moments`` and ``with_fallback`` wrapped
+    with timers inside ``cones_first``; the rest is everything else ``evaluate`` does)."""
+    from engine.distributions import evaluate
+
+    t_cones, fb = [0.0], []
+    cone_moments = cones.cone_moments
+
+    def timed_cones(*a, **k):
+        t = time.process_time()
+        out = cone_moments(*a, **k)
+        t_cones[0] += time.process_time() - t
+        return out
+
+    first = cones.cones_first
+
+    def timed_first(fallback, Nrm, D, Yv, Yr, **kw):
+        def timed_fallback(*a, **k):
+            t = time.process_time()
+            out = fallback(*a, **k)
+            fb.append((time.process_time() - t, a[1].shape[0], Yr.shape[0], Nrm.shape[0], a[2].shape[1]))
+            return out
+        return first(timed_fallback, Nrm, D, Yv, Yr, **kw)
+
+    cones.cone_moments, sl.cones_first = timed_cones, timed_first
+    try:
+        t, c = time.perf_counter(), time.process_time()
+        ev = evaluate(net, X[:n], part=part)
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+    finally:
+        cones.cone_moments, sl.cones_first = cone_moments, first
+    f = np.array(fb, dtype=float).reshape(-1, 5)
+    unb = f[:, 2] > 0
+    top = f[np.argsort(-f[:, 0])[:5]]
+    _emit(what="routes of one evaluate", points=n, wall_s=wall, cpu_s=cpu, cones_cpu_s=t_cones[0],
+          fallback_bounded_cpu_s=float(f[~unb, 0].sum()), fallback_bounded_pairs=int(f[~unb, 1].sum()),
+          fallback_unbounded_cpu_s=float(f[unb, 0].sum()), fallback_unbounded_pairs=int(f[unb, 1].sum()),
+          rest_cpu_s=cpu - t_cones[0] - float(f[:, 0].sum()),
+          costliest_fallback_regions=[dict(cpu_s=float(r[0]), pairs=int(r[1]), rays=int(r[2]), facets=int(r[3]),
+                                           vertices=int(r[4])) for r in top],
+          max_log_marginal_error=float(np.max(ev.log_marginal_error)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--certify", type=int, default=200)
     ap.add_argument("--evaluate", type=int, default=0, help="evaluate this many points with and without the cones")
+    ap.add_argument("--routes", type=int, default=0, help="CPU time per route in one evaluate of this many points")
     args = ap.parse_args()
     net = engine.random_network([4, 8, 8, 5], rng=0, cov_x=0.1)
     X = net.sample(100, rng=1)
@@ -139,6 +186,8 @@ def main():
         _certify(cand, args.certify)
     if args.evaluate:
         _evaluate(net, X, part, args.evaluate)
+    if args.routes:
+        _routes(net, X, part, args.routes)
 
 
 if __name__ == "__main__":

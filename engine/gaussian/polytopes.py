@@ -149,21 +149,10 @@ def solve_high_dimensional(pb: Pointed, req: PairRequest, cones: bool):
 
 
 def _cones5_first(pb: Pointed, req: PairRequest):
-    """S' = 5: each row by ``highdim.cones5`` (scale mixture of the S' = 4 flag decomposition; moments by the
-    divergence theorem) where it certifies a bar <= 1e-6, RQMC for the rows it flags."""
-    M = pb.D.shape[0]
-    lm, rel = np.full(M, -np.inf), np.full(M, np.inf)
-    mean, cov, bad = np.zeros((M, 5)), np.zeros((M, 5, 5)), np.zeros(M, dtype=bool)
-    for m in range(M):
-        lm[m], mean[m], cov[m], rel[m], bad[m] = cones5.cone5_moments(pb.Nrm, pb.D[m], pb.Yv[m], pb.Yr)
-    idx = np.nonzero(bad)[0]
-    if idx.size:
-        sub = rqmc_moments(pb.Nrm, pb.D[idx], moments=req.moments, rng=req.rng, relative=req.relative)
-        lm[idx], rel[idx] = sub[0], sub[3]
-        if req.moments >= 1:
-            mean[idx] = sub[1]
-        if req.moments >= 2:
-            cov[idx] = sub[2]
+    """S' = 5: the rows by ``highdim.cones5`` (one 1-D integral per flag, the region's flags shared by its rows;
+    moments by the divergence theorem) where it certifies a bar <= 1e-6, RQMC for the rows it flags."""
+    lm, mean, cov, rel, _ = cones5.region5_moments(pb.Nrm, pb.D, pb.Yv, pb.Yr, moments=req.moments, tol=1e-6,
+                                                   rng=req.rng, relative=req.relative)
     return lm, (mean if req.moments >= 1 else None), (cov if req.moments >= 2 else None), rel
 
 
@@ -426,8 +415,13 @@ def _sliced_batch(req: PairRequest, geo, res: PairResult):
     return sliced_batch(req, geo, res, _store_whitened)
 
 
-BATCH_INTEGRATORS = {2: _planar_batch, 3: _solid_batch, 4: _sliced_batch}  # S -> batched (method "auto") integrator
-GEOMETRIES = {2: RegionGeometry, 3: SolidGeometry, 4: SlicedGeometry}  # S -> its per-region geometry
+def _cones5_batch(req: PairRequest, geo, res: PairResult):
+    """S = 5, ``method="auto"``: one 1-D integral per flag (``highdim.cones5.cones5_batch``), RQMC for the rest."""
+    return cones5.cones5_batch(req, geo, res, _store_whitened)
+
+
+BATCH_INTEGRATORS = {2: _planar_batch, 3: _solid_batch, 4: _sliced_batch, 5: _cones5_batch}  # S -> batched integrator
+GEOMETRIES = {2: RegionGeometry, 3: SolidGeometry, 4: SlicedGeometry, 5: cones5.Cones5Geometry}  # S -> its geometry
 
 
 def batch_geometry(polytopes, covs, chol=None):

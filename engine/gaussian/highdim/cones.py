@@ -55,6 +55,7 @@ from .. import constants as C
 from ..planar.kernel import _lse_pair, edge_log_B
 from ..solid.edges import _erfcx
 from ..threads import run_split
+from .sliver import bounded_direction
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _SQRT2, _INF, _EPS = C.SQRT2, C.INF, C.EPS
@@ -849,10 +850,20 @@ def certified(out, tol, moments, accuracy):
     return ok
 
 
+def _slicing_direction(Yr, closest):
+    """The fallback's slicing direction for an unbounded region: ``sliver.bounded_direction`` against the slices'
+    default direction (None: keep the default)."""
+    if not np.asarray(Yr).size:
+        return None
+    from .sliced import _directions  # sliced imports this module
+    return bounded_direction(Yr, _directions(closest[:1])[0])
+
+
 def cones_first(fallback, Nrm, D, Yv, Yr, **kw):
     """The pairs of one region (rows of ``D``, ``Yv``) by :func:`cone_moments` where :func:`certified`, the others by
     ``fallback`` (``sliced.with_fallback``; ``kw``: its keywords ``moments, tol, accuracy, closest, rng``; returns
-    ``(log_mass, mean, cov, rel, used_rqmc)`` like it)."""
+    ``(log_mass, mean, cov, rel, used_rqmc)`` like it). For unbounded regions the fallback slices along
+    :func:`_slicing_direction` (every slice bounded, ``sliver``)."""
     M = D.shape[0]
     moments, accuracy = kw["moments"], kw["accuracy"]
     tol = np.broadcast_to(np.asarray(kw["tol"], dtype=np.float64), (M,))
@@ -868,6 +879,9 @@ def cones_first(fallback, Nrm, D, Yv, Yr, **kw):
     idx = np.nonzero(~ok)[0]
     if idx.size:
         sub = {**kw, "tol": tol[idx], "closest": np.asarray(kw["closest"])[idx]}
+        direction = _slicing_direction(Yr, sub["closest"])
+        if direction is not None:
+            sub["direction"] = direction
         l2, m2, c2, r2, u2 = fallback(Nrm, D[idx], Yv[idx], Yr, **sub)
         lm[idx], rel[idx], used[idx] = l2, r2, u2
         if moments >= 1:

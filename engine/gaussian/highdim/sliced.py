@@ -265,11 +265,11 @@ def _distinct(t):
 class _Problem:
     """One region's data for M points in whitened coordinates, with the per-point frames and heights."""
 
-    def __init__(self, Nrm, D, Yv, Yr, closest):
+    def __init__(self, Nrm, D, Yv, Yr, closest, direction=None):
         self.Nrm, self.D, self.Yv, self.Yr = Nrm, D, Yv, Yr
         M = D.shape[0]
         self.shape = _Shape(Nrm, D[0], Yv[0], Yr)
-        self.e = _directions(closest)
+        self.e = _directions(closest) if direction is None else np.tile(direction, (M, 1))
         self.V = _frame(self.e)
         self.hv = np.einsum("mvk,mk->mv", Yv, self.e)
         self.hr = Yr @ self.e.T if Yr.size else np.zeros((0, M))
@@ -690,19 +690,21 @@ def _tails(prob, pidx_nodes, nodes, logf, A, B):
     return out
 
 
-def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str = "relative", closest=None):
+def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str = "relative", closest=None,
+                   direction=None):
     """log mass (M,), conditional mean (M, 4), covariance (M, 4, 4) and relative error bar (M,) of ``N(0, I_4)`` on
     ``{Nrm y <= D_m}`` (unit rows ``Nrm`` (F, 4); vertices ``Yv`` (M, V, 4) and unit rays ``Yr`` (R, 4) in the
     same whitened coordinates; no lineality). ``tol`` (M,) or scalar: relative mass error aimed at per point
     (``DEFAULT_TOL``); the bar is reported whether or not it is met. ``closest`` (M, 4): the closest points of P
-    to the origin when the caller has them (:func:`closest_distance`)."""
+    to the origin when the caller has them (:func:`closest_distance`). ``direction`` (4,): the unit slicing direction
+    for every point (default :func:`_directions`; ``sliver.bounded_direction`` gives one with bounded slices)."""
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     M = D.shape[0]
     tol = np.broadcast_to(np.asarray(DEFAULT_TOL if tol is None else tol, dtype=np.float64), (M,))
     Nrm = np.asarray(Nrm, dtype=np.float64)
     if closest is None:
         closest, _ = closest_distance(Nrm, D)
-    prob = _Problem(Nrm, D, Yv, np.asarray(Yr, dtype=np.float64).reshape(-1, 4), closest)
+    prob = _Problem(Nrm, D, Yv, np.asarray(Yr, dtype=np.float64).reshape(-1, 4), closest, direction)
     r = np.linalg.norm(closest, axis=1)
     A_full, B_full = _window(prob.lo, prob.hi, r)
     A, B = _window(prob.lo, prob.hi, r, _inner_width(tol))
@@ -904,10 +906,12 @@ def pair_tolerances(log_weight_scale, log_upper):
     return wb < -NEGLIGIBLE_NATS, np.where(np.isfinite(loosen), loosen, 1.0) * DEFAULT_TOL
 
 
-def with_fallback(Nrm, D, Yv, Yr, *, moments, tol, accuracy, closest, rng):
-    """:func:`sliced_moments`, with the RQMC estimate (``qmc.rqmc_moments``) for the rows whose bar exceeds
-    ``FALLBACK_REL``, kept where its own bar is smaller. Returns ``(log_mass, mean, cov, rel, used_rqmc)``."""
-    lm, my, cy, rel = sliced_moments(Nrm, D, Yv, Yr, moments=moments, tol=tol, accuracy=accuracy, closest=closest)
+def with_fallback(Nrm, D, Yv, Yr, *, moments, tol, accuracy, closest, rng, **slicing):
+    """:func:`sliced_moments` (``slicing``: its ``direction``), with the RQMC estimate (``qmc.rqmc_moments``) for the
+    rows whose bar exceeds ``FALLBACK_REL``, kept where its own bar is smaller. Returns ``(log_mass, mean, cov, rel,
+    used_rqmc)``."""
+    lm, my, cy, rel = sliced_moments(Nrm, D, Yv, Yr, moments=moments, tol=tol, accuracy=accuracy, closest=closest,
+                                     **slicing)
     bad = ~(rel <= FALLBACK_REL)
     used = np.zeros(lm.size, dtype=bool)
     if np.any(bad):

@@ -27,7 +27,7 @@ from numba.core import types
 from numba.core.extending import intrinsic
 
 from ..pairs import PlanarPairs, log_error
-from .kernel import PlanarArrays, cancel_flags, pair_planar_moments, small_polygon_pairs, store_pairs
+from .kernel import SPLIT_MAX, PlanarArrays, cancel_flags, pair_planar_moments, small_polygon_pairs, store_pairs
 from .reference import _COV_TOL, _PARALLEL, planar_slice_moments
 
 _CUBATURE_COV_UNIT_ERR = 1e-14  # covariance error of the small-polygon cubature per unit of L^2 / lambda_min
@@ -198,7 +198,7 @@ def batch_planar_pairs(geo: RegionGeometry, pr: np.ndarray, mu: np.ndarray, mome
         # small polygons: cubature moments, about the polygon's centre, cancel nothing
         idx = np.nonzero(redo)[0]
         used, _, kappa, m_small, c_small = small_polygon_pairs(geo.Nrm, pr[idx], D[idx], s_lo[idx], s_hi[idx],
-                                                               act[idx], moments)
+                                                               act[idx], moments, SPLIT_MAX)
         used &= _CUBATURE_COV_UNIT_ERR * kappa <= _COV_TOL * loosen[idx]
         mean[idx[used]], cov[idx[used]] = m_small[used], c_small[used]
         redo[idx[used]] = False

@@ -10,7 +10,7 @@ but one pass per (region, point) pair with the edge intervals read off the per-r
 ``planar.batch.RegionGeometry``. ``tests/test_planar_kernel.py`` checks the two paths agree within
 their error bounds on every branch, and both against mpmath. The numpy arrays of a batch would be
 (pairs x edges x nodes); here every pair stays in registers, and a graded edge's nodes run 8 at a time on vectors
-(``fastexp.panel_sums``): about 0.7 us per pair on one core.
+(``fastexp.panel_sums``): about 0.5 us per pair on one core.
 
 Two refinements over the reference path, both about small polygons, whose mass is a difference of
 sector masses of order 1: (1) each vertex is computed once, by one of its two lines, and the other edge
@@ -38,7 +38,7 @@ from numba import types
 from numba.extending import get_cython_function_address
 
 from .. import constants as C
-from ..fastexp import FAST_EXP_ULPS, panel_sums
+from ..fastexp import FAST_EXP_ULPS, exp8, panel_sums
 from ..threads import run_split
 
 
@@ -201,7 +201,7 @@ def _short_rule(a, wb, dist):
 @_jit
 def _short_rule_size(a, wb, dist):
     """The number of nodes :func:`_short_rule` takes for a one-panel edge (10, 12, 16 or 20); the padded SIMD rules
-    of :func:`_padded_short_rule` follow the same choice."""
+    of :func:`_one_panel` follow the same choice."""
     if a * wb + 0.5 * wb * wb <= _SHORT_SPAN and wb <= dist:
         if wb <= 0.25 * dist and wb <= _SHORT_10_WIDTH:
             return 10
@@ -270,19 +270,6 @@ GRADED_REL = 1e-15 + FAST_EXP_ULPS * _EPS
 
 
 @_jit
-def _padded_short_rule(a, wb, dist):
-    """:func:`_short_rule`'s choice (:func:`_short_rule_size`), as the padded rules of ``fastexp.panel_sums``."""
-    n = _short_rule_size(a, wb, dist)
-    if n == 10:
-        return _P10, _PW10
-    if n == 12:
-        return _P12, _PW12
-    if n == 16:
-        return _P16, _PW16
-    return _P20, _PW20
-
-
-@_jit
 def _graded_parts(h, s_lo, s_hi):
     """:func:`_graded` (the same panels, the same rules) by ``fastexp.panel_sums``, in parts: ``(E, total, z0, z1,
     far)`` with ``B = total e^E`` (to ``GRADED_REL`` relative), ``E = -(h^2 + a^2) / 2 - log 2 pi`` the exponent of the
@@ -323,8 +310,11 @@ def _graded_scaled(h, s_lo, s_hi, ref, relative):
     rho = max(dist, _NEAR_FOOT)
     uw = math.sqrt(a * a + 2.0 * _WINDOW) - a
     wb = min(b - a, uw)
-    npan = 1 if wb <= rho else int(min(max(math.ceil(math.log2(wb / rho + 1.0) - 1e-12), 1.0), float(_GRADES)))
-    xs, ws = _padded_short_rule(a, wb, dist) if npan == 1 else (_P20, _PW20)
+    if wb <= rho:  # one panel (most edges)
+        t, z0, z1, far, first = _one_panel(a, h, wb, dist, shift)
+        return e, t, z0, z1, far, first
+    npan = int(min(max(math.ceil(math.log2(wb / rho + 1.0) - 1e-12), 1.0), float(_GRADES)))
+    xs, ws = _P20, _PW20
     total = 0.0
     left = 0.0
     z0 = 0.0
@@ -347,6 +337,27 @@ def _graded_scaled(h, s_lo, s_hi, ref, relative):
         z0 = 0.0
         z1 = 0.0
     return e, total, z0, z1, far, first
+
+
+@_jit
+def _one_panel(a, h, wb, dist, shift):
+    """:func:`_graded_scaled`'s single panel ``[0, wb]`` (``wb <= rho``): ``(total, z0, z1, far, first)``, the loop's
+    numbers bit for bit (``half = 0.5 (wb - 0)``, each sum ``0 + half * sum``), with the padded rule chosen by
+    :func:`_short_rule_size` written out per size, so that ``fastexp.panel_sums`` sees constant rules: 79 -> 57 ns an
+    edge on the 1.46 million graded edges of ``bench_engine``'s S = 2 batch (one thread, min of 7)."""
+    n = _short_rule_size(a, wb, dist)
+    half = 0.5 * wb
+    if n == 10:
+        t, y0, y1, far, first = panel_sums(a, h, 0.0, half, shift, _P10, _PW10)
+    elif n == 12:
+        t, y0, y1, far, first = panel_sums(a, h, 0.0, half, shift, _P12, _PW12)
+    elif n == 16:
+        t, y0, y1, far, first = panel_sums(a, h, 0.0, half, shift, _P16, _PW16)
+    else:
+        t, y0, y1, far, first = panel_sums(a, h, 0.0, half, shift, _P20, _PW20)
+    if a * wb + 0.5 * wb * wb <= _Z_SPAN:
+        return half * t, half * y0, half * y1, far, first
+    return half * t, 0.0, 0.0, far, first
 
 
 @_jit
@@ -446,27 +457,16 @@ def shared_vertex_log_error(s, d_j, d_k, s_k):
 
 
 _X16, _W16 = np.polynomial.legendre.leggauss(16)
-_CUBATURE_SPAN = 3.0  # |c| L + L^2 / 2: nats the log density varies by over a small polygon
+_CUBATURE_SPAN = 3.0  # |c| L + L^2 / 2: nats the log density varies by over a small polygon (or over each piece)
+SPLIT_MAX = 8  # the moments' redo (planar.batch) cuts fan triangles up to this many times a side: span <= 24
 _CUBATURE_REL = 1e-14  # relative error of the 16 x 16 rule there (measured vs mpmath: tests/test_planar_kernel)
 
 
 @_jit
-def small_polygon(Nrm, d, s_lo, s_hi, act, ds, moments, mean, cov):
-    """Mass and moments of a small bounded polygon by cubature: ``(log_mass, rel_err, used, diameter)``.
-
-    The edge formula computes a polygon's mass as a signed sum of sector masses of order 1, so a small
-    polygon (near the origin or not) loses ``eps / mass``. When the polygon is bounded, ``c`` the mean of
-    its vertices and ``L`` its diameter, and the log density varies by at most ``|c| L + L^2/2 <= 3`` nats
-    over it, the fan of triangles (c, edge) integrated by a 16 x 16 Duffy-mapped Gauss-Legendre rule is
-    exact to rounding (``exp`` of a quadratic of range 3 is a polynomial of degree < 32 to 1e-20), and
-    every term is positive: mass, mean and covariance (about c) come without cancellation.
-
-    The error bound adds the polygon's own conditioning: its vertices are computed with errors up to
-    ``dv_i`` (``ds`` (F, 2): rounding of the edge ends, ``planar.end_rounding``), which moves edge i by at
-    most ``dv_i`` and the area by ``sum_i l_i dv_i``; relative to the mass that is at most
-    ``e^{2 span} sum_i l_i dv_i / area`` (the density varies by ``e^{span}`` about c). No float64 method
-    given these rows can do better, so this part never sends a pair to another path.
-    """
+def _polygon_frame(Nrm, d, s_lo, s_hi, act):
+    """``(c0, c1, L)``: the mean ``c`` of a bounded polygon's vertices and twice the largest vertex distance from it
+    (every point of the polygon lies within ``L / 2`` of ``c``), ``L = -1`` when the polygon is unbounded or has
+    fewer than three edges."""
     F = d.size
     c0 = 0.0
     c1 = 0.0
@@ -474,12 +474,12 @@ def small_polygon(Nrm, d, s_lo, s_hi, act, ds, moments, mean, cov):
     for f in range(F):
         if act[f]:
             if not (math.isfinite(s_lo[f]) and math.isfinite(s_hi[f])):
-                return -_INF, 0.0, False, 0.0
+                return 0.0, 0.0, -1.0
             c0 += d[f] * Nrm[f, 0] - s_lo[f] * Nrm[f, 1]
             c1 += d[f] * Nrm[f, 1] + s_lo[f] * Nrm[f, 0]
             nv += 1
     if nv < 3:
-        return -_INF, 0.0, False, 0.0
+        return 0.0, 0.0, -1.0
     c0 /= nv
     c1 /= nv
     L = 0.0
@@ -487,51 +487,134 @@ def small_polygon(Nrm, d, s_lo, s_hi, act, ds, moments, mean, cov):
         if act[f]:
             for s in (s_lo[f], s_hi[f]):
                 L = max(L, math.hypot(d[f] * Nrm[f, 0] - s * Nrm[f, 1] - c0, d[f] * Nrm[f, 1] + s * Nrm[f, 0] - c1))
-    L *= 2.0
+    return c0, c1, 2.0 * L
+
+
+@_jit
+def _triangle_sums(c0, c1, p, a, e, jac, acc):
+    """Add the 16 x 16 Duffy-mapped Gauss-Legendre sums of the triangle ``y = p + u (a + t e)`` (``u, t`` in [0, 1],
+    ``y`` about the centre ``c``; Jacobian ``u jac``) to ``acc = (m0, m1 (2), m2 (xx, xy, yy))`` of the weight
+    ``exp(-(c.y) - |y|^2 / 2)``. The 16 exponentials of a row of nodes (one ``u``) by the vector exp
+    (``fastexp.exp8``, within ``FAST_EXP_ULPS`` of the exact value, as libm's), the sums node by node in order."""
+    ys = np.empty((2, 16))
+    args = np.empty(16)
+    vals = np.empty(16)
+    for i in range(16):
+        u = 0.5 * (_X16[i] + 1.0)
+        for j in range(16):
+            t = 0.5 * (_X16[j] + 1.0)
+            y0 = p[0] + u * (a[0] + t * e[0])
+            y1 = p[1] + u * (a[1] + t * e[1])
+            ys[0, j] = y0
+            ys[1, j] = y1
+            args[j] = -(c0 * y0 + c1 * y1) - 0.5 * (y0 * y0 + y1 * y1)
+        exp8(args, 0, vals)
+        exp8(args, 8, vals)
+        for j in range(16):
+            y0 = ys[0, j]
+            y1 = ys[1, j]
+            w = 0.25 * _W16[i] * _W16[j] * u * jac * vals[j]
+            acc[0] += w
+            acc[1] += w * y0
+            acc[2] += w * y1
+            acc[3] += w * y0 * y0
+            acc[4] += w * y0 * y1
+            acc[5] += w * y1 * y1
+
+
+@_jit
+def _fan_sums(c0, c1, a, e, det, k, acc):
+    """The fan triangle ``(c, c + a, c + a + e)`` (``|a x e| = det``) into ``acc``: whole (``k = 1``, in place) or cut
+    into ``k^2`` triangles of a barycentric grid (each ``det / k^2``), each summed on its own and then added (the
+    two-level sums keep the rounding of the ``256 k^2`` positive terms near that of one piece)."""
+    if k == 1:
+        _triangle_sums(c0, c1, np.zeros(2), a, e, det, acc)
+        return
+    part = np.zeros(6)
+    p = np.empty(2)
+    a_k = np.empty(2)
+    e_k = np.empty(2)
+    jac = det / (k * k)
+    for i in range(k):  # grid point (i, j): (i a + j (a + e)) / k
+        for j in range(k - i):
+            for flip in range(2 if i + j <= k - 2 else 1):
+                # as p + u (a_k + t e_k): upright (i, j), (i + 1, j), (i, j + 1) for i + j <= k - 1, inverted
+                # (i + 1, j + 1), (i, j + 1), (i + 1, j) for i + j <= k - 2: k^2 triangles that tile the fan triangle
+                sgn = -1.0 if flip else 1.0
+                for m in range(2):
+                    base = (i + flip) * a[m] + (j + flip) * (a[m] + e[m])  # k x the first vertex
+                    p[m] = base / k
+                    a_k[m] = sgn * a[m] / k
+                    e_k[m] = sgn * e[m] / k
+                part[:] = 0.0
+                _triangle_sums(c0, c1, p, a_k, e_k, jac, part)
+                for m in range(6):
+                    acc[m] += part[m]
+
+
+@_jit
+def small_polygon(Nrm, d, s_lo, s_hi, act, ds, moments, out, max_split=1):
+    """Mass and moments of a small bounded polygon by cubature: ``(log_mass, rel_err, used, diameter)``, the mean and
+    covariance (``moments``) into ``out = (mean, cov)``.
+
+    The edge formula computes a polygon's mass as a signed sum of sector masses of order 1, so a small
+    polygon (near the origin or not) loses ``eps / mass``. When the polygon is bounded, ``c`` the mean of
+    its vertices and ``L`` its diameter, and the log density varies by at most ``span = |c| L + L^2/2 <= 3``
+    nats over it, the fan of triangles (c, edge) integrated by a 16 x 16 Duffy-mapped Gauss-Legendre rule is
+    exact to rounding (``exp`` of a quadratic of range 3 is a polynomial of degree < 32 to 1e-20), and
+    every term is positive: mass, mean and covariance (about c) come without cancellation. ``max_split > 1``
+    (the moments' redo, :func:`small_polygon_pairs`) also takes polygons of span up to ``3 max_split``: each fan
+    triangle is cut into ``k^2`` triangles, ``k = ceil(span / 3)``, whose points lie within ``|c| + L / 2`` of the
+    origin and within ``L / k`` of each other, so the log density varies by at most ``(|c| + L / 2) L / k =
+    span / k <= 3`` over each: the same rule, exact to rounding on each piece (against mpmath:
+    tests/test_planar_kernel.py).
+
+    The error bound adds the polygon's own conditioning: its vertices are computed with errors up to
+    ``dv_i`` (``ds`` (F, 2): rounding of the edge ends, ``planar.end_rounding``), which moves edge i by at
+    most ``dv_i`` and the area by ``sum_i l_i dv_i``; relative to the mass that is at most
+    ``e^{2 span} sum_i l_i dv_i / area`` (the density varies by ``e^{span}`` about c). No float64 method
+    given these rows can do better, so this part never sends a pair to another path.
+    """
+    mean, cov = out
+    c0, c1, L = _polygon_frame(Nrm, d, s_lo, s_hi, act)
+    if L < 0.0:
+        return -_INF, 0.0, False, 0.0
     span = math.hypot(c0, c1) * L + 0.5 * L * L
-    if span > _CUBATURE_SPAN:
+    k = 1 if span <= _CUBATURE_SPAN else int(math.ceil(span / _CUBATURE_SPAN))
+    if k > max_split:
         return -_INF, 0.0, False, L
     area = 0.0
     moved = 0.0
-    m0 = 0.0
-    m1 = np.zeros(2)
-    m2 = np.zeros((2, 2))
-    for f in range(F):
+    acc = np.zeros(6)  # m0, m1 (x, y), m2 (xx, xy, yy)
+    a = np.empty(2)
+    e = np.empty(2)
+    for f in range(d.size):
         if not act[f]:
             continue
-        a0 = d[f] * Nrm[f, 0] - s_lo[f] * Nrm[f, 1] - c0
-        a1 = d[f] * Nrm[f, 1] + s_lo[f] * Nrm[f, 0] - c1
-        e0 = -(s_hi[f] - s_lo[f]) * Nrm[f, 1]  # b - a along the edge
-        e1 = (s_hi[f] - s_lo[f]) * Nrm[f, 0]
-        det = abs(a0 * e1 - a1 * e0)
+        a[0] = d[f] * Nrm[f, 0] - s_lo[f] * Nrm[f, 1] - c0
+        a[1] = d[f] * Nrm[f, 1] + s_lo[f] * Nrm[f, 0] - c1
+        e[0] = -(s_hi[f] - s_lo[f]) * Nrm[f, 1]  # b - a along the edge
+        e[1] = (s_hi[f] - s_lo[f]) * Nrm[f, 0]
+        det = abs(a[0] * e[1] - a[1] * e[0])
         area += 0.5 * det
         dv = max(ds[f, 0], ds[f, 1]) + 2.0 * _EPS * (abs(d[f]) + abs(s_lo[f]) + abs(s_hi[f]))
         moved += (s_hi[f] - s_lo[f]) * dv
-        for i in range(_X16.size):
-            u = 0.5 * (_X16[i] + 1.0)
-            for j in range(_X16.size):
-                t = 0.5 * (_X16[j] + 1.0)
-                y0 = u * (a0 + t * e0)  # y - c
-                y1 = u * (a1 + t * e1)
-                w = 0.25 * _W16[i] * _W16[j] * u * det * math.exp(-(c0 * y0 + c1 * y1) - 0.5 * (y0 * y0 + y1 * y1))
-                m0 += w
-                m1[0] += w * y0
-                m1[1] += w * y1
-                m2[0, 0] += w * y0 * y0
-                m2[0, 1] += w * y0 * y1
-                m2[1, 1] += w * y1 * y1
+        _fan_sums(c0, c1, a, e, det, k, acc)
+    m0 = acc[0]
     log_mass = -0.5 * (c0 * c0 + c1 * c1) - _LOG_2PI + math.log(m0)
     if moments >= 1:
-        dm0 = m1[0] / m0
-        dm1 = m1[1] / m0
+        dm0 = acc[1] / m0
+        dm1 = acc[2] / m0
         mean[0] = c0 + dm0
         mean[1] = c1 + dm1
         if moments >= 2:
-            cov[0, 0] = m2[0, 0] / m0 - dm0 * dm0
-            cov[1, 1] = m2[1, 1] / m0 - dm1 * dm1
-            cov[0, 1] = m2[0, 1] / m0 - dm0 * dm1
+            cov[0, 0] = acc[3] / m0 - dm0 * dm0
+            cov[1, 1] = acc[5] / m0 - dm1 * dm1
+            cov[0, 1] = acc[4] / m0 - dm0 * dm1
             cov[1, 0] = cov[0, 1]
-    return log_mass, _CUBATURE_REL + math.exp(2.0 * span) * moved / area, True, L
+    # + the rounding of log_mass's own sum (|c|^2 / 2 + |log m0| + log 2 pi, eps each)
+    rounding = _EPS * (c0 * c0 + c1 * c1 + abs(log_mass) + 2.0)
+    return log_mass, _CUBATURE_REL + math.exp(2.0 * span) * moved / area + rounding, True, L
 
 
 @_jit
@@ -576,15 +659,32 @@ def _edge_B_parts(h, s_lo, s_hi):
 @_jit
 def _edge_B_scaled(h, s_lo, s_hi, ref):
     """The kernel's form of :func:`_edge_B_parts`, in units of ``e^ref``: ``(B e^-ref, e^(E - ref), rel_err, z0, z1,
-    far)`` with ``E`` the exponent of the end nearest the foot, ``z0``, ``z1``, ``far`` (``>= 0``) a graded edge's,
+    far, xr)`` with ``E`` the exponent of the end nearest the foot, ``z0``, ``z1``, ``far`` (``>= 0``) a graded edge's,
     times ``e^(E - ref)`` (:func:`_graded_scaled`: no scalar exp), else ``(e^(log B - ref), the same, rel_err, 0, 0,
-    -1)``."""
+    -1, xr)``; ``xr`` the exponents' rounding (:func:`exponent_rounding`), relative, on top of ``rel_err``."""
     lb, rb = _edge_special(h, s_lo, s_hi)
     if rb >= 0.0:
         ee = math.exp(lb - ref)
-        return ee, ee, rb, 0.0, 0.0, -1.0
-    _, total, z0, z1, far, first = _graded_scaled(h, s_lo, s_hi, ref, True)
-    return total, first, GRADED_REL, z0, z1, far
+        return ee, ee, rb, 0.0, 0.0, -1.0, exponent_rounding(lb, ref)
+    e, total, z0, z1, far, first = _graded_scaled(h, s_lo, s_hi, ref, True)
+    return total, first, GRADED_REL, z0, z1, far, exponent_rounding(e, ref)
+
+
+@_jit
+def exponent_rounding(e, ref):
+    """Relative error of an edge's ``B e^-ref`` (:func:`_edge_B_scaled`) from the float64 rounding of its exponents,
+    beyond the rule's own ``rel_err`` (which was measured against mpmath without a shift): ``eps (3 |e| + |e - ref| +
+    22)``, ``e`` the exponent ``E`` of a graded edge or ``log B`` of the others.
+
+    A graded edge: ``E = -(h^2 + a^2) / 2 - log 2 pi`` is off by at most ``eps (h^2 + a^2) + eps/2 |E| + eps <= eps
+    (2.5 |E| + 1)`` (``h^2 + a^2 <= 2 |E|``); the shift ``E - ref`` by ``eps/2 |E - ref|``, and each node's argument
+    ``x + shift`` (``|x| <= 40``, the window) once more by ``eps/2 (40 + |E - ref|)``; every node term moves by
+    ``e^delta - 1``, relative. Owen's T and the angle rule: ``log B`` rounds by at most ``2 eps |log B|`` (a log, or
+    ``-h^2 / 2 - log 2 pi + log(sum)``), ``log B - ref`` by ``eps/2 |log B - ref|`` and ``exp`` by an ulp. Both are
+    within ``eps (3 |e| + |e - ref| + 22)`` (``e^delta - 1 <= 1.01 delta`` for these ``delta``). For a far pair
+    (``|E|`` ~ 70 and up) this is ~1e-13: far above the rules' 1.2e-15, so the kernel adds it to ``rel_err``
+    (tests/test_s2_exponent_rounding.py, against 40-digit mpmath)."""
+    return _EPS * (3.0 * abs(e) + abs(e - ref) + 22.0)
 
 
 @_jit
@@ -723,14 +823,16 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
         pos = 1.0 if inside else 0.0
         neg = 0.0
         err = 0.0
+        rnd = 0.0  # the exponents' rounding (exponent_rounding)
         for f in range(F):
             if not act[p, f]:
                 continue
             if bounds[f] > ref - _DROP:
                 keep[p, f] = True
                 d_f = D[p, f]
-                b, ee, rb, zsum[f, 0], zsum[f, 1], far = _edge_B_scaled(abs(d_f), s_lo[p, f], s_hi[p, f], ref)
+                b, ee, rb, zsum[f, 0], zsum[f, 1], far, xr = _edge_B_scaled(abs(d_f), s_lo[p, f], s_hi[p, f], ref)
                 err += b * (rb + _EPS)
+                rnd += b * xr
                 # vertex error terms: a graded edge's exponentials at its end nearest the foot (ee) and at the other
                 # (far >= 0) come from its own nodes; other edges' by their own exp
                 lo_w = (ee if s_hi[p, f] > 0.0 else far) if far >= 0.0 else -1.0
@@ -754,8 +856,14 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
                 err += math.exp(bounds[f] - ref)
         ratio = neg / pos
         r1 = 1.0 if ratio > 1.0 else ratio
-        lm = ref + math.log(pos) + math.log1p(-r1)
-        re = err / (pos * (1.0 - r1)) + 4.0 * _EPS * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
+        lp = math.log(pos)
+        l1 = math.log1p(-r1)
+        lm = ref + lp + l1
+        # the edges' errors, their exponents' rounding (both amplified by the sum's cancellation: a path without one
+        # does better, so they decide the fallback) and the sum's own rounding
+        re = (err + rnd) / (pos * (1.0 - r1)) + 4.0 * _EPS * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
+        # reported: also the rounding of lm's own log-space sum (eps per nat: no float64 path does better)
+        re_all = re + _EPS * (abs(ref) + abs(lp) + abs(l1) + abs(lm))
         lo = loosen_factor(lws + lm + math.log1p(min(re, 1.0)))
         fl = boundary or not math.isfinite(lm) or not re <= FALLBACK_REL * lo
         for k in range(2):
@@ -763,8 +871,8 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
             cov[p, k, 0] = 0.0
             cov[p, k, 1] = 0.0
         if fl:
-            lm_small, rel_small, used, _ = small_polygon(Nrm[r], D[p], s_lo[p], s_hi[p], act[p], ds, moments, mean[p],
-                                                         cov[p])
+            lm_small, rel_small, used, _ = small_polygon(Nrm[r], D[p], s_lo[p], s_hi[p], act[p], ds, moments,
+                                                         (mean[p], cov[p]))
             if used:
                 log_mass[p] = lm_small
                 rel_err[p] = rel_small
@@ -773,7 +881,7 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
                 continue
         if moments < 1 or fl:
             log_mass[p] = lm
-            rel_err[p] = re
+            rel_err[p] = re_all
             flagged[p] = fl
             loosen[p] = lo
             continue
@@ -816,16 +924,16 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
             cov[p, 0, 1] = c01
             cov[p, 1, 0] = c01
         log_mass[p] = lm
-        rel_err[p] = re
+        rel_err[p] = re_all
         flagged[p] = fl
         loosen[p] = lo
 
 
 @_jit
-def small_polygon_pairs(Nrm, pr, D, s_lo, s_hi, act, moments):
-    """:func:`small_polygon` for given pairs (edges from :func:`pair_planar_moments`): ``used`` (P,), the
-    log mass, mean, covariance and ``kappa = L^2 / lambda_min`` (the covariance's cancellation about the
-    polygon's centre, L its diameter) of the pairs it could take."""
+def small_polygon_pairs(Nrm, pr, D, s_lo, s_hi, act, moments, max_split=1):
+    """:func:`small_polygon` for given pairs (edges from :func:`pair_planar_moments`), fan triangles cut up to
+    ``max_split`` times a side: ``used`` (P,), the log mass, mean, covariance and ``kappa = L^2 / lambda_min`` (the
+    covariance's cancellation about the polygon's centre, L its diameter) of the pairs it could take."""
     P, F = D.shape
     log_mass = np.full(P, -_INF)
     kappa = np.full(P, _INF)
@@ -836,8 +944,8 @@ def small_polygon_pairs(Nrm, pr, D, s_lo, s_hi, act, moments):
     for p in range(P):
         # ends as computed by the kernel; without the per-end rounding the conditioning term is left out,
         # so the caller only uses this for the moments of pairs whose mass bound it already has
-        log_mass[p], _, used[p], L = small_polygon(Nrm[pr[p]], D[p], s_lo[p], s_hi[p], act[p], ds, moments, mean[p],
-                                                   cov[p])
+        log_mass[p], _, used[p], L = small_polygon(Nrm[pr[p]], D[p], s_lo[p], s_hi[p], act[p], ds, moments,
+                                                   (mean[p], cov[p]), max_split)
         tr = cov[p, 0, 0] + cov[p, 1, 1]
         det = cov[p, 0, 0] * cov[p, 1, 1] - cov[p, 0, 1] * cov[p, 1, 0]
         lam = det / (0.5 * tr + math.sqrt(max(0.25 * tr * tr - det, 0.0)))
@@ -967,4 +1075,4 @@ def warm() -> None:
     Nrm[0, :, 1] = np.sin(np.arange(F) * 2.0 * np.pi / F)
     pr = np.zeros(1, dtype=np.intp)
     act = np.ones((1, F), dtype=np.bool_)
-    small_polygon_pairs(Nrm, pr, np.ones((1, F)), np.full((1, F), -1.0), np.ones((1, F)), act, 2)
+    small_polygon_pairs(Nrm, pr, np.ones((1, F)), np.full((1, F), -1.0), np.ones((1, F)), act, 2, SPLIT_MAX)
