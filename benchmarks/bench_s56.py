@@ -12,7 +12,11 @@ Workload ``--s 5``: ``net = random_network([5, 8, 8, 6], rng=0, cov_x=0.1)``, ``
   (the graded outer rule over S' = 4 evaluations, ``cones5.mixture_log_mass``, mass only) on the first
   ``min(K, 3)`` of them, with the two masses' difference against their bars.
 
-Usage: ``.venv/bin/python benchmarks/bench_s56.py --s 5 [--points 20] [--pair-cost 20]``
+``--s 6`` (``[6, 6, 6, 6]``) counts the pairs of the ridge integrals (``highdim.cones6``) and RQMC; ``--each`` evaluates
+the points one call at a time from ``--first`` (a line per point).
+
+Usage: ``.venv/bin/python benchmarks/bench_s56.py --s 5 [--points 20] [--pair-cost 20]``,
+``.venv/bin/python benchmarks/bench_s56.py --s 6 --each --first 0 --points 20``
 """
 
 from __future__ import annotations
@@ -36,8 +40,11 @@ def _emit(**kw):
     print(json.dumps(kw), flush=True)
 
 
-def _count_routes():
-    """Counts of the S = 5 pairs the cones certified and of those RQMC took (``cones5.region5_moments``)."""
+def _count_routes(S=5):
+    """Counts of the S = 5 pairs the cones certified and of those RQMC took (``cones5.region5_moments``); at S = 6
+    the same for ``cones6.region_rows`` (the ridge integrals)."""
+    if S == 6:
+        return _count_routes6()
     import engine.gaussian.highdim.cones5 as c5
 
     counts = {"cones": 0, "rqmc": 0}
@@ -54,8 +61,40 @@ def _count_routes():
     return counts
 
 
+def _count_routes6():
+    """S = 6: pairs the ridge integrals settled (``cones6.region_rows``' ``by_cones``) and pairs RQMC took."""
+    import engine.gaussian.highdim.cones6 as c6
+
+    counts = {"cones": 0, "rqmc": 0}
+    real = getattr(c6.region_rows, "real", c6.region_rows)
+
+    def counting(*args, **kw):
+        out = real(*args, **kw)
+        counts["cones"] += int(out[4].sum())
+        counts["rqmc"] += int(out[4].size - out[4].sum())
+        return out
+
+    counting.real = real
+    c6.region_rows = counting
+    return counts
+
+
+def _evaluate_each(S, net, X, part, first):
+    """``--each``: the points one ``evaluate`` call at a time (a figure per point as it comes; S = 6 points take
+    seconds to minutes each), with the pairs and routes of each."""
+    for i in range(X.shape[0]):
+        pairs, routes = _count_pairs(), _count_routes(S)
+        t, c = time.perf_counter(), time.process_time()
+        ev = evaluate(net, X[i:i + 1], part=part)
+        dt = time.perf_counter() - t
+        _emit(workload=f"s{S}", what="evaluate one point", point=first + i, seconds=dt,
+              cpu_seconds=time.process_time() - c, log_marginal=float(ev.log_marginal[0]),
+              log_marginal_error=float(ev.log_marginal_error[0]), pairs=pairs["after"],
+              pairs_by_cones=routes["cones"], pairs_by_rqmc=routes["rqmc"])
+
+
 def _evaluate(S, net, X, part, t_part):
-    pairs, routes = _count_pairs(), _count_routes()
+    pairs, routes = _count_pairs(), _count_routes(S)
     t, c = time.perf_counter(), time.process_time()
     ev = evaluate(net, X, part=part)
     dt, cpu = time.perf_counter() - t, time.process_time() - c
@@ -117,17 +156,21 @@ def main():
     ap.add_argument("--s", type=int, choices=sorted(WORKLOADS), default=5)
     ap.add_argument("--points", type=int, default=20)
     ap.add_argument("--pair-cost", type=int, default=0)
+    ap.add_argument("--each", action="store_true", help="one evaluate call per point, a line each")
+    ap.add_argument("--first", type=int, default=0, help="index of the first point")
     args = ap.parse_args()
     net = engine.random_network(WORKLOADS[args.s], rng=0, cov_x=0.1)
     X_all = net.sample(100, rng=1)
-    X = X_all[:args.points]
+    X = X_all[args.first:args.first + args.points]
     t = time.perf_counter()
     part = partition(net)
     t_part = time.perf_counter() - t
     _emit(workload=f"s{args.s}", widths=WORKLOADS[args.s], what="partition", seconds=t_part, regions=len(part))
     if args.pair_cost:
         _pair_cost(args.s, net, X_all[:1], part, args.pair_cost)
-    if args.points:
+    if args.points and args.each:
+        _evaluate_each(args.s, net, X, part, args.first)
+    elif args.points:
         _evaluate(args.s, net, X, part, t_part)
 
 

@@ -130,7 +130,8 @@ def check_prior_sum(S: int, seed: int, settings) -> list[C.Check]:
     d = np.array([np.min(r.polytope.c / np.linalg.norm(r.polytope.H, axis=1), initial=np.inf) for r in part])
     with np.errstate(over="ignore", invalid="ignore"):
         lo = np.exp(lm - err)
-        hi = np.minimum(np.exp(lm + err), np.exp(log_ndtr(d)))
+        cap = np.exp(log_ndtr(d))
+        hi = np.where(np.isfinite(lm) & np.isfinite(err), np.minimum(np.exp(lm + err), cap), cap)  # unresolved: cap
     total = float(np.sum(np.exp(lm)))
     s_lo, s_hi = float(np.sum(lo)), float(np.sum(hi))
     tol = (s_hi - total if total < 1.0 else total - s_lo) + 1e-13 * R

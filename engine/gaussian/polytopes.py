@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import DGNInputError
 from ..polytope import Polytope
 from .facets import facet_moments
-from .highdim import cones5
+from .highdim import cones5, cones6
 from .highdim.qmc import rqmc_moments
 from .highdim.sliced import SlicedGeometry, sliced_batch, with_fallback
 from .interval import standard_interval_moments
@@ -491,6 +491,15 @@ def polytope_moments_arrays(polytopes, means, covs, **kwargs) -> PairResult:
     vectorised over all pairs; other cases loop over regions (vectorised over points).
     """
     return integrate_pairs(PairRequest.build(polytopes, means, covs, **kwargs))
+
+
+def _cones6_batch(req: PairRequest, geo, res: PairResult):
+    """S = 6, ``method="auto"``: the ridge integrals (``highdim.cones6``) where certified, RQMC for the rest."""
+    return cones6.cones6_batch(req, geo, res, _store_whitened)
+
+
+BATCH_INTEGRATORS[6] = _cones6_batch  # issue 14, S = 6 (kept apart from the S <= 5 entries above)
+GEOMETRIES[6] = cones6.Cones6Geometry
 
 
 __all__ = ["PairRequest", "PairResult", "integrate_pairs", "polytope_moments", "polytope_moments_arrays",
