@@ -520,8 +520,11 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
         upper, first, lower, _ = pre
     need = upper >= lower[:, None] - PRUNE_NATS
     skipped = None
-    if mu.shape[2] >= 4 and geometry is not None:  # S >= 4: prune to the target (skipped bounds go into the bar)
+    if mu.shape[2] == 4 and geometry is not None:  # S = 4: prune to the target (skipped bounds go into the bar)
         need, skipped, lower = _target_prune(part, mu, log_norm, upper, lower, need & ~first, geometry)
+        need |= first
+    elif mu.shape[2] >= 5 and geometry is not None:  # S >= 5: the same, by the closest point's half-space alone
+        need, skipped = _closest_point_prune(part, mu, log_norm, upper, lower, need & ~first, geometry)
         need |= first
     with np.errstate(invalid="ignore"):  # lower = -inf (no mass resolved): no weight guarantee, +inf
         scale = np.where(np.isfinite(lower)[:, None], log_norm - lower[:, None], np.inf)
@@ -698,7 +701,7 @@ _SKIP_CANDIDATE = 1e-3  # ... only pairs whose half-space bound is below this fr
 
 
 def _target_prune(part, mu, log_norm, upper, lower, cand, geometry):
-    """S >= 4: the pairs ``cand`` (N, R) whose rigorous upper bounds on their terms of eq. 5, smallest first, sum
+    """S = 4: the pairs ``cand`` (N, R) whose rigorous upper bounds on their terms of eq. 5, smallest first, sum
     to at most ``SKIP_BUDGET`` times a lower bound of p(x) are skipped (``gaussian.highdim.budget.target_prune``:
     bounds from the closest point's supporting half-space and the region's volume, the lower bound ``lower`` raised
     by the mass lower bounds of each point's most promising pairs). Returns the pairs still needed, the (N,) log of
@@ -707,6 +710,38 @@ def _target_prune(part, mu, log_norm, upper, lower, cand, geometry):
     from .gaussian.highdim.budget import target_prune
 
     return target_prune(part, mu, log_norm, upper, lower, cand, geometry, SKIP_BUDGET, _SKIP_CANDIDATE)
+
+
+def _closest_point_prune(part, mu, log_norm, upper, lower, cand, geometry):
+    """S >= 5 (S = 4 has :func:`_target_prune`, whose volume bounds and raised lower bound are built for S' = 4): the
+    pairs ``cand`` (N, R) whose rigorous upper bounds on their terms of eq. 5, smallest first, sum to at most
+    ``SKIP_BUDGET`` times the lower bound ``lower`` (N,) of p(x) are skipped. The bound of a pair is
+    its prefactor times ``Q(|y*|)``, the mass beyond the supporting half-space at the region's point ``y*``
+    closest to the mean in whitened coordinates (``highdim.sliced.closest_distance``; tighter than the most
+    violated facet's ``upper``, which is used where the region has lineality). Returns the pairs still needed and
+    the (N,) log of the sum of the skipped bounds (``-inf``: none), which :func:`evaluate` adds to
+    ``log_marginal_error``."""
+    from .gaussian.highdim.sliced import closest_distance, whitened
+
+    N, R = upper.shape
+    bound = np.where(cand, upper, -np.inf)
+    with np.errstate(invalid="ignore"):
+        maybe = cand & (upper < lower[:, None] + np.log(_SKIP_CANDIDATE))
+    ok = getattr(geometry, "ok", np.zeros(R, dtype=bool)) & (getattr(geometry, "chol", None) is not None)
+    for r in np.nonzero(maybe.any(axis=0) & ok)[0]:
+        rows = np.nonzero(maybe[:, r])[0]
+        Nrm, D, _, _ = whitened(part[r].polytope, geometry.chol[r], mu[rows, r])
+        _, log_q = closest_distance(Nrm, D)
+        bound[rows, r] = np.minimum(bound[rows, r], log_norm[rows, r] + log_q)
+    order = np.argsort(np.where(maybe, bound, np.inf), axis=1, kind="stable")
+    srt = np.take_along_axis(np.where(maybe, bound, -np.inf), order, axis=1)
+    cum = np.logaddexp.accumulate(srt, axis=1)
+    with np.errstate(invalid="ignore"):
+        skip_sorted = (cum <= lower[:, None] + np.log(SKIP_BUDGET)) & np.isfinite(srt)
+    skip = np.zeros((N, R), dtype=bool)
+    np.put_along_axis(skip, order, skip_sorted, axis=1)
+    skipped = logsumexp(np.where(skip, bound, -np.inf), axis=1)
+    return cand & ~skip, skipped
 
 
 REDO_SETTLED = False  # True: the heavy pass redoes every heavy pair (the reference of tests/test_s2_heavy_pass.py)
