@@ -87,12 +87,14 @@ def build_cases(profile: str = "quick") -> list[Case]:
 
 
 def error_bar_cases() -> list[Case]:
-    """S = 4, 5, 6 ReLU networks for the randomised-QMC error bar (full profile only).
+    """S = 4, 5, 6 ReLU networks for the S >= 4 error bar (full profile only).
 
     The first layer is at least as wide as S with generic (Gaussian) weights, so its hyperplane normals
-    span latent space and no region has lineality: every region's integral takes the randomised-QMC path
-    (S' = S >= 4), whose error bar ``Evaluation.log_marginal_error`` is what the check tests. Two points
-    each keep regions x points (57, 120 and 247 regions) small.
+    span latent space and no region has lineality: every region's integral takes the S' = S >= 4 routes
+    (the cones of ``highdim.cones`` / ``cones5`` / ``cones6`` first, then the slices at S = 4 and randomised
+    QMC for the pairs they leave), whose error bar ``Evaluation.log_marginal_error`` is what the check tests.
+    The names keep their ``rqmc-`` prefix (reports compare by name). Two points each keep regions x points
+    (57, 120 and 247 regions) small.
     """
     specs = [
         ("rqmc-S4", [4, 6, 5], 22, 110),
@@ -103,7 +105,7 @@ def error_bar_cases() -> list[Case]:
     for name, widths, net_seed, point_seed in specs:
         net = random_network(widths, "relu", cov_x=0.4, rng=net_seed)
         cases.append(
-            Case(name, net, _points(net, 2, point_seed), {"rqmc"}, f"{widths} ReLU, no lineality (RQMC path)")
+            Case(name, net, _points(net, 2, point_seed), {"rqmc"}, f"{widths} ReLU, no lineality (S >= 4 routes)")
         )
     return cases
 
