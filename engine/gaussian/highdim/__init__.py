@@ -1,4 +1,27 @@
-"""S' >= 4 Gaussian integrals over polyhedra: ``sliced`` (S' = 4, the default: outer Gauss-Kronrod
-quadrature over exact S = 3 slices, ``BATCH_INTEGRATORS[4]``), ``qmc`` (randomised QMC with exact planar inner
-integrals: S' >= 5, ``method="rqmc"``, and the fallback of ``sliced``), ``nested`` (nested log-space quadrature
-down to planar slices, the slow reference)."""
+"""S' >= 4 Gaussian integrals over polyhedra.
+
+S' = 4: ``cones`` first (the cone (flag) decomposition, one 1-D integral per facet > ridge > edge flag), ``sliced``
+for the pairs the cones leave (outer Gauss-Kronrod quadrature over exact S = 3 slices; ``sliver`` picks a slicing
+direction with bounded slices for unbounded regions), ``budget`` (which pairs are integrated, the bound on the rest).
+S' = 5 and 6: ``cones5`` / ``cones6`` (the S' = 4 cones of each facet / ridge, the outer Gaussian integral closed).
+``qmc``: randomised QMC with exact planar inner integrals, for the pairs those leave and ``method="rqmc"``;
+``nested``: nested log-space quadrature down to planar slices, the slow reference."""
+
+import numpy as np
+
+
+def factors_and_ok(polytopes, covs, chol, S: int):
+    """The shared part of the batch geometries (``sliced.SlicedGeometry``, ``cones5.Cones5Geometry``,
+    ``cones6.Cones6Geometry``): lower-triangular factors (R, S, S) of Sigma_omega (``chol`` when the caller has
+    accurate ones; None if one is not positive definite) and ``ok`` (R,): regions of dimension S with facets,
+    vertices and no lineality (the others take the per-region path)."""
+    covs = np.asarray(covs, dtype=np.float64)
+    if chol is None:
+        try:
+            chol = np.linalg.cholesky(covs)
+        except np.linalg.LinAlgError:
+            chol = None
+    chol = None if chol is None else np.asarray(chol, dtype=np.float64)
+    ok = np.array([p.H.shape[0] > 0 and p.H.shape[1] == S and not p.lineality.size and p.vertices.size > 0
+                   for p in polytopes], dtype=bool)
+    return chol, ok

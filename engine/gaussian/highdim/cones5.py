@@ -41,6 +41,7 @@ from .. import constants as C
 from ..planar.kernel import _lse_pair
 from ..solid.edges import _erfcx
 from ..threads import run_split
+from . import factors_and_ok
 from .cones import _DMAX as _DMAX4
 from .cones import (
     _GW,
@@ -905,15 +906,7 @@ class Cones5Geometry:
     regions with facets, vertices and no lineality (the others take the per-region path)."""
 
     def __init__(self, polytopes, covs, chol=None):
-        covs = np.asarray(covs, dtype=np.float64)
-        if chol is None:
-            try:
-                chol = np.linalg.cholesky(covs)
-            except np.linalg.LinAlgError:
-                chol = None
-        self.chol = None if chol is None else np.asarray(chol, dtype=np.float64)
-        self.ok = np.array([p.H.shape[0] > 0 and p.H.shape[1] == 5 and not p.lineality.size and p.vertices.size > 0
-                            for p in polytopes], dtype=bool)
+        self.chol, self.ok = factors_and_ok(polytopes, covs, chol, 5)
         if not USE_CONES5:
             self.ok[:] = False
 

@@ -46,6 +46,7 @@ import numpy as np
 from scipy.special import log_ndtr
 
 from ..constants import NEGLIGIBLE_NATS
+from . import factors_and_ok
 from .cones import cone_moments, cone_shape, consistent
 
 # Outer rules, cheapest first: (nodes per panel, nodes of the error estimate's rule, DMAX, WINDOW). A pair starts at the
@@ -420,15 +421,7 @@ class Cones6Geometry:
     regions with facets, vertices and no lineality (the others take the per-region path, RQMC)."""
 
     def __init__(self, polytopes, covs, chol=None):
-        covs = np.asarray(covs, dtype=np.float64)
-        if chol is None:
-            try:
-                chol = np.linalg.cholesky(covs)
-            except np.linalg.LinAlgError:
-                chol = None
-        self.chol = None if chol is None else np.asarray(chol, dtype=np.float64)
-        self.ok = np.array([p.H.shape[0] > 0 and p.H.shape[1] == 6 and not p.lineality.size and p.vertices.size > 0
-                            for p in polytopes], dtype=bool)
+        self.chol, self.ok = factors_and_ok(polytopes, covs, chol, 6)
 
     def subset(self, rows):
         """The geometry of the regions ``rows``."""

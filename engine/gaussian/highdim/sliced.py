@@ -64,6 +64,7 @@ from scipy.special import log_ndtr
 
 from ...polytope import Polytope
 from ..constants import LOOSEN_WEIGHT, NEGLIGIBLE_NATS
+from . import factors_and_ok
 from .cones import cone_shape as _cone_shape
 from .cones import cones_first
 from .qmc import closest_points, rqmc_moments
@@ -882,15 +883,7 @@ class SlicedGeometry:
     up to 15 times for 100 points; ~8.5 kB a region kept)."""
 
     def __init__(self, polytopes, covs, chol=None):
-        covs = np.asarray(covs, dtype=np.float64)
-        if chol is None:
-            try:
-                chol = np.linalg.cholesky(covs)
-            except np.linalg.LinAlgError:
-                chol = None
-        self.chol = None if chol is None else np.asarray(chol, dtype=np.float64)
-        self.ok = np.array([p.H.shape[0] > 0 and p.H.shape[1] == 4 and not p.lineality.size and p.vertices.size > 0
-                            for p in polytopes], dtype=bool)
+        self.chol, self.ok = factors_and_ok(polytopes, covs, chol, 4)
         self.polytopes = list(polytopes)
         self._shapes: dict = {}
         self._frames: dict = {}
