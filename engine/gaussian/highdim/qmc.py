@@ -155,7 +155,8 @@ def _rqmc_once(Nrm, D, moments, rng, n_points, n_reps, relative=True):
         err = np.where(np.isfinite(log_mass) & ~np.isnan(err), err, np.inf)
     if moments < 1:
         return log_mass, None, None, err
-    wts = np.exp(LW - (log_mass[:, None, None] + np.log(n_reps * n_points)))
+    with np.errstate(invalid="ignore"):  # a pair with no sample inside (log_mass = -inf): -inf - -inf, weight 0 below
+        wts = np.exp(LW - (log_mass[:, None, None] + np.log(n_reps * n_points)))
     wts = np.where(np.isfinite(wts), wts, 0.0).reshape(M, -1)
     Wc = np.stack(w_all, axis=1).reshape(M, -1, k)
     Xm = np.stack(m_all, axis=1).reshape(M, -1, 2)
