@@ -25,3 +25,17 @@ def factors_and_ok(polytopes, covs, chol, S: int):
     ok = np.array([p.H.shape[0] > 0 and p.H.shape[1] == S and not p.lineality.size and p.vertices.size > 0
                    for p in polytopes], dtype=bool)
     return chol, ok
+
+
+def whitened(polytope, chol, means):
+    """Region ``polytope`` under ``N(means_m, L L^T)`` (``chol`` = L, (S, S)) in whitened coordinates: unit normals
+    (F, S), offsets (M, F), vertices (M, V, S) relative to each mean, unit rays (R, S)."""
+    HL = polytope.H @ chol
+    nrm = np.linalg.norm(HL, axis=1)
+    Linv = np.linalg.inv(chol)
+    D = (polytope.c[None, :] - means @ polytope.H.T) / nrm
+    Yv = (polytope.vertices[None] - means[:, None, :]) @ Linv.T
+    Yr = polytope.rays @ Linv.T if polytope.rays.size else np.zeros((0, chol.shape[0]))
+    if Yr.size:
+        Yr = Yr / np.linalg.norm(Yr, axis=1)[:, None]
+    return HL / nrm[:, None], D, Yv, Yr

@@ -42,6 +42,7 @@ from ..planar.kernel import _lse_pair
 from ..solid.edges import _erfcx
 from ..threads import run_split
 from . import factors_and_ok
+from . import whitened as whitened5
 from .cones import _DMAX as _DMAX4
 from .cones import (
     _GW,
@@ -909,20 +910,6 @@ class Cones5Geometry:
         self.chol, self.ok = factors_and_ok(polytopes, covs, chol, 5)
         if not USE_CONES5:
             self.ok[:] = False
-
-
-def whitened5(polytope, chol, means):
-    """Region ``polytope`` under ``N(means_m, L L^T)`` in whitened coordinates: unit normals (F, 5), offsets (M, F),
-    vertices (M, V, 5) relative to each mean, unit rays (R, 5)."""
-    HL = polytope.H @ chol
-    nrm = np.linalg.norm(HL, axis=1)
-    Linv = np.linalg.inv(chol)
-    D = (polytope.c[None, :] - means @ polytope.H.T) / nrm
-    Yv = (polytope.vertices[None] - means[:, None, :]) @ Linv.T
-    Yr = polytope.rays @ Linv.T if polytope.rays.size else np.zeros((0, 5))
-    if Yr.size:
-        Yr = Yr / np.linalg.norm(Yr, axis=1)[:, None]
-    return HL / nrm[:, None], D, Yv, Yr
 
 
 def _cones_or_flagged(Nrm, D, Yv, Yr, moments, threaded=True):

@@ -46,7 +46,7 @@ import numpy as np
 from scipy.special import log_ndtr
 
 from ..constants import NEGLIGIBLE_NATS
-from . import factors_and_ok
+from . import factors_and_ok, whitened
 from .cones import cone_moments, cone_shape, consistent
 
 # Outer rules, cheapest first: (nodes per panel, nodes of the error estimate's rule, DMAX, WINDOW). A pair starts at the
@@ -429,21 +429,6 @@ class Cones6Geometry:
         out.chol = None if self.chol is None else self.chol[rows]
         out.ok = self.ok[rows]
         return out
-
-
-def whitened(polytope, chol, means):
-    """Region ``polytope`` under ``N(means_m, L L^T)`` in whitened coordinates: unit normals (F, S), offsets (M, F),
-    vertices (M, V, S) relative to each mean, unit rays (R, S)."""
-    S = chol.shape[0]
-    HL = polytope.H @ chol
-    nrm = np.linalg.norm(HL, axis=1)
-    Linv = np.linalg.inv(chol)
-    D = (polytope.c[None, :] - means @ polytope.H.T) / nrm
-    Yv = (polytope.vertices[None] - means[:, None, :]) @ Linv.T
-    Yr = polytope.rays @ Linv.T if polytope.rays.size else np.zeros((0, S))
-    if Yr.size:
-        Yr = Yr / np.linalg.norm(Yr, axis=1)[:, None]
-    return HL / nrm[:, None], D, Yv, Yr
 
 
 def pair_tolerances(log_weight_scale, log_upper):

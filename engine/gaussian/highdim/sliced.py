@@ -64,7 +64,7 @@ from scipy.special import log_ndtr
 
 from ...polytope import Polytope
 from ..constants import LOOSEN_WEIGHT, NEGLIGIBLE_NATS
-from . import factors_and_ok
+from . import factors_and_ok, whitened
 from .cones import cone_shape as _cone_shape
 from .cones import cones_first
 from .qmc import closest_points, rqmc_moments
@@ -930,20 +930,6 @@ class SlicedGeometry:
         for r in regions[np.isnan(self._log_volume[regions])].tolist():
             self._log_volume[r] = log_volume(self.polytopes[r], self.chol[r])
         return self._log_volume[regions]
-
-
-def whitened(polytope, chol, means):
-    """Region ``polytope`` under ``N(means_m, L L^T)`` in whitened coordinates: unit normals (F, 4), offsets
-    (M, F), vertices (M, V, 4) relative to each mean, unit rays (R, 4)."""
-    HL = polytope.H @ chol
-    nrm = np.linalg.norm(HL, axis=1)
-    Linv = np.linalg.inv(chol)
-    D = (polytope.c[None, :] - means @ polytope.H.T) / nrm
-    Yv = (polytope.vertices[None] - means[:, None, :]) @ Linv.T
-    Yr = polytope.rays @ Linv.T if polytope.rays.size else np.zeros((0, 4))
-    if Yr.size:
-        Yr = Yr / np.linalg.norm(Yr, axis=1)[:, None]
-    return HL / nrm[:, None], D, Yv, Yr
 
 
 def pair_tolerances(log_weight_scale, log_upper):
