@@ -721,9 +721,10 @@ def _closest_point_prune(part, mu, log_norm, upper, lower, cand, geometry):
     violated facet's ``upper``, which is used where the region has lineality). Returns the pairs still needed and
     the (N,) log of the sum of the skipped bounds (``-inf``: none), which :func:`evaluate` adds to
     ``log_marginal_error``."""
+    from .gaussian.highdim.budget import skip_lightest
     from .gaussian.highdim.sliced import closest_distance, whitened
 
-    N, R = upper.shape
+    R = upper.shape[1]
     bound = np.where(cand, upper, -np.inf)
     with np.errstate(invalid="ignore"):
         maybe = cand & (upper < lower[:, None] + np.log(_SKIP_CANDIDATE))
@@ -733,15 +734,7 @@ def _closest_point_prune(part, mu, log_norm, upper, lower, cand, geometry):
         Nrm, D, _, _ = whitened(part[r].polytope, geometry.chol[r], mu[rows, r])
         _, log_q = closest_distance(Nrm, D)
         bound[rows, r] = np.minimum(bound[rows, r], log_norm[rows, r] + log_q)
-    order = np.argsort(np.where(maybe, bound, np.inf), axis=1, kind="stable")
-    srt = np.take_along_axis(np.where(maybe, bound, -np.inf), order, axis=1)
-    cum = np.logaddexp.accumulate(srt, axis=1)
-    with np.errstate(invalid="ignore"):
-        skip_sorted = (cum <= lower[:, None] + np.log(SKIP_BUDGET)) & np.isfinite(srt)
-    skip = np.zeros((N, R), dtype=bool)
-    np.put_along_axis(skip, order, skip_sorted, axis=1)
-    skipped = logsumexp(np.where(skip, bound, -np.inf), axis=1)
-    return cand & ~skip, skipped
+    return skip_lightest(cand, bound, lower, SKIP_BUDGET, maybe)
 
 
 REDO_SETTLED = False  # True: the heavy pass redoes every heavy pair (the reference of tests/test_s2_heavy_pass.py)

@@ -155,7 +155,7 @@ def target_prune(part, mu, log_norm, upper, lower, cand, geometry, budget, candi
     if not 0.0 < budget < 1.0:
         raise DGNInputError("SKIP_BUDGET", f"is {budget!r}, not in (0, 1)", "set a share of p(x) such as 1e-9")
     if getattr(geometry, "chol", None) is None or not cand.any():
-        return (*_skip(cand, np.where(cand, upper, np.inf), lower, budget), lower)
+        return (*skip_lightest(cand, np.where(cand, upper, np.inf), lower, budget), lower)
     cand_upper = np.where(cand, upper, -np.inf)
     probe = _top(cand_upper, PROBE * LOWER_PAIRS)
     bound = np.where(cand, upper, np.inf)
@@ -165,10 +165,10 @@ def target_prune(part, mu, log_norm, upper, lower, cand, geometry, budget, candi
         maybe = cand & (upper < lower[:, None] + np.log(candidate_share))
     more = maybe & ~probe
     bound = np.where(more, np.minimum(bound, pair_bounds(part, mu, log_norm, more, geometry)), bound)
-    return (*_skip(cand, bound, lower, budget, maybe), lower)
+    return (*skip_lightest(cand, bound, lower, budget, maybe), lower)
 
 
-def _skip(cand, bound, lower, budget, maybe=None):
+def skip_lightest(cand, bound, lower, budget, maybe=None):
     """The lightest pairs of ``maybe`` (default ``cand``) by ``bound`` while their sum stays within ``budget`` e^lower:
     ``(cand & ~skip, log sum of the skipped bounds)``."""
     maybe = cand if maybe is None else maybe
