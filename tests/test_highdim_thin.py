@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
+from types import SimpleNamespace
 
 import mpmath as mp
 import numpy as np
 import pytest
+from scipy.special import log_ndtr
 from test_highdim_cones import _mp_polygon_log_mass
 from test_highdim_sliced import _box
 
-from engine.gaussian.highdim import thin
-from engine.gaussian.highdim.thin import log_interval_upper, whitened_log_bound
+import engine.distributions as Dm
+from engine.gaussian.highdim import whitened
+from engine.gaussian.highdim.sliced import closest_distance
+from engine.gaussian.highdim.thin import log_interval_upper, log_mass_bound, whitened_log_bound
+from engine.polytope import Polytope
 
 pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered in power")  # truncnorm's skew in _box
 
@@ -39,7 +45,7 @@ def _mp_interval(a, b):
 
 def test_interval_bound_above_mpmath_and_tight():
     """``log_interval_upper`` is at or above mpmath's ``log(Phi(b) - Phi(a))`` and within 1e-9 of it (measured
-    <= 4e-12 nats; widths from 1e-300 to infinite, tails to e^-700)."""
+    <= 7.1e-10 nats, at [-40, -39.9999]; widths from 1e-300 to infinite, tails to e^-700)."""
     a, b = np.array(INTERVALS).T
     got = log_interval_upper(a, b)
     for x, y, g in zip(a, b, got):
@@ -176,3 +182,77 @@ def test_simplices_above_monte_carlo(ray):
         se = math.sqrt(max(p * (1 - p), 1e-12) / 200_000)
         assert math.exp(whitened_log_bound(V[None], R)[0]) >= p - 5 * se
 
+
+
+DATA = Path(__file__).parent / "data" / "s6_point9_region812.npz"
+
+
+def _region812():
+    """``random_network([6, 6, 6, 6], rng=0, cov_x=0.1)``, ``X = net.sample(100, rng=1)``, point 9, region 812 (7
+    facets, 6 vertices, 1 ray): the pair that alone set that point's bar (1.7e-3) before this bound; its polytope,
+    the factor of Sigma_omega, the posterior mean and ``log_norm - log p(x)``."""
+    z = np.load(DATA)
+    P = Polytope(z["H"], z["c"], z["V"], z["R"], np.zeros((0, 6)))
+    return P, z["chol"], z["mu"], float(z["log_norm_minus_logp"])
+
+
+def _prism_log_mass(Yv, r, n, rng):
+    """Standard normal mass of ``conv(Yv) + cone(r)`` when the 6 vertices ``Yv`` span a 5-flat not containing ``r``
+    (the region of :func:`_region812`): with ``y = s + t r`` (``s`` in the base simplex, ``t >= 0``; Jacobian
+    ``|r . nu|``, ``nu`` the base's unit normal) the mass is ``|r . nu| area(base) E_s[phi_5(s - (s.r) r) Q(s.r)]``,
+    ``s`` uniform on the base (Dirichlet(1, ..., 1) weights); the mean by ``n`` draws. Returns the log mass and the
+    mean's relative standard error."""
+    E = Yv[1:] - Yv[0]
+    nu = np.linalg.svd(E)[2][-1]
+    area = math.sqrt(abs(np.linalg.det(E @ E.T))) / math.factorial(5)
+    s = rng.dirichlet(np.ones(6), n) @ Yv
+    h = s @ r
+    perp = s - h[:, None] * r
+    f = np.exp(-0.5 * np.sum(perp * perp, axis=1) - 2.5 * math.log(2 * math.pi) + log_ndtr(-h))
+    return math.log(abs(r @ nu) * area * f.mean()), f.std() / f.mean() / math.sqrt(n)
+
+
+def test_point9_region812_bound_above_its_mass_and_under_the_budget():
+    """The pair of [6,6,6,6] point 9 that no route resolves: its mass (prism formula with Monte Carlo over the base,
+    ``_prism_log_mass``; the integrand varies by a few % over the base, relative SE ~1e-4) lies under the bound
+    (bound minus 5 relative SEs: false-fail probability 2.9e-7), the bound is within 10 nats of it (a 5-simplex in
+    its box: 5! = 4.8 nats; measured 5.06, mass e^-41.489, bound e^-36.433), and the pair's term cap falls from 1.7e-3 of p(x) (``Q(|y*|)``) to under 1e-12."""
+    P, chol, mu, log_norm = _region812()
+    _, _, Yv, Yr = whitened(P, chol, mu[None])
+    exact, se = _prism_log_mass(Yv[0], Yr[0], 20_000, np.random.default_rng(1))
+    got = log_mass_bound(P, chol, mu[None])[0]
+    assert exact + 5 * se <= got <= exact + 10.0, (got, exact, se)
+    Nrm, D, _, _ = whitened(P, chol, mu[None])
+    assert 1e-3 < math.exp(log_norm + closest_distance(Nrm, D)[1][0]) < 3e-3
+    assert math.exp(log_norm + got) < 1e-12
+
+
+class _OneRegion:
+    """A partition of one region, enough for ``distributions._term_caps``."""
+
+    def __init__(self, P):
+        self.regions = [SimpleNamespace(polytope=P)]
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        return self.regions[i]
+
+    def padded_facets(self):
+        return self.regions[0].polytope.H[None], self.regions[0].polytope.c[None]
+
+
+def test_term_caps_take_the_thin_bound_at_s6():
+    """``distributions._term_caps`` of an unresolved S = 6 pair is its prefactor times the smaller of ``Q(|y*|)``
+    and the thin bound (here the latter, 1e-14 times smaller), over p^; a resolved pair keeps the half-space cap."""
+    P, chol, mu, log_norm = _region812()
+    geo = SimpleNamespace(chol=chol[None], ok=np.array([True]))
+    mus = np.stack([mu, mu])[:, None, :]
+    st = Dm._FirstPass(_OneRegion(P), mus, (chol @ chol.T)[None], np.full((2, 1), log_norm), np.zeros((2, 1)),
+                       None, None, "cones6", np.array([[np.inf], [1e-12]]), None, {"geometry": geo}, False)
+    caps = Dm._term_caps(st, np.zeros(2))
+    want = math.exp(log_norm + log_mass_bound(P, chol, mu[None])[0])
+    assert caps[0, 0] == pytest.approx(want, rel=1e-12)
+    half = math.exp(log_norm + Dm.log_mass_upper_bound(st.part, mus, st.cov)[1, 0])
+    assert caps[1, 0] == pytest.approx(half, rel=1e-12) and caps[1, 0] > 1e10 * caps[0, 0]

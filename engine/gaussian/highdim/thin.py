@@ -47,11 +47,14 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def log_interval_upper(a, b):
-    """Elementwise rigorous upper bound of ``log(Phi(b) - Phi(a))`` for ``a <= b`` (infinite ends allowed): the
-    smaller of the ``log_ndtr`` difference (upper tails for ``a > 0``; the difference of the logs lowered by
-    ``8 eps (1 + |log|)`` before ``log(-expm1)``, the larger log raised as much: accurate for wide intervals) and, with ``m = dist(0, [a, b])`` and
-    ``w = b - a``, ``int_m^{m + w} phi <= phi(m) (1 - e^{-m w}) / m`` (``phi(t) <= phi(m) e^{-m (t - m)}``; ``w
-    phi(0)`` at ``m = 0``): accurate for thin ones, to a relative ``w^2``."""
+    """Elementwise rigorous upper bound of ``log(Phi(b) - Phi(a))`` for ``a <= b`` (infinite ends allowed), the smaller
+    of two:
+
+    * the ``log_ndtr`` difference (upper tails for ``a > 0``; the difference of the logs lowered by ``8 eps (1 +
+      |log|)`` before ``log(-expm1)``, the larger log raised as much): accurate for wide intervals;
+    * with ``m = dist(0, [a, b])`` and ``w = b - a``, ``int_m^{m + w} phi <= phi(m) (1 - e^{-m w}) / m`` (since
+      ``phi(t) <= phi(m) e^{-m (t - m)}``; ``w phi(0)`` at ``m = 0``): accurate for thin ones, to a relative ``w^2``.
+    """
     a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
     up = a > 0.0
     hi = np.where(up, log_ndtr(-a), log_ndtr(b))
