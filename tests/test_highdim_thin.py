@@ -214,9 +214,10 @@ def _prism_log_mass(Yv, r, n, rng):
 
 def test_point9_region812_bound_above_its_mass_and_under_the_budget():
     """The pair of [6,6,6,6] point 9 that no route resolves: its mass (prism formula with Monte Carlo over the base,
-    ``_prism_log_mass``; the integrand varies by a few % over the base, relative SE ~1e-4) lies under the bound
-    (bound minus 5 relative SEs: false-fail probability 2.9e-7), the bound is within 10 nats of it (a 5-simplex in
-    its box: 5! = 4.8 nats; measured 5.06, mass e^-41.489, bound e^-36.433), and the pair's term cap falls from 1.7e-3 of p(x) (``Q(|y*|)``) to under 1e-12."""
+    ``_prism_log_mass``; the integrand varies by a few % over the base, relative SE 1.6e-5) lies under the bound
+    (bound minus 5 relative SEs: false-fail probability 2.9e-7); the bound is within 10 nats of it (a 5-simplex in
+    its box: 5! = 4.8 nats; measured 5.06, mass e^-41.489, bound e^-36.433); and the pair's term cap falls from
+    1.7e-3 of p(x) (``Q(|y*|)``) to under 1e-12 (3.1e-17)."""
     P, chol, mu, log_norm = _region812()
     _, _, Yv, Yr = whitened(P, chol, mu[None])
     exact, se = _prism_log_mass(Yv[0], Yr[0], 20_000, np.random.default_rng(1))
