@@ -140,3 +140,20 @@ def cone_pairs(Nrm, D, Yv, shape, *, moments, tol, accuracy):
     run_split(work, M, min_per_thread=PAIRS_PER_THREAD, pieces_per_thread=4)
     lm, rel, fl, mean, cov, eb, cert = out
     return lm, mean, cov, rel, eb, fl, cert
+
+
+def warm() -> None:
+    """Compile (into numba's cache) what :func:`cone_pairs` runs, on a rotated 4-D box at 1 and at 16 means (the
+    worker threads' pieces too): ``python -m engine.warmup`` calls this."""
+    from .cones import cone_shape
+
+    Q, _ = np.linalg.qr(np.arange(16.0).reshape(4, 4) ** 1.5 + np.eye(4))
+    a, b = np.array([-1.0, -0.5, 0.2, -2.0]), np.array([0.7, 1.5, 2.0, 0.1])
+    Nrm = np.vstack([Q.T, -Q.T])
+    corners = np.array(np.meshgrid(*zip(a, b), indexing="ij")).reshape(4, -1).T @ Q.T
+    D = np.concatenate([b, -a])
+    shape = cone_shape(Nrm, D, corners, np.zeros((0, 4)))
+    for M in (1, 16):
+        for moments in (0, 2):
+            cone_pairs(Nrm, np.repeat(D[None], M, axis=0), np.repeat(corners[None], M, axis=0), shape,
+                       moments=moments, tol=1e-10, accuracy="relative")
