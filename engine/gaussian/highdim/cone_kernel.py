@@ -21,6 +21,8 @@ import numpy as np
 from ..threads import run_split
 from .cones import _HEAVY_TOL, CONE_MASS_TOL, COV_TOL, EPS, MEAN_TOL, PAIRS_PER_THREAD, pair_moments
 
+REGION_PAIRS_PER_THREAD = PAIRS_PER_THREAD  # fewest rows of one region call worth a worker thread
+
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
@@ -137,7 +139,7 @@ def cone_pairs(Nrm, D, Yv, shape, *, moments, tol, accuracy):
     def work(a, b):
         region_pairs(shape, Nrm, D[a:b], Yv[a:b], int(moments), tol[a:b], rel_acc, good, tuple(o[a:b] for o in out))
 
-    run_split(work, M, min_per_thread=PAIRS_PER_THREAD, pieces_per_thread=4)
+    run_split(work, M, min_per_thread=REGION_PAIRS_PER_THREAD, pieces_per_thread=4)
     lm, rel, fl, mean, cov, eb, cert = out
     return lm, mean, cov, rel, eb, fl, cert
 
