@@ -16,6 +16,10 @@ whether it lies within the two bars; then, over the ``--certify`` heaviest pairs
 ``--routes N`` runs one ``evaluate`` of the first N points and says where its CPU time went: the cones (flags
 included), the fallback (``sliced.with_fallback``) split into bounded and unbounded regions, with pair counts, the
 fallback's costliest regions, and the rest of ``evaluate``.
+``--region-call N --widths 4 16 16 5 --repeat 2`` evaluates points ``0..N-1`` of ``random_network(widths)`` with the
+cones' compiled region call (``cones.COMPILED_REGION``, ``cone_kernel.cone_pairs``) and with the numpy steps it
+replaced, alternated ``--repeat`` times (the partition built once, outside): wall and CPU seconds of each run and of
+``cones_first`` within it, the medians, whether ``log p`` and its bar are the same bits, and the largest bar.
 """
 
 from __future__ import annotations
@@ -165,13 +169,58 @@ def _routes(net, X, part, n):
           max_log_marginal_error=float(np.max(ev.log_marginal_error)))
 
 
+def _region_call(widths, n, repeat):
+    """``evaluate`` of the first ``n`` points, ``cones.COMPILED_REGION`` True / False alternated ``repeat`` times."""
+    from engine.distributions import evaluate
+
+    net = engine.random_network(widths, rng=0, cov_x=0.1)
+    X = net.sample(100, rng=1)
+    part = partition(net)
+    evaluate(net, X[:1], part=part)  # compile and load the caches before timing
+    runs = {True: [], False: []}
+    first, spent = sl.cones_first, [0.0]
+
+    def timed(*a, **k):  # cones_first's CPU (the cones and their bookkeeping; the fallback only marks rows here)
+        t0 = time.process_time()
+        out = first(*a, **k)
+        spent[0] += time.process_time() - t0
+        return out
+
+    sl.cones_first = timed
+    try:
+        for _ in range(repeat):
+            for compiled in (True, False):
+                cones.COMPILED_REGION, spent[0] = compiled, 0.0
+                t, c = time.perf_counter(), time.process_time()
+                ev = evaluate(net, X[:n], part=part)
+                runs[compiled].append((time.perf_counter() - t, time.process_time() - c, ev, spent[0]))
+    finally:
+        cones.COMPILED_REGION, sl.cones_first = True, first
+    evs = [r[2] for v in runs.values() for r in v]
+    same = all(np.array_equal(e.log_marginal, evs[0].log_marginal)
+               and np.array_equal(e.log_marginal_error, evs[0].log_marginal_error) for e in evs)
+    _emit(what="cones' compiled region call vs numpy steps", widths=widths, points=n, regions=len(part),
+          compiled_wall_s=[r[0] for r in runs[True]], compiled_cpu_s=[r[1] for r in runs[True]],
+          numpy_wall_s=[r[0] for r in runs[False]], numpy_cpu_s=[r[1] for r in runs[False]],
+          compiled_cpu_median=float(np.median([r[1] for r in runs[True]])),
+          numpy_cpu_median=float(np.median([r[1] for r in runs[False]])), same_bits=bool(same),
+          compiled_cones_first_cpu_s=[r[3] for r in runs[True]], numpy_cones_first_cpu_s=[r[3] for r in runs[False]],
+          max_log_marginal_error=float(np.max(evs[0].log_marginal_error)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--certify", type=int, default=200)
     ap.add_argument("--evaluate", type=int, default=0, help="evaluate this many points with and without the cones")
     ap.add_argument("--routes", type=int, default=0, help="CPU time per route in one evaluate of this many points")
+    ap.add_argument("--region-call", type=int, default=0, help="points for the compiled region call vs numpy steps")
+    ap.add_argument("--widths", type=int, nargs="+", default=[4, 8, 8, 5])
+    ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
+    if args.region_call:
+        _region_call(args.widths, args.region_call, args.repeat)
+        return
     net = engine.random_network([4, 8, 8, 5], rng=0, cov_x=0.1)
     X = net.sample(100, rng=1)
     part = partition(net)

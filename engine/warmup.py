@@ -22,6 +22,7 @@ _S1 = ("import numpy as np, engine; from engine.gaussian.interval import standar
        "engine.evaluate(engine.random_network([1, 4, 4, 3], rng=0), np.zeros((3, 3)))")
 _S4_SLICES = "from engine.gaussian.highdim.slice_kernel import warm; warm()"
 _S5_CONES = "from engine.gaussian.highdim.cones5 import warm; warm()"
+_S4_CONES = "from engine.gaussian.highdim.cone_kernel import warm; warm()"  # the S = 4 cones' region call
 _PARTITION = "import engine; engine.partition(engine.random_network([3, 3, 3, 1], rng=0))"
 
 
@@ -33,6 +34,7 @@ def main() -> int:
     procs.append(subprocess.Popen([sys.executable, "-c", "from engine.gaussian.planar.kernel import warm; warm()"]))
     procs.append(subprocess.Popen([sys.executable, "-c", _S4_SLICES]))
     procs.append(subprocess.Popen([sys.executable, "-c", _S5_CONES]))
+    procs.append(subprocess.Popen([sys.executable, "-c", _S4_CONES]))
     procs.append(subprocess.Popen([sys.executable, "-c", _S1]))
     return max(p.wait() for p in procs)
 

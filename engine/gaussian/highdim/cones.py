@@ -859,6 +859,24 @@ def _slicing_direction(Yr, closest):
     return bounded_direction(Yr, _directions(closest[:1])[0])
 
 
+COMPILED_REGION = True  # False: cone_moments and certified in numpy per region (the route before; same values)
+
+
+def _settled_by_cones(Nrm, D, Yv, Yr, shape, moments, tol, accuracy):
+    """``(log_mass, mean, cov, rel, certified)`` of one region's rows: :func:`cone_moments` and :func:`certified`,
+    as one compiled call per region (``cone_kernel.cone_pairs``, the same values) unless ``COMPILED_REGION`` is
+    False."""
+    if not COMPILED_REGION:
+        out = cone_moments(Nrm, D, Yv, Yr, moments=moments, shape=shape)
+        return out[0], out[1], out[2], out[3], certified(out, tol, moments, accuracy)
+    from .cone_kernel import cone_pairs  # cone_kernel imports this module
+
+    if shape is None:
+        shape = cone_shape(np.asarray(Nrm, dtype=np.float64), np.atleast_2d(D)[0], np.asarray(Yv)[0], Yr)
+    lm, mean, cov, rel, _, _, ok = cone_pairs(Nrm, D, Yv, shape, moments=moments, tol=tol, accuracy=accuracy)
+    return lm, mean, cov, rel, ok
+
+
 def cones_first(fallback, Nrm, D, Yv, Yr, **kw):
     """The pairs of one region (rows of ``D``, ``Yv``) by :func:`cone_moments` where :func:`certified`, the others by
     ``fallback`` (``sliced.with_fallback``; ``kw``: its keywords ``moments, tol, accuracy, closest, rng``; returns
@@ -871,11 +889,9 @@ def cones_first(fallback, Nrm, D, Yv, Yr, **kw):
     if not USE_CONES:
         return fallback(Nrm, D, Yv, Yr, **kw)
     try:
-        out = cone_moments(Nrm, D, Yv, Yr, moments=moments, shape=shape)
+        lm, mean, cov, rel, ok = _settled_by_cones(Nrm, D, Yv, Yr, shape, moments, tol, accuracy)
     except np.linalg.LinAlgError:  # degenerate combinatorics: every pair by the fallback
         return fallback(Nrm, D, Yv, Yr, **kw)
-    ok = certified(out, tol, moments, accuracy)
-    lm, mean, cov, rel = out[0], out[1], out[2], out[3]
     used = np.zeros(M, dtype=bool)
     idx = np.nonzero(~ok)[0]
     if idx.size:
