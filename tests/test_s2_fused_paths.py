@@ -177,7 +177,7 @@ def test_one_panel_without_log2():
         wb = min(r * t, r)
         assert wb <= r and max(math.ceil(math.log2(wb / r + 1.0) - 1e-12), 1.0) == 1.0
     for h, a, wb in ((0.7, 0.3, 0.76), (2.0, 1.0, math.sqrt(5.0)), (0.01, 0.04, 0.05)):  # wb <= rho, at the edge
-        rho_ = max(math.hypot(a, h), K._NEAR_FOOT)
+        rho_ = K._pole_distance(math.hypot(a, h))
         b = a + min(wb, rho_)
         lb = K.edge_graded(h, a, b)
         # the same edge split in two halves and summed: one more panel of the same rule cannot differ by more

@@ -109,7 +109,7 @@ def test_long_graded_edges_simd_against_mpmath():
                 assert abs(lz_all - lz_ref) <= 1e-15 * abs(lz_ref) and abs(m_all - m_ref) <= 1e-15 * sd
                 assert abs(lz - lz_ref) <= 1e-13 * max(1.0, abs(lz_ref)), (h, lo, up)
                 assert abs(ms - m_ref) <= 1e-12 * sd, (h, lo, up)
-        rho = max(np.hypot(a, h), K._NEAR_FOOT)
+        rho = K._pole_distance(np.hypot(a, h))
         panels += min(hi - a, np.sqrt(a * a + 2 * K._WINDOW) - a) > rho
     assert panels > 20 and moments > 40  # most take more than one panel; most give the moments too
 

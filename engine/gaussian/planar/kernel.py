@@ -53,8 +53,8 @@ _erfcx = _scipy_special("dgnexact_erfcx", "__pyx_fuse_1erfcx", 1)  # fuse 1: the
 # one definition each, shared with the numpy reference path (constants)
 _EPS, _LOG_2PI, _LOG_SQRT_2PI, _LOG_HALF, _SQRT2, _SQRT_HALF_PI, _INF = C.EPS, C.LOG_2PI, C.LOG_SQRT_2PI, C.LOG_HALF, \
     C.SQRT2, C.SQRT_HALF_PI, C.INF
-_X20, _W20, _OWEN_H, _OWEN_REL, _WINDOW, _GRADES, _NEAR_FOOT = C.X20, C.W20, C.OWEN_H, C.OWEN_REL, C.EDGE_WINDOW, \
-    C.GRADES, C.NEAR_FOOT
+_X20, _W20, _OWEN_H, _OWEN_REL, _WINDOW, _NEAR_FOOT = C.X20, C.W20, C.OWEN_H, C.OWEN_REL, C.EDGE_WINDOW, C.NEAR_FOOT
+_NEAR_GRADES = C.NEAR_GRADES
 _X12, _W12, _X24, _W24, _X64, _W64 = C.X12, C.W12, C.X24, C.W24, C.X64, C.W64
 _NARROW, _DEEP, _NEGLIGIBLE_EXPONENT, _MILLS_DEPTH = C.INTERVAL_NARROW, C.INTERVAL_DEEP, C.NEGLIGIBLE_EXPONENT, \
     C.MILLS_DEPTH
@@ -212,6 +212,26 @@ def _short_rule_size(a, wb, dist):
 
 
 @_jit
+def _pole_distance(dist):
+    """The graded rule's first panel length ``rho``: the distance ``sqrt(a^2 + h^2)`` from the edge's near end to the
+    integrand's poles ``s = +-i h``, so that every panel ``[rho (2^k - 1), rho (2^(k+1) - 1)]`` is no longer than its
+    distance to them. An edge at the poles (``h = a = 0``, where ``B = 0``) takes ``NEAR_FOOT``.
+
+    This was ``max(dist, NEAR_FOOT)`` until 2026-12-07, on the premise that Owen's T takes every one-sided edge
+    within ``NEAR_FOOT``; it leaves the ones whose difference cancels (``OWEN_REL``), and there a first panel up to
+    ``NEAR_FOOT / dist`` times the poles' distance returned ``B`` up to 100 % off under the rule's 1.2e-15 bar
+    (``h = 1e-8``, near end at ``3.5 h``; tests/test_s2_near_foot_edges.py against 40-digit mpmath)."""
+    return dist if dist > 0.0 else _NEAR_FOOT
+
+
+@_jit
+def _panel_count(wb, rho):
+    """``ceil(log2(wb / rho + 1))`` geometric panels of length ``rho 2^k`` cover ``[0, wb]``: at most ``GRADES`` (8)
+    for ``rho >= NEAR_FOOT`` (``wb <= sqrt(80) < 0.05 (2^8 - 1)``), at most ``NEAR_GRADES`` below it."""
+    return int(min(max(math.ceil(math.log2(wb / rho + 1.0) - 1e-12), 1.0), float(_NEAR_GRADES)))
+
+
+@_jit
 def _graded(h, s_lo, s_hi):
     """:func:`edge_graded` and, for one short panel that covers the whole edge, the moments of the edge's own 1-D
     normal from the same exponentials: ``(log B, z0, z1)`` with ``z0 = int_0^w exp(-a u - u^2/2) du`` and
@@ -222,11 +242,11 @@ def _graded(h, s_lo, s_hi):
     a = -s_hi if flip else s_lo
     b = -s_lo if flip else s_hi
     dist = math.sqrt(a * a + h * h)
-    rho = max(dist, _NEAR_FOOT)
+    rho = _pole_distance(dist)
     uw = math.sqrt(a * a + 2.0 * _WINDOW) - a
     wb = min(b - a, uw)
     # wb <= rho: log2(wb / rho + 1) <= 1, so one panel -- the formula's own value, without its log2
-    npan = 1 if wb <= rho else int(min(max(math.ceil(math.log2(wb / rho + 1.0) - 1e-12), 1.0), float(_GRADES)))
+    npan = 1 if wb <= rho else _panel_count(wb, rho)
     xs, ws = _short_rule(a, wb, dist) if npan == 1 else (_X20, _W20)
     whole = xs.size < 20 and wb == b - a
     total = 0.0
@@ -307,13 +327,13 @@ def _graded_scaled(h, s_lo, s_hi, ref, relative):
     e = -0.5 * (h * h + a * a) - _LOG_2PI
     shift = e - ref if relative else 0.0
     dist = math.sqrt(a * a + h * h)
-    rho = max(dist, _NEAR_FOOT)
+    rho = _pole_distance(dist)
     uw = math.sqrt(a * a + 2.0 * _WINDOW) - a
     wb = min(b - a, uw)
     if wb <= rho:  # one panel (most edges)
         t, z0, z1, far, first = _one_panel(a, h, wb, dist, shift)
         return e, t, z0, z1, far, first
-    npan = int(min(max(math.ceil(math.log2(wb / rho + 1.0) - 1e-12), 1.0), float(_GRADES)))
+    npan = _panel_count(wb, rho)
     xs, ws = _P20, _PW20
     total = 0.0
     left = 0.0
