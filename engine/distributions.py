@@ -487,6 +487,8 @@ def _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accurac
     first = _top_set(upper, k)
     K = _lower_pairs(mu.shape[2], R)
     probe = _top_set(upper, K) if K > k else first
+    if mu.shape[2] == 4 and getattr(geometry, "chol", None) is not None and hasattr(geometry, "cone_shape"):
+        return first, _cone_lower(part, mu, covs, log_norm, probe, method, rng, geometry, accuracy), probe
     probe_mass, _, _, _, probe_error = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng,
                                                                 need=probe, geometry=geometry, lower_bound_only=True,
                                                                 accuracy=accuracy)
@@ -497,6 +499,28 @@ def _first_lower(part, mu, covs, log_norm, upper, method, rng, geometry, accurac
     rows, cols = np.nonzero(probe)  # max(K, k) a row, in column order
     terms = (log_norm[rows, cols] + lower_mass[rows, cols]).reshape(N, max(K, k))
     return first, logsumexp(terms, axis=1), probe
+
+
+def _cone_lower(part, mu, covs, log_norm, probe, method, rng, geometry, accuracy):
+    """S = 4 (:func:`_first_lower`): the lower bound of log p(x) (eq. 5) from the ``probe`` pairs (N, R) by the cones
+    alone (``highdim.budget.raised_lower``: the cones' mass minus its bar where they certify it, else 0), the pairs of
+    irregular regions (lineality, ``geometry.ok`` False) by :func:`region_truncated_moments` as before. Asking the
+    full integrator for a pair the cones leave sends it to the slices at 1e-10, and a lower bound does not need
+    that: on ``random_network([4, 16, 16, 5], rng=0, cov_x=0.1)`` point 54's first pairs include two narrow
+    simplicial cones (one vertex, four rays; cone bars 0.27 and 2.8e-4, masses e^-1e6 and e^-8147) and points 49, 51
+    and 55 thin 5-facet simplices (bars 1e-2 to 9e-9): their slices fell back to the nested S = 3 reference
+    quadrature, ~330 polytopes at ~2 s, 870 s of the block 49-55's 1,090 s wall (one thread, shared machine)."""
+    from .gaussian.highdim.budget import raised_lower
+
+    N = log_norm.shape[0]
+    lower = raised_lower(part, mu, log_norm, probe, np.full(N, -np.inf), geometry)
+    odd = probe & ~geometry.ok[None] & np.isfinite(log_norm)
+    if odd.any():
+        mass, _, _, _, err = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng, need=odd,
+                                                      geometry=geometry, lower_bound_only=True, accuracy=accuracy)
+        low = mass if err is None else mass - err
+        lower = np.logaddexp(lower, logsumexp(np.where(odd, log_norm + low, -np.inf), axis=1))
+    return lower
 
 
 def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=None, accuracy="relative", pre=None):
