@@ -214,3 +214,34 @@ def test_compiled_closest_point_agrees_with_scipy_and_certifies_boxes():
         assert np.all(np.abs(y - ref) <= 1e-9 * (1.0 + np.linalg.norm(ref, axis=1))[:, None])
         true = np.linalg.norm(np.clip(shift, lo, hi) - shift, axis=1)
         assert np.all(d <= true) and np.all(true - d <= 1e-9 * (1.0 + true))
+
+
+def test_first_lower_at_s4_uses_the_cones_only_and_stays_below_log_p(s4_case, monkeypatch):
+    """``distributions._first_lower`` at S = 4 never asks the slices (on ``[4, 16, 16, 5]`` points 49-55 that cost 870 s
+    for a lower bound): its lower bound is below the known log p(x); with the cones refusing every pair (bar 0.9) the
+    pairs count 0 and the bound is -inf, still no slice; ``evaluate`` then stays within its bar of the truth."""
+    import engine.gaussian.highdim.cones as cn
+    from engine.distributions import _gaussians_and_geometry, _screened_params
+
+    case, part, truth = s4_case
+
+    def no_slices(*a, **k):
+        raise AssertionError("the slices were asked for a lower bound")
+
+    rg, geo = _gaussians_and_geometry(case.net, part, True)
+    mu, log_norm, (upper, first, _, _) = _screened_params(case.net, part, case.X, rg, "auto", None, geo, "absolute")
+    monkeypatch.setattr(sl, "sliced_moments", no_slices)
+    _, lower, counted = dist._first_lower(part, mu, rg.cov, log_norm, upper, "auto", None, geo, "absolute")
+    assert np.all(counted.sum(axis=1) == 3) and np.all(lower <= truth) and np.all(lower > truth - 12.0), (lower, truth)
+    real = cn.cone_log_mass
+
+    def refuse(*a, **k):
+        lm, rel, fl = real(*a, **k)
+        return lm, np.full(rel.shape, 0.9), fl
+
+    monkeypatch.setattr(cn, "cone_log_mass", refuse)
+    _, lower, _ = dist._first_lower(part, mu, rg.cov, log_norm, upper, "auto", None, geo, "absolute")
+    assert np.all(lower == -np.inf)
+    monkeypatch.undo()
+    ev = evaluate(case.net, case.X, part=part)
+    assert np.all(np.abs(ev.log_marginal - truth) <= ev.log_marginal_error)
