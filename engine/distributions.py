@@ -722,6 +722,10 @@ def _fill_params(rg, X_w, want, done, mu, log_norm):
 
 SKIP_BUDGET = 1e-9  # S >= 4: pairs whose rigorous bounds sum below this fraction of p(x) are not integrated
 _SKIP_CANDIDATE = 1e-3  # ... only pairs whose half-space bound is below this fraction are candidates
+SKIP_CANDIDATE_S4 = np.inf  # S = 4: every candidate gets the certified bound (budget.pair_bounds), not only those
+# whose half-space bound is below _SKIP_CANDIDATE of p(x): [4,16,16,5] point 1 (one thread, shared machine) 8,788 ->
+# 17,140 pairs skipped of 32,720 (6,142 of them the sliced batch dropped later as negligible, ~2,200 fewer to the cones)
+# for ~0.8 s more of bounds
 
 
 def _target_prune(part, mu, log_norm, upper, lower, cand, geometry):
@@ -733,7 +737,7 @@ def _target_prune(part, mu, log_norm, upper, lower, cand, geometry):
     raised lower bound (N,), which then sets the pairs' tolerances (``log_weight_scale``)."""
     from .gaussian.highdim.budget import target_prune
 
-    return target_prune(part, mu, log_norm, upper, lower, cand, geometry, SKIP_BUDGET, _SKIP_CANDIDATE)
+    return target_prune(part, mu, log_norm, upper, lower, cand, geometry, SKIP_BUDGET, SKIP_CANDIDATE_S4)
 
 
 def _closest_point_prune(part, mu, log_norm, upper, lower, cand, geometry):

@@ -245,3 +245,50 @@ def test_first_lower_at_s4_uses_the_cones_only_and_stays_below_log_p(s4_case, mo
     monkeypatch.undo()
     ev = evaluate(case.net, case.X, part=part)
     assert np.all(np.abs(ev.log_marginal - truth) <= ev.log_marginal_error)
+
+
+def test_every_skipped_pair_of_a_real_partition_lies_below_its_bound(monkeypatch):
+    """``random_network([4, 8, 8, 5])``, two points: every pair ``_target_prune`` skips (now every candidate, not only
+    those whose half-space bound is below 1e-3 of p(x): ``SKIP_CANDIDATE_S4``) has its cone mass, minus the cones'
+    bar, below the bound it was skipped with (the cones are checked against mpmath in tests/test_highdim_cones.py),
+    the skipped bounds sum within ``SKIP_BUDGET`` of p(x), and more pairs are skipped than with the old 1e-3 share."""
+    import engine
+    from engine.gaussian.highdim import budget as bd
+    from engine.gaussian.highdim.cones import cone_log_mass
+
+    net = engine.random_network([4, 8, 8, 5], rng=0, cov_x=0.1)
+    part = partition(net)
+    X = net.sample(2, rng=1)
+    seen = {}
+    real_skip, real_prune = bd.skip_lightest, dist._target_prune
+
+    def spy_skip(cand, bound, lower, budget, maybe=None):
+        out = real_skip(cand, bound, lower, budget, maybe)
+        seen.update(skip=cand & ~out[0], bound=bound, lower=lower, total=out[1])
+        return out
+
+    def spy_prune(*a):
+        seen.update(mu=a[1], log_norm=a[2], geometry=a[6])
+        return real_prune(*a)
+
+    monkeypatch.setattr(bd, "skip_lightest", spy_skip)
+    monkeypatch.setattr(dist, "_target_prune", spy_prune)
+    counts = {}
+    for share in (1e-3, np.inf):
+        monkeypatch.setattr(dist, "SKIP_CANDIDATE_S4", share)
+        ev = evaluate(net, X, part=part)
+        counts[share] = int(seen["skip"].sum())
+    assert counts[np.inf] > counts[1e-3] > 0, counts
+    assert np.all(seen["total"] <= seen["lower"] + np.log(dist.SKIP_BUDGET) + 1e-12)
+    assert np.all(seen["total"] - ev.log_marginal <= np.log(ev.log_marginal_error) + 1e-6)  # the bar takes them in
+    geo, mu, log_norm = seen["geometry"], seen["mu"], seen["log_norm"]
+    checked = 0
+    for r in np.nonzero(seen["skip"].any(axis=0))[0]:
+        rows = np.nonzero(seen["skip"][:, r])[0]
+        Nrm, D, Yv, Yr = geo.whitened(r, mu[rows, r])
+        lm, rel, fl = cone_log_mass(Nrm, D, Yv, Yr, shape=geo.cone_shape(r))
+        ok = ~fl & np.isfinite(lm) & (rel < 0.5)
+        low = lm + np.log1p(-np.minimum(rel, 0.5))
+        assert np.all(log_norm[rows, r][ok] + low[ok] <= seen["bound"][rows, r][ok]), r
+        checked += int(ok.sum())
+    assert checked >= 0.9 * counts[np.inf]
