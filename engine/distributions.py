@@ -690,6 +690,9 @@ def _hinted_lower(part, mu, covs, log_norm, pre, extra, method, rng, geometry):
     more = extra & ~counted & np.isfinite(log_norm)
     if not more.any():
         return upper, first, lower, counted
+    if mu.shape[2] == 4 and getattr(geometry, "chol", None) is not None and hasattr(geometry, "cone_shape"):
+        more_lower = _cone_lower(part, mu, covs, log_norm, more, method, rng, geometry, "absolute")
+        return upper, first, np.logaddexp(lower, more_lower), counted | more
     mass, _, _, _, err = region_truncated_moments(part, mu, covs, moments=0, method=method, rng=rng, need=more,
                                                   geometry=geometry, lower_bound_only=True, accuracy="absolute")
     low = mass if err is None else mass - err
