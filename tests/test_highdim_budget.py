@@ -214,3 +214,116 @@ def test_compiled_closest_point_agrees_with_scipy_and_certifies_boxes():
         assert np.all(np.abs(y - ref) <= 1e-9 * (1.0 + np.linalg.norm(ref, axis=1))[:, None])
         true = np.linalg.norm(np.clip(shift, lo, hi) - shift, axis=1)
         assert np.all(d <= true) and np.all(true - d <= 1e-9 * (1.0 + true))
+
+
+def test_first_lower_at_s4_uses_the_cones_only_and_stays_below_log_p(s4_case, monkeypatch):
+    """``distributions._first_lower`` at S = 4 never asks the slices (on ``[4, 16, 16, 5]`` points 49-55 that cost 870 s
+    for a lower bound): its lower bound is below the known log p(x); with the cones refusing every pair (bar 0.9) the
+    pairs count 0 and the bound is -inf, still no slice; ``evaluate`` then stays within its bar of the truth."""
+    import engine.gaussian.highdim.cones as cn
+    from engine.distributions import _gaussians_and_geometry, _screened_params
+
+    case, part, truth = s4_case
+
+    def no_slices(*a, **k):
+        raise AssertionError("the slices were asked for a lower bound")
+
+    rg, geo = _gaussians_and_geometry(case.net, part, True)
+    mu, log_norm, (upper, first, _, _) = _screened_params(case.net, part, case.X, rg, "auto", None, geo, "absolute")
+    monkeypatch.setattr(sl, "sliced_moments", no_slices)
+    _, lower, counted = dist._first_lower(part, mu, rg.cov, log_norm, upper, "auto", None, geo, "absolute")
+    assert np.all(counted.sum(axis=1) == 3) and np.all(lower <= truth) and np.all(lower > truth - 12.0), (lower, truth)
+    real = cn.cone_log_mass
+
+    def refuse(*a, **k):
+        lm, rel, fl = real(*a, **k)
+        return lm, np.full(rel.shape, 0.9), fl
+
+    monkeypatch.setattr(cn, "cone_log_mass", refuse)
+    _, lower, _ = dist._first_lower(part, mu, rg.cov, log_norm, upper, "auto", None, geo, "absolute")
+    assert np.all(lower == -np.inf)
+    monkeypatch.undo()
+    ev = evaluate(case.net, case.X, part=part)
+    assert np.all(np.abs(ev.log_marginal - truth) <= ev.log_marginal_error)
+
+
+def test_every_skipped_pair_of_a_real_partition_lies_below_its_bound(monkeypatch):
+    """``random_network([4, 8, 8, 5])``, two points: every pair ``_target_prune`` skips (now every candidate, not only
+    those whose half-space bound is below 1e-3 of p(x): ``SKIP_CANDIDATE_S4``) has its cone mass, minus the cones'
+    bar, below the bound it was skipped with (the cones are checked against mpmath in tests/test_highdim_cones.py),
+    the skipped bounds sum within ``SKIP_BUDGET`` of p(x), and more pairs are skipped than with the old 1e-3 share."""
+    import engine
+    from engine.gaussian.highdim import budget as bd
+    from engine.gaussian.highdim.cones import cone_log_mass
+
+    net = engine.random_network([4, 8, 8, 5], rng=0, cov_x=0.1)
+    part = partition(net)
+    X = net.sample(2, rng=1)
+    seen = {}
+    real_skip, real_prune = bd.skip_lightest, dist._target_prune
+
+    def spy_skip(cand, bound, lower, budget, maybe=None):
+        out = real_skip(cand, bound, lower, budget, maybe)
+        seen.update(skip=cand & ~out[0], bound=bound, lower=lower, total=out[1])
+        return out
+
+    def spy_prune(*a):
+        seen.update(mu=a[1], log_norm=a[2], geometry=a[6])
+        return real_prune(*a)
+
+    monkeypatch.setattr(bd, "skip_lightest", spy_skip)
+    monkeypatch.setattr(dist, "_target_prune", spy_prune)
+    counts = {}
+    for share in (1e-3, np.inf):
+        monkeypatch.setattr(dist, "SKIP_CANDIDATE_S4", share)
+        ev = evaluate(net, X, part=part)
+        counts[share] = int(seen["skip"].sum())
+    assert counts[np.inf] > counts[1e-3] > 0, counts
+    assert np.all(seen["total"] <= seen["lower"] + np.log(dist.SKIP_BUDGET) + 1e-12)
+    assert np.all(seen["total"] - ev.log_marginal <= np.log(ev.log_marginal_error) + 1e-6)  # the bar takes them in
+    geo, mu, log_norm = seen["geometry"], seen["mu"], seen["log_norm"]
+    checked = 0
+    for r in np.nonzero(seen["skip"].any(axis=0))[0]:
+        rows = np.nonzero(seen["skip"][:, r])[0]
+        Nrm, D, Yv, Yr = geo.whitened(r, mu[rows, r])
+        lm, rel, fl = cone_log_mass(Nrm, D, Yv, Yr, shape=geo.cone_shape(r))
+        ok = ~fl & np.isfinite(lm) & (rel < 0.5)
+        low = lm + np.log1p(-np.minimum(rel, 0.5))
+        assert np.all(log_norm[rows, r][ok] + low[ok] <= seen["bound"][rows, r][ok]), r
+        checked += int(ok.sum())
+    assert checked >= 0.9 * counts[np.inf]
+
+
+def test_hinted_lower_at_s4_uses_the_cones_only(s4_case, monkeypatch):
+    """``evaluate(lower_pairs=...)`` (EM's hint) at S = 4: the hinted pairs raise the lower bound through the cones
+    alone (no slice is asked for it even where the cones certify nothing: before, each such pair went to the slices at
+    1e-10), and log p stays within its bar of the known value."""
+    case, part, truth = s4_case
+    calls = []
+    real_hint, real_slices = dist._hinted_lower, sl.sliced_moments
+
+    import engine.gaussian.highdim.cones as cn
+
+    real_certified = cn.certified
+
+    def hint(*a, **k):  # the cones certify nothing here: the full integrator would have to slice every hinted pair
+        calls.append("hint")
+        cn.certified = lambda out, *args: np.zeros(out[0].size, dtype=bool)
+        try:
+            out = real_hint(*a, **k)
+        finally:
+            cn.certified = real_certified
+        calls.append("done")
+        return out
+
+    def slices(*a, **k):
+        calls.append("slices")
+        return real_slices(*a, **k)
+
+    monkeypatch.setattr(dist, "_hinted_lower", hint)
+    monkeypatch.setattr(sl, "sliced_moments", slices)
+    extra = np.zeros((case.X.shape[0], len(part)), dtype=bool)
+    extra[:, :40] = True
+    ev = evaluate(case.net, case.X, part=part, lower_pairs=extra)
+    assert calls[:2] == ["hint", "done"], calls
+    assert np.all(np.abs(ev.log_marginal - truth) <= ev.log_marginal_error)

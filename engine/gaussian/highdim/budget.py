@@ -3,7 +3,7 @@
 ``p(x) = sum_omega N(x; b_omega, Sigma_x + A_omega Sigma_z A_omega^T) Phi_omega(mu_omega(x), Sigma_omega)`` (eq. 5):
 a pair whose term is provably tiny is left out and its rigorous upper bound added to ``log_marginal_error``
 (``engine.distributions._target_prune``). The lightest pairs are skipped while their bounds sum to at most
-``budget`` times a lower bound of p(x). Two things decide how many pairs that drops, and both are sharpened here:
+``budget`` times a lower bound of p(x). Three things decide how many pairs that drops, all sharpened here:
 
 * **The bound of a pair** (:func:`log_mass_bounds`), in whitened coordinates ``y ~ N(0, I_4)`` on P: with ``d`` a
   certified lower bound on the distance from the mean to P (:func:`certified_distance`: the closest point ``y*``'s
@@ -14,7 +14,13 @@ a pair whose term is provably tiny is left out and its rigorous upper bound adde
 * **The lower bound of p(x)**: the three pairs ranked first by the most violated half-space (``_first_lower``)
   left it 11.4 and 6.3 nats below log p(x) on points 0 and 1 of ``[4, 16, 16, 5]``, which shrinks the budget by
   e^-11. The ``LOWER_PAIRS`` pairs of largest bound here give their rigorous mass lower bounds (moments 0, the
-  cones' bars) and raise it to within ~1 nat (:func:`raised_lower`).
+  cones' bars) and raise it to within ~1 nat (:func:`raised_lower`). The three pairs' own bound
+  (``distributions._cone_lower``) is the cones' too, uncertified pairs counting 0: asking the full integrator sent
+  first pairs the cones leave (narrow simplicial cones, thin simplices) to the slices at 1e-10, and on points 49-55
+  to the nested S = 3 reference quadrature (453 s of CPU for 7 points; 86 s after, one thread, cold caches).
+* **Which pairs get the certified bound**: every candidate (``distributions.SKIP_CANDIDATE_S4 = inf``). With only
+  those whose half-space bound is below 1e-3 of p(x), slivers near the mean (half-space bound near 1/2, volume bound
+  far smaller) could not be skipped: on points 0-2 that kept 5,900 pairs for the cones (48,769 -> 42,869).
 
 The volume is that of the convex hull of the region's vertices (qhull), in ``z`` and divided by ``|det L|``
 (``Sigma_omega = L L^T``), enlarged by ``area * VERTEX_ERR (1 + max |v|)`` for the vertices' own rounding.
