@@ -72,7 +72,7 @@ from .cones import (
     theta_diff,
 )
 from .cones import WINDOW as WINDOW4
-from .cones5 import _DROP5, _complement, _signed_mass
+from .cones5 import _DROP5, _complement, _facet_pass, _facet_pass_fused, _signed_mass
 from .cones5 import _geometry as _geometry4
 from .shape_kernel import cone_shape_compiled
 
@@ -294,6 +294,7 @@ def side_pass(g, D4, V4, par, acc, edges, flagged):
     d, e, sgn, ref = par
     G, L = g.ri.size, g.lr.size
     buf = np.empty((3, NBUF))
+    loc = np.empty(4)
     for m in range(D4.shape[0]):
         if flagged[m]:
             continue
@@ -303,13 +304,17 @@ def side_pass(g, D4, V4, par, acc, edges, flagged):
         if bad:
             flagged[m] = True
             continue
+        loc[:] = -_INF  # the side's own sums, then one addition to the pair's: rounding grows with the terms' count
         if not edges:
-            ok = _near6(g, d4, (d[m], e[m], sgn[m]), acc[m], e4, (foot_out, g_out), buf)
+            ok = _near6(g, d4, (d[m], e[m], sgn[m]), loc, e4, (foot_out, g_out), buf)
         else:
-            wk = _Work(e4, bl, acc[m], np.empty((0, 4)), np.empty((0, 4)))
+            wk = _Work(e4, bl, loc, np.empty((0, 4)), np.empty((0, 4)))
             ok = True
             for k in range(g.eva.size):
-                ok = _edge6(g, k, d4, V4[m], (d[m], e[m], sgn[m], ref[m]), acc[m], wk, buf) and ok
+                ok = _edge6(g, k, d4, V4[m], (d[m], e[m], sgn[m], ref[m]), loc, wk, buf) and ok
+        for q in range(3):
+            acc[m, q] = _lse_pair(acc[m, q], loc[q])
+        acc[m, 3] = max(acc[m, 3], loc[3])
         flagged[m] = flagged[m] or not ok
 
 
@@ -455,4 +460,40 @@ def mass_batch(Nrm, D, Yv, Yr, shape=None):
         for (_, _, _, g, _, D4, V4), p in zip(sides, par):
             side_pass(g, D4, V4, (*p, ref), acc, edges, flagged)
     lm, rel, bad = _signed_mass(acc)
+    rel = rel + _sum_rounding(acc, lm, sides, len(facets))
     return lm, rel, flagged | bad, (facets, sides)
+
+
+def _sum_rounding(acc, lm, sides, n_facets):
+    """Relative bound of the rounding of the signed log sums (``_lse_pair``: each addition errs by at most ``eps (2 +
+    |log of the partial sum|)`` relative, and the partial sums stay below the final one): ``N eps ((2 + |pos|)
+    e^{pos - lm} + (2 + |neg|) e^{neg - lm})`` with ``N`` the additions on the longest path, a side's terms (one
+    near term per facet and per ridge side of G, one per flag) plus the sides' and facets' additions to the pair."""
+    per_side = max([1 + g.fvalid.size + 2 * g.ri.size + 2 * g.lr.size for *_, g, _, _, _ in sides] + [0])
+    N = per_side + 2 * len(sides) + n_facets + 1
+    pos, neg = acc[:, 0], acc[:, 1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        return N * C.EPS * ((2.0 + np.abs(pos)) * np.exp(pos - lm) + np.where(neg > -np.inf, (2.0 + np.abs(neg))
+                                                                             * np.exp(neg - lm), 0.0))
+
+
+def side_moments(parts, M, flagged):
+    """Per side of :func:`mass_batch`'s ``parts``, for the divergence-theorem moments (``cones6._moment_sums``):
+    ``(log_m, rel_m, log_g, rel_g)`` (M,) each, ``log_m`` the facet's mass term ``e int_1^inf phi(sigma e) M_4(sigma
+    G) dsigma`` (``cones5``'s S' = 5 facet term with ``d0 = e``) and ``log_g = log M_4(G)`` (its fused S' = 4 pass);
+    ``rel = inf`` where not resolved (rows already ``flagged`` are not computed)."""
+    _, sides = parts
+    out = []
+    one, zero = np.ones(M), np.zeros(M)
+    for _, _, gr, g, e, D4, V4 in sides:
+        acc = np.full((M, 4), -np.inf)
+        fl = flagged.copy()
+        par = (np.abs(e), one, zero)
+        _facet_pass(g, D4, V4, par, acc, False, fl)
+        l4, r4, e4, mu4 = np.full(M, -np.inf), np.full(M, np.inf), np.full(M, np.inf), np.zeros((M, 4))
+        _facet_pass_fused(g, np.ascontiguousarray(gr.Nk), D4, V4, (par[0], one, acc[:, 3].copy()), acc, fl,
+                          (l4, r4, e4, mu4))
+        lm, rel, bad = _signed_mass(acc)
+        bad |= fl
+        out.append((np.where(bad, -np.inf, lm), np.where(bad, np.inf, rel), l4, np.where(fl, np.inf, r4)))
+    return out

@@ -392,6 +392,42 @@ def _moment_sums(Nrm, D, facets, lm, rel):
     return Result(lm, m1, cov, rel, np.array([em, ec]), False)
 
 
+def cone6_moments_batch(Nrm, D, Yv, Yr, tol=TOL, moments=2, shape=None):
+    """:class:`Result` per row of ``D`` (M, F) / ``Yv`` (M, V, 6) by the closed outer integral (``cone6_kernel``: the
+    ridge integrals ``R_ij`` of the module docstring with their ``u`` integral in closed form, no outer rule; every
+    point of the region in one compiled pass per ridge side, the flags built once), the moments by the divergence
+    theorem from the same sides (:func:`_moment_sums`). ``tol`` (scalar or (M,)): rows whose bar exceeds it are
+    flagged but keep their numbers (as :func:`cone6_moments`). ``shape``: ``cone6_kernel.shape6`` of the region."""
+    from . import cone6_kernel as K
+
+    D = np.atleast_2d(np.asarray(D, dtype=np.float64))
+    M, S = D.shape[0], 6
+    try:
+        lm, rel, fl, parts = K.mass_batch(Nrm, D, Yv, Yr, shape)
+    except np.linalg.LinAlgError:
+        return [_flagged(S)] * M
+    tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), (M,))
+    if moments < 1:
+        return [Result(lm[m], np.zeros(S), np.zeros((S, S)), rel[m], np.zeros(2), bool(fl[m] or not rel[m] <= tol[m]))
+                if np.isfinite(lm[m]) and not fl[m] else _flagged(S) for m in range(M)]
+    per_side = K.side_moments(parts, M, fl)
+    facets, sides = parts
+    out = []
+    for m in range(M):
+        if fl[m] or not np.isfinite(lm[m]):
+            out.append(_flagged(S))
+            continue
+        terms = {fi: [] for fi in range(len(facets))}
+        for (fi, _, gr, _, e, _, _), (l_m, r_m, l_g, r_g) in zip(sides, per_side):
+            rt = Ridge(-np.inf, 0.0, float(l_m[m]), float(r_m[m]), float(l_g[m]), float(r_g[m]), False)
+            terms[fi].append((1.0 if e[m] > 0 else -1.0, gr.i, rt))
+        fs = [(fr.i, Face(fr.Nk, D5[m], None, None, fr.U, None, True), terms[fi])
+              for fi, (fr, D5, _) in enumerate(facets)]
+        res = _moments(np.asarray(Nrm, dtype=np.float64), D[m], fs, float(lm[m]), float(rel[m]))
+        out.append(res._replace(flagged=res.flagged or not rel[m] <= tol[m]))
+    return out
+
+
 def cone6_log_mass(Nrm, D, Yv, Yr, tol=TOL):
     """``(log_mass, rel, flagged)`` of :func:`cone6_moments` without the moments."""
     r = cone6_moments(Nrm, D, Yv, Yr, tol, moments=0)
