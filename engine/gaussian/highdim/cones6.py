@@ -62,6 +62,7 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _EPS = np.finfo(float).eps
 TOL = 1e-6  # the bar below which a pair is certified (issue 14's S = 6 figure: log p within 1e-6)
 USE_CONES6 = True  # False: S' = 6 pairs by RQMC alone (``qmc.rqmc_moments``), the route before
+CLOSED6 = True  # the cones by the closed outer integral (``cone6_kernel``); False: the outer rules (``RULES``)
 
 
 class Face(NamedTuple):
@@ -482,6 +483,31 @@ def pair_tolerances(log_weight_scale, log_upper):
             np.where(np.isfinite(loosen), loosen, 1.0) * TOL_HEAVY)
 
 
+class _RowCones:
+    """The cones for chosen rows of one region: :func:`cone6_moments_batch` (the closed outer integral; the region's
+    flags built once, on first use) when ``CLOSED6``, else :func:`cone6_moments` row by row (the outer rules)."""
+
+    def __init__(self, Nrm, D, Yv, Yr, moments):
+        self.data, self.moments, self.shape = (Nrm, D, Yv, Yr), moments, None
+
+    def rows(self, idx, tol):
+        """``[(m, Result)]`` for the rows ``idx`` at their tolerances ``tol[m]``."""
+        Nrm, D, Yv, Yr = self.data
+        if not idx.size:
+            return []
+        if not CLOSED6:
+            return [(m, cone6_moments(Nrm, D[m], Yv[m], Yr, float(tol[m]), moments=self.moments)) for m in idx]
+        if self.shape is None:
+            from .cone6_kernel import shape6
+
+            try:
+                self.shape = shape6(Nrm, D[0], Yv[0], Yr)
+            except np.linalg.LinAlgError:
+                return [(m, _flagged(6)) for m in idx]
+        out = cone6_moments_batch(Nrm, D[idx], Yv[idx], Yr, tol[idx], self.moments, self.shape)
+        return list(zip(idx.tolist(), out))
+
+
 def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback):
     """The rows of one region: :func:`cone6_moments` for the rows ``use`` at their ``tol``, ``fallback`` (``D_rows
     -> (log_mass, mean, cov, rel)``, RQMC) for the others and the flagged ones; RQMC rows whose bar exceeds
@@ -495,8 +521,8 @@ def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback):
     def take(m, r):
         lm[m], mean[m], cov[m], rel[m] = r.log_mass, r.mean, r.cov, r.rel
 
-    for m in np.nonzero(use)[0]:
-        r = cone6_moments(Nrm, D[m], Yv[m], Yr, float(tol[m]), moments=moments)
+    cones = _RowCones(Nrm, D, Yv, Yr, moments)
+    for m, r in cones.rows(np.nonzero(use)[0], tol):
         if np.isfinite(r.rel) and np.isfinite(r.log_mass) and np.all(np.isfinite(r.moment_bounds)):
             if not r.flagged:
                 take(m, r)
@@ -511,11 +537,12 @@ def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback):
             mean[idx] = sub[1]
         if moments >= 2:
             cov[idx] = sub[2]
+    retry = np.array([m for m in idx if m not in cand and not (np.isfinite(lm[m]) and rel[m] <= RQMC_RETRY)],
+                     dtype=np.intp)  # RQMC's bar too wide: the cones
+    for m, r in cones.rows(retry, np.full(M, RQMC_RETRY)):
+        if np.isfinite(r.rel) and np.isfinite(r.log_mass) and np.all(np.isfinite(r.moment_bounds)):
+            cand[m] = r
     for m in idx:
-        if m not in cand and not (np.isfinite(lm[m]) and rel[m] <= RQMC_RETRY):  # RQMC's bar too wide: the cones
-            r = cone6_moments(Nrm, D[m], Yv[m], Yr, RQMC_RETRY, moments=moments)
-            if np.isfinite(r.rel) and np.isfinite(r.log_mass) and np.all(np.isfinite(r.moment_bounds)):
-                cand[m] = r
         if m in cand and (cand[m].rel < rel[m] or not np.isfinite(lm[m])):
             take(m, cand[m])
             done[m] = True
