@@ -488,11 +488,19 @@ class _RowCones:
     flags built once, on first use) when ``CLOSED6``, else :func:`cone6_moments` row by row (the outer rules)."""
 
     def __init__(self, Nrm, D, Yv, Yr, moments):
-        self.data, self.moments, self.shape = (Nrm, D, Yv, Yr), moments, None
+        self.data, self.moments, self.shape, self.done = (Nrm, D, Yv, Yr), moments, None, {}
+
+    def prefetch(self, idx, tol):
+        """Compute the rows ``idx`` now (in a worker thread of :func:`cones6_batch`); :meth:`rows` returns them."""
+        self.done.update(self.rows(idx, tol))
+        return self
 
     def rows(self, idx, tol):
-        """``[(m, Result)]`` for the rows ``idx`` at their tolerances ``tol[m]``."""
+        """``[(m, Result)]`` for the rows ``idx`` at their tolerances ``tol[m]`` (rows :meth:`prefetch` computed at
+        the same tolerances come from there)."""
         Nrm, D, Yv, Yr = self.data
+        if all(m in self.done for m in idx.tolist()):
+            return [(m, self.done[m]) for m in idx.tolist()]
         if not idx.size:
             return []
         if not CLOSED6:
@@ -508,7 +516,7 @@ class _RowCones:
         return list(zip(idx.tolist(), out))
 
 
-def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback):
+def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback, cones=None):
     """The rows of one region: :func:`cone6_moments` for the rows ``use`` at their ``tol``, ``fallback`` (``D_rows
     -> (log_mass, mean, cov, rel)``, RQMC) for the others and the flagged ones; RQMC rows whose bar exceeds
     ``RQMC_RETRY`` (or with no mass) take the cones at that tolerance; a row the cones flagged for its bar alone
@@ -521,7 +529,7 @@ def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback):
     def take(m, r):
         lm[m], mean[m], cov[m], rel[m] = r.log_mass, r.mean, r.cov, r.rel
 
-    cones = _RowCones(Nrm, D, Yv, Yr, moments)
+    cones = _RowCones(Nrm, D, Yv, Yr, moments) if cones is None else cones
     for m, r in cones.rows(np.nonzero(use)[0], tol):
         if np.isfinite(r.rel) and np.isfinite(r.log_mass) and np.all(np.isfinite(r.moment_bounds)):
             if not r.flagged:
@@ -553,25 +561,31 @@ def cones6_batch(req, geo, res, store):
     """S = 6, ``method="auto"``: every needed (region, point) pair of the regular regions (``geo.ok``) by
     :func:`region_rows` (tolerances and routes by weight, :func:`pair_tolerances`); ``store(res, req, chol, r, rows,
     lm, mean, cov, rel)`` files whitened results. Returns the regions left to the per-region path."""
+    from .cones5 import _map_regions
     from .qmc import rqmc_moments
     from .sliced import closest_distance
 
     pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
+    jobs = []
     for r in np.unique(pr_all):
         rows = pn_all[pr_all == r]
         Nrm, D, Yv, Yr = whitened(req.polytopes[r], geo.chol[r], req.means[r, rows])
         _, log_upper = closest_distance(Nrm, D)
         skip, use, tol = pair_tolerances(req.weight_scale(np.full(rows.size, r), rows), log_upper)
         go = ~skip
-        if not np.any(go):
-            continue
+        if np.any(go):
+            data = (Nrm, D[go], Yv[go], Yr)
+            jobs.append((r, rows[go], data, use[go] & USE_CONES6, tol[go], _RowCones(*data, req.moments)))
+    # the cones of every region in worker threads (each region alone: the bits do not depend on the thread count),
+    # then region by region in order: the RQMC fallback (its rng) and the filing
+    _map_regions(lambda job: job[5].prefetch(np.nonzero(job[3])[0], job[4]), jobs)
+    for r, rows, (Nrm, D, Yv, Yr), use, tol, cones in jobs:
 
         def fallback(Dm, Nrm=Nrm):
             return rqmc_moments(Nrm, Dm, moments=req.moments, rng=req.rng, relative=req.relative)
 
-        lm, my, cy, rel, _ = region_rows(Nrm, D[go], Yv[go], Yr, use[go] & USE_CONES6, tol[go], req.moments,
-                                         fallback)
-        store(res, req, geo.chol[r], r, rows[go], lm, my, cy, rel)
+        lm, my, cy, rel, _ = region_rows(Nrm, D, Yv, Yr, use, tol, req.moments, fallback, cones)
+        store(res, req, geo.chol[r], r, rows, lm, my, cy, rel)
     res.has_error[geo.ok] = True
     for r in np.nonzero(geo.ok)[0]:
         res.methods[r] = "cones6"
