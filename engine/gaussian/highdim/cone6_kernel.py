@@ -497,3 +497,17 @@ def side_moments(parts, M, flagged):
         bad |= fl
         out.append((np.where(bad, -np.inf, lm), np.where(bad, np.inf, rel), l4, np.where(fl, np.inf, r4)))
     return out
+
+
+def warm() -> None:
+    """Compile (into numba's cache) what the S = 6 cones run: the flags, the mass passes and the moments' passes, on
+    a rotated bounded 6-D box (``python -m engine.warmup`` calls this)."""
+    import itertools
+
+    from .cones6 import cone6_moments_batch
+
+    Q, _ = np.linalg.qr(np.arange(36.0).reshape(6, 6) ** 1.5 + np.eye(6))
+    a, b = np.array([-1.0, -0.5, 0.2, -2.0, -0.7, -1.2]), np.array([0.7, 1.5, 2.0, 0.1, 1.1, 0.9])
+    Nrm = np.vstack([Q.T, -Q.T])
+    corners = np.array(list(itertools.product(*zip(a, b)))) @ Q.T
+    cone6_moments_batch(Nrm, np.concatenate([b, -a])[None], corners[None], np.zeros((0, 6)), moments=2)
