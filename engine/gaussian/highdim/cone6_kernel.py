@@ -49,6 +49,7 @@ from scipy.special import log_ndtr
 
 from .. import constants as C
 from ..planar.kernel import _lse_pair
+from ..solid.edges import _erfcx
 from .cones import _DMAX as _DMAX4
 from .cones import (
     _GW,
@@ -66,14 +67,16 @@ from .cones import (
     _log_gauss_tail,
     _log_q,
     _sign,
+    _trunc_bound,
     _Work,
     consistent,
     log_j,
     theta_diff,
 )
 from .cones import WINDOW as WINDOW4
-from .cones5 import _DROP5, _complement, _facet_pass, _facet_pass_fused, _signed_mass
+from .cones5 import _DROP5, _complement, _near5, _signed_mass, _trunc5
 from .cones5 import _geometry as _geometry4
+from .cones5 import log_k as log_k5
 from .shape_kernel import cone_shape_compiled
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -287,11 +290,168 @@ def _edge6(g, k, d4, yv, par, acc, wk, buf):
 
 
 @_jit
-def side_pass(g, D4, V4, par, acc, edges, flagged):
+def edge_fused6(R, d2, e2, d2f, fl, outs, buf):
+    """:func:`edge6_logs` into ``outs[0]`` and, from the same nodes (``a^2 = e^2 + R + s^2`` is also the S' = 5
+    factor's argument with ``d0 = e``), ``cones5.edge5_logs`` at ``d0 = e`` (the facet's mass term ``e int_1^inf
+    phi(sigma e) M_4(sigma G) dsigma``, for the moments) into ``outs[1]`` and the S' = 4 flag integral of ``M_4(G)``
+    (``cones.edge_flag_logs``' first row) into ``outs[2]``; returns ``(ok, truncation bounds (3,))``."""
+    n = fl.shape[0]
+    lo, hi = fl[0, 3], fl[0, 4]
+    S = np.zeros((3, n))
+    bmin = _INF
+    for f in range(n):
+        outs[0, f], outs[1, f], outs[2, f] = -_INF, -_INF, -_INF
+        bmin = min(bmin, fl[f, 1])
+    cuts = _edge_cuts(lo, hi)
+    A0 = e2 + R
+    xs, ws, G = buf[0], buf[1], buf[2]
+    ok = True
+    trunc = np.full(3, -_INF)
+    for p in range(2):
+        sa, sb = cuts[p], cuts[p + 1]
+        if not sb > sa:
+            continue
+        U = _exp_point(sa, WINDOW4)
+        end = sb
+        if U < sb - sa:
+            end = sa + U
+        else:
+            U = sb - sa
+        if not U > 0.0:
+            continue
+        cnt, good = fill_nodes(sa, U, math.sqrt(sa * sa + bmin * bmin), xs, ws)
+        ok = ok and good and j_at_nodes(A0, d2, xs, cnt, G)
+        if end < sb:
+            trunc[0] = _lse_pair(trunc[0], _trunc6(R, A0, d2, end))
+            trunc[1] = _lse_pair(trunc[1], _trunc5(R, A0, end))
+            trunc[2] = _lse_pair(trunc[2], _trunc_bound(R, end))
+        S[:, :] = 0.0
+        for k in range(cnt):
+            sg = xs[k]
+            a = math.sqrt(A0 + sg * sg)
+            g4 = ws[k] / (R + sg * sg)
+            g6 = g4 * G[k] / a
+            g5 = g4 * 0.5 * _erfcx(a / C.SQRT2) / a
+            for f in range(n):
+                a_, b_, c_, flo, fhi = fl[f, 0], fl[f, 1], fl[f, 2], fl[f, 3], fl[f, 4]
+                val = theta_diff(_clip(sg, flo, fhi), _clip(-sg, flo, fhi), a_, b_, c_) * sg / math.sqrt(c_ + sg * sg)
+                S[0, f] += g6 * val
+                S[1, f] += g5 * val
+                S[2, f] += g4 * val
+        b6, b5, b4 = -0.5 * (d2 + A0 + sa * sa), -0.5 * (A0 + sa * sa), -0.5 * (R + sa * sa)
+        for f in range(n):
+            if S[0, f] > 0.0:
+                outs[0, f] = _lse_pair(outs[0, f], b6 + math.log(S[0, f]))
+            if S[1, f] > 0.0:
+                outs[1, f] = _lse_pair(outs[1, f], b5 + math.log(S[1, f]))
+            if S[2, f] > 0.0:
+                outs[2, f] = _lse_pair(outs[2, f], b4 + math.log(S[2, f]))
+    if math.isfinite(cuts[2]):
+        ok = _beyond_fused(d2, e2, d2f, fl, cuts[2], outs, buf) and ok
+    return ok, trunc
+
+
+@_jit
+def _beyond_fused(d2, e2, d2f, fl, end, outs, buf):
+    """Beyond the edge (``s > end``, DTheta constant) for the three sums of :func:`edge_fused6`: ``DTheta K6'(d_f^2,
+    r)``, ``DTheta K(e^2, d_f^2, r)`` (``cones5.log_k``) and ``DTheta J(d_f, r)``, ``r = sqrt(c + end^2)``; returns
+    ok."""
+    ok = True
+    lo, hi = fl[0, 3], fl[0, 4]
+    for f in range(fl.shape[0]):
+        dth = theta_diff(hi, lo, fl[f, 0], fl[f, 1], fl[f, 2])
+        if dth > 0.0:
+            r = math.sqrt(fl[f, 2] + end * end)
+            l6, g6ok = log_k6(d2, e2, d2f[f], r, buf)
+            l5, g5ok = log_k5(e2, d2f[f], r)
+            l4, g4ok = log_j(d2f[f], r)
+            ok = ok and g6ok and g5ok and g4ok
+            outs[0, f] = _lse_pair(outs[0, f], math.log(dth) + l6)
+            outs[1, f] = _lse_pair(outs[1, f], math.log(dth) + l5)
+            outs[2, f] = _lse_pair(outs[2, f], math.log(dth) + l4)
+    return ok
+
+
+@_jit
+def _near4(g, d4, acc4, e4, outs):
+    """The terms of ``M_4(G)`` without edges into ``acc4`` (``cones``: ``1{0 in G}``, ``-sign(d_f) Q(|d_f|)`` per
+    facet whose foot is inside it, ``sign(d_f) sign(e) W(d_f, |e|)`` per (ridge, side) whose foot is inside);
+    returns ok."""
+    foot_out, g_out = outs
+    inside = True
+    for f in range(d4.size):
+        inside = inside and not (g.fvalid[f] and d4[f] <= 0.0)
+    if inside:
+        _add(acc4, 1.0, 0.0)
+    for f in range(d4.size):
+        if g.fvalid[f] and not foot_out[f]:
+            _add(acc4, -_sign(d4[f]), _log_q(abs(d4[f])))
+    ok = True
+    for r in range(g.ri.size):
+        if g_out[r]:
+            continue
+        for side in range(2):
+            f = g.ri[r] if side == 0 else g.rj[r]
+            lj, good = log_j(d4[f] * d4[f], abs(e4[r, side]))
+            ok = ok and good
+            _add(acc4, _sign(d4[f]) * _sign(e4[r, side]), lj + math.log(abs(d4[f])) - _LOG_2PI)
+    return ok
+
+
+@_jit
+def _edge_fused(g, k, d4, yv, par, accs, wk, buf):
+    """Edge k of G into the three sums ``accs = (R's acc, acc5, acc4)`` (:func:`edge_fused6`; ``par = (d, e, sgn,
+    ref6, ref5, ref4)``), or only their bounds into their errors when each is ``_DROP5`` nats below its
+    reference; returns ok."""
+    d, e, sgn, ref6, ref5, ref4 = par
+    acc6, acc5, acc4 = accs
+    lo, hi = _edge_range(g, k, yv)
+    if not lo < hi:
+        return True
+    R = _edge_R(g, k, d4)
+    s0 = min(max(0.0, lo), hi)
+    rho2 = max(R + s0 * s0, 1e-300)
+    fl, d2f, fac, se, sb = _edge_flags(g, k, d4, wk, (lo, hi))
+    n = fl.shape[0]
+    a = math.sqrt(e * e + rho2)
+    base = math.log(n * math.sqrt(0.5 * math.pi) / (4.0 * math.pi)) - 0.5 * math.log(rho2)
+    b6 = base + math.log(e) + _log_q(d) + _log_q(a) - math.log(a)
+    b4 = base - 0.5 * rho2
+    b5 = base + math.log(e) - math.log(a) + _log_q(a)
+    if b6 <= ref6 - _DROP5 and b5 <= ref5 - _DROP5 and b4 <= ref4 - _DROP5:
+        extra = max(0.0, 0.5 * math.log(rho2))
+        acc6[2] = _lse_pair(acc6[2], b6 + extra)
+        acc5[2] = _lse_pair(acc5[2], b5 + extra)
+        acc4[2] = _lse_pair(acc4[2], b4 + extra)
+        return True
+    outs = np.empty((3, n))
+    ok, trunc = edge_fused6(R, d * d, e * e, d2f, fl, outs, buf)
+    l6 = math.log(d * e) - _LOG_2PI - _LOG_4PI2
+    l5 = math.log(e) - _LOG_4PI2
+    for q in range(n):
+        s4 = 0.5 * math.log(d2f[q]) if d2f[q] > 0.0 else -_INF
+        sign4 = -_sign(d4[fac[q]]) * se[q] * sb[q]
+        _add(acc6, sgn * sign4, outs[0, q] + s4 + l6)
+        _add(acc5, sign4, outs[1, q] + s4 + l5)
+        _add(acc4, sign4, outs[2, q] + s4 - _LOG_4PI2)
+        if trunc[0] > -_INF:
+            acc6[2] = _lse_pair(acc6[2], trunc[0] + s4 + l6)
+        if trunc[1] > -_INF:
+            acc5[2] = _lse_pair(acc5[2], trunc[1] + s4 + l5)
+        if trunc[2] > -_INF:
+            acc4[2] = _lse_pair(acc4[2], trunc[2] + s4 - _LOG_4PI2)
+    return ok
+
+
+@_jit
+def side_pass(g, D4, V4, par, acc, edges, flagged, mom):
     """One side (facet i, ridge j) of every pair (rows of ``D4`` (M, F'') G's offsets, ``V4`` (M, V'', 4) its
     vertices; ``par = (d, e, sgn, ref)`` (M,) each): its near terms (``edges`` False) or its edge flags into ``acc``
-    (M, 4); sets ``flagged``."""
+    (M, 4); with ``mom = (acc5, acc4)`` (M, 4) each, non-empty, also the side's moment sums (:func:`edge_fused6`);
+    sets ``flagged``."""
     d, e, sgn, ref = par
+    acc5, acc4 = mom
+    moments = acc5.shape[0] > 0
     G, L = g.ri.size, g.lr.size
     buf = np.empty((3, NBUF))
     loc = np.empty(4)
@@ -307,11 +467,18 @@ def side_pass(g, D4, V4, par, acc, edges, flagged):
         loc[:] = -_INF  # the side's own sums, then one addition to the pair's: rounding grows with the terms' count
         if not edges:
             ok = _near6(g, d4, (d[m], e[m], sgn[m]), loc, e4, (foot_out, g_out), buf)
+            if moments:
+                ok = _near5(g, d4, (e[m], 1.0), acc5[m], e4, (foot_out, g_out)) and ok
+                ok = _near4(g, d4, acc4[m], e4, (foot_out, g_out)) and ok
         else:
             wk = _Work(e4, bl, loc, np.empty((0, 4)), np.empty((0, 4)))
             ok = True
             for k in range(g.eva.size):
-                ok = _edge6(g, k, d4, V4[m], (d[m], e[m], sgn[m], ref[m]), loc, wk, buf) and ok
+                if moments:
+                    ok = _edge_fused(g, k, d4, V4[m], (d[m], e[m], sgn[m], ref[m], acc5[m, 3], acc4[m, 3]),
+                                     (loc, acc5[m], acc4[m]), wk, buf) and ok
+                else:
+                    ok = _edge6(g, k, d4, V4[m], (d[m], e[m], sgn[m], ref[m]), loc, wk, buf) and ok
         for q in range(3):
             acc[m, q] = _lse_pair(acc[m, q], loc[q])
         acc[m, 3] = max(acc[m, 3], loc[3])
@@ -426,7 +593,7 @@ def _sides(shape: Shape6, D, Yv):
     return facets, sides
 
 
-def mass_batch(Nrm, D, Yv, Yr, shape=None):
+def mass_batch(Nrm, D, Yv, Yr, shape=None, moments=False):
     """``(log_mass, rel, flagged, parts)`` (M,) of ``N(0, I_6)`` on ``{Nrm y <= D_m}`` (unit rows ``Nrm`` (F, 6),
     offsets ``D`` (M, F), vertices ``Yv`` (M, V, 6) relative to each mean, unit rays ``Yr`` (R, 6); pointed) by the
     closed outer integral (module docstring); ``shape``: :func:`shape6` (built from row 0 when None); ``parts`` the
@@ -455,13 +622,15 @@ def mass_batch(Nrm, D, Yv, Yr, shape=None):
         flagged |= np.abs(e) < _NEAR
     par = [(np.abs(D[:, facets[fi][0].i]), np.abs(e), np.sign(D[:, facets[fi][0].i]) * np.sign(e))
            for fi, _, _, _, e, _, _ in sides]
+    none = (np.empty((0, 4)), np.empty((0, 4)))
+    mom = [(np.full((M, 4), -np.inf), np.full((M, 4), -np.inf)) if moments else none for _ in sides]
     for edges in (False, True):
         ref = acc[:, 3].copy()  # the edges are dropped relative to the pair's largest near term
-        for (_, _, _, g, _, D4, V4), p in zip(sides, par):
-            side_pass(g, D4, V4, (*p, ref), acc, edges, flagged)
+        for (_, _, _, g, _, D4, V4), p, ms in zip(sides, par, mom):
+            side_pass(g, D4, V4, (*p, ref), acc, edges, flagged, ms)
     lm, rel, bad = _signed_mass(acc)
     rel = rel + _sum_rounding(acc, lm, sides, len(facets))
-    return lm, rel, flagged | bad, (facets, sides)
+    return lm, rel, flagged | bad, (facets, sides, mom)
 
 
 def _sum_rounding(acc, lm, sides, n_facets):
@@ -478,24 +647,24 @@ def _sum_rounding(acc, lm, sides, n_facets):
 
 
 def side_moments(parts, M, flagged):
-    """Per side of :func:`mass_batch`'s ``parts``, for the divergence-theorem moments (``cones6._moment_sums``):
-    ``(log_m, rel_m, log_g, rel_g)`` (M,) each, ``log_m`` the facet's mass term ``e int_1^inf phi(sigma e) M_4(sigma
-    G) dsigma`` (``cones5``'s S' = 5 facet term with ``d0 = e``) and ``log_g = log M_4(G)`` (its fused S' = 4 pass);
-    ``rel = inf`` where not resolved (rows already ``flagged`` are not computed)."""
-    _, sides = parts
+    """Per side of :func:`mass_batch`'s ``parts`` (computed with ``moments``), for the divergence-theorem moments
+    (``cones6._moment_sums``): ``(log_m, rel_m, log_g, rel_g)`` (M,) each, ``log_m`` the facet's mass term ``e
+    int_1^inf phi(sigma e) M_4(sigma G) dsigma`` (``cones5``'s S' = 5 facet term with ``d0 = e``) and ``log_g = log
+    M_4(G)``, both from the mass pass's nodes; ``rel = inf`` where not resolved."""
+    _, sides, mom = parts
     out = []
-    one, zero = np.ones(M), np.zeros(M)
-    for _, _, gr, g, e, D4, V4 in sides:
-        acc = np.full((M, 4), -np.inf)
-        fl = flagged.copy()
-        par = (np.abs(e), one, zero)
-        _facet_pass(g, D4, V4, par, acc, False, fl)
-        l4, r4, e4, mu4 = np.full(M, -np.inf), np.full(M, np.inf), np.full(M, np.inf), np.zeros((M, 4))
-        _facet_pass_fused(g, np.ascontiguousarray(gr.Nk), D4, V4, (par[0], one, acc[:, 3].copy()), acc, fl,
-                          (l4, r4, e4, mu4))
-        lm, rel, bad = _signed_mass(acc)
-        bad |= fl
-        out.append((np.where(bad, -np.inf, lm), np.where(bad, np.inf, rel), l4, np.where(fl, np.inf, r4)))
+    for (*_, g, _, _, _), (acc5, acc4) in zip(sides, mom):
+        n = 1 + g.fvalid.size + 2 * g.ri.size + 2 * g.lr.size  # the terms of one sum at most
+        parts_ = []
+        for a in (acc5, acc4):
+            lm, rel, bad = _signed_mass(a)
+            with np.errstate(invalid="ignore", over="ignore"):
+                rel = rel + n * C.EPS * ((2.0 + np.abs(a[:, 0])) * np.exp(a[:, 0] - lm)
+                                         + np.where(a[:, 1] > -np.inf, (2.0 + np.abs(a[:, 1])) * np.exp(a[:, 1] - lm),
+                                                    0.0))
+            bad |= flagged
+            parts_ += [np.where(bad, -np.inf, lm), np.where(bad, np.inf, rel)]
+        out.append(tuple(parts_))
     return out
 
 

@@ -404,7 +404,7 @@ def cone6_moments_batch(Nrm, D, Yv, Yr, tol=TOL, moments=2, shape=None):
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     M, S = D.shape[0], 6
     try:
-        lm, rel, fl, parts = K.mass_batch(Nrm, D, Yv, Yr, shape)
+        lm, rel, fl, parts = K.mass_batch(Nrm, D, Yv, Yr, shape, moments >= 1)
     except np.linalg.LinAlgError:
         return [_flagged(S)] * M
     tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), (M,))
@@ -412,7 +412,7 @@ def cone6_moments_batch(Nrm, D, Yv, Yr, tol=TOL, moments=2, shape=None):
         return [Result(lm[m], np.zeros(S), np.zeros((S, S)), rel[m], np.zeros(2), bool(fl[m] or not rel[m] <= tol[m]))
                 if np.isfinite(lm[m]) and not fl[m] else _flagged(S) for m in range(M)]
     per_side = K.side_moments(parts, M, fl)
-    facets, sides = parts
+    facets, sides, _ = parts
     out = []
     for m in range(M):
         if fl[m] or not np.isfinite(lm[m]):
