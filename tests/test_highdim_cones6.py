@@ -256,7 +256,8 @@ def test_closed_route_rotated_6d_boxes(a, b):
 def test_closed_route_ridge_sides_match_mpmath():
     """One side of a ridge by the compiled kernel (``cone6_kernel.side_pass``: ``R = e int_1^inf phi(sigma e) (Q(d) -
     Q(sigma d)) M_4(sigma G) dsigma`` with the outer integral closed) against mpmath at 20 digits, G a rotated 4-box
-    with its foot inside or outside, sides near and far: within 2e-13 and within the bar (measured <= 1.2e-13)."""
+    with its foot inside or outside, sides near and far: within 2e-13 and within the bar (measured <= 1.2e-13); the
+    moments' sums of the side from the same nodes likewise."""
     from engine.gaussian.highdim import cone6_kernel as K
     from engine.gaussian.highdim.cones5 import _signed_mass
     from engine.gaussian.highdim.shape_kernel import cone_shape_compiled
@@ -278,14 +279,21 @@ def test_closed_route_ridge_sides_match_mpmath():
         for d, e in sides:
             acc, fl = np.full((1, 4), -np.inf), np.zeros(1, dtype=bool)
             par = (np.array([d]), np.array([e]), np.array([1.0]))
+            mom = (np.full((1, 4), -np.inf), np.full((1, 4), -np.inf))  # the side's moment sums, fused
             for edges in (False, True):
-                K.side_pass(g, G.D[None].copy(), G.Yv[None].copy(), (*par, acc[:, 3].copy()), acc, edges, fl)
+                K.side_pass(g, G.D[None].copy(), G.Yv[None].copy(), (*par, acc[:, 3].copy()), acc, edges, fl, mom)
             lm, rel, bad = _signed_mass(acc)
             d_, e_ = mp.mpf(d), mp.mpf(e)
             want = mp.quad(lambda u, d_=d_, e_=e_: mp.npdf(u) * (mp.ncdf(-d_) - mp.ncdf(-u * d_ / e_)) * m4(u / e_),
                            [e_, e_ + 0.25, e_ + 1, e_ + 3, mp.inf])
             err = abs(math.expm1(lm[0] - float(mp.log(want))))
             assert not (fl[0] or bad[0]) and err <= rel[0] and err <= 2e-13, (d, e, lm[0], rel[0], err)
+            # the moments' sums from the same nodes: e int_1^inf phi(sigma e) M_4(sigma G) dsigma and M_4(G)
+            l_m, r_m, l_g, r_g = K.side_moments((None, [(0, 0, None, g, None, None, None)], [mom]), 1, fl)[0]
+            want_m = mp.quad(lambda u, e_=e_: mp.npdf(u) * m4(u / e_), [e_, e_ + 0.25, e_ + 1, e_ + 3, mp.inf])
+            for got, bar, w in ((l_m, r_m, want_m), (l_g, r_g, m4(1))):
+                err = abs(math.expm1(got[0] - float(mp.log(w))))
+                assert err <= bar[0] and err <= 2e-13, (d, e, got[0], bar[0], err)
 
 
 def test_closed_route_j_recurrence_matches_log_j():
