@@ -277,11 +277,14 @@ def test_closed_route_ridge_sides_match_mpmath():
             return mp.fprod(mp.ncdf(h * s) - mp.ncdf(lo * s) for lo, h in zip(A, B))
 
         for d, e in sides:
-            acc, fl = np.full((1, 4), -np.inf), np.zeros(1, dtype=bool)
+            sacc, fl, shift = np.full((1, 4), -np.inf), np.zeros(1, dtype=bool), np.zeros(1)
             par = (np.array([d]), np.array([e]), np.array([1.0]))
             mom = (np.full((1, 4), -np.inf), np.full((1, 4), -np.inf))  # the side's moment sums, fused
             for edges in (False, True):
-                K.side_pass(g, G.D[None].copy(), G.Yv[None].copy(), (*par, acc[:, 3].copy()), acc, edges, fl, mom)
+                K.side_pass(g, G.D[None].copy(), G.Yv[None].copy(), (*par, sacc[:, 3].copy()), sacc, edges, fl, mom,
+                            shift)
+            acc = np.full((1, 4), -np.inf)
+            K.merge_side(acc, sacc, shift, 1 + g.fvalid.size + 2 * g.ri.size + 2 * g.lr.size)
             lm, rel, bad = _signed_mass(acc)
             d_, e_ = mp.mpf(d), mp.mpf(e)
             want = mp.quad(lambda u, d_=d_, e_=e_: mp.npdf(u) * (mp.ncdf(-d_) - mp.ncdf(-u * d_ / e_)) * m4(u / e_),

@@ -80,7 +80,7 @@ from .cones5 import log_k as log_k5
 from .shape_kernel import cone_shape_compiled
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-_INF = C.INF
+_INF, _EPS = C.INF, C.EPS
 _INC = 1e-9  # vertex-facet incidence tolerance (relative to 1 + |D|), as cones6
 _G8X, _G8W = np.polynomial.legendre.leggauss(8)
 NBUF = _NODES * (_MAX_GRADES + 8)  # nodes of one graded rule at most (grades plus the window's sub-panels)
@@ -227,11 +227,27 @@ def edge6_logs(R, d2, e2, d2f, fl, out, buf):
 
 
 @_jit
+def _adds(acc, sign, lt, shift):
+    """``cones._add`` into a side's sums kept relative to ``e^shift`` (``acc = [pos, neg, err]`` shifted, ``top``
+    not): the log sums then stay near 0, where each addition rounds by ``eps (2 + |log partial sum|)`` relative;
+    the term's own error is ``TERM_ULPS eps (1 + |lt|)`` with its unshifted log."""
+    if lt == -_INF or sign == 0.0:
+        return
+    v = lt - shift
+    if sign > 0.0:
+        acc[0] = _lse_pair(acc[0], v)
+    else:
+        acc[1] = _lse_pair(acc[1], v)
+    acc[2] = _lse_pair(acc[2], v + math.log(TERM_ULPS * _EPS * (1.0 + abs(lt))))
+    acc[3] = max(acc[3], lt)
+
+
+@_jit
 def _near6(g, d4, par, acc, e4, outs, buf):
     """The terms of ``R`` without edges, times ``sgn`` (``par = (d, e, sgn)``), into ``acc``: ``(d / 2 pi) J(d, e)``
     if G's foot is inside G, ``-sign(d_f) (|d_f| e / pi) K6(d_f^2, 0)`` per facet of G whose foot is inside it,
     ``sign(d_f) sign(e_r) (|d_f| e / 2 pi) K6(d_f^2, |e_r|)`` per (ridge, side) whose foot is inside; returns ok."""
-    d, e, sgn = par
+    d, e, sgn, shift = par
     foot_out, g_out = outs
     d2, e2 = d * d, e * e
     lde = math.log(d) - _LOG_2PI  # K6 = (d / 2 pi) K6'
@@ -242,12 +258,12 @@ def _near6(g, d4, par, acc, e4, outs, buf):
     if inside:
         lj, good = log_j(d2, e)
         ok = ok and good
-        _add(acc, sgn, lj + lde)
+        _adds(acc, sgn, lj + lde, shift)
     for f in range(d4.size):
         if g.fvalid[f] and not foot_out[f]:
             lk, good = log_k6(d2, e2, d4[f] * d4[f], 0.0, buf)
             ok = ok and good
-            _add(acc, -sgn * _sign(d4[f]), lk + lde + math.log(abs(d4[f]) * e) - _LOG_PI)
+            _adds(acc, -sgn * _sign(d4[f]), lk + lde + math.log(abs(d4[f]) * e) - _LOG_PI, shift)
     for r in range(g.ri.size):
         if g_out[r]:
             continue
@@ -255,7 +271,8 @@ def _near6(g, d4, par, acc, e4, outs, buf):
             f = g.ri[r] if side == 0 else g.rj[r]
             lk, good = log_k6(d2, e2, d4[f] * d4[f], abs(e4[r, side]), buf)
             ok = ok and good
-            _add(acc, sgn * _sign(d4[f]) * _sign(e4[r, side]), lk + lde + math.log(abs(d4[f]) * e) - _LOG_2PI)
+            _adds(acc, sgn * _sign(d4[f]) * _sign(e4[r, side]), lk + lde + math.log(abs(d4[f]) * e) - _LOG_2PI,
+                  shift)
     return ok
 
 
@@ -263,7 +280,7 @@ def _near6(g, d4, par, acc, e4, outs, buf):
 def _edge6(g, k, d4, yv, par, acc, wk, buf):
     """The S' = 6 flag terms of edge k of G (``par = (d, e, sgn, ref)``) into ``acc``, or only their bound into its
     error when it is ``_DROP5`` nats below ``ref``; returns ok."""
-    d, e, sgn, ref = par
+    d, e, sgn, ref, shift = par
     lo, hi = _edge_range(g, k, yv)
     if not lo < hi:
         return True
@@ -276,16 +293,16 @@ def _edge6(g, k, d4, yv, par, acc, wk, buf):
     bound = (math.log(n * math.sqrt(0.5 * math.pi) / (4.0 * math.pi)) - 0.5 * math.log(rho2) + math.log(e)
              + _log_q(d) + _log_q(a) - math.log(a))
     if bound <= ref - _DROP5:
-        acc[2] = _lse_pair(acc[2], bound + max(0.0, 0.5 * math.log(rho2)))
+        acc[2] = _lse_pair(acc[2], bound + max(0.0, 0.5 * math.log(rho2)) - shift)
         return True
     out = np.empty(n)
     ok, trunc = edge6_logs(R, d * d, e * e, d2f, fl, out, buf)
     lde = math.log(d * e) - _LOG_2PI - _LOG_4PI2
     for q in range(n):
         scale = 0.5 * math.log(d2f[q]) + lde if d2f[q] > 0.0 else -_INF
-        _add(acc, -sgn * _sign(d4[fac[q]]) * se[q] * sb[q], out[q] + scale)
+        _adds(acc, -sgn * _sign(d4[fac[q]]) * se[q] * sb[q], out[q] + scale, shift)
         if trunc > -_INF:
-            acc[2] = _lse_pair(acc[2], trunc + scale)
+            acc[2] = _lse_pair(acc[2], trunc + scale - shift)
     return ok
 
 
@@ -403,7 +420,7 @@ def _edge_fused(g, k, d4, yv, par, accs, wk, buf):
     """Edge k of G into the three sums ``accs = (R's acc, acc5, acc4)`` (:func:`edge_fused6`; ``par = (d, e, sgn,
     ref6, ref5, ref4)``), or only their bounds into their errors when each is ``_DROP5`` nats below its
     reference; returns ok."""
-    d, e, sgn, ref6, ref5, ref4 = par
+    d, e, sgn, ref6, ref5, ref4, shift = par
     acc6, acc5, acc4 = accs
     lo, hi = _edge_range(g, k, yv)
     if not lo < hi:
@@ -420,7 +437,7 @@ def _edge_fused(g, k, d4, yv, par, accs, wk, buf):
     b5 = base + math.log(e) - math.log(a) + _log_q(a)
     if b6 <= ref6 - _DROP5 and b5 <= ref5 - _DROP5 and b4 <= ref4 - _DROP5:
         extra = max(0.0, 0.5 * math.log(rho2))
-        acc6[2] = _lse_pair(acc6[2], b6 + extra)
+        acc6[2] = _lse_pair(acc6[2], b6 + extra - shift)
         acc5[2] = _lse_pair(acc5[2], b5 + extra)
         acc4[2] = _lse_pair(acc4[2], b4 + extra)
         return True
@@ -431,11 +448,11 @@ def _edge_fused(g, k, d4, yv, par, accs, wk, buf):
     for q in range(n):
         s4 = 0.5 * math.log(d2f[q]) if d2f[q] > 0.0 else -_INF
         sign4 = -_sign(d4[fac[q]]) * se[q] * sb[q]
-        _add(acc6, sgn * sign4, outs[0, q] + s4 + l6)
+        _adds(acc6, sgn * sign4, outs[0, q] + s4 + l6, shift)
         _add(acc5, sign4, outs[1, q] + s4 + l5)
         _add(acc4, sign4, outs[2, q] + s4 - _LOG_4PI2)
         if trunc[0] > -_INF:
-            acc6[2] = _lse_pair(acc6[2], trunc[0] + s4 + l6)
+            acc6[2] = _lse_pair(acc6[2], trunc[0] + s4 + l6 - shift)
         if trunc[1] > -_INF:
             acc5[2] = _lse_pair(acc5[2], trunc[1] + s4 + l5)
         if trunc[2] > -_INF:
@@ -444,17 +461,17 @@ def _edge_fused(g, k, d4, yv, par, accs, wk, buf):
 
 
 @_jit
-def side_pass(g, D4, V4, par, acc, edges, flagged, mom):
+def side_pass(g, D4, V4, par, acc, edges, flagged, mom, shifts):
     """One side (facet i, ridge j) of every pair (rows of ``D4`` (M, F'') G's offsets, ``V4`` (M, V'', 4) its
-    vertices; ``par = (d, e, sgn, ref)`` (M,) each): its near terms (``edges`` False) or its edge flags into ``acc``
-    (M, 4); with ``mom = (acc5, acc4)`` (M, 4) each, non-empty, also the side's moment sums (:func:`edge_fused6`);
-    sets ``flagged``."""
+    vertices; ``par = (d, e, sgn, ref)`` (M,) each): its near terms (``edges`` False) or its edge flags into the
+    side's own sums ``acc`` (M, 4), ``[pos, neg, err]`` relative to ``e^shifts`` ((M,), written: the side's wedge
+    ``(d / 2 pi) J(d, e)``) and ``top`` not; with ``mom = (acc5, acc4)`` (M, 4) each, non-empty, also the side's
+    moment sums (:func:`edge_fused6`); sets ``flagged``."""
     d, e, sgn, ref = par
     acc5, acc4 = mom
     moments = acc5.shape[0] > 0
     G, L = g.ri.size, g.lr.size
     buf = np.empty((3, NBUF))
-    loc = np.empty(4)
     for m in range(D4.shape[0]):
         if flagged[m]:
             continue
@@ -464,9 +481,11 @@ def side_pass(g, D4, V4, par, acc, edges, flagged, mom):
         if bad:
             flagged[m] = True
             continue
-        loc[:] = -_INF  # the side's own sums, then one addition to the pair's: rounding grows with the terms' count
+        loc = acc[m]  # the side's own sums (:func:`merge_side` adds their value to the pair's), relative to
+        shift = log_j(d[m] * d[m], e[m])[0] + math.log(d[m]) - _LOG_2PI  # the side's constant term, the wedge
+        shifts[m] = shift
         if not edges:
-            ok = _near6(g, d4, (d[m], e[m], sgn[m]), loc, e4, (foot_out, g_out), buf)
+            ok = _near6(g, d4, (d[m], e[m], sgn[m], shift), loc, e4, (foot_out, g_out), buf)
             if moments:
                 ok = _near5(g, d4, (e[m], 1.0), acc5[m], e4, (foot_out, g_out)) and ok
                 ok = _near4(g, d4, acc4[m], e4, (foot_out, g_out)) and ok
@@ -475,14 +494,40 @@ def side_pass(g, D4, V4, par, acc, edges, flagged, mom):
             ok = True
             for k in range(g.eva.size):
                 if moments:
-                    ok = _edge_fused(g, k, d4, V4[m], (d[m], e[m], sgn[m], ref[m], acc5[m, 3], acc4[m, 3]),
+                    ok = _edge_fused(g, k, d4, V4[m], (d[m], e[m], sgn[m], ref[m], acc5[m, 3], acc4[m, 3], shift),
                                      (loc, acc5[m], acc4[m]), wk, buf) and ok
                 else:
-                    ok = _edge6(g, k, d4, V4[m], (d[m], e[m], sgn[m], ref[m]), loc, wk, buf) and ok
-        for q in range(3):
-            acc[m, q] = _lse_pair(acc[m, q], loc[q])
-        acc[m, 3] = max(acc[m, 3], loc[3])
+                    ok = _edge6(g, k, d4, V4[m], (d[m], e[m], sgn[m], ref[m], shift), loc, wk, buf) and ok
         flagged[m] = flagged[m] or not ok
+
+
+@_jit
+def merge_side(acc, sacc, shifts, n_terms):
+    """Add each row's side value ``e^{sacc[0]} - e^{sacc[1]}`` (``sgn R_ij``) to the pair's signed sums ``acc`` as ONE
+    term, its error ``sacc[2]`` and the rounding of its own log sums (``n_terms`` additions, each off by at most ``eps
+    (2 + |log partial sum|)`` relative, the partial sums below the final ones) into the pair's error: the pair's
+    signed sum then has one term per side, as the outer rules' had, and its rounding is bounded by few terms."""
+    ln_eps = math.log(n_terms * _EPS)
+    for m in range(acc.shape[0]):
+        pos, neg, err = sacc[m, 0], sacc[m, 1], sacc[m, 2]  # relative to e^shift
+        if pos == -_INF and neg == -_INF:
+            continue
+        rnd = -_INF
+        if pos > -_INF:
+            rnd = _lse_pair(rnd, pos + math.log(2.0 + abs(pos)))
+        if neg > -_INF:
+            rnd = _lse_pair(rnd, neg + math.log(2.0 + abs(neg)))
+        sh = shifts[m]
+        acc[m, 2] = _lse_pair(_lse_pair(acc[m, 2], err + sh), rnd + ln_eps + sh)
+        pos, neg = pos + sh, neg + sh
+        if pos == neg:
+            continue
+        big, small, sign = (pos, neg, 1.0) if pos > neg else (neg, pos, -1.0)
+        lt = big + math.log1p(-math.exp(small - big)) if small > -_INF else big
+        q = 0 if sign > 0.0 else 1
+        acc[m, q] = _lse_pair(acc[m, q], lt)
+        acc[m, 2] = _lse_pair(acc[m, 2], lt + math.log(4.0 * _EPS * (1.0 + abs(lt))))
+        acc[m, 3] = max(acc[m, 3], lt)
 
 
 @_jit
@@ -624,10 +669,14 @@ def mass_batch(Nrm, D, Yv, Yr, shape=None, moments=False):
            for fi, _, _, _, e, _, _ in sides]
     none = (np.empty((0, 4)), np.empty((0, 4)))
     mom = [(np.full((M, 4), -np.inf), np.full((M, 4), -np.inf)) if moments else none for _ in sides]
+    sacc = [np.full((M, 4), -np.inf) for _ in sides]  # each side's own signed sums
+    shifts = [np.zeros(M) for _ in sides]
     for edges in (False, True):
-        ref = acc[:, 3].copy()  # the edges are dropped relative to the pair's largest near term
-        for (_, _, _, g, _, D4, V4), p, ms in zip(sides, par, mom):
-            side_pass(g, D4, V4, (*p, ref), acc, edges, flagged, ms)
+        ref = np.max([acc[:, 3]] + [a[:, 3] for a in sacc], axis=0)  # edges dropped against the largest near term
+        for (_, _, _, g, _, D4, V4), p, ms, a, sh in zip(sides, par, mom, sacc, shifts):
+            side_pass(g, D4, V4, (*p, ref), a, edges, flagged, ms, sh)
+    for (*_, g, _, _, _), a, sh in zip(sides, sacc, shifts):
+        merge_side(acc, a, sh, 1 + g.fvalid.size + 2 * g.ri.size + 2 * g.lr.size)
     lm, rel, bad = _signed_mass(acc)
     rel = rel + _sum_rounding(acc, lm, sides, len(facets))
     return lm, rel, flagged | bad, (facets, sides, mom)
@@ -636,10 +685,9 @@ def mass_batch(Nrm, D, Yv, Yr, shape=None, moments=False):
 def _sum_rounding(acc, lm, sides, n_facets):
     """Relative bound of the rounding of the signed log sums (``_lse_pair``: each addition errs by at most ``eps (2 +
     |log of the partial sum|)`` relative, and the partial sums stay below the final one): ``N eps ((2 + |pos|)
-    e^{pos - lm} + (2 + |neg|) e^{neg - lm})`` with ``N`` the additions on the longest path, a side's terms (one
-    near term per facet and per ridge side of G, one per flag) plus the sides' and facets' additions to the pair."""
-    per_side = max([1 + g.fvalid.size + 2 * g.ri.size + 2 * g.lr.size for *_, g, _, _, _ in sides] + [0])
-    N = per_side + 2 * len(sides) + n_facets + 1
+    e^{pos - lm} + (2 + |neg|) e^{neg - lm})`` with ``N`` the pair's additions (one per side, :func:`merge_side`,
+    one per facet, the constant); each side's own rounding is in its error already."""
+    N = len(sides) + n_facets + 2  # one term per side (:func:`merge_side`), per facet, the constant
     pos, neg = acc[:, 0], acc[:, 1]
     with np.errstate(invalid="ignore", over="ignore"):
         return N * C.EPS * ((2.0 + np.abs(pos)) * np.exp(pos - lm) + np.where(neg > -np.inf, (2.0 + np.abs(neg))

@@ -513,6 +513,12 @@ class _RowCones:
             except np.linalg.LinAlgError:
                 return [(m, _flagged(6)) for m in idx]
         out = cone6_moments_batch(Nrm, D[idx], Yv[idx], Yr, tol[idx], self.moments, self.shape)
+        for k, (m, r) in enumerate(zip(idx.tolist(), out)):
+            if r.flagged and np.isfinite(r.log_mass) and not r.rel <= tol[m]:  # a bar above tol (a signed sum that
+                # cancels far from the mean): the outer rules' sums are grouped per ridge and may cancel less
+                r2 = cone6_moments(Nrm, D[m], Yv[m], Yr, float(tol[m]), moments=self.moments)
+                if r2.rel < r.rel and np.all(np.isfinite(r2.moment_bounds)):
+                    out[k] = r2
         return list(zip(idx.tolist(), out))
 
 
