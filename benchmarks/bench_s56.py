@@ -13,10 +13,12 @@ Workload ``--s 5``: ``net = random_network([5, 8, 8, 6], rng=0, cov_x=0.1)``, ``
   ``min(K, 3)`` of them, with the two masses' difference against their bars.
 
 ``--s 6`` (``[6, 6, 6, 6]``) counts the pairs of the ridge integrals (``highdim.cones6``) and RQMC; ``--each`` evaluates
-the points one call at a time from ``--first`` (a line per point).
+the points one call at a time from ``--first`` (a line per point). ``--s6-route rules`` takes the S = 6 cones by the
+outer rules over S' = 4 rows (``cones6.CLOSED6 = False``, the route before ``cone6_kernel``) for a comparison on the
+same machine.
 
 Usage: ``.venv/bin/python benchmarks/bench_s56.py --s 5 [--points 20] [--pair-cost 20]``,
-``.venv/bin/python benchmarks/bench_s56.py --s 6 --each --first 0 --points 20``
+``.venv/bin/python benchmarks/bench_s56.py --s 6 --each --first 0 --points 20 [--s6-route rules]``
 """
 
 from __future__ import annotations
@@ -158,7 +160,13 @@ def main():
     ap.add_argument("--pair-cost", type=int, default=0)
     ap.add_argument("--each", action="store_true", help="one evaluate call per point, a line each")
     ap.add_argument("--first", type=int, default=0, help="index of the first point")
+    ap.add_argument("--s6-route", choices=("closed", "rules"), default="closed",
+                    help="S = 6 cones: the closed outer integral (default) or the outer rules (the route before)")
     args = ap.parse_args()
+    if args.s6_route == "rules":
+        import engine.gaussian.highdim.cones6 as c6
+
+        c6.CLOSED6 = False
     net = engine.random_network(WORKLOADS[args.s], rng=0, cov_x=0.1)
     X_all = net.sample(100, rng=1)
     X = X_all[args.first:args.first + args.points]

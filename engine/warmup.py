@@ -6,7 +6,8 @@ double description (``engine.dd_kernel``, the partition for S >= 3 and the S = 2
 loaded from its cache in ~0.35 s CPU) compiles in one process, then the two dimensions in two processes at once.
 The S = 2 evaluate partitions with the planar arrangement (the S = 2 default, ``engine.arrangement``), so its
 kernels are compiled and cached too, and so are the S = 4 slice construction (``highdim.slice_kernel.warm``), the
-S = 5 cones (``highdim.cones5.warm``) and the S = 1 quadrature sums.
+S = 5 cones (``highdim.cones5.warm``), the S = 6 cones (``highdim.cone6_kernel.warm``) and the S = 1 quadrature
+sums.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _S1 = ("import numpy as np, engine; from engine.gaussian.interval import standar
 _S4_SLICES = "from engine.gaussian.highdim.slice_kernel import warm; warm()"
 _S5_CONES = "from engine.gaussian.highdim.cones5 import warm; warm()"
 _S4_CONES = "from engine.gaussian.highdim.cone_kernel import warm; warm()"  # the S = 4 cones' region call
+_S6_CONES = "from engine.gaussian.highdim.cone6_kernel import warm; warm()"
 _PARTITION = "import engine; engine.partition(engine.random_network([3, 3, 3, 1], rng=0))"
 
 
@@ -35,6 +37,7 @@ def main() -> int:
     procs.append(subprocess.Popen([sys.executable, "-c", _S4_SLICES]))
     procs.append(subprocess.Popen([sys.executable, "-c", _S5_CONES]))
     procs.append(subprocess.Popen([sys.executable, "-c", _S4_CONES]))
+    procs.append(subprocess.Popen([sys.executable, "-c", _S6_CONES]))
     procs.append(subprocess.Popen([sys.executable, "-c", _S1]))
     return max(p.wait() for p in procs)
 

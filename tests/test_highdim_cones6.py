@@ -228,3 +228,113 @@ def test_unresolved_pairs_are_capped_at_the_closest_point():
         if checked == 2:
             break
     assert checked == 2
+
+
+# ---------------------------------------------------------------------------------------------------
+# the closed outer integral (``cone6_kernel``, ``cone6_moments_batch``): the route ``evaluate`` takes
+# ---------------------------------------------------------------------------------------------------
+
+def _check_box_closed(a, b, seed=3):
+    """Mass within 1e-12 of the closed form and within the bar; moments within 1e-10 of truncnorm's and within their
+    bounds (measured on the six boxes: mass <= 4.3e-14, bars <= 2.1e-11; moments <= 1.5e-12, bounds <= 3.1e-9)."""
+    Nrm, D, V, R, exact, mean, cov = _box(a, b, seed)
+    r = cones6.cone6_moments_batch(Nrm, D[None], V[None], R)[0]
+    err = abs(math.expm1(r.log_mass - exact))
+    assert not r.flagged
+    assert err <= r.rel <= 1e-9, (r.log_mass, exact, r.rel)
+    assert err <= 1e-12
+    em, ec = np.abs(r.mean - mean).max(), np.abs(r.cov - cov).max()
+    assert em <= r.moment_bounds[0] and ec <= r.moment_bounds[1], (em, ec, r.moment_bounds)
+    assert em <= 1e-10 and ec <= 1e-10
+
+
+@pytest.mark.parametrize("a, b", BOXES6 + BOXES6_SLOW)
+def test_closed_route_rotated_6d_boxes(a, b):
+    _check_box_closed(a, b)
+
+
+def test_closed_route_ridge_sides_match_mpmath():
+    """One side of a ridge by the compiled kernel (``cone6_kernel.side_pass``: ``R = e int_1^inf phi(sigma e) (Q(d) -
+    Q(sigma d)) M_4(sigma G) dsigma`` with the outer integral closed) against mpmath at 20 digits, G a rotated 4-box
+    with its foot inside or outside, sides near and far: within 2e-13 and within the bar (measured <= 1.2e-13); the
+    moments' sums of the side from the same nodes likewise."""
+    from engine.gaussian.highdim import cone6_kernel as K
+    from engine.gaussian.highdim.cones5 import _signed_mass
+    from engine.gaussian.highdim.shape_kernel import cone_shape_compiled
+
+    mp.mp.dps = 20
+    Q = np.linalg.qr(np.random.default_rng(5).standard_normal((4, 4)))[0]
+    cases = [((-0.8, -0.3, 0.2, -1.5), (0.6, 1.1, 1.4, 0.3), [(0.7, 0.4), (3.0, 0.5), (0.2, 3.0)]),
+             ((-0.8, -0.3, -0.2, -1.5), (0.6, 1.1, 1.4, 0.3), [(2.5, 2.1), (0.05, 0.5)]),
+             ((0.5, 1.3, 0.2, -1.5), (1.6, 2.1, 1.4, 0.3), [(1.5, 1.1)])]
+    for a, b, sides in cases:
+        a, b = np.array(a), np.array(b)
+        G = _box_face(a, b, Q)
+        g = cone_shape_compiled(G.Nrm, G.D, G.Yv, G.Yr)
+        A, B = [mp.mpf(float(x)) for x in a], [mp.mpf(float(x)) for x in b]
+
+        def m4(s, A=A, B=B):
+            return mp.fprod(mp.ncdf(h * s) - mp.ncdf(lo * s) for lo, h in zip(A, B))
+
+        for d, e in sides:
+            sacc, fl, shift = np.full((1, 4), -np.inf), np.zeros(1, dtype=bool), np.zeros(1)
+            par = (np.array([d]), np.array([e]), np.array([1.0]))
+            mom = (np.full((1, 4), -np.inf), np.full((1, 4), -np.inf))  # the side's moment sums, fused
+            for edges in (False, True):
+                K.side_pass(g, G.D[None].copy(), G.Yv[None].copy(), (*par, sacc[:, 3].copy()), sacc, edges, fl, mom,
+                            shift)
+            acc = np.full((1, 4), -np.inf)
+            K.merge_side(acc, sacc, shift, 1 + g.fvalid.size + 2 * g.ri.size + 2 * g.lr.size)
+            lm, rel, bad = _signed_mass(acc)
+            d_, e_ = mp.mpf(d), mp.mpf(e)
+            want = mp.quad(lambda u, d_=d_, e_=e_: mp.npdf(u) * (mp.ncdf(-d_) - mp.ncdf(-u * d_ / e_)) * m4(u / e_),
+                           [e_, e_ + 0.25, e_ + 1, e_ + 3, mp.inf])
+            err = abs(math.expm1(lm[0] - float(mp.log(want))))
+            assert not (fl[0] or bad[0]) and err <= rel[0] and err <= 2e-13, (d, e, lm[0], rel[0], err)
+            # the moments' sums from the same nodes: e int_1^inf phi(sigma e) M_4(sigma G) dsigma and M_4(G)
+            l_m, r_m, l_g, r_g = K.side_moments((None, [(0, 0, None, g, None, None, None)], [mom]), 1, fl)[0]
+            want_m = mp.quad(lambda u, e_=e_: mp.npdf(u) * m4(u / e_), [e_, e_ + 0.25, e_ + 1, e_ + 3, mp.inf])
+            for got, bar, w in ((l_m, r_m, want_m), (l_g, r_g, m4(1))):
+                err = abs(math.expm1(got[0] - float(mp.log(w))))
+                assert err <= bar[0] and err <= 2e-13, (d, e, got[0], bar[0], err)
+
+
+def test_closed_route_j_recurrence_matches_log_j():
+    """``cone6_kernel.j_at_nodes`` (J at every node of a graded rule by adding the gaps from the top) against
+    ``cones.log_j`` at each node, over random distances with ``A0 >= bmin^2`` (as on every edge: ``A0 = e^2 + R``,
+    ``R >= b^2``): log within 1e-13 (measured 2.4e-14 over 300 rules)."""
+    from engine.gaussian.highdim import cone6_kernel as K
+    from engine.gaussian.highdim.cones import WINDOW, _exp_point, log_j
+
+    rng = np.random.default_rng(0)
+    xs, ws, G = np.empty(K.NBUF), np.empty(K.NBUF), np.empty(K.NBUF)
+    for trial in range(60):
+        d2 = rng.uniform(1e-4, 9.0) ** 2 if trial % 2 else rng.uniform(1e-4, 0.3) ** 2
+        A0 = rng.uniform(1e-3, 4.0) ** 2
+        sa = rng.uniform(0.0, 3.0) if trial % 3 == 0 else 0.0
+        bmin = rng.uniform(1e-3, 1.0) * math.sqrt(A0)
+        n, ok = K.fill_nodes(sa, _exp_point(sa, WINDOW), math.sqrt(sa * sa + bmin * bmin), xs, ws)
+        assert ok and K.j_at_nodes(A0, d2, xs, n, G)
+        for k in range(n):
+            a2 = A0 + xs[k] ** 2
+            assert abs(math.log(G[k]) - (log_j(d2, math.sqrt(a2))[0] + 0.5 * (d2 + a2))) <= 1e-13
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_closed_route_polygon_times_orthant_matches_mpmath(seed):
+    """The rotated polygon x 4-orthant of :func:`test_rotated_polygon_times_orthant_matches_mpmath` by the closed
+    route: within 1e-11 of mpmath and within the bar."""
+    rng = np.random.default_rng(300 + seed)
+    N2, c2, V2, R2 = _polygon(rng, seed == 0)
+    a4 = rng.uniform(-1.0, 0.8, 4)
+    exact = float(_mp_polygon_log_mass(N2, c2, V2, R2)) + float(np.sum(log_ndtr(-a4)))
+    Q = np.linalg.qr(rng.standard_normal((6, 6)))[0]
+    Nrm = np.vstack([np.column_stack([N2, np.zeros((len(c2), 4))]),
+                     np.column_stack([np.zeros((4, 2)), -np.eye(4)])]) @ Q.T
+    D = np.concatenate([c2, -a4])
+    V = np.array([np.concatenate([v, a4]) for v in V2]) @ Q.T
+    R = np.vstack([np.column_stack([R2, np.zeros((len(R2), 4))]).reshape(-1, 6),
+                   np.column_stack([np.zeros((4, 2)), np.eye(4)])]) @ Q.T
+    r = cones6.cone6_moments_batch(Nrm, D[None], V[None], R, moments=0)[0]
+    err = abs(math.expm1(r.log_mass - exact))
+    assert not r.flagged and err <= r.rel and err <= 1e-11, (r.log_mass, exact, r.rel)

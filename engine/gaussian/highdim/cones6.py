@@ -62,6 +62,7 @@ _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _EPS = np.finfo(float).eps
 TOL = 1e-6  # the bar below which a pair is certified (issue 14's S = 6 figure: log p within 1e-6)
 USE_CONES6 = True  # False: S' = 6 pairs by RQMC alone (``qmc.rqmc_moments``), the route before
+CLOSED6 = True  # the cones by the closed outer integral (``cone6_kernel``); False: the outer rules (``RULES``)
 
 
 class Face(NamedTuple):
@@ -392,6 +393,42 @@ def _moment_sums(Nrm, D, facets, lm, rel):
     return Result(lm, m1, cov, rel, np.array([em, ec]), False)
 
 
+def cone6_moments_batch(Nrm, D, Yv, Yr, tol=TOL, moments=2, shape=None):
+    """:class:`Result` per row of ``D`` (M, F) / ``Yv`` (M, V, 6) by the closed outer integral (``cone6_kernel``: the
+    ridge integrals ``R_ij`` of the module docstring with their ``u`` integral in closed form, no outer rule; every
+    point of the region in one compiled pass per ridge side, the flags built once), the moments by the divergence
+    theorem from the same sides (:func:`_moment_sums`). ``tol`` (scalar or (M,)): rows whose bar exceeds it are
+    flagged but keep their numbers (as :func:`cone6_moments`). ``shape``: ``cone6_kernel.shape6`` of the region."""
+    from . import cone6_kernel as K
+
+    D = np.atleast_2d(np.asarray(D, dtype=np.float64))
+    M, S = D.shape[0], 6
+    try:
+        lm, rel, fl, parts = K.mass_batch(Nrm, D, Yv, Yr, shape, moments >= 1)
+    except np.linalg.LinAlgError:
+        return [_flagged(S)] * M
+    tol = np.broadcast_to(np.asarray(tol, dtype=np.float64), (M,))
+    if moments < 1:
+        return [Result(lm[m], np.zeros(S), np.zeros((S, S)), rel[m], np.zeros(2), bool(fl[m] or not rel[m] <= tol[m]))
+                if np.isfinite(lm[m]) and not fl[m] else _flagged(S) for m in range(M)]
+    per_side = K.side_moments(parts, M, fl)
+    facets, sides, _ = parts
+    out = []
+    for m in range(M):
+        if fl[m] or not np.isfinite(lm[m]):
+            out.append(_flagged(S))
+            continue
+        terms = {fi: [] for fi in range(len(facets))}
+        for (fi, _, gr, _, e, _, _), (l_m, r_m, l_g, r_g) in zip(sides, per_side):
+            rt = Ridge(-np.inf, 0.0, float(l_m[m]), float(r_m[m]), float(l_g[m]), float(r_g[m]), False)
+            terms[fi].append((1.0 if e[m] > 0 else -1.0, gr.i, rt))
+        fs = [(fr.i, Face(fr.Nk, D5[m], None, None, fr.U, None, True), terms[fi])
+              for fi, (fr, D5, _) in enumerate(facets)]
+        res = _moments(np.asarray(Nrm, dtype=np.float64), D[m], fs, float(lm[m]), float(rel[m]))
+        out.append(res._replace(flagged=res.flagged or not rel[m] <= tol[m]))
+    return out
+
+
 def cone6_log_mass(Nrm, D, Yv, Yr, tol=TOL):
     """``(log_mass, rel, flagged)`` of :func:`cone6_moments` without the moments."""
     r = cone6_moments(Nrm, D, Yv, Yr, tol, moments=0)
@@ -446,7 +483,46 @@ def pair_tolerances(log_weight_scale, log_upper):
             np.where(np.isfinite(loosen), loosen, 1.0) * TOL_HEAVY)
 
 
-def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback):
+class _RowCones:
+    """The cones for chosen rows of one region: :func:`cone6_moments_batch` (the closed outer integral; the region's
+    flags built once, on first use) when ``CLOSED6``, else :func:`cone6_moments` row by row (the outer rules)."""
+
+    def __init__(self, Nrm, D, Yv, Yr, moments):
+        self.data, self.moments, self.shape, self.done = (Nrm, D, Yv, Yr), moments, None, {}
+
+    def prefetch(self, idx, tol):
+        """Compute the rows ``idx`` now (in a worker thread of :func:`cones6_batch`); :meth:`rows` returns them."""
+        self.done.update(self.rows(idx, tol))
+        return self
+
+    def rows(self, idx, tol):
+        """``[(m, Result)]`` for the rows ``idx`` at their tolerances ``tol[m]`` (rows :meth:`prefetch` computed at
+        the same tolerances come from there)."""
+        Nrm, D, Yv, Yr = self.data
+        if all(m in self.done for m in idx.tolist()):
+            return [(m, self.done[m]) for m in idx.tolist()]
+        if not idx.size:
+            return []
+        if not CLOSED6:
+            return [(m, cone6_moments(Nrm, D[m], Yv[m], Yr, float(tol[m]), moments=self.moments)) for m in idx]
+        if self.shape is None:
+            from .cone6_kernel import shape6
+
+            try:
+                self.shape = shape6(Nrm, D[0], Yv[0], Yr)
+            except np.linalg.LinAlgError:
+                return [(m, _flagged(6)) for m in idx]
+        out = cone6_moments_batch(Nrm, D[idx], Yv[idx], Yr, tol[idx], self.moments, self.shape)
+        for k, (m, r) in enumerate(zip(idx.tolist(), out)):
+            if r.flagged and np.isfinite(r.log_mass) and not r.rel <= tol[m]:  # a bar above tol (a signed sum that
+                # cancels far from the mean): the outer rules' sums are grouped per ridge and may cancel less
+                r2 = cone6_moments(Nrm, D[m], Yv[m], Yr, float(tol[m]), moments=self.moments)
+                if r2.rel < r.rel and np.all(np.isfinite(r2.moment_bounds)):
+                    out[k] = r2
+        return list(zip(idx.tolist(), out))
+
+
+def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback, cones=None):
     """The rows of one region: :func:`cone6_moments` for the rows ``use`` at their ``tol``, ``fallback`` (``D_rows
     -> (log_mass, mean, cov, rel)``, RQMC) for the others and the flagged ones; RQMC rows whose bar exceeds
     ``RQMC_RETRY`` (or with no mass) take the cones at that tolerance; a row the cones flagged for its bar alone
@@ -459,8 +535,8 @@ def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback):
     def take(m, r):
         lm[m], mean[m], cov[m], rel[m] = r.log_mass, r.mean, r.cov, r.rel
 
-    for m in np.nonzero(use)[0]:
-        r = cone6_moments(Nrm, D[m], Yv[m], Yr, float(tol[m]), moments=moments)
+    cones = _RowCones(Nrm, D, Yv, Yr, moments) if cones is None else cones
+    for m, r in cones.rows(np.nonzero(use)[0], tol):
         if np.isfinite(r.rel) and np.isfinite(r.log_mass) and np.all(np.isfinite(r.moment_bounds)):
             if not r.flagged:
                 take(m, r)
@@ -475,11 +551,12 @@ def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback):
             mean[idx] = sub[1]
         if moments >= 2:
             cov[idx] = sub[2]
+    retry = np.array([m for m in idx if m not in cand and not (np.isfinite(lm[m]) and rel[m] <= RQMC_RETRY)],
+                     dtype=np.intp)  # RQMC's bar too wide: the cones
+    for m, r in cones.rows(retry, np.full(M, RQMC_RETRY)):
+        if np.isfinite(r.rel) and np.isfinite(r.log_mass) and np.all(np.isfinite(r.moment_bounds)):
+            cand[m] = r
     for m in idx:
-        if m not in cand and not (np.isfinite(lm[m]) and rel[m] <= RQMC_RETRY):  # RQMC's bar too wide: the cones
-            r = cone6_moments(Nrm, D[m], Yv[m], Yr, RQMC_RETRY, moments=moments)
-            if np.isfinite(r.rel) and np.isfinite(r.log_mass) and np.all(np.isfinite(r.moment_bounds)):
-                cand[m] = r
         if m in cand and (cand[m].rel < rel[m] or not np.isfinite(lm[m])):
             take(m, cand[m])
             done[m] = True
@@ -490,25 +567,31 @@ def cones6_batch(req, geo, res, store):
     """S = 6, ``method="auto"``: every needed (region, point) pair of the regular regions (``geo.ok``) by
     :func:`region_rows` (tolerances and routes by weight, :func:`pair_tolerances`); ``store(res, req, chol, r, rows,
     lm, mean, cov, rel)`` files whitened results. Returns the regions left to the per-region path."""
+    from .cones5 import _map_regions
     from .qmc import rqmc_moments
     from .sliced import closest_distance
 
     pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
+    jobs = []
     for r in np.unique(pr_all):
         rows = pn_all[pr_all == r]
         Nrm, D, Yv, Yr = whitened(req.polytopes[r], geo.chol[r], req.means[r, rows])
         _, log_upper = closest_distance(Nrm, D)
         skip, use, tol = pair_tolerances(req.weight_scale(np.full(rows.size, r), rows), log_upper)
         go = ~skip
-        if not np.any(go):
-            continue
+        if np.any(go):
+            data = (Nrm, D[go], Yv[go], Yr)
+            jobs.append((r, rows[go], data, use[go] & USE_CONES6, tol[go], _RowCones(*data, req.moments)))
+    # the cones of every region in worker threads (each region alone: the bits do not depend on the thread count),
+    # then region by region in order: the RQMC fallback (its rng) and the filing
+    _map_regions(lambda job: job[5].prefetch(np.nonzero(job[3])[0], job[4]), jobs)
+    for r, rows, (Nrm, D, Yv, Yr), use, tol, cones in jobs:
 
         def fallback(Dm, Nrm=Nrm):
             return rqmc_moments(Nrm, Dm, moments=req.moments, rng=req.rng, relative=req.relative)
 
-        lm, my, cy, rel, _ = region_rows(Nrm, D[go], Yv[go], Yr, use[go] & USE_CONES6, tol[go], req.moments,
-                                         fallback)
-        store(res, req, geo.chol[r], r, rows[go], lm, my, cy, rel)
+        lm, my, cy, rel, _ = region_rows(Nrm, D, Yv, Yr, use, tol, req.moments, fallback, cones)
+        store(res, req, geo.chol[r], r, rows, lm, my, cy, rel)
     res.has_error[geo.ok] = True
     for r in np.nonzero(geo.ok)[0]:
         res.methods[r] = "cones6"
