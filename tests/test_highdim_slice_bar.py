@@ -20,7 +20,6 @@ from engine.gaussian.planar.reference import planar_log_mass
 from engine.gaussian.solid import cubature as cub
 from tests.test_highdim_sliver import _LONG_D, _LONG_NRM, _LONG_YR, _LONG_YV
 
-
 ORACLE_REL = 1e-10  # what _slice_by_quad resolves on the long slices (its estimate says ~1e-12; it and the cone
 # kernel, an independent route, differ by up to 1.5e-11)
 
