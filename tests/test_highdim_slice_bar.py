@@ -221,7 +221,8 @@ def test_small_network_regions_within_the_bar_along_four_directions(r):
     0.7-2 from the mean; ``tests/data/slice_bar_regions.npz``, whitened about the mean): along the generic direction
     and three random ones (stored) their slices gave values up to 24 times the sum of their bars apart before the
     fix. Against a direct 4-D cubature (its rules of degree 9 and 11 agree to 1e-14 here, so the oracle resolves
-    ~1e-13): mass within the bar plus 1e-13 and the bar within the default tolerance 1e-10, moments within 1e-9 / 1e-8 of the smallest spread."""
+    ~1e-13): mass within the bar plus 1e-13 and the bar within the default tolerance 1e-10, moments within 1e-9 /
+    1e-8 of the smallest spread."""
     Nrm, D, Yv, dirs = (REGIONS[f"r{r}_{k}"] for k in ("Nrm", "D", "Yv", "dirs"))
     lm5, _, _ = _cubature4(Yv, 5)
     ref, mean, cov = _cubature4(Yv, 6)
@@ -235,3 +236,46 @@ def test_small_network_regions_within_the_bar_along_four_directions(r):
             if moments:
                 np.testing.assert_allclose(m[0], mean, rtol=0, atol=1e-9 * scale)
                 np.testing.assert_allclose(c[0], cov, rtol=0, atol=1e-8 * scale * scale)
+
+
+def _mp_simplex_log_mass(Nrm, D, Yv):
+    """log mass of N(0, I_4) on the simplex ``{Nrm y <= D}`` (5 facets) at 40 digits: its vertices solved from the
+    planes in mpmath (each on the 4 facets it lies nearest), the Duffy rule of degree 9 in mpmath (the region is 1e-4
+    to 1e-3 wide: the density varies by < 1e-2 across it, so the rule is exact to ~1e-25)."""
+    import mpmath as mp
+
+    mp.mp.dps = 40
+    verts = []
+    for v in Yv:
+        act = np.argsort(np.abs(Nrm @ v - D))[:4]
+        verts.append(mp.lu_solve(mp.matrix(Nrm[act].tolist()), mp.matrix(D[act].tolist())))
+    J = mp.matrix(4, 4)
+    for i in range(4):
+        for k in range(4):
+            J[k, i] = verts[i + 1][k] - verts[0][k]
+    pts, w = _simplex_rule4(5)
+    tot = mp.mpf(0)
+    for p, wt in zip(pts, w):
+        y = [verts[0][k] + sum(J[k, i] * mp.mpf(float(p[i])) for i in range(4)) for k in range(4)]
+        tot += mp.mpf(float(wt)) * mp.exp(-sum(x * x for x in y) / 2)
+    return mp.log(tot * abs(mp.det(J)) / (2 * mp.pi) ** 2)
+
+
+@pytest.mark.parametrize("r", [9474, 19297])
+def test_tiny_simplices_within_the_bar_of_the_planes(r):
+    """Two simplices of ``random_network([4, 16, 16, 5], rng=0, cov_x=0.1)`` 1e-4 and 1e-3 wide, whitened about a mean
+    ~1 away (stored): the vertices the partition gives sit up to 7e-15 off the planes, which moves the mass by up
+    to 2.7e-10 relative, while the slices' quadrature bar was 1e-12. Against the simplex of the planes (mpmath) the
+    error is within the bar along four directions once ``sliced.input_conditioning`` is in it, and not without."""
+    import mpmath as mp
+
+    Nrm, D, Yv, dirs = (REGIONS[f"w16_{r}_{k}"] for k in ("Nrm", "D", "Yv", "dirs"))
+    exact = _mp_simplex_log_mass(Nrm, D, Yv)
+    missed = []
+    for e in [None, *dirs]:
+        lm, _, _, rel = sl.sliced_moments(Nrm, D[None], Yv[None], np.zeros((0, 4)), moments=0, direction=e)
+        err = abs(float(mp.expm1(mp.mpf(float(lm[0])) - exact)))
+        assert err <= rel[0] <= 1e-8
+        missed.append(err > rel[0] - sl.input_conditioning(sl._Problem(Nrm, D[None], Yv[None], np.zeros((0, 4)),
+                                                                       Yv[None, 0], e))[0])
+    assert any(missed)  # the conditioning term is what covers the error
