@@ -276,8 +276,9 @@ def test_tiny_simplices_within_the_bar_of_the_planes(r):
         lm, _, _, rel = sl.sliced_moments(Nrm, D[None], Yv[None], np.zeros((0, 4)), moments=0, direction=e)
         err = abs(float(mp.expm1(mp.mpf(float(lm[0])) - exact)))
         assert err <= rel[0] <= 1e-8
-        missed.append(err > rel[0] - sl.input_conditioning(sl._Problem(Nrm, D[None], Yv[None], np.zeros((0, 4)),
-                                                                       Yv[None, 0], e))[0])
+        prob = sl._Problem(Nrm, D[None], Yv[None], np.zeros((0, 4)), Yv[None, 0], e)
+        reach = np.hypot(np.linalg.norm(sl.closest_distance(Nrm, D[None])[0], axis=1), sl.WINDOW)
+        missed.append(err > rel[0] - sl.input_conditioning(prob, lm, reach)[0])
     assert any(missed)  # the conditioning term is what covers the error
 
 

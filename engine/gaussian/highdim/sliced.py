@@ -773,47 +773,57 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
                                   _gauss_tails(A, B, prob.lo, prob.hi)) - total)
         skipped = _skipped_bound(pm_all, half_all, rule_all, allv[8], total, M)
         rounding = 64.0 * np.finfo(float).eps * (1.0 + np.abs(total))  # the log's rounding
-        rel = err + slice_err + tails + skipped + rounding + input_conditioning(prob)
+        rel = err + slice_err + tails + skipped + rounding + input_conditioning(prob, total, np.hypot(r, WINDOW))
     rel = np.where(np.isfinite(total), rel, np.where(np.isfinite(rel), 0.0, np.inf))
     return total, mean, cov, np.where(np.isnan(rel), np.inf, rel)
 
 
-def input_conditioning(prob: _Problem):
-    """(M,) relative change of the mass that the rounding of the inputs can make, for bounded P: the slices take their
-    planes from ``D`` and their corners from ``Yv``, which agree only to the rounding of the whitening (``c - H mu``
-    and ``v - mu`` cancel where ``|mu|`` is large); for a region 1e-4 wide those 7e-15 moved the mass by 2.7e-10
-    (issue 14, ``[4, 16, 16, 5]``). Moving every facet by at most ``delta`` changes P by at most ``delta int_dP phi
-    dS``, and the divergence theorem with the field ``(y - c) phi`` (``c`` the centre of P's largest inscribed
-    ball, radius ``r``; every facet is at least ``r`` from c) gives ``int_dP phi dS <= P (S + diam |y|_max) / r``.
-    ``delta``: the largest misfit ``|Nrm_f . v - D_f|`` of a vertex on its facet, at least ``4 eps (|D| + |y|_max)``.
-    0 for unbounded P (their slices' ends come from the planes alone) and where the radius is not found."""
-    M = prob.D.shape[0]
-    if prob.Yr.size or not prob.Yv.shape[1]:
-        return np.zeros(M)
-    r = _inradius(prob.Nrm, prob.D[0])
-    if not r > 0.0:
-        return np.zeros(M)
-    k = prob.Nrm.shape[1]
+def input_conditioning(prob: _Problem, total, reach):
+    """(M,) relative change of the mass (log ``total`` (M,)) that the rounding of the inputs can make, for bounded P:
+    the slices take their planes from ``D`` and their corners from ``Yv``, which agree only to the rounding of the
+    whitening (``c - H mu`` and ``v - mu`` cancel where ``|mu|`` is large); for a region 1e-4 wide those 7e-15
+    moved the mass by 2.7e-10 (issue 14, ``[4, 16, 16, 5]``). Moving every facet by at most ``delta`` changes P by
+    at most ``delta int_dP phi dS`` (to first order). With the field ``(y - c) phi``, ``c`` the centre of a ball of
+    radius ``r`` in P (every facet at least ``r`` from c), the divergence theorem gives ``r int_dP phi dS <=
+    int_P (k - (y - c) . y) phi <= P (k + R min(R + |c|, diam)) + E[|y| (|y| + |c|); |y| > R]``, ``R`` = ``reach`` (the
+    window's reach, at most P's farthest vertex): c is the centre of the largest ball whose centre lies within
+    ``R`` of the mean (:func:`_inradius`). ``delta``: the largest misfit ``|Nrm_f . v - D_f|`` of a vertex within
+    ``R`` on its facet, at least ``4 eps R``. 0 for unbounded P (not covered; their slices are long and far)."""
+    from scipy.stats import chi2
+
+    M, k = prob.D.shape[0], prob.Nrm.shape[1]
     Yv = prob.Yv
-    rmax = np.linalg.norm(Yv, axis=2).max(axis=1)
-    diam = np.linalg.norm(Yv[0][:, None] - Yv[0][None], axis=2).max()
+    out = np.zeros(M)
+    if prob.Yr.size or not Yv.shape[1]:
+        return out
+    norms = np.linalg.norm(Yv, axis=2)
+    clipped = reach < norms.max(axis=1)  # else P lies within R: no tail term
+    R = np.where(clipped, reach, norms.max(axis=1))
     misfit = np.abs(np.einsum("fk,mvk->mvf", prob.Nrm, Yv) - prob.D[:, None, :])
-    misfit = np.where(prob.shape.inc[None], misfit, 0.0).max(axis=(1, 2))
-    delta = np.maximum(misfit, 4.0 * np.finfo(float).eps * (np.abs(prob.D).max(axis=1) + rmax))
-    return delta * (k + diam * rmax) / r
+    misfit = np.where(prob.shape.inc[None] & (norms <= R[:, None])[..., None], misfit, 0.0).max(axis=(1, 2))
+    delta = np.maximum(misfit, 4.0 * np.finfo(float).eps * R)
+    diam = np.linalg.norm(Yv[0][:, None] - Yv[0][None], axis=2).max()
+    for m in range(M):
+        c, r = _inradius(prob.Nrm, prob.D[m], R[m])
+        if not r > 0.0 or not np.isfinite(total[m]):
+            continue
+        cn = float(np.linalg.norm(c))
+        tail = k * chi2.sf(R[m] ** 2, k + 2) * (1.0 + cn / R[m]) if clipped[m] else 0.0  # E[|y|^2 + |c||y|; |y| > R]
+        out[m] = delta[m] * ((k + R[m] * min(R[m] + cn, diam)) + tail * np.exp(-total[m])) / r
+    return np.where(np.isfinite(out), out, np.inf)
 
 
-def _inradius(Nrm, D):
-    """The radius of the largest ball in ``{Nrm y <= D}`` (unit rows): ``max s`` subject to ``Nrm c + s <= D``
-    (scipy's HiGHS); 0 when the program fails."""
+def _inradius(Nrm, D, R):
+    """The centre (k,) and radius of the largest ball in ``{Nrm y <= D}`` (unit rows) whose centre lies in the box
+    ``|c_i| <= R``: ``max s`` subject to ``Nrm c + s <= D`` (scipy's HiGHS); radius 0 when the program fails."""
     from scipy.optimize import linprog
 
     F, k = Nrm.shape
     cost = np.zeros(k + 1)
     cost[-1] = -1.0
-    res = linprog(cost, A_ub=np.hstack([Nrm, np.ones((F, 1))]), b_ub=D, bounds=[(None, None)] * k + [(0.0, None)],
+    res = linprog(cost, A_ub=np.hstack([Nrm, np.ones((F, 1))]), b_ub=D, bounds=[(-R, R)] * k + [(0.0, None)],
                   method="highs")
-    return float(res.x[-1]) if res.status == 0 else 0.0
+    return (res.x[:k], float(res.x[-1])) if res.status == 0 else (np.zeros(k), 0.0)
 
 
 def _skipped_bound(pm, half, rule, lskip, total, M):
