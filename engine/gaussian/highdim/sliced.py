@@ -44,7 +44,10 @@ Before the S = 3 kernel, each slice's point closest to the mean (compiled, ~2 µ
 (:func:`_screened_kernel`; 15-40 % of a round's slices on the ``[4, 8, 8, 5]`` pairs).
 
 The relative error bar of a pair is ``(sum_panels |K15 - G7| + sum_nodes w f rel_3 + tails) / P``, with
-``rel_3`` the S = 3 solver's own bound for each slice, plus the skipped nodes' bounds. It is a validated bar,
+``rel_3`` the S = 3 solver's own bound for each slice (an estimate the kernel flags is never kept on its own bound:
+that bound leaves out the unresolved edge terms, :func:`_triage`), plus the skipped nodes' bounds, plus for bounded
+P the input's conditioning (:func:`input_conditioning`: the planes ``D`` and the corners ``Yv`` agree only to the
+whitening's rounding, which moves the mass of a region 1e-4 wide by ~1e-10). It is a validated bar,
 not a proof (the K - G difference bounds the Gauss rule's error when the integrand is resolved, which the tests
 check against exact rotated boxes, block-factorised decoders and mpmath).
 
