@@ -786,12 +786,12 @@ def input_conditioning(prob: _Problem, total, reach):
     the slices take their planes from ``D`` and their corners from ``Yv``, which agree only to the rounding of the
     whitening (``c - H mu`` and ``v - mu`` cancel where ``|mu|`` is large); for a region 1e-4 wide those 7e-15
     moved the mass by 2.7e-10 (issue 14, ``[4, 16, 16, 5]``). Moving every facet by at most ``delta`` changes P by
-    at most ``delta int_dP phi dS`` (to first order). With the field ``(y - c) phi``, ``c`` the centre of a ball of
-    radius ``r`` in P (every facet at least ``r`` from c), the divergence theorem gives ``r int_dP phi dS <=
-    int_P (k - (y - c) . y) phi <= P (k + R min(R + |c|, diam)) + E[|y| (|y| + |c|); |y| > R]``, ``R`` = ``reach`` (the
-    window's reach, at most P's farthest vertex): c is the centre of the largest ball whose centre lies within
-    ``R`` of the mean (:func:`_inradius`). ``delta``: the largest misfit ``|Nrm_f . v - D_f|`` of a vertex within
-    ``R`` on its facet, at least ``4 eps R``. 0 for unbounded P (not covered; their slices are long and far)."""
+    at most ``delta int_dP phi dS`` (to first order). With the field ``(y - c) phi``, ``c`` the centre of P's largest
+    ball (radius ``r``: every facet at least ``r`` from c, :func:`_inradius`), the divergence theorem gives
+    ``r int_dP phi dS <= int_P (k - (y - c) . y) phi <= P (k + R min(R + |c|, diam)) + E[|y| (|y| + |c|); |y| > R]``,
+    ``R`` = ``reach`` (M,) (the window's reach; the tail term only where P reaches beyond it). ``delta``: the largest
+    misfit ``|Nrm_f . v - D_f|`` of a vertex within ``R`` on its facet, at least ``4 eps R``. 0 for unbounded P (not
+    covered: a bound by the facets' ``phi(D_f)`` gave 2e6 on thin unbounded needles)."""
     from scipy.stats import chi2
 
     M, k = prob.D.shape[0], prob.Nrm.shape[1]
@@ -806,25 +806,26 @@ def input_conditioning(prob: _Problem, total, reach):
     misfit = np.where(prob.shape.inc[None] & (norms <= R[:, None])[..., None], misfit, 0.0).max(axis=(1, 2))
     delta = np.maximum(misfit, 4.0 * np.finfo(float).eps * R)
     diam = np.linalg.norm(Yv[0][:, None] - Yv[0][None], axis=2).max()
-    for m in range(M):
-        c, r = _inradius(prob.Nrm, prob.D[m], R[m])
-        if not r > 0.0 or not np.isfinite(total[m]):
-            continue
-        cn = float(np.linalg.norm(c))
-        tail = k * chi2.sf(R[m] ** 2, k + 2) * (1.0 + cn / R[m]) if clipped[m] else 0.0  # E[|y|^2 + |c||y|; |y| > R]
-        out[m] = delta[m] * ((k + R[m] * min(R[m] + cn, diam)) + tail * np.exp(-total[m])) / r
+    c0, r = _inradius(prob.Nrm, prob.D[0])
+    if not r > 0.0:
+        return out
+    cn = np.linalg.norm(c0[None] + (Yv[:, 0] - Yv[0, 0][None]), axis=1)  # the same ball for every point
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        tail = np.where(clipped, k * chi2.sf(R * R, k + 2) * (1.0 + cn / R) * np.exp(-total), 0.0)
+        out = delta * ((k + R * np.minimum(R + cn, diam)) + tail) / r
     return np.where(np.isfinite(out), out, np.inf)
 
 
-def _inradius(Nrm, D, R):
-    """The centre (k,) and radius of the largest ball in ``{Nrm y <= D}`` (unit rows) whose centre lies in the box
-    ``|c_i| <= R``: ``max s`` subject to ``Nrm c + s <= D`` (scipy's HiGHS); radius 0 when the program fails."""
+def _inradius(Nrm, D):
+    """The centre (k,) and radius of the largest ball in the bounded ``{Nrm y <= D}`` (unit rows): ``max s`` subject to
+    ``Nrm c + s <= D`` (scipy's HiGHS); radius 0 when the program fails. One program a region: the ball of one
+    point's coordinates is the others' translated."""
     from scipy.optimize import linprog
 
     F, k = Nrm.shape
     cost = np.zeros(k + 1)
     cost[-1] = -1.0
-    res = linprog(cost, A_ub=np.hstack([Nrm, np.ones((F, 1))]), b_ub=D, bounds=[(-R, R)] * k + [(0.0, None)],
+    res = linprog(cost, A_ub=np.hstack([Nrm, np.ones((F, 1))]), b_ub=D, bounds=[(None, None)] * k + [(0.0, None)],
                   method="highs")
     return (res.x[:k], float(res.x[-1])) if res.status == 0 else (np.zeros(k), 0.0)
 
