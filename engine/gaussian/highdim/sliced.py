@@ -786,14 +786,13 @@ def input_conditioning(prob: _Problem, total, reach):
     the slices take their planes from ``D`` and their corners from ``Yv``, which agree only to the rounding of the
     whitening (``c - H mu`` and ``v - mu`` cancel where ``|mu|`` is large); for a region 1e-4 wide those 7e-15
     moved the mass by 2.7e-10 (issue 14, ``[4, 16, 16, 5]``). Moving every facet by at most ``delta`` changes P by
-    at most ``delta int_dP phi dS`` (to first order). With the field ``(y - c) phi``, ``c`` the centre of P's largest
-    ball (radius ``r``: every facet at least ``r`` from c, :func:`_inradius`), the divergence theorem gives
+    at most ``delta int_dP phi dS`` (to first order). With the field ``(y - c) phi``, ``c`` the centre of a ball in P
+    (radius ``r``: every facet at least ``r`` from c; about the vertices' centroid, and P's largest, :func:`_inradius`,
+    where that gives more than ``CONDITIONING_LP``), the divergence theorem gives
     ``r int_dP phi dS <= int_P (k - (y - c) . y) phi <= P (k + R min(R + |c|, diam)) + E[|y| (|y| + |c|); |y| > R]``,
     ``R`` = ``reach`` (M,) (the window's reach; the tail term only where P reaches beyond it). ``delta``: the largest
     misfit ``|Nrm_f . v - D_f|`` of a vertex within ``R`` on its facet, at least ``4 eps R``. 0 for unbounded P (not
     covered: a bound by the facets' ``phi(D_f)`` gave 2e6 on thin unbounded needles)."""
-    from scipy.stats import chi2
-
     M, k = prob.D.shape[0], prob.Nrm.shape[1]
     Yv = prob.Yv
     out = np.zeros(M)
@@ -806,10 +805,26 @@ def input_conditioning(prob: _Problem, total, reach):
     misfit = np.where(prob.shape.inc[None] & (norms <= R[:, None])[..., None], misfit, 0.0).max(axis=(1, 2))
     delta = np.maximum(misfit, 4.0 * np.finfo(float).eps * R)
     diam = np.linalg.norm(Yv[0][:, None] - Yv[0][None], axis=2).max()
-    c0, r = _inradius(prob.Nrm, prob.D[0])
+    cen = Yv[0].mean(axis=0)  # first the ball about the vertices' centroid (no program; within k + 1 of the largest
+    out = _conditioning_term(cen, float(np.min(prob.D[0] - prob.Nrm @ cen)), (Yv, R, clipped, delta, diam, total, k))
+    if np.any(out > CONDITIONING_LP):  # then P's largest ball, where the term may matter
+        c0, r = _inradius(prob.Nrm, prob.D[0])
+        out = np.minimum(out, _conditioning_term(c0, r, (Yv, R, clipped, delta, diam, total, k)))
+    return out
+
+
+CONDITIONING_LP = 1e-11  # input_conditioning's terms above this (relative) are recomputed with P's largest ball
+
+
+def _conditioning_term(c0, r, data):
+    """:func:`input_conditioning`'s bound for the ball of centre ``c0`` (in point 0's coordinates) and radius r (the
+    same ball for every point, translated); inf where ``r <= 0``."""
+    from scipy.stats import chi2
+
+    Yv, R, clipped, delta, diam, total, k = data
     if not r > 0.0:
-        return out
-    cn = np.linalg.norm(c0[None] + (Yv[:, 0] - Yv[0, 0][None]), axis=1)  # the same ball for every point
+        return np.full(R.shape, np.inf)
+    cn = np.linalg.norm(c0[None] + (Yv[:, 0] - Yv[0, 0][None]), axis=1)
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         tail = np.where(clipped, k * chi2.sf(R * R, k + 2) * (1.0 + cn / R) * np.exp(-total), 0.0)
         out = delta * ((k + R * np.minimum(R + cn, diam)) + tail) / r
