@@ -44,7 +44,10 @@ Before the S = 3 kernel, each slice's point closest to the mean (compiled, ~2 µ
 (:func:`_screened_kernel`; 15-40 % of a round's slices on the ``[4, 8, 8, 5]`` pairs).
 
 The relative error bar of a pair is ``(sum_panels |K15 - G7| + sum_nodes w f rel_3 + tails) / P``, with
-``rel_3`` the S = 3 solver's own bound for each slice, plus the skipped nodes' bounds. It is a validated bar,
+``rel_3`` the S = 3 solver's own bound for each slice (an estimate the kernel flags is never kept on its own bound:
+that bound leaves out the unresolved edge terms, :func:`_triage`), plus the skipped nodes' bounds, plus for bounded
+P the input's conditioning (:func:`input_conditioning`: the planes ``D`` and the corners ``Yv`` agree only to the
+whitening's rounding, which moves the mass of a region 1e-4 wide by ~1e-10). It is a validated bar,
 not a proof (the K - G difference bounds the Gauss rule's error when the integrand is resolved, which the tests
 check against exact rotated boxes, block-factorised decoders and mpmath).
 
@@ -625,7 +628,7 @@ def _triage(first, est, where, weights, moments, out):
     contrib[where] = qlw[where] + logphi[where] + est
     total = np.logaddexp(known, _group_lse(pidx, contrib, known.size))
     share, lws = _shares(qlw[where] + logphi[where], est, total[pidx[where]], tol[pidx[where]], moments)
-    light = _light(est, first.rel, share, tol[pidx[where]], moments) & ~done
+    light = _light(est, first.rel, share, tol[pidx[where]], moments) & ~done & ~first.flagged
     lm[where] = np.where(light | done, est, -np.inf)
     rel[where] = first.rel
     return done, light, ~done & ~light, lws
@@ -646,8 +649,10 @@ def _shares(lwq, est, total, tol, moments):
 
 
 def _light(est, rel, share, tol, moments):
-    """Slices too light to matter: they keep the kernel's first estimate and bound, whatever its flag, when that
-    bound times their share is within ``SLICE_SHARE`` of the pair's tolerance (it enters the pair's bar). With
+    """Slices too light to matter: they keep the kernel's first estimate and bound, when that bound times their share
+    is within ``SLICE_SHARE`` of the pair's tolerance (it enters the pair's bar; :func:`_triage` takes only the
+    estimates the kernel does not flag: a flagged one's bound leaves out its unresolved edge terms, and the tips of
+    a tiny box's slices at a vertex height came out 1e2-2e8 times their mass under bounds of 1e-3, issue 14). With
     moments, only up to a share ``LIGHT_SHARE_MOMENTS tol / DEFAULT_TOL`` (their mean: the slice's point closest
     to the origin, no spread; a pair of tolerance ``tol > DEFAULT_TOL`` has posterior weight ``<= 1e-13 / tol``
     (:func:`pair_tolerances`), so what that changes in the posterior moments is below ``1e-11`` of a spread), and
@@ -707,14 +712,21 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
     same whitened coordinates; no lineality). ``tol`` (M,) or scalar: relative mass error aimed at per point
     (``DEFAULT_TOL``); the bar is reported whether or not it is met. ``closest`` (M, 4): the closest points of P
     to the origin when the caller has them (:func:`closest_distance`). ``direction`` (4,): the unit slicing direction
-    for every point (default :func:`_directions`; ``sliver.bounded_direction`` gives one with bounded slices)."""
+    for every point (default: :func:`_directions`, or for unbounded P ``sliver.bounded_direction`` where the default's
+    margin is below ``sliver.GOOD_MARGIN``: the long region of issue 14, 650 times longer slices along the default
+    direction, took 17 s there instead of 6 ms)."""
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     M = D.shape[0]
     tol = np.broadcast_to(np.asarray(DEFAULT_TOL if tol is None else tol, dtype=np.float64), (M,))
     Nrm = np.asarray(Nrm, dtype=np.float64)
     if closest is None:
         closest, _ = closest_distance(Nrm, D)
-    prob = _Problem(Nrm, D, Yv, np.asarray(Yr, dtype=np.float64).reshape(-1, 4), closest, direction)
+    Yr = np.asarray(Yr, dtype=np.float64).reshape(-1, 4)
+    if direction is None and Yr.size:  # unbounded: slices bounded and not much longer than P (sliver)
+        from .sliver import bounded_direction
+
+        direction = bounded_direction(Yr, _directions(closest[:1])[0])
+    prob = _Problem(Nrm, D, Yv, Yr, closest, direction)
     r = np.linalg.norm(closest, axis=1)
     A_full, B_full = _window(prob.lo, prob.hi, r)
     A, B = _window(prob.lo, prob.hi, r, _inner_width(tol))
@@ -764,9 +776,73 @@ def sliced_moments(Nrm, D, Yv, Yr, *, moments: int = 2, tol=None, accuracy: str 
                                   _gauss_tails(A, B, prob.lo, prob.hi)) - total)
         skipped = _skipped_bound(pm_all, half_all, rule_all, allv[8], total, M)
         rounding = 64.0 * np.finfo(float).eps * (1.0 + np.abs(total))  # the log's rounding
-        rel = err + slice_err + tails + skipped + rounding
+        rel = err + slice_err + tails + skipped + rounding + input_conditioning(prob, total, np.hypot(r, WINDOW))
     rel = np.where(np.isfinite(total), rel, np.where(np.isfinite(rel), 0.0, np.inf))
     return total, mean, cov, np.where(np.isnan(rel), np.inf, rel)
+
+
+def input_conditioning(prob: _Problem, total, reach):
+    """(M,) relative change of the mass (log ``total`` (M,)) that the rounding of the inputs can make, for bounded P:
+    the slices take their planes from ``D`` and their corners from ``Yv``, which agree only to the rounding of the
+    whitening (``c - H mu`` and ``v - mu`` cancel where ``|mu|`` is large); for a region 1e-4 wide those 7e-15
+    moved the mass by 2.7e-10 (issue 14, ``[4, 16, 16, 5]``). Moving every facet by at most ``delta`` changes P by
+    at most ``delta int_dP phi dS`` (to first order). With the field ``(y - c) phi``, ``c`` the centre of a ball in P
+    (radius ``r``: every facet at least ``r`` from c; about the vertices' centroid, and P's largest, :func:`_inradius`,
+    where that gives more than ``CONDITIONING_LP``), the divergence theorem gives
+    ``r int_dP phi dS <= int_P (k - (y - c) . y) phi <= P (k + R min(R + |c|, diam)) + E[|y| (|y| + |c|); |y| > R]``,
+    ``R`` = ``reach`` (M,) (the window's reach; the tail term only where P reaches beyond it). ``delta``: the largest
+    misfit ``|Nrm_f . v - D_f|`` of a vertex within ``R`` on its facet, at least ``4 eps R``. 0 for unbounded P (not
+    covered: a bound by the facets' ``phi(D_f)`` gave 2e6 on thin unbounded needles)."""
+    M, k = prob.D.shape[0], prob.Nrm.shape[1]
+    Yv = prob.Yv
+    out = np.zeros(M)
+    if prob.Yr.size or not Yv.shape[1]:
+        return out
+    norms = np.linalg.norm(Yv, axis=2)
+    clipped = reach < norms.max(axis=1)  # else P lies within R: no tail term
+    R = np.where(clipped, reach, norms.max(axis=1))
+    misfit = np.abs(np.einsum("fk,mvk->mvf", prob.Nrm, Yv) - prob.D[:, None, :])
+    misfit = np.where(prob.shape.inc[None] & (norms <= R[:, None])[..., None], misfit, 0.0).max(axis=(1, 2))
+    delta = np.maximum(misfit, 4.0 * np.finfo(float).eps * R)
+    diam = np.linalg.norm(Yv[0][:, None] - Yv[0][None], axis=2).max()
+    cen = Yv[0].mean(axis=0)  # first the ball about the vertices' centroid (no program; within k + 1 of the largest
+    out = _conditioning_term(cen, float(np.min(prob.D[0] - prob.Nrm @ cen)), (Yv, R, clipped, delta, diam, total, k))
+    if np.any(out > CONDITIONING_LP):  # then P's largest ball, where the term may matter
+        c0, r = _inradius(prob.Nrm, prob.D[0])
+        out = np.minimum(out, _conditioning_term(c0, r, (Yv, R, clipped, delta, diam, total, k)))
+    return out
+
+
+CONDITIONING_LP = 1e-11  # input_conditioning's terms above this (relative) are recomputed with P's largest ball
+
+
+def _conditioning_term(c0, r, data):
+    """:func:`input_conditioning`'s bound for the ball of centre ``c0`` (in point 0's coordinates) and radius r (the
+    same ball for every point, translated); inf where ``r <= 0``."""
+    from scipy.stats import chi2
+
+    Yv, R, clipped, delta, diam, total, k = data
+    if not r > 0.0:
+        return np.full(R.shape, np.inf)
+    cn = np.linalg.norm(c0[None] + (Yv[:, 0] - Yv[0, 0][None]), axis=1)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        tail = np.where(clipped, k * chi2.sf(R * R, k + 2) * (1.0 + cn / R) * np.exp(-total), 0.0)
+        out = delta * ((k + R * np.minimum(R + cn, diam)) + tail) / r
+    return np.where(np.isfinite(out), out, np.inf)
+
+
+def _inradius(Nrm, D):
+    """The centre (k,) and radius of the largest ball in the bounded ``{Nrm y <= D}`` (unit rows): ``max s`` subject to
+    ``Nrm c + s <= D`` (scipy's HiGHS); radius 0 when the program fails. One program a region: the ball of one
+    point's coordinates is the others' translated."""
+    from scipy.optimize import linprog
+
+    F, k = Nrm.shape
+    cost = np.zeros(k + 1)
+    cost[-1] = -1.0
+    res = linprog(cost, A_ub=np.hstack([Nrm, np.ones((F, 1))]), b_ub=D, bounds=[(None, None)] * k + [(0.0, None)],
+                  method="highs")
+    return (res.x[:k], float(res.x[-1])) if res.status == 0 else (np.zeros(k), 0.0)
 
 
 def _skipped_bound(pm, half, rule, lskip, total, M):

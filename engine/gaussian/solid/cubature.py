@@ -148,6 +148,9 @@ _HI_PTS, _HI_LW = np.ascontiguousarray(_CUB_HI[0]), np.log(_CUB_HI[1])
 _LO_PTS, _LO_LW = np.ascontiguousarray(_CUB_LO[0]), np.log(_CUB_LO[1])
 ADAPTIVE_MAX_TETS = 1024  # tetrahedra per region at most (bisections of the worst ones until the bar is met)
 _SPLIT_SHARE = 0.25  # each round bisects every tetrahedron whose share of the excess is at least this of the worst's
+RESOLVED_SPAN = 12.0  # a tetrahedron's rules are trusted where its log density varies by at most this (diam |y|_max,
+# CUBATURE_SPAN's scale); beyond it both rules can miss a peak at a corner and agree on a wrong value (issue 14: a
+# slice 400 long with its mass within ~1 of one end, 1.7e-2 off under a bar of 8e-13)
 
 
 @_jit
@@ -352,9 +355,88 @@ def _excess(hi, lo, moments, rel_max, mom_max):
 
 
 @_jit
-def _badness(hi, lo, tot, rel_max, mom_max):
+def _distance_below(T, t, rmax):
+    """A lower bound on the distance from the origin to tetrahedron t of ``T``: the largest of the origin's
+    distances beyond a face plane, and of ``min_a v_a . c / |c|`` (``c`` the centroid: the tetrahedron lies beyond the
+    plane through that point perpendicular to ``c``); 0 when neither separates."""
+    best = 0.0
+    c = np.zeros(3)
+    for a in range(4):
+        for q in range(3):
+            c[q] += 0.25 * T[t, a, q]
+    cn = math.sqrt(c[0] ** 2 + c[1] ** 2 + c[2] ** 2)
+    if cn > 0.0:
+        low = rmax
+        for a in range(4):
+            low = min(low, (T[t, a, 0] * c[0] + T[t, a, 1] * c[1] + T[t, a, 2] * c[2]) / cn)
+        best = max(best, low)
+    for drop in range(4):
+        i, j, k = (drop + 1) % 4, (drop + 2) % 4, (drop + 3) % 4
+        u = T[t, j] - T[t, i]
+        v = T[t, k] - T[t, i]
+        n0, n1, n2 = u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0]
+        nn = math.sqrt(n0 * n0 + n1 * n1 + n2 * n2)
+        if nn == 0.0:
+            continue
+        side = n0 * (T[t, drop, 0] - T[t, i, 0]) + n1 * (T[t, drop, 1] - T[t, i, 1]) + n2 * (T[t, drop, 2] - T[t, i, 2])
+        out = -(n0 * T[t, i, 0] + n1 * T[t, i, 1] + n2 * T[t, i, 2])  # n . (0 - v_i)
+        if side < 0.0 and out > 0.0:
+            best = max(best, out / nn)
+        elif side > 0.0 and out < 0.0:
+            best = max(best, -out / nn)
+    return min(best, rmax)
+
+
+@_jit
+def _unresolved(T, t, info):
+    """Tetrahedron t of ``T``: into ``info[t]`` the log of a bound on its mass, ``vol phi_3(d)`` (``d``:
+    :func:`_distance_below`), 1.0 where its log density varies by more than ``RESOLVED_SPAN`` (by at most
+    ``min(diam rmax, (rmax^2 - d^2) / 2)``, ``rmax = max_a |v_a|``: its two rules are not trusted, its bound counts as
+    error, :func:`_unresolved_excess`, and it is bisected until resolved or negligible), and ``rmax``."""
+    diam, rmax = 0.0, 0.0
+    for a in range(4):
+        rmax = max(rmax, math.sqrt(T[t, a, 0] ** 2 + T[t, a, 1] ** 2 + T[t, a, 2] ** 2))
+        for b in range(a + 1, 4):
+            diam = max(diam, math.sqrt((T[t, a, 0] - T[t, b, 0]) ** 2 + (T[t, a, 1] - T[t, b, 1]) ** 2
+                                       + (T[t, a, 2] - T[t, b, 2]) ** 2))
+    u = T[t, 1] - T[t, 0]
+    v = T[t, 2] - T[t, 0]
+    w = T[t, 3] - T[t, 0]
+    vol = abs(u[0] * (v[1] * w[2] - v[2] * w[1]) - u[1] * (v[0] * w[2] - v[2] * w[0])
+              + u[2] * (v[0] * w[1] - v[1] * w[0])) / 6.0
+    d = _distance_below(T, t, rmax)
+    info[t, 0] = (math.log(vol) if vol > 0.0 else -np.inf) - 0.5 * d * d - 3.0 * _LOG_SQRT_2PI_F
+    info[t, 1] = 1.0 if min(diam * rmax, 0.5 * (rmax - d) * (rmax + d)) > RESOLVED_SPAN else 0.0
+    info[t, 2] = rmax
+
+
+@_jit
+def _unresolved_excess(info, n, hi, extra):
+    """The unresolved tetrahedra's bounds (``info`` of :func:`_unresolved`) relative to the region's combined ``hi``
+    into ``extra`` (3,): on the mass (the rules' value on a tetrahedron lies between 0 and its bound, so their sum
+    bounds the error), the mean and the covariance (a share ``s`` at distance ``<= rmax`` moves them by at most
+    ``s (rmax + |m|)`` and ``s (rmax + |m|)^2``), in units of the spread like :func:`_excess`."""
+    extra[:] = 0.0
+    if not np.isfinite(hi[0]):
+        return
+    tr = max(hi[4] + hi[8] + hi[12], 1e-300)
+    mn = math.sqrt(hi[1] ** 2 + hi[2] ** 2 + hi[3] ** 2)
+    for t in range(n):
+        if info[t, 1] > 0.5:
+            s = math.exp(info[t, 0] - hi[0])
+            extra[0] += s
+            extra[1] += s * (info[t, 2] + mn) / math.sqrt(tr)
+            extra[2] += s * (info[t, 2] + mn) ** 2 / tr
+
+@_jit
+def _badness(hi, lo, tot, rel_max, mom_max, info_t):
     """A tetrahedron's share of the region's disagreement (``hi``, ``lo`` (13,) its two rules; ``tot`` the region's
-    combined ``hi``), in units of the thresholds: which tetrahedra to bisect."""
+    combined ``hi``), in units of the thresholds: which tetrahedra to bisect; an unresolved one (``info_t``,
+    :func:`_unresolved`) counts with its whole bound."""
+    if info_t[1] > 0.5:
+        s = math.exp(info_t[0] - tot[0])
+        tr = max(tot[4] + tot[8] + tot[12], 1e-300)
+        return s / rel_max + s * (info_t[2] + math.sqrt(tot[1] ** 2 + tot[2] ** 2 + tot[3] ** 2)) ** 2 / tr / mom_max
     if hi[0] == -np.inf and lo[0] == -np.inf:
         return 0.0
     wh, wl = math.exp(hi[0] - tot[0]), math.exp(lo[0] - tot[0])
@@ -392,7 +474,7 @@ def _adaptive_one(g, r, given, moments, tols, rules, work, out):
     cap is reached. ``out`` (15,): combined degree-19 values (13), the mass bar, ``good`` (1.0 / 0.0)."""
     hp, hw, lp, lw = rules
     rel_max, mom_max = tols
-    T, res_hi, res_lo = work
+    T, res_hi, res_lo, info = work
     y, f = np.empty((max(hp.shape[0], lp.shape[0]), 3)), np.empty(max(hp.shape[0], lp.shape[0]))
     out[:] = 0.0
     out[0], out[13] = -np.inf, np.inf
@@ -402,13 +484,16 @@ def _adaptive_one(g, r, given, moments, tols, rules, work, out):
     for t in range(n):
         _tet_moments(T[t], hp, hw, y, f, res_hi[t])
         _tet_moments(T[t], lp, lw, y, f, res_lo[t])
-    hi, lo, bad = np.empty(13), np.empty(13), np.empty(T.shape[0])
+        _unresolved(T, t, info)
+    hi, lo, bad, extra = np.empty(13), np.empty(13), np.empty(T.shape[0]), np.empty(3)
     while True:
         _combine(res_hi, n, hi)
         _combine(res_lo, n, lo)
-        rel, dm, dc, ok = _excess(hi, lo, moments, rel_max, mom_max)
+        _unresolved_excess(info, n, hi, extra)
+        rel, dm, dc, ok = _excess(hi, lo, moments, rel_max - extra[0], mom_max)
+        ok = ok and (moments < 1 or dm + extra[1] <= mom_max) and (moments < 2 or dc + extra[2] <= mom_max)
         out[:13] = hi
-        out[13] = rel
+        out[13] = rel + extra[0]
         if ok:
             out[14] = 1.0
             return
@@ -416,7 +501,7 @@ def _adaptive_one(g, r, given, moments, tols, rules, work, out):
             return
         worst = 0.0
         for t in range(n):
-            bad[t] = _badness(res_hi[t], res_lo[t], hi, rel_max, mom_max)
+            bad[t] = _badness(res_hi[t], res_lo[t], hi, rel_max, mom_max, info[t])
             worst = max(worst, bad[t])
         m = n
         for t in range(n):
@@ -425,6 +510,7 @@ def _adaptive_one(g, r, given, moments, tols, rules, work, out):
                 for s in (t, m):
                     _tet_moments(T[s], hp, hw, y, f, res_hi[s])
                     _tet_moments(T[s], lp, lw, y, f, res_lo[s])
+                    _unresolved(T, s, info)
                 m += 1
         if m == n:  # nothing to bisect (a NaN): not resolved
             return
@@ -435,11 +521,11 @@ def _adaptive_one(g, r, given, moments, tols, rules, work, out):
 def _adaptive_rows(start, stop, g, rows, ends, loosen, moments, rules, out):
     cap = ADAPTIVE_MAX_TETS
     T = np.empty((cap, 4, 3))
-    res_hi, res_lo = np.empty((cap, 13)), np.empty((cap, 13))
+    res_hi, res_lo, info = np.empty((cap, 13)), np.empty((cap, 13)), np.empty((cap, 3))
     for p in range(start, stop):
         given = ends[p] if ends.shape[0] else ends[:0, 0]
         _adaptive_one(g, rows[p], given, moments, (FALLBACK_REL * loosen[p], MOMENT_TOL * loosen[p]), rules,
-                      (T, res_hi, res_lo), out[p])
+                      (T, res_hi, res_lo, info), out[p])
 
 
 def adaptive_cubature(arrays, rows, loosen, moments: int = 2, ends=None):
