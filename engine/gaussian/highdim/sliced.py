@@ -1103,6 +1103,50 @@ def _settle_deferred(args, kw, lws, log_vol, spent):
     return lm, my, cy, rel, skip
 
 
+REGIONS_PER_ROUND = 512  # regions whose cones run together in worker threads before their results are filed
+
+
+def _region_cones(req, geo, pr_all, pn_all, r, budget):
+    """Region r's pairs in :func:`sliced_batch` up to the cones: ``None`` when every pair is negligible, else
+    ``(rows, lws, kw, lm, mean, cov, rel, left)`` for the rows kept (``left``: ``(rows the cones leave, their inputs)``
+    for :func:`_settle_deferred`, or ``None``). Reads ``geo``'s per-region caches for r only (flags, volume), so
+    regions can run in separate threads."""
+    rows = pn_all[pr_all == r]
+    if budget:  # the volume bound too (slivers: ~20 nats below Q(|y*|)), so light slivers get loose tolerances
+        Nrm, D, Yv, Yr = geo.whitened(r, req.means[r, rows])
+        closest, log_upper = _closest_bounds(Nrm, D, Yv, Yr, geo.log_volumes([r])[0])
+    else:
+        Nrm, D, Yv, Yr = whitened(req.polytopes[r], geo.chol[r], req.means[r, rows])
+        closest, log_upper = closest_distance(Nrm, D)
+    lws = req.weight_scale(np.full(rows.size, r), rows)
+    skip, tol = pair_tolerances(lws, log_upper)
+    go = ~skip
+    if not np.any(go):
+        return None
+    kw = dict(moments=req.moments, tol=tol[go], accuracy=req.accuracy, closest=closest[go], rng=req.rng)
+    lm, my, cy, rel, _ = cones_first(_deferred if budget else with_fallback, Nrm, D[go], Yv[go], Yr,
+                                     shape=_shape_of(geo, r), **kw)  # issue 14: cones first
+    left = np.nonzero(np.isnan(lm))[0] if budget else np.zeros(0, dtype=np.intp)
+    leftover = (left, (Nrm, D[go][left], Yv[go][left], Yr)) if left.size else None
+    return rows[go], None if lws is None else lws[go], kw, lm, my, cy, rel, leftover
+
+
+def _file_region(req, geo, res, store, r, out, spent):
+    """:func:`sliced_batch`'s filing of region r's results ``out`` (:func:`_region_cones`): the pairs the cones left
+    skipped or sliced by :func:`_settle_deferred` (in region order: ``spent`` accumulates), then ``store``."""
+    rows, lws, kw, lm, my, cy, rel, leftover = out
+    if leftover is not None:
+        left, (Nrm, D, Yv, Yr) = leftover
+        sub = {**kw, "tol": kw["tol"][left], "closest": kw["closest"][left], "rows": rows[left]}
+        settled = _settle_deferred((Nrm, D, Yv, Yr), sub, lws[left], geo.log_volumes([r])[0], spent)
+        lm[left], rel[left] = settled[0], settled[3]
+        if my is not None:
+            my[left] = settled[1]
+        if cy is not None:
+            cy[left] = settled[2]
+    store(res, req, geo.chol[r], r, rows, lm, my, cy, rel)
+
+
 def sliced_batch(req, geo, res, store):
     """S = 4, ``method="auto"``: every needed (region, point) pair of the regular regions by the cones first
     (``cones.cones_first``), then :func:`sliced_moments` (vectorised over the points of a region) for the pairs they
@@ -1110,37 +1154,28 @@ def sliced_batch(req, geo, res, store):
     with weights (``req.log_weight_scale``), pairs the cones leave are skipped within ``FLAGGED_BUDGET``
     (:func:`_settle_deferred`; ``res.skipped``: (N,) log of their summed bounds relative to the weight scale's
     lower bound of p(x), -inf: none). ``store(res, req, chol, r, rows, lm, mean, cov, rel)`` files whitened
-    results. Returns the regions left to the per-region path."""
+    results. Returns the regions left to the per-region path.
+
+    With weights, the cones of ``REGIONS_PER_ROUND`` regions at a time run in worker threads (each region alone: the
+    compiled passes release the GIL), and their results are filed in region order, so the bits do not depend on the
+    thread count; without weights the pairs the cones leave are sliced at once (``with_fallback``, which may draw
+    from ``req.rng``), region by region in this thread."""
+    from .cones5 import _map_regions
+
     pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
     spent = np.full(req.shape[1], -np.inf)
     budget = req.log_weight_scale is not None and hasattr(geo, "log_volumes")
-    for r in np.unique(pr_all):
-        rows = pn_all[pr_all == r]
-        if budget:  # the volume bound too (slivers: ~20 nats below Q(|y*|)), so light slivers get loose tolerances
-            Nrm, D, Yv, Yr = geo.whitened(r, req.means[r, rows])
-            closest, log_upper = _closest_bounds(Nrm, D, Yv, Yr, geo.log_volumes([r])[0])
+    regions = np.unique(pr_all).tolist()
+    step = REGIONS_PER_ROUND if budget else 1
+    for start in range(0, len(regions), step):
+        chunk = regions[start:start + step]
+        if budget:
+            outs = _map_regions(lambda r: _region_cones(req, geo, pr_all, pn_all, r, budget), chunk)
         else:
-            Nrm, D, Yv, Yr = whitened(req.polytopes[r], geo.chol[r], req.means[r, rows])
-            closest, log_upper = closest_distance(Nrm, D)
-        lws = req.weight_scale(np.full(rows.size, r), rows)
-        skip, tol = pair_tolerances(lws, log_upper)
-        go = ~skip
-        if not np.any(go):
-            continue
-        kw = dict(moments=req.moments, tol=tol[go], accuracy=req.accuracy, closest=closest[go], rng=req.rng)
-        lm, my, cy, rel, _ = cones_first(_deferred if budget else with_fallback, Nrm, D[go], Yv[go], Yr,
-                                         shape=_shape_of(geo, r), **kw)  # issue 14: cones first
-        left = np.nonzero(np.isnan(lm))[0] if budget else np.zeros(0, dtype=np.intp)
-        if left.size:
-            sub = {**kw, "tol": kw["tol"][left], "closest": kw["closest"][left], "rows": rows[go][left]}
-            out = _settle_deferred((Nrm, D[go][left], Yv[go][left], Yr), sub, lws[go][left],
-                                   geo.log_volumes([r])[0], spent)
-            lm[left], rel[left] = out[0], out[3]
-            if my is not None:
-                my[left] = out[1]
-            if cy is not None:
-                cy[left] = out[2]
-        store(res, req, geo.chol[r], r, rows[go], lm, my, cy, rel)
+            outs = [_region_cones(req, geo, pr_all, pn_all, r, budget) for r in chunk]
+        for r, out in zip(chunk, outs, strict=True):
+            if out is not None:
+                _file_region(req, geo, res, store, r, out, spent)
     if budget:
         res.skipped = spent
     res.has_error[geo.ok] = True
