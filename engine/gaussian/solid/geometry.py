@@ -159,13 +159,13 @@ def _region_edges(Nrm, cn):
     }
 
 
-PLAIN_REL = 1e-12  # a plain-float geometry coefficient within this of its Dot2 value is kept (the same bits)
+PLAIN_REL = 64.0 * 2.0 ** -52  # a plain geometry coefficient this close to its Dot2 value is kept (the same bits)
 
 
 def _unless_inaccurate(plain, acc):
-    """``plain`` where it agrees with the Dot2 value ``acc`` to ``PLAIN_REL`` (both then a few ulps from exact: the
-    S = 3 bits are those of the plain formulas), else ``acc`` -- plain dot products of (nearly) orthogonal rows that
-    cancel to ~1e-16 and lost most of their digits."""
+    """``plain`` where it agrees with the Dot2 value ``acc`` to ``PLAIN_REL`` (both then within ~66 eps of exact, as
+    ``solid.kernel.GEOM_ULPS`` assumes, and the S = 3 bits are those of the plain formulas), else ``acc``: plain dot
+    products of (nearly) orthogonal rows that cancel to ~1e-16 and lost their digits, or an ill-conditioned inverse."""
     return np.where(np.abs(plain - acc) <= PLAIN_REL * np.abs(acc), plain, acc)
 
 

@@ -97,6 +97,60 @@ def _term_err(lt):
     return lt + math.log(EDGE_ULPS * _EPS_F * (1.0 + abs(lt))) if lt > -_INF else -_INF
 
 
+GEOM_ULPS = 16.0  # rounding of an edge's in-plane distance or end, in eps times its summands (measured: the kernel's
+# error near a vertex is <= 4 eps times the bound below with 1 eps, rotated and generic polytopes, against the slices)
+GEOM_AMP = 64.0  # ... counted where the Cauchy kernel amplifies it beyond this (a vertex within |D| / 64 of a foot);
+# below, the edge terms' validated EDGE_ULPS bar covers it (and the bits of the bar stay those it always had)
+
+
+@_jit
+def _end_sensitivity(h, a, sa, s, ss, R2, cone):
+    """log of ``GEOM_ULPS eps |f(s)| (a ss + |s| sa) / (a^2 + s^2)``: the endpoint parts of an edge term's derivatives
+    in its end ``s`` and in its in-plane distance ``a``, times their rounding (``ss``, ``sa``: the sums of the
+    magnitudes they are computed from); ``f`` the integrand's smooth factor, ``h Q(rho) / (2 pi rho)`` for the cone
+    term (``cone``), ``e^{-(a^2 + s^2)/2} / 2 pi`` for the Owen-T term. -inf unless amplified beyond ``GEOM_AMP``.
+
+    Near a vertex within ``delta`` of a foot (``a``, ``s`` ~ ``delta``) the Cauchy kernel ``a / (a^2 + s^2)`` makes a
+    term's rounding-level geometry error ~eps |D| / delta relative, and the signed sum does not cancel it (each
+    edge's geometry is rounded on its own): this bounds it, so that such pairs get an honest bar or the fallback."""
+    if not abs(s) < _INF:
+        return -_INF
+    q = a * a + s * s
+    w = a * ss + abs(s) * sa
+    if not w > GEOM_AMP * q:
+        return -_INF
+    if cone:
+        if h == 0.0:
+            return -_INF
+        rho = math.sqrt(R2 + s * s)
+        lf = math.log(h) + _log_q(rho) - math.log(rho)
+    else:
+        lf = -0.5 * q
+    return lf - _LOG_2PI_F + math.log(GEOM_ULPS * _EPS_F) + (math.log(w) - math.log(q) if q > 0.0 else _INF)
+
+
+@_jit
+def _edge_sensitivity(g, r, wk, k, side, cone):
+    """log bound of the geometry-rounding error of side ``side`` (facet i: 0, j: 1) of edge k's cone (``cone``) or
+    Owen-T term: :func:`_end_sensitivity` at both ends (``e = (d_j - c d_i) / sn``, ``s = (D_k - a d_i - b d_j) / g``:
+    the sums of their summands' magnitudes)."""
+    F = g.Nrm.shape[1]
+    D, wf = wk.wf[0, :F], wk.wf
+    i, j = g.ei[r, k], g.ej[r, k]
+    di, dj = D[i], D[j]
+    sa = (abs(dj) + abs(g.c[r, k] * di) if side == 0 else abs(di) + abs(g.c[r, k] * dj)) / g.sn[r, k]
+    h = abs(di) if side == 0 else abs(dj)
+    a = abs(wf[1 + side, k])
+    out = -_INF
+    if g.has_hi[r, k]:
+        ss = (abs(D[g.khi[r, k]]) + abs(g.ah[r, k] * di) + abs(g.bh[r, k] * dj)) / abs(g.gh[r, k])
+        out = _lse_pair(out, _end_sensitivity(h, a, sa, wf[4, k], ss, wf[5, k], cone))
+    if g.has_lo[r, k]:
+        ss = (abs(D[g.klo[r, k]]) + abs(g.al[r, k] * di) + abs(g.bl[r, k] * dj)) / abs(g.gl[r, k])
+        out = _lse_pair(out, _end_sensitivity(h, a, sa, wf[3, k], ss, wf[5, k], cone))
+    return out
+
+
 class _Work(NamedTuple):
     """Per-thread scratch of the kernel: ``wf`` (13, max(F, E, 5)) floats, ``wb`` (4, max(F, E, 5)) flags, ``vals``
     (E, 5) the logs of each edge's five integrals."""
@@ -217,7 +271,7 @@ def _mass(g, r, wk, inside):
                 pos = _lse_pair(pos, lc)
             elif sg < 0.0:
                 neg = _lse_pair(neg, lc)
-            err = _lse_pair(err, _term_err(lc))
+            err = _lse_pair(_lse_pair(err, _term_err(lc)), _edge_sensitivity(g, r, wk, k, side, True))
     return pos, neg, err, flagged
 
 
@@ -258,7 +312,7 @@ def _facet_masses(g, r, wk, log_mass):
                 fneg[f] = _lse_pair(fneg[f], lb)
             else:
                 fpos[f] = _lse_pair(fpos[f], lb)
-            ferr[f] = _lse_pair(ferr[f], _term_err(lb))
+            ferr[f] = _lse_pair(_lse_pair(ferr[f], _term_err(lb)), _edge_sensitivity(g, r, wk, k, side, False))
     return True
 
 
