@@ -98,7 +98,8 @@ def _term_err(lt):
 
 
 GEOM_ULPS = 16.0  # rounding of an edge's in-plane distance or end, in eps times its summands (measured: the kernel's
-# error near a vertex is <= 4 eps times the bound below with 1 eps, rotated and generic polytopes, against the slices)
+# error near a vertex came to <= 4 times the bound below computed with 1 eps: 160 generic polytope cases against the
+# per-region slices, tests/test_s3_near_facet.py; 16 leaves a factor 4)
 GEOM_AMP = 64.0  # ... counted where the Cauchy kernel amplifies it beyond this (a vertex within |D| / 64 of a foot);
 # below, the edge terms' validated EDGE_ULPS bar covers it (and the bits of the bar stay those it always had)
 
