@@ -140,17 +140,85 @@ def _region_edges(Nrm, cn):
     nk_l = np.take_along_axis(Nrm, klo[..., None], axis=1)
     gh = np.take_along_axis(g, khi[..., None], axis=2)[..., 0]
     gl = np.take_along_axis(g, klo[..., None], axis=2)[..., 0]
-    ssafe = np.where(nonpar, sn, 1.0)[..., None]
+    plain = (c, sn, (nk_h * alpha).sum(-1), (nk_h * beta).sum(-1), gh, (nk_l * alpha).sum(-1), (nk_l * beta).sum(-1),
+             gl)
+    c2, sn2, cr = _pair_frame(ni, nj)  # c, sn, cross again, relatively accurate for (nearly) orthogonal rows
+    s2 = np.where(nonpar, sn2, 1.0)
+    acc = (c2, sn2) + _end_coefficients(ni, nj, nk_h, c2, cr, s2) + _end_coefficients(ni, nj, nk_l, c2, cr, s2)
+    c, sn, ah, bh, gh, al, bl, gl = (_unless_inaccurate(p, a) for p, a in zip(plain, acc))
+    ssafe = np.where(nonpar, sn, 1.0)
     return {
         "ok": ok, "real": real,
         "ei": np.broadcast_to(I, real.shape), "ej": np.broadcast_to(J, real.shape), "khi": khi, "klo": klo,
-        "c": c, "sn": np.where(nonpar, sn, 1.0),
-        "ah": (nk_h * alpha).sum(-1), "bh": (nk_h * beta).sum(-1), "gh": np.where(has_hi, gh, 1.0),
-        "al": (nk_l * alpha).sum(-1), "bl": (nk_l * beta).sum(-1), "gl": np.where(has_lo, gl, 1.0),
+        "c": c, "sn": ssafe,
+        "ah": ah, "bh": bh, "gh": np.where(has_hi, gh, 1.0),
+        "al": al, "bl": bl, "gl": np.where(has_lo, gl, 1.0),
         "has_hi": has_hi, "has_lo": has_lo,
-        "m1": (nj - c[..., None] * ni) / ssafe,  # edge normal inside facet i's plane
-        "m2": (ni - c[..., None] * nj) / ssafe,  # ... inside facet j's plane
+        "m1": (nj - c[..., None] * ni) / ssafe[..., None],  # edge normal inside facet i's plane
+        "m2": (ni - c[..., None] * nj) / ssafe[..., None],  # ... inside facet j's plane
     }
+
+
+PLAIN_REL = 64.0 * 2.0 ** -52  # a plain geometry coefficient this close to its Dot2 value is kept (the same bits)
+
+
+def _unless_inaccurate(plain, acc):
+    """``plain`` where it agrees with the Dot2 value ``acc`` to ``PLAIN_REL`` (both then within ~66 eps of exact, as
+    ``solid.kernel.GEOM_ULPS`` assumes, and the S = 3 bits are those of the plain formulas), else ``acc``: plain dot
+    products of (nearly) orthogonal rows that cancel to ~1e-16 and lost their digits, or an ill-conditioned inverse."""
+    return np.where(np.abs(plain - acc) <= PLAIN_REL * np.abs(acc), plain, acc)
+
+
+_SPLIT = 134217729.0  # 2^27 + 1: Dekker's splitter for float64
+
+
+def _two_prod(a, b):
+    """``(p, e)`` with ``p = fl(a b)`` and ``a b = p + e`` exactly (Dekker's TwoProduct, no FMA needed)."""
+    p = a * b
+    t = _SPLIT * a
+    ah = t - (t - a)
+    al = a - ah
+    t = _SPLIT * b
+    bh = t - (t - b)
+    bl = b - bh
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def _dot2(x, y):
+    """``sum(x * y, axis=-1)`` as accurate as if computed in twice the working precision, then rounded (Ogita, Rump
+    and Oishi's Dot2): error ``<= eps |x.y| + 1e-31 sum |x y|``, so a dot product of unit vectors that cancels to
+    1e-16 keeps its relative accuracy, where the plain sum carries an absolute error ~1e-16."""
+    p, s = _two_prod(x[..., 0], y[..., 0])
+    for k in range(1, x.shape[-1]):
+        h, r = _two_prod(x[..., k], y[..., k])
+        q = p + h  # TwoSum(p, h)
+        z = q - p
+        s = s + (((p - (q - z)) + (h - z)) + r)
+        p = q
+    return p + s
+
+
+def _pair_frame(ni, nj):
+    """``c = n_i.n_j``, ``sn = |n_i x n_j|`` and the cross product ``n_i x n_j``, each component a Dot2."""
+    cr = np.stack([_dot2(np.stack([ni[..., a], -ni[..., b]], -1), np.stack([nj[..., b], nj[..., a]], -1))
+                   for a, b in ((1, 2), (2, 0), (0, 1))], axis=-1)
+    return _dot2(ni, nj), np.sqrt(_dot2(cr, cr)), cr
+
+
+def _end_coefficients(ni, nj, nk, c, cr, sn):
+    """End of an edge on plane k: ``s = (D_k - a D_i - b D_j) / g`` with ``a = n_k.alpha``, ``b = n_k.beta``,
+    ``g = n_k.t`` (``p0 = alpha D_i + beta D_j`` the edge line's point closest to the origin, ``t`` its unit
+    direction; Gram form ``alpha = (|n_j|^2 n_i - c n_j) / sn^2``, ``beta = (|n_i|^2 n_j - c n_i) / sn^2``).
+
+    Every dot product is a Dot2: for (nearly) orthogonal facets ``a``, ``b`` and ``c`` are ~1e-16 and must keep
+    their relative accuracy -- an absolute 1e-16 error in them moves an end (or a foot's in-plane distance) by
+    1e-16 |D|, which near a vertex at distance ``delta`` from a foot (a mean ``delta`` from an edge) put ~1e-16 /
+    delta relative errors into the cone decomposition's Cauchy-kernel terms (rotated boxes: 3e-9 at 1e-8)."""
+    dki, dkj = _dot2(nk, ni), _dot2(nk, nj)
+    sn2 = sn * sn
+    a = _dot2(np.stack([_dot2(nj, nj), -c], -1), np.stack([dki, dkj], -1)) / sn2
+    b = _dot2(np.stack([_dot2(ni, ni), -c], -1), np.stack([dkj, dki], -1)) / sn2
+    return a, b, _dot2(nk, cr) / sn
 
 
 class SolidArrays(NamedTuple):

@@ -97,9 +97,70 @@ def _term_err(lt):
     return lt + math.log(EDGE_ULPS * _EPS_F * (1.0 + abs(lt))) if lt > -_INF else -_INF
 
 
+GEOM_ULPS = 16.0  # rounding of an edge's in-plane distance or end, in eps times its summands (measured: the kernel's
+# error near a vertex came to <= 4 times the bound below computed with 1 eps: 160 generic polytope cases against the
+# per-region slices, tests/test_s3_near_facet.py; 16 leaves a factor 4)
+GEOM_AMP = 64.0  # ... counted where the Cauchy kernel amplifies it beyond this (a vertex within |D| / 64 of a foot);
+# below, the edge terms' validated EDGE_ULPS bar covers it (and the bits of the bar stay those it always had)
+
+
+@_jit
+def _end_sensitivity(h, a, sa, s, ss, R2, cone):
+    """log of ``GEOM_ULPS eps |f(s)| (a ss + |s| sa) / (a^2 + s^2)``: the endpoint parts of an edge term's derivatives
+    in its end ``s`` and in its in-plane distance ``a``, times their rounding (``ss``, ``sa``: the sums of the
+    magnitudes they are computed from); ``f`` the integrand's smooth factor, ``h Q(rho) / (2 pi rho)`` for the cone
+    term (``cone``), ``e^{-(a^2 + s^2)/2} / 2 pi`` for the Owen-T term. -inf unless amplified beyond ``GEOM_AMP``.
+
+    Near a vertex within ``delta`` of a foot (``a``, ``s`` ~ ``delta``) the Cauchy kernel ``a / (a^2 + s^2)`` makes a
+    term's rounding-level geometry error ~eps |D| / delta relative, and the signed sum does not cancel it (each
+    edge's geometry is rounded on its own): this bounds it, so that such pairs get an honest bar or the fallback."""
+    if not abs(s) < _INF:
+        return -_INF
+    q = a * a + s * s
+    w = a * ss + abs(s) * sa
+    if not w > GEOM_AMP * q:
+        return -_INF
+    if cone:
+        if h == 0.0:
+            return -_INF
+        rho = math.sqrt(R2 + s * s)
+        lf = math.log(h) + _log_q(rho) - math.log(rho)
+    else:
+        lf = -0.5 * q
+    return lf - _LOG_2PI_F + math.log(GEOM_ULPS * _EPS_F) + (math.log(w) - math.log(q) if q > 0.0 else _INF)
+
+
+@_jit
+def _edge_sensitivity(g, r, wk, k, side, cone):
+    """log bound of the geometry-rounding error of side ``side`` (facet i: 0, j: 1) of edge k's cone (``cone``) or
+    Owen-T term: :func:`_end_sensitivity` at both ends (``e = (d_j - c d_i) / sn``, ``s = (D_k - a d_i - b d_j) / g``:
+    the sums of their summands' magnitudes)."""
+    wf = wk.wf
+    D = wf[0, :g.Nrm.shape[1]]
+    i, j = g.ei[r, k], g.ej[r, k]
+    di, dj = D[i], D[j]
+    sa = (abs(dj) + abs(g.c[r, k] * di) if side == 0 else abs(di) + abs(g.c[r, k] * dj)) / g.sn[r, k]
+    h = abs(di) if side == 0 else abs(dj)
+    a = abs(wf[1 + side, k])
+    out = -_INF
+    if g.has_hi[r, k]:
+        ss = (abs(D[g.khi[r, k]]) + abs(g.ah[r, k] * di) + abs(g.bh[r, k] * dj)) / abs(g.gh[r, k])
+        out = _end_sensitivity(h, a, sa, wf[4, k], ss, wf[5, k], cone)
+    if g.has_lo[r, k]:
+        ss = (abs(D[g.klo[r, k]]) + abs(g.al[r, k] * di) + abs(g.bl[r, k] * dj)) / abs(g.gl[r, k])
+        out = _add_log(out, _end_sensitivity(h, a, sa, wf[3, k], ss, wf[5, k], cone))
+    return out
+
+
+@_jit
+def _add_log(acc, x):
+    """``log(e^acc + e^x)``, ``acc`` itself (no transcendental calls) when ``x`` is -inf: the common case."""
+    return acc if x == -_INF else _lse_pair(acc, x)
+
+
 class _Work(NamedTuple):
-    """Per-thread scratch of the kernel: ``wf`` (13, max(F, E, 5)) floats, ``wb`` (4, max(F, E, 5)) flags, ``vals``
-    (E, 5) the logs of each edge's five integrals."""
+    """Per-thread scratch of the kernel: ``wf`` (13, max(F, E, 5)) floats (row 11: edges near a foot), ``wb``
+    (4, max(F, E, 5)) flags, ``vals`` (E, 5) the logs of each edge's five integrals."""
 
     wf: np.ndarray
     wb: np.ndarray
@@ -158,7 +219,23 @@ def _edges(g, r, wk):
         R2[k] = di * di + e1[k] * e1[k]
         s0 = min(max(0.0, slo[k]), shi[k])
         rho2[k] = R2[k] + s0 * s0
+        sa1, sa2 = (abs(dj) + abs(g.c[r, k] * di)) / g.sn[r, k], (abs(di) + abs(g.c[r, k] * dj)) / g.sn[r, k]
+        ss_hi = (abs(D[g.khi[r, k]]) + abs(g.ah[r, k] * di) + abs(g.bh[r, k] * dj)) / abs(g.gh[r, k])
+        ss_lo = (abs(D[g.klo[r, k]]) + abs(g.al[r, k] * di) + abs(g.bl[r, k] * dj)) / abs(g.gl[r, k])
+        wf[11, k] = _near_vertex(abs(e1[k]), abs(e2[k]), sa1, sa2, slo[k], shi[k], ss_lo, ss_hi)
     return flagged
+
+
+@_jit
+def _near_vertex(a1, a2, sa1, sa2, slo, shi, ss_lo, ss_hi):
+    """1.0 if an end of an edge lies near a foot (``a / (a^2 + s^2)`` amplifying its geometry's rounding beyond
+    ``GEOM_AMP``, :func:`_end_sensitivity`) on either side, else 0.0: only then are its terms' sensitivities
+    computed (``a1``, ``a2``: the feet's in-plane distances; ``sa``, ``ss``: the rounding scales)."""
+    for a, sa in ((a1, sa1), (a2, sa2)):
+        for s, ss in ((slo, ss_lo), (shi, ss_hi)):
+            if abs(s) < _INF and not a * ss + abs(s) * sa <= GEOM_AMP * (a * a + s * s):
+                return 1.0
+    return 0.0
 
 
 @_jit
@@ -218,7 +295,7 @@ def _mass(g, r, wk, inside):
             elif sg < 0.0:
                 neg = _lse_pair(neg, lc)
             err = _lse_pair(err, _term_err(lc))
-    return pos, neg, err, flagged
+    return pos, neg, _add_log(err, _cone_sensitivity(g, r, wk)), flagged
 
 
 @_jit
@@ -259,7 +336,33 @@ def _facet_masses(g, r, wk, log_mass):
             else:
                 fpos[f] = _lse_pair(fpos[f], lb)
             ferr[f] = _lse_pair(ferr[f], _term_err(lb))
+    _owen_sensitivity(g, r, wk)
     return True
+
+
+@_jit
+def _cone_sensitivity(g, r, wk):
+    """log of the summed geometry-rounding bounds (:func:`_edge_sensitivity`) of the cone terms of the edges with an end
+    near a foot (row 11 of ``wk.wf``, set by :func:`_edges`); -inf when there are none."""
+    E = g.evalid.shape[1]
+    out = -_INF
+    for k in range(E):
+        if wk.wb[0, k] and wk.wf[11, k] != 0.0:
+            out = _add_log(out, _edge_sensitivity(g, r, wk, k, 0, True))
+            out = _add_log(out, _edge_sensitivity(g, r, wk, k, 1, True))
+    return out
+
+
+@_jit
+def _owen_sensitivity(g, r, wk):
+    """The same bounds for the Owen-T terms of the edges used in the facet masses, into their facets' ``ferr``."""
+    E, F = g.evalid.shape[1], g.Nrm.shape[1]
+    ferr = wk.wf[10, :F]
+    for k in range(E):
+        if wk.wb[3, k] and wk.wf[11, k] != 0.0:
+            i, j = g.ei[r, k], g.ej[r, k]
+            ferr[i] = _add_log(ferr[i], _edge_sensitivity(g, r, wk, k, 0, False))
+            ferr[j] = _add_log(ferr[j], _edge_sensitivity(g, r, wk, k, 1, False))
 
 
 @_jit
