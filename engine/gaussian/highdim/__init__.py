@@ -39,3 +39,19 @@ def whitened(polytope, chol, means):
     if Yr.size:
         Yr = Yr / np.linalg.norm(Yr, axis=1)[:, None]
     return HL / nrm[:, None], D, Yv, Yr
+
+
+def map_regions(fn, jobs):
+    """``[fn(job) for job in jobs]``, the jobs spread over ``threads.worker_threads()`` threads of a pool of this
+    call's own (each job's compiled passes release the GIL; a job's nested ``run_split`` uses the shared pool, so
+    the two cannot wait on each other). Each job is computed alone: the bits do not depend on the thread count.
+    The S' = 4, 5, 6 batches (``sliced``, ``cones5``, ``cones6``) run their regions through it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..threads import worker_threads
+
+    n = min(worker_threads(), len(jobs))
+    if n <= 1:
+        return [fn(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="dgnexact-regions") as pool:
+        return list(pool.map(fn, jobs))

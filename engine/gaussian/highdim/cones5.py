@@ -41,7 +41,7 @@ from .. import constants as C
 from ..planar.kernel import _lse_pair
 from ..solid.edges import _erfcx
 from ..threads import run_split
-from . import factors_and_ok
+from . import factors_and_ok, map_regions
 from . import whitened as whitened5
 from .cones import _DMAX as _DMAX4
 from .cones import (
@@ -949,21 +949,6 @@ def region5_moments(Nrm, D, Yv, Yr, *, moments, tol, rng=None, relative=True, co
     return lm, mean, cov, rel, bad
 
 
-def _map_regions(fn, jobs):
-    """``[fn(job) for job in jobs]``, the jobs spread over ``threads.worker_threads()`` threads of a pool of this
-    call's own (each job's compiled passes release the GIL; a job's nested ``run_split`` uses the shared pool, so
-    the two cannot wait on each other). Each job is computed alone: the bits do not depend on the thread count."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..threads import worker_threads
-
-    n = min(worker_threads(), len(jobs))
-    if n <= 1:
-        return [fn(job) for job in jobs]
-    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="dgnexact-cones5") as pool:
-        return list(pool.map(fn, jobs))
-
-
 def cones5_batch(req, geo, res, store):
     """S = 5, ``method="auto"``: every needed (region, point) pair of the regular regions by :func:`region5_moments`
     (one :func:`shape5` per region, vectorised over its points, the regions in worker threads), pairs of provably
@@ -981,7 +966,7 @@ def cones5_batch(req, geo, res, store):
         go = ~skip
         if np.any(go):
             jobs.append((r, rows[go], tol[go], (Nrm, D[go], Yv[go], Yr)))
-    outs = _map_regions(lambda job: _cones_or_flagged(*job[3], req.moments, threaded=False), jobs)
+    outs = map_regions(lambda job: _cones_or_flagged(*job[3], req.moments, threaded=False), jobs)
     for (r, rows, tol, (Nrm, D, Yv, Yr)), out in zip(jobs, outs):
         lm, my, cy, rel, _ = region5_moments(Nrm, D, Yv, Yr, moments=req.moments, tol=tol, rng=req.rng,
                                              relative=req.relative, cones=out)

@@ -46,7 +46,7 @@ import numpy as np
 from scipy.special import log_ndtr
 
 from ..constants import NEGLIGIBLE_NATS
-from . import factors_and_ok, whitened
+from . import factors_and_ok, map_regions, whitened
 from .cones import cone_moments, cone_shape, consistent
 
 # Outer rules, cheapest first: (nodes per panel, nodes of the error estimate's rule, DMAX, WINDOW). A pair starts at the
@@ -567,7 +567,6 @@ def cones6_batch(req, geo, res, store):
     """S = 6, ``method="auto"``: every needed (region, point) pair of the regular regions (``geo.ok``) by
     :func:`region_rows` (tolerances and routes by weight, :func:`pair_tolerances`); ``store(res, req, chol, r, rows,
     lm, mean, cov, rel)`` files whitened results. Returns the regions left to the per-region path."""
-    from .cones5 import _map_regions
     from .qmc import rqmc_moments
     from .sliced import closest_distance
 
@@ -584,7 +583,7 @@ def cones6_batch(req, geo, res, store):
             jobs.append((r, rows[go], data, use[go] & USE_CONES6, tol[go], _RowCones(*data, req.moments)))
     # the cones of every region in worker threads (each region alone: the bits do not depend on the thread count),
     # then region by region in order: the RQMC fallback (its rng) and the filing
-    _map_regions(lambda job: job[5].prefetch(np.nonzero(job[3])[0], job[4]), jobs)
+    map_regions(lambda job: job[5].prefetch(np.nonzero(job[3])[0], job[4]), jobs)
     for r, rows, (Nrm, D, Yv, Yr), use, tol, cones in jobs:
 
         def fallback(Dm, Nrm=Nrm):

@@ -67,7 +67,7 @@ from scipy.special import log_ndtr
 
 from ...polytope import Polytope
 from ..constants import LOOSEN_WEIGHT, NEGLIGIBLE_NATS
-from . import factors_and_ok, whitened
+from . import factors_and_ok, map_regions, whitened
 from .cones import cone_shape as _cone_shape
 from .cones import cones_first
 from .qmc import closest_points, rqmc_moments
@@ -1160,19 +1160,17 @@ def sliced_batch(req, geo, res, store):
     compiled passes release the GIL), and their results are filed in region order, so the bits do not depend on the
     thread count; without weights the pairs the cones leave are sliced at once (``with_fallback``, which may draw
     from ``req.rng``), region by region in this thread."""
-    from .cones5 import _map_regions
-
     pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
     spent = np.full(req.shape[1], -np.inf)
     budget = req.log_weight_scale is not None and hasattr(geo, "log_volumes")
     regions = np.unique(pr_all).tolist()
-    step = REGIONS_PER_ROUND if budget else 1
-    for start in range(0, len(regions), step):
-        chunk = regions[start:start + step]
-        if budget:
-            outs = _map_regions(lambda r: _region_cones(req, geo, pr_all, pn_all, r, budget), chunk)
-        else:
-            outs = [_region_cones(req, geo, pr_all, pn_all, r, budget) for r in chunk]
+
+    def cones_of(r):
+        return _region_cones(req, geo, pr_all, pn_all, r, budget)
+
+    for start in range(0, len(regions), REGIONS_PER_ROUND):
+        chunk = regions[start:start + REGIONS_PER_ROUND]
+        outs = map_regions(cones_of, chunk) if budget else [cones_of(r) for r in chunk]
         for r, out in zip(chunk, outs, strict=True):
             if out is not None:
                 _file_region(req, geo, res, store, r, out, spent)
