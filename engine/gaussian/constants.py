@@ -37,7 +37,6 @@ SQRT_HALF_PI = math.sqrt(math.pi / 2.0)
 EDGE_WINDOW = 40.0  # nats kept below each edge integrand's maximum
 OWEN_H = 8.0  # scipy's owens_t keeps ~1e-15 relative accuracy for h below this (checked vs mpmath)
 OWEN_REL = 1e-14  # cancellation bound above which a same-side Owen-T difference is not used
-GRADES = 8  # geometric panels of the s-quadrature (at most) for edges at least NEAR_FOOT from the poles
 NEAR_FOOT = 0.05  # one-sided edges closer than this to the origin: Owen's T first
 # geometric panels of the graded rule for the one-sided edges within NEAR_FOOT that Owen's T leaves (cancellation):
 # ceil(log2(w / rho + 1)) with rho the distance to the poles, down to rho = 5e-324 (log2(9 / 5e-324) < 1080)

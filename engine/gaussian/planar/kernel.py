@@ -226,7 +226,7 @@ def _pole_distance(dist):
 
 @_jit
 def _panel_count(wb, rho):
-    """``ceil(log2(wb / rho + 1))`` geometric panels of length ``rho 2^k`` cover ``[0, wb]``: at most ``GRADES`` (8)
+    """``ceil(log2(wb / rho + 1))`` geometric panels of length ``rho 2^k`` cover ``[0, wb]``: at most 8
     for ``rho >= NEAR_FOOT`` (``wb <= sqrt(80) < 0.05 (2^8 - 1)``), at most ``NEAR_GRADES`` below it."""
     return int(min(max(math.ceil(math.log2(wb / rho + 1.0) - 1e-12), 1.0), float(_NEAR_GRADES)))
 

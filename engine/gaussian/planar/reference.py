@@ -132,9 +132,9 @@ def _edge_log_B(h, s_lo, s_hi):
     * edges straddling the foot with ``h >= 8``: 2 x 20-point Gauss-Legendre in the angle over the
       40-nat window (the integrand ``exp(-h^2 tan^2 / 2)`` is far from the poles of tan there);
     * edges on one side of the foot: ``s = a + u``, ``B = e^{-(h^2+a^2)/2}/(2 pi) int exp(-a u - u^2/2)
-      h / (h^2 + (a+u)^2) du`` by 20-point Gauss-Legendre on ``GRADES`` geometric panels
+      h / (h^2 + (a+u)^2) du`` by 20-point Gauss-Legendre on geometric panels
       ``[rho (2^k - 1), rho (2^{k+1} - 1)]`` (``rho = sqrt(a^2 + h^2)``, the distance to the poles
-      ``s = +-i h``; more than ``GRADES`` panels only for ``rho < NEAR_FOOT``), so every panel is shorter than its
+      ``s = +-i h``; more than 8 panels only for ``rho < NEAR_FOOT``), so every panel is shorter than its
       distance to the poles; cut at 40 nats.
     """
     h = np.asarray(h, dtype=np.float64)
