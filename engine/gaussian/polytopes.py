@@ -35,7 +35,7 @@ from .interval import standard_interval_moments
 from .pairs import PairRequest, PairResult, TruncatedMoments, log_error
 from .planar import cancels, planar_log_mass, planar_moments, planar_slice_log_mass, planar_slice_moments
 from .planar.batch import RegionGeometry, batch_planar_pairs, gather_pairs, store_planar_pairs
-from .solid import SolidGeometry, batch_solid_moments, cubature_moments, loosen_factors, solid_log_mass
+from .solid import SolidGeometry, batch_solid_moments, loosen_factors, pair_cubature, solid_log_mass
 from .triangulation import triangulation_moments
 
 METHODS = ("auto", "triangulation", "slices", "rqmc")
@@ -327,24 +327,22 @@ def _solid_kernel_pass(req: PairRequest, geo, res: PairResult, pr_all, pn_all):
 def _solid_batch(req: PairRequest, geo, res: PairResult):
     """S = 3, ``method="auto"``: all (region, point) pairs of the regular regions through the compiled cone
     decomposition. Its flagged pairs (cancellation beyond the error budget, a boundary, degenerate geometry) are
-    small regions as a rule: they take ``solid.cubature_moments``, and what that cannot resolve the per-region
-    nested quadrature ``_polytope_moments_single``. Pairs whose covariance may cancel beyond ``COV_TOL``
-    (relative to its smallest eigenvalue, or to Sigma_omega under ``accuracy="absolute"``) take the cubature where
-    it applies and keep their values otherwise. Returns the regions left to the per-region path."""
+    small regions as a rule: they take the compiled adaptive cubature (``solid.cubature.pair_cubature``), and what
+    that cannot resolve (unbounded regions) the per-region nested quadrature ``_polytope_moments_single``. Pairs
+    whose covariance may cancel beyond ``COV_TOL`` (relative to its smallest eigenvalue, or to Sigma_omega under
+    ``accuracy="absolute"``) take the cubature where it resolves them and keep their values otherwise. Returns the
+    regions left to the per-region path."""
     pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
     flagged_all, refine_all, loosen_all = _solid_kernel_pass(req, geo, res, pr_all, pn_all)
-    again = flagged_all | refine_all
-    pr_f, pn_f, loosen_f, must = pr_all[again], pn_all[again], loosen_all[again], flagged_all[again]
-    for r in np.unique(pr_f):
-        sel = pr_f == r
-        rows, need_r = pn_f[sel], must[sel]
-        # small bounded regions (where the cone decomposition cancels): cubature on tetrahedra
-        lc, mc, cc, rc, good = cubature_moments(req.polytopes[r], geo.chol[r], req.means[r, rows], loosen_f[sel])
-        if np.any(good):
-            _store_whitened(res, req, geo.chol[r], r, rows[good], lc[good], mc[good], cc[good], rc[good])
-        rows = rows[~good & need_r]
-        if rows.size == 0:
-            continue
+    again = np.nonzero(flagged_all | refine_all)[0]
+    pr_f, pn_f = pr_all[again], pn_all[again]
+    lc, mc, cc, rc, good = pair_cubature(geo, pr_f, req.means[pr_f, pn_f], loosen_all[again], req.moments)
+    if np.any(good):
+        _store_whitened(res, req, geo.chol[pr_f[good]], pr_f[good], pn_f[good], lc[good], mc[good], cc[good],
+                        rc[good])
+    left = ~good & flagged_all[again]
+    for r in np.unique(pr_f[left]):
+        rows = pn_f[left & (pr_f == r)]
         tm = _polytope_moments_single(req.polytopes[r], req.means[r, rows], req.covs[r], moments=req.moments,
                                       method="auto", rng=req.rng, cones=False, accuracy=req.accuracy,
                                       chol=geo.chol[r])

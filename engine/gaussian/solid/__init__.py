@@ -14,11 +14,11 @@ log-space edge integrals; moments by the divergence theorem (NOTES §3). One mod
 * :mod:`.reference` -- the per-region reference path, nested quadrature of exact planar slices.
 """
 
-from .cubature import cubature_moments
+from .cubature import cubature_moments, pair_cubature
 from .edges import EDGE_ULPS, edge_integrals
 from .geometry import SolidArrays, SolidGeometry
 from .kernel import batch_solid_moments, loosen_factor, loosen_factors
 from .reference import solid_log_mass
 
 __all__ = ["EDGE_ULPS", "SolidArrays", "SolidGeometry", "batch_solid_moments", "cubature_moments", "edge_integrals",
-           "loosen_factor", "loosen_factors", "solid_log_mass"]
+           "loosen_factor", "loosen_factors", "pair_cubature", "solid_log_mass"]

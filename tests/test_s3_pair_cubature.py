@@ -1,0 +1,148 @@
+"""The S = 3 batch path's fallback for the pairs its cone kernel flags (``polytopes._solid_batch``): the compiled
+adaptive cubature ``solid.cubature.pair_cubature`` (was the numpy ``cubature_moments`` per region, then the nested
+slices for what its span rule refused), against oracles that share none of its code:
+
+* thin tetrahedra (slivers) 2-5 standard deviations from the mean: 40-digit mpmath on the exact vertices of the
+  float planes, exactly whitened, with the degree-19 Duffy rule (exact to far below the bars on a region <= 2e-3
+  across); one of them pinned from ``random_network([3, 16, 16, 5], rng=0, cov_x=0.1)`` (region 2124), where the
+  numpy cubature was 8.7e-12 off under a 3.6e-14 bar (rounding of the ill-conditioned vertices, not in its bar);
+* needles (rotated boxes 5.6 x 0.02 x 0.006, the shape the span rule refused): the truncated-normal closed forms.
+"""
+
+import itertools
+
+import mpmath as mp
+import numpy as np
+import pytest
+from scipy.stats import special_ortho_group
+
+from engine.gaussian import polytopes as P
+from engine.gaussian.polytopes import polytope_moments_batch
+from engine.gaussian.solid import kernel as K
+from engine.gaussian.solid.cubature import _CUB_HI
+from engine.polytope import Polytope
+
+_DATA = __file__.rsplit("/", 1)[0] + "/data/s3_sliver.npz"
+
+
+def _tetra_oracle(H, c, cov, mu):
+    """log mass, mean, covariance of N(mu, cov) on the tetrahedron {H z <= c} (4 rows), 40 digits: exact vertices of
+    the float planes, exact Cholesky whitening, the degree-19 Duffy rule in mpmath."""
+    with mp.workdps(40):
+        Hm = [[mp.mpf(float(x)) for x in row] for row in H]
+        V = [mp.lu_solve(mp.matrix([Hm[i] for i in t]), mp.matrix([mp.mpf(float(c[i])) for i in t]))
+             for t in itertools.combinations(range(4), 3)]
+        L = mp.cholesky(mp.matrix([[mp.mpf(float(x)) for x in row] for row in cov]))
+        m = mp.matrix([mp.mpf(float(x)) for x in mu])
+        Y = [L ** -1 * (v - m) for v in V]
+        J = [[Y[b + 1][a] - Y[0][a] for b in range(3)] for a in range(3)]
+        det = abs(mp.det(mp.matrix(J)))
+        Y0 = [Y[0][a] for a in range(3)]
+        s0, s1, s2 = mp.mpf(0), [mp.mpf(0)] * 3, [[mp.mpf(0)] * 3 for _ in range(3)]
+        for p, w in zip(*_CUB_HI):
+            p = [mp.mpf(float(x)) for x in p]
+            y = [Y0[a] + J[a][0] * p[0] + J[a][1] * p[1] + J[a][2] * p[2] for a in range(3)]
+            f = mp.mpf(float(w)) * mp.exp(-(y[0] ** 2 + y[1] ** 2 + y[2] ** 2) / 2)
+            s0 += f
+            s1 = [s1[a] + f * y[a] for a in range(3)]
+            s2 = [[s2[a][b] + f * y[a] * y[b] for b in range(3)] for a in range(3)]
+        lm = mp.log(s0 * det) - mp.mpf(3) / 2 * mp.log(2 * mp.pi)
+        my = mp.matrix([s1[a] / s0 for a in range(3)])
+        cy = mp.matrix([[s2[a][b] / s0 - my[a] * my[b] for b in range(3)] for a in range(3)])
+        mz, cz = m + L * my, L * cy * L.T
+        return lm, np.array([float(x) for x in mz]), np.array([[float(cz[a, b]) for b in range(3)] for a in range(3)])
+
+
+def _thin_tetrahedra():
+    """(H, c, cov, means): random tetrahedra 2e-3 across, squashed to 1e-4..1e-6 thick, 2-5 from the mean, under a
+    random anisotropic covariance; plus the pinned region of the [3, 16, 16, 5] workload."""
+    pin = np.load(_DATA)
+    out = [(pin["H"], pin["c"], pin["cov"], pin["means"][:2])]
+    rng = np.random.default_rng(7)
+    for thick in (1e-4, 1e-5, 1e-6):
+        for _ in range(2):
+            Q = special_ortho_group.rvs(3, random_state=rng)
+            V = rng.normal(size=(4, 3)) * np.array([1e-3, 1e-3, thick])
+            V = V @ Q.T + Q @ np.array([0.0, 0.0, rng.uniform(2.0, 5.0)])
+            H, c = [], []
+            for drop in range(4):
+                a, b, d = (V[k] for k in range(4) if k != drop)
+                n = np.cross(b - a, d - a)
+                n /= np.linalg.norm(n)
+                if n @ V[drop] > n @ a:
+                    n = -n
+                H.append(n)
+                c.append(n @ a)
+            A = rng.normal(size=(3, 3))
+            cov = A @ A.T / 3.0 + 0.2 * np.eye(3)
+            out.append((np.array(H), np.array(c), cov, rng.normal(size=(2, 3)) * 0.3))
+    return out
+
+
+@pytest.fixture
+def no_nested(monkeypatch):
+    """Every flagged pair must be settled by the compiled cubature: the per-region nested quadrature raises."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a flagged bounded pair went to the per-region nested quadrature")
+
+    monkeypatch.setattr(P, "_polytope_moments_single", refuse)
+
+
+def test_thin_tetrahedra_within_their_bars(no_nested):
+    """Mass within the bar (``expm1(log_mass_error)``) of the 40-digit oracle; the whitened mean within what the
+    cubature claims, ``MOMENT_TOL`` of the region's spread ``sqrt(tr C)``, plus what the input's conditioning can move
+    it: the bar's share of the mass, moved at most the region's diameter. Measured: worst 0.006 of the bar; the numpy
+    cubature (``cubature_moments``) 25 to 2.3e4 x its bars on these (9.1e-13 / 3.6e-14 ... 9.5e-10 / 4.1e-14)."""
+    worst = 0.0
+    cases = _thin_tetrahedra()
+    z = np.zeros((0, 3))
+    for H, c, cov, means in cases:
+        V = np.array([np.linalg.solve(H[list(t)], c[list(t)]) for t in itertools.combinations(range(4), 3)])
+        tm = polytope_moments_batch([Polytope(H, c, V, z, z)], means[None], cov[None], moments=2)[0]
+        assert tm.method == "solid-cones"
+        Linv = np.linalg.inv(np.linalg.cholesky(cov))
+        for n, mu in enumerate(means):
+            lm, mz, _ = _tetra_oracle(H, c, cov, mu)
+            err = float(abs(mp.expm1(mp.mpf(float(tm.log_mass[n])) - lm)))
+            bar = float(np.expm1(tm.log_mass_error[n]))
+            assert err <= bar, (n, err, bar)
+            worst = max(worst, err / bar)
+            dy = np.linalg.norm(Linv @ (tm.mean[n] - mz))
+            spread = np.sqrt(np.trace(Linv @ tm.cov[n] @ Linv.T))
+            Y = V @ Linv.T
+            diam = np.linalg.norm(Y[:, None] - Y[None], axis=2).max()
+            assert dy <= K.MOMENT_TOL * spread + bar * diam, (n, dy, spread)
+    print(f"worst error / bar {worst:.3g}")
+    assert worst > 0.0
+
+
+@pytest.mark.parametrize("dist", [3.0, 5.0])
+def test_needles_within_their_bars(no_nested, dist):
+    """Rotated boxes 5.6 x 0.02 x 0.006 about ``dist`` from the mean (the span rule of the numpy cubature refused
+    them: they took the nested slices, ~1 s each): mass within the bar of the truncated-normal closed forms (40
+    digits), mean and covariance within what the cubature claims (``MOMENT_TOL`` of the spread ``sqrt(tr C)`` and of
+    ``tr C``; whitened, Sigma = I)."""
+    import mpmath as mpm
+
+    Q = special_ortho_group.rvs(3, random_state=11)
+    lo, hi = np.array([-2.8, dist, 0.5]), np.array([2.8, dist + 0.02, 0.506])
+    z = np.zeros((0, 3))
+    corners = np.array(list(itertools.product(*zip(lo, hi)))) @ Q.T
+    poly = Polytope(np.concatenate([-Q.T, Q.T]), np.concatenate([-lo, hi]), corners, z, z)
+    tm = polytope_moments_batch([poly], np.zeros((1, 1, 3)), np.eye(3)[None], moments=2)[0]
+    with mpm.workdps(40):
+        lm, m, v = mpm.mpf(0), [], []
+        for a, b in zip(lo, hi):
+            a, b = mpm.mpf(a), mpm.mpf(b)
+            zm = mpm.ncdf(-a) - mpm.ncdf(-b)
+            pa, pb = mpm.npdf(a), mpm.npdf(b)
+            lm += mpm.log(zm)
+            m.append((pa - pb) / zm)
+            v.append(1 + (a * pa - b * pb) / zm - ((pa - pb) / zm) ** 2)
+        err = float(abs(mpm.expm1(mpm.mpf(float(tm.log_mass[0])) - lm)))
+    assert err <= float(np.expm1(tm.log_mass_error[0]))
+    mean, vz = Q @ np.array([float(x) for x in m]), np.array([float(x) for x in v])
+    cov = (Q * vz) @ Q.T
+    assert np.linalg.norm(tm.mean[0] - mean) <= K.MOMENT_TOL * np.sqrt(vz.sum())
+    assert np.abs(tm.cov[0] - cov).max() <= K.MOMENT_TOL * vz.sum()
