@@ -5,9 +5,13 @@ Times ``evaluate(net, X[:N])`` (net = ``random_network([3, 16, 16, 5], rng=0, co
 and reports seconds per (point, region) pair. ``--pairs`` also reports, for the pairs that evaluate
 integrates (after its pruning bound), the share that the batched cone-decomposition path
 (``solid.batch_solid_moments``) hands back to the per-region nested quadrature. ``--prior`` reports the
-error of the sum of the prior masses of the [3, 16, 16] partition (they sum to 1, Prop. 1). Usage:
+error of the sum of the prior masses of the [3, 16, 16] partition (they sum to 1, Prop. 1). ``--workload``
+times issue 14's "S <= 3 no slower" pair: ``evaluate`` of the 100 points on ``[3, 16, 16, 5]`` and on
+``random_network([2, 16, 16, 5], rng=0, cov_x=0.1)`` (``net.sample(100, rng=1)``), partitions built outside the
+timing, ``--repeat`` times each, and reports wall and CPU seconds (``time.process_time``: all threads), the largest
+``log_marginal_error`` and a hash of the ``log_marginal`` bits. Usage:
 
-    .venv/bin/python benchmarks/bench_s3.py [--points 2 10 100] [--pairs] [--prior]
+    .venv/bin/python benchmarks/bench_s3.py [--points 2 10 100] [--pairs] [--prior] [--workload [--repeat 3]]
 """
 
 from __future__ import annotations
@@ -56,12 +60,37 @@ def _pairs(net, X, part):
           f"flagged {flagged.mean():.2e} ({int(flagged.sum())} pairs in {np.unique(pr[flagged]).size} regions)")
 
 
+def _workload(repeat):
+    """``evaluate`` of 100 points on the S = 3 and S = 2 networks, partitions outside the timing."""
+    import hashlib
+
+    for S in (3, 2):
+        net = engine.random_network([S, 16, 16, 5], rng=0, cov_x=0.1)
+        X = net.sample(100, rng=1)
+        t0 = time.perf_counter()
+        part = partition(net)
+        t_part = time.perf_counter() - t0
+        for k in range(repeat):
+            c0, t0 = time.process_time(), time.perf_counter()
+            ev = engine.evaluate(net, X, part=part)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            h = hashlib.sha256(np.ascontiguousarray(ev.log_marginal).tobytes()).hexdigest()[:8]
+            print(f"[{S}, 16, 16, 5] x 100 ({len(part)} regions, partition {t_part:.2f} s) run {k + 1}: "
+                  f"{wall:.2f} s wall, {cpu:.2f} s CPU; max log_marginal_error {np.max(ev.log_marginal_error):.2e}; "
+                  f"log p hash {h}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--points", type=int, nargs="*", default=[2, 10])
     ap.add_argument("--pairs", action="store_true")
     ap.add_argument("--prior", action="store_true")
+    ap.add_argument("--workload", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
+    if args.workload:
+        _workload(args.repeat)
+        return
     net, X, part = _setup()
     R = len(part)
     print(f"[3, 16, 16, 5]: {R} regions")
