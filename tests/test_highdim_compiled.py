@@ -324,8 +324,9 @@ def test_resolve_matches_the_polytope_route(monkeypatch, moments):
     """Region 647 of ``random_network([4, 8, 8, 5], rng=0, cov_x=0.1)`` at data point 3 sliced along y* (thin
     slices the strict kernel pass leaves): ``sliced._resolve`` (loosened kernel and compiled adaptive cubature on the
     compiled slices) against the polytope route before it (``COMPILED_RESOLVE = False``: ``integrate_pairs`` with
-    ``cubature_moments`` and the nested S = 3 quadrature), with the mean and with the covariance (the mass alone
-    leaves no slice to resolve here): log masses within the sum of the bars, means to 1e-9, covariances to 1e-8."""
+    its S = 3 batch fallbacks, ``solid.pair_cubature`` and the nested quadrature), with the mean and with the
+    covariance (the mass alone leaves no slice to resolve here): log masses within the sum of the bars, means to 1e-9,
+    covariances to 1e-8."""
     from engine.distributions import posterior_region_params, region_gaussians
 
     net = engine.random_network([4, 8, 8, 5], rng=0, cov_x=0.1)

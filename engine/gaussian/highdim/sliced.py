@@ -472,7 +472,7 @@ def _resolve(prob, at, geo, rows, lws, moments, accuracy):
 
 
 COMPILED_RESOLVE = True  # False: every slice the strict kernel pass leaves is built as a polytope and goes through
-# polytopes.integrate_pairs (kernel, cubature_moments, nested S = 3 quadrature), the route before (bench_s4 compares)
+# polytopes.integrate_pairs (kernel, pair_cubature, nested S = 3 quadrature), the route before (bench_s4 compares)
 
 
 def _resolve_polytopes_geo(prob, at, geo, rows, lws, moments, accuracy):
