@@ -146,3 +146,19 @@ def test_needles_within_their_bars(no_nested, dist):
     cov = (Q * vz) @ Q.T
     assert np.linalg.norm(tm.mean[0] - mean) <= K.MOMENT_TOL * np.sqrt(vz.sum())
     assert np.abs(tm.cov[0] - cov).max() <= K.MOMENT_TOL * vz.sum()
+
+
+def test_unbounded_regions_are_left_to_the_nested_path():
+    """``pair_cubature`` refuses an unbounded region (an edge without both ends): mass -inf, bar inf, not good; the
+    batch then takes the nested quadrature for the pairs its kernel flagged. No pairs: empty answers."""
+    from engine.gaussian.solid import SolidGeometry, pair_cubature
+
+    z = np.zeros((0, 3))
+    H = np.array([[-1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 1.0, 0.0]])
+    poly = Polytope(H, np.array([0.0, 0.0, 0.0, 1.0]), np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0.0]]),
+                    np.array([[0, 0, 1.0]]), z)
+    geo = SolidGeometry([poly], np.eye(3)[None])
+    assert geo.ok[0]
+    lm, _, _, rel, good = pair_cubature(geo, [0, 0], np.array([[0.1, 0.1, 0.1], [3.0, 3.0, -1.0]]), np.ones(2))
+    assert np.all(lm == -np.inf) and np.all(rel == np.inf) and not good.any()
+    assert pair_cubature(geo, np.zeros(0, dtype=int), np.zeros((0, 3)), np.ones(0))[4].shape == (0,)

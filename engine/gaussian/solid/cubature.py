@@ -726,6 +726,8 @@ def pair_cubature(geo, rows, mus, loosen, moments: int = 2):
     P = rows.size
     out = np.zeros((P, 15))
     loosen = np.ascontiguousarray(np.broadcast_to(np.asarray(loosen, dtype=np.float64), (P,)))
+    if not P:
+        return out[:, 0], out[:, 1:4], out[:, 4:13].reshape(0, 3, 3), out[:, 13], out[:, 14] > 0.5
     rules = (_HI_PTS, _HI_LW, _LO_PTS, _LO_LW)
     g = geo.arrays
     chol = np.ascontiguousarray(geo.chol)
