@@ -48,10 +48,14 @@ def _run(data, compiled, monkeypatch):
 
 def test_compiled_matches_the_reference(regions, monkeypatch):
     """Mass, mean and covariance of the compiled path equal the numpy reference's to rounding (1e-14 relative on
-    the log mass: the same slices, the same kernel, the same rounds), and their bars agree to 5 %: the slices the
-    strict kernel pass leaves take the compiled adaptive cubature on other tetrahedra than the reference's
-    (``sliced._resolve``), whose degree-19 / degree-15 difference is another bar. The compiled path's screen of
-    negligible slices (``SKIP_SHARE``, tested against closed forms in test_highdim_sliced) is off here."""
+    the log mass: the same slices, the same kernel, the same rounds), and the compiled bars are within 5 % of the
+    reference's or below: the slices the strict kernel pass leaves take the compiled adaptive cubature on other
+    tetrahedra than the reference's (``sliced._resolve``), whose degree-19 / degree-15 difference is another bar,
+    and the reference's go through the S = 3 batch (``solid.pair_cubature``), whose bar also carries the slice's input
+    conditioning (its vertices against its planes), which the compiled route leaves to the pair's
+    ``input_conditioning``: the reference bars are up to 1.7 x the compiled ones (2026-12-07; 5 % before). The
+    compiled path's screen of negligible slices (``SKIP_SHARE``, tested against closed forms in test_highdim_sliced)
+    is off here."""
     monkeypatch.setattr(sl, "SKIP_SHARE", 0.0)
     for data in regions:
         a = _run(data, False, monkeypatch)
@@ -60,7 +64,7 @@ def test_compiled_matches_the_reference(regions, monkeypatch):
         np.testing.assert_allclose(b[0], a[0], rtol=1e-14, atol=1e-14)
         np.testing.assert_allclose(b[1], a[1], rtol=0, atol=1e-12)
         np.testing.assert_allclose(b[2], a[2], rtol=0, atol=1e-12)
-        np.testing.assert_allclose(b[3], a[3], rtol=5e-2, atol=1e-15)
+        assert np.all(b[3] <= 1.05 * a[3] + 1e-15) and np.all(a[3] <= 2.5 * b[3]), (a[3], b[3])
 
 
 def _problem(data):
@@ -132,7 +136,8 @@ def test_closest_points_match_the_nnls_least_distance_program():
 def test_generic_direction_avoids_the_nested_fallback_and_agrees_with_the_closest_direction(monkeypatch):
     """A pair of ``random_network([4, 8, 8, 5], rng=0, cov_x=0.1)`` (region 647 at data point 3, mean outside):
     slicing along the direction to y* (``TOWARD_CLOSEST``, the earlier rule) makes thin slices that sent the numpy
-    route (``USE_COMPILED_SLICES = False``) to the nested S = 3 quadrature; the compiled route's adaptive cubature
+    route (``USE_COMPILED_SLICES = False``) to the nested S = 3 quadrature (since 2026-12-07 to the S = 3 batch's
+    ``pair_cubature``); the compiled route's adaptive cubature
     (``sliced._resolve``) takes them, and the generic direction makes none. The routes slice the region
     differently (different slices, panels and bars), and agree within the sum of their bars."""
     import engine.gaussian.polytopes as pt
@@ -144,17 +149,21 @@ def test_generic_direction_avoids_the_nested_fallback_and_agrees_with_the_closes
     mu, _ = posterior_region_params(net, part, net.sample(100, rng=1)[3:4], rg)
     data = sl.whitened(part[647].polytope, np.linalg.cholesky(rg.cov[647]), mu[:1, 647])
     assert np.linalg.norm(sl.closest_distance(data[0], data[1])[0]) > 0.5
-    calls = []
-    real = pt._polytope_moments_single
+    calls, cub = [], []
+    real, real_cub = pt._polytope_moments_single, pt.pair_cubature
     monkeypatch.setattr(pt, "_polytope_moments_single", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(pt, "pair_cubature", lambda *a, **k: cub.append(len(a[1])) or real_cub(*a, **k))
     out = {}
     for toward, compiled in ((True, False), (True, True), (False, True)):
         monkeypatch.setattr(sl, "TOWARD_CLOSEST", toward)
         monkeypatch.setattr(sl, "USE_COMPILED_SLICES", compiled)
         calls.clear()
-        out[toward, compiled] = sl.sliced_moments(*data, moments=2), len(calls)
-    (a, n_old), (c, n_cub), (b, n_new) = out[True, False], out[True, True], out[False, True]
-    assert n_old >= 1 and n_cub == 0 and n_new == 0
+        cub.clear()
+        out[toward, compiled] = sl.sliced_moments(*data, moments=2), len(calls), sum(cub)
+    (a, n_old, c_old), (c, n_cub, _), (b, n_new, _) = out[True, False], out[True, True], out[False, True]
+    # the numpy route's thin slices are flagged; since the S = 3 batch's compiled cubature (pair_cubature) they no
+    # longer reach the nested quadrature there either
+    assert c_old >= 1 and n_old == 0 and n_cub == 0 and n_new == 0
     assert abs(np.expm1(a[0][0] - c[0][0])) <= a[3][0] + c[3][0]
     assert abs(np.expm1(a[0][0] - b[0][0])) <= a[3][0] + b[3][0]
     assert max(a[3][0], b[3][0]) < 1e-10

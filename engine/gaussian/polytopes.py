@@ -336,7 +336,8 @@ def _solid_batch(req: PairRequest, geo, res: PairResult):
     flagged_all, refine_all, loosen_all = _solid_kernel_pass(req, geo, res, pr_all, pn_all)
     again = np.nonzero(flagged_all | refine_all)[0]
     pr_f, pn_f = pr_all[again], pn_all[again]
-    lc, mc, cc, rc, good = pair_cubature(geo, pr_f, req.means[pr_f, pn_f], loosen_all[again], req.moments)
+    lc, mc, cc, rc, good = pair_cubature(geo, pr_f, req.means[pr_f, pn_f], loosen_all[again], req.moments,
+                                         req.polytopes)
     if np.any(good):
         _store_whitened(res, req, geo.chol[pr_f[good]], pr_f[good], pn_f[good], lc[good], mc[good], cc[good],
                         rc[good])

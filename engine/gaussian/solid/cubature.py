@@ -587,18 +587,21 @@ def _solve3(A, b, out):
 
 
 @_jit
-def _pair_vertex(g, r, trip, L, mu, out):
-    """The point of planes ``trip`` of region r in the pair's whitened coordinates ``L^-1 (z - mu)`` into ``out``:
-    solved in z (rows ``Hn z = cn``, :func:`_solve3`), then shifted and whitened (the old numpy path's order: the
-    partition's vertices, ``(V - mu) L^-T``).
-    Returns the misfit ``max |Hn_f z - cn_f|`` on the three planes, -1 when singular."""
+def _pair_vertex(g, r, trip, L, mu, zv, out):
+    """The point of planes ``trip`` of region r in the pair's whitened coordinates ``L^-1 (z - mu)`` into ``out``: the
+    polytope's own vertex ``zv`` (z) where finite, else solved in z (rows ``Hn z = cn``, :func:`_solve3`), then shifted
+    and whitened (the old numpy path's order, ``(V - mu) L^-T``). Returns the misfit ``max |Hn_f z - cn_f|`` on the
+    three planes, -1 when singular."""
     A, b, z = np.empty((3, 3)), np.empty(3), np.empty(3)
-    for a in range(3):
-        for q in range(3):
-            A[a, q] = g.Hn[r, trip[a], q]
-        b[a] = g.cn[r, trip[a]]
-    if not _solve3(A, b, z):
-        return -1.0
+    if np.isfinite(zv[0]) and np.isfinite(zv[1]) and np.isfinite(zv[2]):
+        z[:] = zv
+    else:
+        for a in range(3):
+            for q in range(3):
+                A[a, q] = g.Hn[r, trip[a], q]
+            b[a] = g.cn[r, trip[a]]
+        if not _solve3(A, b, z):
+            return -1.0
     mis = 0.0
     for a in range(3):
         f = trip[a]
@@ -612,9 +615,10 @@ def _pair_vertex(g, r, trip, L, mu, out):
 
 
 @_jit
-def _pair_ends(g, r, L, mu, given):
+def _pair_ends(g, r, L, mu, zends, given):
     """The ends of region r's edges for the pair (``L``: its Cholesky factor, ``mu``: its mean) into ``given``
-    (E, 2, 3), in the order of its edge slots (:func:`_pair_vertex`). Returns the largest misfit of an end on its three
+    (E, 2, 3), in the order of its edge slots (:func:`_pair_vertex`; ``zends`` (E, 2, 3): the polytope's vertices in z
+    where known, NaN elsewhere). Returns the largest misfit of an end on its three
     planes, -1 when the region is unbounded or a vertex is singular."""
     n = 0
     mis = 0.0
@@ -627,7 +631,7 @@ def _pair_ends(g, r, L, mu, given):
         trip[0], trip[1] = g.ei[r, e], g.ej[r, e]
         for s in range(2):
             trip[2] = g.khi[r, e] if s == 0 else g.klo[r, e]
-            m = _pair_vertex(g, r, trip, L, mu, given[n, s])
+            m = _pair_vertex(g, r, trip, L, mu, zends[n, s], given[n, s])
             if m < 0.0:
                 return -1.0
             mis = max(mis, m)
@@ -689,15 +693,16 @@ _INF_C = math.inf
 
 @_jit
 def _pair_rows(start, stop, g, pairs, moments, rules, out):
-    """Pairs ``start:stop`` of ``pairs = (chol, rows, mus, loosen)`` into ``out`` (P, 15) (:func:`pair_cubature`)."""
-    chol, rows, mus, loosen = pairs
+    """Pairs ``start:stop`` of ``pairs = (chol, rows, mus, loosen, zends)`` into ``out`` (P, 15)
+    (:func:`pair_cubature`)."""
+    chol, rows, mus, loosen, zends = pairs
     cap = ADAPTIVE_MAX_TETS
     T = np.empty((cap, 4, 3))
     res_hi, res_lo, info = np.empty((cap, 13)), np.empty((cap, 13)), np.empty((cap, 3))
     given = np.empty((g.evalid.shape[1], 2, 3))
     for p in range(start, stop):
         r = rows[p]
-        mis = _pair_ends(g, r, chol[r], mus[p], given)
+        mis = _pair_ends(g, r, chol[r], mus[p], zends[p], given)
         if mis < 0.0:
             out[p, :] = 0.0
             out[p, 0], out[p, 13] = -np.inf, np.inf
@@ -710,12 +715,37 @@ def _pair_rows(start, stop, g, pairs, moments, rules, out):
 PAIRS_PER_THREAD = 16  # pairs per worker thread at least (each costs ~0.1-1 ms)
 
 
-def pair_cubature(geo, rows, mus, loosen, moments: int = 2):
+def _region_ends(geo, r, poly):
+    """(E, 2, 3) the vertices of ``poly`` (z) at the ends of region r's edges, in the order of its edge slots: for each
+    end the vertex closest to its three planes, NaN where none lies on them to 1e-11 (then :func:`_pair_vertex` solves
+    the planes). The partition's vertices are better conditioned than a solve of a sliver's planes: on the S = 4
+    slices' polytope route (``tests/test_highdim_slice_bar.py``) the planes put a thin box's mass 1.9e-12 off, these
+    vertices within 1e-12."""
+    E = geo.evalid.shape[1]
+    out = np.full((E, 2, 3), np.nan)
+    V = np.asarray(poly.vertices, dtype=np.float64)
+    if not V.shape[0] or poly.H.shape[0] > geo.F:
+        return out
+    nh = np.linalg.norm(poly.H, axis=1)
+    res = np.abs(poly.H @ V.T - poly.c[:, None]) / nh[:, None]  # (F, V) distances of the vertices to the planes
+    tol = 1e-11 * (1.0 + np.linalg.norm(V, axis=1))
+    slots = np.nonzero(geo.evalid[r])[0]
+    ends = ((geo.khi[r, slots], geo.has_hi[r, slots]), (geo.klo[r, slots], geo.has_lo[r, slots]))
+    for s, (k, has) in enumerate(ends):
+        worst = np.maximum(np.maximum(res[geo.ei[r, slots]], res[geo.ej[r, slots]]), res[k])  # (n, V)
+        best = np.argmin(worst, axis=1)
+        ok = has & (worst[np.arange(slots.size), best] <= tol[best])
+        out[np.arange(slots.size)[ok], s] = V[best[ok]]
+    return out
+
+
+def pair_cubature(geo, rows, mus, loosen, moments: int = 2, polytopes=None):
     """:func:`adaptive_cubature` for (region ``rows[p]`` of ``geo``, mean ``mus[p]``) pairs of the S = 3 batch path
     (``polytopes._solid_batch``: the pairs its cone kernel flags, or whose covariance may cancel): each region's
-    vertices solved in z and whitened for the pair (:func:`_pair_ends`), then the degree-19 / 15 rules on its
-    tetrahedra, the worst bisected until the mass agrees to ``FALLBACK_REL loosen`` and the moments to ``MOMENT_TOL
-    loosen`` of the region's spread (``loosen`` (P,)). Compiled and threaded over the pairs; each pair's numbers do
+    vertices (``polytopes[r].vertices`` where given, :func:`_region_ends`, else solved in z) whitened for the pair
+    (:func:`_pair_ends`), then the degree-19 / 15 rules on its tetrahedra, the worst bisected until the mass agrees
+    to ``FALLBACK_REL loosen`` and the moments to ``MOMENT_TOL loosen`` of the region's spread (``loosen`` (P,)).
+    Compiled and threaded over the pairs; each pair's numbers do
     not depend on the others or on the threads. The bar is the rules' difference plus the input's conditioning
     (:func:`_input_conditioning`). Unbounded regions are not resolved (``good`` False). Returns
     ``(log_mass, mean, cov, rel, good)`` in the whitened coordinates of each pair (mean at the origin)."""
@@ -731,7 +761,11 @@ def pair_cubature(geo, rows, mus, loosen, moments: int = 2):
     rules = (_HI_PTS, _HI_LW, _LO_PTS, _LO_LW)
     g = geo.arrays
     chol = np.ascontiguousarray(geo.chol)
-    pairs = (chol, rows, mus, loosen)
+    zends = np.full((P, geo.evalid.shape[1], 2, 3), np.nan)
+    if polytopes is not None:
+        for r in np.unique(rows):
+            zends[rows == r] = _region_ends(geo, r, polytopes[r])
+    pairs = (chol, rows, mus, loosen, zends)
     run_split(lambda start, stop: _pair_rows(start, stop, g, pairs, int(moments), rules, out), P,
               min_per_thread=PAIRS_PER_THREAD, pieces_per_thread=8)
     cov = out[:, 4:13].reshape(P, 3, 3)
