@@ -11,7 +11,9 @@ slices, ``highdim.sliced``): each region cut into tetrahedra from its edge struc
 centroid; one tetrahedron when it has 4 facets), and the tetrahedra that carry most of the two rules'
 disagreement bisected along their longest edge until it is within the thresholds, so thin and long regions
 (needles 5.6 long and 0.02 x 0.006 thin, which the span rule of :func:`cubature_moments` refuses) are resolved too.
-:func:`cubature_moments`, the S = 3 batch path's, is unchanged.
+:func:`pair_cubature` runs that compiled rule on the S = 3 batch's flagged pairs (``polytopes._solid_batch``), the
+mean of each pair, with the input's conditioning in its bar; :func:`cubature_moments` (numpy, with a span rule) is
+the path it replaced, kept for the tests that compare with it.
 """
 
 from __future__ import annotations
