@@ -823,14 +823,15 @@ def unbounded_conditioning(prob: _Problem, reach):
     ``(y - c) phi`` holds on unbounded P too (the Gaussian decays): for a ball ``B(c, r)`` in P every facet has
     ``n_f . (y - c) >= r`` on it, so ``r int_dP phi dS <= int_P (k - |y|^2 + c . y) phi <= (k + |c|^2 / 4) P``
     (``-|y|^2 + c . y <= |c|^2 / 4``): moving the facets by at most ``delta`` moves the mass by at most
-    ``delta (k + |c|^2 / 4) / r`` of itself, with no window and no tail term. The ball: the largest of radius at
-    most 1 with its centre within 2 (max norm) of the closest point ``y*`` (one program a region,
-    :func:`_capped_ball`). ``delta`` bounds how far the slices' corners within the window (heights ``|t| <= R``,
-    ``R = reach``) lie off their facets' planes: a vertex's misfit ``|Nrm_f . v - D_f|`` on its facets (every
-    vertex: an edge crossing the window may end beyond it), plus for a corner ``v + s r`` on a ray from a vertex
-    (``s = (t - e.v) / e.r <= (R + |e.v|) / |e.r|``) the ray's misfit ``s |Nrm_f . r|`` on the facets of both,
-    and at least ``4 eps R``. Thin unbounded boxes (1e-4 wide in three directions) with their vertices 1e-15 off
-    their planes, as the partition leaves them: 8.5e-12 off under a quadrature bar of 6.2e-13 without this term."""
+    ``delta (k + |c|^2 / 4) / r`` of itself, with no window and no tail term. ``delta`` bounds how far the slices'
+    corners within the window (heights ``|t| <= R``, ``R = reach``) lie off their facets' planes: a vertex's misfit
+    ``|Nrm_f . v - D_f|`` on its facets (every vertex: an edge crossing the window may end beyond it), plus for a
+    corner ``v + s r`` on a ray from a vertex (``s = (t - e.v) / e.r <= (R + |e.v|) / |e.r|``) the ray's misfit
+    ``s |Nrm_f . r|`` on the facets of both, and at least ``4 eps R``. The ball: the best of three along the rays
+    and the inward normals at ``y*`` (:func:`_inward_balls`), and where that leaves a term above ``CONDITIONING_LP``
+    the program's (:func:`_capped_ball`). Thin unbounded boxes (1e-4 wide in three directions) with their vertices
+    1e-15 off their planes, as the partition leaves them: 1.0e-11 off under a quadrature bar of 5.5e-13 without
+    this term."""
     from .slice_kernel import _RAY
 
     M = prob.D.shape[0]
@@ -844,21 +845,42 @@ def unbounded_conditioning(prob: _Problem, reach):
         with np.errstate(divide="ignore", invalid="ignore"):
             smax = np.where(hr > _RAY, (reach[:, None] + np.abs(prob.hv[:, sh.va])) / hr, 0.0)
         delta = delta + (smax * rmis[None]).max(axis=1)
-    c0, r = _capped_ball(prob.Nrm, prob.D[0], prob.Yv[0], prob.Yr)
+    shift = prob.Yv[:, 0] - prob.Yv[0, 0][None]  # point m's coordinates are point 0's translated
+    y = closest_points(prob.Nrm, prob.D[:1])[0]
+    out = np.full(M, np.inf)
+    for c0, r in _inward_balls(prob.Nrm, prob.D[0], prob.Yr, y):
+        out = np.minimum(out, _ball_term(c0, r, shift, delta, prob.Nrm.shape[1]))
+    if np.any(out > CONDITIONING_LP):  # then the program's ball, where the term may matter
+        out = np.minimum(out, _ball_term(*_capped_ball(prob.Nrm, prob.D[0], y), shift, delta, prob.Nrm.shape[1]))
+    return out
+
+
+def _ball_term(c0, r, shift, delta, k):
+    """(M,) ``delta (k + |c|^2 / 4) / r`` for the ball ``B(c0, r)`` of point 0, translated to each point; inf where
+    ``r <= 0``."""
     if not r > 0.0:
-        return np.full(M, np.inf)
-    cn2 = np.sum((c0[None] + (prob.Yv[:, 0] - prob.Yv[0, 0][None])) ** 2, axis=1)
-    return delta * (prob.Nrm.shape[1] + 0.25 * cn2) / r
+        return np.full(shift.shape[0], np.inf)
+    return delta * (k + 0.25 * np.sum((c0[None] + shift) ** 2, axis=1)) / r
 
 
-def _capped_ball(Nrm, D, Yv, Yr):
+def _inward_balls(Nrm, D, Yr, y):
+    """Balls in ``{Nrm y <= D}`` without a program: centres ``y* + s u`` (``s`` = 1, 1/4, 1/16), ``u`` the unit sum of
+    the rays and the inward normals of the facets through ``y*``; radius ``min_f (D_f - Nrm_f . c)``."""
+    on = D - Nrm @ y <= 1e-9 * (1.0 + np.abs(D))
+    u = Yr.sum(axis=0) - Nrm[on].sum(axis=0)
+    n = np.linalg.norm(u)
+    if not n > 0.0:
+        return []
+    return [(y + s * u / n, float(np.min(D - Nrm @ (y + s * u / n)))) for s in (1.0, 0.25, 0.0625)]
+
+
+def _capped_ball(Nrm, D, y):
     """A ball in the unbounded ``{Nrm y <= D}`` for :func:`unbounded_conditioning`: ``max s`` subject to
-    ``Nrm c + s <= D``, ``s <= 1`` and ``|c - y*|_inf <= 2`` (scipy's HiGHS; ``y*`` the point closest to the origin);
+    ``Nrm c + s <= D``, ``s <= 1`` and ``|c - y|_inf <= 2`` (scipy's HiGHS; ``y`` the point closest to the origin);
     radius 0 when the program fails."""
     from scipy.optimize import linprog
 
     F, k = Nrm.shape
-    y = closest_points(Nrm, D[None])[0]
     cost = np.zeros(k + 1)
     cost[-1] = -1.0
     res = linprog(cost, A_ub=np.hstack([Nrm, np.ones((F, 1))]), b_ub=D,
