@@ -7,7 +7,8 @@ handed to the compiled S = 3 cone kernel (``solid.kernel``). The reference path 
 a slice); here one compiled pass over all the nodes of a round computes, per node, the same combinatorial type
 (active facets, non-empty: ``sliced._Problem._masks``/``_build``) and the same whitened normals, offsets and edge
 structure (``solid.geometry._region_edges``, one region at a time, same formulas and tolerances; the 3 x 3
-inverse in closed form, so the values agree with numpy's to rounding). The result is a
+inverse in closed form, so the values agree with numpy's to rounding; the edge coefficients compensated (Dot2) where
+the plain values lost their digits, as there: :func:`_edge_coefficients`). The result is a
 :class:`~engine.gaussian.solid.SolidArrays` with one row per node, which ``solid.batch_solid_moments`` takes as it
 is: the S = 3 mathematics and its error bounds are unchanged.
 """
