@@ -7,7 +7,8 @@ handed to the compiled S = 3 cone kernel (``solid.kernel``). The reference path 
 a slice); here one compiled pass over all the nodes of a round computes, per node, the same combinatorial type
 (active facets, non-empty: ``sliced._Problem._masks``/``_build``) and the same whitened normals, offsets and edge
 structure (``solid.geometry._region_edges``, one region at a time, same formulas and tolerances; the 3 x 3
-inverse in closed form, so the values agree with numpy's to rounding). The result is a
+inverse in closed form, so the values agree with numpy's to rounding; the edge coefficients compensated (Dot2) where
+the plain values lost their digits, as there: :func:`_edge_coefficients`). The result is a
 :class:`~engine.gaussian.solid.SolidArrays` with one row per node, which ``solid.batch_solid_moments`` takes as it
 is: the S = 3 mathematics and its error bounds are unchanged.
 """
@@ -21,7 +22,7 @@ import numba
 import numpy as np
 
 from ..solid.cubature import _cross3 as _cross
-from ..solid.geometry import _GPAR, _PARALLEL, _SHORT, SolidArrays
+from ..solid.geometry import _GPAR, _PARALLEL, _SHORT, _SPLIT, PLAIN_REL, SolidArrays
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _ZERO = 1e-10  # = sliced._ZERO: |Nrm_i V| below this, facet i is perpendicular to the slices
@@ -93,6 +94,74 @@ def _dot(u, v):
 
 
 @_jit
+def _two_prod(a, b):
+    """``(p, e)``, ``p = fl(a b)``, ``a b = p + e`` exactly (Dekker; ``solid.geometry._two_prod``)."""
+    p = a * b
+    t = _SPLIT * a
+    ah = t - (t - a)
+    al = a - ah
+    t = _SPLIT * b
+    bh = t - (t - b)
+    bl = b - bh
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+@_jit
+def _acc(p, s, h, r):
+    """One step of Dot2: TwoSum of ``p`` and ``h``, the errors into ``s``."""
+    q = p + h
+    z = q - p
+    return q, s + (((p - (q - z)) + (h - z)) + r)
+
+
+@_jit
+def _dot2(x, y):
+    """``x . y`` (3-vectors) by Dot2 (``solid.geometry._dot2``: the same operations in the same order)."""
+    p, s = _two_prod(x[0], y[0])
+    for k in range(1, 3):
+        h, r = _two_prod(x[k], y[k])
+        p, s = _acc(p, s, h, r)
+    return p + s
+
+
+@_jit
+def _dot2_2(x0, y0, x1, y1):
+    """``x0 y0 + x1 y1`` by Dot2."""
+    p, s = _two_prod(x0, y0)
+    h, r = _two_prod(x1, y1)
+    p, s = _acc(p, s, h, r)
+    return p + s
+
+
+@_jit
+def _pair_frame2(ni, nj, cr):
+    """``(c, sn)`` and into ``cr`` the cross product ``n_i x n_j``, every component a Dot2
+    (``solid.geometry._pair_frame``)."""
+    cr[0] = _dot2_2(ni[1], nj[2], -ni[2], nj[1])
+    cr[1] = _dot2_2(ni[2], nj[0], -ni[0], nj[2])
+    cr[2] = _dot2_2(ni[0], nj[1], -ni[1], nj[0])
+    return _dot2(ni, nj), math.sqrt(_dot2(cr, cr))
+
+
+@_jit
+def _end_coefficients(ni, nj, nk, c, cr, sn):
+    """``(a, b, g)`` of an edge's end on plane k by Dot2 in Gram form (``solid.geometry._end_coefficients``: ``a =
+    n_k.alpha``, ``b = n_k.beta``, ``g = n_k.t``)."""
+    dki, dkj = _dot2(nk, ni), _dot2(nk, nj)
+    sn2 = sn * sn
+    a = _dot2_2(_dot2(nj, nj), dki, -c, dkj) / sn2
+    b = _dot2_2(_dot2(ni, ni), dkj, -c, dki) / sn2
+    return a, b, _dot2(nk, cr) / sn
+
+
+@_jit
+def _unless_inaccurate(plain, acc):
+    """``plain`` where it agrees with the Dot2 value ``acc`` to ``PLAIN_REL`` (``solid.geometry._unless_inaccurate``),
+    else ``acc``."""
+    return plain if abs(plain - acc) <= PLAIN_REL * abs(acc) else acc
+
+
+@_jit
 def _edge_frame(ni, nj, t, alpha, beta):
     """``(c, sn, nonpar)`` of the facet pair and, into ``t``, ``alpha``, ``beta``: the edge direction and the first
     two columns of the inverse of the matrix of rows ``n_i, n_j, t`` (identity when parallel)."""
@@ -119,7 +188,8 @@ def _edge_frame(ni, nj, t, alpha, beta):
 class _Frames(NamedTuple):
     """Per facet pair (upper-triangle order) of one slice's normals, which every node of a panel shares (same point,
     same active facets; only the offsets move with t): the edge direction ``t``, the inverse's columns ``alpha``,
-    ``beta`` (P, 3), ``c``, ``sn`` (P,), ``nonpar`` (P,) and ``wg = n_f . t`` (P, F)."""
+    ``beta`` (P, 3), ``c``, ``sn`` (P,), ``nonpar`` (P,), ``wg = n_f . t`` (P, F) and the same pair values by Dot2,
+    ``c2``, ``sn2`` (P,) and the cross product ``cr`` (P, 3) (:func:`_pair_frame2`)."""
 
     t: np.ndarray
     alpha: np.ndarray
@@ -128,15 +198,20 @@ class _Frames(NamedTuple):
     sn: np.ndarray
     nonpar: np.ndarray
     wg: np.ndarray
+    c2: np.ndarray
+    sn2: np.ndarray
+    cr: np.ndarray
 
 
 @_jit
 def _frames(Nrm, F, fr):
-    """The pair frames of the F first normals ``Nrm`` into ``fr`` (:func:`_edge_frame`, ``wg`` by :func:`_dot`)."""
+    """The pair frames of the F first normals ``Nrm`` into ``fr`` (:func:`_edge_frame`, ``wg`` by :func:`_dot`; the Dot2
+    values by :func:`_pair_frame2`)."""
     p = 0
     for i in range(F):
         for j in range(i + 1, F):
             fr.c[p], fr.sn[p], fr.nonpar[p] = _edge_frame(Nrm[i], Nrm[j], fr.t[p], fr.alpha[p], fr.beta[p])
+            fr.c2[p], fr.sn2[p] = _pair_frame2(Nrm[i], Nrm[j], fr.cr[p])
             for f in range(F):
                 fr.wg[p, f] = _dot(fr.t[p], Nrm[f])
             p += 1
@@ -166,6 +241,34 @@ def _ends(Nrm, cn, F, i, j, wg, p0, wr):
 
 
 @_jit
+def _edge_coefficients(g, k, slot, Nrm, facets, fr, p):
+    """Edge slot ``slot`` of row k: ``c``, ``sn``, the end coefficients ``ah, bh, gh`` / ``al, bl, gl`` and the in-facet
+    normals ``m1``, ``m2`` of the facet pair p (``facets = (i, j, khi, klo)``), each plain value kept where it agrees
+    with its Dot2 value to ``PLAIN_REL``, else the Dot2 value (as ``solid.geometry._region_edges``): for (nearly)
+    orthogonal slice facets the plain dot products come out ~1e-16 with an absolute error ~1e-16, which near a
+    vertex puts ~1e-16 / distance relative errors into the S = 3 cone terms (rotated 4-D boxes with two axes
+    orthogonal to the slicing direction, the mean 1e-8 from their ridge: 2.6e-10 off under a bar of 2.2e-12)."""
+    i, j, khi, klo = facets
+    ni, nj = Nrm[i], Nrm[j]
+    c2, sn2, cr = fr.c2[p], fr.sn2[p], fr.cr[p]
+    s2 = sn2 if fr.nonpar[p] else 1.0
+    c = _unless_inaccurate(fr.c[p], c2)
+    sn = _unless_inaccurate(fr.sn[p], sn2)
+    g.c[k, slot], g.sn[k, slot] = c, sn
+    a, b, gg = _end_coefficients(ni, nj, Nrm[khi], c2, cr, s2)
+    g.ah[k, slot] = _unless_inaccurate(_dot(Nrm[khi], fr.alpha[p]), a)
+    g.bh[k, slot] = _unless_inaccurate(_dot(Nrm[khi], fr.beta[p]), b)
+    g.gh[k, slot] = _unless_inaccurate(fr.wg[p, khi], gg)
+    a, b, gg = _end_coefficients(ni, nj, Nrm[klo], c2, cr, s2)
+    g.al[k, slot] = _unless_inaccurate(_dot(Nrm[klo], fr.alpha[p]), a)
+    g.bl[k, slot] = _unless_inaccurate(_dot(Nrm[klo], fr.beta[p]), b)
+    g.gl[k, slot] = _unless_inaccurate(fr.wg[p, klo], gg)
+    for q in range(3):
+        g.m1[k, slot, q] = (nj[q] - c * ni[q]) / sn
+        g.m2[k, slot, q] = (ni[q] - c * nj[q]) / sn
+
+
+@_jit
 def _edges_one(k, F, g, fr, wr):
     """``solid.geometry._region_edges`` for the one region in row k of ``g`` (its F first facets, their pair frames
     ``fr``): fills the edge slots (real facet pairs in upper-triangle order); returns False for degenerate
@@ -178,7 +281,7 @@ def _edges_one(k, F, g, fr, wr):
     for i in range(F):
         for j in range(i + 1, F):
             p += 1
-            c, sn, nonpar, alpha, beta, wg = fr.c[p], fr.sn[p], fr.nonpar[p], fr.alpha[p], fr.beta[p], fr.wg[p]
+            nonpar, alpha, beta, wg = fr.nonpar[p], fr.alpha[p], fr.beta[p], fr.wg[p]
             for q in range(3):
                 p0[q] = alpha[q] * cn[i] + beta[q] * cn[j]
             s_hi, khi, s_lo, klo, blocked = _ends(Nrm, cn, F, i, j, wg, p0, wr)
@@ -193,14 +296,9 @@ def _edges_one(k, F, g, fr, wr):
             g.evalid[k, slot] = True
             g.ei[k, slot], g.ej[k, slot], g.khi[k, slot], g.klo[k, slot] = i, j, khi, klo
             g.has_hi[k, slot], g.has_lo[k, slot] = has_hi, has_lo
-            g.c[k, slot], g.sn[k, slot] = c, sn
-            g.ah[k, slot], g.bh[k, slot] = _dot(Nrm[khi], alpha), _dot(Nrm[khi], beta)
-            g.gh[k, slot] = wg[khi] if has_hi else 1.0
-            g.al[k, slot], g.bl[k, slot] = _dot(Nrm[klo], alpha), _dot(Nrm[klo], beta)
-            g.gl[k, slot] = wg[klo] if has_lo else 1.0
-            for q in range(3):
-                g.m1[k, slot, q] = (Nrm[j, q] - c * Nrm[i, q]) / sn
-                g.m2[k, slot, q] = (Nrm[i, q] - c * Nrm[j, q]) / sn
+            _edge_coefficients(g, k, slot, Nrm, (i, j, khi, klo), fr, p)
+            g.gh[k, slot] = g.gh[k, slot] if has_hi else 1.0
+            g.gl[k, slot] = g.gl[k, slot] if has_lo else 1.0
             slot += 1
     for f in range(F):
         if deg[f] == 0:
@@ -230,7 +328,7 @@ def _fill(pidx, nodes, d, g, status):
     wr = np.empty(F)
     P = max(F * (F - 1) // 2, 1)
     fr = _Frames(np.empty((P, 3)), np.empty((P, 3)), np.empty((P, 3)), np.empty(P), np.empty(P),
-                 np.empty(P, dtype=np.bool_), np.empty((P, F)))
+                 np.empty(P, dtype=np.bool_), np.empty((P, F)), np.empty(P), np.empty(P), np.empty((P, 3)))
     last_m = -1
     for k in range(K):
         m, t = pidx[k], nodes[k]

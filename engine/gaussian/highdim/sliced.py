@@ -791,13 +791,15 @@ def input_conditioning(prob: _Problem, total, reach):
     where that gives more than ``CONDITIONING_LP``), the divergence theorem gives
     ``r int_dP phi dS <= int_P (k - (y - c) . y) phi <= P (k + R min(R + |c|, diam)) + E[|y| (|y| + |c|); |y| > R]``,
     ``R`` = ``reach`` (M,) (the window's reach; the tail term only where P reaches beyond it). ``delta``: the largest
-    misfit ``|Nrm_f . v - D_f|`` of a vertex within ``R`` on its facet, at least ``4 eps R``. 0 for unbounded P (not
-    covered: a bound by the facets' ``phi(D_f)`` gave 2e6 on thin unbounded needles)."""
+    misfit ``|Nrm_f . v - D_f|`` of a vertex within ``R`` on its facet, at least ``4 eps R``. Unbounded P:
+    :func:`unbounded_conditioning`."""
     M, k = prob.D.shape[0], prob.Nrm.shape[1]
     Yv = prob.Yv
     out = np.zeros(M)
-    if prob.Yr.size or not Yv.shape[1]:
+    if not Yv.shape[1]:
         return out
+    if prob.Yr.size:
+        return unbounded_conditioning(prob, reach)
     norms = np.linalg.norm(Yv, axis=2)
     clipped = reach < norms.max(axis=1)  # else P lies within R: no tail term
     R = np.where(clipped, reach, norms.max(axis=1))
@@ -814,6 +816,76 @@ def input_conditioning(prob: _Problem, total, reach):
 
 
 CONDITIONING_LP = 1e-11  # input_conditioning's terms above this (relative) are recomputed with P's largest ball
+
+
+def unbounded_conditioning(prob: _Problem, reach):
+    """(M,) :func:`input_conditioning` for unbounded P (rays ``Yr``). The divergence theorem with the field
+    ``(y - c) phi`` holds on unbounded P too (the Gaussian decays): for a ball ``B(c, r)`` in P every facet has
+    ``n_f . (y - c) >= r`` on it, so ``r int_dP phi dS <= int_P (k - |y|^2 + c . y) phi <= (k + |c|^2 / 4) P``
+    (``-|y|^2 + c . y <= |c|^2 / 4``): moving the facets by at most ``delta`` moves the mass by at most
+    ``delta (k + |c|^2 / 4) / r`` of itself, with no window and no tail term. ``delta`` bounds how far the slices'
+    corners within the window (heights ``|t| <= R``, ``R = reach``) lie off their facets' planes: a vertex's misfit
+    ``|Nrm_f . v - D_f|`` on its facets (every vertex: an edge crossing the window may end beyond it), plus for a
+    corner ``v + s r`` on a ray from a vertex (``s = (t - e.v) / e.r <= (R + |e.v|) / |e.r|``) the ray's misfit
+    ``s |Nrm_f . r|`` on the facets of both, and at least ``4 eps R``. The ball: the best of three along the rays
+    and the inward normals at ``y*`` (:func:`_inward_balls`), and where that leaves a term above ``CONDITIONING_LP``
+    the program's (:func:`_capped_ball`). Thin unbounded boxes (1e-4 wide in three directions) with their vertices
+    1e-15 off their planes, as the partition leaves them: 1.0e-11 off under a quadrature bar of 5.5e-13 without
+    this term."""
+    from .slice_kernel import _RAY
+
+    M = prob.D.shape[0]
+    eps = np.finfo(float).eps
+    sh = prob.shape
+    mis = np.abs(np.einsum("fk,mvk->mvf", prob.Nrm, prob.Yv) - prob.D[:, None, :])
+    delta = np.maximum(np.where(sh.inc[None], mis, 0.0).max(axis=(1, 2)), 4.0 * eps * reach)
+    if sh.va.size:
+        rmis = np.where(sh.inc[sh.va] & sh.rinc[sh.rb], np.abs(prob.Yr[sh.rb] @ prob.Nrm.T), 0.0).max(axis=1)
+        hr = np.abs(prob.hr[:, sh.rb])  # (M, pairs)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            smax = np.where(hr > _RAY, (reach[:, None] + np.abs(prob.hv[:, sh.va])) / hr, 0.0)
+        delta = delta + (smax * rmis[None]).max(axis=1)
+    shift = prob.Yv[:, 0] - prob.Yv[0, 0][None]  # point m's coordinates are point 0's translated
+    y = closest_points(prob.Nrm, prob.D[:1])[0]
+    out = np.full(M, np.inf)
+    for c0, r in _inward_balls(prob.Nrm, prob.D[0], prob.Yr, y):
+        out = np.minimum(out, _ball_term(c0, r, shift, delta, prob.Nrm.shape[1]))
+    if np.any(out > CONDITIONING_LP):  # then the program's ball, where the term may matter
+        out = np.minimum(out, _ball_term(*_capped_ball(prob.Nrm, prob.D[0], y), shift, delta, prob.Nrm.shape[1]))
+    return out
+
+
+def _ball_term(c0, r, shift, delta, k):
+    """(M,) ``delta (k + |c|^2 / 4) / r`` for the ball ``B(c0, r)`` of point 0, translated to each point; inf where
+    ``r <= 0``."""
+    if not r > 0.0:
+        return np.full(shift.shape[0], np.inf)
+    return delta * (k + 0.25 * np.sum((c0[None] + shift) ** 2, axis=1)) / r
+
+
+def _inward_balls(Nrm, D, Yr, y):
+    """Balls in ``{Nrm y <= D}`` without a program: centres ``y* + s u`` (``s`` = 1, 1/4, 1/16), ``u`` the unit sum of
+    the rays and the inward normals of the facets through ``y*``; radius ``min_f (D_f - Nrm_f . c)``."""
+    on = D - Nrm @ y <= 1e-9 * (1.0 + np.abs(D))
+    u = Yr.sum(axis=0) - Nrm[on].sum(axis=0)
+    n = np.linalg.norm(u)
+    if not n > 0.0:
+        return []
+    return [(y + s * u / n, float(np.min(D - Nrm @ (y + s * u / n)))) for s in (1.0, 0.25, 0.0625)]
+
+
+def _capped_ball(Nrm, D, y):
+    """A ball in the unbounded ``{Nrm y <= D}`` for :func:`unbounded_conditioning`: ``max s`` subject to
+    ``Nrm c + s <= D``, ``s <= 1`` and ``|c - y|_inf <= 2`` (scipy's HiGHS; ``y`` the point closest to the origin);
+    radius 0 when the program fails."""
+    from scipy.optimize import linprog
+
+    F, k = Nrm.shape
+    cost = np.zeros(k + 1)
+    cost[-1] = -1.0
+    res = linprog(cost, A_ub=np.hstack([Nrm, np.ones((F, 1))]), b_ub=D,
+                  bounds=[(v - 2.0, v + 2.0) for v in y] + [(0.0, 1.0)], method="highs")
+    return (res.x[:k], float(res.x[-1])) if res.status == 0 else (np.zeros(k), 0.0)
 
 
 def _conditioning_term(c0, r, data):
