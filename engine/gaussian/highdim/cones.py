@@ -39,8 +39,11 @@ split where the Gaussian factor changes by more than ``_DMAX`` nats, cut ``WINDO
 
 The signed sum cancels when the mean lies far outside P (terms of size ``e^{-d_min^2/2}`` against a mass of
 ``e^{-dist^2/2}``): the per-pair relative bar is ``(sum_terms |term| TERM_ULPS eps (1 + |log term|) + dropped +
-window) / P`` plus the rounding of the difference; pairs whose bar exceeds the caller's tolerance, the mean on a
-facet, ridge or edge plane, or unresolved integrals are flagged (the caller slices them, ``sliced``).
+window + ends) / P`` plus the rounding of the difference, ``ends`` the first-order effect of the edges' ends' errors
+(:func:`_end_bounds`: the ends are projections of the given vertices, which lie off the planes and are rounded; on
+an edge 1e-5 long ~20 from the mean, or ~1e-8 from it, that moves its flags' terms far beyond ``TERM_ULPS``); pairs
+whose bar exceeds the caller's tolerance, the mean on a facet, ridge or edge plane, or unresolved integrals are
+flagged (the caller slices them, ``sliced``).
 """
 
 from __future__ import annotations
@@ -672,55 +675,77 @@ def _drop_edge(g, k, wk, bound, fac, moments):
 
 
 @_jit
+def _two_prod_sum(p, s, a, b):
+    """Dot2's step: ``(p, s)`` plus ``a b`` (Dekker's TwoProduct and Knuth's TwoSum, as :func:`_dot2`)."""
+    h = a * b
+    t = 134217729.0 * a
+    ah = t - (t - a)
+    al = a - ah
+    t = 134217729.0 * b
+    bh = t - (t - b)
+    bl = b - bh
+    r = ((ah * bh - h) + ah * bl + al * bh) + al * bl
+    q = p + h
+    z = q - p
+    return q, s + ((p - (q - z)) + (h - z)) + r
+
+
+@_jit
 def _vertex_residuals(g, d, yv):
     """``(r, e)`` (P,) aligned with ``g.vfac``: each given vertex's residual ``nrm_f . v - d_f`` on each of its valid
     facets' planes, in Dot2, and its error bound (``2 eps |r| + 1e-29 (|d_f| + sum |nrm_f,a v_a|)``)."""
     P = g.vfac.size
     r = np.empty(P)
     e = np.empty(P)
-    x = np.empty(5)
-    y = np.empty(5)
     for v in range(yv.shape[0]):
         for p in range(g.vptr[v], g.vptr[v + 1]):
             f = g.vfac[p]
             sa = abs(d[f])
+            hi, lo = -d[f], 0.0
             for a in range(4):
-                x[a], y[a] = g.nrm[f, a], yv[v, a]
-                sa += abs(x[a] * y[a])
-            x[4], y[4] = -d[f], 1.0
-            r[p] = _dot2(x, y, 5)
+                x = g.nrm[f, a] * yv[v, a]
+                sa += abs(x)
+                hi, lo = _two_prod_sum(hi, lo, g.nrm[f, a], yv[v, a])
+            r[p] = hi + lo
             e[p] = 2.0 * _EPS * abs(r[p]) + 1e-29 * sa
     return r, e
 
 
 @_jit
-def _end_errors(g, k, d, yv, res, lo, hi):
-    """Absolute error bounds of edge k's ends ``(s_lo, s_hi)`` (:func:`_edge_range`; 0 at infinity) against the
-    planes' vertices: the vertex off its planes along the edge (``|w . r|``, ``res``: :func:`_vertex_residuals`),
-    ``u``'s error (``|eres . G^-1 d_3|``, doubled for the rounding of ``G^-1 d_3``), the projection's rounding (``4
-    eps sum |u_a v_a|``) and the quadrature nodes' near the end (``eps |s|``); first order."""
+def _end_error(g, k, w, yv, res, common):
+    """Absolute error bound of the end of edge k at its vertex ``w`` (0: ``eva``, 1: ``evb``; 0 for a ray) against
+    the planes' vertex: the vertex off its planes along the edge (``|w . r|``, ``res``: :func:`_vertex_residuals`),
+    ``u``'s error (``common``, the same at both ends), the projection's rounding (``4 eps sum |u_a v_a|``) and the
+    quadrature nodes' near the end (``eps |s|``); first order."""
+    v = g.eva[k] if w == 0 else g.evb[k]
+    if v < 0:
+        return 0.0
     r, re = res
+    u = g.eu[k]
+    s = u[0] * yv[v, 0] + u[1] * yv[v, 1] + u[2] * yv[v, 2] + u[3] * yv[v, 3]
+    uv = abs(u[0] * yv[v, 0]) + abs(u[1] * yv[v, 1]) + abs(u[2] * yv[v, 2]) + abs(u[3] * yv[v, 3])
+    along, spread = 0.0, 0.0
+    for p in range(g.vptr[v], g.vptr[v + 1]):
+        c = g.ew[k, w, p - g.vptr[v]]
+        along += c * r[p]
+        spread += abs(c) * re[p]
+    return abs(along) + spread + common + _EPS * (4.0 * uv + abs(s))
+
+
+@_jit
+def _end_errors(g, k, d, yv, res, lo, hi):
+    """Absolute error bounds of edge k's ends ``(s_lo, s_hi)`` (:func:`_edge_range`) against the planes' vertices
+    (:func:`_end_error`); ``u``'s error is ``|eres . G^-1 d_3|``, doubled for the rounding of ``G^-1 d_3``."""
     t = g.etri[k]
     common = 0.0
     for p in range(3):
         x = g.eginv[k, p, 0] * d[t[0]] + g.eginv[k, p, 1] * d[t[1]] + g.eginv[k, p, 2] * d[t[2]]
-        common += abs(g.eres[k, p] * x)
-    errs = np.zeros(2)
+        common += 2.0 * abs(g.eres[k, p] * x)
+    ea, eb = _end_error(g, k, 0, yv, res, common), _end_error(g, k, 1, yv, res, common)
     u = g.eu[k]
-    for w in range(2):
-        v = g.eva[k] if w == 0 else g.evb[k]
-        if v < 0:
-            continue
-        s = u[0] * yv[v, 0] + u[1] * yv[v, 1] + u[2] * yv[v, 2] + u[3] * yv[v, 3]
-        uv = abs(u[0] * yv[v, 0]) + abs(u[1] * yv[v, 1]) + abs(u[2] * yv[v, 2]) + abs(u[3] * yv[v, 3])
-        along, spread = 0.0, 0.0
-        for p in range(g.vptr[v], g.vptr[v + 1]):
-            c = g.ew[k, w, p - g.vptr[v]]
-            along += c * r[p]
-            spread += abs(c) * re[p]
-        e = abs(along) + spread + 2.0 * common + _EPS * (4.0 * uv + abs(s))
-        errs[0 if s == lo else 1] = e
-    return errs[0], errs[1]
+    va = g.eva[k]
+    sa = u[0] * yv[va, 0] + u[1] * yv[va, 1] + u[2] * yv[va, 2] + u[3] * yv[va, 3]
+    return (ea, eb) if sa == lo else (eb, ea)
 
 
 @_jit
@@ -741,24 +766,43 @@ def _end_bounds(k, g, wk, R, flags, ends, moments):
         q = R + t * t
         if not q > 0.0:
             continue
-        tail = -0.5 * q - math.log(q) + _log_gauss_tail(abs(t)) + math.log(2.0 * dt)
-        for f in range(fl.shape[0]):
-            a, b, c = fl[f, 0], fl[f, 1], fl[f, 2]
-            wt = math.sqrt(c + t * t)
-            dth = a * b * c / (wt * (b * b * (c + t * t) + a * a * t * t))
-            if not dth > 0.0:
-                continue
-            scale = 0.5 * math.log(d2[f]) - _LOG_4PI2 if d2[f] > 0.0 else -_INF
-            wk.acc[2] = _lse_pair(wk.acc[2], tail + math.log(dth) + scale)
-            if moments > 0:
-                lc = (-0.5 * d2[f] - 0.5 * _LOG_2PI - _LOG_2PI + math.log(a * b) + _log_q(wt)
-                      - math.log(wt * (b * b + t * t)) + math.log(2.0 * dt))
-                wk.facc[fac[f], 2] = _lse_pair(wk.facc[fac[f], 2], lc)
-        if moments > 0:
+        tail = -0.5 * q - math.log(q) + _log_gauss_tail(abs(t)) + math.log(2.0 * dt) - _LOG_4PI2
+        wk.acc[2] = _lse_pair(wk.acc[2], tail + _log_theta_sum(fl, d2, t))
+        if moments > 0:  # Q(omega_t) <= Q(|t|) where that bound is below 1 % of the facet's error, else Q(omega_t)
+            lq = math.log(2.0 * dt) - 0.5 * _LOG_2PI - _LOG_2PI
+            lqt = _log_q(abs(t))
+            for f in range(fl.shape[0]):
+                a, b = fl[f, 0], fl[f, 1]
+                wt = math.sqrt(fl[f, 2] + t * t)
+                v = a * b / (wt * (b * b + t * t))
+                if v > 0.0:
+                    lc = lq - 0.5 * d2[f] + math.log(v)
+                    lc += lqt if lc + lqt <= wk.facc[fac[f], 2] - 4.6 else _log_q(wt)
+                    wk.facc[fac[f], 2] = _lse_pair(wk.facc[fac[f], 2], lc)
             for m in range(g.eptr[k], g.eptr[k + 1]):
                 b = abs(wk.bl[m])
                 lr = -0.5 * q + math.log(b / (2.0 * math.pi * (b * b + t * t))) + math.log(2.0 * dt)
                 wk.racc[g.lr[m], 2] = _lse_pair(wk.racc[g.lr[m], 2], lr)
+
+
+@_jit
+def _log_theta_sum(fl, d2, t):
+    """``log sum_f |d_f| Theta_f'(t)`` over the flags ``fl = (a, b, c, ...)`` of an edge, ``Theta' = a b c / (omega
+    (b^2 omega^2 + a^2 t^2))``, ``omega^2 = c + t^2``: a plain sum, in logs where it overflows."""
+    tot = 0.0
+    for f in range(fl.shape[0]):
+        a, b, c = fl[f, 0], fl[f, 1], fl[f, 2]
+        wt = math.sqrt(c + t * t)
+        tot += math.sqrt(d2[f]) * (a * b * c / (wt * (b * b * (c + t * t) + a * a * t * t)))
+    if tot < _INF:
+        return math.log(tot) if tot > 0.0 else -_INF
+    out = -_INF
+    for f in range(fl.shape[0]):
+        a, b, c = fl[f, 0], fl[f, 1], fl[f, 2]
+        wt = math.sqrt(c + t * t)
+        out = _lse_pair(out, 0.5 * math.log(d2[f]) + math.log(a) + math.log(b) + math.log(c) - math.log(wt)
+                        - math.log(b * b * (c + t * t) + a * a * t * t))
+    return out
 
 
 @_jit
