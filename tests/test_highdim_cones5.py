@@ -199,8 +199,9 @@ def _s5_regions(k):
 
 def test_compiled_flags_equal_cone_shape():
     """``shape_kernel.cone_shape_compiled`` against ``cones.cone_shape`` on every facet cross-section of 12 regions of
-    the S = 5 block decoder: the same arrays (integers equal, floats to 1e-12), the edge directions up to sign, the
-    inverse Gram matrices to 1e-10 relative (ill-conditioned for nearly dependent normals)."""
+    the S = 5 block decoder: the same arrays (integers equal, floats to 1e-12), the edge directions up to sign (and
+    the ends' error coefficients ``ew``, ``eres``, linear in them), the inverse Gram matrices to 1e-10 relative
+    (ill-conditioned for nearly dependent normals)."""
     from engine.gaussian.highdim.cones import cone_shape
     from engine.gaussian.highdim.cones5 import facet_offsets, shape5
     from engine.gaussian.highdim.shape_kernel import cone_shape_compiled
@@ -215,6 +216,9 @@ def test_compiled_flags_equal_cone_shape():
                 assert x.shape == y.shape, name
                 if name == "eu":
                     np.testing.assert_allclose(np.abs(np.einsum("ij,ij->i", x, y)), 1.0, atol=1e-12)
+                elif name in ("ew", "eres"):  # linear in eu: up to its sign
+                    sign = np.sign(np.einsum("ij,ij->i", a.eu, b.eu)).reshape((-1,) + (1,) * (x.ndim - 1))
+                    np.testing.assert_allclose(y, sign * x, rtol=1e-10, atol=1e-14)
                 elif name == "eginv":
                     np.testing.assert_allclose(y, x, rtol=1e-10, atol=1e-12)
                 elif x.dtype.kind == "f":

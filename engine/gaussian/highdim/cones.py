@@ -39,8 +39,11 @@ split where the Gaussian factor changes by more than ``_DMAX`` nats, cut ``WINDO
 
 The signed sum cancels when the mean lies far outside P (terms of size ``e^{-d_min^2/2}`` against a mass of
 ``e^{-dist^2/2}``): the per-pair relative bar is ``(sum_terms |term| TERM_ULPS eps (1 + |log term|) + dropped +
-window) / P`` plus the rounding of the difference; pairs whose bar exceeds the caller's tolerance, the mean on a
-facet, ridge or edge plane, or unresolved integrals are flagged (the caller slices them, ``sliced``).
+window + ends) / P`` plus the rounding of the difference, ``ends`` the first-order effect of the edges' ends' errors
+(:func:`_end_bounds`: the ends are projections of the given vertices, which lie off the planes and are rounded; on
+an edge 1e-5 long ~20 from the mean, or ~1e-8 from it, that moves its flags' terms far beyond ``TERM_ULPS``); pairs
+whose bar exceeds the caller's tolerance, the mean on a facet, ridge or edge plane, or unresolved integrals are
+flagged (the caller slices them, ``sliced``).
 """
 
 from __future__ import annotations
@@ -82,7 +85,9 @@ class ConeArrays(NamedTuple):
     ``rc = n_i . n_j`` and ``rsn = |n_j - rc n_i|``, edges (vertex ``eva``, other end vertex ``evb`` or ray ``erv``
     (-1: none), unit direction ``eu``, three facets ``etri`` and the inverse Gram matrix ``eginv`` of their normals
     for ``R``), and per edge (``eptr`` CSR) its (ridge, line) pairs: ridge ``lr``, coefficients ``ll1``, ``ll2``,
-    ``lpn`` of ``b = (d_k - l1 d_i - l2 d_j) / pn`` with ``lk`` the facet that cuts the edge's line from the ridge."""
+    ``lpn`` of ``b = (d_k - l1 d_i - l2 d_j) / pn`` with ``lk`` the facet that cuts the edge's line from the ridge;
+    the unit rows ``nrm``, per vertex (``vptr`` CSR) its valid facets ``vfac``, and per edge the coefficients ``ew``
+    (E, 2, K) and residuals ``eres`` (E, 3) that bound its ends' errors (:func:`end_frames`, :func:`_end_errors`)."""
 
     fvalid: np.ndarray
     ri: np.ndarray
@@ -102,6 +107,11 @@ class ConeArrays(NamedTuple):
     ll2: np.ndarray
     lpn: np.ndarray
     rays: np.ndarray
+    nrm: np.ndarray
+    vptr: np.ndarray
+    vfac: np.ndarray
+    ew: np.ndarray
+    eres: np.ndarray
 
 
 def _facet_dims(Yv0, Yr, inc, rinc):
@@ -181,7 +191,7 @@ def cone_shape(Nrm, D0, Yv0, Yr) -> ConeArrays:
     rid = np.full((F, F), -1, dtype=np.intp)
     rid[ri, rj] = np.arange(ri.size)
     ends, lines = _lines(Nrm, edges, rid, rc)
-    return _pack(Nrm, fvalid, (ri, rj, rc, rsn), ends, lines, Yr)
+    return _pack(Nrm, fvalid, (ri, rj, rc, rsn), ends, lines, Yr, incv)
 
 
 def consistent(shape: ConeArrays, n_vertices: int) -> bool:
@@ -196,9 +206,10 @@ def consistent(shape: ConeArrays, n_vertices: int) -> bool:
     return bool(np.all(ends >= 4) and np.all(per_ridge >= 2) and np.all(per_facet[shape.fvalid] >= 3))
 
 
-def _pack(Nrm, fvalid, ridge_arrays, ends, lines, Yr):
+def _pack(Nrm, fvalid, ridge_arrays, ends, lines, Yr, incv):
     """:class:`ConeArrays` from the ridges, the edges' ends (E, 3) and their lines: ``eptr`` (E + 1,) and the line
-    arrays ``(ridge, i, j, k, l1, l2, pn)`` in edge order (the first line of each edge gives its three facets)."""
+    arrays ``(ridge, i, j, k, l1, l2, pn)`` in edge order (the first line of each edge gives its three facets), and
+    from the valid incidences ``incv`` the vertices' facets and the ends' frames (:func:`end_frames`)."""
     eptr, g, i, j, k, l1, l2, pn = lines
     E = ends.shape[0]
     first = eptr[:-1]
@@ -211,7 +222,71 @@ def _pack(Nrm, fvalid, ridge_arrays, ends, lines, Yr):
     else:
         eu, eginv = np.zeros((0, 4)), np.zeros((0, 3, 3))
     return ConeArrays(fvalid, *ridge_arrays, ends[:, 0].copy(), ends[:, 1].copy(), ends[:, 2].copy(), eu, tri, eginv,
-                      eptr, g.copy(), k.copy(), l1.copy(), l2.copy(), pn.copy(), Yr)
+                      eptr, g.copy(), k.copy(), l1.copy(), l2.copy(), pn.copy(), Yr,
+                      *end_frames(np.ascontiguousarray(Nrm), incv, ends[:, 0].copy(), ends[:, 1].copy(), eu, tri))
+
+
+@_jit
+def _dot2(x, y, n):
+    """``sum(x[:n] * y[:n])`` as if in twice the working precision, then rounded (Ogita, Rump and Oishi's Dot2 with
+    Dekker's TwoProduct, as ``solid.geometry._dot2``): error ``<= eps |x.y| + 1e-31 sum |x y|``."""
+    p, s = 0.0, 0.0
+    for k in range(n):
+        a, b = x[k], y[k]
+        h = a * b
+        t = 134217729.0 * a
+        ah = t - (t - a)
+        al = a - ah
+        t = 134217729.0 * b
+        bh = t - (t - b)
+        bl = b - bh
+        r = ((ah * bh - h) + ah * bl + al * bh) + al * bl
+        q = p + h
+        z = q - p
+        s += ((p - (q - z)) + (h - z)) + r
+        p = q
+    return p + s
+
+
+@_jit
+def end_frames(Nrm, incv, eva, evb, eu, tri):
+    """``(nrm, vptr, vfac, ew, eres)`` of :class:`ConeArrays`: the unit rows; the valid facets of each vertex (``incv``
+    (V, F), CSR, ascending); per edge end (vertex ``eva`` / ``evb``) ``w = N_v (N_v^T N_v)^-1 u`` over the vertex's
+    facets (zero-padded to the most facets of a vertex; inf where ``N_v``, the normals of its facets, has rank < 4):
+    a vertex whose residuals on its planes are ``r`` lies ``w . r`` from their point ALONG the edge ``u = eu`` (first
+    order, least squares); per edge ``N_3 u`` in Dot2 (its three facets ``tri``): an end computed as ``u . v`` is off
+    by ``(N_3 u) . (G^-1 d_3)`` to first order (``u``'s error across the line, seen from the foot ``N_3^T G^-1 d_3``),
+    the same at both ends."""
+    V, F = incv.shape
+    vptr = np.zeros(V + 1, dtype=np.intp)
+    for v in range(V):
+        vptr[v + 1] = vptr[v] + np.sum(incv[v])
+    vfac = np.empty(vptr[V], dtype=np.intp)
+    K = 4
+    for v in range(V):
+        p = vptr[v]
+        for f in range(F):
+            if incv[v, f]:
+                vfac[p] = f
+                p += 1
+        K = max(K, vptr[v + 1] - vptr[v])
+    E = eu.shape[0]
+    ew = np.zeros((E, 2, K))
+    eres = np.zeros((E, 3))
+    for k in range(E):
+        for w in range(2):
+            v = eva[k] if w == 0 else evb[k]
+            if v < 0:
+                continue
+            n = vptr[v + 1] - vptr[v]
+            Nv = np.ascontiguousarray(Nrm[vfac[vptr[v]:vptr[v + 1]]])
+            if n < 4 or not np.linalg.svd(Nv)[1][3] > 1e-8:
+                ew[k, w, 0] = _INF
+                continue
+            ew[k, w, :n] = Nv @ np.linalg.solve(Nv.T @ Nv, np.ascontiguousarray(eu[k]))
+        for p in range(3):
+            eres[k, p] = _dot2(Nrm[tri[k, p]], eu[k], 4)
+    return Nrm.copy(), vptr, vfac, ew, eres
 
 
 def _lines(Nrm, edges, rid, rc):
@@ -600,10 +675,142 @@ def _drop_edge(g, k, wk, bound, fac, moments):
 
 
 @_jit
-def _edge_terms(g, k, d, yv, wk, ref, moments):
+def _two_prod_sum(p, s, a, b):
+    """Dot2's step: ``(p, s)`` plus ``a b`` (Dekker's TwoProduct and Knuth's TwoSum, as :func:`_dot2`)."""
+    h = a * b
+    t = 134217729.0 * a
+    ah = t - (t - a)
+    al = a - ah
+    t = 134217729.0 * b
+    bh = t - (t - b)
+    bl = b - bh
+    r = ((ah * bh - h) + ah * bl + al * bh) + al * bl
+    q = p + h
+    z = q - p
+    return q, s + ((p - (q - z)) + (h - z)) + r
+
+
+@_jit
+def _vertex_residuals(g, d, yv):
+    """``(r, e)`` (P,) aligned with ``g.vfac``: each given vertex's residual ``nrm_f . v - d_f`` on each of its valid
+    facets' planes, in Dot2, and its error bound (``2 eps |r| + 1e-29 (|d_f| + sum |nrm_f,a v_a|)``)."""
+    P = g.vfac.size
+    r = np.empty(P)
+    e = np.empty(P)
+    for v in range(yv.shape[0]):
+        for p in range(g.vptr[v], g.vptr[v + 1]):
+            f = g.vfac[p]
+            sa = abs(d[f])
+            hi, lo = -d[f], 0.0
+            for a in range(4):
+                x = g.nrm[f, a] * yv[v, a]
+                sa += abs(x)
+                hi, lo = _two_prod_sum(hi, lo, g.nrm[f, a], yv[v, a])
+            r[p] = hi + lo
+            e[p] = 2.0 * _EPS * abs(r[p]) + 1e-29 * sa
+    return r, e
+
+
+@_jit
+def _end_error(g, k, w, yv, res, common):
+    """Absolute error bound of the end of edge k at its vertex ``w`` (0: ``eva``, 1: ``evb``; 0 for a ray) against
+    the planes' vertex: the vertex off its planes along the edge (``|w . r|``, ``res``: :func:`_vertex_residuals`),
+    ``u``'s error (``common``, the same at both ends), the projection's rounding (``4 eps sum |u_a v_a|``) and the
+    quadrature nodes' near the end (``eps |s|``); first order."""
+    v = g.eva[k] if w == 0 else g.evb[k]
+    if v < 0:
+        return 0.0
+    r, re = res
+    u = g.eu[k]
+    s = u[0] * yv[v, 0] + u[1] * yv[v, 1] + u[2] * yv[v, 2] + u[3] * yv[v, 3]
+    uv = abs(u[0] * yv[v, 0]) + abs(u[1] * yv[v, 1]) + abs(u[2] * yv[v, 2]) + abs(u[3] * yv[v, 3])
+    along, spread = 0.0, 0.0
+    for p in range(g.vptr[v], g.vptr[v + 1]):
+        c = g.ew[k, w, p - g.vptr[v]]
+        along += c * r[p]
+        spread += abs(c) * re[p]
+    return abs(along) + spread + common + _EPS * (4.0 * uv + abs(s))
+
+
+@_jit
+def _end_errors(g, k, d, yv, res, lo, hi):
+    """Absolute error bounds of edge k's ends ``(s_lo, s_hi)`` (:func:`_edge_range`) against the planes' vertices
+    (:func:`_end_error`); ``u``'s error is ``|eres . G^-1 d_3|``, doubled for the rounding of ``G^-1 d_3``."""
+    t = g.etri[k]
+    common = 0.0
+    for p in range(3):
+        x = g.eginv[k, p, 0] * d[t[0]] + g.eginv[k, p, 1] * d[t[1]] + g.eginv[k, p, 2] * d[t[2]]
+        common += 2.0 * abs(g.eres[k, p] * x)
+    ea, eb = _end_error(g, k, 0, yv, res, common), _end_error(g, k, 1, yv, res, common)
+    u = g.eu[k]
+    va = g.eva[k]
+    sa = u[0] * yv[va, 0] + u[1] * yv[va, 1] + u[2] * yv[va, 2] + u[3] * yv[va, 3]
+    return (ea, eb) if sa == lo else (eb, ea)
+
+
+@_jit
+def _end_bounds(k, g, wk, R, flags, ends, moments):
+    """The ends' errors of edge k (``ends = (s_lo, s_hi, err_lo, err_hi)``; ``flags = (fl, d2, fac)`` of
+    :func:`_edge_flags`) into the error sums (issue 14, c4b: a tiny simplex far from the mean has
+    edges 1e-5 long whose ends, projections of vertices ~20 from the mean, carry ~1e-14: the flags' terms then move
+    by ~1e-9 of themselves, far above their ``TERM_ULPS`` bar, and the signed sum of [4, 16, 16, 5]'s 25 smallest
+    regions was up to 10x its bar off). First order, doubled: ``dE <= |d| / 4pi^2 Theta'(t) int_|t|^inf e^{-(R +
+    sigma^2)/2} / (R + sigma^2) dsigma dt`` (only ``sigma > |t|`` sees the end ``t``), with moments ``d(phi(d) C) <=
+    phi(d) a b Q(omega_t) / (2 pi omega_t (b^2 + t^2)) dt`` and the ridges' ``d(e^{-|g|^2/2} B_2 / 2 pi) <= e^{-(R +
+    t^2)/2} b / (2 pi (b^2 + t^2)) dt``."""
+    fl, d2, fac = flags
+    for w in range(2):
+        t, dt = ends[w], ends[2 + w]
+        if not (dt > 0.0 and math.isfinite(t)):
+            continue
+        q = R + t * t
+        if not q > 0.0:
+            continue
+        tail = -0.5 * q - math.log(q) + _log_gauss_tail(abs(t)) + math.log(2.0 * dt) - _LOG_4PI2
+        wk.acc[2] = _lse_pair(wk.acc[2], tail + _log_theta_sum(fl, d2, t))
+        if moments > 0:  # Q(omega_t) <= Q(|t|) where that bound is below 1 % of the facet's error, else Q(omega_t)
+            lq = math.log(2.0 * dt) - 0.5 * _LOG_2PI - _LOG_2PI
+            lqt = _log_q(abs(t))
+            for f in range(fl.shape[0]):
+                a, b = fl[f, 0], fl[f, 1]
+                wt = math.sqrt(fl[f, 2] + t * t)
+                v = a * b / (wt * (b * b + t * t))
+                if v > 0.0:
+                    lc = lq - 0.5 * d2[f] + math.log(v)
+                    lc += lqt if lc + lqt <= wk.facc[fac[f], 2] - 4.6 else _log_q(wt)
+                    wk.facc[fac[f], 2] = _lse_pair(wk.facc[fac[f], 2], lc)
+            for m in range(g.eptr[k], g.eptr[k + 1]):
+                b = abs(wk.bl[m])
+                lr = -0.5 * q + math.log(b / (2.0 * math.pi * (b * b + t * t))) + math.log(2.0 * dt)
+                wk.racc[g.lr[m], 2] = _lse_pair(wk.racc[g.lr[m], 2], lr)
+
+
+@_jit
+def _log_theta_sum(fl, d2, t):
+    """``log sum_f |d_f| Theta_f'(t)`` over the flags ``fl = (a, b, c, ...)`` of an edge, ``Theta' = a b c / (omega
+    (b^2 omega^2 + a^2 t^2))``, ``omega^2 = c + t^2``: a plain sum, in logs where it overflows."""
+    tot = 0.0
+    for f in range(fl.shape[0]):
+        a, b, c = fl[f, 0], fl[f, 1], fl[f, 2]
+        wt = math.sqrt(c + t * t)
+        tot += math.sqrt(d2[f]) * (a * b * c / (wt * (b * b * (c + t * t) + a * a * t * t)))
+    if tot < _INF:
+        return math.log(tot) if tot > 0.0 else -_INF
+    out = -_INF
+    for f in range(fl.shape[0]):
+        a, b, c = fl[f, 0], fl[f, 1], fl[f, 2]
+        wt = math.sqrt(c + t * t)
+        out = _lse_pair(out, 0.5 * math.log(d2[f]) + math.log(a) + math.log(b) + math.log(c) - math.log(wt)
+                        - math.log(b * b * (c + t * t) + a * a * t * t))
+    return out
+
+
+@_jit
+def _edge_terms(g, k, d, yv, wk, ref, moments, res):
     """Flag terms ``-sign(d_i) sign(e_ij) sign(b_ijk) E_ijk`` of edge k into ``wk.acc`` (with ``moments``: ``sign(e)
     sign(b) phi(d_i) C_ijk`` into facet i's sums and ``-sign(b) e^{-|g|^2/2} B_2 / 2pi`` into the ridge's), or only
-    its bound into the errors when it is ``_DROP`` nats below ``ref``; returns ok."""
+    its bound into the errors when it is ``_DROP`` nats below ``ref``; the ends' errors (``res``: the vertices'
+    residuals, :func:`_vertex_residuals`) through :func:`_end_bounds`; returns ok."""
     lo, hi = _edge_range(g, k, yv)
     if not lo < hi:
         return True
@@ -628,6 +835,8 @@ def _edge_terms(g, k, d, yv, wk, ref, moments):
             _add(wk.facc[fac[q]], se[q] * sb[q], out[1, q])
             if trunc > -_INF:
                 wk.facc[fac[q], 2] = _lse_pair(wk.facc[fac[q], 2], trunc - _LOG_4PI2)
+    elo, ehi = _end_errors(g, k, d, yv, res, lo, hi)
+    _end_bounds(k, g, wk, R, (fl, d2, fac), (lo, hi, elo, ehi), moments)
     if moments > 0:
         ok = _ridge_edges(g, k, wk, (lo, hi), R) and ok
     return ok
@@ -722,8 +931,9 @@ def pair_moments(g, Nrm, d, yv, moments, mean, cov):
         return -_INF, _INF, True, _INF, _INF
     ok = _ridge_terms(g, d, g_out, wk, moments)
     ref = wk.acc[3]
+    res = _vertex_residuals(g, d, yv)
     for k in range(g.eva.size):
-        ok = _edge_terms(g, k, d, yv, wk, ref, moments) and ok
+        ok = _edge_terms(g, k, d, yv, wk, ref, moments, res) and ok
     pos, neg, err = wk.acc[0], wk.acc[1], wk.acc[2]
     if pos == -_INF:
         return -_INF, _INF, True, _INF, _INF

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .cones import ConeArrays
+from .cones import ConeArrays, end_frames
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _INC = 1e-9  # as cones._INC
@@ -239,7 +239,7 @@ def _edge_frames(N, tri):
 
 @_jit
 def _shape_arrays(N, D0, Yv0, Yr):
-    """Every array of :class:`cones.ConeArrays` but the rays, in its field order."""
+    """Every array of :class:`cones.ConeArrays` up to the rays, in its field order, and the valid incidences."""
     inc, rinc = _incidences(N, D0, Yv0, Yr)
     fvalid = _facet_valid(Yv0, Yr, inc, rinc)
     incv, rincv = inc.copy(), rinc.copy()
@@ -272,13 +272,14 @@ def _shape_arrays(N, D0, Yv0, Yr):
     eu, eginv = _edge_frames(N, tri)
     kept = ends[has]
     return (fvalid, ri, rj, rc, rsn, kept[:, 0].copy(), kept[:, 1].copy(), kept[:, 2].copy(), eu, tri, eginv, eptr,
-            ints[:, 1].copy(), ints[:, 4].copy(), flts[:, 0].copy(), flts[:, 1].copy(), flts[:, 2].copy())
+            ints[:, 1].copy(), ints[:, 4].copy(), flts[:, 0].copy(), flts[:, 1].copy(), flts[:, 2].copy()), incv
 
 
 def cone_shape_compiled(Nrm, D0, Yv0, Yr) -> ConeArrays:
     """:func:`cones.cone_shape` (the flags of ``P = {Nrm y <= D0}``, vertices ``Yv0`` (V, 4), unit rays ``Yr`` (R, 4);
     pointed), compiled."""
     Yr = np.ascontiguousarray(Yr, dtype=np.float64).reshape(-1, 4)
-    out = _shape_arrays(np.ascontiguousarray(Nrm, dtype=np.float64), np.ascontiguousarray(D0, dtype=np.float64),
-                        np.ascontiguousarray(Yv0, dtype=np.float64).reshape(-1, 4), Yr)
-    return ConeArrays(*out, Yr)
+    Nrm = np.ascontiguousarray(Nrm, dtype=np.float64)
+    out, incv = _shape_arrays(Nrm, np.ascontiguousarray(D0, dtype=np.float64),
+                              np.ascontiguousarray(Yv0, dtype=np.float64).reshape(-1, 4), Yr)
+    return ConeArrays(*out, Yr, *end_frames(Nrm, incv, out[5], out[6], out[8], out[9]))
