@@ -29,11 +29,20 @@ import numpy as np
 from .errors import DGNInputError
 
 PAIRS_PER_BLOCK = 1_000_000  # (point, region) pairs per block when the caller gives no block size
+HIGHDIM_PAIRS_PER_BLOCK = 4_000_000  # ... at S >= 4 (not scaled by S x S): see rows_per_block
 
 
-def rows_per_block(n_regions: int, latent_dim: int, pairs: int = PAIRS_PER_BLOCK) -> int:
+def rows_per_block(n_regions: int, latent_dim: int, pairs: int | None = None) -> int:
     """Rows per block so that one block holds about ``pairs`` (point, region) pairs (scaled down by the
-    S x S per-region covariances for S >= 3)."""
+    S x S per-region covariances for S >= 3). Without ``pairs``: ``PAIRS_PER_BLOCK`` so scaled, and at S >= 4
+    ``HIGHDIM_PAIRS_PER_BLOCK`` unscaled. A pair costs ~0.3 ms of quadrature there (S = 2: ~1 us), and each block
+    pays a per-region preamble (whitening, closest points, bounds, one kernel call per region with pairs):
+    ``[4, 16, 16, 5]`` (33,153 regions) got 7-point blocks, 15 for 100 points; now one block of up to 120 points
+    (memory: ``benchmarks/bench_s4.py`` reports the peak RSS)."""
+    if pairs is None:
+        if latent_dim >= 4:
+            return max(1, HIGHDIM_PAIRS_PER_BLOCK // max(1, n_regions))
+        pairs = PAIRS_PER_BLOCK
     weight = max(1, latent_dim * latent_dim // 4)
     return max(1, pairs // max(1, n_regions * weight))
 
