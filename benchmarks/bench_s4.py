@@ -15,12 +15,15 @@ they agree within their bars.
 ``--regions`` regions at every point by the default method (S = 4: ``highdim.sliced``, outer quadrature over
 exact S = 3 slices) and by RQMC, in seconds per (point, region) pair, with their bars and their difference,
 and, with ``--nested``, the deterministic nested quadrature (``engine.gaussian.highdim.nested``) of one pair.
+``--memory N`` evaluates the first N points with the S' = 4 cone kernel replaced by a constant (every array of the
+call at its real size; flags, volumes, closest points, bounds and skips real): the CPU time of everything but the
+kernel and the peak RSS, for block sizes (``--chunk-size``) compared without hours of quadrature.
 ``--blocks N`` evaluates the first N points in ``evaluate``'s own row blocks, a line per block (cumulative CPU and
 wall seconds, largest bar so far). ``--repro`` runs ``evaluate`` twice (and in a forked child) and
 says whether the bits agree. One JSON line per figure. Usage:
 
     .venv/bin/python benchmarks/bench_s4.py [--workloads s4 s5 s6] [--points 1 5] [--pairs] [--nested] [--repro]
-        [--each N] [--blocks N] [--chunk-size K]
+        [--each N] [--blocks N] [--chunk-size K] [--memory N]
 """
 
 from __future__ import annotations
@@ -97,6 +100,27 @@ def _evaluate_blocks(name, net, X, part, n):
         worst = max(worst, float(np.max(ev.log_marginal_error)))
         _emit(workload=name, what="evaluate in blocks", points=min(i + k, n), cum_seconds=time.perf_counter() - t,
               cum_cpu_seconds=time.process_time() - c, max_log_marginal_error=worst, peak_rss_mb=_peak_rss_mb())
+
+
+def _memory(name, net, X, part, n, chunk_size=None):
+    """``--memory``: :func:`_evaluate`'s figures with ``sliced.cones_first`` answering every pair with a constant."""
+    import engine.gaussian.highdim.sliced as sl
+
+    def constant(fallback, Nrm, D, Yv, Yr, **kw):
+        M = D.shape[0]
+        return (np.full(M, -1.0), np.zeros((M, 4)), np.repeat(np.eye(4)[None], M, axis=0), np.zeros(M),
+                np.zeros(M, dtype=bool))
+
+    real, sl.cones_first = sl.cones_first, constant
+    try:
+        before = _peak_rss_mb()
+        t, c = time.perf_counter(), time.process_time()
+        evaluate(net, X[:n], part=part, chunk_size=chunk_size)
+        _emit(workload=name, what="evaluate without the cone kernel", points=n, chunk_size=chunk_size,
+              seconds=time.perf_counter() - t, cpu_seconds=time.process_time() - c, rss_before_mb=before,
+              peak_rss_mb=_peak_rss_mb())
+    finally:
+        sl.cones_first = real
 
 
 def _count_pairs():
@@ -264,6 +288,8 @@ def main():
     ap.add_argument("--repro", action="store_true")
     ap.add_argument("--each", type=int, default=0, help="evaluate the first EACH points one at a time")
     ap.add_argument("--blocks", type=int, default=0, help="evaluate the first BLOCKS points block by block")
+    ap.add_argument("--memory", type=int, default=0, help="CPU and peak RSS of the first MEMORY points without the "
+                    "S' = 4 cone kernel (a constant in its place)")
     ap.add_argument("--chunk-size", type=int, default=None, help="rows per block of the --points evaluations "
                     "(default: evaluate's own, scaling.rows_per_block; 7 was [4,16,16,5]'s before issue 14's s4w)")
     args = ap.parse_args()
@@ -281,6 +307,8 @@ def main():
             _evaluate_each(name, net, X, part, args.each)
         if args.blocks:
             _evaluate_blocks(name, net, X, part, args.blocks)
+        if args.memory:
+            _memory(name, net, X, part, args.memory, args.chunk_size)
 
 
 if __name__ == "__main__":
