@@ -359,12 +359,13 @@ def test_pair_bounds_in_threads_give_the_region_loop_bits(monkeypatch):
 
 
 def test_s4_blocks_hold_120_points_of_a_33k_region_partition():
-    """``scaling.rows_per_block`` at S >= 4: ``HIGHDIM_PAIRS_PER_BLOCK`` pairs a block, not scaled by S x S
+    """``scaling.rows_per_block`` at S >= 4: ``HIGHDIM_PAIRS_PER_BLOCK`` pairs a block at S = 4, 16 / S^2 of it above
     (``[4, 16, 16, 5]``'s 33,153 regions: 120 points a block, 7 before); S <= 3 keep ``PAIRS_PER_BLOCK`` scaled."""
     from engine.scaling import HIGHDIM_PAIRS_PER_BLOCK, PAIRS_PER_BLOCK, rows_per_block
 
     assert rows_per_block(33153, 4) == HIGHDIM_PAIRS_PER_BLOCK // 33153 == 120
-    assert rows_per_block(33153, 6) == 120
+    assert rows_per_block(33153, 6) == HIGHDIM_PAIRS_PER_BLOCK * 16 // 36 // 33153 == 53
+    assert rows_per_block(33153, 5) == 77
     assert rows_per_block(4297, 3) == PAIRS_PER_BLOCK // (4297 * 2)
     assert rows_per_block(473, 2) == PAIRS_PER_BLOCK // 473
     assert rows_per_block(33153, 4, pairs=PAIRS_PER_BLOCK) == 7  # an explicit pair count keeps the S x S scaling
