@@ -4,7 +4,8 @@ Workloads (``net = random_network(widths, rng=0, cov_x=0.1)``, ``X = net.sample(
 ``s4`` = [4, 8, 8, 5], ``s4w`` = [4, 16, 16, 5], ``s5`` = [5, 8, 8, 6], ``s6`` = [6, 6, 6, 6]. For each
 workload given it reports the partition time and, for each N in ``--points``, the wall time of
 ``evaluate(net, X[:N])`` (partition built outside), the largest ``log_marginal_error``, the number of
-regions and the pairs per point before and after the pruning to the target (S >= 4).
+regions, the pairs per point before and after the pruning to the target (S >= 4) and the process's peak RSS before
+and after (MiB, ``getrusage``).
 ``--pair-cost N`` times ``sliced_moments`` alone on the N heaviest pairs of point 0 with the mean inside and N with
 it outside (CPU ms per pair, the compiled route vs the same with the slices the strict S = 3 kernel pass leaves
 built as polytopes (``COMPILED_RESOLVE = False``, before the compiled cubature), vs the same without the inner
@@ -14,12 +15,15 @@ they agree within their bars.
 ``--regions`` regions at every point by the default method (S = 4: ``highdim.sliced``, outer quadrature over
 exact S = 3 slices) and by RQMC, in seconds per (point, region) pair, with their bars and their difference,
 and, with ``--nested``, the deterministic nested quadrature (``engine.gaussian.highdim.nested``) of one pair.
+``--memory N`` evaluates the first N points with the S' = 4 cone kernel replaced by a constant (every array of the
+call at its real size; flags, volumes, closest points, bounds and skips real): the CPU time of everything but the
+kernel and the peak RSS, for block sizes (``--chunk-size``) compared without hours of quadrature.
 ``--blocks N`` evaluates the first N points in ``evaluate``'s own row blocks, a line per block (cumulative CPU and
 wall seconds, largest bar so far). ``--repro`` runs ``evaluate`` twice (and in a forked child) and
 says whether the bits agree. One JSON line per figure. Usage:
 
     .venv/bin/python benchmarks/bench_s4.py [--workloads s4 s5 s6] [--points 1 5] [--pairs] [--nested] [--repro]
-        [--each N] [--blocks N]
+        [--each N] [--blocks N] [--chunk-size K] [--memory N]
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import resource
 import time
 
 import numpy as np
@@ -42,6 +47,12 @@ def _emit(**kw):
     print(json.dumps(kw), flush=True)
 
 
+def _peak_rss_mb():
+    """This process's peak resident set so far (``getrusage``; Linux reports kB), MiB: a high-water mark, so an
+    ``evaluate`` line's value includes the partition and everything before it (``rss_before_mb``)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _setup(name):
     net = engine.random_network(WORKLOADS[name], rng=0, cov_x=0.1)
     X = net.sample(100, rng=1)
@@ -51,14 +62,15 @@ def _setup(name):
     return net, X, part
 
 
-def _evaluate(name, net, X, part, n):
+def _evaluate(name, net, X, part, n, chunk_size=None):
     counts = _count_pairs()
+    before = _peak_rss_mb()
     t, c = time.perf_counter(), time.process_time()
-    ev = evaluate(net, X[:n], part=part)
+    ev = evaluate(net, X[:n], part=part, chunk_size=chunk_size)
     dt, cpu = time.perf_counter() - t, time.process_time() - c
     err = np.inf if ev.log_marginal_error is None else float(np.max(ev.log_marginal_error))
     _emit(workload=name, what="evaluate", points=n, seconds=dt, cpu_seconds=cpu, max_log_marginal_error=err,
-          method=ev.method,
+          method=ev.method, chunk_size=chunk_size, rss_before_mb=before, peak_rss_mb=_peak_rss_mb(),
           pairs_per_point_before_target_pruning=counts["before"] / n, pairs_per_point=counts["after"] / n)
 
 
@@ -75,7 +87,7 @@ def _evaluate_each(name, net, X, part, n):
 
 
 def _evaluate_blocks(name, net, X, part, n):
-    """The first n points in the row blocks ``evaluate`` itself uses (``scaling.rows_per_block``: 7 points a block on
+    """The first n points in the row blocks ``evaluate`` itself uses (``scaling.rows_per_block``: 120 points a block on
     ``[4, 16, 16, 5]``), one call per block in this process (the geometry, flags and volumes kept across blocks as in
     one call), a line per block with the cumulative CPU and wall seconds: a partial run can be extrapolated."""
     from engine.scaling import rows_per_block
@@ -87,7 +99,28 @@ def _evaluate_blocks(name, net, X, part, n):
         ev = evaluate(net, X[i:min(i + k, n)], part=part)
         worst = max(worst, float(np.max(ev.log_marginal_error)))
         _emit(workload=name, what="evaluate in blocks", points=min(i + k, n), cum_seconds=time.perf_counter() - t,
-              cum_cpu_seconds=time.process_time() - c, max_log_marginal_error=worst)
+              cum_cpu_seconds=time.process_time() - c, max_log_marginal_error=worst, peak_rss_mb=_peak_rss_mb())
+
+
+def _memory(name, net, X, part, n, chunk_size=None):
+    """``--memory``: :func:`_evaluate`'s figures with ``sliced.cones_first`` answering every pair with a constant."""
+    import engine.gaussian.highdim.sliced as sl
+
+    def constant(fallback, Nrm, D, Yv, Yr, **kw):
+        M = D.shape[0]
+        return (np.full(M, -1.0), np.zeros((M, 4)), np.repeat(np.eye(4)[None], M, axis=0), np.zeros(M),
+                np.zeros(M, dtype=bool))
+
+    real, sl.cones_first = sl.cones_first, constant
+    try:
+        before = _peak_rss_mb()
+        t, c = time.perf_counter(), time.process_time()
+        evaluate(net, X[:n], part=part, chunk_size=chunk_size)
+        _emit(workload=name, what="evaluate without the cone kernel", points=n, chunk_size=chunk_size,
+              seconds=time.perf_counter() - t, cpu_seconds=time.process_time() - c, rss_before_mb=before,
+              peak_rss_mb=_peak_rss_mb())
+    finally:
+        sl.cones_first = real
 
 
 def _count_pairs():
@@ -255,6 +288,10 @@ def main():
     ap.add_argument("--repro", action="store_true")
     ap.add_argument("--each", type=int, default=0, help="evaluate the first EACH points one at a time")
     ap.add_argument("--blocks", type=int, default=0, help="evaluate the first BLOCKS points block by block")
+    ap.add_argument("--memory", type=int, default=0, help="CPU and peak RSS of the first MEMORY points without the "
+                    "S' = 4 cone kernel (a constant in its place)")
+    ap.add_argument("--chunk-size", type=int, default=None, help="rows per block of the --points evaluations "
+                    "(default: evaluate's own, scaling.rows_per_block; 7 was [4,16,16,5]'s before issue 14's s4w)")
     args = ap.parse_args()
     for name in args.workloads:
         net, X, part = _setup(name)
@@ -265,11 +302,13 @@ def main():
         if args.repro:
             _repro(name, net, X, part)
         for n in args.points:
-            _evaluate(name, net, X, part, n)
+            _evaluate(name, net, X, part, n, args.chunk_size)
         if args.each:
             _evaluate_each(name, net, X, part, args.each)
         if args.blocks:
             _evaluate_blocks(name, net, X, part, args.blocks)
+        if args.memory:
+            _memory(name, net, X, part, args.memory, args.chunk_size)
 
 
 if __name__ == "__main__":

@@ -827,7 +827,7 @@ def evaluate(net: Network, X, *, method: str = "auto", part: Partition | None = 
              lower_pairs=None) -> Evaluation:
     """Exact log p(x), posterior mean/covariance and per-region posterior terms for each row of X.
 
-    Rows are evaluated in blocks of ``chunk_size`` (default: about 1e6 (point, region) pairs a block), so
+    Rows are evaluated in blocks of ``chunk_size`` (default: about 1e6 (point, region) pairs a block, 4e6 at S = 4), so
     memory follows the block, not N x R; ``workers`` > 1 spreads the blocks over local processes and
     ``scheduler`` (a Dask address or ``distributed.Client``) over a cluster, with the partition computed
     once and shipped (:mod:`engine.scaling`). ``region_terms=False`` leaves out the (N, R, ...) per-region

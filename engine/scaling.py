@@ -29,11 +29,22 @@ import numpy as np
 from .errors import DGNInputError
 
 PAIRS_PER_BLOCK = 1_000_000  # (point, region) pairs per block when the caller gives no block size
+HIGHDIM_PAIRS_PER_BLOCK = 4_000_000  # ... at S = 4 (16 / S^2 of it at S > 4): see rows_per_block
 
 
-def rows_per_block(n_regions: int, latent_dim: int, pairs: int = PAIRS_PER_BLOCK) -> int:
+def rows_per_block(n_regions: int, latent_dim: int, pairs: int | None = None) -> int:
     """Rows per block so that one block holds about ``pairs`` (point, region) pairs (scaled down by the
-    S x S per-region covariances for S >= 3)."""
+    S x S per-region covariances for S >= 3). Without ``pairs``: ``PAIRS_PER_BLOCK`` so scaled, and at S >= 4
+    ``HIGHDIM_PAIRS_PER_BLOCK`` times 16 / S^2 (the same bytes of per-region covariances as at S = 4). A pair costs
+    ~0.3 ms of quadrature there (S = 2: ~1 us), and each block pays a per-region preamble (whitening, closest points,
+    bounds, one kernel call per region with pairs): ``[4, 16, 16, 5]`` (33,153 regions) got 7-point blocks, 15 for
+    100 points; now one block of up to 120 points. 100 points there (``bench_s4.py --memory 100``, shared machine):
+    everything but the cone kernel 144.7 s CPU in one block against 249.3 s in 15, peak RSS 1,773 MiB against 1,938
+    MiB (547 before ``evaluate``; the 15 blocks' per-region terms are concatenated at the end)."""
+    if pairs is None:
+        if latent_dim >= 4:
+            return max(1, HIGHDIM_PAIRS_PER_BLOCK * 16 // (latent_dim * latent_dim) // max(1, n_regions))
+        pairs = PAIRS_PER_BLOCK
     weight = max(1, latent_dim * latent_dim // 4)
     return max(1, pairs // max(1, n_regions * weight))
 

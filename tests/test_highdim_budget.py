@@ -327,3 +327,46 @@ def test_hinted_lower_at_s4_uses_the_cones_only(s4_case, monkeypatch):
     ev = evaluate(case.net, case.X, part=part, lower_pairs=extra)
     assert calls[:2] == ["hint", "done"], calls
     assert np.all(np.abs(ev.log_marginal - truth) <= ev.log_marginal_error)
+
+
+def test_pair_bounds_in_threads_give_the_region_loop_bits(monkeypatch):
+    """``budget.pair_bounds`` runs its regions in worker threads, ``BOUND_REGIONS_PER_ROUND`` at a time: with 1 and
+    2 threads and rounds of 7 regions (many rounds, the last one short) every entry is bit for bit the sequential
+    region loop it replaced (``geometry.whitened`` and ``sliced._closest_bounds`` per region, filed in place), +inf
+    outside the pairs asked for."""
+    import engine
+    from engine.distributions import posterior_region_params, region_gaussians
+    from engine.gaussian.highdim import budget as bd
+    from engine.gaussian.polytopes import batch_geometry
+
+    net = engine.random_network([4, 8, 8, 5], rng=0, cov_x=0.1)
+    part = partition(net)
+    rg = region_gaussians(net, part)
+    mu, log_norm = posterior_region_params(net, part, net.sample(3, rng=1), rg)
+    geo = batch_geometry([r.polytope for r in part], rg.cov, rg.chol_cov)
+    pairs = np.random.default_rng(0).random(log_norm.shape) < 0.6
+    want = np.full(pairs.shape, np.inf)
+    for r in np.nonzero(pairs.any(axis=0) & geo.ok)[0]:
+        rows = np.nonzero(pairs[:, r])[0]
+        Nrm, D, Yv, Yr = geo.whitened(r, mu[rows, r])
+        want[rows, r] = log_norm[rows, r] + sl._closest_bounds(Nrm, D, Yv, Yr, geo.log_volumes([r])[0])[1]
+    assert np.isfinite(want).sum() > 3000
+    monkeypatch.setattr(bd, "BOUND_REGIONS_PER_ROUND", 7)
+    for threads in ("1", "2"):
+        monkeypatch.setenv("DGNEXACT_THREADS", threads)
+        got = bd.pair_bounds(part, mu, log_norm, pairs, geo)
+        assert got.tobytes() == want.tobytes(), threads
+
+
+def test_s4_blocks_hold_120_points_of_a_33k_region_partition():
+    """``scaling.rows_per_block`` at S >= 4: ``HIGHDIM_PAIRS_PER_BLOCK`` pairs a block at S = 4, 16 / S^2 of it above
+    (``[4, 16, 16, 5]``'s 33,153 regions: 120 points a block, 7 before); S <= 3 keep ``PAIRS_PER_BLOCK`` scaled."""
+    from engine.scaling import HIGHDIM_PAIRS_PER_BLOCK, PAIRS_PER_BLOCK, rows_per_block
+
+    assert rows_per_block(33153, 4) == HIGHDIM_PAIRS_PER_BLOCK // 33153 == 120
+    assert rows_per_block(33153, 6) == HIGHDIM_PAIRS_PER_BLOCK * 16 // 36 // 33153 == 53
+    assert rows_per_block(33153, 5) == 77
+    assert rows_per_block(4297, 3) == PAIRS_PER_BLOCK // (4297 * 2)
+    assert rows_per_block(473, 2) == PAIRS_PER_BLOCK // 473
+    assert rows_per_block(33153, 4, pairs=PAIRS_PER_BLOCK) == 7  # an explicit pair count keeps the S x S scaling
+    assert rows_per_block(10 ** 9, 5) == 1

@@ -86,9 +86,15 @@ def log_mass_bounds(d, log_vol):
     return np.minimum(log_ndtr(-d), np.where(np.isfinite(vol), vol, np.inf))
 
 
+BOUND_REGIONS_PER_ROUND = 2048  # regions whose closest points (pair_bounds) run together in worker threads
+
+
 def pair_bounds(part, mu, log_norm, pairs, geometry):
     """(N, R) log upper bounds on the terms of eq. 5 of the ``pairs`` (N, R) in regular regions of ``geometry``
-    (``log_norm`` plus :func:`log_mass_bounds`); +inf elsewhere."""
+    (``log_norm`` plus :func:`log_mass_bounds`); +inf elsewhere. The regions run in worker threads
+    (``highdim.map_regions``: the compiled closest point releases the GIL), ``BOUND_REGIONS_PER_ROUND`` at a time;
+    each region is computed alone and filed in its own entries, so the bits do not depend on the thread count."""
+    from . import map_regions
     from .sliced import _closest_bounds, whitened
 
     N, R = pairs.shape
@@ -97,13 +103,21 @@ def pair_bounds(part, mu, log_norm, pairs, geometry):
     regs = np.nonzero(pairs.any(axis=0) & ok)[0]
     cached = hasattr(geometry, "log_volumes")
     log_vol = geometry.log_volumes(regs) if cached else np.full(regs.size, np.inf)
-    for r, lv in zip(regs.tolist(), log_vol.tolist()):
+
+    def region(job):
+        r, lv = job
         rows = np.nonzero(pairs[:, r])[0]
         if cached:
             Nrm, D, Yv, Yr = geometry.whitened(r, mu[rows, r])
         else:
             Nrm, D, Yv, Yr = whitened(part[r].polytope, geometry.chol[r], mu[rows, r])
-        out[rows, r] = log_norm[rows, r] + _closest_bounds(Nrm, D, Yv, Yr, lv)[1]
+        return rows, _closest_bounds(Nrm, D, Yv, Yr, lv)[1]
+
+    jobs = list(zip(regs.tolist(), log_vol.tolist()))
+    for start in range(0, len(jobs), BOUND_REGIONS_PER_ROUND):
+        chunk = jobs[start:start + BOUND_REGIONS_PER_ROUND]
+        for (r, _), (rows, log_b) in zip(chunk, map_regions(region, chunk), strict=True):
+            out[rows, r] = log_norm[rows, r] + log_b
     return out
 
 
