@@ -35,7 +35,8 @@ inner one of the two left at a few exponentials a node instead of an S' = 4 row.
 
 Bar: as ``cones5``, ``TERM_ULPS eps (1 + |log term|)`` per term (the new terms checked against mpmath in
 ``tests/test_highdim_cones6.py``), the dropped edges' bounds (``R`` flag ``<= sqrt(pi/2) / (4 pi rho) e Q(d) Q(a) /
-a``, since ``w6(q) <= Q(d) Q(a) / a``), the windows' truncation bounds, and the signed sum's rounding.
+a``, since ``w6(q) <= Q(d) Q(a) / a``), the windows' truncation bounds, the geometry's rounding where a term of G sees it
+amplified (``cones5.geom_term``: the mean near a face of P), and the signed sums' rounding.
 """
 
 from __future__ import annotations
@@ -74,7 +75,19 @@ from .cones import (
     theta_diff,
 )
 from .cones import WINDOW as WINDOW4
-from .cones5 import _DROP5, _adds, _complement, _near5, _signed_mass, _trunc5, merge_side, sum_rounding
+from .cones5 import (
+    _DROP5,
+    _adds,
+    _complement,
+    _near5,
+    _ridge_unit,
+    _signed_mass,
+    _trunc5,
+    flag_amp,
+    geom_term,
+    merge_side,
+    sum_rounding,
+)
 from .cones5 import _geometry as _geometry4
 from .cones5 import log_k as log_k5
 from .shape_kernel import cone_shape_compiled
@@ -255,8 +268,9 @@ def _near6(g, d4, par, acc, e4, outs, buf):
             f = g.ri[r] if side == 0 else g.rj[r]
             lk, good = log_k6(d2, e2, d4[f] * d4[f], abs(e4[r, side]), buf)
             ok = ok and good
-            _adds(acc, sgn * _sign(d4[f]) * _sign(e4[r, side]), lk + lde + math.log(abs(d4[f]) * e) - _LOG_2PI,
-                  shift)
+            lt = lk + lde + math.log(abs(d4[f]) * e) - _LOG_2PI
+            _adds(acc, sgn * _sign(d4[f]) * _sign(e4[r, side]), lt, shift)
+            geom_term(acc, lt - shift, _ridge_unit(g, r, d4) / math.hypot(d4[f], e4[r, side]))  # cones5.geom_term
     return ok
 
 
@@ -285,6 +299,7 @@ def _edge6(g, k, d4, yv, par, acc, wk, buf):
     for q in range(n):
         scale = 0.5 * math.log(d2f[q]) + lde if d2f[q] > 0.0 else -_INF
         _adds(acc, -sgn * _sign(d4[fac[q]]) * se[q] * sb[q], out[q] + scale, shift)
+        geom_term(acc, out[q] + scale - shift, flag_amp(g, k, q, fl, d4))
         if trunc > -_INF:
             acc[2] = _lse_pair(acc[2], trunc + scale - shift)
     return ok
@@ -395,7 +410,9 @@ def _near4(g, d4, acc4, e4, outs):
             f = g.ri[r] if side == 0 else g.rj[r]
             lj, good = log_j(d4[f] * d4[f], abs(e4[r, side]))
             ok = ok and good
-            _add(acc4, _sign(d4[f]) * _sign(e4[r, side]), lj + math.log(abs(d4[f])) - _LOG_2PI)
+            lt = lj + math.log(abs(d4[f])) - _LOG_2PI
+            _add(acc4, _sign(d4[f]) * _sign(e4[r, side]), lt)
+            geom_term(acc4, lt, _ridge_unit(g, r, d4) / math.hypot(d4[f], e4[r, side]))
     return ok
 
 
@@ -435,6 +452,10 @@ def _edge_fused(g, k, d4, yv, par, accs, wk, buf):
         _adds(acc6, sgn * sign4, outs[0, q] + s4 + l6, shift)
         _add(acc5, sign4, outs[1, q] + s4 + l5)
         _add(acc4, sign4, outs[2, q] + s4 - _LOG_4PI2)
+        amp = flag_amp(g, k, q, fl, d4)  # the geometry's rounding (cones5.geom_term)
+        geom_term(acc6, outs[0, q] + s4 + l6 - shift, amp)
+        geom_term(acc5, outs[1, q] + s4 + l5, amp)
+        geom_term(acc4, outs[2, q] + s4 - _LOG_4PI2, amp)
         if trunc[0] > -_INF:
             acc6[2] = _lse_pair(acc6[2], trunc[0] + s4 + l6 - shift)
         if trunc[1] > -_INF:

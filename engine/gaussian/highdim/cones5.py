@@ -19,7 +19,9 @@ the S' = 5 mass is a signed sum of ONE smooth 1-D integral of elementary functio
 integral less the two integrals that close (the S' = 4 arctangent exchange and this one). The flags of each
 ``F_i'`` are translation invariant: one ``cones.cone_shape`` per facet and region (:func:`shape5`), shared by every
 point. Bar: ``TERM_ULPS eps (1 + |log term|)`` per term (measured against mpmath, ``tests/test_highdim_cones5.py``),
-the dropped edges' and the windows' bounds, the signed sum's rounding. Pairs with the mean on a plane of the flags,
+the dropped edges' and the windows' bounds, the geometry's rounding where a term sees it amplified (``geom_term``: the
+mean near a face of P), and the signed sums' rounding (each facet's terms summed relative to ``Q(|d_i|)`` and added
+to the pair's sum as one term, ``merge_side``, both levels bounded: ``sum_rounding``). Pairs with the mean on a plane of the flags,
 an unresolved integral, inconsistent incidences or a bar above the caller's tolerance are flagged (the caller keeps
 its RQMC route for them). Moments by the divergence theorem over the facets: each facet's S' = 4 mass and mean
 come from the same edge nodes as its S' = 5 flags (``_facet_pass_fused``).
