@@ -35,8 +35,8 @@ inner one of the two left at a few exponentials a node instead of an S' = 4 row.
 
 Bar: as ``cones5``, ``TERM_ULPS eps (1 + |log term|)`` per term (the new terms checked against mpmath in
 ``tests/test_highdim_cones6.py``), the dropped edges' bounds (``R`` flag ``<= sqrt(pi/2) / (4 pi rho) e Q(d) Q(a) /
-a``, since ``w6(q) <= Q(d) Q(a) / a``), the windows' truncation bounds, the geometry's rounding where a term of G sees it
-amplified (``cones5.geom_term``: the mean near a face of P), and the signed sums' rounding.
+a``, since ``w6(q) <= Q(d) Q(a) / a``), the windows' truncation bounds, the geometry's rounding where a term of G sees
+it amplified (``cones5.geom_term``: the mean near a face of P), and the signed sums' rounding.
 """
 
 from __future__ import annotations

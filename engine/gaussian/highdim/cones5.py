@@ -21,10 +21,10 @@ integral less the two integrals that close (the S' = 4 arctangent exchange and t
 point. Bar: ``TERM_ULPS eps (1 + |log term|)`` per term (measured against mpmath, ``tests/test_highdim_cones5.py``),
 the dropped edges' and the windows' bounds, the geometry's rounding where a term sees it amplified (``geom_term``: the
 mean near a face of P), and the signed sums' rounding (each facet's terms summed relative to ``Q(|d_i|)`` and added
-to the pair's sum as one term, ``merge_side``, both levels bounded: ``sum_rounding``). Pairs with the mean on a plane of the flags,
-an unresolved integral, inconsistent incidences or a bar above the caller's tolerance are flagged (the caller keeps
-its RQMC route for them). Moments by the divergence theorem over the facets: each facet's S' = 4 mass and mean
-come from the same edge nodes as its S' = 5 flags (``_facet_pass_fused``).
+to the pair's sum as one term, ``merge_side``, both levels bounded: ``sum_rounding``). Pairs with the mean on a plane
+of the flags, an unresolved integral, inconsistent incidences or a bar above the caller's tolerance are flagged (the
+caller keeps its RQMC route for them). Moments by the divergence theorem over the facets: each facet's S' = 4 mass and
+mean come from the same edge nodes as its S' = 5 flags (``_facet_pass_fused``).
 
 The first construction of this module (:func:`facet_term`, :func:`mixture_log_mass`) kept the outer integral as a
 graded Gauss-Legendre rule over ``t`` with a 16- vs 8-node bar: 200-360 S' = 4 evaluations per facet, ~0.4 s a pair.
@@ -506,10 +506,11 @@ def _adds(acc, sign, lt, shift):
 
 @_jit
 def merge_side(acc, sacc, shifts, n_terms):
-    """Add each row's side value ``e^{sacc[0]} - e^{sacc[1]}`` (``sgn R_ij``) to the pair's signed sums ``acc`` as ONE
-    term, its error ``sacc[2]`` and the rounding of its own log sums (``n_terms`` additions, each off by at most ``eps
-    (2 + |log partial sum|)`` relative, the partial sums below the final ones) into the pair's error: the pair's
-    signed sum then has one term per side, as the outer rules' had, and its rounding is bounded by few terms."""
+    """Add each row's group value ``e^{sacc[0]} - e^{sacc[1]}`` (relative to ``e^shifts``: a facet's ``sgn B_i`` at
+    S' = 5, a side's ``sgn R_ij`` at S' = 6, ``cone6_kernel``) to the pair's signed sums ``acc`` as ONE term, its error
+    ``sacc[2]`` and the rounding of its own log sums (``n_terms`` additions, each off by at most ``eps (2 + |log
+    partial sum|)`` relative, the partial sums below the final ones) into the pair's error: the pair's signed sum then
+    has one term per group and its rounding is bounded by few terms (:func:`sum_rounding`)."""
     ln_eps = math.log(n_terms * _EPS)
     for m in range(acc.shape[0]):
         pos, neg, err = sacc[m, 0], sacc[m, 1], sacc[m, 2]  # relative to e^shift
