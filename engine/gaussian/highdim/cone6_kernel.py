@@ -35,7 +35,8 @@ inner one of the two left at a few exponentials a node instead of an S' = 4 row.
 
 Bar: as ``cones5``, ``TERM_ULPS eps (1 + |log term|)`` per term (the new terms checked against mpmath in
 ``tests/test_highdim_cones6.py``), the dropped edges' bounds (``R`` flag ``<= sqrt(pi/2) / (4 pi rho) e Q(d) Q(a) /
-a``, since ``w6(q) <= Q(d) Q(a) / a``), the windows' truncation bounds, and the signed sum's rounding.
+a``, since ``w6(q) <= Q(d) Q(a) / a``), the windows' truncation bounds, the geometry's rounding where a term of G sees
+it amplified (``cones5.geom_term``: the mean near a face of P), and the signed sums' rounding.
 """
 
 from __future__ import annotations
@@ -74,7 +75,19 @@ from .cones import (
     theta_diff,
 )
 from .cones import WINDOW as WINDOW4
-from .cones5 import _DROP5, _complement, _near5, _signed_mass, _trunc5
+from .cones5 import (
+    _DROP5,
+    _adds,
+    _complement,
+    _near5,
+    _ridge_unit,
+    _signed_mass,
+    _trunc5,
+    flag_amp,
+    geom_term,
+    merge_side,
+    sum_rounding,
+)
 from .cones5 import _geometry as _geometry4
 from .cones5 import log_k as log_k5
 from .shape_kernel import cone_shape_compiled
@@ -227,22 +240,6 @@ def edge6_logs(R, d2, e2, d2f, fl, out, buf):
 
 
 @_jit
-def _adds(acc, sign, lt, shift):
-    """``cones._add`` into a side's sums kept relative to ``e^shift`` (``acc = [pos, neg, err]`` shifted, ``top``
-    not): the log sums then stay near 0, where each addition rounds by ``eps (2 + |log partial sum|)`` relative;
-    the term's own error is ``TERM_ULPS eps (1 + |lt|)`` with its unshifted log."""
-    if lt == -_INF or sign == 0.0:
-        return
-    v = lt - shift
-    if sign > 0.0:
-        acc[0] = _lse_pair(acc[0], v)
-    else:
-        acc[1] = _lse_pair(acc[1], v)
-    acc[2] = _lse_pair(acc[2], v + math.log(TERM_ULPS * _EPS * (1.0 + abs(lt))))
-    acc[3] = max(acc[3], lt)
-
-
-@_jit
 def _near6(g, d4, par, acc, e4, outs, buf):
     """The terms of ``R`` without edges, times ``sgn`` (``par = (d, e, sgn)``), into ``acc``: ``(d / 2 pi) J(d, e)``
     if G's foot is inside G, ``-sign(d_f) (|d_f| e / pi) K6(d_f^2, 0)`` per facet of G whose foot is inside it,
@@ -271,8 +268,9 @@ def _near6(g, d4, par, acc, e4, outs, buf):
             f = g.ri[r] if side == 0 else g.rj[r]
             lk, good = log_k6(d2, e2, d4[f] * d4[f], abs(e4[r, side]), buf)
             ok = ok and good
-            _adds(acc, sgn * _sign(d4[f]) * _sign(e4[r, side]), lk + lde + math.log(abs(d4[f]) * e) - _LOG_2PI,
-                  shift)
+            lt = lk + lde + math.log(abs(d4[f]) * e) - _LOG_2PI
+            _adds(acc, sgn * _sign(d4[f]) * _sign(e4[r, side]), lt, shift)
+            geom_term(acc, lt - shift, _ridge_unit(g, r, d4) / math.hypot(d4[f], e4[r, side]))  # cones5.geom_term
     return ok
 
 
@@ -301,6 +299,7 @@ def _edge6(g, k, d4, yv, par, acc, wk, buf):
     for q in range(n):
         scale = 0.5 * math.log(d2f[q]) + lde if d2f[q] > 0.0 else -_INF
         _adds(acc, -sgn * _sign(d4[fac[q]]) * se[q] * sb[q], out[q] + scale, shift)
+        geom_term(acc, out[q] + scale - shift, flag_amp(g, k, q, fl, d4))
         if trunc > -_INF:
             acc[2] = _lse_pair(acc[2], trunc + scale - shift)
     return ok
@@ -411,7 +410,9 @@ def _near4(g, d4, acc4, e4, outs):
             f = g.ri[r] if side == 0 else g.rj[r]
             lj, good = log_j(d4[f] * d4[f], abs(e4[r, side]))
             ok = ok and good
-            _add(acc4, _sign(d4[f]) * _sign(e4[r, side]), lj + math.log(abs(d4[f])) - _LOG_2PI)
+            lt = lj + math.log(abs(d4[f])) - _LOG_2PI
+            _add(acc4, _sign(d4[f]) * _sign(e4[r, side]), lt)
+            geom_term(acc4, lt, _ridge_unit(g, r, d4) / math.hypot(d4[f], e4[r, side]))
     return ok
 
 
@@ -451,6 +452,10 @@ def _edge_fused(g, k, d4, yv, par, accs, wk, buf):
         _adds(acc6, sgn * sign4, outs[0, q] + s4 + l6, shift)
         _add(acc5, sign4, outs[1, q] + s4 + l5)
         _add(acc4, sign4, outs[2, q] + s4 - _LOG_4PI2)
+        amp = flag_amp(g, k, q, fl, d4)  # the geometry's rounding (cones5.geom_term)
+        geom_term(acc6, outs[0, q] + s4 + l6 - shift, amp)
+        geom_term(acc5, outs[1, q] + s4 + l5, amp)
+        geom_term(acc4, outs[2, q] + s4 - _LOG_4PI2, amp)
         if trunc[0] > -_INF:
             acc6[2] = _lse_pair(acc6[2], trunc[0] + s4 + l6 - shift)
         if trunc[1] > -_INF:
@@ -487,7 +492,7 @@ def side_pass(g, D4, V4, par, acc, edges, flagged, mom, shifts):
         if not edges:
             ok = _near6(g, d4, (d[m], e[m], sgn[m], shift), loc, e4, (foot_out, g_out), buf)
             if moments:
-                ok = _near5(g, d4, (e[m], 1.0), acc5[m], e4, (foot_out, g_out)) and ok
+                ok = _near5(g, d4, (e[m], 1.0, 0.0), acc5[m], e4, (foot_out, g_out)) and ok
                 ok = _near4(g, d4, acc4[m], e4, (foot_out, g_out)) and ok
         else:
             wk = _Work(e4, bl, loc, np.empty((0, 4)), np.empty((0, 4)))
@@ -499,35 +504,6 @@ def side_pass(g, D4, V4, par, acc, edges, flagged, mom, shifts):
                 else:
                     ok = _edge6(g, k, d4, V4[m], (d[m], e[m], sgn[m], ref[m], shift), loc, wk, buf) and ok
         flagged[m] = flagged[m] or not ok
-
-
-@_jit
-def merge_side(acc, sacc, shifts, n_terms):
-    """Add each row's side value ``e^{sacc[0]} - e^{sacc[1]}`` (``sgn R_ij``) to the pair's signed sums ``acc`` as ONE
-    term, its error ``sacc[2]`` and the rounding of its own log sums (``n_terms`` additions, each off by at most ``eps
-    (2 + |log partial sum|)`` relative, the partial sums below the final ones) into the pair's error: the pair's
-    signed sum then has one term per side, as the outer rules' had, and its rounding is bounded by few terms."""
-    ln_eps = math.log(n_terms * _EPS)
-    for m in range(acc.shape[0]):
-        pos, neg, err = sacc[m, 0], sacc[m, 1], sacc[m, 2]  # relative to e^shift
-        if pos == -_INF and neg == -_INF:
-            continue
-        rnd = -_INF
-        if pos > -_INF:
-            rnd = _lse_pair(rnd, pos + math.log(2.0 + abs(pos)))
-        if neg > -_INF:
-            rnd = _lse_pair(rnd, neg + math.log(2.0 + abs(neg)))
-        sh = shifts[m]
-        acc[m, 2] = _lse_pair(_lse_pair(acc[m, 2], err + sh), rnd + ln_eps + sh)
-        pos, neg = pos + sh, neg + sh
-        if pos == neg:
-            continue
-        big, small, sign = (pos, neg, 1.0) if pos > neg else (neg, pos, -1.0)
-        lt = big + math.log1p(-math.exp(small - big)) if small > -_INF else big
-        q = 0 if sign > 0.0 else 1
-        acc[m, q] = _lse_pair(acc[m, q], lt)
-        acc[m, 2] = _lse_pair(acc[m, 2], lt + math.log(4.0 * _EPS * (1.0 + abs(lt))))
-        acc[m, 3] = max(acc[m, 3], lt)
 
 
 @_jit
@@ -678,20 +654,8 @@ def mass_batch(Nrm, D, Yv, Yr, shape=None, moments=False):
     for (*_, g, _, _, _), a, sh in zip(sides, sacc, shifts):
         merge_side(acc, a, sh, 1 + g.fvalid.size + 2 * g.ri.size + 2 * g.lr.size)
     lm, rel, bad = _signed_mass(acc)
-    rel = rel + _sum_rounding(acc, lm, sides, len(facets))
+    rel = rel + sum_rounding(acc, lm, len(sides) + len(facets) + 2)  # a term per side (merge_side), facet; the constant
     return lm, rel, flagged | bad, (facets, sides, mom)
-
-
-def _sum_rounding(acc, lm, sides, n_facets):
-    """Relative bound of the rounding of the signed log sums (``_lse_pair``: each addition errs by at most ``eps (2 +
-    |log of the partial sum|)`` relative, and the partial sums stay below the final one): ``N eps ((2 + |pos|)
-    e^{pos - lm} + (2 + |neg|) e^{neg - lm})`` with ``N`` the pair's additions (one per side, :func:`merge_side`,
-    one per facet, the constant); each side's own rounding is in its error already."""
-    N = len(sides) + n_facets + 2  # one term per side (:func:`merge_side`), per facet, the constant
-    pos, neg = acc[:, 0], acc[:, 1]
-    with np.errstate(invalid="ignore", over="ignore"):
-        return N * C.EPS * ((2.0 + np.abs(pos)) * np.exp(pos - lm) + np.where(neg > -np.inf, (2.0 + np.abs(neg))
-                                                                             * np.exp(neg - lm), 0.0))
 
 
 def side_moments(parts, M, flagged):

@@ -19,10 +19,12 @@ the S' = 5 mass is a signed sum of ONE smooth 1-D integral of elementary functio
 integral less the two integrals that close (the S' = 4 arctangent exchange and this one). The flags of each
 ``F_i'`` are translation invariant: one ``cones.cone_shape`` per facet and region (:func:`shape5`), shared by every
 point. Bar: ``TERM_ULPS eps (1 + |log term|)`` per term (measured against mpmath, ``tests/test_highdim_cones5.py``),
-the dropped edges' and the windows' bounds, the signed sum's rounding. Pairs with the mean on a plane of the flags,
-an unresolved integral, inconsistent incidences or a bar above the caller's tolerance are flagged (the caller keeps
-its RQMC route for them). Moments by the divergence theorem over the facets: each facet's S' = 4 mass and mean
-come from the same edge nodes as its S' = 5 flags (``_facet_pass_fused``).
+the dropped edges' and the windows' bounds, the geometry's rounding where a term sees it amplified (``geom_term``: the
+mean near a face of P), and the signed sums' rounding (each facet's terms summed relative to ``Q(|d_i|)`` and added
+to the pair's sum as one term, ``merge_side``, both levels bounded: ``sum_rounding``). Pairs with the mean on a plane
+of the flags, an unresolved integral, inconsistent incidences or a bar above the caller's tolerance are flagged (the
+caller keeps its RQMC route for them). Moments by the divergence theorem over the facets: each facet's S' = 4 mass and
+mean come from the same edge nodes as its S' = 5 flags (``_facet_pass_fused``).
 
 The first construction of this module (:func:`facet_term`, :func:`mixture_log_mass`) kept the outer integral as a
 graded Gauss-Legendre rule over ``t`` with a 16- vs 8-node bar: 200-360 S' = 4 evaluations per facet, ~0.4 s a pair.
@@ -36,6 +38,7 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
+from scipy.special import log_ndtr
 
 from .. import constants as C
 from ..planar.kernel import _lse_pair
@@ -164,7 +167,6 @@ def facet_term(N4, D4, V4, R4, d):
 
 
 def _log_q_py(x):
-    from scipy.special import log_ndtr
     return float(log_ndtr(-x))
 
 
@@ -378,22 +380,24 @@ def _geometry(g, d, e, bl):
 
 @_jit
 def _near5(g, d, par, acc, e, outs):
-    """The terms of ``B_i`` without edges, times ``sgn = -sign(D_i)`` (``par = (d0, sgn)``), into ``acc``: ``Q(d0)``
-    if the foot is in ``F'``, ``-sign(d_f) W(d0, |d_f|)`` per facet of ``F'`` whose foot is inside it, ``sign(d_f)
-    sign(e) (|d_f| d0 / 2 pi) K(d0^2, d_f^2, |e|)`` per (ridge, side) whose foot is inside; returns ok."""
-    d0, sgn = par
+    """The terms of ``B_i`` without edges, times ``sgn = -sign(D_i)`` (``par = (d0, sgn, shift)``), into ``acc``
+    (kept relative to ``e^shift``, :func:`_adds`):
+    ``Q(d0)`` if the foot is in ``F'``, ``-sign(d_f) W(d0, |d_f|)`` per facet of ``F'`` whose foot is inside it,
+    ``sign(d_f) sign(e) (|d_f| d0 / 2 pi) K(d0^2, d_f^2, |e|)`` per (ridge, side) whose foot is inside (with the
+    rounding of ``e`` against ``hypot(d_f, e)``, :func:`geom_term`); returns ok."""
+    d0, sgn, shift = par
     foot_out, g_out = outs
     inside = True
     for f in range(d.size):
         inside = inside and not (g.fvalid[f] and d[f] <= 0.0)
     if inside:
-        _add(acc, sgn, _log_q(d0))
+        _adds(acc, sgn, _log_q(d0), shift)
     ok = True
     for f in range(d.size):
         if g.fvalid[f] and not foot_out[f]:
             lj, good = log_j(d0 * d0, abs(d[f]))
             ok = ok and good
-            _add(acc, -sgn * _sign(d[f]), lj + math.log(d0) - _LOG_2PI)
+            _adds(acc, -sgn * _sign(d[f]), lj + math.log(d0) - _LOG_2PI, shift)
     for r in range(g.ri.size):
         if g_out[r]:
             continue
@@ -401,7 +405,9 @@ def _near5(g, d, par, acc, e, outs):
             f = g.ri[r] if side == 0 else g.rj[r]
             lk, good = log_k(d0 * d0, d[f] * d[f], abs(e[r, side]))
             ok = ok and good
-            _add(acc, sgn * _sign(d[f]) * _sign(e[r, side]), lk + math.log(abs(d[f]) * d0) - _LOG_2PI)
+            lt = lk + math.log(abs(d[f]) * d0) - _LOG_2PI
+            _adds(acc, sgn * _sign(d[f]) * _sign(e[r, side]), lt, shift)
+            geom_term(acc, lt - shift, _ridge_unit(g, r, d) / math.hypot(d[f], e[r, side]))
     return ok
 
 
@@ -410,7 +416,7 @@ def _edge5(g, k, d, yv, par, acc, wk):
     """The S' = 5 flag terms of edge k of ``F'`` (``par = (d0, sgn, ref)``) into ``acc``, or only their bound into its
     error when it is ``_DROP5`` nats below ``ref`` (``E_5 <= sqrt(pi/2) / (4 pi rho) d0 w(rho^2)`` per flag, from
     ``cones``' bound of ``E`` at every scale); returns ok."""
-    d0, sgn, ref = par
+    d0, sgn, ref, shift = par
     lo, hi = _edge_range(g, k, yv)
     if not lo < hi:
         return True
@@ -423,23 +429,117 @@ def _edge5(g, k, d, yv, par, acc, wk):
     bound = (math.log(n * math.sqrt(0.5 * math.pi) / (4.0 * math.pi)) - 0.5 * math.log(rho2) + math.log(d0)
              - 0.5 * math.log(q2) + _log_q(math.sqrt(q2)))
     if bound <= ref - _DROP5:
-        acc[2] = _lse_pair(acc[2], bound + max(0.0, 0.5 * math.log(rho2)))
+        acc[2] = _lse_pair(acc[2], bound + max(0.0, 0.5 * math.log(rho2)) - shift)
         return True
     out = np.empty(n)
     ok, trunc = edge5_logs(R, d0 * d0, d2, fl, out)
     for q in range(n):
         scale = 0.5 * math.log(d2[q]) + math.log(d0) - _LOG_4PI2 if d2[q] > 0.0 else -_INF
-        _add(acc, -sgn * _sign(d[fac[q]]) * se[q] * sb[q], out[q] + scale)
+        _adds(acc, -sgn * _sign(d[fac[q]]) * se[q] * sb[q], out[q] + scale, shift)
+        geom_term(acc, out[q] + scale - shift, flag_amp(g, k, q, fl, d))
         if trunc > -_INF:
-            acc[2] = _lse_pair(acc[2], trunc + scale)
+            acc[2] = _lse_pair(acc[2], trunc + scale - shift)
     return ok
+
+
+# Rounding of the cross-section's geometry (issue 14, c5r). The terms of ``B_i`` take the offsets ``d`` of ``F'`` and,
+# derived from them with the region's constants (``rc``, ``rsn``, ``l1``, ``l2``, ``pn``: cosines of the facets'
+# normals, built once from the first point), the ridge distances ``e`` and line offsets ``b``. An error of ``d`` alone
+# moves every term consistently (it is the mass of a slightly different ``F'``), but ``e`` and ``b`` carry their own:
+# a few eps of their summands, and ``rc``'s absolute error (~eps: ~1e-16 where the facets are nearly orthogonal) times
+# ``|d_i|``. A term that sees them through a RATIO of small distances (``Theta`` of ``|e| / |b|`` against ``sqrt(c)``,
+# ``K`` of ``|d_f|`` against ``|e|``) moves by that error over the norm of the pair, the distance of the foot from a
+# lower-dimensional face, and the terms no longer sum to the mass: rotated 5-D boxes with the mean 1e-8 from a 2-face
+# were 2.6e-9 off under a bar of 2.2e-12 (tests/test_highdim_cones5.py). Each such term's error gets ``GEOM5_ULPS eps
+# unit / rho`` of it where that ratio exceeds GEOM_AMP (below, the terms' own TERM_ULPS bar covers it, as
+# ``solid.kernel.GEOM_AMP`` does at S = 3, and the bars keep their bits).
+GEOM5_ULPS = 16.0
+GEOM_AMP = 64.0
+
+
+@_jit
+def geom_term(acc, lt, amp):
+    """Add ``GEOM5_ULPS eps amp e^lt`` to the error ``acc[2]`` where ``amp = unit / rho > GEOM_AMP``: a term ``e^lt``
+    whose inputs (absolute errors ``~eps unit``) enter through a ratio of distances of norm ``rho``."""
+    if lt == -_INF or not amp > GEOM_AMP:
+        return
+    acc[2] = _lse_pair(acc[2], lt + math.log(GEOM5_ULPS * _EPS * amp))
+
+
+@_jit
+def _ridge_unit(g, r, d):
+    """The summands' magnitude of ridge r's distances ``e = (d_j - rc d_i) / rsn`` (``rc``'s error counted absolute)."""
+    return (abs(d[g.ri[r]]) + abs(d[g.rj[r]])) * (1.0 + abs(g.rc[r])) / g.rsn[r]
+
+
+@_jit
+def _line_unit(g, m, d):
+    """The summands' magnitude of line m's offset ``b = (d_k - l1 d_i - l2 d_j) / pn``."""
+    r = g.lr[m]
+    return ((abs(d[g.lk[m]]) + (1.0 + abs(g.ll1[m])) * abs(d[g.ri[r]]) + (1.0 + abs(g.ll2[m])) * abs(d[g.rj[r]]))
+            / g.lpn[m])
+
+
+@_jit
+def flag_amp(g, k, q, fl, d):
+    """``unit / rho`` of flag q of edge k (``cones._edge_flags``: two sides per (ridge, line) pair, ``fl[q] = (a, b, c,
+    lo, hi)``): ``Theta``'s ``a / b`` against ``sqrt(c)``."""
+    m = g.eptr[k] + q // 2
+    return max(_ridge_unit(g, g.lr[m], d), _line_unit(g, m, d)) / math.sqrt(fl[q, 2])
+
+
+@_jit
+def _adds(acc, sign, lt, shift):
+    """``cones._add`` into a side's sums kept relative to ``e^shift`` (``acc = [pos, neg, err]`` shifted, ``top``
+    not): the log sums then stay near 0, where each addition rounds by ``eps (2 + |log partial sum|)`` relative;
+    the term's own error is ``TERM_ULPS eps (1 + |lt|)`` with its unshifted log."""
+    if lt == -_INF or sign == 0.0:
+        return
+    v = lt - shift
+    if sign > 0.0:
+        acc[0] = _lse_pair(acc[0], v)
+    else:
+        acc[1] = _lse_pair(acc[1], v)
+    acc[2] = _lse_pair(acc[2], v + math.log(TERM_ULPS * _EPS * (1.0 + abs(lt))))
+    acc[3] = max(acc[3], lt)
+
+
+@_jit
+def merge_side(acc, sacc, shifts, n_terms):
+    """Add each row's group value ``e^{sacc[0]} - e^{sacc[1]}`` (relative to ``e^shifts``: a facet's ``sgn B_i`` at
+    S' = 5, a side's ``sgn R_ij`` at S' = 6, ``cone6_kernel``) to the pair's signed sums ``acc`` as ONE term, its error
+    ``sacc[2]`` and the rounding of its own log sums (``n_terms`` additions, each off by at most ``eps (2 + |log
+    partial sum|)`` relative, the partial sums below the final ones) into the pair's error: the pair's signed sum then
+    has one term per group and its rounding is bounded by few terms (:func:`sum_rounding`)."""
+    ln_eps = math.log(n_terms * _EPS)
+    for m in range(acc.shape[0]):
+        pos, neg, err = sacc[m, 0], sacc[m, 1], sacc[m, 2]  # relative to e^shift
+        if pos == -_INF and neg == -_INF:
+            continue
+        rnd = -_INF
+        if pos > -_INF:
+            rnd = _lse_pair(rnd, pos + math.log(2.0 + abs(pos)))
+        if neg > -_INF:
+            rnd = _lse_pair(rnd, neg + math.log(2.0 + abs(neg)))
+        sh = shifts[m]
+        acc[m, 2] = _lse_pair(_lse_pair(acc[m, 2], err + sh), rnd + ln_eps + sh)
+        pos, neg = pos + sh, neg + sh
+        if pos == neg:
+            continue
+        big, small, sign = (pos, neg, 1.0) if pos > neg else (neg, pos, -1.0)
+        lt = big + math.log1p(-math.exp(small - big)) if small > -_INF else big
+        q = 0 if sign > 0.0 else 1
+        acc[m, q] = _lse_pair(acc[m, q], lt)
+        acc[m, 2] = _lse_pair(acc[m, 2], lt + math.log(4.0 * _EPS * (1.0 + abs(lt))))
+        acc[m, 3] = max(acc[m, 3], lt)
 
 
 @_jit
 def _facet_pass(g, D4, V4, par, acc, edges, flagged):
-    """One facet ``F_i`` of every pair (rows of ``D4`` (M, F'), ``V4`` (M, V', 4); ``par = (d0, sgn, ref)`` (M,) each):
-    its near terms (``edges`` False) or its edge flags into ``acc`` (M, 4); sets ``flagged``."""
-    d0, sgn, ref = par
+    """One facet ``F_i`` of every pair (rows of ``D4`` (M, F'), ``V4`` (M, V', 4); ``par = (d0, sgn, ref, shift)`` (M,)
+    each): its near terms (``edges`` False) or its edge flags into the facet's own sums ``acc`` (M, 4), relative to
+    ``e^shift`` (:func:`_adds`), with their geometry's rounding (:func:`geom_term`); sets ``flagged``."""
+    d0, sgn, ref, shift = par
     G, L = g.ri.size, g.lr.size
     for m in range(D4.shape[0]):
         if flagged[m]:
@@ -451,12 +551,12 @@ def _facet_pass(g, D4, V4, par, acc, edges, flagged):
             flagged[m] = True
             continue
         if not edges:
-            ok = _near5(g, d, (d0[m], sgn[m]), acc[m], e, (foot_out, g_out))
+            ok = _near5(g, d, (d0[m], sgn[m], shift[m]), acc[m], e, (foot_out, g_out))
         else:
             wk = _Work(e, bl, acc[m], np.empty((0, 4)), np.empty((0, 4)))
             ok = True
             for k in range(g.eva.size):
-                ok = _edge5(g, k, d, V4[m], (d0[m], sgn[m], ref[m]), acc[m], wk) and ok
+                ok = _edge5(g, k, d, V4[m], (d0[m], sgn[m], ref[m], shift[m]), acc[m], wk) and ok
         flagged[m] = not ok
 
 
@@ -531,6 +631,7 @@ def facet_offsets(fc: Facet5, D, Yv):
     D4 = np.ascontiguousarray((D[:, fc.keep] - Di[:, None] * fc.proj[None]) / fc.nrm[None])
     V4 = np.ascontiguousarray((Yv[:, fc.on] - Di[:, None, None] * fc.n[None, None]) @ fc.U)
     return D4, V4
+
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -637,7 +738,7 @@ def _edge_fused(g, k, d, yv, par, acc, wk):
     S' = 4 terms of ``M_4(F')`` and of the facets' masses into ``wk`` (as ``cones._edge_terms`` with moments, less the
     ridges' 2-D masses, which only the S' = 4 covariance uses); each left out under its bound when both are
     ``_DROP5`` nats below their references; returns ok."""
-    d0, sgn, ref5, ref4 = par
+    d0, sgn, ref5, ref4, shift = par
     lo, hi = _edge_range(g, k, yv)
     if not lo < hi:
         return True
@@ -650,7 +751,7 @@ def _edge_fused(g, k, d, yv, par, acc, wk):
     b4 = math.log(n * math.sqrt(0.5 * math.pi) / (4.0 * math.pi)) - 0.5 * rho2 - 0.5 * math.log(rho2)
     b5 = b4 + 0.5 * rho2 + math.log(d0) - 0.5 * math.log(q2) + _log_q(math.sqrt(q2))
     if b5 <= ref5 - _DROP5 and b4 <= ref4 - _DROP5:
-        acc[2] = _lse_pair(acc[2], b5 + max(0.0, 0.5 * math.log(rho2)))
+        acc[2] = _lse_pair(acc[2], b5 + max(0.0, 0.5 * math.log(rho2)) - shift)
         _drop_edge(g, k, wk, b4 + max(0.0, 0.5 * math.log(rho2)), fac, 1)
         return True
     out5, out4 = np.empty(n), np.empty((2, n))
@@ -658,11 +759,15 @@ def _edge_fused(g, k, d, yv, par, acc, wk):
     for q in range(n):
         s4 = 0.5 * math.log(d2[q]) - _LOG_4PI2 if d2[q] > 0.0 else -_INF
         sign4 = -_sign(d[fac[q]]) * se[q] * sb[q]
-        _add(acc, sgn * sign4, out5[q] + s4 + math.log(d0))
+        _adds(acc, sgn * sign4, out5[q] + s4 + math.log(d0), shift)
+        amp = flag_amp(g, k, q, fl, d)
+        geom_term(acc, out5[q] + s4 + math.log(d0) - shift, amp)
         _add(wk.acc, sign4, out4[0, q] + s4)
         _add(wk.facc[fac[q]], se[q] * sb[q], out4[1, q])
+        geom_term(wk.acc, out4[0, q] + s4, amp)
+        geom_term(wk.facc[fac[q]], out4[1, q], amp)
         if tr5 > -_INF:
-            acc[2] = _lse_pair(acc[2], tr5 + s4 + math.log(d0))
+            acc[2] = _lse_pair(acc[2], tr5 + s4 + math.log(d0) - shift)
         if tr4 > -_INF:
             wk.acc[2] = _lse_pair(wk.acc[2], tr4 + s4)
             wk.facc[fac[q], 2] = _lse_pair(wk.facc[fac[q], 2], tr4 - _LOG_4PI2)
@@ -683,7 +788,16 @@ def _four_start(g, d, wk):
     fl2, g_out = _line_offsets(g, d, wk, 1)
     if fl1 or fl2:
         return False
-    return _ridge_terms(g, d, g_out, wk, 1)
+    ok = _ridge_terms(g, d, g_out, wk, 1)
+    for r in range(g.ri.size):  # the geometry's rounding of the ridge terms W(d_f, |e|) <= Q(|d_f|) Q(|e|)
+        if g_out[r]:
+            continue
+        for side in range(2):
+            f = g.ri[r] if side == 0 else g.rj[r]
+            ee = wk.e[r, side]
+            if d[f] != 0.0 and ee != 0.0:
+                geom_term(wk.acc, _log_q(abs(d[f])) + _log_q(abs(ee)), _ridge_unit(g, r, d) / math.hypot(d[f], ee))
+    return ok
 
 
 @_jit
@@ -706,7 +820,7 @@ def _four_finish(g, N4, d, wk, mean):
 def _facet_pass_fused(g, N4, D4, V4, par, acc, flagged, out4):
     """:func:`_facet_pass`'s edge pass with the facet's S' = 4 mass and mean (``out4 = (l4, r4, e4, mu4)``, (M,) each
     but ``mu4`` (M, 4); ``r4 = inf``: not resolved)."""
-    d0, sgn, ref = par
+    d0, sgn, ref, shift = par
     G, L, F = g.ri.size, g.lr.size, g.fvalid.size
     l4, r4, e4, mu4 = out4
     for m in range(D4.shape[0]):
@@ -719,7 +833,7 @@ def _facet_pass_fused(g, N4, D4, V4, par, acc, flagged, out4):
         ok4 = _four_start(g, d, wk)  # False: the S' = 4 row is flagged (its mean is then not used)
         ok = True
         for k in range(g.eva.size):
-            ok = _edge_fused(g, k, d, V4[m], (d0[m], sgn[m], ref[m], wk.acc[3]), acc[m], wk) and ok
+            ok = _edge_fused(g, k, d, V4[m], (d0[m], sgn[m], ref[m], wk.acc[3], shift[m]), acc[m], wk) and ok
         flagged[m] = not ok
         if ok4:
             l4[m], r4[m], e4[m] = _four_finish(g, N4, d, wk, mu4[m])
@@ -752,6 +866,17 @@ def _signed_mass(acc):
     return np.where(bad, -np.inf, lm), np.where(bad, np.inf, rel), bad
 
 
+def sum_rounding(acc, lm, n_terms):
+    """Relative bound of the rounding of the signed log sums ``acc`` (M, 4) of ``n_terms`` additions each
+    (``_lse_pair``: each addition errs by at most ``eps (2 + |log of the partial sum|)`` relative, and the partial sums
+    stay below the final one): ``N eps ((2 + |pos|) e^{pos - lm} + (2 + |neg|) e^{neg - lm})``; the terms' own errors
+    (a group's rounding, :func:`merge_side`) are in ``acc``'s error already."""
+    pos, neg = acc[:, 0], acc[:, 1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        return n_terms * _EPS * ((2.0 + np.abs(pos)) * np.exp(pos - lm)
+                                 + np.where(neg > -np.inf, (2.0 + np.abs(neg)) * np.exp(neg - lm), 0.0))
+
+
 def _run_fused(fc: Facet5, D4, V4, par, acc, flagged, out4, threaded=True):
     """:func:`_facet_pass_fused` over the rows, in worker threads as :func:`_run`."""
     N4 = np.ascontiguousarray(fc.N4)
@@ -780,15 +905,23 @@ def _mass_core(Nrm, D, Yv, Yr, shape, threaded, with_four):
     parts = [(fc, *facet_offsets(fc, D, Yv)) for fc in shape] if not flagged.all() else []
     fours = [(np.full(M, -np.inf), np.full(M, np.inf), np.full(M, np.inf), np.zeros((M, 4))) for _ in parts] \
         if with_four else None
+    # each facet's terms in sums of their own, relative to e^shift (shift = log Q(|d_i|), B_i's size), added to the
+    # pair's as one term (merge_side): the pair's sum has a term per facet and its rounding is bounded by few
+    facc = [np.full((M, 4), -np.inf) for _ in parts]
+    shifts = [log_ndtr(-np.abs(D[:, fc.i])) for fc, _, _ in parts]
     for edges in (False, True):
-        ref = acc[:, 3].copy()  # the edges are dropped relative to the pair's largest near term
+        ref = np.max([acc[:, 3]] + [a[:, 3] for a in facc], axis=0)  # edges dropped against the largest near term
         for q, (fc, D4, V4) in enumerate(parts):
-            par = (np.abs(D[:, fc.i]), -np.sign(D[:, fc.i]), ref)
+            par = (np.abs(D[:, fc.i]), -np.sign(D[:, fc.i]), ref, shifts[q])
             if edges and with_four:
-                _run_fused(fc, D4, V4, par, acc, flagged, fours[q], threaded)
+                _run_fused(fc, D4, V4, par, facc[q], flagged, fours[q], threaded)
             else:
-                _run(fc.g, D4, V4, par, acc, edges, flagged, threaded)
+                _run(fc.g, D4, V4, par, facc[q], edges, flagged, threaded)
+    for (fc, _, _), a, sh in zip(parts, facc, shifts):
+        g = fc.g
+        merge_side(acc, a, sh, 1 + g.fvalid.size + 2 * g.ri.size + 2 * g.lr.size)
     lm, rel, bad = _signed_mass(acc)
+    rel = np.where(bad, np.inf, rel + sum_rounding(acc, lm, len(parts) + 1))  # a term per facet, the constant
     return lm, rel, flagged | bad, parts, fours
 
 
