@@ -4,8 +4,14 @@ Data flows one way: network -> partition -> regions (H-representation, affine ma
 integrals -> distributions (marginal, posterior) -> EM / baselines.
 """
 
-from . import datasets
-from .distributions import (
+from pathlib import Path as _Path
+
+from ._numba_cache import invalidate_stale as _invalidate_stale
+
+_invalidate_stale(_Path(__file__).parent)  # before any kernel loads from numba's cache
+
+from . import datasets  # noqa: E402
+from .distributions import (  # noqa: E402
     Evaluation,
     evaluate,
     log_marginal,
@@ -14,13 +20,13 @@ from .distributions import (
     region_gaussians,
     sample_posterior,
 )
-from .errors import DGNInputError, RegionBudgetError
-from .impute import Imputation, impute
-from .network import Activation, Linear, Network, load_network, random_network, save_network
-from .partition import Partition, Region, partition
-from .polytope import Polytope
-from .posterior import PosteriorMixture, posterior
-from .validation import check_data
+from .errors import DGNInputError, RegionBudgetError  # noqa: E402
+from .impute import Imputation, impute  # noqa: E402
+from .network import Activation, Linear, Network, load_network, random_network, save_network  # noqa: E402
+from .partition import Partition, Region, partition  # noqa: E402
+from .polytope import Polytope  # noqa: E402
+from .posterior import PosteriorMixture, posterior  # noqa: E402
+from .validation import check_data  # noqa: E402
 
 __all__ = [
     "EM", "datasets",
