@@ -55,6 +55,7 @@ import numba
 import numpy as np
 
 from .. import constants as C
+from ..dot2 import dot2, two_prod_sum
 from ..planar.kernel import _lse_pair, edge_log_B
 from ..solid.edges import _erfcx
 from ..threads import run_split
@@ -227,28 +228,6 @@ def _pack(Nrm, fvalid, ridge_arrays, ends, lines, Yr, incv):
 
 
 @_jit
-def _dot2(x, y, n):
-    """``sum(x[:n] * y[:n])`` as if in twice the working precision, then rounded (Ogita, Rump and Oishi's Dot2 with
-    Dekker's TwoProduct, as ``solid.geometry._dot2``): error ``<= eps |x.y| + 1e-31 sum |x y|``."""
-    p, s = 0.0, 0.0
-    for k in range(n):
-        a, b = x[k], y[k]
-        h = a * b
-        t = 134217729.0 * a
-        ah = t - (t - a)
-        al = a - ah
-        t = 134217729.0 * b
-        bh = t - (t - b)
-        bl = b - bh
-        r = ((ah * bh - h) + ah * bl + al * bh) + al * bl
-        q = p + h
-        z = q - p
-        s += ((p - (q - z)) + (h - z)) + r
-        p = q
-    return p + s
-
-
-@_jit
 def end_frames(Nrm, incv, eva, evb, eu, tri):
     """``(nrm, vptr, vfac, ew, eres)`` of :class:`ConeArrays`: the unit rows; the valid facets of each vertex (``incv``
     (V, F), CSR, ascending); per edge end (vertex ``eva`` / ``evb``) ``w = N_v (N_v^T N_v)^-1 u`` over the vertex's
@@ -285,7 +264,7 @@ def end_frames(Nrm, incv, eva, evb, eu, tri):
                 continue
             ew[k, w, :n] = Nv @ np.linalg.solve(Nv.T @ Nv, np.ascontiguousarray(eu[k]))
         for p in range(3):
-            eres[k, p] = _dot2(Nrm[tri[k, p]], eu[k], 4)
+            eres[k, p] = dot2(Nrm[tri[k, p]], eu[k], 4)
     return Nrm.copy(), vptr, vfac, ew, eres
 
 
@@ -675,22 +654,6 @@ def _drop_edge(g, k, wk, bound, fac, moments):
 
 
 @_jit
-def _two_prod_sum(p, s, a, b):
-    """Dot2's step: ``(p, s)`` plus ``a b`` (Dekker's TwoProduct and Knuth's TwoSum, as :func:`_dot2`)."""
-    h = a * b
-    t = 134217729.0 * a
-    ah = t - (t - a)
-    al = a - ah
-    t = 134217729.0 * b
-    bh = t - (t - b)
-    bl = b - bh
-    r = ((ah * bh - h) + ah * bl + al * bh) + al * bl
-    q = p + h
-    z = q - p
-    return q, s + ((p - (q - z)) + (h - z)) + r
-
-
-@_jit
 def _vertex_residuals(g, d, yv):
     """``(r, e)`` (P,) aligned with ``g.vfac``: each given vertex's residual ``nrm_f . v - d_f`` on each of its valid
     facets' planes, in Dot2, and its error bound (``2 eps |r| + 1e-29 (|d_f| + sum |nrm_f,a v_a|)``)."""
@@ -705,7 +668,7 @@ def _vertex_residuals(g, d, yv):
             for a in range(4):
                 x = g.nrm[f, a] * yv[v, a]
                 sa += abs(x)
-                hi, lo = _two_prod_sum(hi, lo, g.nrm[f, a], yv[v, a])
+                hi, lo = two_prod_sum(hi, lo, g.nrm[f, a], yv[v, a])
             r[p] = hi + lo
             e[p] = 2.0 * _EPS * abs(r[p]) + 1e-29 * sa
     return r, e

@@ -21,8 +21,9 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from ..dot2 import add_product, two_prod
 from ..solid.cubature import _cross3 as _cross
-from ..solid.geometry import _GPAR, _PARALLEL, _SHORT, _SPLIT, PLAIN_REL, SolidArrays
+from ..solid.geometry import _GPAR, _PARALLEL, _SHORT, PLAIN_REL, SolidArrays
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _ZERO = 1e-10  # = sliced._ZERO: |Nrm_i V| below this, facet i is perpendicular to the slices
@@ -94,42 +95,21 @@ def _dot(u, v):
 
 
 @_jit
-def _two_prod(a, b):
-    """``(p, e)``, ``p = fl(a b)``, ``a b = p + e`` exactly (Dekker; ``solid.geometry._two_prod``)."""
-    p = a * b
-    t = _SPLIT * a
-    ah = t - (t - a)
-    al = a - ah
-    t = _SPLIT * b
-    bh = t - (t - b)
-    bl = b - bh
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
-
-
-@_jit
-def _acc(p, s, h, r):
-    """One step of Dot2: TwoSum of ``p`` and ``h``, the errors into ``s``."""
-    q = p + h
-    z = q - p
-    return q, s + (((p - (q - z)) + (h - z)) + r)
-
-
-@_jit
 def _dot2(x, y):
     """``x . y`` (3-vectors) by Dot2 (``solid.geometry._dot2``: the same operations in the same order)."""
-    p, s = _two_prod(x[0], y[0])
+    p, s = two_prod(x[0], y[0])
     for k in range(1, 3):
-        h, r = _two_prod(x[k], y[k])
-        p, s = _acc(p, s, h, r)
+        h, r = two_prod(x[k], y[k])
+        p, s = add_product(p, s, h, r)
     return p + s
 
 
 @_jit
 def _dot2_2(x0, y0, x1, y1):
     """``x0 y0 + x1 y1`` by Dot2."""
-    p, s = _two_prod(x0, y0)
-    h, r = _two_prod(x1, y1)
-    p, s = _acc(p, s, h, r)
+    p, s = two_prod(x0, y0)
+    h, r = two_prod(x1, y1)
+    p, s = add_product(p, s, h, r)
     return p + s
 
 
