@@ -2,8 +2,9 @@
 Oishi's Dot2 ("Accurate sum and dot product", SIAM J. Sci. Comput. 2005): the result as if computed in twice the
 working precision, then rounded, error ``<= eps |x.y| + gamma_n^2 sum |x_k y_k|``. The kernels use it where facet
 normals are nearly orthogonal and a plain dot product of O(1) entries loses every digit of a ~1e-16 result (S = 3,
-the S = 4 slices and the S' = 4 cones' edge ends). ``solid.geometry`` keeps the numpy (array) form of the same
-operations; these are the scalar numba forms, one definition for every kernel, in one operation order (same bits)."""
+the S = 4 slices and the S' = 4 cones' edge ends). The operations are written once, as plain functions that run
+on numpy arrays (``solid.geometry``'s vectorised geometry) and, compiled, on scalars in the kernels: one
+definition, one operation order, the same bits."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 SPLIT = 134217729.0  # 2^27 + 1: Dekker's splitter for float64
 
 
-@_jit
-def two_prod(a, b):
-    """``(p, e)``, ``p = fl(a b)``, ``a b = p + e`` exactly (Dekker's TwoProduct, no FMA needed)."""
+def two_prod_ops(a, b):
+    """``(p, e)``, ``p = fl(a b)``, ``a b = p + e`` exactly (Dekker's TwoProduct, no FMA needed). Plain Python on
+    scalars or numpy arrays (``solid.geometry``'s array form); :func:`two_prod` is its compiled form."""
     p = a * b
     t = SPLIT * a
     ah = t - (t - a)
@@ -26,13 +27,16 @@ def two_prod(a, b):
     return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
 
-@_jit
-def add_product(p, s, h, r):
+def add_product_ops(p, s, h, r):
     """One step of Dot2: TwoSum of the running sum ``p`` and the product ``h``, its error and ``r`` (the product's
-    error) into ``s``."""
+    error) into ``s``. Plain Python on scalars or arrays; :func:`add_product` is its compiled form."""
     q = p + h
     z = q - p
     return q, s + (((p - (q - z)) + (h - z)) + r)
+
+
+two_prod = _jit(two_prod_ops)
+add_product = _jit(add_product_ops)
 
 
 @_jit

@@ -13,6 +13,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..dot2 import add_product_ops
+from ..dot2 import two_prod_ops as _two_prod
 from ..planar.batch import whitening_factors
 
 _PARALLEL = 1e-9  # |n_i x n_j| below this: parallel planes (no edge)
@@ -169,21 +171,6 @@ def _unless_inaccurate(plain, acc):
     return np.where(np.abs(plain - acc) <= PLAIN_REL * np.abs(acc), plain, acc)
 
 
-_SPLIT = 134217729.0  # 2^27 + 1: Dekker's splitter for float64
-
-
-def _two_prod(a, b):
-    """``(p, e)`` with ``p = fl(a b)`` and ``a b = p + e`` exactly (Dekker's TwoProduct, no FMA needed)."""
-    p = a * b
-    t = _SPLIT * a
-    ah = t - (t - a)
-    al = a - ah
-    t = _SPLIT * b
-    bh = t - (t - b)
-    bl = b - bh
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
-
-
 def _dot2(x, y):
     """``sum(x * y, axis=-1)`` as accurate as if computed in twice the working precision, then rounded (Ogita, Rump
     and Oishi's Dot2): error ``<= eps |x.y| + 1e-31 sum |x y|``, so a dot product of unit vectors that cancels to
@@ -191,10 +178,7 @@ def _dot2(x, y):
     p, s = _two_prod(x[..., 0], y[..., 0])
     for k in range(1, x.shape[-1]):
         h, r = _two_prod(x[..., k], y[..., k])
-        q = p + h  # TwoSum(p, h)
-        z = q - p
-        s = s + (((p - (q - z)) + (h - z)) + r)
-        p = q
+        p, s = add_product_ops(p, s, h, r)
     return p + s
 
 
