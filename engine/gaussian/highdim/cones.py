@@ -511,16 +511,27 @@ class _Work(NamedTuple):
 
 
 @_jit
-def _add(acc, sign, lt):
-    """Signed log sum ``acc = [pos, neg, err, top]`` plus ``sign e^lt`` (error ``TERM_ULPS eps (1 + |lt|)``)."""
+def add_shifted(acc, sign, lt, shift):
+    """Signed log sum ``acc = [pos, neg, err, top]``, kept relative to ``e^shift`` (``top`` not), plus ``sign e^lt``:
+    the log sums then stay near 0, where each addition rounds by ``eps (2 + |log partial sum|)`` relative (S' = 5, 6
+    keep a facet's or a side's terms so: ``cones5``, ``cone6_kernel``); the term's own error is ``TERM_ULPS eps (1 +
+    |lt|)`` with its unshifted log."""
     if lt == -_INF or sign == 0.0:
         return
+    v = lt - shift
     if sign > 0.0:
-        acc[0] = _lse_pair(acc[0], lt)
+        acc[0] = _lse_pair(acc[0], v)
     else:
-        acc[1] = _lse_pair(acc[1], lt)
-    acc[2] = _lse_pair(acc[2], lt + math.log(TERM_ULPS * _EPS * (1.0 + abs(lt))))
+        acc[1] = _lse_pair(acc[1], v)
+    acc[2] = _lse_pair(acc[2], v + math.log(TERM_ULPS * _EPS * (1.0 + abs(lt))))
     acc[3] = max(acc[3], lt)
+
+
+@_jit
+def _add(acc, sign, lt):
+    """Signed log sum ``acc = [pos, neg, err, top]`` plus ``sign e^lt`` (:func:`add_shifted` unshifted: ``lt - 0.0`` is
+    ``lt``, the same bits)."""
+    add_shifted(acc, sign, lt, 0.0)
 
 
 @_jit

@@ -78,6 +78,7 @@ from .cones import (
 )
 from .cones import WINDOW as WINDOW4
 from .cones import _moments as _cone_moments_sums
+from .cones import add_shifted as _adds
 from .shape_kernel import cone_shape_compiled
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -486,22 +487,6 @@ def flag_amp(g, k, q, fl, d):
     lo, hi)``): ``Theta``'s ``a / b`` against ``sqrt(c)``."""
     m = g.eptr[k] + q // 2
     return max(_ridge_unit(g, g.lr[m], d), _line_unit(g, m, d)) / math.sqrt(fl[q, 2])
-
-
-@_jit
-def _adds(acc, sign, lt, shift):
-    """``cones._add`` into a side's sums kept relative to ``e^shift`` (``acc = [pos, neg, err]`` shifted, ``top``
-    not): the log sums then stay near 0, where each addition rounds by ``eps (2 + |log partial sum|)`` relative;
-    the term's own error is ``TERM_ULPS eps (1 + |lt|)`` with its unshifted log."""
-    if lt == -_INF or sign == 0.0:
-        return
-    v = lt - shift
-    if sign > 0.0:
-        acc[0] = _lse_pair(acc[0], v)
-    else:
-        acc[1] = _lse_pair(acc[1], v)
-    acc[2] = _lse_pair(acc[2], v + math.log(TERM_ULPS * _EPS * (1.0 + abs(lt))))
-    acc[3] = max(acc[3], lt)
 
 
 @_jit
