@@ -53,3 +53,20 @@ def s1_quadrature(net, x, kinks, dps=30):
 def kinks_of(partition):
     ends = {e for r in partition for e in r.polytope.interval()}
     return sorted(e for e in ends if np.isfinite(e))
+
+
+def truncnorm_axes(lo, hi, dps=40):
+    """Per axis of a box: N(0, 1) on [lo_i, hi_i] at ``dps`` digits (of the float ends): the box's log mass (an mpf, the
+    sum over axes), and each axis's mean and variance (float arrays). A rotated box Q [lo, hi] of N(0, I) has that
+    mass, mean Q m and covariance Q diag(v) Q^T."""
+    with mp.workdps(dps):
+        lm, m, v = mp.mpf(0), [], []
+        for a, b in zip(lo, hi):
+            a, b = mp.mpf(a), mp.mpf(b)
+            z = mp.ncdf(-a) - mp.ncdf(-b)
+            pa, pb = mp.npdf(a), mp.npdf(b)
+            mean = (pa - pb) / z
+            lm += mp.log(z)
+            m.append(mean)
+            v.append(1 + (a * pa - b * pb) / z - mean * mean)
+        return lm, np.array([float(x) for x in m]), np.array([float(x) for x in v])
