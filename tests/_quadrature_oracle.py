@@ -1,4 +1,5 @@
-"""Test oracle for S = 1: p(x), posterior mean and variance by mpmath quadrature of the raw model.
+"""Test oracles: S = 1 p(x), posterior mean and variance by mpmath quadrature of the raw model; truncated normals
+on boxes (:func:`truncnorm_axes`, the closed form of rotated boxes at any S).
 
 The integrand is log N(x; g(z), Sigma_x) + log N(z; 0, Sigma_z) with g the network's forward pass, so
 nothing of the engine's closed forms is used; the quadrature is split at the network's kinks and at
@@ -55,18 +56,26 @@ def kinks_of(partition):
     return sorted(e for e in ends if np.isfinite(e))
 
 
+def _mp_end(t):
+    """A float interval end as an mpf (infinite ends as mpmath's infinities)."""
+    return mp.mpf(float(t)) if np.isfinite(t) else (mp.inf if t > 0 else -mp.inf)
+
+
 def truncnorm_axes(lo, hi, dps=40):
-    """Per axis of a box: N(0, 1) on [lo_i, hi_i] at ``dps`` digits (of the float ends): the box's log mass (an mpf, the
-    sum over axes), and each axis's mean and variance (float arrays). A rotated box Q [lo, hi] of N(0, I) has that
-    mass, mean Q m and covariance Q diag(v) Q^T."""
+    """Per axis of a box: N(0, 1) on [lo_i, hi_i] at ``dps`` digits (of the float ends; either end may be infinite):
+    the box's log mass (an mpf, the sum over axes), and each axis's mean and variance (float arrays). An interval
+    above 0 takes the upper tails ``Q(lo) - Q(hi)``, others ``Phi(hi) - Phi(lo)`` (the sign-flipped form: no
+    difference of two numbers near 1 on either side). A rotated box Q [lo, hi] of N(0, I) has that mass, mean Q m
+    and covariance Q diag(v) Q^T."""
     with mp.workdps(dps):
         lm, m, v = mp.mpf(0), [], []
         for a, b in zip(lo, hi):
-            a, b = mp.mpf(a), mp.mpf(b)
-            z = mp.ncdf(-a) - mp.ncdf(-b)
-            pa, pb = mp.npdf(a), mp.npdf(b)
+            a, b = _mp_end(a), _mp_end(b)
+            z = mp.ncdf(-a) - mp.ncdf(-b) if a > 0 else mp.ncdf(b) - mp.ncdf(a)
+            pa, pb = (mp.npdf(t) if mp.isfinite(t) else mp.mpf(0) for t in (a, b))
+            apa, bpb = (t * p if mp.isfinite(t) else mp.mpf(0) for t, p in ((a, pa), (b, pb)))
             mean = (pa - pb) / z
             lm += mp.log(z)
             m.append(mean)
-            v.append(1 + (a * pa - b * pb) / z - mean * mean)
+            v.append(1 + (apa - bpb) / z - mean * mean)
         return lm, np.array([float(x) for x in m]), np.array([float(x) for x in v])

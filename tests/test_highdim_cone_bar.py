@@ -21,6 +21,7 @@ from pathlib import Path
 import mpmath as mp
 import numpy as np
 import pytest
+from _quadrature_oracle import truncnorm_axes
 
 from engine.gaussian.highdim.cones import cone_moments
 from tests.test_highdim_slice_bar import _cubature4, _mp_simplex_log_mass
@@ -49,17 +50,6 @@ def test_tiny_simplices_within_the_cone_bar(r):
             assert np.abs(c[0] - cov).max() <= eb[0, 1] + res_c
 
 
-def _mp_axis(x, y):
-    """log mass, mean and variance of N(0, 1) on [x, y] (either end may be infinite), 40 digits."""
-    mp.mp.dps = 40
-    x, y = (mp.mpf(float(t)) if np.isfinite(t) else mp.mpf("inf") * int(np.sign(t)) for t in (x, y))
-    m0 = mp.ncdf(-x) - mp.ncdf(-y) if x > 0 else mp.ncdf(y) - mp.ncdf(x)
-    px, py = (mp.npdf(t) if mp.isfinite(t) else mp.mpf(0) for t in (x, y))
-    xp, yp = (t * p if mp.isfinite(t) else mp.mpf(0) for t, p in ((x, px), (y, py)))
-    m1 = (px - py) / m0
-    return float(mp.log(m0)), float(m1), float(1 + (xp - yp) / m0 - m1 * m1)
-
-
 def _box(Q, a, b):
     """``Q [a, b]`` (sides may be infinite, each axis at least one finite): whitened arrays ``(Nrm, D (1, F), Yv (1,
     V, 4), Yr)`` about the mean 0 and the exact log mass, mean and covariance."""
@@ -68,8 +58,8 @@ def _box(Q, a, b):
     fin = [[t for t in (a[i], b[i]) if np.isfinite(t)] for i in range(4)]
     V = np.array([Q @ np.array(c) for c in itertools.product(*fin)])
     Yr = np.array([s * Q[:, i] for i in range(4) for s, t in ((1.0, b[i]), (-1.0, a[i])) if not np.isfinite(t)])
-    ref = np.array([_mp_axis(a[i], b[i]) for i in range(4)])
-    return Nrm, D[None], V[None], Yr.reshape(-1, 4), ref[:, 0].sum(), Q @ ref[:, 1], Q @ np.diag(ref[:, 2]) @ Q.T
+    lm, m, v = truncnorm_axes(a, b)
+    return Nrm, D[None], V[None], Yr.reshape(-1, 4), float(lm), Q @ m, Q @ np.diag(v) @ Q.T
 
 
 def _near_box(rng, k, unbounded=False):

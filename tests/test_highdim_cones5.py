@@ -13,6 +13,7 @@ import math
 import mpmath as mp
 import numpy as np
 import pytest
+from _quadrature_oracle import truncnorm_axes
 from scipy.special import log_ndtr
 from test_highdim_cones import _mp_polygon_log_mass, _polygon
 from test_highdim_sliced import _box
@@ -319,21 +320,10 @@ def test_fused_facet_masses_and_means_equal_cone_moments():
 def _mp_box(a, b, seed):
     """Rotated box in R^S (as ``_box``) with the exact log mass in mpmath (50 digits: a product of normal-cdf
     differences, upper tails by symmetry) and the exact mean and covariance of the truncated normals."""
-    with mp.workdps(50):
-        lm, m, v = mp.mpf(0), [], []
-        for lo, hi in zip(a, b):
-            lo = mp.mpf(lo) if np.isfinite(lo) else -mp.inf
-            hi = mp.mpf(hi) if np.isfinite(hi) else mp.inf
-            Z = mp.ncdf(-lo) - mp.ncdf(-hi) if lo > 0 else mp.ncdf(hi) - mp.ncdf(lo)
-            pl = mp.npdf(lo) if mp.isfinite(lo) else 0
-            ph = mp.npdf(hi) if mp.isfinite(hi) else 0
-            mi = (pl - ph) / Z
-            lm += mp.log(Z)
-            m.append(float(mi))
-            v.append(float(1 + ((lo * pl if pl else 0) - (hi * ph if ph else 0)) / Z - mi * mi))
+    lm, m, v = truncnorm_axes(a, b, dps=50)
     Nrm, D, V, R, _, _, _ = _box(np.asarray(a, float), np.asarray(b, float), seed)
     Q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((len(a), len(a))))
-    return Nrm, D, V, R, float(lm), Q @ np.array(m), Q @ np.diag(v) @ Q.T
+    return Nrm, D, V, R, float(lm), Q @ m, Q @ np.diag(v) @ Q.T
 
 
 FAR5 = [  # far, cancelling boxes: the single log sum of ~2000 signed terms at |log| ~ 100-250 rounded beyond the bar

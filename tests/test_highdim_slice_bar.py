@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _quadrature_oracle import truncnorm_axes
 from scipy.integrate import quad
 
 from engine.gaussian.highdim import sliced as sl
@@ -81,21 +82,6 @@ def test_adaptive_cubature_on_long_slices_covers_the_quadrature(t):
 # Thin rotated 4-D boxes against their closed forms
 # ---------------------------------------------------------------------------------------------------
 
-def _mp_box(a, b):
-    """Per axis (4, 3): log mass, mean and variance of N(0, 1) on [a_i, b_i] at 40 digits (mpmath)."""
-    import mpmath as mp
-
-    mp.mp.dps = 40
-    out = []
-    for x, y in zip(a, b):
-        x, y = mp.mpf(float(x)), mp.mpf(float(y))
-        m0 = mp.ncdf(-x) - mp.ncdf(-y) if x > 0 else mp.ncdf(y) - mp.ncdf(x)
-        m1 = (mp.npdf(x) - mp.npdf(y)) / m0
-        m2 = 1 + (x * mp.npdf(x) - y * mp.npdf(y)) / m0
-        out.append((float(mp.log(m0)), float(m1), float(m2 - m1 * m1)))
-    return np.array(out)
-
-
 def _rotated_box(seed, widths, shift):
     """A box of the given widths centred ``shift`` from the mean in a random direction, rotated by a random Q:
     whitened arrays (one pair) and the exact log mass, mean and covariance."""
@@ -113,8 +99,8 @@ def _box_arrays(Q, a, b):
     Nrm = np.vstack([Q.T, -Q.T])
     D = np.concatenate([b, -a])
     V = np.array([Q @ np.array(v) for v in itertools.product(*zip(a, b))])
-    ref = _mp_box(a, b)
-    return Nrm, D[None], V[None], ref[:, 0].sum(), Q @ ref[:, 1], Q @ np.diag(ref[:, 2]) @ Q.T
+    lm, m, v = truncnorm_axes(a, b)
+    return Nrm, D[None], V[None], float(lm), Q @ m, Q @ np.diag(v) @ Q.T
 
 
 # A tiny box (extent 0.016-0.019) about 1 from the mean, and a direction along which its slices near the top vertex
@@ -405,7 +391,6 @@ def _unbounded_box(seed, lo, hi, vpert, rpert):
     7e-15 on ``[4, 16, 16, 5]``): whitened arrays (one pair) and the exact log mass of the PLANES' box (mpmath)."""
     import itertools
 
-    import mpmath as mp
 
     rng = np.random.default_rng(seed)
     Q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
@@ -419,12 +404,7 @@ def _unbounded_box(seed, lo, hi, vpert, rpert):
     V = V + vpert * rng.standard_normal(V.shape)
     R = R + rpert * rng.standard_normal(R.shape)
     R /= np.linalg.norm(R, axis=1)[:, None]
-    mp.mp.dps = 40
-    exact = mp.mpf(0)
-    for a, b in zip(lo, hi):
-        up = mp.ncdf(-mp.mpf(a)) if np.isfinite(a) else mp.mpf(1)  # P(u > a)
-        exact += mp.log(up - (mp.ncdf(-mp.mpf(b)) if np.isfinite(b) else 0))
-    return Nrm, D[None], V[None], R, exact
+    return Nrm, D[None], V[None], R, truncnorm_axes(lo, hi)[0]
 
 
 # (seed, lo, hi): needles 1e-4 wide in three directions (half-lines) at 0, 1 and 3 from the mean and a half-slab 1e-4
