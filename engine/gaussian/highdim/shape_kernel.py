@@ -409,9 +409,14 @@ def _shape_clear(N, D0, Yv0, Yr):
     return _lines_clear(N, fvalid, fs, rid)
 
 
-def _finite(shape: ConeArrays) -> bool:
+@_jit
+def _finite(rc, rsn, eu, eginv, ll1, ll2, lpn):
     """Whether the flags' numbers are finite (``ew`` is +inf by design at a vertex of rank < 4: not checked)."""
-    return all(np.isfinite(getattr(shape, name)).all() for name in ("rc", "rsn", "eu", "eginv", "ll1", "ll2", "lpn"))
+    for x in (rc, rsn, eu, eginv, ll1, ll2, lpn):
+        for v in x:
+            if not np.isfinite(v):
+                return False
+    return True
 
 
 def cone_shape_checked(Nrm, D0, Yv0, Yr) -> ConeArrays:
@@ -427,7 +432,7 @@ def cone_shape_checked(Nrm, D0, Yv0, Yr) -> ConeArrays:
     D = np.ascontiguousarray(D0, dtype=np.float64)
     V = np.ascontiguousarray(Yv0, dtype=np.float64).reshape(-1, 4)
     if V.shape[0] and _shape_clear(N, D, V, R):
-        shape = cone_shape_compiled(N, D, V, R)
-        if _finite(shape):
-            return shape
+        out, incv = _shape_arrays(N, D, V, R)
+        if _finite(out[3], out[4], out[8].ravel(), out[10].ravel(), out[14], out[15], out[16]):
+            return ConeArrays(*out, R, *end_frames(N, incv, out[5], out[6], out[8], out[9]))
     return cone_shape(Nrm, D0, Yv0, Yr)
