@@ -104,10 +104,9 @@ def pair_bounds(part, mu, log_norm, pairs, geometry):
     ok = geometry.ok & (geometry.chol is not None)
     regs = np.nonzero(pairs.any(axis=0) & ok)[0]
     cached = hasattr(geometry, "log_volumes")
-    log_vol = geometry.log_volumes(regs) if cached else np.full(regs.size, np.inf)
 
-    def region(job):
-        r, lv = job
+    def region(r):
+        lv = geometry.log_volumes([r])[0] if cached else np.inf  # in the thread: qhull runs without the GIL
         rows = np.nonzero(pairs[:, r])[0]
         means = mu[rows, r]
         if cached:
@@ -116,11 +115,11 @@ def pair_bounds(part, mu, log_norm, pairs, geometry):
             Nrm, D, Yv, Yr = whitened(part[r].polytope, geometry.chol[r], means)
         return rows, means, D, _closest_bounds(Nrm, D, Yv, Yr, lv)[1]
 
-    jobs = list(zip(regs.tolist(), log_vol.tolist()))
+    jobs = regs.tolist()
     keep = hasattr(geometry, "keep_closest")
     for start in range(0, len(jobs), BOUND_REGIONS_PER_ROUND):
         chunk = jobs[start:start + BOUND_REGIONS_PER_ROUND]
-        for (r, _), (rows, means, D, log_b) in zip(chunk, map_regions(region, chunk), strict=True):
+        for r, (rows, means, D, log_b) in zip(chunk, map_regions(region, chunk), strict=True):
             out[rows, r] = log_norm[rows, r] + log_b
             if keep:
                 geometry.keep_closest(r, rows, means, D, log_b)
