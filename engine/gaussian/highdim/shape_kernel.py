@@ -283,3 +283,156 @@ def cone_shape_compiled(Nrm, D0, Yv0, Yr) -> ConeArrays:
     out, incv = _shape_arrays(Nrm, np.ascontiguousarray(D0, dtype=np.float64),
                               np.ascontiguousarray(Yv0, dtype=np.float64).reshape(-1, 4), Yr)
     return ConeArrays(*out, Yr, *end_frames(Nrm, incv, out[5], out[6], out[8], out[9]))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the compiled flags where they are certain to read the region as cones.cone_shape does (SlicedGeometry's route)
+# ---------------------------------------------------------------------------------------------------
+
+_INC_BAND = 2.0  # an incidence residual within this factor of its tolerance is a close call
+_RANK_BAND = 1e3  # a Gram-Schmidt pivot within this factor of the rank threshold is a close call
+_COS_BAND = 1e-14  # |cos| of two facets within this of the ridge test's 1 - 1e-12 is a close call
+_PN_BAND = 2.0  # a line's pn within this factor of 1e-9 is a close call
+
+
+@_jit
+def _pivots(rows):
+    """The four pivot norms ``r_11 >= ... >= r_44`` of Gram-Schmidt with row pivoting on ``rows`` (n, 4) (the steps
+    of :func:`_rank3`, carried to the end). Pivoted QR brackets the singular values: ``r_kk / c_k <= s_k <=
+    sqrt(n) r_kk`` with ``c_k = sqrt(4^k + 6k - 1) / 3`` (Higham, Accuracy and Stability, Thm. 19.1 / Faddeev et al.):
+    ``c_3 = 3``, ``c_4 = 5.6``."""
+    R = rows.copy()
+    out = np.zeros(4)
+    for step in range(4):
+        best, arg = -1.0, -1
+        for v in range(R.shape[0]):
+            nv = R[v, 0] * R[v, 0] + R[v, 1] * R[v, 1] + R[v, 2] * R[v, 2] + R[v, 3] * R[v, 3]
+            if nv > best:
+                best, arg = nv, v
+        if arg < 0 or not best > 0.0:
+            return out
+        out[step] = np.sqrt(best)
+        q = R[arg] / out[step]
+        for v in range(R.shape[0]):
+            c = R[v, 0] * q[0] + R[v, 1] * q[1] + R[v, 2] * q[2] + R[v, 3] * q[3]
+            for a in range(4):
+                R[v, a] -= c * q[a]
+    return out
+
+
+@_jit
+def _incidences_clear(N, D0, Yv0, Yr):
+    """Whether no vertex-facet residual ``|v . n - d|`` and no ray-facet product ``|r . n|`` lies within ``_INC_BAND``
+    of its tolerance (numpy's BLAS products and the loops here differ by ~1e-16 |v|, far inside the band)."""
+    for f in range(N.shape[0]):
+        tol = _INC * (1.0 + abs(D0[f]))
+        for v in range(Yv0.shape[0]):
+            s = abs(_dot4(Yv0[v], N[f]) - D0[f])
+            if tol / _INC_BAND < s < tol * _INC_BAND:
+                return False
+        for r in range(Yr.shape[0]):
+            s = abs(_dot4(Yr[r], N[f]))
+            if _INC / _INC_BAND < s < _INC * _INC_BAND:
+                return False
+    return True
+
+
+@_jit
+def _ranks_clear(Yv0, Yr, inc, rinc):
+    """Whether every constraint's third and fourth pivots (:func:`_pivots` of the rows :func:`_facet_valid` takes) lie
+    outside ``[thr / _RANK_BAND, thr _RANK_BAND]``: then ``cones._facet_dims``' singular values make the same
+    decision (``s_3 >= r_33 / 3 > thr`` above the band, ``s_k <= sqrt(n) r_kk < thr`` below it, n <= 10^6 rows)."""
+    V, F, R = inc.shape[0], inc.shape[1], rinc.shape[0]
+    thr = 1e-9 * max(np.abs(Yv0).max() if V else 0.0, 1.0)
+    for f in range(F):
+        first = -1
+        for v in range(V):
+            if inc[v, f]:
+                first = v
+                break
+        if first < 0:
+            continue
+        rows = np.zeros((V + R, 4))
+        for v in range(V):
+            if inc[v, f]:
+                rows[v] = Yv0[v] - Yv0[first]
+        for r in range(R):
+            if rinc[r, f]:
+                rows[V + r] = Yr[r]
+        p = _pivots(rows)
+        if thr / _RANK_BAND < p[2] < thr * _RANK_BAND or thr / _RANK_BAND < p[3] < thr * _RANK_BAND:
+            return False
+    return True
+
+
+@_jit
+def _lines_clear(N, fvalid, fs, rid):
+    """Whether no two valid facets have ``|cos|`` within ``_COS_BAND`` of the ridge test's ``1 - 1e-12``, and no (edge,
+    ridge, third facet) of :func:`_lines` has ``pn`` within ``_PN_BAND`` of 1e-9 (every candidate, not only those up
+    to the first kept)."""
+    F = N.shape[0]
+    for i in range(F):
+        for j in range(i + 1, F):
+            if fvalid[i] and fvalid[j] and abs(abs(_dot4(N[i], N[j])) - (1.0 - 1e-12)) < _COS_BAND:
+                return False
+    for e in range(fs.shape[0]):
+        for i in range(F):
+            for j in range(i + 1, F):
+                if not (fs[e, i] and fs[e, j]) or rid[i, j] < 0:
+                    continue
+                c = _dot4(N[i], N[j])
+                for k in range(F):
+                    if fs[e, k] and k != i and k != j:
+                        pn = _line(N, i, j, k, c)[2]
+                        if 1e-9 / _PN_BAND < pn < 1e-9 * _PN_BAND:
+                            return False
+    return True
+
+
+@_jit
+def _shape_clear(N, D0, Yv0, Yr):
+    """Whether every decision of the flags' construction (incidences, facet ranks, ridges, lines) is clear of its
+    threshold by the bands above, so that ``cones.cone_shape`` reads the same combinatorics."""
+    if not _incidences_clear(N, D0, Yv0, Yr):
+        return False
+    inc, rinc = _incidences(N, D0, Yv0, Yr)
+    if not _ranks_clear(Yv0, Yr, inc, rinc):
+        return False
+    fvalid = _facet_valid(Yv0, Yr, inc, rinc)
+    incv, rincv = inc.copy(), rinc.copy()
+    for f in range(fvalid.size):
+        if not fvalid[f]:
+            incv[:, f] = False
+            rincv[:, f] = False
+    _, _, rid = _ridges(N, incv, rincv, fvalid)
+    _, fs = _edges(incv, rincv)
+    return _lines_clear(N, fvalid, fs, rid)
+
+
+@_jit
+def _finite(rc, rsn, eu, eginv, ll1, ll2, lpn):
+    """Whether the flags' numbers are finite (``ew`` is +inf by design at a vertex of rank < 4: not checked)."""
+    for x in (rc, rsn, eu, eginv, ll1, ll2, lpn):
+        for v in x:
+            if not np.isfinite(v):
+                return False
+    return True
+
+
+def cone_shape_checked(Nrm, D0, Yv0, Yr) -> ConeArrays:
+    """The flags of a region for ``sliced.SlicedGeometry``: :func:`cone_shape_compiled` where every decision of the
+    construction is clear of its threshold (:func:`_shape_clear`: then ``cones.cone_shape`` reads the same
+    combinatorics) and its numbers are finite; otherwise ``cones.cone_shape`` itself, which raises
+    ``numpy.linalg.LinAlgError`` where it cannot build them (a singular Gram matrix of an edge's three normals: the
+    compiled adjugate gives inf / NaN there), so a close call or a degenerate region takes exactly the numpy route."""
+    from .cones import cone_shape
+
+    N = np.ascontiguousarray(Nrm, dtype=np.float64)
+    R = np.ascontiguousarray(Yr, dtype=np.float64).reshape(-1, 4)
+    D = np.ascontiguousarray(D0, dtype=np.float64)
+    V = np.ascontiguousarray(Yv0, dtype=np.float64).reshape(-1, 4)
+    if V.shape[0] and _shape_clear(N, D, V, R):
+        out, incv = _shape_arrays(N, D, V, R)
+        if _finite(out[3], out[4], out[8].ravel(), out[10].ravel(), out[14], out[15], out[16]):
+            return ConeArrays(*out, R, *end_frames(N, incv, out[5], out[6], out[8], out[9]))
+    return cone_shape(Nrm, D0, Yv0, Yr)

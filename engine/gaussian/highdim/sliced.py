@@ -71,6 +71,7 @@ from . import factors_and_ok, map_regions, whitened
 from .cones import cone_shape as _cone_shape
 from .cones import cones_first
 from .qmc import closest_points, rqmc_moments
+from .shape_kernel import cone_shape_checked
 
 # Gauss-Kronrod 15 / Gauss 7 on [-1, 1] (QUADPACK qk15): nodes x, Kronrod weights wk, Gauss weights wg (0 on the
 # Kronrod-only nodes); exact for polynomials of degree 22 / 13 (tests/test_highdim_sliced.py checks both)
@@ -1075,6 +1076,8 @@ def _combine(M, done_vals, moments=0):
 # The S = 4 batch path of ``polytopes.integrate_pairs`` (``BATCH_INTEGRATORS[4]``)
 # ---------------------------------------------------------------------------------------------------
 
+COMPILED_FLAGS = True  # False: SlicedGeometry.cone_shape builds the flags in numpy (cones.cone_shape, ~1.0 ms a region
+# against 0.065 ms; the route before; the same combinatorics, the numbers within ~1e-15)
 FALLBACK_REL = 1e-3  # pairs whose sliced bar exceeds this (or is unknown) also get the RQMC estimate
 MAX_TOL = 1e-4  # light pairs: the tolerance is loosened by LOOSEN_WEIGHT / w up to this relative error
 
@@ -1095,17 +1098,20 @@ class SlicedGeometry:
         self._shapes: dict = {}
         self._frames: dict = {}
         self._log_volume = np.full(len(self.polytopes), np.nan)
+        self._closest: dict = {}
 
     def cone_shape(self, r):
-        """The flags of region ``r`` (``cones.cone_shape``), built once from the region whitened about its vertices'
-        centroid (a translation fixed by the region, not by the points asking: the flags' numbers depend on the
-        unit normals and rays only, their combinatorics on incidences that any translation gives alike); None
-        where they cannot be built (``cones_first`` then tries per call and falls back)."""
+        """The flags of region ``r`` (``cones.cone_shape``; compiled, ``shape_kernel.cone_shape_checked``, unless
+        ``COMPILED_FLAGS`` is False), built once from the region whitened about its vertices' centroid (a translation
+        fixed by the region, not by the points asking: the flags' numbers depend on the unit normals and rays only,
+        their combinatorics on incidences that any translation gives alike); None where they cannot be built
+        (``cones_first`` then tries per call and falls back)."""
         if r not in self._shapes:
             p = self.polytopes[r]
             Nrm, D, Yv, Yr = whitened(p, self.chol[r], p.vertices.mean(axis=0)[None])
+            build = cone_shape_checked if COMPILED_FLAGS else _cone_shape
             try:
-                self._shapes[r] = _cone_shape(Nrm, D[0], Yv[0], Yr)
+                self._shapes[r] = build(Nrm, D[0], Yv[0], Yr)
             except np.linalg.LinAlgError:
                 self._shapes[r] = None
         return self._shapes[r]
@@ -1127,6 +1133,35 @@ class SlicedGeometry:
         D = (p.c[None, :] - means @ p.H.T) / nrm
         Yv = (p.vertices[None] - means[:, None, :]) @ Linv.T
         return Nrm, D, Yv, Yr
+
+    def keep_closest(self, r, rows, means, D, log_b):
+        """Keep ``budget.pair_bounds``' log mass bounds ``log_b`` (M,) of region ``r`` at the points ``rows``
+        (ascending), with the fingerprints (:func:`_fingerprints`) of their means (M, 4) and whitened offsets ``D``
+        (M, F), for :func:`_region_cones` of the same ``evaluate`` block (:meth:`kept_closest`; 24 bytes a pair);
+        :meth:`drop_closest` frees them."""
+        self._closest.setdefault(r, []).append((rows.astype(np.int32), _fingerprints(means, D), log_b))
+
+    def kept_closest(self, r, rows, means, D):
+        """The kept log bounds (M,) of region ``r`` at the points ``rows`` whose means (M, 4) and offsets ``D`` (M, F)
+        have the kept fingerprints, and (M,) which rows were kept (the others: NaN). The bound of a row depends on its
+        ``D`` and its vertices (which follow from its mean alone) only; ``D`` is checked because numpy's ``means @
+        H.T`` goes through BLAS gemv for one row and gemm for more, whose last bits can differ."""
+        M = rows.size
+        log_b, hit = np.full(M, np.nan), np.zeros(M, dtype=bool)
+        kept = self._closest.get(r, ())
+        if not kept:
+            return log_b, hit
+        fp = _fingerprints(means, D)
+        for krows, kfp, kb in kept:
+            pos = np.minimum(np.searchsorted(krows, rows), krows.size - 1)
+            h = ~hit & (krows[pos] == rows) & (kfp[pos] == fp)
+            log_b[h] = kb[pos[h]]
+            hit |= h
+        return log_b, hit
+
+    def drop_closest(self):
+        """Forget the kept closest points (:meth:`keep_closest`)."""
+        self._closest = {}
 
     def log_volumes(self, regions):
         """(len(regions),) log of the whitened volume of each region (``budget.log_volume``: +inf where unbounded or
@@ -1254,6 +1289,46 @@ def _closest_bounds(Nrm, D, Yv, Yr, log_vol):
     return y, log_mass_bounds(d, log_vol)
 
 
+_FINGERPRINT_KEYS = np.random.default_rng(20261207).integers(0, 2 ** 63, size=512, dtype=np.uint64) * np.uint64(2) + \
+    np.uint64(1)  # fixed odd 64-bit multipliers for _fingerprints (a generator per call cost ~0.1 ms)
+
+
+def _fingerprint_keys(n):
+    """(n,) the first ``n`` of the fixed odd multipliers (more drawn from the same seed where n > 512)."""
+    if n <= _FINGERPRINT_KEYS.size:
+        return _FINGERPRINT_KEYS[:n]
+    keys = np.random.default_rng(20261207).integers(0, 2 ** 63, size=n, dtype=np.uint64)
+    return keys * np.uint64(2) + np.uint64(1)
+
+
+def _fingerprints(means, D):
+    """(M,) ``sum_i bits(x_i) k_i mod 2^64`` over each row ``x`` of ``[means, D]`` (the float64 bit patterns, odd
+    keys ``k``): rows that differ in one entry always differ here (``k_i`` is invertible mod 2^64); rows that differ
+    in several collide with probability ~2^-64."""
+    X = np.ascontiguousarray(np.concatenate([means, D], axis=1), dtype=np.float64)
+    return (X.view(np.uint64) * _fingerprint_keys(X.shape[1])[None]).sum(axis=1, dtype=np.uint64)
+
+
+def _closest_only(args):
+    """(M, 4) closest points of the rows ``args = (Nrm, D, Yv, Yr)`` (``budget.closest_and_distance``, row by row)."""
+    return _closest_bounds(*args, np.inf)[0]
+
+
+def _kept_closest_bounds(geo, r, rows, means, args):
+    """:func:`_closest_bounds` of region ``r``'s pairs at the points ``rows`` (means ``means``, whitened ``args =
+    (Nrm, D, Yv, Yr)``): the bounds ``budget.pair_bounds`` computed for this block taken from ``geo``
+    (:meth:`SlicedGeometry.kept_closest`: the same compiled call on the same bits, row by row), the rest computed.
+    Returns the closest points (NaN rows where the bound was kept: :func:`_region_cones` computes those the cones
+    leave), the bounds and (M,) which were kept."""
+    Nrm, D, Yv, Yr = args
+    log_b, hit = geo.kept_closest(r, rows, means, D)
+    closest = np.full((rows.size, 4), np.nan)
+    if not hit.all():
+        miss = np.nonzero(~hit)[0]
+        closest[miss], log_b[miss] = _closest_bounds(Nrm, D[miss], Yv[miss], Yr, geo.log_volumes([r])[0])
+    return closest, log_b, hit
+
+
 def _settle_deferred(args, kw, lws, log_vol, spent):
     """The pairs ``cones_first`` left (``args = (Nrm, D, Yv, Yr)`` of those rows, ``kw`` their ``with_fallback``
     keywords, ``lws`` their log weight scales): each is skipped, in the order of its bound, while the point's
@@ -1290,13 +1365,15 @@ def _region_cones(req, geo, pr_all, pn_all, r, budget):
     ``(rows, lws, kw, lm, mean, cov, rel, left)`` for the rows kept (``left``: ``(rows the cones leave, their inputs)``
     for :func:`_settle_deferred`, or ``None``). Reads ``geo``'s per-region caches for r only (flags, volume), so
     regions can run in separate threads."""
-    rows = pn_all[pr_all == r]
+    lo, hi = np.searchsorted(pr_all, [r, r + 1])  # pr_all ascending (np.nonzero of (R, N)): pn_all[pr_all == r]
+    rows = pn_all[lo:hi]
     if budget:  # the volume bound too (slivers: ~20 nats below Q(|y*|)), so light slivers get loose tolerances
         Nrm, D, Yv, Yr = geo.whitened(r, req.means[r, rows])
-        closest, log_upper = _closest_bounds(Nrm, D, Yv, Yr, geo.log_volumes([r])[0])
+        closest, log_upper, kept = _kept_closest_bounds(geo, r, rows, req.means[r, rows], (Nrm, D, Yv, Yr))
     else:
         Nrm, D, Yv, Yr = whitened(req.polytopes[r], geo.chol[r], req.means[r, rows])
         closest, log_upper = closest_distance(Nrm, D)
+        kept = np.zeros(rows.size, dtype=bool)
     lws = req.weight_scale(np.full(rows.size, r), rows)
     skip, tol = pair_tolerances(lws, log_upper)
     go = ~skip
@@ -1306,6 +1383,9 @@ def _region_cones(req, geo, pr_all, pn_all, r, budget):
     lm, my, cy, rel, _ = cones_first(_deferred if budget else with_fallback, Nrm, D[go], Yv[go], Yr,
                                      shape=_shape_of(geo, r), **kw)  # issue 14: cones first
     left = np.nonzero(np.isnan(lm))[0] if budget else np.zeros(0, dtype=np.intp)
+    if left.size and kept[go][left].any():  # the closest points of the rows the cones leave (kept: only the bound)
+        need = left[kept[go][left]]
+        kw["closest"][need] = _closest_only((Nrm, D[go][need], Yv[go][need], Yr))
     leftover = (left, (Nrm, D[go][left], Yv[go][left], Yr)) if left.size else None
     return rows[go], None if lws is None else lws[go], kw, lm, my, cy, rel, leftover
 
@@ -1355,6 +1435,7 @@ def sliced_batch(req, geo, res, store):
                 _file_region(req, geo, res, store, r, out, spent)
     if budget:
         res.skipped = spent
+        geo.drop_closest()
     res.has_error[geo.ok] = True
     for r in np.nonzero(geo.ok)[0]:
         res.methods[r] = "sliced"
