@@ -1,5 +1,6 @@
 """Test oracles: S = 1 p(x), posterior mean and variance by mpmath quadrature of the raw model; truncated normals
-on boxes (:func:`truncnorm_axes`, the closed form of rotated boxes at any S).
+on boxes (:func:`truncnorm_axes`, the closed form of rotated boxes at any S); Gaussian masses of small simplices in
+any dimension (:func:`simplex_log_mass`).
 
 The integrand is log N(x; g(z), Sigma_x) + log N(z; 0, Sigma_z) with g the network's forward pass, so
 nothing of the engine's closed forms is used; the quadrature is split at the network's kinks and at
@@ -79,3 +80,54 @@ def truncnorm_axes(lo, hi, dps=40):
             m.append(mean)
             v.append(1 + (apa - bpb) / z - mean * mean)
         return lm, np.array([float(x) for x in m]), np.array([float(x) for x in v])
+
+
+def _compositions(total, parts):
+    if parts == 1:
+        yield (total,)
+        return
+    for k in range(total + 1):
+        for rest in _compositions(total - k, parts - 1):
+            yield (k,) + rest
+
+
+def grundmann_moller(n, s):
+    """Grundmann-Moller rule of degree 2s + 1 on the standard n-simplex (volume 1/n!; Grundmann and Moller, SIAM J.
+    Numer. Anal. 15, 1978): barycentric points (n + 1 coordinates) and weights, in mpmath at the working precision."""
+    d = 2 * s + 1
+    pts, wts = [], []
+    for i in range(s + 1):
+        w = (mp.mpf(-1) ** i * mp.mpf(2) ** (-2 * s) * mp.mpf(d + n - 2 * i) ** d
+             / (mp.factorial(i) * mp.factorial(d + n - i)))
+        for beta in _compositions(s - i, n + 1):
+            pts.append([mp.mpf(2 * b + 1) / (d + n - 2 * i) for b in beta])
+            wts.append(w)
+    return pts, wts
+
+
+def simplex_log_mass(Nrm, D, Yv, degrees=(3, 4), dps=40):
+    """log mass of N(0, I_n) on the simplex ``{Nrm y <= D}`` (n + 1 rows) at ``dps`` digits, one value per
+    Grundmann-Moller rule of degree ``2 s + 1`` in ``degrees``: the vertices solved from the planes in mpmath (each on
+    the n rows it lies nearest in ``Yv``), so the answer is the planes' simplex, not the given vertices' hull. On a
+    simplex of width h at distance r from the mean the density varies by ~e^{r h}; the rule of degree 2s + 1 is off by
+    ~(r h)^{2s + 2} / (2s + 2)!, and the two rules' difference shows it."""
+    n = Nrm.shape[1]
+    with mp.workdps(dps):
+        verts = []
+        for v in Yv:
+            act = np.argsort(np.abs(Nrm @ v - D))[:n]
+            verts.append(mp.lu_solve(mp.matrix(Nrm[act].tolist()), mp.matrix(D[act].tolist())))
+        J = mp.matrix(n, n)
+        for i in range(n):
+            for k in range(n):
+                J[k, i] = verts[i + 1][k] - verts[0][k]
+        scale = abs(mp.det(J)) / (2 * mp.pi) ** (mp.mpf(n) / 2)
+        out = []
+        for s in degrees:
+            pts, wts = grundmann_moller(n, s)
+            tot = mp.mpf(0)
+            for p, wt in zip(pts, wts):
+                y = [sum(p[j] * verts[j][k] for j in range(n + 1)) for k in range(n)]
+                tot += wt * mp.exp(-sum(x * x for x in y) / 2)
+            out.append(mp.log(tot * scale))
+        return out

@@ -346,13 +346,13 @@ def test_closed_route_mean_near_a_face_under_a_rotation(k):
     of each ridge's cross-section G carry the cosines' rounding (~eps |d|), which G's arctangents see relative to the
     distance of the foot from the face; before, 1.5-10 times the bar off (k = 6: 2.8e-8 under 2.8e-9). Now each term's
     geometric rounding is in the bar (``cones5.geom_term``): within 0.2 of it against mpmath (measured <= 0.035, bars
-    <= 9e-7), two rotations."""
+    <= 9e-7; <= 1.7e-6 since the bar carries the edge ends' errors, k56), two rotations."""
     from test_highdim_cones5 import _mp_box
 
     a = np.array([-1.0, -0.5, -0.8, -2.0, -0.7, -0.6])
     a[:k] = np.array([1.0, -1.0, -2.0, -3.0, -1.0, -2.0])[:k] * 1e-7
     for seed in (3, 4):
         Nrm, D, V, R, exact, _, _ = _mp_box(a, np.array([0.7, 1.5, 2.0, 0.4, 1.1, 0.5]), seed)
-        r = cones6.cone6_moments_batch(Nrm, D[None], V[None], R, moments=0)[0]
+        r = cones6.cone6_moments_batch(Nrm, D[None], V[None], R, tol=2e-6, moments=0)[0]
         err = abs(math.expm1(r.log_mass - exact))
-        assert not r.flagged and err <= 0.2 * r.rel and r.rel <= 1e-6, (seed, err, r.rel)
+        assert not r.flagged and err <= 0.2 * r.rel and r.rel <= 2e-6, (seed, err, r.rel)

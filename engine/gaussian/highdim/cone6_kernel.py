@@ -64,11 +64,13 @@ from .cones import (
     _edge_flags,
     _edge_R,
     _edge_range,
+    _end_errors,
     _exp_point,
     _log_gauss_tail,
     _log_q,
     _sign,
     _trunc_bound,
+    _vertex_residuals,
     _Work,
     consistent,
     log_j,
@@ -83,6 +85,8 @@ from .cones5 import (
     _ridge_unit,
     _signed_mass,
     _trunc5,
+    end_bound,
+    end_logs,
     flag_amp,
     geom_term,
     merge_side,
@@ -275,9 +279,10 @@ def _near6(g, d4, par, acc, e4, outs, buf):
 
 
 @_jit
-def _edge6(g, k, d4, yv, par, acc, wk, buf):
-    """The S' = 6 flag terms of edge k of G (``par = (d, e, sgn, ref)``) into ``acc``, or only their bound into its
-    error when it is ``_DROP5`` nats below ``ref``; returns ok."""
+def _edge6(g, k, d4, yv, par, acc, wk, buf, res):
+    """The S' = 6 flag terms of edge k of G (``par = (d, e, sgn, ref)``) into ``acc``, with their ends' errors (``res``:
+    ``cones._vertex_residuals`` of ``yv``; ``cones5.end_logs``), or only their bound into its error when it is
+    ``_DROP5`` nats below ``ref``; returns ok."""
     d, e, sgn, ref, shift = par
     lo, hi = _edge_range(g, k, yv)
     if not lo < hi:
@@ -302,6 +307,8 @@ def _edge6(g, k, d4, yv, par, acc, wk, buf):
         geom_term(acc, out[q] + scale - shift, flag_amp(g, k, q, fl, d4))
         if trunc > -_INF:
             acc[2] = _lse_pair(acc[2], trunc + scale - shift)
+    ends = (lo, hi, *_end_errors(g, k, d4, yv, res, lo, hi))
+    acc[2] = _lse_pair(acc[2], end_bound(end_logs(R, ends, fl, d2f), 6, d, e) - shift)
     return ok
 
 
@@ -417,10 +424,10 @@ def _near4(g, d4, acc4, e4, outs):
 
 
 @_jit
-def _edge_fused(g, k, d4, yv, par, accs, wk, buf):
+def _edge_fused(g, k, d4, yv, par, accs, wk, buf, res):
     """Edge k of G into the three sums ``accs = (R's acc, acc5, acc4)`` (:func:`edge_fused6`; ``par = (d, e, sgn,
-    ref6, ref5, ref4)``), or only their bounds into their errors when each is ``_DROP5`` nats below its
-    reference; returns ok."""
+    ref6, ref5, ref4)``) with their ends' errors (``res``: :func:`_edge6`), or only their bounds into their errors
+    when each is ``_DROP5`` nats below its reference; returns ok."""
     d, e, sgn, ref6, ref5, ref4, shift = par
     acc6, acc5, acc4 = accs
     lo, hi = _edge_range(g, k, yv)
@@ -462,6 +469,10 @@ def _edge_fused(g, k, d4, yv, par, accs, wk, buf):
             acc5[2] = _lse_pair(acc5[2], trunc[1] + s4 + l5)
         if trunc[2] > -_INF:
             acc4[2] = _lse_pair(acc4[2], trunc[2] + s4 - _LOG_4PI2)
+    qlb = end_logs(R, (lo, hi, *_end_errors(g, k, d4, yv, res, lo, hi)), fl, d2f)
+    acc6[2] = _lse_pair(acc6[2], end_bound(qlb, 6, d, e) - shift)
+    acc5[2] = _lse_pair(acc5[2], end_bound(qlb, 5, e, 0.0))
+    acc4[2] = _lse_pair(acc4[2], end_bound(qlb, 4, 0.0, 0.0))
     return ok
 
 
@@ -496,13 +507,14 @@ def side_pass(g, D4, V4, par, acc, edges, flagged, mom, shifts):
                 ok = _near4(g, d4, acc4[m], e4, (foot_out, g_out)) and ok
         else:
             wk = _Work(e4, bl, loc, np.empty((0, 4)), np.empty((0, 4)))
+            res = _vertex_residuals(g, d4, V4[m])
             ok = True
             for k in range(g.eva.size):
                 if moments:
                     ok = _edge_fused(g, k, d4, V4[m], (d[m], e[m], sgn[m], ref[m], acc5[m, 3], acc4[m, 3], shift),
-                                     (loc, acc5[m], acc4[m]), wk, buf) and ok
+                                     (loc, acc5[m], acc4[m]), wk, buf, res) and ok
                 else:
-                    ok = _edge6(g, k, d4, V4[m], (d[m], e[m], sgn[m], ref[m], shift), loc, wk, buf) and ok
+                    ok = _edge6(g, k, d4, V4[m], (d[m], e[m], sgn[m], ref[m], shift), loc, wk, buf, res) and ok
         flagged[m] = flagged[m] or not ok
 
 

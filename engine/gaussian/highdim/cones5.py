@@ -61,14 +61,18 @@ from .cones import (
     _edge_flags,
     _edge_R,
     _edge_range,
+    _end_bounds,
+    _end_errors,
     _exp_point,
     _facets_and_ridges,
     _line_offsets,
     _log_gauss_tail,
     _log_q,
+    _log_theta_sum,
     _ridge_terms,
     _sign,
     _trunc_bound,
+    _vertex_residuals,
     _Work,
     cone_log_mass,
     cone_shape,
@@ -353,6 +357,61 @@ def edge5_logs(R, d02, d2, fl, out):
     return ok, trunc
 
 
+# The edges' ends (issue 14, k56). As at S' = 4 (``cones._end_bounds``, c4b), each edge's ends ``s = u . v`` are
+# projections of the cross-section's vertices (the given vertices, ~1e-15 off their planes, projected into the facet's
+# plane and rounded), so a flag's term is computed for ends a few eps |v| off the planes' vertices; the signed sum does
+# not cancel that (tiny 5-D boxes and simplices far from the mean were up to ~1e3-1e7 times their bar off, the audit of
+# tests/test_highdim_cones5.py). Every flag term, at S' = 4, 5 and 6 alike, is ``|d_f| / 4 pi^2 int f(R + sigma^2) /
+# (R + sigma^2) DTheta_f(sigma) sigma / sqrt(c + sigma^2) dsigma`` with a radial factor ``f`` whose ``f(q) e^{q/2}``
+# decreases: only ``sigma > |t|`` sees the end ``t``, so to first order (doubled) the end's error ``dt`` moves the
+# edge's flags by at most ``2 dt sum_f |d_f| Theta_f'(t) f(q) L / (4 pi^2)``, ``q = R + t^2``, ``L`` the smaller of
+# ``tail(|t|) / q`` and ``int_|t|^inf dsigma / (R + sigma^2) = atan2(sqrt R, |t|) / sqrt R`` (the mean near the edge's
+# line: ``q`` tiny, where the first is ~1 / sqrt(q) times too large; 9e-3 against errors of 4e-10 on a box with the
+# mean 1e-7 from a vertex).
+
+
+@_jit
+def end_logs(R, ends, fl, d2):
+    """``(q, lb)`` (2,) of the ends ``ends = (s_lo, s_hi, err_lo, err_hi)`` of an edge (``cones._end_errors``) whose
+    line lies ``sqrt(R)`` from the foot, flags ``fl`` (``cones._edge_flags``) at squared facet distances ``d2``: ``q =
+    R + t^2`` and ``lb = log(2 dt sum_f |d_f| Theta_f'(t) L / (4 pi^2))``, ``L = min(tail(|t|) / q, atan2(sqrt R, |t|) /
+    sqrt R)`` (``-inf``: nothing to bound); the bound of the ends' effect is ``e^lb f(q)`` (:func:`end_bound`)."""
+    q, lb = np.empty(2), np.full(2, -_INF)
+    for w in range(2):
+        t, dt = ends[w], ends[2 + w]
+        q[w] = R + t * t
+        if dt > 0.0 and math.isfinite(t) and q[w] > 0.0:
+            line = math.atan2(math.sqrt(R), abs(t)) / math.sqrt(R) if R > 0.0 else 1.0 / abs(t)
+            ll = min(_log_gauss_tail(abs(t)) - math.log(q[w]), math.log(line))
+            lb[w] = math.log(2.0 * dt) + _log_theta_sum(fl, d2, t) + ll - _LOG_4PI2
+    return q, lb
+
+
+@_jit
+def end_bound(qlb, kind, p, e):
+    """log of the ends' bound ``sum_w e^{lb_w} f(q_w)`` (:func:`end_logs`) for the radial factor ``f`` of ``kind``:
+    4, ``e^{-q/2}`` (S' = 4: ``M_4``); 5, ``p Q(x) / x``, ``x^2 = p^2 + q`` (S' = 5 at distance ``p = d0``, and
+    ``cone6_kernel``'s facet term at ``p = e``); 6, ``(p e / 2 pi) J(p, a) / a``, ``a^2 = e^2 + q`` (S' = 6; ``J(p, a)
+    <= e^{-(p^2 + a^2)/2} min(tail(a) / (p^2 + a^2), atan2(p, a) / p)``, the second where ``p`` and ``a`` are small:
+    the mean 1e-7 from a face of a 6-D box had bars 4x larger with the first alone)."""
+    q, lb = qlb
+    out = -_INF
+    for w in range(2):
+        if lb[w] == -_INF:
+            continue
+        if kind == 4:
+            lf = -0.5 * q[w]
+        elif kind == 5:
+            x = math.sqrt(p * p + q[w])
+            lf = math.log(p) + _log_q(x) - math.log(x)
+        else:
+            a2 = e * e + q[w]
+            lj = min(_log_gauss_tail(math.sqrt(a2)) - math.log(p * p + a2), math.log(math.atan2(p, math.sqrt(a2)) / p))
+            lf = math.log(p * e) - _LOG_2PI - 0.5 * (p * p + a2) + lj - 0.5 * math.log(a2)
+        out = _lse_pair(out, lb[w] + lf)
+    return out
+
+
 @_jit
 def _geometry(g, d, e, bl):
     """Ridge distances ``e`` (G, 2) and line offsets ``bl`` (L,) of one cross-section ``F' = {N4 v <= d}`` (as
@@ -413,8 +472,9 @@ def _near5(g, d, par, acc, e, outs):
 
 
 @_jit
-def _edge5(g, k, d, yv, par, acc, wk):
-    """The S' = 5 flag terms of edge k of ``F'`` (``par = (d0, sgn, ref)``) into ``acc``, or only their bound into its
+def _edge5(g, k, d, yv, par, acc, wk, res):
+    """The S' = 5 flag terms of edge k of ``F'`` (``par = (d0, sgn, ref)``) into ``acc``, with their ends' errors
+    (``res``: ``cones._vertex_residuals`` of the vertices ``yv``; :func:`end_logs`), or only their bound into its
     error when it is ``_DROP5`` nats below ``ref`` (``E_5 <= sqrt(pi/2) / (4 pi rho) d0 w(rho^2)`` per flag, from
     ``cones``' bound of ``E`` at every scale); returns ok."""
     d0, sgn, ref, shift = par
@@ -440,6 +500,8 @@ def _edge5(g, k, d, yv, par, acc, wk):
         geom_term(acc, out[q] + scale - shift, flag_amp(g, k, q, fl, d))
         if trunc > -_INF:
             acc[2] = _lse_pair(acc[2], trunc + scale - shift)
+    ends = (lo, hi, *_end_errors(g, k, d, yv, res, lo, hi))
+    acc[2] = _lse_pair(acc[2], end_bound(end_logs(R, ends, fl, d2), 5, d0, 0.0) - shift)
     return ok
 
 
@@ -539,9 +601,10 @@ def _facet_pass(g, D4, V4, par, acc, edges, flagged):
             ok = _near5(g, d, (d0[m], sgn[m], shift[m]), acc[m], e, (foot_out, g_out))
         else:
             wk = _Work(e, bl, acc[m], np.empty((0, 4)), np.empty((0, 4)))
+            res = _vertex_residuals(g, d, V4[m])
             ok = True
             for k in range(g.eva.size):
-                ok = _edge5(g, k, d, V4[m], (d0[m], sgn[m], ref[m], shift[m]), acc[m], wk) and ok
+                ok = _edge5(g, k, d, V4[m], (d0[m], sgn[m], ref[m], shift[m]), acc[m], wk, res) and ok
         flagged[m] = not ok
 
 
@@ -718,11 +781,12 @@ def edge_fused_logs(R, d02, d2, fl, out5, out4):
 
 
 @_jit
-def _edge_fused(g, k, d, yv, par, acc, wk):
+def _edge_fused(g, k, d, yv, par, acc, wk, res):
     """Edge k of ``F'``: its S' = 5 flag terms into ``acc`` (as :func:`_edge5`, ``par = (d0, sgn, ref5, ref4)``) and its
     S' = 4 terms of ``M_4(F')`` and of the facets' masses into ``wk`` (as ``cones._edge_terms`` with moments, less the
-    ridges' 2-D masses, which only the S' = 4 covariance uses); each left out under its bound when both are
-    ``_DROP5`` nats below their references; returns ok."""
+    ridges' 2-D masses, which only the S' = 4 covariance uses), with their ends' errors (``res``: :func:`_edge5`;
+    ``cones._end_bounds``); each left out under its bound when both are ``_DROP5`` nats below their references;
+    returns ok."""
     d0, sgn, ref5, ref4, shift = par
     lo, hi = _edge_range(g, k, yv)
     if not lo < hi:
@@ -756,6 +820,12 @@ def _edge_fused(g, k, d, yv, par, acc, wk):
         if tr4 > -_INF:
             wk.acc[2] = _lse_pair(wk.acc[2], tr4 + s4)
             wk.facc[fac[q], 2] = _lse_pair(wk.facc[fac[q], 2], tr4 - _LOG_4PI2)
+    ends = (lo, hi, *_end_errors(g, k, d, yv, res, lo, hi))
+    qlb = end_logs(R, ends, fl, d2)
+    acc[2] = _lse_pair(acc[2], end_bound(qlb, 5, d0, 0.0) - shift)
+    keep = wk.acc[2]  # M_4(F')'s own error takes the tighter line bound (end_logs); cones' the facets' and ridges'
+    _end_bounds(k, g, wk, R, (fl, d2, fac), ends, 1)
+    wk.acc[2] = _lse_pair(keep, end_bound(qlb, 4, 0.0, 0.0))
     return ok
 
 
@@ -816,9 +886,10 @@ def _facet_pass_fused(g, N4, D4, V4, par, acc, flagged, out4):
         wk = _Work(np.empty((G, 2)), np.empty(L), np.array([-_INF, -_INF, -_INF, -_INF]), np.full((F, 4), -_INF),
                    np.full((G, 4), -_INF))
         ok4 = _four_start(g, d, wk)  # False: the S' = 4 row is flagged (its mean is then not used)
+        res = _vertex_residuals(g, d, V4[m])
         ok = True
         for k in range(g.eva.size):
-            ok = _edge_fused(g, k, d, V4[m], (d0[m], sgn[m], ref[m], wk.acc[3], shift[m]), acc[m], wk) and ok
+            ok = _edge_fused(g, k, d, V4[m], (d0[m], sgn[m], ref[m], wk.acc[3], shift[m]), acc[m], wk, res) and ok
         flagged[m] = not ok
         if ok4:
             l4[m], r4[m], e4[m] = _four_finish(g, N4, d, wk, mu4[m])
@@ -931,9 +1002,8 @@ def cone5_moments_batch(Nrm, D, Yv, Yr, *, moments=2, shape=None, threaded=True)
     moments by the divergence theorem (NOTES §3) over the facets, each an S' = 4 problem at its foot (its mass and
     mean from the edge pass's nodes, ``_facet_pass_fused``): ``E[y 1_P] = -sum_i n_i phi(d_i) M_4(F_i')`` and
     ``E[y y^T 1_P] = P I - sum_i phi(d_i) M_4(F_i') n_i (d_i n_i + U_i m_i)^T`` (``m_i`` the facet's in-plane mean),
-    symmetrised. ``moment_bound`` bounds the whitened mean's error (max-norm; the covariance's is of the same order):
-    the facets' relative mass bars and the mass's carried through the weights ``phi(d_i) M_4(F_i') / P``.
-    ``threaded``: as :func:`cone5_log_mass_batch`."""
+    symmetrised. ``moment_bound`` bounds the errors of the whitened mean and covariance (max-norm, the larger of the
+    two, :func:`_moment_bound`). ``threaded``: as :func:`cone5_log_mass_batch`."""
     Nrm = np.ascontiguousarray(Nrm, dtype=np.float64)
     D = np.ascontiguousarray(np.atleast_2d(D), dtype=np.float64)
     Yv = np.ascontiguousarray(Yv, dtype=np.float64).reshape(D.shape[0], -1, 5)
@@ -941,24 +1011,48 @@ def cone5_moments_batch(Nrm, D, Yv, Yr, *, moments=2, shape=None, threaded=True)
     shape = shape5(Nrm, D[0], Yv[0], Yr) if shape is None else shape
     lm, rel, fl, parts, fours = _mass_core(Nrm, D, Yv, Yr, shape, threaded, moments >= 1)
     M = D.shape[0]
-    m1, m2, mbar = np.zeros((M, 5)), np.zeros((M, 5, 5)), np.zeros(M)
+    m1, m2, extra = np.zeros((M, 5)), np.zeros((M, 5, 5)), np.zeros(M)
     if moments < 1 or fl.all():
-        return lm, m1, m2, rel, mbar, fl
+        return lm, m1, m2, rel, extra, fl
+    sums = np.zeros((4, M))  # sum w r4, sum w (r4 |v| + 2 e4 (1 + r4)), sum w, max r4
     for (fc, D4, V4), (l4, r4, e4, mu4) in zip(parts, fours):
         Di = D[:, fc.i]
         weak = np.nonzero(~(r4 <= FACET_REL) & ~fl)[0]
         if weak.size:
-            mbar[weak] += _weak_facets(fc, (D4[weak], V4[weak], Di[weak], lm[weak]), (l4, mu4, r4), weak)
+            extra[weak] += _weak_facets(fc, (D4[weak], V4[weak], Di[weak], lm[weak]), (l4, mu4, r4), weak)
         fl = fl | ~np.isfinite(r4)
         with np.errstate(invalid="ignore", over="ignore"):
             w = np.exp(-0.5 * Di * Di - _LOG_SQRT_2PI + l4 - lm)  # phi(d_i) M_4(F_i') / P
         w = np.where(fl, 0.0, w)
+        v = Di[:, None] * fc.n[None] + mu4 @ fc.U.T
         m1 -= w[:, None] * fc.n[None]
-        m2 -= w[:, None, None] * fc.n[None, :, None] * (Di[:, None] * fc.n[None] + mu4 @ fc.U.T)[:, None, :]
-        mbar += w * (np.where(fl, 0.0, r4 + np.where(np.isfinite(e4), e4, 0.0)) + np.where(fl, 0.0, rel))
+        m2 -= w[:, None, None] * fc.n[None, :, None] * v[:, None, :]
+        ra, ea = np.where(fl, 0.0, r4), np.where(fl | ~np.isfinite(e4), 0.0, e4)
+        sums += np.array([w * ra, w * (ra * np.abs(v).max(axis=1) + 2.0 * ea * (1.0 + ra)), w, ra])
+        sums[3] = np.maximum(sums[3], ra)
     m2 = np.eye(5)[None] + 0.5 * (m2 + np.swapaxes(m2, 1, 2))
     cov = m2 - m1[:, :, None] * m1[:, None, :]
+    mbar = _moment_bound(sums, rel, m1, m2, len(parts)) + extra
     return lm, m1, cov, rel, np.where(fl, np.inf, mbar), fl
+
+
+def _moment_bound(sums, rel, m1, m2, F):
+    """The larger of the bounds on the whitened mean's and covariance's errors (max-norm). With the facets' weights
+    ``w_i = phi(d_i) M_4(F_i') / P`` computed as ``w_i (1 + delta_i) / (1 + delta)`` (``|delta_i| <= r4_i`` the facets'
+    relative bars, ``|delta| <= rel`` the mass's), ``m1 = -sum n_i w_i`` is off by ``-delta m1 + sum n_i w_i delta_i``
+    over ``1 + delta``: ``(sum w r4 + rel |m1|) (1 + rel) / (1 - max r4)``, the mass's error entering through ``|m1|``
+    rather than through every weight (a thin box's two large weights cancel: a 1e-4 box's bound was ~1e4 rel); the
+    second moment likewise, each facet's ``v_i = d_i n_i + U_i m_i`` adding ``r4 |v_i| + 2 e4`` (``|U_i dm| <= 2 e4``,
+    ``e4`` the in-plane mean's max-norm bound) and the mass's ``rel |m2 - I|``; the covariance ``m2 - m1 m1^T`` then
+    ``+ 2 |m1| em + em^2``; plus the sums' rounding, ``4 F eps sum w``. ``sums = (sum w r4, sum w (r4 |v| + 2 e4 (1 +
+    r4)), sum w, max r4)`` (4, M)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        f = (1.0 + rel) / (1.0 - sums[3])
+        rnd = 4.0 * F * _EPS * sums[2] * (1.0 + np.abs(m2).max(axis=(1, 2)))
+        em = (sums[0] + rel * np.abs(m1).max(axis=1)) * f + rnd
+        e2 = (sums[1] + rel * np.abs(m2 - np.eye(5)[None]).max(axis=(1, 2))) * f + rnd
+        ec = e2 + em * (2.0 * np.abs(m1).max(axis=1) + em)
+    return np.where(rel < 1.0, np.maximum(em, ec), np.inf)
 
 
 FACET_REL = 1e-8  # facet rows of the moments whose S' = 4 cone bar exceeds this (or that the cones flag) are redone
