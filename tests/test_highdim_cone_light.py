@@ -110,7 +110,7 @@ def test_loose_pairs_light_or_the_full_bits():
 
 
 # The flags (a, b, s_lo, s_hi, d^2) of [4, 16, 16, 5]'s points 0-1 whose light-rule terms were farthest from the full
-# rule's (1.5e-10 to 2.0e-10 relative; 5.5 M flags in all): edges crossing the foot of the perpendicular ~3 from the mean
+# rule's (1.5e-10 to 2.0e-10 relative; 5.5 M flags in all): edges crossing the foot of the perpendicular ~3 away
 WORST_FLAGS = [
     (0.1425711, 2.959796, -3.024943, -0.06324179, 0.2734372),
     (1.358534, 2.681546, -3.024943, -0.06324179, 0.02438837),
