@@ -19,7 +19,7 @@ import numba
 import numpy as np
 
 from ..threads import run_split
-from .cones import _HEAVY_TOL, CONE_MASS_TOL, COV_TOL, EPS, MEAN_TOL, PAIRS_PER_THREAD, pair_moments
+from .cones import _HEAVY_TOL, CONE_MASS_TOL, COV_TOL, EPS, LIGHT_TOL, MEAN_TOL, PAIRS_PER_THREAD, pair_moments
 
 REGION_PAIRS_PER_THREAD = PAIRS_PER_THREAD  # fewest rows of one region call worth a worker thread
 
@@ -112,15 +112,21 @@ def row_certified(lm, rel, fl, eb, cov, tol, moments, relative):
 @_jit
 def region_pairs(g, Nrm, D, Yv, moments, tol, relative, good, out):
     """Every row ``m`` of one region: ``cones.pair_moments`` (skipped when the flags are not ``good``:
-    ``cones.consistent`` failed, the row stays flagged), :func:`row_bounds` and :func:`row_certified`. ``out = (lm,
-    rel, flagged, mean, cov, bounds (M, 2), certified)``, rows filled in place."""
+    ``cones.consistent`` failed, the row stays flagged), :func:`row_bounds` and :func:`row_certified`; rows with
+    ``tol >= cones.LIGHT_TOL`` by the light rule first, again by the full rule where that is not certified. ``out =
+    (lm, rel, flagged, mean, cov, bounds (M, 2), certified)``, rows filled in place."""
     lm, rel, fl, mean, cov, eb, cert = out
     for m in range(D.shape[0]):
-        e1, e2 = math.inf, math.inf
-        if good:
-            lm[m], rel[m], fl[m], e1, e2 = pair_moments(g, Nrm, D[m], Yv[m], moments, mean[m], cov[m])
-        eb[m, 0], eb[m, 1] = row_bounds(mean[m], cov[m], rel[m], e1, e2)
-        cert[m] = row_certified(lm[m], rel[m], fl[m], eb[m], cov[m], tol[m], moments, relative)
+        light = tol[m] >= LIGHT_TOL
+        for _ in range(2):
+            e1, e2 = math.inf, math.inf
+            if good:
+                lm[m], rel[m], fl[m], e1, e2 = pair_moments(g, Nrm, D[m], Yv[m], moments, mean[m], cov[m], light)
+            eb[m, 0], eb[m, 1] = row_bounds(mean[m], cov[m], rel[m], e1, e2)
+            cert[m] = row_certified(lm[m], rel[m], fl[m], eb[m], cov[m], tol[m], moments, relative)
+            if cert[m] or not light or not good:
+                break
+            light = False
 
 
 def cone_pairs(Nrm, D, Yv, shape, *, moments, tol, accuracy):

@@ -67,6 +67,28 @@ _NODES = 16  # Gauss-Legendre nodes per panel
 _GX, _GW = np.polynomial.legendre.leggauss(_NODES)
 WINDOW = 45.0  # nats kept below each piece's Gaussian factor at its start (the rest bounded into the bar)
 _DMAX = 16.0  # largest change of the Gaussian exponent across one panel
+# The light rule (issue 14, lk4): pairs whose tolerance is at least LIGHT_TOL (light pairs, sliced.pair_tolerances)
+# first run the edges' integrals (pieces and the J beyond) with LIGHT_NODES nodes on panels of up to LIGHT_DMAX nats
+# (one panel for the whole 45-nat window) and LIGHT_SMALL_NODES on the panels whose Gaussian factor changes by at most
+# LIGHT_DSMALL nats (their width is set by the nearest singularity, +- i b: Bernstein ellipse rho >= 4.3). Each flag's
+# term (integrals of positive functions) carries LIGHT_REL of itself into the bar: measured against the full rule on
+# the 5.5 M flag terms of [4,16,16,5]'s points 0-1 (capture of every cone call, 25,691 pairs) at most 1.96e-10 (E) and
+# 6.2e-11 (the facets' C), a 10x margin; tests/test_highdim_cone_light.py checks bars against mpmath / closed forms. A
+# pair the light bar does not certify is run again by the full rule (cone_kernel.region_pairs, cones._settled_by_cones),
+# so no more pairs go to the slices. Measured on 2,440 of those pairs (lk4 audit): the kernel 0.43 against 0.51-0.59 ms
+# a pair; light bars ~1e4 times the full rule's; of the 1,178 with tol >= 1e-6, 1,107 certified by the light rule
+# (71 run again; 1e-7: 1,312 of 1,456, 144 again, less saved); the light results within 0.002 of their bars of the full
+# rule's, 30 of them beyond the full rule's own bar (up to 40x it: the LIGHT_REL term is needed).
+LIGHT_NODES = 20
+LIGHT_DMAX = 45.0
+LIGHT_SMALL_NODES = 10
+LIGHT_DSMALL = 4.0
+LIGHT_REL = 2e-9
+_LOG_LIGHT_REL = math.log(LIGHT_REL)
+LIGHT_TOL = 1e-6
+FULL_RULE = (_GX, _GW, _DMAX, _GX, _GW, -1.0)  # _panel_nodes: the 16 nodes on every panel
+LIGHT_RULE = (*np.polynomial.legendre.leggauss(LIGHT_NODES), LIGHT_DMAX,
+              *np.polynomial.legendre.leggauss(LIGHT_SMALL_NODES), LIGHT_DSMALL)
 _MAX_GRADES = 64  # geometric panels at most
 _DROP = C.EDGE_DROP_NATS  # edges whose bound is this far below the largest term are left out (bound in the bar)
 TERM_ULPS = 16.0  # relative error of one term <= TERM_ULPS eps (1 + |log term|): measured against mpmath <= 4.8 (92
@@ -312,9 +334,27 @@ def _log_q(x):
 
 
 @_jit
+def _panel_nodes(rule, delta):
+    """The Gauss-Legendre nodes and weights of a panel across which the Gaussian exponent changes by ``delta`` nats:
+    ``rule = (gx, gw, dmax, gx_small, gw_small, dsmall)``, the small rule where ``delta <= dsmall`` (panels whose
+    width is set by the integrand's nearest singularity, not by the Gaussian factor), panels of ``dmax`` nats at
+    most."""
+    if delta <= rule[5]:
+        return rule[3], rule[4]
+    return rule[0], rule[1]
+
+
+@_jit
 def log_j(d2, r):
+    """:func:`log_j_rule` with the full rule."""
+    return log_j_rule(d2, r, FULL_RULE)
+
+
+@_jit
+def log_j_rule(d2, r, rule):
     """``(log J, ok)``: ``J = int_r^inf e^{-(d2 + t^2)/2} / (d2 + t^2) dt`` for ``r >= 0``, graded Gauss-Legendre in
-    ``u = t - r`` (poles at ``u = -r +- i sqrt(d2)``, at distance ``sqrt(r^2 + d2)`` from the start)."""
+    ``u = t - r`` (poles at ``u = -r +- i sqrt(d2)``, at distance ``sqrt(r^2 + d2)`` from the start); ``rule``:
+    :func:`_panel_nodes`."""
     r0 = math.sqrt(r * r + d2)
     if not r0 > 0.0:
         return _INF, False
@@ -328,16 +368,17 @@ def log_j(d2, r):
         right = min(r0 * (2.0 ** (k + 1) - 1.0), U)
         e_l = r * left + 0.5 * left * left
         e_r = r * right + 0.5 * right * right
-        nsub = max(1, int(math.ceil((e_r - e_l) / _DMAX)))
+        nsub = max(1, int(math.ceil((e_r - e_l) / rule[2])))
         ul = left
         for q in range(1, nsub + 1):
             ur = right if q == nsub else _exp_point(r, e_l + (e_r - e_l) * q / nsub)
+            gx, gw = _panel_nodes(rule, (e_r - e_l) / nsub)
             half = 0.5 * (ur - ul)
             mid = 0.5 * (ur + ul)
-            for n in range(_NODES):
-                u = mid + half * _GX[n]
+            for n in range(gx.size):
+                u = mid + half * gx[n]
                 t = r + u
-                total += _GW[n] * half * math.exp(-(r * u + 0.5 * u * u)) / (d2 + t * t)
+                total += gw[n] * half * math.exp(-(r * u + 0.5 * u * u)) / (d2 + t * t)
             ul = ur
         left = right
         k += 1
@@ -367,10 +408,17 @@ def _clip(s, lo, hi):
 
 @_jit
 def _piece(sa, sb, R, fl, bmin, S):
+    """:func:`piece_rule` with the full rule (``_NODES`` nodes, panels of ``_DMAX`` nats)."""
+    return piece_rule(sa, sb, R, fl, bmin, S, FULL_RULE)
+
+
+@_jit
+def piece_rule(sa, sb, R, fl, bmin, S, rule):
     """Add to ``S[0, f]`` the integral over ``sigma in [sa, sb]`` of ``e^{-(sa u + u^2/2)} / (R + sigma^2) DTheta_f
     sigma / sqrt(c_f + sigma^2)`` (``u = sigma - sa``) for the flags ``fl = (a, b, c, s_lo, s_hi)`` (n, 5), and to
     ``S[1, f]`` the same without ``1 / (R + sigma^2)`` when ``S`` has two rows (the moments' facet masses); returns
-    ``(ok, cut)``: False when the panels ran out, ``cut`` the end of the window (< sb: truncated there)."""
+    ``(ok, cut)``: False when the panels ran out, ``cut`` the end of the window (< sb: truncated there); ``rule``:
+    :func:`_panel_nodes`."""
     U = _exp_point(sa, WINDOW)
     end = sb
     if U < sb - sa:
@@ -390,16 +438,17 @@ def _piece(sa, sb, R, fl, bmin, S):
         right = min(r0 * (2.0 ** (k + 1) - 1.0), U)
         e_l = sa * left + 0.5 * left * left
         e_r = sa * right + 0.5 * right * right
-        nsub = max(1, int(math.ceil((e_r - e_l) / _DMAX)))
+        nsub = max(1, int(math.ceil((e_r - e_l) / rule[2])))
         ul = left
         for q in range(1, nsub + 1):
             ur = right if q == nsub else _exp_point(sa, e_l + (e_r - e_l) * q / nsub)
+            gx, gw = _panel_nodes(rule, (e_r - e_l) / nsub)
             half = 0.5 * (ur - ul)
             mid = 0.5 * (ur + ul)
-            for m in range(_NODES):
-                u = mid + half * _GX[m]
+            for m in range(gx.size):
+                u = mid + half * gx[m]
                 sg = sa + u
-                g = _GW[m] * half * math.exp(-(sa * u + 0.5 * u * u))
+                g = gw[m] * half * math.exp(-(sa * u + 0.5 * u * u))
                 gr = g / (R + sg * sg)
                 for f in range(n):
                     a, b, c, lo, hi = fl[f, 0], fl[f, 1], fl[f, 2], fl[f, 3], fl[f, 4]
@@ -425,12 +474,19 @@ def _edge_cuts(lo, hi):
 
 @_jit
 def edge_flag_logs(R, d2, fl, out):
+    """:func:`edge_flag_logs_rule` with the full rule."""
+    return edge_flag_logs_rule(R, d2, fl, out, FULL_RULE)
+
+
+@_jit
+def edge_flag_logs_rule(R, d2, fl, out, rule):
     """``out[0, f] = log E_f - log(|d_f| / 4 pi^2)`` for the flags ``fl = (a, b, c, s_lo, s_hi)`` (n, 5) of one edge
     (``R``: squared distance of its line, ``d2`` (n,) the flags' squared facet distances) and, when ``out`` has two
     rows, ``out[1, f] = log phi(d_f) C_f`` with ``C_f = (1/2pi) int_edge a b Q(omega) / (omega (b^2 + s^2)) ds`` the
     flag's term of the facet's 3-D mass (the S = 3 edge integral of ``solid.edges``, exchanged the same way);
     returns ``(ok, log bound of the window's truncation of E)`` (without the ``|d| / 4 pi^2``; that of ``phi(d) C``
-    is at most the same times ``R + cut^2``, folded in by the caller through :func:`_trunc_bound`)."""
+    is at most the same times ``R + cut^2``, folded in by the caller through :func:`_trunc_bound`); the pieces by
+    :func:`piece_rule` and :func:`beyond_rule` with ``rule``."""
     n = fl.shape[0]
     lo, hi = fl[0, 3], fl[0, 4]
     out[:, :] = -_INF
@@ -447,7 +503,7 @@ def edge_flag_logs(R, d2, fl, out):
         if not sb > sa:
             continue
         S[:, :] = 0.0
-        good, cut = _piece(sa, sb, R, fl, bmin, S)
+        good, cut = piece_rule(sa, sb, R, fl, bmin, S, rule)
         ok = ok and good
         if cut < sb:
             trunc = _lse_pair(trunc, _trunc_bound(R, cut))
@@ -458,21 +514,27 @@ def edge_flag_logs(R, d2, fl, out):
             if rows > 1 and S[1, f] > 0.0:
                 out[1, f] = _lse_pair(out[1, f], base - _LOG_4PI2 + math.log(S[1, f]))
     if math.isfinite(cuts[2]):
-        ok = _beyond(cuts[2], d2, fl, out) and ok
+        ok = beyond_rule(cuts[2], d2, fl, out, rule) and ok
     return ok, trunc
 
 
 @_jit
 def _beyond(end, d2, fl, out):
-    """Beyond the edge (``sigma > end``) DTheta is constant: ``DTheta J(d, r)`` and ``phi(d) DTheta Q(r) / 2 pi``,
-    ``r = sqrt(c + end^2)``, added to ``out``; returns ok."""
+    """:func:`beyond_rule` with the full rule."""
+    return beyond_rule(end, d2, fl, out, FULL_RULE)
+
+
+@_jit
+def beyond_rule(end, d2, fl, out, rule):
+    """Beyond the edge (``sigma > end``) DTheta is constant: ``DTheta J(d, r)`` (:func:`log_j_rule` with
+    ``rule``) and ``phi(d) DTheta Q(r) / 2 pi``, ``r = sqrt(c + end^2)``, added to ``out``; returns ok."""
     ok = True
     lo, hi = fl[0, 3], fl[0, 4]
     for f in range(fl.shape[0]):
         dth = theta_diff(hi, lo, fl[f, 0], fl[f, 1], fl[f, 2])
         if dth > 0.0:
             r = math.sqrt(fl[f, 2] + end * end)
-            lj, good = log_j(d2[f], r)
+            lj, good = log_j_rule(d2[f], r, rule)
             ok = ok and good
             out[0, f] = _lse_pair(out[0, f], math.log(dth) + lj)
             if out.shape[0] > 1:
@@ -780,11 +842,30 @@ def _log_theta_sum(fl, d2, t):
 
 
 @_jit
-def _edge_terms(g, k, d, yv, wk, ref, moments, res):
+def _flag_logs(R, d2, fl, out, light):
+    """:func:`edge_flag_logs` by the full rule, or with ``light`` by the light one (``LIGHT_NODES`` nodes, panels of
+    ``LIGHT_DMAX`` nats, the pieces and the ``log_j`` beyond the edge)."""
+    if light:
+        return edge_flag_logs_rule(R, d2, fl, out, LIGHT_RULE)
+    return edge_flag_logs(R, d2, fl, out)
+
+
+@_jit
+def _light_error(wk, f, lt, lc):
+    """The light rule's error ``LIGHT_REL e^lt`` of a flag's term ``e^lt`` into the mass's error sum and that of its
+    facet-mass term ``e^lc`` into facet ``f``'s (``lc = -inf``: none)."""
+    wk.acc[2] = _lse_pair(wk.acc[2], lt + _LOG_LIGHT_REL)
+    if lc > -_INF:
+        wk.facc[f, 2] = _lse_pair(wk.facc[f, 2], lc + _LOG_LIGHT_REL)
+
+
+@_jit
+def _edge_terms(g, k, d, yv, wk, ref, moments, res, light=False):
     """Flag terms ``-sign(d_i) sign(e_ij) sign(b_ijk) E_ijk`` of edge k into ``wk.acc`` (with ``moments``: ``sign(e)
     sign(b) phi(d_i) C_ijk`` into facet i's sums and ``-sign(b) e^{-|g|^2/2} B_2 / 2pi`` into the ridge's), or only
     its bound into the errors when it is ``_DROP`` nats below ``ref``; the ends' errors (``res``: the vertices'
-    residuals, :func:`_vertex_residuals`) through :func:`_end_bounds`; returns ok."""
+    residuals, :func:`_vertex_residuals`) through :func:`_end_bounds`; ``light``: the integrals by the light rule
+    (:func:`_flag_logs`), whose error bound ``LIGHT_REL`` per term joins the error sums; returns ok."""
     lo, hi = _edge_range(g, k, yv)
     if not lo < hi:
         return True
@@ -799,7 +880,7 @@ def _edge_terms(g, k, d, yv, wk, ref, moments, res):
         _drop_edge(g, k, wk, bound + max(0.0, 0.5 * math.log(max(rho2, 1e-300))), fac, moments)
         return True
     out = np.empty((2 if moments > 0 else 1, n))
-    ok, trunc = edge_flag_logs(R, d2, fl, out)
+    ok, trunc = _flag_logs(R, d2, fl, out, light)
     for q in range(n):
         scale = 0.5 * math.log(d2[q]) - _LOG_4PI2 if d2[q] > 0.0 else -_INF
         _add(wk.acc, -_sign(d[fac[q]]) * se[q] * sb[q], out[0, q] + scale)
@@ -809,6 +890,8 @@ def _edge_terms(g, k, d, yv, wk, ref, moments, res):
             _add(wk.facc[fac[q]], se[q] * sb[q], out[1, q])
             if trunc > -_INF:
                 wk.facc[fac[q], 2] = _lse_pair(wk.facc[fac[q], 2], trunc - _LOG_4PI2)
+        if light:
+            _light_error(wk, fac[q], out[0, q] + scale, out[1, q] if moments > 0 else -_INF)
     elo, ehi = _end_errors(g, k, d, yv, res, lo, hi)
     _end_bounds(k, g, wk, R, (fl, d2, fac), (lo, hi, elo, ehi), moments)
     if moments > 0:
@@ -887,9 +970,10 @@ def _moments(g, Nrm, d, wk, lm, mean, cov):
 
 
 @_jit
-def pair_moments(g, Nrm, d, yv, moments, mean, cov):
+def pair_moments(g, Nrm, d, yv, moments, mean, cov, light=False):
     """``(log_mass, rel, flagged, err_mean, err_second)`` of one pair: offsets ``d`` (F,), vertices ``yv`` (V, 4)
-    relative to the mean; with ``moments`` >= 1 the whitened mean and covariance into ``mean``, ``cov``."""
+    relative to the mean; with ``moments`` >= 1 the whitened mean and covariance into ``mean``, ``cov``; ``light``:
+    the edges' integrals by the light rule, its error bound in the bars (:func:`_edge_terms`)."""
     G, L, F = g.ri.size, g.lr.size, d.size
     wk = _Work(np.empty((G, 2)), np.empty(L), np.array([-_INF, -_INF, -_INF, -_INF]), np.full((F, 4), -_INF),
                np.full((G, 4), -_INF))
@@ -907,7 +991,7 @@ def pair_moments(g, Nrm, d, yv, moments, mean, cov):
     ref = wk.acc[3]
     res = _vertex_residuals(g, d, yv)
     for k in range(g.eva.size):
-        ok = _edge_terms(g, k, d, yv, wk, ref, moments, res) and ok
+        ok = _edge_terms(g, k, d, yv, wk, ref, moments, res, light) and ok
     pos, neg, err = wk.acc[0], wk.acc[1], wk.acc[2]
     if pos == -_INF:
         return -_INF, _INF, True, _INF, _INF
@@ -930,30 +1014,31 @@ def pair_log_mass(g, d, yv):
 
 
 @_jit
-def _pairs(g, Nrm, D, Yv, moments, out):
+def _pairs(g, Nrm, D, Yv, moments, out, light):
     lm, rel, fl, e1, e2, mean, cov = out
     for m in range(D.shape[0]):
-        lm[m], rel[m], fl[m], e1[m], e2[m] = pair_moments(g, Nrm, D[m], Yv[m], moments, mean[m], cov[m])
+        lm[m], rel[m], fl[m], e1[m], e2[m] = pair_moments(g, Nrm, D[m], Yv[m], moments, mean[m], cov[m], light[m])
 
 
 PAIRS_PER_THREAD = 8  # fewest pairs of one region worth a worker thread (~0.3 ms a pair, ~50 us a hand-off)
 
 
-def _pairs_threaded(g, Nrm, D, Yv, moments, out):
+def _pairs_threaded(g, Nrm, D, Yv, moments, out, light):
     """:func:`_pairs` over contiguous pieces of the rows in worker threads (``threads.run_split``; the kernel is
     ``nogil``): each pair is computed alone into its own rows, so the bits do not depend on the thread count."""
     def work(a, b):
-        _pairs(g, Nrm, D[a:b], Yv[a:b], moments, tuple(o[a:b] for o in out))
+        _pairs(g, Nrm, D[a:b], Yv[a:b], moments, tuple(o[a:b] for o in out), light[a:b])
 
     run_split(work, D.shape[0], min_per_thread=PAIRS_PER_THREAD, pieces_per_thread=4)
 
 
-def cone_moments(Nrm, D, Yv, Yr, *, moments: int = 2, shape: ConeArrays | None = None):
+def cone_moments(Nrm, D, Yv, Yr, *, moments: int = 2, shape: ConeArrays | None = None, light=None):
     """log mass (M,), whitened mean (M, 4), covariance (M, 4, 4), relative error bar (M,), moment error bounds
     (M, 2) (absolute, whitened: mean, second moment) and ``flagged`` (M,) of ``N(0, I_4)`` on ``{Nrm y <= D_m}``,
     the inputs of ``sliced.sliced_moments`` (unit rows ``Nrm`` (F, 4), offsets ``D`` (M, F), vertices ``Yv`` (M, V,
     4) relative to each mean, unit rays ``Yr`` (R, 4); pointed). Flagged rows (the mean on a facet, ridge or edge
-    plane; an integral not resolved) must be computed otherwise; the caller judges the bars."""
+    plane; an integral not resolved) must be computed otherwise; the caller judges the bars. ``light`` (M,): rows by
+    the light rule (``LIGHT_RULE``, its bound in the bars; None: none)."""
     D = np.ascontiguousarray(np.atleast_2d(D), dtype=np.float64)
     Yv = np.ascontiguousarray(Yv, dtype=np.float64)
     Nrm = np.ascontiguousarray(Nrm, dtype=np.float64)
@@ -962,8 +1047,9 @@ def cone_moments(Nrm, D, Yv, Yr, *, moments: int = 2, shape: ConeArrays | None =
     M = D.shape[0]
     out = (np.full(M, -np.inf), np.full(M, np.inf), np.ones(M, dtype=np.bool_), np.full(M, np.inf),
            np.full(M, np.inf), np.zeros((M, 4)), np.zeros((M, 4, 4)))
+    light = np.zeros(M, dtype=np.bool_) if light is None else np.ascontiguousarray(light, dtype=np.bool_)
     if consistent(shape, Yv.shape[1]):
-        _pairs_threaded(shape, Nrm, D, Yv, int(moments), out)
+        _pairs_threaded(shape, Nrm, D, Yv, int(moments), out, light)
     lm, rel, fl, e1, e2, mean, cov = out
     return lm, mean, cov, rel, moment_bounds(mean, cov, rel, e1, e2), fl
 
@@ -1046,13 +1132,29 @@ def _slicing_direction(Yr, closest):
 COMPILED_REGION = True  # False: cone_moments and certified in numpy per region (the route before; same values)
 
 
+def cones_numpy(Nrm, D, Yv, Yr, shape, moments, tol, accuracy):
+    """``(out, certified)``: :func:`cone_moments`' ``out`` and :func:`certified` of one region's rows (``tol`` (M,)),
+    rows with ``tol >= LIGHT_TOL`` by the light rule, those it does not certify again by the full rule
+    (``cone_kernel.region_pairs``' steps in numpy)."""
+    light = np.asarray(tol) >= LIGHT_TOL
+    out = cone_moments(Nrm, D, Yv, Yr, moments=moments, shape=shape, light=light)
+    ok = certified(out, tol, moments, accuracy)
+    redo = np.nonzero(light & ~ok)[0]
+    if redo.size:
+        full = cone_moments(Nrm, np.atleast_2d(D)[redo], np.asarray(Yv)[redo], Yr, moments=moments, shape=shape)
+        for a, b in zip(out, full):
+            a[redo] = b
+        ok[redo] = certified(full, np.asarray(tol)[redo], moments, accuracy)
+    return out, ok
+
+
 def _settled_by_cones(Nrm, D, Yv, Yr, shape, moments, tol, accuracy):
     """``(log_mass, mean, cov, rel, certified)`` of one region's rows: :func:`cone_moments` and :func:`certified`,
     as one compiled call per region (``cone_kernel.cone_pairs``, the same values) unless ``COMPILED_REGION`` is
     False."""
     if not COMPILED_REGION:
-        out = cone_moments(Nrm, D, Yv, Yr, moments=moments, shape=shape)
-        return out[0], out[1], out[2], out[3], certified(out, tol, moments, accuracy)
+        out, ok = cones_numpy(Nrm, D, Yv, Yr, shape, moments, tol, accuracy)
+        return out[0], out[1], out[2], out[3], ok
     from .cone_kernel import cone_pairs  # cone_kernel imports this module
 
     if shape is None:
