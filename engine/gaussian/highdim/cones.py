@@ -646,16 +646,14 @@ def _offset_errors(g, d, wk):
 
 @_jit
 def _log_j_slope(d2, r):
-    """Bound of ``|d log J(d, r) / d r| = f(r) / J`` (``f(t) = e^{-(d^2 + t^2)/2} / (d^2 + t^2)``, ``J = int_r^inf f``):
-    on ``[r, r + l]``, ``l = 1 / (r + 1)``, the Gaussian factor keeps ``>= e^{-1.5}`` of its value at ``r`` and ``int
-    dt / (d^2 + t^2) = arctan(l |d| / (d^2 + r^2 + r l)) / |d|``, so ``f / J <= e^{1.5} |d| / ((d^2 + r^2) arctan(l
-    |d| / (d^2 + r^2 + r l)))`` (``(q + r l) / (q l)`` at ``d = 0``); ~``4.5 (r + 1)`` far out, ~``4.5 / r`` near."""
-    ell = 1.0 / (r + 1.0)
+    """Bound of ``|d log J(d, r) / d r| = f(r) / J`` (``f(t) = e^{-(d^2 + t^2)/2} / (d^2 + t^2)``, ``J = int_r^inf
+    f``): ``(d^2 + (r + u)^2) / q <= e^{(2 r u + u^2) / q}`` (``q = d^2 + r^2``) gives ``J / f(r) >= int_0^inf
+    e^{-a (r u + u^2/2)} du = M(r sqrt a) / sqrt a``, ``a = 1 + 2 / q``, and Birnbaum's ``M(x) = Q(x) / phi(x) >= 2 /
+    (x + sqrt(x^2 + 4))``: ``f / J <= (a r + sqrt(a^2 r^2 + 4 a)) / 2`` (~``r + 1/r`` far out, ~``2 / r`` at ``d = 0``;
+    also bounds ``phi / Q``)."""
     q = d2 + r * r
-    if d2 > 0.0:
-        ad = math.sqrt(d2)
-        return 4.5 * ad / (q * math.atan(ell * ad / (q + r * ell)))
-    return 4.5 * (q + r * ell) / (q * ell)
+    a = 1.0 + 2.0 / q
+    return 0.5 * (a * r + math.sqrt(a * a * r * r + 4.0 * a))
 
 
 @_jit
