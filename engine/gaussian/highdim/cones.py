@@ -96,6 +96,10 @@ TERM_ULPS = 16.0  # relative error of one term <= TERM_ULPS eps (1 + |log term|)
 _LOG_4PI2 = math.log(4.0 * math.pi * math.pi)
 _LOG_2PI = math.log(2.0 * math.pi)
 _INC = 1e-9  # vertex-facet incidence tolerance (relative to 1 + |D|)
+# The bar's input terms are first order: beyond a relative 1e-2 they bound nothing (the mean 1e-8 from a face of a
+# 1e-4 simplex: bars of 40-1e5 under errors up to 107x them, e4p) and such a pair is never certified (tolerances <=
+# 1e-4): its bar is reported as inf.
+FIRST_ORDER_CAP = 1e-2
 EPS = _EPS
 
 
@@ -110,7 +114,10 @@ class ConeArrays(NamedTuple):
     for ``R``), and per edge (``eptr`` CSR) its (ridge, line) pairs: ridge ``lr``, coefficients ``ll1``, ``ll2``,
     ``lpn`` of ``b = (d_k - l1 d_i - l2 d_j) / pn`` with ``lk`` the facet that cuts the edge's line from the ridge;
     the unit rows ``nrm``, per vertex (``vptr`` CSR) its valid facets ``vfac``, and per edge the coefficients ``ew``
-    (E, 2, K) and residuals ``eres`` (E, 3) that bound its ends' errors (:func:`end_frames`, :func:`_end_errors`)."""
+    (E, 2, K), residuals ``eres`` (E, 3), ``eun = |u|^2 - 1`` (E,) and the relative error bounds ``ewk`` (E, 2) of
+    ``ew`` (inf: that end is not corrected) that take its ends from the planes (:func:`end_frames`,
+    :func:`edge_ends`); per ridge the low part ``rcl`` of ``n_i . n_j = rc + rcl`` and per line ``lacc`` (L, 5):
+    ``l1, l2, pn`` from Dot2 products and the bounds of ``l1``'s and ``l2``'s errors (:func:`ridge_frames`)."""
 
     fvalid: np.ndarray
     ri: np.ndarray
@@ -135,6 +142,10 @@ class ConeArrays(NamedTuple):
     vfac: np.ndarray
     ew: np.ndarray
     eres: np.ndarray
+    eun: np.ndarray
+    ewk: np.ndarray
+    rcl: np.ndarray
+    lacc: np.ndarray
 
 
 def _facet_dims(Yv0, Yr, inc, rinc):
@@ -246,18 +257,20 @@ def _pack(Nrm, fvalid, ridge_arrays, ends, lines, Yr, incv):
         eu, eginv = np.zeros((0, 4)), np.zeros((0, 3, 3))
     return ConeArrays(fvalid, *ridge_arrays, ends[:, 0].copy(), ends[:, 1].copy(), ends[:, 2].copy(), eu, tri, eginv,
                       eptr, g.copy(), k.copy(), l1.copy(), l2.copy(), pn.copy(), Yr,
-                      *end_frames(np.ascontiguousarray(Nrm), incv, ends[:, 0].copy(), ends[:, 1].copy(), eu, tri))
+                      *end_frames(np.ascontiguousarray(Nrm), incv, ends[:, 0].copy(), ends[:, 1].copy(), eu, tri),
+                      *ridge_frames(np.ascontiguousarray(Nrm), ridge_arrays[0], ridge_arrays[1], ridge_arrays[2], g, k))
 
 
 @_jit
 def end_frames(Nrm, incv, eva, evb, eu, tri):
-    """``(nrm, vptr, vfac, ew, eres)`` of :class:`ConeArrays`: the unit rows; the valid facets of each vertex (``incv``
-    (V, F), CSR, ascending); per edge end (vertex ``eva`` / ``evb``) ``w = N_v (N_v^T N_v)^-1 u`` over the vertex's
-    facets (zero-padded to the most facets of a vertex; inf where ``N_v``, the normals of its facets, has rank < 4):
-    a vertex whose residuals on its planes are ``r`` lies ``w . r`` from their point ALONG the edge ``u = eu`` (first
-    order, least squares); per edge ``N_3 u`` in Dot2 (its three facets ``tri``): an end computed as ``u . v`` is off
-    by ``(N_3 u) . (G^-1 d_3)`` to first order (``u``'s error across the line, seen from the foot ``N_3^T G^-1 d_3``),
-    the same at both ends."""
+    """``(nrm, vptr, vfac, ew, eres, eun, ewk)`` of :class:`ConeArrays`: the unit rows; the valid facets of each vertex
+    (``incv`` (V, F), CSR, ascending); per edge end (vertex ``eva`` / ``evb``) ``w`` with ``w . r`` the distance ALONG
+    the edge ``u = eu`` from the given vertex to its planes' point (``r``: its residuals on them; zero-padded to the
+    most facets of a vertex): ``w = N_v^-T u`` for a simple vertex (4 facets; ``ewk`` = 16 eps cond(N_v) bounds its
+    relative error), else the least-squares ``N_v (N_v^T N_v)^-1 u`` (first order only: ``ewk`` = inf, the end is not
+    corrected) and inf where ``N_v`` has rank < 4; per edge ``N_3 u`` in Dot2 (its three facets ``tri``; ``u . x_0 =
+    (N_3 u) . (G^-1 d_3)`` for the foot ``x_0`` of the perpendicular from the mean on the line) and ``|u|^2 - 1`` in
+    Dot2 (``u``'s length: an end is ``u . (v - x_0) / |u|``)."""
     V, F = incv.shape
     vptr = np.zeros(V + 1, dtype=np.intp)
     for v in range(V):
@@ -273,21 +286,69 @@ def end_frames(Nrm, incv, eva, evb, eu, tri):
         K = max(K, vptr[v + 1] - vptr[v])
     E = eu.shape[0]
     ew = np.zeros((E, 2, K))
+    ewk = np.full((E, 2), _INF)
     eres = np.zeros((E, 3))
+    eun = np.zeros(E)
     for k in range(E):
+        uk = np.ascontiguousarray(eu[k])
         for w in range(2):
             v = eva[k] if w == 0 else evb[k]
             if v < 0:
                 continue
             n = vptr[v + 1] - vptr[v]
             Nv = np.ascontiguousarray(Nrm[vfac[vptr[v]:vptr[v + 1]]])
-            if n < 4 or not np.linalg.svd(Nv)[1][3] > 1e-8:
+            sv = np.linalg.svd(Nv)[1] if n >= 4 else np.zeros(4)
+            if n < 4 or not sv[3] > 1e-8:
                 ew[k, w, 0] = _INF
-                continue
-            ew[k, w, :n] = Nv @ np.linalg.solve(Nv.T @ Nv, np.ascontiguousarray(eu[k]))
+            elif n == 4:
+                ew[k, w, :4] = np.linalg.solve(np.ascontiguousarray(Nv.T), uk)
+                ewk[k, w] = 16.0 * _EPS * sv[0] / sv[3]
+            else:
+                ew[k, w, :n] = Nv @ np.linalg.solve(Nv.T @ Nv, uk)
         for p in range(3):
-            eres[k, p] = dot2(Nrm[tri[k, p]], eu[k], 4)
-    return Nrm.copy(), vptr, vfac, ew, eres
+            eres[k, p] = dot2(Nrm[tri[k, p]], uk, 4)
+        hi, lo = 0.0, 0.0
+        for a in range(4):
+            hi, lo = two_prod_sum(hi, lo, uk[a], uk[a])
+        eun[k] = (hi - 1.0) + lo
+    return Nrm.copy(), vptr, vfac, ew, eres, eun, ewk
+
+
+@_jit
+def ridge_frames(Nrm, ri, rj, rc, lr, lk):
+    """``(rcl, lacc)`` of :class:`ConeArrays`: per ridge ``rcl = n_i . n_j - rc`` (Dot2: ``rc + rcl`` within
+    ``gamma_4^2`` of the exact product of the unit rows); per (ridge, line) ``lacc = (l1, l2, pn, err_l1, err_l2)``:
+    ``l = G_2^-1 (n_k . n_i, n_k . n_j)`` from Dot2 products (``G_2 = [[1, c], [c, 1]]``, ``det = (1 - c)(1 + c)``),
+    ``pn = |n_k - l1 n_i - l2 n_j|`` and bounds of ``l``'s errors (``4 eps`` of the summands and ``1e-30`` of the
+    products over ``det``, ``8 eps |l| / det``). Nearly orthogonal facets give ``c``, ``l`` ~ 1e-16 that a plain dot
+    product gets 100 % wrong; ``e = (d_j - c d_i) / sn`` and ``b = (d_k - l1 d_i - l2 d_j) / pn`` then lose their
+    digits where the mean is 1e-8 from a face (:func:`_ridge_offset`, :func:`_line_offset`)."""
+    G = ri.size
+    rcl = np.zeros(G)
+    for r in range(G):
+        hi, lo = 0.0, 0.0
+        for a in range(4):
+            hi, lo = two_prod_sum(hi, lo, Nrm[ri[r], a], Nrm[rj[r], a])
+        rcl[r] = (hi - rc[r]) + lo
+    L = lr.size
+    lacc = np.zeros((L, 5))
+    for m in range(L):
+        r = lr[m]
+        i, j, k = ri[r], rj[r], lk[m]
+        c = rc[r] + rcl[r]
+        ki = dot2(Nrm[k], Nrm[i], 4)
+        kj = dot2(Nrm[k], Nrm[j], 4)
+        det = (1.0 - c) * (1.0 + c)
+        l1 = (ki - c * kj) / det
+        l2 = (kj - c * ki) / det
+        pn = 0.0
+        for a in range(4):
+            x = Nrm[k, a] - l1 * Nrm[i, a] - l2 * Nrm[j, a]
+            pn += x * x
+        lacc[m, 0], lacc[m, 1], lacc[m, 2] = l1, l2, math.sqrt(pn)
+        lacc[m, 3] = (4.0 * _EPS * (abs(ki) + abs(c * kj)) + 1e-30) / det + 8.0 * _EPS * abs(l1) / det
+        lacc[m, 4] = (4.0 * _EPS * (abs(kj) + abs(c * ki)) + 1e-30) / det + 8.0 * _EPS * abs(l2) / det
+    return rcl, lacc
 
 
 def _lines(Nrm, edges, rid, rc):
@@ -602,6 +663,109 @@ def _sign(x):
 
 
 @_jit
+def _ridge_offset(g, r, dn, dm):
+    """``(dn - c dm) / sn`` of ridge r (the in-plane distance ``e`` of its foot), ``c = rc + rcl``
+    (:func:`ridge_frames`) and ``c dm`` by TwoProduct: relative to eps of itself plus ``1e-31 |dm|``
+    (:func:`_offset_errors`)."""
+    hi, lo = two_prod_sum(dn, 0.0, -g.rc[r], dm)
+    return (hi + (lo - g.rcl[r] * dm)) / g.rsn[r]
+
+
+@_jit
+def _line_offset(g, m, d):
+    """``b = (d_k - l1 d_i - l2 d_j) / pn`` of (ridge, line) m with ``lacc``'s ``l``, ``pn`` (:func:`ridge_frames`),
+    the products by TwoProduct."""
+    r = g.lr[m]
+    hi, lo = two_prod_sum(d[g.lk[m]], 0.0, -g.lacc[m, 0], d[g.ri[r]])
+    hi, lo = two_prod_sum(hi, lo, -g.lacc[m, 1], d[g.rj[r]])
+    return (hi + lo) / g.lacc[m, 2]
+
+
+@_jit
+def _offset_errors(g, d, wk):
+    """Relative error bounds ``(ee (G, 2), be (L,))`` of the ridge distances ``wk.e`` (:func:`_ridge_offset`: the
+    rounding, ``rcl`` and ``1e-31`` of the products, ``sn``'s ``(|rcl| + 6 eps) / sn``) and of the line distances
+    ``wk.bl`` (:func:`_line_offset`: the rounding, ``l``'s error bounds times ``|d|``, ``pn``'s from them)."""
+    G, L = g.ri.size, g.lr.size
+    ee = np.empty((G, 2))
+    be = np.empty(L)
+    for r in range(G):
+        i, j = g.ri[r], g.rj[r]
+        sn = g.rsn[r]
+        for side in range(2):
+            dn, dm = (d[j], d[i]) if side == 0 else (d[i], d[j])
+            x = abs(wk.e[r, side]) * sn
+            err = 2.0 * _EPS * x + _EPS * abs(g.rcl[r] * dm) + 2e-31 * (abs(dn) + abs(dm))
+            ee[r, side] = (err / x if x > 0.0 else _INF) + (abs(g.rcl[r]) + 6.0 * _EPS) / sn + _EPS
+    for m in range(L):
+        r = g.lr[m]
+        l1, l2, pn, e1, e2 = g.lacc[m, 0], g.lacc[m, 1], g.lacc[m, 2], g.lacc[m, 3], g.lacc[m, 4]
+        x = abs(wk.bl[m]) * pn
+        err = 2.0 * _EPS * x + e1 * abs(d[g.ri[r]]) + e2 * abs(d[g.rj[r]]) + 1e-31 * abs(d[g.lk[m]])
+        be[m] = (err / x if x > 0.0 else _INF) + (e1 + e2 + 6.0 * _EPS * (1.0 + abs(l1) + abs(l2))) / pn + _EPS
+    return ee, be
+
+
+@_jit
+def _log_j_slope(d2, r):
+    """Bound of ``|d log J(d, r) / d r| = f(r) / J`` (``f(t) = e^{-(d^2 + t^2)/2} / (d^2 + t^2)``, ``J = int_r^inf
+    f``): ``(d^2 + (r + u)^2) / q <= e^{(2 r u + u^2) / q}`` (``q = d^2 + r^2``) gives ``J / f(r) >= int_0^inf
+    e^{-a (r u + u^2/2)} du = M(r sqrt a) / sqrt a``, ``a = 1 + 2 / q``, and Birnbaum's ``M(x) = Q(x) / phi(x) >= 2 /
+    (x + sqrt(x^2 + 4))``: ``f / J <= (a r + sqrt(a^2 r^2 + 4 a)) / 2`` (~``r + 1/r`` far out, ~``2 / r`` at ``d = 0``;
+    also bounds ``phi / Q``)."""
+    q = d2 + r * r
+    a = 1.0 + 2.0 / q
+    return 0.5 * (a * r + math.sqrt(a * a * r * r + 4.0 * a))
+
+
+@_jit
+def _ridge_errors(g, d, g_out, wk, ee):
+    """The ridge terms' ``W(d_i, |e|)`` errors from ``e``'s (``ee``, :func:`_offset_errors`) into ``wk.acc``: ``|e|
+    |d log J / dr| ee`` (:func:`_log_j_slope`) of ``W = |d| / 2pi J(d, |e|)``, ``J`` bounded by :func:`_log_g0`."""
+    for r in range(g.ri.size):
+        if g_out[r]:
+            continue
+        for side in range(2):
+            f = g.ri[r] if side == 0 else g.rj[r]
+            a = abs(wk.e[r, side])
+            d2 = d[f] * d[f]
+            if d2 == 0.0 or a == 0.0:
+                continue
+            lw = 0.5 * math.log(d2) - _LOG_2PI + _log_g0(d2, a)
+            wk.acc[2] = _lse_pair(wk.acc[2], lw + math.log(a * _log_j_slope(d2, a) * ee[r, side]))
+
+
+@_jit
+def _flag_errors(g, k, wk, lohi, out, errs):
+    """The flags' errors of edge k from their ridge and line distances' (``errs = (ee, be, d2, fac, moments)``,
+    :func:`_offset_errors`; ``d2`` (n,) the flags' squared facet distances) where they are amplified: beyond the edge
+    ``J(d, sqrt(c + end^2))`` moves by ``|d log J / dr| dc / (2 r)`` of itself (:func:`_log_j_slope`), ``dc <= 2 (a^2
+    da + b^2 db)``, up to ~``c`` times ``da``, ``db`` far from the mean; the same for the facets' ``C`` terms
+    (``out[1]``). The rest moves by at most ``da + 2 db`` (``DTheta``'s log-derivatives in ``a``, ``b``) and ``da +
+    db`` (``sigma / sqrt(c + sigma^2)``'s): a few eps where ``e``, ``b`` do not cancel (within ``TERM_ULPS``, measured
+    4.8 of 16), and where they do (``b`` 1e-12 of ``d``) the term's sensitivity to ``b`` vanishes like ``b``
+    (``DTheta -> pi`` as ``b -> 0``): ``3 (da + db)`` there sent the prior masses' bars of ``[4, 8, 8]`` to 60x,
+    measured errors not."""
+    ee, be, d2, fac, moments = errs
+    end = max(abs(lohi[0]), abs(lohi[1]))
+    for m in range(g.eptr[k], g.eptr[k + 1]):
+        for side in range(2):
+            q = 2 * (m - g.eptr[k]) + side
+            da, db = ee[g.lr[m], side], be[m]
+            rel = 0.0
+            if end < _INF:
+                a2, b2 = wk.e[g.lr[m], side] ** 2, wk.bl[m] ** 2
+                r = math.sqrt(a2 + b2 + end * end)
+                if r > 0.0:
+                    rel += (a2 * da + b2 * db) / r * _log_j_slope(d2[q], r)
+            if not (rel > 0.0 and d2[q] > 0.0):
+                continue
+            wk.acc[2] = _lse_pair(wk.acc[2], out[0, q] + 0.5 * math.log(d2[q]) - _LOG_4PI2 + math.log(rel))
+            if moments > 0:
+                wk.facc[fac[q], 2] = _lse_pair(wk.facc[fac[q], 2], out[1, q] + math.log(rel))
+
+
+@_jit
 def _facets_and_ridges(g, d, wk, moments):
     """Ridge distances into ``wk.e``; the facet terms ``-sign(d_i) Q(|d_i|)`` for feet inside their facets into
     ``wk.acc`` (and ``phi(d_i)`` into ``wk.facc``); returns flagged (the mean on a facet or ridge plane)."""
@@ -611,8 +775,8 @@ def _facets_and_ridges(g, d, wk, moments):
     flagged = False
     for r in range(g.ri.size):
         i, j = g.ri[r], g.rj[r]
-        e[r, 0] = (d[j] - g.rc[r] * d[i]) / g.rsn[r]
-        e[r, 1] = (d[i] - g.rc[r] * d[j]) / g.rsn[r]
+        e[r, 0] = _ridge_offset(g, r, d[j], d[i])
+        e[r, 1] = _ridge_offset(g, r, d[i], d[j])
         foot_out[i] = foot_out[i] or e[r, 0] <= 0.0
         foot_out[j] = foot_out[j] or e[r, 1] <= 0.0
         flagged = flagged or e[r, 0] == 0.0 or e[r, 1] == 0.0
@@ -634,7 +798,7 @@ def _line_offsets(g, d, wk, moments):
     flagged = False
     for m in range(g.lr.size):
         r = g.lr[m]
-        wk.bl[m] = (d[g.lk[m]] - g.ll1[m] * d[g.ri[r]] - g.ll2[m] * d[g.rj[r]]) / g.lpn[m]
+        wk.bl[m] = _line_offset(g, m, d)
         g_out[r] = g_out[r] or wk.bl[m] <= 0.0
         flagged = flagged or wk.bl[m] == 0.0
     if moments > 0:
@@ -748,6 +912,84 @@ def _vertex_residuals(g, d, yv):
 
 
 @_jit
+def _foot_along(g, k, d):
+    """``(u . x_0, its error bound, a bound of 1 - u . u* / |u|)`` of edge k: ``x_0 = N_3^T G^-1 d_3`` the foot of the
+    perpendicular from the mean on its line, ``u . x_0 = (N_3 u) . (G^-1 d_3)`` (``eres``: Dot2, within eps of itself
+    + 1e-30); ``G^-1 d_3``'s error <= 3 eps sum_q |G^-1_pq d_q| + 16 eps cond(G) ||G^-1||_inf max |d_q| (LU inverse,
+    ``cond_inf(G) <= 3 ||G^-1||_inf`` for unit rows); ``u*`` the line's direction, ``1 - u . u* / |u| <= |N_3 u|^2
+    ||G^-1|| / 2``."""
+    t = g.etri[k]
+    gi = g.eginv[k]
+    ninf, dmax = 0.0, 0.0
+    for p in range(3):
+        ninf = max(ninf, abs(gi[p, 0]) + abs(gi[p, 1]) + abs(gi[p, 2]))
+        dmax = max(dmax, abs(d[t[p]]))
+    inv = 48.0 * _EPS * ninf * ninf * dmax
+    f, fe, e2 = 0.0, 0.0, 0.0
+    for p in range(3):
+        x = gi[p, 0] * d[t[0]] + gi[p, 1] * d[t[1]] + gi[p, 2] * d[t[2]]
+        ax = abs(gi[p, 0] * d[t[0]]) + abs(gi[p, 1] * d[t[1]]) + abs(gi[p, 2] * d[t[2]])
+        e = g.eres[k, p]
+        f += e * x
+        fe += abs(e) * (3.0 * _EPS * ax + inv) + (_EPS * abs(e) + 1e-30) * abs(x) + 3.0 * _EPS * abs(e * x)
+        e2 += e * e
+    return f, fe, 0.5 * e2 * ninf
+
+
+@_jit
+def _end_of(g, k, w, yv, res, foot):
+    """``(s, error bound)`` of edge k's end at its vertex ``w`` (0: ``eva``, 1: ``evb``; +-inf and 0 for a ray) from
+    the planes: ``s = (u . v - w . r - u . x_0) / |u|``, ``u . v`` in Dot2, ``r`` the given vertex's residuals on its
+    planes (``res``, :func:`_vertex_residuals`: Dot2, bounds ``re``), ``w`` of :func:`end_frames` (for a simple vertex
+    exact to ``ewk``; otherwise the end keeps the vertex and bounds ``|w . r|`` instead, first order), ``u . x_0`` of
+    :func:`_foot_along` (``foot``) and ``1 / |u| = 1 - eun / 2``. The bound adds the roundings (eps of each summand,
+    ``gamma_4^2 sum |u_a v_a|`` of Dot2) and ``eps |s|`` for the quadrature's nodes near the end."""
+    v = g.eva[k] if w == 0 else g.evb[k]
+    u = g.eu[k]
+    if v < 0:
+        ray = g.rays[g.erv[k]]
+        return (_INF if u[0] * ray[0] + u[1] * ray[1] + u[2] * ray[2] + u[3] * ray[3] > 0.0 else -_INF), 0.0
+    if not g.ew[k, w, 0] < _INF:
+        return u[0] * yv[v, 0] + u[1] * yv[v, 1] + u[2] * yv[v, 2] + u[3] * yv[v, 3], _INF
+    r, re = res
+    hi, lo, uv = 0.0, 0.0, 0.0
+    for a in range(4):
+        hi, lo = two_prod_sum(hi, lo, u[a], yv[v, a])
+        uv += abs(u[a] * yv[v, a])
+    along, spread, aw = 0.0, 0.0, 0.0
+    for p in range(g.vptr[v], g.vptr[v + 1]):
+        c = g.ew[k, w, p - g.vptr[v]]
+        along += c * r[p]
+        spread += abs(c) * re[p]
+        aw += abs(c * r[p])
+    if g.ewk[k, w] < _INF:
+        corr, cerr = along, spread + (g.ewk[k, w] + 4.0 * _EPS) * aw
+    else:
+        corr, cerr = 0.0, abs(along) + spread
+    f, fe, ge = foot
+    hd = hi * (0.5 * g.eun[k])
+    s = hi + (((lo - corr) - f) - hd)
+    rnd = 4.0 * _EPS * (abs(lo) + abs(corr) + abs(f) + abs(hd)) + 1e-30 * uv + (3.0 * _EPS + ge) * abs(s)
+    return s, cerr + fe + rnd
+
+
+@_jit
+def edge_ends(g, k, d, yv, res):
+    """``(s_lo, s_hi, err_lo, err_hi)``: edge k's ends along its unit direction from the foot of the perpendicular
+    from the mean, taken from the planes (:func:`_end_of`), and their absolute error bounds. The given vertices lie
+    ~1e-15 |v| off their planes (the partition's rounding, and ``v - mean`` rounds to eps of the vertex, not of
+    ``v - mean``): ``u . v`` carried that much, which on a tiny edge far from the mean, or 1e-8 from it, moved the
+    flags' terms far beyond their rounding (issue 14: c4b bounded it, e4p removes it). ``res``:
+    :func:`_vertex_residuals`. (S' = 5, 6 still take ``_edge_range``.)"""
+    foot = _foot_along(g, k, d)
+    sa, ea = _end_of(g, k, 0, yv, res, foot)
+    sb, eb = _end_of(g, k, 1, yv, res, foot)
+    if sa <= sb:
+        return sa, sb, ea, eb
+    return sb, sa, eb, ea
+
+
+@_jit
 def _end_error(g, k, w, yv, res, common):
     """Absolute error bound of the end of edge k at its vertex ``w`` (0: ``eva``, 1: ``evb``; 0 for a ray) against
     the planes' vertex: the vertex off its planes along the edge (``|w . r|``, ``res``: :func:`_vertex_residuals`),
@@ -756,6 +998,8 @@ def _end_error(g, k, w, yv, res, common):
     v = g.eva[k] if w == 0 else g.evb[k]
     if v < 0:
         return 0.0
+    if not g.ew[k, w, 0] < _INF:  # no coefficients (rank < 4 at the vertex): unbounded (inf * 0 was NaN, skipped)
+        return _INF
     r, re = res
     u = g.eu[k]
     s = u[0] * yv[v, 0] + u[1] * yv[v, 1] + u[2] * yv[v, 2] + u[3] * yv[v, 3]
@@ -770,8 +1014,10 @@ def _end_error(g, k, w, yv, res, common):
 
 @_jit
 def _end_errors(g, k, d, yv, res, lo, hi):
-    """Absolute error bounds of edge k's ends ``(s_lo, s_hi)`` (:func:`_edge_range`) against the planes' vertices
-    (:func:`_end_error`); ``u``'s error is ``|eres . G^-1 d_3|``, doubled for the rounding of ``G^-1 d_3``."""
+    """Absolute error bounds of edge k's ends ``(s_lo, s_hi)`` as :func:`_edge_range` gives them (projections of the
+    given vertices: the S' = 5, 6 cross-sections' ends, ``cones5``, ``cone6_kernel``) against the planes' vertices
+    (:func:`_end_error`, c4b's bound); ``u``'s error is ``|eres . G^-1 d_3|``, doubled for the rounding of
+    ``G^-1 d_3``."""
     t = g.etri[k]
     common = 0.0
     for p in range(3):
@@ -786,24 +1032,29 @@ def _end_errors(g, k, d, yv, res, lo, hi):
 
 @_jit
 def _end_bounds(k, g, wk, R, flags, ends, moments):
-    """The ends' errors of edge k (``ends = (s_lo, s_hi, err_lo, err_hi)``; ``flags = (fl, d2, fac)`` of
-    :func:`_edge_flags`) into the error sums (issue 14, c4b: a tiny simplex far from the mean has
-    edges 1e-5 long whose ends, projections of vertices ~20 from the mean, carry ~1e-14: the flags' terms then move
-    by ~1e-9 of themselves, far above their ``TERM_ULPS`` bar, and the signed sum of [4, 16, 16, 5]'s 25 smallest
-    regions was up to 10x its bar off). First order, doubled: ``dE <= |d| / 4pi^2 Theta'(t) int_|t|^inf e^{-(R +
-    sigma^2)/2} / (R + sigma^2) dsigma dt`` (only ``sigma > |t|`` sees the end ``t``), with moments ``d(phi(d) C) <=
+    """The ends' errors of edge k (``ends = (s_lo, s_hi, err_lo, err_hi)``, :func:`edge_ends`; ``flags = (fl, d2, fac,
+    sign)`` of :func:`_edge_flags` and each flag's sign in the mass) into the error sums. An end ``t`` is shared by
+    the edge's flags, and each flag's term moves with it by ``dE_f/dt = -+ |d_f| / (4 pi^2) Theta_f'(t) int_|t|^inf
+    g(sigma) h_f(sigma) dsigma`` (``g = e^{-(R + sigma^2)/2} / (R + sigma^2)``, ``h_f = sigma / sqrt(c_f + sigma^2)``;
+    only ``sigma > |t|`` sees the end), the same sign for every flag: the mass moves by the SIGNED sum (issue 14: a
+    tiny simplex's flags cancel; the sum of absolute values was 10-1000x the error), bounded by
+    :func:`_log_end_slope` times :func:`_log_g0`. With moments (first order, doubled, per flag): ``d(phi(d) C) <=
     phi(d) a b Q(omega_t) / (2 pi omega_t (b^2 + t^2)) dt`` and the ridges' ``d(e^{-|g|^2/2} B_2 / 2 pi) <= e^{-(R +
     t^2)/2} b / (2 pi (b^2 + t^2)) dt``."""
-    fl, d2, fac = flags
+    fl, d2, fac, sgn = flags
+    room = ends[1] - ends[0]
     for w in range(2):
         t, dt = ends[w], ends[2 + w]
-        if not (dt > 0.0 and math.isfinite(t)):
+        if not math.isfinite(t):
+            continue
+        if not dt < _INF:
+            wk.acc[2] = _INF
             continue
         q = R + t * t
-        if not q > 0.0:
+        if not (dt > 0.0 and q > 0.0):
             continue
-        tail = -0.5 * q - math.log(q) + _log_gauss_tail(abs(t)) + math.log(2.0 * dt) - _LOG_4PI2
-        wk.acc[2] = _lse_pair(wk.acc[2], tail + _log_theta_sum(fl, d2, t))
+        slope = _log_end_slope(fl, d2, sgn, (R, t, dt), min(abs(t), room))
+        wk.acc[2] = _lse_pair(wk.acc[2], _log_g0(R, t) + math.log(dt) - _LOG_4PI2 + slope)
         if moments > 0:  # Q(omega_t) <= Q(|t|) where that bound is below 1 % of the facet's error, else Q(omega_t)
             lq = math.log(2.0 * dt) - 0.5 * _LOG_2PI - _LOG_2PI
             lqt = _log_q(abs(t))
@@ -819,6 +1070,48 @@ def _end_bounds(k, g, wk, R, flags, ends, moments):
                 b = abs(wk.bl[m])
                 lr = -0.5 * q + math.log(b / (2.0 * math.pi * (b * b + t * t))) + math.log(2.0 * dt)
                 wk.racc[g.lr[m], 2] = _lse_pair(wk.racc[g.lr[m], 2], lr)
+
+
+@_jit
+def _log_g0(R, t):
+    """log of a bound of ``G_0 = int_|t|^inf e^{-(R + s^2)/2} / (R + s^2) ds``: the smaller of ``e^{-q/2} / q
+    int_|t|^inf e^{-(s^2 - t^2)/2} ds`` and ``e^{-q/2} arctan(sqrt R / |t|) / sqrt R`` (``q = R + t^2``; the second
+    where the mean is near the edge's line, ``R << t^2``)."""
+    q = R + t * t
+    out = -0.5 * q - math.log(q) + _log_gauss_tail(abs(t))
+    if R > 0.0:
+        sr = math.sqrt(R)
+        out = min(out, -0.5 * q + math.log(math.atan2(sr, abs(t))) - math.log(sr))
+    return out
+
+
+@_jit
+def _log_end_slope(fl, d2, sgn, rtd, room):
+    """log of a bound of ``|sum_f sign_f |d_f| Theta_f'(t) I_f| / G_0`` over an edge's flags (:func:`_end_bounds`;
+    ``rtd = (R, t, dt)``, ``I_f = int_|t|^inf g h_f``, ``Theta' = a b / (omega (b^2 + t^2))``): as ``h_f`` rises from
+    ``h_f(|t|)`` to 1, ``I_f = h_f(|t|) G_0 + [0, 1 - h_f(|t|)] G_0``, so the first order is ``|sum_f sign_f X_f
+    h_f(|t|)| + sum_f X_f (1 - h_f(|t|))`` (``X_f = |d_f| Theta_f'(t)``); over ``|t' - t| <= dt`` each ``X_f I_f``
+    changes by at most ``expm1(dt L)`` of itself (``|d log Theta_f'/dt| <= 1 / b_f + 1 / (2 sqrt c_f)``, ``|d log
+    I_f / dt| <= g(t) / G_0``, :func:`_log_j_slope` with ``d^2 = R``), plus 16 eps of the plain sum's rounding, all
+    times 1.125.
+    Where ``dt L > 0.1`` or ``dt`` reaches the other end or the foot (``room``): twice the absolute sum (c4b's bound,
+    :func:`_log_theta_sum`)."""
+    R, t, dt = rtd
+    at = abs(t)
+    ssum, spread, absum, lth = 0.0, 0.0, 0.0, 0.0
+    for f in range(fl.shape[0]):
+        a, b, c = fl[f, 0], fl[f, 1], fl[f, 2]
+        wt = math.sqrt(c + t * t)
+        x = math.sqrt(d2[f]) * a * b / (wt * (b * b + t * t))
+        ssum += sgn[f] * x * (at / wt)
+        spread += x * (c / (wt * (wt + at)))
+        absum += x
+        lth = max(lth, 1.0 / b + 0.5 / math.sqrt(c))
+    lever = dt * (lth + _log_j_slope(R, at))
+    if not (absum < _INF and lever <= 0.1 and dt < room):
+        return math.log(2.0) + _log_theta_sum(fl, d2, t)
+    first = abs(ssum) + spread + absum * (16.0 * _EPS + math.expm1(lever))
+    return math.log(1.125 * first) if first > 0.0 else -_INF
 
 
 @_jit
@@ -863,10 +1156,12 @@ def _light_error(wk, f, lt, lc):
 def _edge_terms(g, k, d, yv, wk, ref, moments, res, light=False):
     """Flag terms ``-sign(d_i) sign(e_ij) sign(b_ijk) E_ijk`` of edge k into ``wk.acc`` (with ``moments``: ``sign(e)
     sign(b) phi(d_i) C_ijk`` into facet i's sums and ``-sign(b) e^{-|g|^2/2} B_2 / 2pi`` into the ridge's), or only
-    its bound into the errors when it is ``_DROP`` nats below ``ref``; the ends' errors (``res``: the vertices'
-    residuals, :func:`_vertex_residuals`) through :func:`_end_bounds`; ``light``: the integrals by the light rule
-    (:func:`_flag_logs`), whose error bound ``LIGHT_REL`` per term joins the error sums; returns ok."""
-    lo, hi = _edge_range(g, k, yv)
+    its bound into the errors when it is ``_DROP`` nats below ``ref``; ``res = (r, re, ee, be)``: the vertices'
+    residuals (:func:`_vertex_residuals`) for the ends (:func:`edge_ends`, their errors through :func:`_end_bounds`)
+    and the ridge and line distances' relative errors (:func:`_offset_errors`, through :func:`_flag_errors`);
+    ``light``: the integrals by the light rule (:func:`_flag_logs`), whose error bound ``LIGHT_REL`` per term joins
+    the error sums; returns ok."""
+    lo, hi, elo, ehi = edge_ends(g, k, d, yv, (res[0], res[1]))
     if not lo < hi:
         return True
     R = _edge_R(g, k, d)
@@ -892,8 +1187,11 @@ def _edge_terms(g, k, d, yv, wk, ref, moments, res, light=False):
                 wk.facc[fac[q], 2] = _lse_pair(wk.facc[fac[q], 2], trunc - _LOG_4PI2)
         if light:
             _light_error(wk, fac[q], out[0, q] + scale, out[1, q] if moments > 0 else -_INF)
-    elo, ehi = _end_errors(g, k, d, yv, res, lo, hi)
-    _end_bounds(k, g, wk, R, (fl, d2, fac), (lo, hi, elo, ehi), moments)
+    _flag_errors(g, k, wk, (lo, hi), out, (res[2], res[3], d2, fac, moments))
+    sgn = np.empty(n)
+    for q in range(n):
+        sgn[q] = -_sign(d[fac[q]]) * se[q] * sb[q]
+    _end_bounds(k, g, wk, R, (fl, d2, fac, sgn), (lo, hi, elo, ehi), moments)
     if moments > 0:
         ok = _ridge_edges(g, k, wk, (lo, hi), R) and ok
     return ok
@@ -988,8 +1286,11 @@ def pair_moments(g, Nrm, d, yv, moments, mean, cov, light=False):
     if flagged or fl2:
         return -_INF, _INF, True, _INF, _INF
     ok = _ridge_terms(g, d, g_out, wk, moments)
+    ee, be = _offset_errors(g, d, wk)
+    _ridge_errors(g, d, g_out, wk, ee)
     ref = wk.acc[3]
-    res = _vertex_residuals(g, d, yv)
+    r, re = _vertex_residuals(g, d, yv)
+    res = (r, re, ee, be)
     for k in range(g.eva.size):
         ok = _edge_terms(g, k, d, yv, wk, ref, moments, res, light) and ok
     pos, neg, err = wk.acc[0], wk.acc[1], wk.acc[2]
@@ -1000,6 +1301,8 @@ def pair_moments(g, Nrm, d, yv, moments, mean, cov, light=False):
         return -_INF, _INF, True, _INF, _INF
     lm = pos + math.log1p(-ratio)
     rel = math.exp(err - lm) + 4.0 * _EPS * (1.0 + ratio) / (1.0 - ratio) + 4.0 * _EPS * (1.0 + abs(lm))
+    if not rel <= FIRST_ORDER_CAP:
+        rel = _INF
     if moments < 1:
         return lm, rel, not ok, 0.0, 0.0
     err1, err2 = _moments(g, Nrm, d, wk, lm, mean, cov)

@@ -824,7 +824,10 @@ def _edge_fused(g, k, d, yv, par, acc, wk, res):
     qlb = end_logs(R, ends, fl, d2)
     acc[2] = _lse_pair(acc[2], end_bound(qlb, 5, d0, 0.0) - shift)
     keep = wk.acc[2]  # M_4(F')'s own error takes the tighter line bound (end_logs); cones' the facets' and ridges'
-    _end_bounds(k, g, wk, R, (fl, d2, fac), ends, 1)
+    sign4 = np.empty(n)
+    for q in range(n):
+        sign4[q] = -_sign(d[fac[q]]) * se[q] * sb[q]
+    _end_bounds(k, g, wk, R, (fl, d2, fac, sign4), ends, 1)
     wk.acc[2] = _lse_pair(keep, end_bound(qlb, 4, 0.0, 0.0))
     return ok
 

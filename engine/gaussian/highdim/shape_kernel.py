@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .cones import ConeArrays, end_frames
+from .cones import ConeArrays, end_frames, ridge_frames
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 _INC = 1e-9  # as cones._INC
@@ -282,7 +282,8 @@ def cone_shape_compiled(Nrm, D0, Yv0, Yr) -> ConeArrays:
     Nrm = np.ascontiguousarray(Nrm, dtype=np.float64)
     out, incv = _shape_arrays(Nrm, np.ascontiguousarray(D0, dtype=np.float64),
                               np.ascontiguousarray(Yv0, dtype=np.float64).reshape(-1, 4), Yr)
-    return ConeArrays(*out, Yr, *end_frames(Nrm, incv, out[5], out[6], out[8], out[9]))
+    return ConeArrays(*out, Yr, *end_frames(Nrm, incv, out[5], out[6], out[8], out[9]),
+                      *ridge_frames(Nrm, out[1], out[2], out[3], out[12], out[13]))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -434,5 +435,6 @@ def cone_shape_checked(Nrm, D0, Yv0, Yr) -> ConeArrays:
     if V.shape[0] and _shape_clear(N, D, V, R):
         out, incv = _shape_arrays(N, D, V, R)
         if _finite(out[3], out[4], out[8].ravel(), out[10].ravel(), out[14], out[15], out[16]):
-            return ConeArrays(*out, R, *end_frames(N, incv, out[5], out[6], out[8], out[9]))
+            return ConeArrays(*out, R, *end_frames(N, incv, out[5], out[6], out[8], out[9]),
+                              *ridge_frames(N, out[1], out[2], out[3], out[12], out[13]))
     return cone_shape(Nrm, D0, Yv0, Yr)
