@@ -145,7 +145,9 @@ def test_long_generic_slices_are_replaced_and_agree_with_the_cones():
     e = bounded_direction(_LONG_YR, GENERIC)
     assert e is not None and margin(_LONG_YR, e) > 0.5
     lc, _, _, rc, _, fl = cones.cone_moments(_LONG_NRM, _LONG_D, _LONG_YV, _LONG_YR, moments=0)
-    assert not fl[0] and rc[0] < 1e-10
+    # the bar: 1e-11 before e4p; its term for the ridge and line distances' rounding, amplified ~c / 2 beyond the
+    # edges of this long region (``cones._flag_errors``), puts it at 4.3e-10
+    assert not fl[0] and rc[0] < 1e-9
     for moments in (0, 2):
         lm, _, _, rel = sl.sliced_moments(_LONG_NRM, _LONG_D, _LONG_YV, _LONG_YR, moments=moments, direction=e)
         assert rel[0] < 1e-10
