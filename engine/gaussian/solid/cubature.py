@@ -426,7 +426,10 @@ def _unresolved(T, t, info):
     """Tetrahedron t of ``T``: into ``info[t]`` the log of a bound on its mass, ``vol phi_3(d)`` (``d``:
     :func:`_distance_below`), 1.0 where its log density varies by more than ``RESOLVED_SPAN`` (by at most
     ``min(diam rmax, (rmax^2 - d^2) / 2)``, ``rmax = max_a |v_a|``: its two rules are not trusted, its bound counts as
-    error, :func:`_unresolved_excess`, and it is bisected until resolved or negligible), and ``rmax``."""
+    error, :func:`_unresolved_excess`, and it is bisected until resolved or negligible), ``rmax``, and the relative
+    bound on its rules' values from the rounding of its geometry (:func:`_volume_rounding`; ``info[t, 4]``: how many
+    bisections made it). A tetrahedron without volume in floating point counts as unresolved, its bound that
+    rounding's."""
     diam, rmax = 0.0, 0.0
     for a in range(4):
         rmax = max(rmax, math.sqrt(T[t, a, 0] ** 2 + T[t, a, 1] ** 2 + T[t, a, 2] ** 2))
@@ -471,7 +474,7 @@ def _volume_rounding(T, t, depth):
 @_jit
 def _unresolved_excess(info, res_hi, n, hi, extra):
     """The unresolved tetrahedra's bounds (``info`` of :func:`_unresolved`) relative to the region's combined ``hi``
-    into ``extra`` (3,): on the mass (the rules' value on a tetrahedron lies between 0 and its bound, so their sum
+    into ``extra`` (4,): on the mass (the rules' value on a tetrahedron lies between 0 and its bound, so their sum
     bounds the error), the mean and the covariance (a share ``s`` at distance ``<= rmax`` moves them by at most
     ``s (rmax + |m|)`` and ``s (rmax + |m|)^2``), in units of the spread like :func:`_excess`; into ``extra[3]`` the
     resolved ones' geometry rounding (``info[t, 3]`` times their share ``res_hi[t, 0]``): like the input's
