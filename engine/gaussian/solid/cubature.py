@@ -25,6 +25,7 @@ import numpy as np
 
 from ..constants import EPS as _EPS_F
 from ..constants import LOG_SQRT_2PI as _LOG_SQRT_2PI_F
+from ..dot2 import add_product, two_prod
 from .kernel import FALLBACK_REL, MOMENT_TOL
 
 
@@ -270,6 +271,38 @@ def _tetrahedra(g, r, T, given):
     return count
 
 
+PLAIN_DET_REL = 64.0 * _EPS_F  # the plain cofactor determinant is kept where it agrees with the compensated one to this
+
+
+@_jit
+def _triple(p, s, x, y, z):
+    """``(p, s)`` plus ``x y z``: ``x y = h + r`` exactly (TwoProduct), ``h z`` exactly, ``r z`` rounded (~eps^2)."""
+    h, r = two_prod(x, y)
+    h2, r2 = two_prod(h, z)
+    return add_product(p, s, h2, r2 + r * z)
+
+
+@_jit
+def _det3(J):
+    """``det J`` (3 x 3): the plain cofactor expansion where it agrees with the six triple products summed by Dot2
+    (Ogita, Rump and Oishi; error ``<= eps |det| + ~eps^2 sum |terms|``) to ``PLAIN_DET_REL``, else the latter.
+
+    A needle's tetrahedra coned from its centroid over its long facets have three long, nearly parallel edges: the
+    plain expansion cancels terms ~|J|^3 to a determinant ~1e6 times smaller (a rotated box 1.4e-6 x 2e-6 x 3: each
+    tetrahedron's volume 3e-6 .. 1e-5 off, the box's mass 4.5e-7 off under a bar of 1.9e-7, 1.6e-6 after the
+    bisections the moments asked for), an error that both rules share and their difference does not see."""
+    plain = (J[0, 0] * (J[1, 1] * J[2, 2] - J[1, 2] * J[2, 1]) - J[0, 1] * (J[1, 0] * J[2, 2] - J[1, 2] * J[2, 0])
+             + J[0, 2] * (J[1, 0] * J[2, 1] - J[1, 1] * J[2, 0]))
+    p, s = _triple(0.0, 0.0, J[0, 0], J[1, 1], J[2, 2])
+    p, s = _triple(p, s, -J[0, 0], J[1, 2], J[2, 1])
+    p, s = _triple(p, s, -J[0, 1], J[1, 0], J[2, 2])
+    p, s = _triple(p, s, J[0, 1], J[1, 2], J[2, 0])
+    p, s = _triple(p, s, J[0, 2], J[1, 0], J[2, 1])
+    p, s = _triple(p, s, -J[0, 2], J[1, 1], J[2, 0])
+    acc = p + s
+    return plain if abs(plain - acc) <= PLAIN_DET_REL * abs(acc) else acc
+
+
 @_jit
 def _tet_moments(T, pts, lw, y, f, out):
     """log mass, mean and covariance (about the mean) of N(0, I_3) on the tetrahedron ``T`` (4, 3) by the rule
@@ -278,8 +311,7 @@ def _tet_moments(T, pts, lw, y, f, out):
     for a in range(3):
         for b in range(3):
             J[a, b] = T[b + 1, a] - T[0, a]
-    det = (J[0, 0] * (J[1, 1] * J[2, 2] - J[1, 2] * J[2, 1]) - J[0, 1] * (J[1, 0] * J[2, 2] - J[1, 2] * J[2, 0])
-           + J[0, 2] * (J[1, 0] * J[2, 1] - J[1, 1] * J[2, 0]))
+    det = _det3(J)
     out[:] = 0.0
     if det == 0.0:
         out[0] = -np.inf
@@ -394,37 +426,68 @@ def _unresolved(T, t, info):
     """Tetrahedron t of ``T``: into ``info[t]`` the log of a bound on its mass, ``vol phi_3(d)`` (``d``:
     :func:`_distance_below`), 1.0 where its log density varies by more than ``RESOLVED_SPAN`` (by at most
     ``min(diam rmax, (rmax^2 - d^2) / 2)``, ``rmax = max_a |v_a|``: its two rules are not trusted, its bound counts as
-    error, :func:`_unresolved_excess`, and it is bisected until resolved or negligible), and ``rmax``."""
+    error, :func:`_unresolved_excess`, and it is bisected until resolved or negligible), ``rmax``, and the relative
+    bound on its rules' values from the rounding of its geometry (:func:`_volume_rounding`; ``info[t, 4]``: how many
+    bisections made it). A tetrahedron without volume in floating point counts as unresolved, its bound that
+    rounding's."""
     diam, rmax = 0.0, 0.0
     for a in range(4):
         rmax = max(rmax, math.sqrt(T[t, a, 0] ** 2 + T[t, a, 1] ** 2 + T[t, a, 2] ** 2))
         for b in range(a + 1, 4):
             diam = max(diam, math.sqrt((T[t, a, 0] - T[t, b, 0]) ** 2 + (T[t, a, 1] - T[t, b, 1]) ** 2
                                        + (T[t, a, 2] - T[t, b, 2]) ** 2))
-    u = T[t, 1] - T[t, 0]
-    v = T[t, 2] - T[t, 0]
-    w = T[t, 3] - T[t, 0]
-    vol = abs(u[0] * (v[1] * w[2] - v[2] * w[1]) - u[1] * (v[0] * w[2] - v[2] * w[0])
-              + u[2] * (v[0] * w[1] - v[1] * w[0])) / 6.0
+    vol, verr = _volume_rounding(T, t, info[t, 4])
     d = _distance_below(T, t, rmax)
-    info[t, 0] = (math.log(vol) if vol > 0.0 else -np.inf) - 0.5 * d * d - 3.0 * _LOG_SQRT_2PI_F
-    info[t, 1] = 1.0 if min(diam * rmax, 0.5 * (rmax - d) * (rmax + d)) > RESOLVED_SPAN else 0.0
+    flat = not vol > 0.0  # no volume in floating point: its rounding bound counts whole, as an unresolved one's
+    info[t, 0] = (math.log(verr if flat else vol) if verr > 0.0 else -np.inf) - 0.5 * d * d - 3.0 * _LOG_SQRT_2PI_F
+    info[t, 1] = 1.0 if flat or min(diam * rmax, 0.5 * (rmax - d) * (rmax + d)) > RESOLVED_SPAN else 0.0
     info[t, 2] = rmax
+    info[t, 3] = 0.0 if flat else verr / vol + _EPS_F * rmax * (rmax + 3.0 * diam)  # ... and the nodes' |y|^2
 
 
 @_jit
-def _unresolved_excess(info, n, hi, extra):
+def _volume_rounding(T, t, depth):
+    """``(vol, err)``: the volume of tetrahedron t of ``T`` (:func:`_det3`) and a first-order bound on its absolute
+    error from the rounding of its geometry, which both rules share (it goes into the bar beside their difference,
+    :func:`_unresolved_excess`): each edge ``J_k = v_{k+1} - v_0`` off by at most ``eps/2 |J_k|`` (its difference's
+    rounding) plus ``depth eps/2 (|v_0| + |v_{k+1}|)`` (``depth`` bisections: each rounded midpoint adds ``eps/2 |v|``
+    to its parents' errors, which it averages; the root's vertices are the input's, in its conditioning term), which
+    moves ``det J`` by at most that times ``|J_i x J_j|``; plus the determinant's own ``8 eps``; all times 2."""
+    J = np.empty((3, 3))
+    for a in range(3):
+        for b in range(3):
+            J[a, b] = T[t, b + 1, a] - T[t, 0, a]
+    det = abs(_det3(J))
+    n0 = math.sqrt(T[t, 0, 0] ** 2 + T[t, 0, 1] ** 2 + T[t, 0, 2] ** 2)
+    acc = 0.0
+    for k in range(3):
+        i, j = (k + 1) % 3, (k + 2) % 3
+        c0 = J[1, i] * J[2, j] - J[2, i] * J[1, j]
+        c1 = J[2, i] * J[0, j] - J[0, i] * J[2, j]
+        c2 = J[0, i] * J[1, j] - J[1, i] * J[0, j]
+        jk = math.sqrt(J[0, k] ** 2 + J[1, k] ** 2 + J[2, k] ** 2)
+        vk = math.sqrt(T[t, k + 1, 0] ** 2 + T[t, k + 1, 1] ** 2 + T[t, k + 1, 2] ** 2)
+        acc += (0.5 * jk + 0.5 * depth * (n0 + vk)) * math.sqrt(c0 * c0 + c1 * c1 + c2 * c2)
+    return det / 6.0, 2.0 * _EPS_F * (acc + 8.0 * det) / 6.0
+
+
+@_jit
+def _unresolved_excess(info, res_hi, n, hi, extra):
     """The unresolved tetrahedra's bounds (``info`` of :func:`_unresolved`) relative to the region's combined ``hi``
-    into ``extra`` (3,): on the mass (the rules' value on a tetrahedron lies between 0 and its bound, so their sum
+    into ``extra`` (4,): on the mass (the rules' value on a tetrahedron lies between 0 and its bound, so their sum
     bounds the error), the mean and the covariance (a share ``s`` at distance ``<= rmax`` moves them by at most
-    ``s (rmax + |m|)`` and ``s (rmax + |m|)^2``), in units of the spread like :func:`_excess`."""
+    ``s (rmax + |m|)`` and ``s (rmax + |m|)^2``), in units of the spread like :func:`_excess`; into ``extra[3]`` the
+    resolved ones' geometry rounding (``info[t, 3]`` times their share ``res_hi[t, 0]``): like the input's
+    conditioning it goes into the bar, not against the rules' tolerance (bisection does not reduce it)."""
     extra[:] = 0.0
     if not np.isfinite(hi[0]):
         return
     tr = max(hi[4] + hi[8] + hi[12], 1e-300)
     mn = math.sqrt(hi[1] ** 2 + hi[2] ** 2 + hi[3] ** 2)
     for t in range(n):
-        if info[t, 1] > 0.5:
+        if info[t, 1] < 0.5:
+            extra[3] += math.exp(res_hi[t, 0] - hi[0]) * info[t, 3]
+        else:
             s = math.exp(info[t, 0] - hi[0])
             extra[0] += s
             extra[1] += s * (info[t, 2] + mn) / math.sqrt(tr)
@@ -486,16 +549,17 @@ def _adaptive_one(g, r, given, moments, tols, rules, work, out):
     for t in range(n):
         _tet_moments(T[t], hp, hw, y, f, res_hi[t])
         _tet_moments(T[t], lp, lw, y, f, res_lo[t])
+        info[t, 4] = 0.0
         _unresolved(T, t, info)
-    hi, lo, bad, extra = np.empty(13), np.empty(13), np.empty(T.shape[0]), np.empty(3)
+    hi, lo, bad, extra = np.empty(13), np.empty(13), np.empty(T.shape[0]), np.empty(4)
     while True:
         _combine(res_hi, n, hi)
         _combine(res_lo, n, lo)
-        _unresolved_excess(info, n, hi, extra)
+        _unresolved_excess(info, res_hi, n, hi, extra)
         rel, dm, dc, ok = _excess(hi, lo, moments, rel_max - extra[0], mom_max)
         ok = ok and (moments < 1 or dm + extra[1] <= mom_max) and (moments < 2 or dc + extra[2] <= mom_max)
         out[:13] = hi
-        out[13] = rel + extra[0]
+        out[13] = rel + extra[0] + extra[3]
         if ok:
             out[14] = 1.0
             return
@@ -509,6 +573,8 @@ def _adaptive_one(g, r, given, moments, tols, rules, work, out):
         for t in range(n):
             if bad[t] >= _SPLIT_SHARE * worst and m < T.shape[0]:
                 _bisect(T, t, m)
+                info[t, 4] += 1.0
+                info[m, 4] = info[t, 4]
                 for s in (t, m):
                     _tet_moments(T[s], hp, hw, y, f, res_hi[s])
                     _tet_moments(T[s], lp, lw, y, f, res_lo[s])
@@ -523,7 +589,7 @@ def _adaptive_one(g, r, given, moments, tols, rules, work, out):
 def _adaptive_rows(start, stop, g, rows, ends, loosen, moments, rules, out):
     cap = ADAPTIVE_MAX_TETS
     T = np.empty((cap, 4, 3))
-    res_hi, res_lo, info = np.empty((cap, 13)), np.empty((cap, 13)), np.empty((cap, 3))
+    res_hi, res_lo, info = np.empty((cap, 13)), np.empty((cap, 13)), np.empty((cap, 5))
     for p in range(start, stop):
         given = ends[p] if ends.shape[0] else ends[:0, 0]
         _adaptive_one(g, rows[p], given, moments, (FALLBACK_REL * loosen[p], MOMENT_TOL * loosen[p]), rules,
@@ -700,7 +766,7 @@ def _pair_rows(start, stop, g, pairs, moments, rules, out):
     chol, rows, mus, loosen, zends = pairs
     cap = ADAPTIVE_MAX_TETS
     T = np.empty((cap, 4, 3))
-    res_hi, res_lo, info = np.empty((cap, 13)), np.empty((cap, 13)), np.empty((cap, 3))
+    res_hi, res_lo, info = np.empty((cap, 13)), np.empty((cap, 13)), np.empty((cap, 5))
     given = np.empty((g.evalid.shape[1], 2, 3))
     for p in range(start, stop):
         r = rows[p]
