@@ -45,48 +45,45 @@ def _rank3(rows, thr):
     """Whether ``rows`` (n, 4) has numerical rank 3 at threshold ``thr``: Gram-Schmidt with row pivoting (each step
     takes the row of largest residual norm), rank-revealing like the singular values ``cones._facet_dims`` counts
     (the same decisions wherever the smallest kept and largest dropped differ by more than ``sqrt(n)``: the gaps here
-    are 1e-9 against 1e-15)."""
-    R = rows.copy()
-    for step in range(4):
-        best, arg = -1.0, -1
-        for v in range(R.shape[0]):
-            nv = R[v, 0] * R[v, 0] + R[v, 1] * R[v, 1] + R[v, 2] * R[v, 2] + R[v, 3] * R[v, 3]
-            if nv > best:
-                best, arg = nv, v
-        if arg < 0 or not np.sqrt(best) > thr:
-            return step == 3
-        q = R[arg] / np.sqrt(best)
-        for v in range(R.shape[0]):
-            c = R[v, 0] * q[0] + R[v, 1] * q[1] + R[v, 2] * q[2] + R[v, 3] * q[3]
-            for a in range(4):
-                R[v, a] -= c * q[a]
-    return False
+    are 1e-9 against 1e-15): the first three of :func:`_pivots` above ``thr``, the fourth not."""
+    p = _pivots(rows)
+    return p[0] > thr and p[1] > thr and p[2] > thr and not p[3] > thr
 
 
 @_jit
 def _facet_valid(Yv0, Yr, inc, rinc):
     """(F,) whether each constraint cuts out a 3-face: its vertices relative to its first one and its rays have rank 3
     at ``1e-9 max(|Yv0|, 1)`` (``cones._facet_dims``)."""
-    V, F, R = inc.shape[0], inc.shape[1], rinc.shape[0]
+    V, F = inc.shape[0], inc.shape[1]
     scale = max(np.abs(Yv0).max() if V else 0.0, 1.0)
     out = np.zeros(F, dtype=np.bool_)
     for f in range(F):
-        first = -1
-        for v in range(V):
-            if inc[v, f]:
-                first = v
-                break
-        if first < 0:
-            continue
-        rows = np.zeros((V + R, 4))
-        for v in range(V):
-            if inc[v, f]:
-                rows[v] = Yv0[v] - Yv0[first]
-        for r in range(R):
-            if rinc[r, f]:
-                rows[V + r] = Yr[r]
-        out[f] = _rank3(rows, 1e-9 * scale)
+        rows = _facet_rows(Yv0, Yr, inc, rinc, f)
+        if rows.shape[0]:
+            out[f] = _rank3(rows, 1e-9 * scale)
     return out
+
+
+@_jit
+def _facet_rows(Yv0, Yr, inc, rinc, f):
+    """Constraint f's vertices relative to its first one and its rays, (V + R, 4) with zero rows for the others; (0,
+    4) when no vertex lies on it."""
+    V, R = inc.shape[0], rinc.shape[0]
+    first = -1
+    for v in range(V):
+        if inc[v, f]:
+            first = v
+            break
+    if first < 0:
+        return np.zeros((0, 4))
+    rows = np.zeros((V + R, 4))
+    for v in range(V):
+        if inc[v, f]:
+            rows[v] = Yv0[v] - Yv0[first]
+    for r in range(R):
+        if rinc[r, f]:
+            rows[V + r] = Yr[r]
+    return rows
 
 
 @_jit
@@ -238,15 +235,23 @@ def _edge_frames(N, tri):
 
 
 @_jit
-def _shape_arrays(N, D0, Yv0, Yr):
-    """Every array of :class:`cones.ConeArrays` up to the rays, in its field order, and the valid incidences."""
-    inc, rinc = _incidences(N, D0, Yv0, Yr)
+def _valid_incidences(Yv0, Yr, inc, rinc):
+    """``(fvalid, incv, rincv)``: :func:`_facet_valid` and the incidences with the other constraints' columns
+    cleared."""
     fvalid = _facet_valid(Yv0, Yr, inc, rinc)
     incv, rincv = inc.copy(), rinc.copy()
     for f in range(fvalid.size):
         if not fvalid[f]:
             incv[:, f] = False
             rincv[:, f] = False
+    return fvalid, incv, rincv
+
+
+@_jit
+def _shape_arrays(N, D0, Yv0, Yr):
+    """Every array of :class:`cones.ConeArrays` up to the rays, in its field order, and the valid incidences."""
+    inc, rinc = _incidences(N, D0, Yv0, Yr)
+    fvalid, incv, rincv = _valid_incidences(Yv0, Yr, inc, rinc)
     ri, rj, rid = _ridges(N, incv, rincv, fvalid)
     G = ri.size
     rc, rsn = np.empty(G), np.empty(G)
@@ -298,10 +303,10 @@ _PN_BAND = 2.0  # a line's pn within this factor of 1e-9 is a close call
 
 @_jit
 def _pivots(rows):
-    """The four pivot norms ``r_11 >= ... >= r_44`` of Gram-Schmidt with row pivoting on ``rows`` (n, 4) (the steps
-    of :func:`_rank3`, carried to the end). Pivoted QR brackets the singular values: ``r_kk / c_k <= s_k <=
-    sqrt(n) r_kk`` with ``c_k = sqrt(4^k + 6k - 1) / 3`` (Higham, Accuracy and Stability, Thm. 19.1 / Faddeev et al.):
-    ``c_3 = 3``, ``c_4 = 5.6``."""
+    """The four pivot norms ``r_11 >= ... >= r_44`` of Gram-Schmidt with row pivoting on ``rows`` (n, 4) (each step
+    takes the row of largest residual norm; zeros after a zero or NaN one). Pivoted QR brackets the singular values:
+    ``r_kk / c_k <= s_k <= sqrt(n) r_kk`` with ``c_k = sqrt(4^k + 6k - 1) / 3`` (Higham, Accuracy and Stability,
+    Thm. 19.1 / Faddeev et al.): ``c_3 = 3``, ``c_4 = 5.6``."""
     R = rows.copy()
     out = np.zeros(4)
     for step in range(4):
@@ -343,23 +348,12 @@ def _ranks_clear(Yv0, Yr, inc, rinc):
     """Whether every constraint's third and fourth pivots (:func:`_pivots` of the rows :func:`_facet_valid` takes) lie
     outside ``[thr / _RANK_BAND, thr _RANK_BAND]``: then ``cones._facet_dims``' singular values make the same
     decision (``s_3 >= r_33 / 3 > thr`` above the band, ``s_k <= sqrt(n) r_kk < thr`` below it, n <= 10^6 rows)."""
-    V, F, R = inc.shape[0], inc.shape[1], rinc.shape[0]
+    V, F = inc.shape[0], inc.shape[1]
     thr = 1e-9 * max(np.abs(Yv0).max() if V else 0.0, 1.0)
     for f in range(F):
-        first = -1
-        for v in range(V):
-            if inc[v, f]:
-                first = v
-                break
-        if first < 0:
+        rows = _facet_rows(Yv0, Yr, inc, rinc, f)
+        if not rows.shape[0]:
             continue
-        rows = np.zeros((V + R, 4))
-        for v in range(V):
-            if inc[v, f]:
-                rows[v] = Yv0[v] - Yv0[first]
-        for r in range(R):
-            if rinc[r, f]:
-                rows[V + r] = Yr[r]
         p = _pivots(rows)
         if thr / _RANK_BAND < p[2] < thr * _RANK_BAND or thr / _RANK_BAND < p[3] < thr * _RANK_BAND:
             return False
@@ -399,12 +393,7 @@ def _shape_clear(N, D0, Yv0, Yr):
     inc, rinc = _incidences(N, D0, Yv0, Yr)
     if not _ranks_clear(Yv0, Yr, inc, rinc):
         return False
-    fvalid = _facet_valid(Yv0, Yr, inc, rinc)
-    incv, rincv = inc.copy(), rinc.copy()
-    for f in range(fvalid.size):
-        if not fvalid[f]:
-            incv[:, f] = False
-            rincv[:, f] = False
+    fvalid, incv, rincv = _valid_incidences(Yv0, Yr, inc, rinc)
     _, _, rid = _ridges(N, incv, rincv, fvalid)
     _, fs = _edges(incv, rincv)
     return _lines_clear(N, fvalid, fs, rid)
