@@ -468,12 +468,6 @@ def _clip(s, lo, hi):
 
 
 @_jit
-def _piece(sa, sb, R, fl, bmin, S):
-    """:func:`piece_rule` with the full rule (``_NODES`` nodes, panels of ``_DMAX`` nats)."""
-    return piece_rule(sa, sb, R, fl, bmin, S, FULL_RULE)
-
-
-@_jit
 def piece_rule(sa, sb, R, fl, bmin, S, rule):
     """Add to ``S[0, f]`` the integral over ``sigma in [sa, sb]`` of ``e^{-(sa u + u^2/2)} / (R + sigma^2) DTheta_f
     sigma / sqrt(c_f + sigma^2)`` (``u = sigma - sa``) for the flags ``fl = (a, b, c, s_lo, s_hi)`` (n, 5), and to

@@ -267,9 +267,9 @@ def log_k(d02, dj2, e):
 
 @_jit
 def _piece5(sa, sb, RA, fl, bmin, S):
-    """``cones._piece`` with ``w``: add to ``S[f]`` the integral over ``sigma in [sa, sb]`` of ``e^{-(sa u + u^2/2)}
+    """``cones.piece_rule`` with ``w``: add to ``S[f]`` the integral over ``sigma in [sa, sb]`` of ``e^{-(sa u + u^2/2)}
     w-factor / (R + sigma^2) DTheta_f sigma / sqrt(c_f + sigma^2)`` (``RA = (R, A)``, ``A = d^2 + R``); returns
-    ``(ok, cut)`` as ``_piece``."""
+    ``(ok, cut)`` as ``piece_rule``."""
     R, A = RA
     U = _exp_point(sa, WINDOW4)
     end = sb
@@ -692,7 +692,7 @@ def facet_offsets(fc: Facet5, D, Yv):
 
 @_jit
 def _panel_fused(sa, mid, half, RA, fl, S):
-    """One panel for ``S[0]`` (S' = 5, :func:`_panel5`), ``S[1]``, ``S[2]`` (S' = 4, ``cones._piece``'s two rows)."""
+    """One panel for ``S[0]`` (S' = 5, :func:`_panel5`), ``S[1]``, ``S[2]`` (S' = 4, ``piece_rule``'s two rows)."""
     R, A = RA
     for m in range(_NODES):
         u = mid + half * _GX[m]
