@@ -71,6 +71,79 @@ def half_space_moments(log_w, a, sigma, log_mass):
     return first, second
 
 
+VERTEX_ERR = 1e-9  # the partition's vertices are within this of the true ones, relative to 1 + max |v| (budget's)
+_BOXES: list = [None, None]  # (weakref to the last partition, its vertex boxes)
+
+
+def vertex_boxes(part):
+    """(R, S) lowest and highest vertex coordinates of each region, widened by ``VERTEX_ERR (1 + max |v|)``; -inf /
+    +inf for unbounded regions (rays or lineality). Kept for the last partition."""
+    import weakref
+
+    ref, boxes = _BOXES
+    if ref is not None and ref() is part:
+        return boxes
+    R, S = len(part), part[0].polytope.vertices.shape[1] if len(part) else 0
+    lo, hi = np.full((R, S), -np.inf), np.full((R, S), np.inf)
+    for r, region in enumerate(part):
+        P = region.polytope
+        if P.rays.size or P.lineality.size or not P.vertices.size:
+            continue
+        pad = VERTEX_ERR * (1.0 + np.abs(P.vertices).max())
+        lo[r], hi[r] = P.vertices.min(axis=0) - pad, P.vertices.max(axis=0) + pad
+    _BOXES[:] = [weakref.ref(part), (lo, hi)]
+    return lo, hi
+
+
+REFINE_ABOVE = 1e-18  # skipped pairs whose bathtub terms exceed this get the exact half-space moments too
+_SQRT_2_PI = float(np.sqrt(2.0 / np.pi))
+
+
+def _facet_half_space(st, n, r, post_mean, log_w):
+    """(P, S) twice: the pairs' weighted first and second absolute moments about ``post_mean`` over the half-space of
+    their region's most violated facet (``distributions.log_mass_upper_bound``'s): the region lies in it, so these
+    bound its terms. In the pair's whitened coordinates the half-space is ``t >= d`` along a unit normal (``t``
+    standard normal, ``d`` minus the standardised slack), ``z_i - c_i = a_i + alpha_i t + beta_i s`` with ``s``
+    standard normal independent of ``t``, ``alpha = -Sigma h / sqrt(h^T Sigma h)`` and
+    ``beta_i^2 = Sigma_ii - alpha_i^2``; with ``int_d^inf t phi = phi(d)`` and ``int_d^inf t^2 phi = d phi(d) + Q(d)``:
+
+        int |z_i - c_i| <= int_d^inf |a_i + alpha_i t| phi dt + |beta_i| sqrt(2 / pi) Q(d)   (split at t = -a / alpha)
+        int (z_i - c_i)^2 = (a_i^2 + beta_i^2) Q(d) + 2 a_i alpha_i phi(d) + alpha_i^2 (d phi(d) + Q(d))
+
+    (the 1-D truncated normal along the normal, the standard normal across; NOTES section 3's half-spaces), each
+    plus ``1e-12`` of its terms' magnitudes for rounding. ``log_w`` (P, 1): log of the pairs' weight factors."""
+    from .distributions import _scaled_half_spaces
+
+    Hs, sc = _scaled_half_spaces(st.part, st.cov)
+    mu = st.mu[n, r]
+    slack = sc[r] - np.einsum("pfs,ps->pf", Hs[r], mu)
+    f = np.argmin(np.where(np.isnan(slack), np.inf, slack), axis=1)
+    d = -slack[np.arange(n.size), f][:, None]
+    cov = st.cov[r]
+    alpha = -np.einsum("pst,pt->ps", cov, Hs[r, f])
+    beta = np.sqrt(np.maximum(np.diagonal(cov, axis1=1, axis2=2) - alpha * alpha, 0.0))
+    a = mu - post_mean[n]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        wq = np.exp(log_w + log_ndtr(-d))  # w Q(d)
+        wp = np.exp(log_w - 0.5 * d * d - _LOG_SQRT_2PI)  # w phi(d)
+        whole = a * wq + alpha * wp  # w int_d^inf (a + alpha t) phi
+        t0 = np.where(alpha != 0.0, -a / alpha, -np.inf)
+        split = t0 > d
+        t0s = np.where(split, t0, d)
+        wq0 = np.exp(log_w + log_ndtr(-t0s))
+        wp0 = np.exp(log_w - 0.5 * t0s * t0s - _LOG_SQRT_2PI)
+        tail = a * wq0 + alpha * wp0  # w int_t0^inf (a + alpha t) phi
+        j1 = np.where(split, np.abs(whole - tail) + np.abs(tail), np.abs(whole))
+        mag1 = np.abs(a) * wq + np.abs(alpha) * wp
+        g1 = j1 + beta * _SQRT_2_PI * wq + 1e-12 * (mag1 + np.where(split, np.abs(a) * wq0 + np.abs(alpha) * wp0, 0.0))
+        dwp = np.where(wp > 0, d * wp, 0.0)
+        j2 = (a * a + beta * beta) * wq + 2.0 * a * alpha * wp + alpha * alpha * (dwp + wq)
+        mag2 = (a * a + beta * beta) * wq + 2.0 * np.abs(a * alpha) * wp + alpha * alpha * (np.abs(dwp) + wq)
+        g2 = np.maximum(j2, 0.0) + 1e-12 * mag2
+    bad = ~np.isfinite(d[:, 0])
+    return np.where(bad[:, None], np.inf, g1), np.where(bad[:, None], np.inf, g2)
+
+
 def _skipped_terms(st, log_px, E, post_mean, skip):
     """(N, S) per-coordinate sums of the bathtub bounds over the pairs ``skip`` (N, R) (not integrated, or
     unresolved), from their log term caps ``st.term_caps`` (``log_norm + log B``); rows with a pair of unknown
@@ -86,9 +159,19 @@ def _skipped_terms(st, log_px, E, post_mean, skip):
     unknown = ~np.isfinite(ln)
     sigma = np.sqrt(np.maximum(np.diagonal(st.cov, axis1=1, axis2=2), 0.0))[r]
     a = np.abs(st.mu[n, r] - post_mean[n])
+    lo, hi = vertex_boxes(st.part)
     with np.errstate(invalid="ignore", over="ignore"):
         log_w = (ln - log_px[n] + E[n])[:, None]
         f1, f2 = half_space_moments(log_w, a, sigma, (caps - ln)[:, None])
+        # a bounded region: |z_i - mu^_i| <= its vertex box's farthest end, so the terms are at most B times that
+        reach = np.maximum(np.abs(hi[r] - post_mean[n]), np.abs(lo[r] - post_mean[n]))
+        wb = np.exp(caps - log_px[n] + E[n])[:, None]
+        f1 = np.minimum(f1, np.where(np.isfinite(reach), wb * reach, np.inf))
+        f2 = np.minimum(f2, np.where(np.isfinite(reach), wb * reach * reach, np.inf))
+    big = ~unknown & ((f1 > REFINE_ABOVE) | (f2 > REFINE_ABOVE)).any(axis=1)
+    if big.any():
+        g1, g2 = _facet_half_space(st, n[big], r[big], post_mean, log_w[big])
+        f1[big], f2[big] = np.minimum(f1[big], g1), np.minimum(f2[big], g2)
     f1 = np.where(unknown[:, None], np.inf, f1)
     f2 = np.where(unknown[:, None], np.inf, f2)
     np.add.at(T1, n, f1)
