@@ -105,8 +105,9 @@ def test_bathtub_formula_is_the_half_space_integral():
                 assert float(g1) <= h1[0] * (1 + 1e-12) and float(g2) <= h2[0] * (1 + 1e-12)
 
 
-@pytest.mark.parametrize("S, blocks, seed", [(3, (1, 1, 1), 0), (3, (1, 1, 1), 7), (4, (1, 1, 1, 1), 0),
-                                             (4, (1, 1, 1, 1), 3)])
+@pytest.mark.parametrize("S, blocks, seed", [(3, (1, 1, 1), 0), pytest.param(3, (1, 1, 1), 7, marks=pytest.mark.slow),
+                                             (4, (1, 1, 1, 1), 0),
+                                             pytest.param(4, (1, 1, 1, 1), 3, marks=pytest.mark.slow)])
 def test_rotated_boxes_bar_covers(S, blocks, seed):
     """Rotated boxes at S = 3 and 4, points near the model and one far: the bars cover the oracle's error, and are
     below ``CLAIM`` on the near points (~1e-12-1e-8: the S = 3 contract is ``MOMENT_TOL`` of the spread). On
@@ -154,6 +155,7 @@ def test_skipped_pairs_term_is_needed(s4_boxes, monkeypatch):
     assert np.any(em > ev2.posterior_mean_error)
 
 
+@pytest.mark.slow
 def test_flagged_budget_caps_are_needed(s4_boxes, monkeypatch):
     """``FLAGGED_BUDGET`` 1e-3 with the cones off: the pairs left to the slices are skipped within the budget
     (``sliced._settle_deferred``), their mass bounds filed in ``PairResult.log_mass_cap``; the bar covers the error.
