@@ -79,30 +79,51 @@ def _assert_covers(ev, em, ec, claim=CLAIM, near=None):
                                                                                                       1e-6))
 
 
+def _mp_moments(a, sigma, lo, hi):
+    """``int_lo^hi |a + sigma s| phi(s) ds`` and ``int_lo^hi (a + sigma s)^2 phi(s) ds`` by mpmath."""
+    def first(s):
+        return abs(a + sigma * s) * mp.npdf(s)
+
+    def second(s):
+        return (a + sigma * s) ** 2 * mp.npdf(s)
+
+    return mp.quad(first, [lo, hi]), mp.quad(second, [lo, hi])
+
+
+def _half_space_t(log_b):
+    """``t`` with ``log Q(t) = log(B / 2)`` (mpmath Newton on the log: erfinv loses 1 - 1e-304 at 30 digits)."""
+    if log_b >= 0:
+        return mp.mpf(0)
+    target = log_b - mp.log(2)
+
+    def f(s):
+        return mp.log(mp.erfc(s / mp.sqrt(2)) / 2) - target
+
+    return mp.findroot(f, mp.sqrt(max(-2 * log_b, 0.1)))
+
+
+def _bathtub(a, sigma, log_b):
+    f1, f2 = mb.half_space_moments(np.array([0.0]), np.array([a]), np.array([sigma]), np.array([log_b]))
+    return f1[0], f2[0]
+
+
 def test_bathtub_formula_is_the_half_space_integral():
     """``half_space_moments`` equals ``2 int_{t_B}^inf g(t) phi(t) dt`` (mpmath, 30 digits) with ``2 Q(t_B) = B``, and
     bounds the same integrals over intervals of mass B (the bathtub principle), for masses 1 down to e^-700."""
     mp.mp.dps = 30
     for log_b in (0.0, -0.3, -5.0, -40.0, -700.0):
+        t = _half_space_t(log_b)
         for a, sigma in ((0.0, 1.0), (2.5, 0.3), (7.0, 3.0)):
-            f1, f2 = mb.half_space_moments(np.array([0.0]), np.array([a]), np.array([sigma]), np.array([log_b]))
-            t = mp.mpf(0)
-            if log_b < 0:  # log Q(t) = log(B / 2), by Newton on the log (erfinv loses 1 - 1e-304 at 30 digits)
-                t = mp.findroot(lambda s: mp.log(mp.erfc(s / mp.sqrt(2)) / 2) - (log_b - mp.log(2)),
-                                mp.sqrt(max(-2 * log_b, 0.1)))
-            phi = mp.npdf
-            w1 = 2 * mp.quad(lambda s: (a + sigma * s) * phi(s), [t, mp.inf])
-            w2 = 2 * mp.quad(lambda s: (a + sigma * s) ** 2 * phi(s), [t, mp.inf])
-            assert float(w1) <= f1[0] <= float(w1) * (1 + 1e-9) + 1e-300, (log_b, a, sigma, f1, w1)
-            assert float(w2) <= f2[0] <= float(w2) * (1 + 1e-9) + 1e-300, (log_b, a, sigma, f2, w2)
-            for lo in (-1.0, 0.5, 3.0):  # intervals [lo, hi] of any position: their own mass as B
-                hi = lo + 0.7
-                mass = mp.ncdf(hi) - mp.ncdf(lo)
-                g1 = mp.quad(lambda s: abs(a + sigma * s) * phi(s), [lo, hi])
-                g2 = mp.quad(lambda s: (a + sigma * s) ** 2 * phi(s), [lo, hi])
-                h1, h2 = mb.half_space_moments(np.array([0.0]), np.array([a]), np.array([sigma]),
-                                               np.array([float(mp.log(mass))]))
-                assert float(g1) <= h1[0] * (1 + 1e-12) and float(g2) <= h2[0] * (1 + 1e-12)
+            f1, f2 = _bathtub(a, sigma, log_b)
+            w1, w2 = (2 * v for v in _mp_moments(a, sigma, t, mp.inf))
+            assert float(w1) <= f1 <= float(w1) * (1 + 1e-9) + 1e-300, (log_b, a, sigma, f1, w1)
+            assert float(w2) <= f2 <= float(w2) * (1 + 1e-9) + 1e-300, (log_b, a, sigma, f2, w2)
+    for a, sigma in ((0.0, 1.0), (-2.5, 0.3), (7.0, 3.0)):
+        for lo in (-1.0, 0.5, 3.0):  # intervals [lo, lo + 0.7] anywhere: their own mass as B
+            hi = lo + 0.7
+            g1, g2 = _mp_moments(a, sigma, lo, hi)
+            h1, h2 = _bathtub(abs(a), sigma, float(mp.log(mp.ncdf(hi) - mp.ncdf(lo))))
+            assert float(g1) <= h1 * (1 + 1e-12) and float(g2) <= h2 * (1 + 1e-12)
 
 
 @pytest.mark.parametrize("S, blocks, seed", [(3, (1, 1, 1), 0), pytest.param(3, (1, 1, 1), 7, marks=pytest.mark.slow),

@@ -342,14 +342,14 @@ def solid_contract(my, cy, rel, loosen):
     return np.column_stack([em, ec])
 
 
-def _store_whitened(res: PairResult, req: PairRequest, chol, r, rows, lm, my, cy, rel, eb=None):
-    """Whitened results of region r (scalar) or regions r (array, ``chol`` per pair) into ``res``; ``eb`` (P, 2):
-    the route's bounds on the whitened moments (:func:`_store_bounds`; None: none)."""
+def _store_whitened(res: PairResult, req: PairRequest, chol, r, rows, lm, my, cy, rel, **kw):
+    """Whitened results of region r (scalar) or regions r (array, ``chol`` per pair) into ``res``; ``eb`` (P, 2) in
+    ``kw``: the route's bounds on the whitened moments (:func:`_store_bounds`; None or absent: none)."""
     res.log_mass[r, rows] = lm
     res._errors[r, rows] = log_error(rel)
     if req.moments < 1:
         return
-    _store_bounds(res, req, chol, r, rows, my, cy if req.moments >= 2 else None, eb)
+    _store_bounds(res, req, chol, r, rows, my, cy if req.moments >= 2 else None, kw.get("eb"))
     fin = np.isfinite(lm)
     if chol.ndim == 3:
         mz = req.means[r, rows] + np.matmul(chol, my[:, :, None])[..., 0]
@@ -380,7 +380,7 @@ def _solid_kernel_pass(req: PairRequest, geo, res: PairResult, pr_all, pn_all):
         ok = ~out.flagged
         my, cy = None if out.mean is None else out.mean[ok], None if out.cov is None else out.cov[ok]
         eb = None if my is None else solid_contract(my, cy, out.rel[ok], loosen_all[sl][ok])
-        _store_whitened(res, req, geo.chol[pr[ok]], pr[ok], pn[ok], out.log_mass[ok], my, cy, out.rel[ok], eb)
+        _store_whitened(res, req, geo.chol[pr[ok]], pr[ok], pn[ok], out.log_mass[ok], my, cy, out.rel[ok], eb=eb)
     return flagged_all, refine_all, loosen_all
 
 
@@ -402,7 +402,7 @@ def _solid_batch(req: PairRequest, geo, res: PairResult):
         eb = None if req.moments < 1 else solid_contract(mc[good], cc[good] if req.moments >= 2 else None,
                                                           rc[good], loosen_all[again][good])
         _store_whitened(res, req, geo.chol[pr_f[good]], pr_f[good], pn_f[good], lc[good], mc[good], cc[good],
-                        rc[good], eb)
+                        rc[good], eb=eb)
     left = ~good & flagged_all[again]
     for r in np.unique(pr_f[left]):
         rows = pn_f[left & (pr_f == r)]

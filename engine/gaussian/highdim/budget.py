@@ -176,7 +176,7 @@ def raised_lower(part, mu, log_norm, top, lower, geometry):
     return np.maximum(lower, logsumexp(terms, axis=1))
 
 
-def target_prune(part, mu, log_norm, upper, lower, cand, geometry, budget, candidate_share, bounds_out=None):
+def target_prune(part, mu, log_norm, upper, lower, cand, geometry, budget, candidate_share, **out):
     """S >= 4: the pairs ``cand`` (N, R) whose rigorous upper bounds on their terms of eq. 5, smallest first, sum to at
     most ``budget`` times a lower bound of p(x) are skipped. Bounds: the smaller of the most violated facet's
     ``upper`` and :func:`pair_bounds`, the latter for the pairs whose ``upper`` is below ``candidate_share`` of the
@@ -185,6 +185,7 @@ def target_prune(part, mu, log_norm, upper, lower, cand, geometry, budget, candi
     bound among those. Returns the pairs still needed, the (N,) log of the sum of the skipped bounds (``-inf``: none)
     and the raised lower bound (N,). ``bounds_out`` (N, R), optional: filled with the pairs' bounds (``+inf`` outside
     ``cand``), for the posterior moments' bar (``distributions``)."""
+    bounds_out = out.get("bounds_out")
     if not 0.0 < budget < 1.0:
         raise DGNInputError("SKIP_BUDGET", f"is {budget!r}, not in (0, 1)", "set a share of p(x) such as 1e-9")
     if getattr(geometry, "chol", None) is None or not cand.any():

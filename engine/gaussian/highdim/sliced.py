@@ -1187,11 +1187,12 @@ def pair_tolerances(log_weight_scale, log_upper):
     return wb < -NEGLIGIBLE_NATS, np.where(np.isfinite(loosen), loosen, 1.0) * DEFAULT_TOL
 
 
-def with_fallback(Nrm, D, Yv, Yr, *, moments, tol, accuracy, closest, rng, bounds=None, **slicing):
+def with_fallback(Nrm, D, Yv, Yr, *, moments, tol, accuracy, closest, rng, **slicing):
     """:func:`sliced_moments` (``slicing``: its ``direction``), with the RQMC estimate (``qmc.rqmc_moments``) for the
     rows whose bar exceeds ``FALLBACK_REL``, kept where its own bar is smaller. Returns ``(log_mass, mean, cov, rel,
     used_rqmc)``; ``bounds`` (M, 2), optional: filled with the moments' whitened bounds (:func:`moment_error_bounds`;
     ``inf`` for the RQMC rows)."""
+    bounds = slicing.pop("bounds", None)
     lm, my, cy, rel, eb = bounded_sliced_moments(Nrm, D, Yv, Yr, moments=moments, tol=tol, accuracy=accuracy,
                                                  closest=closest, **slicing)
     if moments >= 1:
@@ -1413,7 +1414,7 @@ def _file_region(req, geo, res, store, r, out, spent):
             my[left] = settled[1]
         if cy is not None:
             cy[left] = settled[2]
-    store(res, req, geo.chol[r], r, rows, lm, my, cy, rel, eb)
+    store(res, req, geo.chol[r], r, rows, lm, my, cy, rel, eb=eb)
 
 
 def sliced_batch(req, geo, res, store):
