@@ -295,6 +295,8 @@ class Evaluation:
     n_regions: int
     method: str
     log_marginal_error: np.ndarray | None = None  # (N,) error bar on log p(x) when a method estimates
+    posterior_mean_error: np.ndarray | None = None  # (N,) bound on max |error| of posterior_mean's entries (S = 3, 4)
+    posterior_cov_error: np.ndarray | None = None  # (N,) bound on max |error| of posterior_cov's entries (S = 3, 4)
     partition: Partition | None = field(default=None, repr=False)
     # evaluate(..., defer=True): the S = 2 heavy pass still to run (see complete()); None when complete
     _pending: Any = field(default=None, repr=False, compare=False)
@@ -325,6 +327,9 @@ class Evaluation:
         }
         if self.log_marginal_error is not None:
             out["log_marginal_error"] = self.log_marginal_error.tolist()
+        for name in ("posterior_mean_error", "posterior_cov_error"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name).tolist()
         return out
 
 
@@ -565,8 +570,14 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
         upper, first, lower, _ = pre
     need = upper >= lower[:, None] - PRUNE_NATS
     skipped = None
+    caps = upper.copy()  # log upper bounds on each term of eq. 5 (the moments' bar, engine.moment_bar)
     if mu.shape[2] == 4 and geometry is not None:  # S = 4: prune to the target (skipped bounds go into the bar)
-        need, skipped, lower = _target_prune(part, mu, log_norm, upper, lower, need & ~first, geometry)
+        _TARGET_BOUNDS.out = np.full(upper.shape, np.inf)
+        try:
+            need, skipped, lower = _target_prune(part, mu, log_norm, upper, lower, need & ~first, geometry)
+            caps = np.minimum(caps, _TARGET_BOUNDS.out)
+        finally:
+            _TARGET_BOUNDS.out = None
         need |= first
     elif mu.shape[2] >= 5 and geometry is not None:  # S >= 5: the same, by the closest point's half-space alone
         need, skipped = _closest_point_prune(part, mu, log_norm, upper, lower, need & ~first, geometry)
@@ -577,7 +588,35 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
                         geometry=geometry, accuracy=accuracy)
     if out.skipped is not None:  # S = 4: pairs the cones left, skipped within their budget (relative to lower)
         skipped = np.logaddexp(-np.inf if skipped is None else skipped, lower + out.skipped)
-    return out, skipped
+    return out, skipped, _integrator_caps(out, need, caps, log_norm, lower, mu.shape[2])
+
+
+class _Bounds(threading.local):
+    out = None  # (N, R) filled by _target_prune with the pairs' bounds (budget.target_prune's bounds_out)
+
+
+_TARGET_BOUNDS = _Bounds()
+
+
+def _integrator_caps(out, need, caps, log_norm, lower, S):
+    """``caps`` (N, R) (log upper bounds on the terms of eq. 5) tightened for the needed pairs a batch skipped (mass
+    -inf, finite bar): by the bound it kept (``PairResult.log_mass_cap``, pairs skipped within ``FLAGGED_BUDGET``),
+    else, at S >= 4, by ``lower - NEGLIGIBLE_NATS``: the batches skip a pair only where its weight bound
+    ``log_norm - lower + log B`` is below ``-NEGLIGIBLE_NATS`` (``highdim.sliced.pair_tolerances``, cones6's)."""
+    lm = out.log_mass.T
+    err = np.zeros(lm.shape) if out.log_mass_error is None else out.log_mass_error.T
+    inside = need & ~np.isfinite(lm) & np.isfinite(err)
+    if not inside.any():
+        return caps
+    caps = caps.copy()
+    kept = np.full(lm.shape, np.inf) if out.log_mass_cap is None else out.log_mass_cap.T
+    has = inside & np.isfinite(kept)
+    caps[has] = np.minimum(caps[has], (log_norm + kept)[has])
+    if S >= 4:
+        rule = inside & ~has
+        with np.errstate(invalid="ignore"):
+            caps[rule] = np.minimum(caps[rule], np.broadcast_to(lower[:, None] - NEGLIGIBLE_NATS, lm.shape)[rule])
+    return caps
 
 
 SCREEN = True  # evaluate (S >= 2, prune): screen the (point, region) pairs by _screen_log_norm_bound first
@@ -761,7 +800,8 @@ def _target_prune(part, mu, log_norm, upper, lower, cand, geometry):
     raised lower bound (N,), which then sets the pairs' tolerances (``log_weight_scale``)."""
     from .gaussian.highdim.budget import target_prune
 
-    return target_prune(part, mu, log_norm, upper, lower, cand, geometry, SKIP_BUDGET, SKIP_CANDIDATE_S4)
+    return target_prune(part, mu, log_norm, upper, lower, cand, geometry, SKIP_BUDGET, SKIP_CANDIDATE_S4,
+                        bounds_out=_TARGET_BOUNDS.out)
 
 
 def _closest_point_prune(part, mu, log_norm, upper, lower, cand, geometry):
@@ -888,14 +928,17 @@ def _evaluate_block(net, X, part, method, rng, prune, region_terms, defer, lower
     # posterior weight; the pairs that carry weight are then redone to full relative accuracy.
     settled = None
     skipped = None
+    caps = moment_error = None
     if pruned:
-        first, skipped = _pruned_truncated_moments(part, mu, rg.cov, log_norm, method, rng, geometry,
-                                                   accuracy="absolute", pre=pre)
+        first, skipped, caps = _pruned_truncated_moments(part, mu, rg.cov, log_norm, method, rng, geometry,
+                                                         accuracy="absolute", pre=pre)
         settled = first.settled.T
+        moment_error = None if first.moment_error is None else first.moment_error.transpose(1, 0, 2)
         first = first.by_point(net.latent_dim)
     elif net.latent_dim >= 2:
         first = _region_pairs(part, mu, rg.cov, method=method, rng=rng, geometry=geometry, accuracy="absolute")
         settled = first.settled.T
+        moment_error = None if first.moment_error is None else first.moment_error.transpose(1, 0, 2)
         first = first.by_point(net.latent_dim)
     else:
         first = region_truncated_moments(part, mu, rg.cov, method=method, rng=rng, accuracy="absolute")
@@ -904,7 +947,8 @@ def _evaluate_block(net, X, part, method, rng, prune, region_terms, defer, lower
 
     rounding = None if mass_err is None else rounding_bar(net, part, rg, X, mu, log_norm, log_mass, means, covs)
     state = _FirstPass(part, mu, rg.cov, log_norm, log_mass, means, covs, used, mass_err, settled,
-                       dict(method=method, rng=rng, geometry=geometry), region_terms, skipped, rounding)
+                       dict(method=method, rng=rng, geometry=geometry), region_terms, skipped, rounding,
+                       moment_error, caps)
     if net.latent_dim == 2 and defer:
         ev = _finish(state, heavy=False)
         ev._pending = state
@@ -996,6 +1040,8 @@ class _FirstPass:
     region_terms: bool
     skipped: np.ndarray | None = None  # S >= 4: (N,) log of the summed bounds of the pairs pruned to the target
     rounding: np.ndarray | None = None  # (N,) float64 rounding of the region maps and terms (engine.conditioning)
+    moment_error: np.ndarray | None = None  # (N, R, 2) the pairs' moment bounds (PairResult.moment_error), or None
+    term_caps: np.ndarray | None = None  # (N, R) log upper bounds on the terms of eq. 5 (pruned evaluations)
 
 
 def _finish(st: _FirstPass, heavy: bool, own: bool = False) -> Evaluation:
@@ -1019,11 +1065,19 @@ def _finish(st: _FirstPass, heavy: bool, own: bool = False) -> Evaluation:
         err = err + st.rounding
     if st.skipped is not None:  # p = p^ e^d + skipped, 0 <= skipped <= s p^: |log p - log p^| <= log(e^err + s)
         err = np.logaddexp(0.0 if err is None else err, st.skipped - log_px)
+    mean_err = cov_err = None
+    if st.moment_error is not None and err is not None:
+        from .moment_bar import posterior_moment_errors
+
+        if st.term_caps is None:
+            st.term_caps = st.log_norm + log_mass_upper_bound(part, st.mu, st.cov)
+        mean_err, cov_err = posterior_moment_errors(st, w, log_px, err, post_mean, post_cov, means, covs)
     if not st.region_terms:
         log_w = means = covs = None
     return Evaluation(log_marginal=log_px, posterior_mean=post_mean, posterior_cov=post_cov,
                       region_log_weights=log_w, region_means=means, region_covs=covs, n_regions=len(part),
-                      method=st.used, log_marginal_error=err, partition=part)
+                      method=st.used, log_marginal_error=err, partition=part, posterior_mean_error=mean_err,
+                      posterior_cov_error=cov_err)
 
 
 def _term_caps(st: _FirstPass, log_px):

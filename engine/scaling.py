@@ -105,7 +105,8 @@ def concatenate(results, part):
                       posterior_cov=cat("posterior_cov"), region_log_weights=cat("region_log_weights"),
                       region_means=cat("region_means"), region_covs=cat("region_covs"),
                       n_regions=results[0].n_regions, method="+".join(methods),
-                      log_marginal_error=cat("log_marginal_error"), partition=part)
+                      log_marginal_error=cat("log_marginal_error"), partition=part,
+                      posterior_mean_error=cat("posterior_mean_error"), posterior_cov_error=cat("posterior_cov_error"))
 
 
 # -- local processes: the partition travels once per worker, through the pool's initializer ----------

@@ -11,7 +11,9 @@ generic-looking polytopes (products of polygons and intervals, rotated) and go t
 Checks per case: (1) the engine's log p(x) lies within its own error bar ``log_marginal_error`` (plus the
 oracle's tolerance) of the product of block marginals; (2) the engine's S <= 2 block marginals agree with
 mpmath to ``TOL_LOGP``; (3) the prior region masses sum to 1 within their error bars (Prop. 1); (4) the
-error bar against plain Monte Carlo (``checks.check_error_bar``, stated false-fail probability).
+error bar against plain Monte Carlo (``checks.check_error_bar``, stated false-fail probability); (5) at S = 4 the
+posterior mean and covariance against the blocks' mpmath posteriors, within ``posterior_mean_error`` /
+``posterior_cov_error`` plus 10x the quadrature's moment error estimate.
 """
 
 from __future__ import annotations
@@ -114,6 +116,54 @@ def check_block_marginal(S: int, seed: int, settings) -> list[C.Check]:
     return [rec, blk]
 
 
+def block_posterior_moments(blocks, slices, Q, X, dps: int = 20):
+    """(mean (N, S), cov (N, S, S), moment error estimate): the posterior of ``z = Q u`` from the blocks' posteriors
+    by mpmath quadrature (``quad_s1`` / ``quad_s2``): ``E[z | x] = Q (E[u_b | x_b])_b``,
+    ``Cov[z | x] = Q blockdiag(Cov[u_b | x_b]) Q^T`` (the blocks are independent given x)."""
+    from engine.partition import partition
+
+    from .oracles.quadrature import quad_s1, quad_s2
+
+    S = Q.shape[0]
+    parts = [partition(net) for net in blocks]
+    means, covs, err = np.zeros((len(X), S)), np.zeros((len(X), S, S)), 0.0
+    for i, x in enumerate(X):
+        mu, C_u = np.zeros(S), np.zeros((S, S))
+        for net, part, sl in zip(blocks, parts, slices):
+            q = (quad_s1 if net.latent_dim == 1 else quad_s2)(net, x[sl], part, dps=dps)
+            mu[sl], C_u[sl, sl] = q.mean, q.cov
+            err = max(err, q.moment_error * float(np.sqrt(np.max(np.diag(q.cov)))))
+        means[i], covs[i] = Q @ mu, Q @ C_u @ Q.T
+    return means, covs, err
+
+
+def check_block_moments(S: int, seed: int, settings) -> list[C.Check]:
+    """(5) Prop. 2 at S = 4: the posterior mean and covariance against the block oracle, within the engine's own
+    ``posterior_mean_error`` / ``posterior_cov_error`` plus the oracle's tolerance."""
+    case, blocks, slices = block_case(S, seed)
+    ev = C._evaluate(case.net, case.X)
+    m, c, qerr = block_posterior_moments(blocks, slices, case.rotation, case.X)
+    tol_q = 10.0 * qerr + 1e-13  # quadrature estimate, and the rotation's rounding (~1e-16 |z|)
+    oracle = {"kind": "mpmath quadrature (independent blocks, rotated)", "precision": "20 digits",
+              "method": f"rotated block decoder, blocks {BLOCKS[S]}: Q (E[u_b|x_b])_b, Q blockdiag(Cov[u_b|x_b]) Q^T"}
+    out = []
+    for name, got, want, bar in (("posterior_mean", ev.posterior_mean, m, ev.posterior_mean_error),
+                                 ("posterior_cov", ev.posterior_cov, c, ev.posterior_cov_error)):
+        n = len(case.X)
+        bar = np.full(n, np.inf) if bar is None else np.asarray(bar)
+        atol = (np.where(np.isfinite(bar), bar, 0.0) + tol_q).reshape((n,) + (1,) * (got.ndim - 1))
+        rec = C._record(cid=f"highdim-block-moments/{case.name}/{name}", claim="Prop. 2 at S = 4 with its error bar",
+                        quantity=name, oracle=oracle, tol=float(np.max(atol)),
+                        reason="the engine's own moment error bar per point plus 10x the quadrature's estimate",
+                        seed=seed, got=got, want=want, atol=np.broadcast_to(atol, got.shape), oracle_ok=qerr < 1e-10,
+                        oracle_note=f"quadrature moment error estimate {qerr:.1e}")
+        if not np.all(np.isfinite(bar)):
+            rec.status, rec.message = C.FAIL, f"no finite {name} error bar: {bar}"
+        rec.message += f"; bars {np.array2string(bar, precision=3)}"
+        out.append(rec)
+    return out
+
+
 def check_prior_sum(S: int, seed: int, settings) -> list[C.Check]:
     """(3) Prop. 1: sum of the prior region masses = 1 within the sum of their error bars."""
     from engine.gaussian.polytopes import polytope_moments_arrays
@@ -152,4 +202,5 @@ def highdim_items(settings) -> list:
         items.append((f"highdim-prior/S{S}", "det", lambda d, S=S, s=seed: check_prior_sum(S, s, settings)))
         items.append((f"highdim-mc/S{S}", "mc",
                       lambda d, S=S, s=seed: C.check_error_bar(block_case(S, s)[0], settings, d)))
+    items.append(("highdim-block-moments/S4", "det", lambda d: check_block_moments(4, 41, settings)))
     return items

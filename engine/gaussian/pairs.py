@@ -157,6 +157,12 @@ class PairResult:
     ``has_error`` (R,) whether region r's method gave bounds and ``settled`` (R, N): pairs whose moments are
     exactly what ``accuracy="relative"`` without ``log_weight_scale`` would give (S = 2 batch kernel only;
     ``planar.batch.batch_planar_pairs``), so a relative-accuracy redo may skip them.
+
+    ``moment_error`` (R, N, 2), S = 3 and 4 with moments: absolute bounds on the errors of ``mean`` (max over its
+    entries) and of ``cov`` (max over its entries) in the ORIGINAL coordinates (``polytopes._store_whitened``
+    converts each route's whitened bounds); ``inf`` where a route gives none; None where no route of the dimension
+    has bounds (S = 2, S >= 5). ``log_mass_cap`` (R, N): for needed pairs a batch skipped within its budget
+    (``highdim.sliced._settle_deferred``), a rigorous upper bound on the log mass; ``+inf`` elsewhere (None: none).
     """
 
     log_mass: np.ndarray
@@ -168,6 +174,14 @@ class PairResult:
     _errors: np.ndarray | None = field(default=None, repr=False)
     settled: np.ndarray | None = field(default=None, repr=False)
     skipped: np.ndarray | None = field(default=None, repr=False)  # S = 4: (N,) see highdim.sliced.sliced_batch
+    moment_error: np.ndarray | None = field(default=None, repr=False)  # (R, N, 2) see above
+    log_mass_cap: np.ndarray | None = field(default=None, repr=False)  # (R, N) see above
+
+    def cap(self, r, rows, log_bound) -> None:
+        """Rigorous log upper bounds ``log_bound`` on the masses of region r's skipped pairs ``rows``."""
+        if self.log_mass_cap is None:
+            self.log_mass_cap = np.full(self.log_mass.shape, np.inf)
+        self.log_mass_cap[r, rows] = log_bound
 
     @classmethod
     def empty(cls, R: int, N: int, S: int, moments: int) -> PairResult:

@@ -284,12 +284,72 @@ _CHUNK_PAIRS = 16384  # pairs per vectorised block (bounds the (pairs, edges, 40
 _CHUNK_PAIRS_S3 = 8192  # S = 3: (pairs, facets, incident edges) arrays
 
 
-def _store_whitened(res: PairResult, req: PairRequest, chol, r, rows, lm, my, cy, rel):
-    """Whitened results of region r (scalar) or regions r (array, ``chol`` per pair) into ``res``."""
+MOMENT_BOUND_DIMS = (3, 4)  # S whose batch routes carry moment bounds (``PairResult.moment_error``)
+
+
+def _z_moment_bounds(req: PairRequest, chol, r, rows, my, cy, eb):
+    """(P, 2) bounds on the errors of ``z = mu + L y`` and ``L C_y L^T`` (max-norm over entries) from the whitened
+    bounds ``eb`` (P, 2) of ``my`` (P, S) and ``cy`` (P, S, S): ``|L dy|_inf <= |L|_inf |dy|_inf`` and
+    ``|L dC L^T|_max <= |L|_inf^2 |dC|_max`` (``|L|_inf`` the largest absolute row sum), plus the rounding of the
+    two products (``(S + 2) eps`` of ``|mu| + |L||y|`` and ``2 (S + 1) eps`` of ``|L||C_y||L^T|``, doubled)."""
+    S = req.means.shape[2]
+    eps = np.finfo(float).eps
+    norm = np.abs(chol).sum(axis=-1).max(axis=-1)  # scalar, or (P,) with a factor per pair
+    mu = np.abs(req.means[r, rows]).max(axis=1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ym = np.abs(my).max(axis=1)
+        em = norm * eb[:, 0] + 2.0 * (S + 2) * eps * (mu + norm * ym)
+        if cy is None:
+            return np.column_stack([em, np.zeros_like(em)])
+        yc = np.abs(cy).max(axis=(1, 2))
+        ec = norm * norm * (eb[:, 1] + 4.0 * (S + 1) * eps * yc)
+    return np.column_stack([em, ec])
+
+
+def _store_bounds(res: PairResult, req: PairRequest, chol, r, rows, my, cy, eb):
+    """Route bounds ``eb`` (P, 2) on the whitened moments into ``res.moment_error`` (original coordinates; ``inf``
+    where ``eb`` is None, or where a pair's mass is 0 nothing to bound)."""
+    if res.moment_error is None or req.moments < 1:
+        return
+    if eb is None or my is None:
+        res.moment_error[r, rows] = np.inf
+        return
+    res.moment_error[r, rows] = _z_moment_bounds(req, chol, r, rows, my, cy, np.asarray(eb, dtype=np.float64))
+
+
+SQRT3 = float(np.sqrt(3.0))
+
+
+def solid_contract(my, cy, rel, loosen):
+    """(P, 2) whitened bounds of the S' = 3 routes' moments by their stated contract (``solid.kernel.MOMENT_TOL``
+    times ``loosen`` of the spread, ``sqrt(tr C) <= sqrt 3`` and ``tr C <= 3`` whitened: a Gaussian restricted to a
+    convex set has ``C <= I``, Brascamp-Lieb), plus the mass's relative bar ``rel`` (``r = rel / (1 - rel)``) moving
+    the mass by at most ``2 r`` times ``|m| + sqrt 3`` (its square for the second moment), and ``cov = E[yy^T] - m
+    m^T``: ``e_cov <= e_second + (2 |m| + e_mean) e_mean`` (as ``highdim.cones.moment_bounds``). Validated against
+    mpmath (tests/test_posterior_moment_bar.py), not proved: the kernel's own facet bounds enter its acceptance test
+    (``tot <= MOMENT_TOL loosen``), not its output."""
+    from .solid.kernel import MOMENT_TOL
+
+    eps = np.finfo(float).eps
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        r = np.where(rel < 0.5, rel / (1.0 - np.minimum(rel, 0.5)), np.inf)
+        mn = np.abs(my).max(axis=1)
+        tol = MOMENT_TOL * loosen
+        em = SQRT3 * tol + 2.0 * r * (mn + SQRT3) + 8.0 * eps * mn
+        ec = 3.0 * tol + 2.0 * r * (mn + SQRT3) ** 2 + (2.0 * mn + em) * em
+        if cy is not None:
+            ec = ec + 16.0 * eps * (np.abs(cy).max(axis=(1, 2)) + mn * mn)
+    return np.column_stack([em, ec])
+
+
+def _store_whitened(res: PairResult, req: PairRequest, chol, r, rows, lm, my, cy, rel, **kw):
+    """Whitened results of region r (scalar) or regions r (array, ``chol`` per pair) into ``res``; ``eb`` (P, 2) in
+    ``kw``: the route's bounds on the whitened moments (:func:`_store_bounds`; None or absent: none)."""
     res.log_mass[r, rows] = lm
     res._errors[r, rows] = log_error(rel)
     if req.moments < 1:
         return
+    _store_bounds(res, req, chol, r, rows, my, cy if req.moments >= 2 else None, kw.get("eb"))
     fin = np.isfinite(lm)
     if chol.ndim == 3:
         mz = req.means[r, rows] + np.matmul(chol, my[:, :, None])[..., 0]
@@ -318,9 +378,9 @@ def _solid_kernel_pass(req: PairRequest, geo, res: PairResult, pr_all, pn_all):
         if lws_all is not None:
             loosen_all[sl] = loosen_factors(lws_all[sl] + out.log_mass)
         ok = ~out.flagged
-        _store_whitened(res, req, geo.chol[pr[ok]], pr[ok], pn[ok], out.log_mass[ok],
-                        None if out.mean is None else out.mean[ok], None if out.cov is None else out.cov[ok],
-                        out.rel[ok])
+        my, cy = None if out.mean is None else out.mean[ok], None if out.cov is None else out.cov[ok]
+        eb = None if my is None else solid_contract(my, cy, out.rel[ok], loosen_all[sl][ok])
+        _store_whitened(res, req, geo.chol[pr[ok]], pr[ok], pn[ok], out.log_mass[ok], my, cy, out.rel[ok], eb=eb)
     return flagged_all, refine_all, loosen_all
 
 
@@ -339,8 +399,10 @@ def _solid_batch(req: PairRequest, geo, res: PairResult):
     lc, mc, cc, rc, good = pair_cubature(geo, pr_f, req.means[pr_f, pn_f], loosen_all[again], req.moments,
                                          req.polytopes)
     if np.any(good):
+        eb = None if req.moments < 1 else solid_contract(mc[good], cc[good] if req.moments >= 2 else None,
+                                                          rc[good], loosen_all[again][good])
         _store_whitened(res, req, geo.chol[pr_f[good]], pr_f[good], pn_f[good], lc[good], mc[good], cc[good],
-                        rc[good])
+                        rc[good], eb=eb)
     left = ~good & flagged_all[again]
     for r in np.unique(pr_f[left]):
         rows = pn_f[left & (pr_f == r)]
@@ -459,6 +521,8 @@ def integrate_pairs(req: PairRequest, *, cones: bool = True) -> PairResult:
     R, N, S = req.shape
     _check(np.zeros((1, S)), req.covs[0] if R else np.eye(S), req.method)
     res = PairResult.empty(R, N, S, req.moments)
+    if S in MOMENT_BOUND_DIMS and req.moments >= 1 and req.method == "auto":
+        res.moment_error = np.full((R, N, 2), np.inf)  # the batch routes fill what they bound
     todo = np.ones(R, dtype=bool)
     batch = BATCH_INTEGRATORS.get(S) if req.method == "auto" and R else None
     chol = None

@@ -176,17 +176,21 @@ def raised_lower(part, mu, log_norm, top, lower, geometry):
     return np.maximum(lower, logsumexp(terms, axis=1))
 
 
-def target_prune(part, mu, log_norm, upper, lower, cand, geometry, budget, candidate_share):
+def target_prune(part, mu, log_norm, upper, lower, cand, geometry, budget, candidate_share, **out):
     """S >= 4: the pairs ``cand`` (N, R) whose rigorous upper bounds on their terms of eq. 5, smallest first, sum to at
     most ``budget`` times a lower bound of p(x) are skipped. Bounds: the smaller of the most violated facet's
     ``upper`` and :func:`pair_bounds`, the latter for the pairs whose ``upper`` is below ``candidate_share`` of the
     lower bound (the only ones that can be skipped) and for each point's ``PROBE * LOWER_PAIRS`` pairs of largest
     ``upper``. The lower bound: ``lower`` raised (:func:`raised_lower`) by the ``LOWER_PAIRS`` pairs of largest
     bound among those. Returns the pairs still needed, the (N,) log of the sum of the skipped bounds (``-inf``: none)
-    and the raised lower bound (N,)."""
+    and the raised lower bound (N,). ``bounds_out`` (N, R), optional: filled with the pairs' bounds (``+inf`` outside
+    ``cand``), for the posterior moments' bar (``distributions``)."""
+    bounds_out = out.get("bounds_out")
     if not 0.0 < budget < 1.0:
         raise DGNInputError("SKIP_BUDGET", f"is {budget!r}, not in (0, 1)", "set a share of p(x) such as 1e-9")
     if getattr(geometry, "chol", None) is None or not cand.any():
+        if bounds_out is not None:
+            bounds_out[...] = np.where(cand, upper, np.inf)
         return (*skip_lightest(cand, np.where(cand, upper, np.inf), lower, budget), lower)
     if hasattr(geometry, "drop_closest"):  # a block whose batch did not run (an error) left its points behind
         geometry.drop_closest()
@@ -199,6 +203,8 @@ def target_prune(part, mu, log_norm, upper, lower, cand, geometry, budget, candi
         maybe = cand & (upper < lower[:, None] + np.log(candidate_share))
     more = maybe & ~probe
     bound = np.where(more, np.minimum(bound, pair_bounds(part, mu, log_norm, more, geometry)), bound)
+    if bounds_out is not None:
+        bounds_out[...] = bound
     return (*skip_lightest(cand, bound, lower, budget, maybe), lower)
 
 

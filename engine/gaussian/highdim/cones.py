@@ -1451,30 +1451,34 @@ def _settled_by_cones(Nrm, D, Yv, Yr, shape, moments, tol, accuracy):
     False."""
     if not COMPILED_REGION:
         out, ok = cones_numpy(Nrm, D, Yv, Yr, shape, moments, tol, accuracy)
-        return out[0], out[1], out[2], out[3], ok
+        return out[0], out[1], out[2], out[3], ok, out[4]
     from .cone_kernel import cone_pairs  # cone_kernel imports this module
 
     if shape is None:
         shape = cone_shape(np.asarray(Nrm, dtype=np.float64), np.atleast_2d(D)[0], np.asarray(Yv)[0], Yr)
-    lm, mean, cov, rel, _, _, ok = cone_pairs(Nrm, D, Yv, shape, moments=moments, tol=tol, accuracy=accuracy)
-    return lm, mean, cov, rel, ok
+    lm, mean, cov, rel, eb, _, ok = cone_pairs(Nrm, D, Yv, shape, moments=moments, tol=tol, accuracy=accuracy)
+    return lm, mean, cov, rel, ok, eb
 
 
 def cones_first(fallback, Nrm, D, Yv, Yr, **kw):
     """The pairs of one region (rows of ``D``, ``Yv``) by :func:`cone_moments` where :func:`certified`, the others by
     ``fallback`` (``sliced.with_fallback``; ``kw``: its keywords ``moments, tol, accuracy, closest, rng``; returns
     ``(log_mass, mean, cov, rel, used_rqmc)`` like it). For unbounded regions the fallback slices along
-    :func:`_slicing_direction` (every slice bounded, ``sliver``)."""
+    :func:`_slicing_direction` (every slice bounded, ``sliver``). ``bounds`` (M, 2) in ``kw``, optional: filled with
+    the rows' whitened moment bounds (``moment_bounds``; the fallback's, passed on to it as ``bounds``)."""
     M = D.shape[0]
     shape = kw.pop("shape", None)  # the region's flags when the caller keeps them (``sliced.SlicedGeometry``)
     moments, accuracy = kw["moments"], kw["accuracy"]
     tol = np.broadcast_to(np.asarray(kw["tol"], dtype=np.float64), (M,))
     if not USE_CONES:
         return fallback(Nrm, D, Yv, Yr, **kw)
+    bounds = kw.pop("bounds", None)
     try:
-        lm, mean, cov, rel, ok = _settled_by_cones(Nrm, D, Yv, Yr, shape, moments, tol, accuracy)
+        lm, mean, cov, rel, ok, eb = _settled_by_cones(Nrm, D, Yv, Yr, shape, moments, tol, accuracy)
     except np.linalg.LinAlgError:  # degenerate combinatorics: every pair by the fallback
-        return fallback(Nrm, D, Yv, Yr, **kw)
+        return fallback(Nrm, D, Yv, Yr, **kw, **({} if bounds is None else {"bounds": bounds}))
+    if bounds is not None:
+        bounds[:] = eb
     used = np.zeros(M, dtype=bool)
     idx = np.nonzero(~ok)[0]
     if idx.size:
@@ -1482,7 +1486,11 @@ def cones_first(fallback, Nrm, D, Yv, Yr, **kw):
         direction = _slicing_direction(Yr, sub["closest"])
         if direction is not None:
             sub["direction"] = direction
+        if bounds is not None:
+            sub["bounds"] = np.full((idx.size, 2), np.inf)
         l2, m2, c2, r2, u2 = fallback(Nrm, D[idx], Yv[idx], Yr, **sub)
+        if bounds is not None:
+            bounds[idx] = sub["bounds"]
         lm[idx], rel[idx], used[idx] = l2, r2, u2
         if moments >= 1:
             mean[idx] = m2

@@ -1190,12 +1190,16 @@ def pair_tolerances(log_weight_scale, log_upper):
 def with_fallback(Nrm, D, Yv, Yr, *, moments, tol, accuracy, closest, rng, **slicing):
     """:func:`sliced_moments` (``slicing``: its ``direction``), with the RQMC estimate (``qmc.rqmc_moments``) for the
     rows whose bar exceeds ``FALLBACK_REL``, kept where its own bar is smaller. Returns ``(log_mass, mean, cov, rel,
-    used_rqmc)``."""
+    used_rqmc)``; ``bounds`` (M, 2), optional: filled with the moments' whitened bounds (:func:`moment_error_bounds`;
+    ``inf`` for the RQMC rows)."""
+    bounds = slicing.pop("bounds", None)
     lm, my, cy, rel, eb = bounded_sliced_moments(Nrm, D, Yv, Yr, moments=moments, tol=tol, accuracy=accuracy,
                                                  closest=closest, **slicing)
     if moments >= 1:
         _finer_moments(Nrm, (D, Yv, Yr), (lm, my, cy, rel, eb), tol, (moments, accuracy, closest), slicing)
     bad = ~(rel <= FALLBACK_REL)
+    if bounds is not None:
+        bounds[:] = np.where(bad[:, None], np.inf, eb)
     used = np.zeros(lm.size, dtype=bool)
     if np.any(bad):
         l2, m2, c2, r2 = rqmc_moments(Nrm, D[bad], moments=moments, rng=rng,
@@ -1335,26 +1339,29 @@ def _settle_deferred(args, kw, lws, log_vol, spent):
     ``spent`` (N-indexed through ``kw["rows"]``; log of the summed relative bounds, updated in place) stays within
     ``FLAGGED_BUDGET``; the rest go to :func:`with_fallback`. The bound of a pair is ``lws`` plus
     ``budget.log_mass_bounds`` (certified distance, region volume ``log_vol``). Returns ``(lm, mean, cov, rel,
-    skip)`` for the rows (skipped: mass -inf, error 0)."""
+    skip, moment bounds (M, 2), log mass bounds (M,))`` for the rows (skipped: mass -inf, error 0)."""
     Nrm, D, Yv, Yr = args
     rows = kw.pop("rows")
     M = D.shape[0]
-    bound = lws + _mass_bounds(kw["closest"], Yv, Yr, log_vol)
+    log_b = _mass_bounds(kw["closest"], Yv, Yr, log_vol)
+    bound = lws + log_b
     skip = np.zeros(M, dtype=bool)
     for m in np.argsort(bound, kind="stable").tolist():
         total = np.logaddexp(spent[rows[m]], bound[m])
         if total <= np.log(FLAGGED_BUDGET):
             skip[m], spent[rows[m]] = True, total
     lm, my, cy, rel = np.full(M, -np.inf), np.zeros((M, 4)), np.zeros((M, 4, 4)), np.zeros(M)
+    eb = np.zeros((M, 2))
     go = np.nonzero(~skip)[0]
     if go.size:
-        sub = {**kw, "tol": kw["tol"][go], "closest": kw["closest"][go]}
+        sub = {**kw, "tol": kw["tol"][go], "closest": kw["closest"][go], "bounds": np.full((go.size, 2), np.inf)}
         lm[go], mg, cg, rel[go], _ = with_fallback(Nrm, D[go], Yv[go], Yr, **sub)
+        eb[go] = sub["bounds"]
         if mg is not None:
             my[go] = mg
         if cg is not None:
             cy[go] = cg
-    return lm, my, cy, rel, skip
+    return lm, my, cy, rel, skip, eb, log_b
 
 
 REGIONS_PER_ROUND = 512  # regions whose cones run together in worker threads before their results are filed
@@ -1380,30 +1387,34 @@ def _region_cones(req, geo, pr_all, pn_all, r, budget):
     if not np.any(go):
         return None
     kw = dict(moments=req.moments, tol=tol[go], accuracy=req.accuracy, closest=closest[go], rng=req.rng)
+    eb = np.full((int(go.sum()), 2), np.inf)
     lm, my, cy, rel, _ = cones_first(_deferred if budget else with_fallback, Nrm, D[go], Yv[go], Yr,
-                                     shape=_shape_of(geo, r), **kw)  # issue 14: cones first
+                                     shape=_shape_of(geo, r), bounds=eb, **kw)  # issue 14: cones first
     left = np.nonzero(np.isnan(lm))[0] if budget else np.zeros(0, dtype=np.intp)
     if left.size and kept[go][left].any():  # the closest points of the rows the cones leave (kept: only the bound)
         need = left[kept[go][left]]
         kw["closest"][need] = _closest_only((Nrm, D[go][need], Yv[go][need], Yr))
     leftover = (left, (Nrm, D[go][left], Yv[go][left], Yr)) if left.size else None
-    return rows[go], None if lws is None else lws[go], kw, lm, my, cy, rel, leftover
+    return rows[go], None if lws is None else lws[go], kw, lm, my, cy, rel, leftover, eb
 
 
 def _file_region(req, geo, res, store, r, out, spent):
     """:func:`sliced_batch`'s filing of region r's results ``out`` (:func:`_region_cones`): the pairs the cones left
-    skipped or sliced by :func:`_settle_deferred` (in region order: ``spent`` accumulates), then ``store``."""
-    rows, lws, kw, lm, my, cy, rel, leftover = out
+    skipped or sliced by :func:`_settle_deferred` (in region order: ``spent`` accumulates; the skipped pairs' mass
+    bounds into ``res.cap``), then ``store`` (with the moments' whitened bounds)."""
+    rows, lws, kw, lm, my, cy, rel, leftover, eb = out
     if leftover is not None:
         left, (Nrm, D, Yv, Yr) = leftover
         sub = {**kw, "tol": kw["tol"][left], "closest": kw["closest"][left], "rows": rows[left]}
         settled = _settle_deferred((Nrm, D, Yv, Yr), sub, lws[left], geo.log_volumes([r])[0], spent)
-        lm[left], rel[left] = settled[0], settled[3]
+        lm[left], rel[left], eb[left] = settled[0], settled[3], settled[5]
+        if settled[4].any():
+            res.cap(r, rows[left][settled[4]], settled[6][settled[4]])
         if my is not None:
             my[left] = settled[1]
         if cy is not None:
             cy[left] = settled[2]
-    store(res, req, geo.chol[r], r, rows, lm, my, cy, rel)
+    store(res, req, geo.chol[r], r, rows, lm, my, cy, rel, eb=eb)
 
 
 def sliced_batch(req, geo, res, store):
