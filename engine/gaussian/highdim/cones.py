@@ -1445,10 +1445,10 @@ def cones_numpy(Nrm, D, Yv, Yr, shape, moments, tol, accuracy):
     return out, ok
 
 
-def _settled_by_cones(Nrm, D, Yv, Yr, shape, moments, tol, accuracy):
-    """``(log_mass, mean, cov, rel, certified)`` of one region's rows: :func:`cone_moments` and :func:`certified`,
-    as one compiled call per region (``cone_kernel.cone_pairs``, the same values) unless ``COMPILED_REGION`` is
-    False."""
+def _settled_by_cones(Nrm, D, Yv, Yr, shape, moments, tol, accuracy, lws=None):
+    """``(log_mass, mean, cov, rel, certified, moment bounds)`` of one region's rows: :func:`cone_moments` and
+    :func:`certified`, as one compiled call per region (``cone_kernel.cone_pairs``, the same values; ``lws``: the
+    rows' log weight scales, whose tolerances their masses loosen there) unless ``COMPILED_REGION`` is False."""
     if not COMPILED_REGION:
         out, ok = cones_numpy(Nrm, D, Yv, Yr, shape, moments, tol, accuracy)
         return out[0], out[1], out[2], out[3], ok, out[4]
@@ -1456,7 +1456,8 @@ def _settled_by_cones(Nrm, D, Yv, Yr, shape, moments, tol, accuracy):
 
     if shape is None:
         shape = cone_shape(np.asarray(Nrm, dtype=np.float64), np.atleast_2d(D)[0], np.asarray(Yv)[0], Yr)
-    lm, mean, cov, rel, eb, _, ok = cone_pairs(Nrm, D, Yv, shape, moments=moments, tol=tol, accuracy=accuracy)
+    lm, mean, cov, rel, eb, _, ok = cone_pairs(Nrm, D, Yv, shape, moments=moments, tol=tol, accuracy=accuracy,
+                                               log_weight_scale=lws)
     return lm, mean, cov, rel, ok, eb
 
 
@@ -1468,13 +1469,14 @@ def cones_first(fallback, Nrm, D, Yv, Yr, **kw):
     the rows' whitened moment bounds (``moment_bounds``; the fallback's, passed on to it as ``bounds``)."""
     M = D.shape[0]
     shape = kw.pop("shape", None)  # the region's flags when the caller keeps them (``sliced.SlicedGeometry``)
+    lws = kw.pop("log_weight_scale", None)  # the rows' log weight scales (``cone_kernel.retuned``), or None
     moments, accuracy = kw["moments"], kw["accuracy"]
     tol = np.broadcast_to(np.asarray(kw["tol"], dtype=np.float64), (M,))
     if not USE_CONES:
         return fallback(Nrm, D, Yv, Yr, **kw)
     bounds = kw.pop("bounds", None)
     try:
-        lm, mean, cov, rel, ok, eb = _settled_by_cones(Nrm, D, Yv, Yr, shape, moments, tol, accuracy)
+        lm, mean, cov, rel, ok, eb = _settled_by_cones(Nrm, D, Yv, Yr, shape, moments, tol, accuracy, lws)
     except np.linalg.LinAlgError:  # degenerate combinatorics: every pair by the fallback
         return fallback(Nrm, D, Yv, Yr, **kw, **({} if bounds is None else {"bounds": bounds}))
     if bounds is not None:

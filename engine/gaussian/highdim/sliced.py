@@ -1389,7 +1389,8 @@ def _region_cones(req, geo, pr_all, pn_all, r, budget):
     kw = dict(moments=req.moments, tol=tol[go], accuracy=req.accuracy, closest=closest[go], rng=req.rng)
     eb = np.full((int(go.sum()), 2), np.inf)
     lm, my, cy, rel, _ = cones_first(_deferred if budget else with_fallback, Nrm, D[go], Yv[go], Yr,
-                                     shape=_shape_of(geo, r), bounds=eb, **kw)  # issue 14: cones first
+                                     shape=_shape_of(geo, r), bounds=eb,
+                                     log_weight_scale=None if lws is None else lws[go], **kw)  # issue 14: cones first
     left = np.nonzero(np.isnan(lm))[0] if budget else np.zeros(0, dtype=np.intp)
     if left.size and kept[go][left].any():  # the closest points of the rows the cones leave (kept: only the bound)
         need = left[kept[go][left]]
