@@ -5,7 +5,7 @@ p(x) is the product of the blocks' marginals and whose posterior factorises over
 quadrature of its raw forward pass at 20 digits (``quad_s1`` / ``quad_s2``). Tolerance per point: the engine's
 ``log_marginal_error`` + 10 x the quadrature's error estimate + 1e-10 + 1e-13 |log p| + the first-order effect of
 the rotated weights' rounding (``model_tolerance``). The posterior mean and covariance (no bar yet) are held to
-1e-6 of the posterior standard deviations (the campaign measured <= 1e-8). Seeds: the specs' (101-174).
+1e-6 of the posterior standard deviations (the campaign measured <= 1e-8). Seeds: the specs' (101-187).
 Deterministic: no false-fail probability.
 """
 
@@ -47,6 +47,12 @@ def test_far_and_sharp_points_are_covered(name):
     _assert_covered(rows)
 
 
+def test_posterior_on_a_vertex_is_covered():
+    """S = 4, Sigma_x = 1e-4, x = g(z0) with z0 a vertex of the partition: the posterior (sd ~0.01) straddles 16
+    regions that meet there, each region's mean within ~1e-2 of faces of every dimension."""
+    _assert_covered(run(SPECS["s4-1111-vertex-cov1e-4"], variants=()))
+
+
 def test_options_keep_the_bits_and_the_cover():
     """1 vs 2 threads and region_terms=False give the default's bits; both rows covered."""
     rows = run(SPECS["s4-1111-far"], variants=("threads", "no-terms"))
@@ -78,7 +84,9 @@ def test_quad_s2_finds_a_peak_far_from_its_first_fit():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["s4-cov1e-3", "s4-off20-D6", "s4-211-abs-far", "s4-leaky", "s5-11111-abs-off",
-                                  "s6-111111-leaky", "s5-221-far", "s6-222-far"])
+                                  "s6-111111-leaky", "s5-221-far", "s6-222-far", "s4-vertex-cov1e-4",
+                                  "s6-111111-vertex-cov1e-3"])
 def test_wider_campaign_is_covered(name):
-    """The slow tier: (2, 2), (2, 1, 1), leaky / abs, D > S, S = 5 and 6, far points and Sigma_x = 1e-3."""
+    """The slow tier: (2, 2), (2, 1, 1), leaky / abs, D > S, S = 5 and 6, far points, Sigma_x = 1e-3 and 1e-4, the
+    posterior on a vertex."""
     _assert_covered(run(SPECS[name]))
