@@ -20,8 +20,12 @@ Verdict per point: ``|log p - oracle| <= log_marginal_error + tol``, tol = 10 x 
 estimate + ``checks.TOL_LOGP`` (1e-10 + 1e-13 |log p|) + the model tolerance. The posterior mean and covariance
 errors are reported in the oracle's u coordinates, in units of the posterior standard deviations (no bar yet).
 
-Run ``python -m verify.highdim_campaign [--only NAME ...] [--quick]``; it prints one row per point and the worst
-err/bar.
+Run ``python -m verify.highdim_campaign [--only NAME ...]``; it prints one row per point and the worst err/bar. The
+oracle costs 3 s CPU a case of latent-dim-1 blocks and 15-85 s a case with 2-D blocks of one hidden layer; the whole
+list takes hours on 2 cores (the wide two-layer blocks and ``s4-far30-D6`` the longest): pick cases with ``--only``.
+The ``options`` variants: "threads" (1 vs 2, bits compared), "no-terms" (``region_terms=False``, bits compared),
+"rqmc" (``method="rqmc"``), "unpruned-relative" / "unpruned-absolute" (``region_truncated_moments(accuracy=...)``
+over every region: ``evaluate`` itself has no ``accuracy`` option).
 """
 
 from __future__ import annotations
