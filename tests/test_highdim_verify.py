@@ -46,3 +46,29 @@ def test_s4_block_check_passes_and_catches_an_error(monkeypatch):
 
     monkeypatch.setattr(C, "_evaluate", shifted)
     assert check_block_marginal(4, 41, settings)[0].status == C.FAIL
+
+
+def test_full_profile_registers_the_campaign_checks():
+    from verify.highdim_checks import CAMPAIGN
+
+    labels = [item[0] for item in plan(settings_for("full", 0))]
+    assert {f"highdim-campaign/{n}" for n in CAMPAIGN} <= set(labels)
+
+
+def test_campaign_check_passes_and_catches_an_error(monkeypatch):
+    """The campaign check (S = 4 far points, ~1.4 s CPU with the oracle) PASSes and FAILs an engine 1e-7 nats off
+    (bars ~1e-9)."""
+    import verify.highdim_campaign as hc
+    from verify.highdim_checks import check_campaign_case
+
+    settings = settings_for("full", 0)
+    assert check_campaign_case("s4-1111-far", settings)[0].status == C.PASS
+    real = hc._evaluate
+
+    def shifted(net, X, threads=None, **kw):
+        ev, w, c = real(net, X, threads, **kw)
+        ev.log_marginal = ev.log_marginal + 1e-7
+        return ev, w, c
+
+    monkeypatch.setattr(hc, "_evaluate", shifted)
+    assert check_campaign_case("s4-1111-far", settings)[0].status == C.FAIL
