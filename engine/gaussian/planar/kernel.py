@@ -54,6 +54,7 @@ _erfcx = _scipy_special("dgnexact_erfcx", "__pyx_fuse_1erfcx", 1)  # fuse 1: the
 _EPS, _LOG_2PI, _LOG_SQRT_2PI, _LOG_HALF, _SQRT2, _SQRT_HALF_PI, _INF = C.EPS, C.LOG_2PI, C.LOG_SQRT_2PI, C.LOG_HALF, \
     C.SQRT2, C.SQRT_HALF_PI, C.INF
 _X20, _W20, _OWEN_H, _OWEN_REL, _WINDOW, _NEAR_FOOT = C.X20, C.W20, C.OWEN_H, C.OWEN_REL, C.EDGE_WINDOW, C.NEAR_FOOT
+_GAUSS_PANEL = C.GAUSS_PANEL
 _NEAR_GRADES = C.NEAR_GRADES
 _X12, _W12, _X24, _W24, _X64, _W64 = C.X12, C.W12, C.X24, C.W24, C.X64, C.W64
 _NARROW, _DEEP, _NEGLIGIBLE_EXPONENT, _MILLS_DEPTH = C.INTERVAL_NARROW, C.INTERVAL_DEEP, C.NEGLIGIBLE_EXPONENT, \
@@ -220,8 +221,14 @@ def _pole_distance(dist):
     This was ``max(dist, NEAR_FOOT)`` until 2026-12-07, on the premise that Owen's T takes every one-sided edge
     within ``NEAR_FOOT``; it leaves the ones whose difference cancels (``OWEN_REL``), and there a first panel up to
     ``NEAR_FOOT / dist`` times the poles' distance returned ``B`` up to 100 % off under the rule's 1.2e-15 bar
-    (``h = 1e-8``, near end at ``3.5 h``; tests/test_s2_near_foot_edges.py against 40-digit mpmath)."""
-    return dist if dist > 0.0 else _NEAR_FOOT
+    (``h = 1e-8``, near end at ``3.5 h``; tests/test_s2_near_foot_edges.py against 40-digit mpmath).
+
+    It is at most ``GAUSS_PANEL`` (6): the poles bound the panels near the foot, the Gaussian factor
+    ``e^{-a u - u^2/2}`` far from it. Until 2026-12-07 a far edge (``h >= 8.9``) with its near end at the foot took one
+    20-point panel over the whole 40-nat window ``[0, 8.94]``, 1.2e-13 short under the rule's 1.2e-15 (the quadrant
+    ``{x >= 9, y >= 0}`` 2x its pair's bar; tests/test_s2_far_edges.py); over ``[0, 6]`` the rule is exact to 3e-19.
+    Edges with ``a < 3.7`` (``wb > 6``) and ``h > 4.9`` take one panel more; no other edge changes."""
+    return min(dist, _GAUSS_PANEL) if dist > 0.0 else _NEAR_FOOT
 
 
 @_jit

@@ -134,8 +134,8 @@ def _edge_log_B(h, s_lo, s_hi):
     * edges on one side of the foot: ``s = a + u``, ``B = e^{-(h^2+a^2)/2}/(2 pi) int exp(-a u - u^2/2)
       h / (h^2 + (a+u)^2) du`` by 20-point Gauss-Legendre on geometric panels
       ``[rho (2^k - 1), rho (2^{k+1} - 1)]`` (``rho = sqrt(a^2 + h^2)``, the distance to the poles
-      ``s = +-i h``; more than 8 panels only for ``rho < NEAR_FOOT``), so every panel is shorter than its
-      distance to the poles; cut at 40 nats.
+      ``s = +-i h``, at most ``GAUSS_PANEL``; more than 8 panels only for ``rho < NEAR_FOOT``), so every panel is
+      shorter than its distance to the poles and than the Gaussian factor's own scale; cut at 40 nats.
     """
     h = np.asarray(h, dtype=np.float64)
     s_lo = np.asarray(s_lo, dtype=np.float64)
