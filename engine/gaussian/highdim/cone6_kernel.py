@@ -85,6 +85,7 @@ from .cones5 import (
     _ridge_unit,
     _signed_mass,
     _trunc5,
+    capped,
     end_bound,
     end_logs,
     flag_amp,
@@ -666,7 +667,8 @@ def mass_batch(Nrm, D, Yv, Yr, shape=None, moments=False):
     for (*_, g, _, _, _), a, sh in zip(sides, sacc, shifts):
         merge_side(acc, a, sh, 1 + g.fvalid.size + 2 * g.ri.size + 2 * g.lr.size)
     lm, rel, bad = _signed_mass(acc)
-    rel = rel + sum_rounding(acc, lm, len(sides) + len(facets) + 2)  # a term per side (merge_side), facet; the constant
+    rel = capped(rel + sum_rounding(acc, lm, len(sides) + len(facets) + 2))  # a term per side (merge_side), facet; the
+    # constant; bars above cones.FIRST_ORDER_CAP reported inf (cones5.capped)
     return lm, rel, flagged | bad, (facets, sides, mom)
 
 

@@ -289,6 +289,10 @@ def end_frames(Nrm, incv, eva, evb, eu, tri):
     ewk = np.full((E, 2), _INF)
     eres = np.zeros((E, 3))
     eun = np.zeros(E)
+    svs = np.zeros((V, 4))  # each vertex's singular values once, not once per edge end (k5c: 43 % of shape5's time)
+    for v in range(V):
+        if vptr[v + 1] - vptr[v] >= 4:
+            svs[v] = np.linalg.svd(np.ascontiguousarray(Nrm[vfac[vptr[v]:vptr[v + 1]]]))[1][:4]
     for k in range(E):
         uk = np.ascontiguousarray(eu[k])
         for w in range(2):
@@ -297,7 +301,7 @@ def end_frames(Nrm, incv, eva, evb, eu, tri):
                 continue
             n = vptr[v + 1] - vptr[v]
             Nv = np.ascontiguousarray(Nrm[vfac[vptr[v]:vptr[v + 1]]])
-            sv = np.linalg.svd(Nv)[1] if n >= 4 else np.zeros(4)
+            sv = svs[v]
             if n < 4 or not sv[3] > 1e-8:
                 ew[k, w, 0] = _INF
             elif n == 4:

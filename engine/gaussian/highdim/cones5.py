@@ -52,6 +52,7 @@ from .cones import (
     _GX,
     _MAX_GRADES,
     _NODES,
+    FIRST_ORDER_CAP,
     TERM_ULPS,
     _add,
     _beyond,
@@ -61,7 +62,6 @@ from .cones import (
     _edge_flags,
     _edge_R,
     _edge_range,
-    _end_bounds,
     _end_errors,
     _exp_point,
     _facets_and_ridges,
@@ -823,13 +823,35 @@ def _edge_fused(g, k, d, yv, par, acc, wk, res):
     ends = (lo, hi, *_end_errors(g, k, d, yv, res, lo, hi))
     qlb = end_logs(R, ends, fl, d2)
     acc[2] = _lse_pair(acc[2], end_bound(qlb, 5, d0, 0.0) - shift)
-    keep = wk.acc[2]  # M_4(F')'s own error takes the tighter line bound (end_logs); cones' the facets' and ridges'
-    sign4 = np.empty(n)
-    for q in range(n):
-        sign4[q] = -_sign(d[fac[q]]) * se[q] * sb[q]
-    _end_bounds(k, g, wk, R, (fl, d2, fac, sign4), ends, 1)
-    wk.acc[2] = _lse_pair(keep, end_bound(qlb, 4, 0.0, 0.0))
+    wk.acc[2] = _lse_pair(wk.acc[2], end_bound(qlb, 4, 0.0, 0.0))  # M_4(F')'s own: the line bound (end_logs)
+    _facet_end_bounds(wk, R, (fl, d2, fac), ends)
     return ok
+
+
+@_jit
+def _facet_end_bounds(wk, R, flags, ends):
+    """The ends' errors of an edge in its facets' sums ``wk.facc`` (the S' = 4 means of :func:`_four_finish`): the
+    moments' part of ``cones._end_bounds``, the same operations (``phi(d) C``'s first-order bound per flag, ``flags =
+    (fl, d2, fac)``). Its mass part (``M_4(F')`` takes :func:`end_bound`'s) and ridge part (only the S' = 4 covariance,
+    which S' = 5 does not use, reads ``racc``) are not computed (k5c: they were, and discarded)."""
+    fl, d2, fac = flags
+    for w in range(2):
+        t, dt = ends[w], ends[2 + w]
+        if not math.isfinite(t) or not dt < _INF:
+            continue
+        q = R + t * t
+        if not (dt > 0.0 and q > 0.0):
+            continue
+        lq = math.log(2.0 * dt) - 0.5 * _LOG_2PI - _LOG_2PI
+        lqt = _log_q(abs(t))
+        for f in range(fl.shape[0]):
+            a, b = fl[f, 0], fl[f, 1]
+            wt = math.sqrt(fl[f, 2] + t * t)
+            v = a * b / (wt * (b * b + t * t))
+            if v > 0.0:
+                lc = lq - 0.5 * d2[f] + math.log(v)
+                lc += lqt if lc + lqt <= wk.facc[fac[f], 2] - 4.6 else _log_q(wt)
+                wk.facc[fac[f], 2] = _lse_pair(wk.facc[fac[f], 2], lc)
 
 
 @_jit
@@ -980,8 +1002,16 @@ def _mass_core(Nrm, D, Yv, Yr, shape, threaded, with_four):
         g = fc.g
         merge_side(acc, a, sh, 1 + g.fvalid.size + 2 * g.ri.size + 2 * g.lr.size)
     lm, rel, bad = _signed_mass(acc)
-    rel = np.where(bad, np.inf, rel + sum_rounding(acc, lm, len(parts) + 1))  # a term per facet, the constant
+    rel = capped(np.where(bad, np.inf, rel + sum_rounding(acc, lm, len(parts) + 1)))  # a term per facet, the constant
     return lm, rel, flagged | bad, parts, fours
+
+
+def capped(rel):
+    """The bars above ``cones.FIRST_ORDER_CAP`` reported as inf (as at S' = 4): their input terms are first order and
+    bound nothing there (tiny 5-D / 6-D boxes far from the mean, bars 40 to 9e3, were up to 1e6x (S' = 5) and 1.5e9x
+    (S' = 6) outside them, tests/test_highdim_cone56_cap.py); such a pair takes RQMC or, without a finite bar, the
+    thin-box cap of its term."""
+    return np.where(rel <= FIRST_ORDER_CAP, rel, np.inf)
 
 
 def cone5_log_mass_batch(Nrm, D, Yv, Yr, shape=None, threaded=True):
@@ -1020,7 +1050,7 @@ def cone5_moments_batch(Nrm, D, Yv, Yr, *, moments=2, shape=None, threaded=True)
     sums = np.zeros((4, M))  # sum w r4, sum w (r4 |v| + 2 e4 (1 + r4)), sum w, max r4
     for (fc, D4, V4), (l4, r4, e4, mu4) in zip(parts, fours):
         Di = D[:, fc.i]
-        weak = np.nonzero(~(r4 <= FACET_REL) & ~fl)[0]
+        weak = np.nonzero(~(r4 <= FACET_REL) & ~fl & ~_light_facet(Di, fc, (l4, r4, e4, mu4), lm))[0]
         if weak.size:
             extra[weak] += _weak_facets(fc, (D4[weak], V4[weak], Di[weak], lm[weak]), (l4, mu4, r4), weak)
         fl = fl | ~np.isfinite(r4)
@@ -1059,7 +1089,21 @@ def _moment_bound(sums, rel, m1, m2, F):
 
 
 FACET_REL = 1e-8  # facet rows of the moments whose S' = 4 cone bar exceeds this (or that the cones flag) are redone
+FACET_KEEP = 1e-6  # ... unless the bar is below this and the row's share of the moment bound is below FACET_REL
 WEAK_SHARE = 1e-13  # ... unless their closest-point bound on phi(d_i) M_4(F_i') is below this share of the mass
+
+
+def _light_facet(Di, fc: Facet5, four, lm):
+    """Facet rows whose S' = 4 bar ``r4 <= FACET_KEEP`` (the redo's own acceptance) adds at most ``FACET_REL`` to the
+    moment bound (:func:`_moment_bound`'s terms ``w (r4 (1 + |v|) + 2 e4 (1 + r4))``, ``w = phi(d_i) M_4(F_i') / P``):
+    a redo (accepted up to the same ``FACET_KEEP``) could lower the bound by little (k5c: ``[5,8,8,6]`` points 0-1
+    redid 420 rows, 3.9 s CPU, once the ends' errors were in ``r4``; now 258, 2.8 s)."""
+    l4, r4, e4, mu4 = four
+    with np.errstate(invalid="ignore", over="ignore"):
+        w = np.exp(-0.5 * Di * Di - _LOG_SQRT_2PI + l4 - lm)
+        v = np.abs(Di[:, None] * fc.n[None] + mu4 @ fc.U.T).max(axis=1)
+        share = w * (r4 * (1.0 + v) + 2.0 * e4 * (1.0 + r4))
+    return (r4 <= FACET_KEEP) & (share <= FACET_REL)
 
 
 def _weak_facets(fc: Facet5, rows, out, idx):
@@ -1141,7 +1185,9 @@ def region5_moments(Nrm, D, Yv, Yr, *, moments, tol, rng=None, relative=True, co
     """The pairs of one region (rows of ``D``, ``Yv``) by :func:`cone5_moments_batch` where certified (not flagged,
     mass bar within ``max(tol, CONE5_TOL)``, moment bound within ``MOMENT5_TOL``), the others by RQMC
     (``qmc.rqmc_moments``, tried where the cones' bars exceed ``RQMC_TRY``) where its bar is the smaller (a
-    cancelling sliver far from the mean keeps its cone bar of 3e-7 rather than RQMC's 7e-4). ``cones``: that
+    cancelling sliver far from the mean keeps its cone bar of 3e-7 rather than RQMC's 7e-4); a cone bar above
+    ``FIRST_ORDER_CAP`` is inf (:func:`capped`), so RQMC is taken wherever its bar is finite, and otherwise the pair
+    keeps an infinite bar (its term's thin-box cap, ``distributions._term_caps``). ``cones``: that
     function's output when the caller has it. Returns ``(log_mass, mean, cov, rel, used_rqmc)``."""
     from .qmc import rqmc_moments
 
@@ -1174,7 +1220,8 @@ def cones5_batch(req, geo, res, store):
     pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
     jobs = []
     for r in np.unique(pr_all):
-        rows = pn_all[pr_all == r]
+        lo, hi = np.searchsorted(pr_all, [r, r + 1])  # pr_all ascending (np.nonzero of (R, N)): pn_all[pr_all == r]
+        rows = pn_all[lo:hi]
         Nrm, D, Yv, Yr = whitened5(req.polytopes[r], geo.chol[r], req.means[r, rows])
         _, log_upper = closest_distance(Nrm, D)
         skip, tol = pair_tolerances(req.weight_scale(np.full(rows.size, r), rows), log_upper)

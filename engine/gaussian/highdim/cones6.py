@@ -573,7 +573,8 @@ def cones6_batch(req, geo, res, store):
     pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
     jobs = []
     for r in np.unique(pr_all):
-        rows = pn_all[pr_all == r]
+        lo, hi = np.searchsorted(pr_all, [r, r + 1])  # pr_all ascending (np.nonzero of (R, N)): pn_all[pr_all == r]
+        rows = pn_all[lo:hi]
         Nrm, D, Yv, Yr = whitened(req.polytopes[r], geo.chol[r], req.means[r, rows])
         _, log_upper = closest_distance(Nrm, D)
         skip, use, tol = pair_tolerances(req.weight_scale(np.full(rows.size, r), rows), log_upper)
