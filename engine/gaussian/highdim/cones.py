@@ -1029,6 +1029,25 @@ def _end_errors(g, k, d, yv, res, lo, hi):
 
 
 @_jit
+def facet_end_terms(facc, flags, t, dt):
+    """One edge end's first-order error ``t +- dt`` in its facets' moment sums ``facc[:, 2]`` (log; ``flags = (fl, d2,
+    fac)``): ``d(phi(d) C) <= phi(d) a b Q(omega_t) / (2 pi omega_t (b^2 + t^2)) dt`` per flag, doubled, with
+    ``Q(omega_t) <= Q(|t|)`` where that bound is below 1 % of the facet's error, else ``Q(omega_t)``
+    (:func:`_end_bounds`; S' = 5's ``cones5._facet_end_bounds``)."""
+    fl, d2, fac = flags
+    lq = math.log(2.0 * dt) - 0.5 * _LOG_2PI - _LOG_2PI
+    lqt = _log_q(abs(t))
+    for f in range(fl.shape[0]):
+        a, b = fl[f, 0], fl[f, 1]
+        wt = math.sqrt(fl[f, 2] + t * t)
+        v = a * b / (wt * (b * b + t * t))
+        if v > 0.0:
+            lc = lq - 0.5 * d2[f] + math.log(v)
+            lc += lqt if lc + lqt <= facc[fac[f], 2] - 4.6 else _log_q(wt)
+            facc[fac[f], 2] = _lse_pair(facc[fac[f], 2], lc)
+
+
+@_jit
 def _end_bounds(k, g, wk, R, flags, ends, moments):
     """The ends' errors of edge k (``ends = (s_lo, s_hi, err_lo, err_hi)``, :func:`edge_ends`; ``flags = (fl, d2, fac,
     sign)`` of :func:`_edge_flags` and each flag's sign in the mass) into the error sums. An end ``t`` is shared by
@@ -1053,17 +1072,8 @@ def _end_bounds(k, g, wk, R, flags, ends, moments):
             continue
         slope = _log_end_slope(fl, d2, sgn, (R, t, dt), min(abs(t), room))
         wk.acc[2] = _lse_pair(wk.acc[2], _log_g0(R, t) + math.log(dt) - _LOG_4PI2 + slope)
-        if moments > 0:  # Q(omega_t) <= Q(|t|) where that bound is below 1 % of the facet's error, else Q(omega_t)
-            lq = math.log(2.0 * dt) - 0.5 * _LOG_2PI - _LOG_2PI
-            lqt = _log_q(abs(t))
-            for f in range(fl.shape[0]):
-                a, b = fl[f, 0], fl[f, 1]
-                wt = math.sqrt(fl[f, 2] + t * t)
-                v = a * b / (wt * (b * b + t * t))
-                if v > 0.0:
-                    lc = lq - 0.5 * d2[f] + math.log(v)
-                    lc += lqt if lc + lqt <= wk.facc[fac[f], 2] - 4.6 else _log_q(wt)
-                    wk.facc[fac[f], 2] = _lse_pair(wk.facc[fac[f], 2], lc)
+        if moments > 0:
+            facet_end_terms(wk.facc, (fl, d2, fac), t, dt)
             for m in range(g.eptr[k], g.eptr[k + 1]):
                 b = abs(wk.bl[m])
                 lr = -0.5 * q + math.log(b / (2.0 * math.pi * (b * b + t * t))) + math.log(2.0 * dt)

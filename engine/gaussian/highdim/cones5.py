@@ -77,6 +77,7 @@ from .cones import (
     cone_log_mass,
     cone_shape,
     consistent,
+    facet_end_terms,
     log_j,
     theta_diff,
 )
@@ -834,7 +835,6 @@ def _facet_end_bounds(wk, R, flags, ends):
     moments' part of ``cones._end_bounds``, the same operations (``phi(d) C``'s first-order bound per flag, ``flags =
     (fl, d2, fac)``). Its mass part (``M_4(F')`` takes :func:`end_bound`'s) and ridge part (only the S' = 4 covariance,
     which S' = 5 does not use, reads ``racc``) are not computed (k5c: they were, and discarded)."""
-    fl, d2, fac = flags
     for w in range(2):
         t, dt = ends[w], ends[2 + w]
         if not math.isfinite(t) or not dt < _INF:
@@ -842,16 +842,7 @@ def _facet_end_bounds(wk, R, flags, ends):
         q = R + t * t
         if not (dt > 0.0 and q > 0.0):
             continue
-        lq = math.log(2.0 * dt) - 0.5 * _LOG_2PI - _LOG_2PI
-        lqt = _log_q(abs(t))
-        for f in range(fl.shape[0]):
-            a, b = fl[f, 0], fl[f, 1]
-            wt = math.sqrt(fl[f, 2] + t * t)
-            v = a * b / (wt * (b * b + t * t))
-            if v > 0.0:
-                lc = lq - 0.5 * d2[f] + math.log(v)
-                lc += lqt if lc + lqt <= wk.facc[fac[f], 2] - 4.6 else _log_q(wt)
-                wk.facc[fac[f], 2] = _lse_pair(wk.facc[fac[f], 2], lc)
+        facet_end_terms(wk.facc, flags, t, dt)
 
 
 @_jit
