@@ -611,7 +611,7 @@ def _integrator_caps(out, need, caps, log_norm, lower, S):
     caps = caps.copy()
     kept = np.full(lm.shape, np.inf) if out.log_mass_cap is None else out.log_mass_cap.T
     has = inside & np.isfinite(kept)
-    caps[has] = np.minimum(caps[has], (log_norm + kept)[has])
+    caps[has] = np.minimum(caps[has], log_norm[has] + kept[has])  # only there: screened pairs' log_norm may be inf
     if S >= 4:
         rule = inside & ~has
         with np.errstate(invalid="ignore"):
