@@ -133,10 +133,10 @@ def _count_pairs():
     real = getattr(dist._target_prune, "real", dist._target_prune)
 
     def counting(part, mu, log_norm, upper, lower, cand, geometry):
-        need, skipped, low = real(part, mu, log_norm, upper, lower, cand, geometry)
+        out = real(part, mu, log_norm, upper, lower, cand, geometry)
         counts["before"] += int(cand.sum()) + 3 * cand.shape[0]  # + the 3 pairs of the lower bound per point
-        counts["after"] += int(need.sum()) + 3 * cand.shape[0]
-        return need, skipped, low
+        counts["after"] += int(out[0].sum()) + 3 * cand.shape[0]
+        return out
 
     counting.real = real
     dist._target_prune = counting

@@ -572,12 +572,8 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
     skipped = None
     caps = upper.copy()  # log upper bounds on each term of eq. 5 (the moments' bar, engine.moment_bar)
     if mu.shape[2] == 4 and geometry is not None:  # S = 4: prune to the target (skipped bounds go into the bar)
-        _TARGET_BOUNDS.out = np.full(upper.shape, np.inf)
-        try:
-            need, skipped, lower = _target_prune(part, mu, log_norm, upper, lower, need & ~first, geometry)
-            caps = np.minimum(caps, _TARGET_BOUNDS.out)
-        finally:
-            _TARGET_BOUNDS.out = None
+        need, skipped, lower, bounds = _target_prune(part, mu, log_norm, upper, lower, need & ~first, geometry)
+        caps = np.minimum(caps, bounds)
         need |= first
     elif mu.shape[2] >= 5 and geometry is not None:  # S >= 5: the same, by the closest point's half-space alone
         need, skipped = _closest_point_prune(part, mu, log_norm, upper, lower, need & ~first, geometry)
@@ -589,13 +585,6 @@ def _pruned_truncated_moments(part, mu, covs, log_norm, method, rng, geometry=No
     if out.skipped is not None:  # S = 4: pairs the cones left, skipped within their budget (relative to lower)
         skipped = np.logaddexp(-np.inf if skipped is None else skipped, lower + out.skipped)
     return out, skipped, _integrator_caps(out, need, caps, log_norm, lower, mu.shape[2])
-
-
-class _Bounds(threading.local):
-    out = None  # (N, R) filled by _target_prune with the pairs' bounds (budget.target_prune's bounds_out)
-
-
-_TARGET_BOUNDS = _Bounds()
 
 
 def _integrator_caps(out, need, caps, log_norm, lower, S):
@@ -796,12 +785,15 @@ def _target_prune(part, mu, log_norm, upper, lower, cand, geometry):
     to at most ``SKIP_BUDGET`` times a lower bound of p(x) are skipped (``gaussian.highdim.budget.target_prune``:
     bounds from the closest point's supporting half-space and the region's volume, the lower bound ``lower`` raised
     by the mass lower bounds of each point's most promising pairs). Returns the pairs still needed, the (N,) log of
-    the sum of the skipped bounds (``-inf``: none), which :func:`evaluate` adds to ``log_marginal_error``, and the
-    raised lower bound (N,), which then sets the pairs' tolerances (``log_weight_scale``)."""
+    the sum of the skipped bounds (``-inf``: none), which :func:`evaluate` adds to ``log_marginal_error``, the
+    raised lower bound (N,), which then sets the pairs' tolerances (``log_weight_scale``), and the (N, R) log upper
+    bounds of the candidates' terms (``+inf`` elsewhere), which cap the moments' bar (``engine.moment_bar``)."""
     from .gaussian.highdim.budget import target_prune
 
-    return target_prune(part, mu, log_norm, upper, lower, cand, geometry, SKIP_BUDGET, SKIP_CANDIDATE_S4,
-                        bounds_out=_TARGET_BOUNDS.out)
+    bounds = np.full(upper.shape, np.inf)
+    need, skipped, lower = target_prune(part, mu, log_norm, upper, lower, cand, geometry, SKIP_BUDGET,
+                                        SKIP_CANDIDATE_S4, bounds_out=bounds)
+    return need, skipped, lower, bounds
 
 
 def _closest_point_prune(part, mu, log_norm, upper, lower, cand, geometry):
@@ -1058,9 +1050,10 @@ def _finish(st: _FirstPass, heavy: bool, own: bool = False) -> Evaluation:
     log_w = log_joint - log_px[:, None]
     w = np.exp(log_w)
     post_mean, post_cov = _posterior_moments(w, means, covs)
+    caps = _LazyCaps(st)
     err = None
     if st.mass_err is not None:
-        err = _log_marginal_error(w, st.mass_err, lambda: _term_caps(st, log_px))
+        err = _log_marginal_error(w, st.mass_err, lambda: np.exp(caps() - log_px[:, None]))
     if err is not None and st.rounding is not None:
         err = err + st.rounding
     if st.skipped is not None:  # p = p^ e^d + skipped, 0 <= skipped <= s p^: |log p - log p^| <= log(e^err + s)
@@ -1070,7 +1063,7 @@ def _finish(st: _FirstPass, heavy: bool, own: bool = False) -> Evaluation:
         from .moment_bar import posterior_moment_errors
 
         if st.term_caps is None:
-            st.term_caps = st.log_norm + log_mass_upper_bound(part, st.mu, st.cov)
+            st.term_caps = caps()
         mean_err, cov_err = posterior_moment_errors(st, w, log_px, err, post_mean, post_cov, means, covs)
     if not st.region_terms:
         log_w = means = covs = None
@@ -1080,12 +1073,25 @@ def _finish(st: _FirstPass, heavy: bool, own: bool = False) -> Evaluation:
                       posterior_cov_error=cov_err)
 
 
-def _term_caps(st: _FirstPass, log_px):
-    """(N, R) rigorous caps of each term of eq. 5 over p^ for :func:`_log_marginal_error`: the prefactor times the
-    mass of the region's most violated half-space; at S >= 4 with the batch geometry, for the unresolved pairs, the
-    tighter ``Q(|y*|)`` beyond the supporting half-space at the region's point closest to the mean (as
-    :func:`_target_prune`), and at S >= 5 the box bound of a thin region (``highdim.thin.log_mass_bound``). A far
-    S = 6 cone that neither route resolved (weight 1.6e-21) had a half-space cap of 0.034 of p(x); a thin S = 6
+class _LazyCaps:
+    """:func:`_log_term_caps` of a first pass, computed on the first call only (shared by ``log_marginal_error``
+    and the moments' bar)."""
+
+    def __init__(self, st: _FirstPass):
+        self.st, self.caps = st, None
+
+    def __call__(self) -> np.ndarray:
+        if self.caps is None:
+            self.caps = _log_term_caps(self.st)
+        return self.caps
+
+
+def _log_term_caps(st: _FirstPass):
+    """(N, R) rigorous log caps of each term of eq. 5 (:func:`_log_marginal_error` takes them over p^): the
+    prefactor times the mass of the region's most violated half-space; at S >= 4 with the batch geometry, for the
+    unresolved pairs, the tighter ``Q(|y*|)`` beyond the supporting half-space at the region's point closest to the
+    mean (as :func:`_target_prune`), and at S >= 5 the box bound of a thin region (``highdim.thin.log_mass_bound``).
+    A far S = 6 cone that neither route resolved (weight 1.6e-21) had a half-space cap of 0.034 of p(x); a thin S = 6
     region near the mean (``[6,6,6,6]`` point 9, weight 1.7e-19) had a ``Q(|y*|)`` cap of 1.7e-3 and has a box cap of
     3.1e-17."""
     caps = st.log_norm + log_mass_upper_bound(st.part, st.mu, st.cov)
@@ -1103,7 +1109,7 @@ def _term_caps(st: _FirstPass, log_px):
             if st.mu.shape[2] >= 5:
                 cap = np.minimum(cap, log_mass_bound(st.part[r].polytope, geo.chol[r], st.mu[rows, r]))
             caps[rows, r] = np.minimum(caps[rows, r], st.log_norm[rows, r] + cap)
-    return np.exp(caps - log_px[:, None])
+    return caps
 
 
 def _posterior_moments(w, means, covs):

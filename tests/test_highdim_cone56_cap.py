@@ -1,5 +1,5 @@
 """S' = 5 and 6 cones: bars above ``cones.FIRST_ORDER_CAP`` are reported as inf, and the S = 5, 6 batches then choose
-RQMC or an infinite bar (the thin-box cap of ``distributions._term_caps``) honestly (issue 14, k5c).
+RQMC or an infinite bar (the thin-box cap of ``distributions._log_term_caps``) honestly (issue 14, k5c).
 
 The cone bars' input terms (the edges' ends, the geometry's rounding) are first order. On tiny regions far from the
 mean the signed sums cancel, the bars reach 13 to 1e4 and bound nothing: randomly rotated (not exactly orthogonal) 5-D

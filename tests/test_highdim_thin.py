@@ -225,7 +225,7 @@ def test_point9_region812_bound_above_its_mass_and_under_the_budget():
 
 
 class _OneRegion:
-    """A partition of one region, enough for ``distributions._term_caps``."""
+    """A partition of one region, enough for ``distributions._log_term_caps``."""
 
     def __init__(self, P):
         self.regions = [SimpleNamespace(polytope=P)]
@@ -241,14 +241,14 @@ class _OneRegion:
 
 
 def test_term_caps_take_the_thin_bound_at_s6():
-    """``distributions._term_caps`` of an unresolved S = 6 pair is its prefactor times the smaller of ``Q(|y*|)``
+    """``distributions._log_term_caps`` of an unresolved S = 6 pair is its prefactor times the smaller of ``Q(|y*|)``
     and the thin bound (here the latter, 1e-14 times smaller), over p^; a resolved pair keeps the half-space cap."""
     P, chol, mu, log_norm = _region812()
     geo = SimpleNamespace(chol=chol[None], ok=np.array([True]))
     mus = np.stack([mu, mu])[:, None, :]
     st = Dm._FirstPass(_OneRegion(P), mus, (chol @ chol.T)[None], np.full((2, 1), log_norm), np.zeros((2, 1)),
                        None, None, "cones6", np.array([[np.inf], [1e-12]]), None, {"geometry": geo}, False)
-    caps = Dm._term_caps(st, np.zeros(2))
+    caps = np.exp(Dm._log_term_caps(st))
     want = math.exp(log_norm + log_mass_bound(P, chol, mu[None])[0])
     assert caps[0, 0] == pytest.approx(want, rel=1e-12)
     half = math.exp(log_norm + Dm.log_mass_upper_bound(st.part, mus, st.cov)[1, 0])
@@ -300,7 +300,7 @@ def test_partition_cones_above_their_certified_masses():
     """Real regions with several rays: the 64 simplicial cones (1 vertex, 6 rays) of a ``[6, 6, 6]`` partition
     under the prior. Every one gets a finite bound (the rays' direction from their hull's point closest to the
     origin), and for three of them the bound lies above the mass ``cones6`` certifies plus its bar (wide cones: the
-    bound is loose there, 2-6 nats; ``_term_caps`` keeps the smaller ``Q(|y*|)``)."""
+    bound is loose there, 2-6 nats; ``_log_term_caps`` keeps the smaller ``Q(|y*|)``)."""
     import engine
     from engine.partition import partition
 

@@ -1178,7 +1178,7 @@ def region5_moments(Nrm, D, Yv, Yr, *, moments, tol, rng=None, relative=True, co
     (``qmc.rqmc_moments``, tried where the cones' bars exceed ``RQMC_TRY``) where its bar is the smaller (a
     cancelling sliver far from the mean keeps its cone bar of 3e-7 rather than RQMC's 7e-4); a cone bar above
     ``FIRST_ORDER_CAP`` is inf (:func:`capped`), so RQMC is taken wherever its bar is finite, and otherwise the pair
-    keeps an infinite bar (its term's thin-box cap, ``distributions._term_caps``). ``cones``: that
+    keeps an infinite bar (its term's thin-box cap, ``distributions._log_term_caps``). ``cones``: that
     function's output when the caller has it. Returns ``(log_mass, mean, cov, rel, used_rqmc)``."""
     from .qmc import rqmc_moments
 

@@ -62,6 +62,8 @@ points 2-3 to the slices.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from scipy.special import log_ndtr
 
@@ -1333,13 +1335,38 @@ def _kept_closest_bounds(geo, r, rows, means, args):
     return closest, log_b, hit
 
 
+class Settled(NamedTuple):
+    """:func:`_settle_deferred`'s rows (M of them): skipped rows have mass -inf and error 0."""
+
+    log_mass: np.ndarray  # (M,)
+    mean: np.ndarray  # (M, 4) whitened conditional means
+    cov: np.ndarray  # (M, 4, 4) whitened conditional covariances
+    rel: np.ndarray  # (M,) relative mass errors
+    skip: np.ndarray  # (M,) bool: skipped within FLAGGED_BUDGET
+    moment_bounds: np.ndarray  # (M, 2) whitened mean / covariance bounds
+    log_bounds: np.ndarray  # (M,) log mass upper bounds (the skipped rows' caps)
+
+
+class RegionCones(NamedTuple):
+    """:func:`_region_cones`'s result for the K rows of one region it keeps."""
+
+    rows: np.ndarray  # (K,) point indices
+    lws: np.ndarray | None  # (K,) log weight scales (None: no weights)
+    kw: dict  # the rows' ``with_fallback`` keywords
+    log_mass: np.ndarray  # (K,) NaN where the cones left the row
+    mean: np.ndarray | None
+    cov: np.ndarray | None
+    rel: np.ndarray
+    leftover: tuple | None  # (indices the cones left, their (Nrm, D, Yv, Yr)) for _settle_deferred
+    moment_bounds: np.ndarray  # (K, 2) whitened moment bounds
+
+
 def _settle_deferred(args, kw, lws, log_vol, spent):
     """The pairs ``cones_first`` left (``args = (Nrm, D, Yv, Yr)`` of those rows, ``kw`` their ``with_fallback``
     keywords, ``lws`` their log weight scales): each is skipped, in the order of its bound, while the point's
     ``spent`` (N-indexed through ``kw["rows"]``; log of the summed relative bounds, updated in place) stays within
     ``FLAGGED_BUDGET``; the rest go to :func:`with_fallback`. The bound of a pair is ``lws`` plus
-    ``budget.log_mass_bounds`` (certified distance, region volume ``log_vol``). Returns ``(lm, mean, cov, rel,
-    skip, moment bounds (M, 2), log mass bounds (M,))`` for the rows (skipped: mass -inf, error 0)."""
+    ``budget.log_mass_bounds`` (certified distance, region volume ``log_vol``). Returns the rows' :class:`Settled`."""
     Nrm, D, Yv, Yr = args
     rows = kw.pop("rows")
     M = D.shape[0]
@@ -1361,16 +1388,15 @@ def _settle_deferred(args, kw, lws, log_vol, spent):
             my[go] = mg
         if cg is not None:
             cy[go] = cg
-    return lm, my, cy, rel, skip, eb, log_b
+    return Settled(lm, my, cy, rel, skip, eb, log_b)
 
 
 REGIONS_PER_ROUND = 512  # regions whose cones run together in worker threads before their results are filed
 
 
 def _region_cones(req, geo, pr_all, pn_all, r, budget):
-    """Region r's pairs in :func:`sliced_batch` up to the cones: ``None`` when every pair is negligible, else
-    ``(rows, lws, kw, lm, mean, cov, rel, left)`` for the rows kept (``left``: ``(rows the cones leave, their inputs)``
-    for :func:`_settle_deferred`, or ``None``). Reads ``geo``'s per-region caches for r only (flags, volume), so
+    """Region r's pairs in :func:`sliced_batch` up to the cones: ``None`` when every pair is negligible, else the
+    :class:`RegionCones` of the rows kept. Reads ``geo``'s per-region caches for r only (flags, volume), so
     regions can run in separate threads."""
     lo, hi = np.searchsorted(pr_all, [r, r + 1])  # pr_all ascending (np.nonzero of (R, N)): pn_all[pr_all == r]
     rows = pn_all[lo:hi]
@@ -1396,7 +1422,7 @@ def _region_cones(req, geo, pr_all, pn_all, r, budget):
         need = left[kept[go][left]]
         kw["closest"][need] = _closest_only((Nrm, D[go][need], Yv[go][need], Yr))
     leftover = (left, (Nrm, D[go][left], Yv[go][left], Yr)) if left.size else None
-    return rows[go], None if lws is None else lws[go], kw, lm, my, cy, rel, leftover, eb
+    return RegionCones(rows[go], None if lws is None else lws[go], kw, lm, my, cy, rel, leftover, eb)
 
 
 def _file_region(req, geo, res, store, r, out, spent):
@@ -1408,13 +1434,13 @@ def _file_region(req, geo, res, store, r, out, spent):
         left, (Nrm, D, Yv, Yr) = leftover
         sub = {**kw, "tol": kw["tol"][left], "closest": kw["closest"][left], "rows": rows[left]}
         settled = _settle_deferred((Nrm, D, Yv, Yr), sub, lws[left], geo.log_volumes([r])[0], spent)
-        lm[left], rel[left], eb[left] = settled[0], settled[3], settled[5]
-        if settled[4].any():
-            res.cap(r, rows[left][settled[4]], settled[6][settled[4]])
+        lm[left], rel[left], eb[left] = settled.log_mass, settled.rel, settled.moment_bounds
+        if settled.skip.any():
+            res.cap(r, rows[left][settled.skip], settled.log_bounds[settled.skip])
         if my is not None:
-            my[left] = settled[1]
+            my[left] = settled.mean
         if cy is not None:
-            cy[left] = settled[2]
+            cy[left] = settled.cov
     store(res, req, geo.chol[r], r, rows, lm, my, cy, rel, eb=eb)
 
 

@@ -2,8 +2,8 @@
 
 Theorem 1 (eq. 5) sums ``N(x; b_omega, ...) Phi_omega(mu_omega(x), Sigma_omega)`` over the regions. A pair whose mass
 no route resolves (neither ``cones6`` nor RQMC) enters ``Evaluation.log_marginal_error`` through a rigorous cap of its
-term (``engine.distributions._term_caps``): its prefactor times an upper bound of ``Phi_omega``. The half-space bound
-``Q(|y*|)`` (``y*`` the region's point closest to the mean, whitened) ignores the region's shape: on
+term (``engine.distributions._log_term_caps``): its prefactor times an upper bound of ``Phi_omega``. The half-space
+bound ``Q(|y*|)`` (``y*`` the region's point closest to the mean, whitened) ignores the region's shape: on
 ``random_network([6, 6, 6, 6], rng=0, cov_x=0.1)`` point 9 one thin region near the mean (7 facets, 6 vertices, 1
 ray; its RQMC mass ~1e-17) had ``Q(|y*|)`` at 1.7e-3 of p(x), which alone set that point's bar.
 
