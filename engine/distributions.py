@@ -295,8 +295,8 @@ class Evaluation:
     n_regions: int
     method: str
     log_marginal_error: np.ndarray | None = None  # (N,) error bar on log p(x) when a method estimates
-    posterior_mean_error: np.ndarray | None = None  # (N,) bound on max |error| of posterior_mean's entries (S = 3, 4)
-    posterior_cov_error: np.ndarray | None = None  # (N,) bound on max |error| of posterior_cov's entries (S = 3, 4)
+    posterior_mean_error: np.ndarray | None = None  # (N,) bound on max |error| of posterior_mean's entries (S = 3-5)
+    posterior_cov_error: np.ndarray | None = None  # (N,) bound on max |error| of posterior_cov's entries (S = 3-5)
     partition: Partition | None = field(default=None, repr=False)
     # evaluate(..., defer=True): the S = 2 heavy pass still to run (see complete()); None when complete
     _pending: Any = field(default=None, repr=False, compare=False)

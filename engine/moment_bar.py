@@ -41,7 +41,10 @@ times ``e^{l_r} / p <= e^{l_r - log p^ + E}``. ``t_B`` is taken a little small (
 Float64 enters through ``err_r`` (the rounding part of ``E``, ``engine.conditioning``, on the weights: at most
 ``expm1(2 rho)`` of their spread) and the mixture sums' rounding (``n eps`` of the sums of magnitudes). The S = 3
 pairs' ``em``, ``ec`` are their stated contract (``gaussian.polytopes.solid_contract``); S = 4's come from the cones'
-and the slices' bounds (``highdim.cones.moment_bounds``, ``highdim.sliced.moment_error_bounds``).
+and the slices' bounds (``highdim.cones.moment_bounds``, ``highdim.sliced.moment_error_bounds``), S = 5's from the
+cones' (``highdim.cones5._moment_bound``). The split of the integrated pairs into I' and U is free: a pair integrated
+with a finite mass bar but no moment bound (RQMC, the per-region fallbacks) is counted with U, its mass at most
+``p^_r e^{err_r}`` in the bathtub.
 """
 
 from __future__ import annotations
@@ -144,10 +147,12 @@ def _facet_half_space(st, n, r, post_mean, log_w):
     return np.where(bad[:, None], np.inf, g1), np.where(bad[:, None], np.inf, g2)
 
 
-def _skipped_terms(st, log_px, E, post_mean, skip):
-    """(N, S) per-coordinate sums of the bathtub bounds over the pairs ``skip`` (N, R) (not integrated, or
-    unresolved), from their log term caps ``st.term_caps`` (``log_norm + log B``); rows with a pair of unknown
-    ``log_norm`` (never computed: screened) get ``inf``."""
+def _skipped_terms(st, log_px, E, post_mean, skip, own_caps):
+    """(N, S) per-coordinate sums of the bathtub bounds over the pairs ``skip`` (N, R) (not integrated, unresolved,
+    or without a moment bound), from their log term caps ``st.term_caps`` (``log_norm + log B``) and ``own_caps``
+    (N, R): ``log_norm + log_mass + err`` where the pair was integrated with a finite mass bar (its true mass is at
+    most ``e^err`` times the estimate), ``+inf`` elsewhere; rows with a pair of unknown ``log_norm`` (never computed:
+    screened) get ``inf``."""
     N, R, S = st.mu.shape
     T1 = np.zeros((N, S))
     T2 = np.zeros((N, S))
@@ -156,6 +161,7 @@ def _skipped_terms(st, log_px, E, post_mean, skip):
         return T1, T2
     ln = st.log_norm[n, r]
     caps = np.minimum(st.term_caps[n, r], ln + 0.0) if st.term_caps is not None else ln + 0.0
+    caps = np.minimum(caps, own_caps[n, r])
     unknown = ~np.isfinite(ln)
     sigma = np.sqrt(np.maximum(np.diagonal(st.cov, axis1=1, axis2=2), 0.0))[r]
     a = np.abs(st.mu[n, r] - post_mean[n])
@@ -189,8 +195,16 @@ def posterior_moment_errors(st, w, log_px, E, post_mean, post_cov, means, covs):
     err = st.mass_err
     rho = np.zeros(N) if st.rounding is None else st.rounding
     E = np.where(np.isnan(E), np.inf, E)
-    resolved = (w > 0) & np.isfinite(err)
-    unresolved = (w > 0) & ~np.isfinite(err)
+    known = np.isfinite(err)
+    with np.errstate(invalid="ignore"):
+        # (a pair never integrated has log_mass -inf and error 0: its cap is the term cap alone)
+        own_caps = np.where(known & np.isfinite(st.log_mass), st.log_norm + st.log_mass + err, np.inf)
+        # a pair without a moment bound (RQMC, per-region fallbacks) is counted with U: its true moments by the
+        # bathtub over its mass bound, its estimated ones through w_r |m^_r - mu^| (module docstring: any split of
+        # the integrated pairs into I' and U holds)
+        known &= np.isfinite(me).all(axis=-1)
+    resolved = (w > 0) & known
+    unresolved = (w > 0) & ~known
     skip = ~np.isfinite(st.log_mass) | unresolved  # K and U
     with np.errstate(invalid="ignore", over="ignore"):
         dev = np.abs(means - post_mean[:, None, :]).max(axis=2)  # |m^_r - mu^| (N, R)
@@ -207,7 +221,7 @@ def posterior_moment_errors(st, w, log_px, E, post_mean, post_cov, means, covs):
         gmax = np.where(resolved, G, 0.0).max(axis=1)
         rnd = np.expm1(2.0 * rho)
         nz = (w > 0).sum(axis=1)
-        T1, T2 = _skipped_terms(st, log_px, E, post_mean, skip)
+        T1, T2 = _skipped_terms(st, log_px, E, post_mean, skip, own_caps)
         mean_err = (eE * ((wgt * em).sum(axis=1) + (wr * np.expm1(errr) * dev).sum(axis=1) + rnd * spread
                           + (wu * dev).sum(axis=1))
                     + T1.max(axis=1) + nz * _EPS * (w * np.abs(means).max(axis=2)).sum(axis=1))

@@ -128,9 +128,10 @@ def test_bathtub_formula_is_the_half_space_integral():
 
 @pytest.mark.parametrize("S, blocks, seed", [(3, (1, 1, 1), 0), pytest.param(3, (1, 1, 1), 7, marks=pytest.mark.slow),
                                              (4, (1, 1, 1, 1), 0),
-                                             pytest.param(4, (1, 1, 1, 1), 3, marks=pytest.mark.slow)])
+                                             pytest.param(4, (1, 1, 1, 1), 3, marks=pytest.mark.slow),
+                                             (5, (1, 1, 1, 1, 1), 0)])
 def test_rotated_boxes_bar_covers(S, blocks, seed):
-    """Rotated boxes at S = 3 and 4, points near the model and one far: the bars cover the oracle's error, and are
+    """Rotated boxes at S = 3, 4 and 5, points near the model and one far: the bars cover the oracle's error, and are
     below ``CLAIM`` on the near points (~1e-12-1e-8: the S = 3 contract is ``MOMENT_TOL`` of the spread). On
     the far point the pairs skipped within ``SKIP_BUDGET`` (up to 1e-9 of p(x)) may lie ~10 units from the posterior
     mean, so the S = 4 covariance's bar reaches ~5e-8 there (its error: ~3e-11)."""
@@ -145,7 +146,7 @@ def test_rotated_boxes_bar_covers(S, blocks, seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("S, blocks, seed", [(3, (2, 1), 0), (4, (2, 2), 41)])
+@pytest.mark.parametrize("S, blocks, seed", [(3, (2, 1), 0), (4, (2, 2), 41), (5, (2, 2, 1), 5)])
 def test_rotated_prisms_bar_covers(S, blocks, seed):
     """Blocks of dimension 2 (rotated prisms over polygons, ``quad_s2``): the bars cover the oracle's error."""
     net, X, nets, slices, Q = _block_case(S, blocks, seed, n_points=2)
@@ -174,6 +175,33 @@ def test_skipped_pairs_term_is_needed(s4_boxes, monkeypatch):
     monkeypatch.setattr(mb, "_skipped_terms", lambda *a: tuple(np.zeros_like(t) for t in real(*a)))
     ev2 = dist.evaluate(net, X)
     assert np.any(em > ev2.posterior_mean_error)
+
+
+def test_pairs_without_a_moment_bound_count_with_the_unresolved(s4_boxes, monkeypatch):
+    """A pair integrated with a finite mass bar but no moment bound (RQMC, the per-region fallbacks; here every
+    even region's pairs, their bounds dropped at filing) is counted with the unresolved pairs: its true moments by the
+    bathtub over ``p^_r e^{err_r}``, its estimate's through ``w_r |m^_r - mu^|``. The bars stay finite and cover
+    the error (they were inf: any such pair made the point's bar inf), and grow with those pairs' weights."""
+    import engine.gaussian.polytopes as gp
+
+    net, X, (m, c) = s4_boxes
+    ev0 = dist.evaluate(net, X)
+    real = gp._store_bounds
+
+    def drop_even(res, req, chol, r, rows, my, cy, eb):
+        real(res, req, chol, r, rows, my, cy, eb)
+        if res.moment_error is not None:
+            res.moment_error[r, rows] = np.where((np.asarray(r) % 2 == 0)[..., None], np.inf, res.moment_error[r, rows])
+
+    monkeypatch.setattr(gp, "_store_bounds", drop_even)
+    ev = dist.evaluate(net, X)
+    np.testing.assert_array_equal(ev.log_marginal, ev0.log_marginal)
+    em, ec = _errors(ev, m, c)
+    _assert_covers(ev, em, ec, claim=np.inf)
+    assert np.all(np.isfinite(ev.posterior_mean_error)) and np.all(np.isfinite(ev.posterior_cov_error))
+    even = ev.region_weights[:, 0::2].sum(axis=1)
+    assert np.all(ev.posterior_mean_error >= ev0.posterior_mean_error)
+    assert np.any(ev.posterior_mean_error > 100.0 * ev0.posterior_mean_error) and np.all(even > 1e-6)
 
 
 @pytest.mark.slow

@@ -151,8 +151,8 @@ def solve_high_dimensional(pb: Pointed, req: PairRequest, cones: bool):
 def _cones5_first(pb: Pointed, req: PairRequest):
     """S' = 5: the rows by ``highdim.cones5`` (one 1-D integral per flag, the region's flags shared by its rows;
     moments by the divergence theorem) where it certifies a bar <= 1e-6, RQMC for the rows it flags."""
-    lm, mean, cov, rel, _ = cones5.region5_moments(pb.Nrm, pb.D, pb.Yv, pb.Yr, moments=req.moments, tol=1e-6,
-                                                   rng=req.rng, relative=req.relative)
+    lm, mean, cov, rel = cones5.region5_moments(pb.Nrm, pb.D, pb.Yv, pb.Yr, moments=req.moments, tol=1e-6,
+                                                rng=req.rng, relative=req.relative)[:4]
     return lm, (mean if req.moments >= 1 else None), (cov if req.moments >= 2 else None), rel
 
 
@@ -284,7 +284,7 @@ _CHUNK_PAIRS = 16384  # pairs per vectorised block (bounds the (pairs, edges, 40
 _CHUNK_PAIRS_S3 = 8192  # S = 3: (pairs, facets, incident edges) arrays
 
 
-MOMENT_BOUND_DIMS = (3, 4)  # S whose batch routes carry moment bounds (``PairResult.moment_error``)
+MOMENT_BOUND_DIMS = (3, 4, 5)  # S whose batch routes carry moment bounds (``PairResult.moment_error``)
 
 
 def _z_moment_bounds(req: PairRequest, chol, r, rows, my, cy, eb):

@@ -1179,7 +1179,9 @@ def region5_moments(Nrm, D, Yv, Yr, *, moments, tol, rng=None, relative=True, co
     cancelling sliver far from the mean keeps its cone bar of 3e-7 rather than RQMC's 7e-4); a cone bar above
     ``FIRST_ORDER_CAP`` is inf (:func:`capped`), so RQMC is taken wherever its bar is finite, and otherwise the pair
     keeps an infinite bar (its term's thin-box cap, ``distributions._log_term_caps``). ``cones``: that
-    function's output when the caller has it. Returns ``(log_mass, mean, cov, rel, used_rqmc)``."""
+    function's output when the caller has it. Returns ``(log_mass, mean, cov, rel, used_rqmc, moment_bounds)``, the
+    last (M, 2) the rows' whitened moment bounds (:func:`_moment_bound`, the larger of the mean's and the
+    covariance's, for both; inf where RQMC took the row or the bound is above ``FIRST_ORDER_CAP``)."""
     from .qmc import rqmc_moments
 
     M = D.shape[0]
@@ -1198,14 +1200,16 @@ def region5_moments(Nrm, D, Yv, Yr, *, moments, tol, rng=None, relative=True, co
             mean[idx] = m2[better]
         if moments >= 2:
             cov[idx] = c2[better]
-    return lm, mean, cov, rel, bad
+    bounds = np.repeat(np.where(bad, np.inf, capped(mb))[:, None], 2, axis=1)
+    return lm, mean, cov, rel, bad, bounds
 
 
 def cones5_batch(req, geo, res, store):
     """S = 5, ``method="auto"``: every needed (region, point) pair of the regular regions by :func:`region5_moments`
     (one :func:`shape5` per region, vectorised over its points, the regions in worker threads), pairs of provably
     negligible weight skipped and tolerances loosened by weight (``sliced.pair_tolerances``); ``store(res, req,
-    chol, r, rows, lm, mean, cov, rel)`` files whitened results. Returns the regions left to the per-region path."""
+    chol, r, rows, lm, mean, cov, rel, eb=moment bounds)`` files whitened results. Returns the regions left to the
+    per-region path."""
     from .sliced import closest_distance, pair_tolerances
 
     pr_all, pn_all = np.nonzero(req.need & geo.ok[:, None])
@@ -1221,9 +1225,9 @@ def cones5_batch(req, geo, res, store):
             jobs.append((r, rows[go], tol[go], (Nrm, D[go], Yv[go], Yr)))
     outs = map_regions(lambda job: _cones_or_flagged(*job[3], req.moments, threaded=False), jobs)
     for (r, rows, tol, (Nrm, D, Yv, Yr)), out in zip(jobs, outs):
-        lm, my, cy, rel, _ = region5_moments(Nrm, D, Yv, Yr, moments=req.moments, tol=tol, rng=req.rng,
-                                             relative=req.relative, cones=out)
-        store(res, req, geo.chol[r], r, rows, lm, my, cy, rel)
+        lm, my, cy, rel, _, eb = region5_moments(Nrm, D, Yv, Yr, moments=req.moments, tol=tol, rng=req.rng,
+                                                 relative=req.relative, cones=out)
+        store(res, req, geo.chol[r], r, rows, lm, my, cy, rel, eb=eb)
     res.has_error[geo.ok] = True
     for r in np.nonzero(geo.ok)[0]:
         res.methods[r] = "cones5"
