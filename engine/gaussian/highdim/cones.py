@@ -1459,19 +1459,54 @@ def cones_numpy(Nrm, D, Yv, Yr, shape, moments, tol, accuracy):
     return out, ok
 
 
+def _beyond_fallback(out, args, ok, tol, how):
+    """(M,) rows of ``out`` (:func:`cone_moments`' tuple; ``args = (Nrm, D, Yv, Yr)``) the cones keep although their
+    moment bounds miss the contract (``ok`` False): not flagged, mass certified (:func:`certified`'s test at ``tol``),
+    ``how = (moments, accuracy)`` with moments >= 2, and the fallback's covariance bound cannot meet the contract at
+    any tolerance (``sliced.covariance_floor`` above ``COV_TOL`` times ``max(tol / 1e-10, 1)``; with
+    ``accuracy="relative"``, of the slices' smallest eigenvalue, which is at most the cones' plus 4 (cones' + slices'
+    bound): a 4 x 4 max-norm error moves an eigenvalue by at most 4 times it). They keep their bounds, which the
+    moments' bars carry (``engine.moment_bar``). Far from the mean both routes' bounds grow like ``|m|^2`` times the
+    mass's error (the moments are E[y y^T] - m m^T), the slices' faster: on ``s4-far30-D6`` (pairs 36-37 from the
+    mean) the slices spent 200 s CPU a point for covariance bounds of 1.6e-7 against the cones' 1.8e-8."""
+    moments, accuracy = how
+    lm, _, cov, rel, eb, fl = out
+    M = lm.size
+    cand = ~ok & ~fl & np.isfinite(lm) & (rel <= np.maximum(tol, CONE_MASS_TOL)) & np.isfinite(eb).all(axis=1)
+    Yr = np.asarray(args[3])
+    if moments < 2 or not Yr.size or not cand.any():
+        return np.zeros(M, dtype=bool)
+    from .sliced import covariance_floor  # sliced imports this module
+
+    idx = np.nonzero(cand)[0]
+    Nrm, D, Yv = args[0], np.atleast_2d(args[1]), np.asarray(args[2])
+    floor = covariance_floor(Nrm, D[idx], Yv[idx], Yr)
+    c = COV_TOL * np.maximum(tol[idx] / _HEAVY_TOL, 1.0)
+    if accuracy == "relative":
+        lam = np.maximum(np.linalg.eigvalsh(cov[idx])[:, 0], 0.0)
+        beyond = floor * (1.0 - 4.0 * c) > c * (lam + 4.0 * eb[idx, 1])
+    else:
+        beyond = floor > c
+    out_rows = np.zeros(M, dtype=bool)
+    out_rows[idx[beyond]] = True
+    return out_rows
+
+
 def _settled_by_cones(Nrm, D, Yv, Yr, shape, moments, tol, accuracy, lws=None):
     """``(log_mass, mean, cov, rel, certified, moment bounds)`` of one region's rows: :func:`cone_moments` and
     :func:`certified`, as one compiled call per region (``cone_kernel.cone_pairs``, the same values; ``lws``: the
     rows' log weight scales, whose tolerances their masses loosen there) unless ``COMPILED_REGION`` is False."""
     if not COMPILED_REGION:
         out, ok = cones_numpy(Nrm, D, Yv, Yr, shape, moments, tol, accuracy)
+        ok = ok | _beyond_fallback(out, (Nrm, D, Yv, Yr), ok, tol, (moments, accuracy))
         return out[0], out[1], out[2], out[3], ok, out[4]
     from .cone_kernel import cone_pairs  # cone_kernel imports this module
 
     if shape is None:
         shape = cone_shape(np.asarray(Nrm, dtype=np.float64), np.atleast_2d(D)[0], np.asarray(Yv)[0], Yr)
-    lm, mean, cov, rel, eb, _, ok = cone_pairs(Nrm, D, Yv, shape, moments=moments, tol=tol, accuracy=accuracy,
-                                               log_weight_scale=lws)
+    lm, mean, cov, rel, eb, fl, ok = cone_pairs(Nrm, D, Yv, shape, moments=moments, tol=tol, accuracy=accuracy,
+                                                log_weight_scale=lws)
+    ok = ok | _beyond_fallback((lm, mean, cov, rel, eb, fl), (Nrm, D, Yv, Yr), ok, tol, (moments, accuracy))
     return lm, mean, cov, rel, ok, eb
 
 

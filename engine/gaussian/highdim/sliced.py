@@ -917,6 +917,38 @@ def unbounded_conditioning(prob: _Problem, reach):
     return out
 
 
+def covariance_floor(Nrm, D, Yv, Yr):
+    """(M,) a lower bound on the covariance bound (``eb[:, 1]``) that :func:`with_fallback` returns for each row of an
+    unbounded P = {Nrm y <= D_m}, at any tolerance and along any direction, with any of these rows first; zeros (no
+    claim) for bounded P or where a row's mean is inside its P. ``cones.cones_first`` keeps the cones' moments where
+    this floor says no pass of the slices can meet the moments' contract (issue 14: ``s4-far30-D6``, two pairs 36-37
+    from the mean, 200 s CPU a point in the slices for bounds 10x the cones').
+
+    The slices' covariance bound contains ``cond span^2`` (:func:`moment_error_bounds`) with ``span >= R``, the
+    window's reach ``R = hypot(|y*|, WINDOW)``, and ``cond`` (:func:`unbounded_conditioning`) is a minimum of
+    ``delta (k + |c|^2 / 4) / r`` over balls B(c, r) in P: ``delta >= 4 eps R``, ``|c| >= d`` (the certified distance,
+    ``budget.certified_distance``), and ``r <= 1 + 1e-9 (1 + max |D|)``: the capped ball has ``r <= 1``, an inward
+    ball's centre is ``y + s u`` (``s <= 1``, ``|u| = 1``) with y the first row's closest point on a facet f (``on``:
+    slack ``<= 1e-9 (1 + |D_f|)``), so ``r <= slack_f(y + s u) <= slack_f(y) + s``. Hence ``floor = 4 eps R^3 (k +
+    d^2 / 4) / r_max``, a millionth shaved for the closest points' rounding (two NNLS solvers)."""
+    from .budget import certified_distance
+
+    D = np.atleast_2d(np.asarray(D, dtype=np.float64))
+    M, k = D.shape[0], Nrm.shape[1]
+    Yr = np.asarray(Yr, dtype=np.float64).reshape(-1, k)
+    if not Yr.size or not M:
+        return np.zeros(M)
+    y = closest_points(Nrm, D)
+    slack = D - y @ Nrm.T
+    on = (slack <= 1e-9 * (1.0 + np.abs(D))).any(axis=1)
+    d = certified_distance(y, np.asarray(Yv, dtype=np.float64), Yr)
+    if not (on.all() and (d > 0.0).all()):
+        return np.zeros(M)
+    R = np.hypot(np.linalg.norm(y, axis=1), WINDOW)
+    r_max = 1.0 + 1e-9 * (1.0 + np.abs(D).max())
+    return (1.0 - 1e-6) * 4.0 * np.finfo(float).eps * R ** 3 * (k + 0.25 * d * d) / r_max
+
+
 def _ball_term(c0, r, shift, delta, k):
     """(M,) ``delta (k + |c|^2 / 4) / r`` for the ball ``B(c0, r)`` of point 0, translated to each point; inf where
     ``r <= 0``."""
