@@ -442,13 +442,15 @@ def cone6_log_mass(Nrm, D, Yv, Yr, tol=TOL):
 # Per-pair tolerances follow the pair's posterior weight ``w`` (bounded by ``exp(log_weight_scale) Q(|y*|)``, y* the
 # region's point closest to the mean): ``log_marginal_error`` is the pairs' bars averaged with their weights, so a
 # pair asked for ``TOL max(1, LOOSEN_WEIGHT / w)`` adds at most ``TOL w + TOL LOOSEN_WEIGHT`` (5e-10 a pair; the
-# weighted average of the heavy pairs' ``TOL`` terms is at most ``TOL``). Pairs whose weight bound is below
-# ``RQMC_WEIGHT`` take RQMC directly (its bar, ~0.01-0.1 relative, times 1e-8: <= 1e-9 a pair), the rest the ridge
-# integrals (~1 s a pair) with RQMC where those are flagged.
+# weighted average of the heavy pairs' ``TOL`` terms is at most ``TOL``). Every pair takes the ridge integrals
+# (``cone6_kernel``, ~40 ms of CPU a pair), RQMC where they are flagged. Pairs whose weight bound is below
+# ``RQMC_WEIGHT`` would take RQMC directly (its bar, ~0.01-0.1 relative, times the bound); that route, set at 1e-8
+# when the ridge integrals took ~1 s a pair, now costs more than the cones (~120 ms a row: [6,6,6,6] points 0-3 in
+# one call, 131 s CPU with it at 1e-8, 92 s at 0, every bar smaller), so it is off (0).
 TOL_HEAVY = 5e-7
 LOOSEN_WEIGHT = 1e-3
 MAX_TOL = 1e-2
-RQMC_WEIGHT = 1e-8
+RQMC_WEIGHT = 0.0
 RQMC_RETRY = 0.1  # RQMC rows with a wider bar (``pairs.log_error`` is infinite from 0.5) take the cones at this tol
 
 
@@ -471,16 +473,16 @@ class Cones6Geometry:
 def pair_tolerances(log_weight_scale, log_upper):
     """Per pair: (skip, cones, tol): skipped when the weight bound ``exp(log_weight_scale) Q(|y*|)`` is below
     ``e^-NEGLIGIBLE_NATS`` (``engine.evaluate``'s pruning convention, as ``sliced.pair_tolerances``: such a pair is
-    mass 0 with error 0); the ridge integrals when the bound is at least ``RQMC_WEIGHT`` (every pair without
-    ``log_weight_scale``); the tolerance (module comment)."""
+    mass 0 with error 0); the ridge integrals when the bound is at least ``RQMC_WEIGHT`` (every pair when it is 0 or
+    without ``log_weight_scale``); the tolerance (module comment)."""
     n = log_upper.size
     if log_weight_scale is None:
         return np.zeros(n, dtype=bool), np.ones(n, dtype=bool), np.full(n, TOL_HEAVY)
     wb = log_weight_scale + log_upper
     with np.errstate(over="ignore", invalid="ignore"):
         loosen = np.clip(LOOSEN_WEIGHT * np.exp(-wb), 1.0, MAX_TOL / TOL_HEAVY)
-    return (wb < -NEGLIGIBLE_NATS, ~(wb < math.log(RQMC_WEIGHT)),
-            np.where(np.isfinite(loosen), loosen, 1.0) * TOL_HEAVY)
+    light = wb < math.log(RQMC_WEIGHT) if RQMC_WEIGHT > 0.0 else np.zeros(n, dtype=bool)
+    return (wb < -NEGLIGIBLE_NATS, ~light, np.where(np.isfinite(loosen), loosen, 1.0) * TOL_HEAVY)
 
 
 class _RowCones:
