@@ -515,20 +515,51 @@ class _RowCones:
             except np.linalg.LinAlgError:
                 return [(m, _flagged(6)) for m in idx]
         out = cone6_moments_batch(Nrm, D[idx], Yv[idx], Yr, tol[idx], self.moments, self.shape)
-        for k, (m, r) in enumerate(zip(idx.tolist(), out)):
-            if r.flagged and np.isfinite(r.log_mass) and not r.rel <= tol[m]:  # a bar above tol (a signed sum that
-                # cancels far from the mean): the outer rules' sums are grouped per ridge and may cancel less
-                r2 = cone6_moments(Nrm, D[m], Yv[m], Yr, float(tol[m]), moments=self.moments)
-                if r2.rel < r.rel and np.all(np.isfinite(r2.moment_bounds)):
-                    out[k] = r2
         return list(zip(idx.tolist(), out))
+
+    def rules(self, m, tol):
+        """Row ``m`` by the outer rules (:func:`cone6_moments`; ~1 s): their sums are grouped per ridge and may cancel
+        less than the closed kernel's far from the mean."""
+        Nrm, D, Yv, Yr = self.data
+        return cone6_moments(Nrm, D[m], Yv[m], Yr, float(tol), moments=self.moments)
+
+
+def _usable(r):
+    """A :class:`Result` with numbers and finite bars (flagged or not)."""
+    return bool(np.isfinite(r.rel) and np.isfinite(r.log_mass) and np.all(np.isfinite(r.moment_bounds)))
+
+
+def _retry(cones, cand, idx, rqmc, use, tol):
+    """Into ``cand``: for the rows ``idx`` where neither ``cand``'s bar nor RQMC's (``rqmc = (log_mass, rel)``) is
+    within ``RQMC_RETRY``, the cones at that tolerance where RQMC took the row first (not ``use``), then (``CLOSED6``)
+    the outer rules where still too wide, each kept where its bar is narrower."""
+    lm, rel = rqmc
+
+    def weak(m):
+        return not (min(cand[m].rel if m in cand else np.inf, rel[m] if np.isfinite(lm[m]) else np.inf)
+                    <= RQMC_RETRY)
+
+    def keep(m, r):
+        if _usable(r) and not (m in cand and cand[m].rel <= r.rel):
+            cand[m] = r
+
+    retry = np.array([m for m in idx if weak(m)], dtype=np.intp)
+    for m, r in cones.rows(retry[~use[retry]], np.full(use.size, RQMC_RETRY)):
+        keep(m, r)
+    if CLOSED6:  # still too wide (the closed sums cancel): the outer rules, row by row
+        for m in retry:
+            if weak(m):
+                keep(m, cones.rules(m, tol[m] if use[m] else RQMC_RETRY))
 
 
 def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback, cones=None):
     """The rows of one region: :func:`cone6_moments` for the rows ``use`` at their ``tol``, ``fallback`` (``D_rows
-    -> (log_mass, mean, cov, rel)``, RQMC) for the others and the flagged ones; RQMC rows whose bar exceeds
-    ``RQMC_RETRY`` (or with no mass) take the cones at that tolerance; a row the cones flagged for its bar alone
-    keeps their numbers where RQMC's bar is wider. Returns ``(log_mass, mean, cov, rel, by_cones)``."""
+    -> (log_mass, mean, cov, rel)``, RQMC) for the others and the flagged ones; a row the cones flagged for its bar
+    alone keeps their numbers where RQMC's bar is wider. Rows where neither bar is within ``RQMC_RETRY`` (or RQMC has
+    no mass) take the cones at that tolerance if RQMC took them first, then (``CLOSED6``) the outer rules
+    (:meth:`_RowCones.rules`, ~1 s a row), kept where their bar is narrower: the rules used to retry every row the
+    closed kernel left above its tolerance, and on [6,6,6,6] points 0-3 none of 7 was certified and RQMC's bar was
+    the narrower on 5. Returns ``(log_mass, mean, cov, rel, by_cones)``."""
     M = D.shape[0]
     lm, rel = np.full(M, -np.inf), np.full(M, np.inf)
     mean, cov, done = np.zeros((M, 6)), np.zeros((M, 6, 6)), np.zeros(M, dtype=bool)
@@ -539,7 +570,7 @@ def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback, cones=None):
 
     cones = _RowCones(Nrm, D, Yv, Yr, moments) if cones is None else cones
     for m, r in cones.rows(np.nonzero(use)[0], tol):
-        if np.isfinite(r.rel) and np.isfinite(r.log_mass) and np.all(np.isfinite(r.moment_bounds)):
+        if _usable(r):
             if not r.flagged:
                 take(m, r)
                 done[m] = True
@@ -553,11 +584,7 @@ def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback, cones=None):
             mean[idx] = sub[1]
         if moments >= 2:
             cov[idx] = sub[2]
-    retry = np.array([m for m in idx if m not in cand and not (np.isfinite(lm[m]) and rel[m] <= RQMC_RETRY)],
-                     dtype=np.intp)  # RQMC's bar too wide: the cones
-    for m, r in cones.rows(retry, np.full(M, RQMC_RETRY)):
-        if np.isfinite(r.rel) and np.isfinite(r.log_mass) and np.all(np.isfinite(r.moment_bounds)):
-            cand[m] = r
+    _retry(cones, cand, idx, (lm, rel), use, tol)
     for m in idx:
         if m in cand and (cand[m].rel < rel[m] or not np.isfinite(lm[m])):
             take(m, cand[m])
