@@ -131,13 +131,16 @@ def _orthant_region(shift):
                     np.eye(6), np.zeros((0, 6)))
 
 
-def test_batch_routes_by_weight_and_same_bits(monkeypatch):
+@pytest.mark.parametrize("rqmc_weight", [0.0, 1e-8])
+def test_batch_routes_by_weight_and_same_bits(monkeypatch, rqmc_weight):
     """Through ``polytope_moments_arrays`` at S = 6 (``BATCH_INTEGRATORS[6]``): an orthant under two means, one pair
-    heavy (weight bound 1) and one light (bound below ``RQMC_WEIGHT``). The heavy pair takes the ridge integrals
-    (bar <= TOL_HEAVY, within it of the closed form ``prod Q``), the light one RQMC (its bar covers the closed form);
-    the same bits with 1 and 2 threads and on a second run."""
+    heavy (weight bound 1) and one light (bound e^-40). The heavy pair takes the ridge integrals (bar <= TOL_HEAVY,
+    within it of the closed form ``prod Q``); the light one the ridge integrals too at its loosened tolerance
+    (``RQMC_WEIGHT = 0``, the default) or, with ``RQMC_WEIGHT = 1e-8``, RQMC (its bar covers the closed form); the
+    same bits with 1 and 2 threads and on a second run."""
     from engine.gaussian.polytopes import polytope_moments_arrays
 
+    monkeypatch.setattr(cones6, "RQMC_WEIGHT", rqmc_weight)
     shift = np.array([-0.5, 0.3, -1.0, 0.2, 0.8, -0.1])
     means = np.array([[[0.0] * 6, [0.1, -0.2, 0.3, 0.0, 0.1, 0.2]]])
     exact = np.sum(log_ndtr(means[0] - shift[None]), axis=1)
@@ -152,7 +155,11 @@ def test_batch_routes_by_weight_and_same_bits(monkeypatch):
     assert out.methods == ["cones6"]
     err = np.abs(out.log_mass[0] - exact)
     assert out.log_mass_error[0, 0] <= 1.01 * cones6.TOL_HEAVY and err[0] <= out.log_mass_error[0, 0]
-    assert err[1] <= out.log_mass_error[0, 1] and out.log_mass_error[0, 1] > 1e-6  # RQMC's bar, not the cones'
+    assert err[1] <= out.log_mass_error[0, 1]
+    if rqmc_weight > 0.0:
+        assert out.log_mass_error[0, 1] > 1e-6  # RQMC's bar, not the cones'
+    else:
+        assert out.log_mass_error[0, 1] <= 1.01 * cones6.MAX_TOL  # the cones at the light pair's tolerance
 
 
 @pytest.mark.slow
@@ -356,3 +363,25 @@ def test_closed_route_mean_near_a_face_under_a_rotation(k):
         r = cones6.cone6_moments_batch(Nrm, D[None], V[None], R, tol=2e-6, moments=0)[0]
         err = abs(math.expm1(r.log_mass - exact))
         assert not r.flagged and err <= 0.2 * r.rel and r.rel <= 2e-6, (seed, err, r.rel)
+
+
+def test_theta_and_root_is_theta_diff_bit_for_bit():
+    """``cone6_kernel.theta_and_root`` (one root and one arctangent where the nodes straddle the foot) returns
+    ``cones.theta_diff`` and ``sqrt(c + s^2)`` bit for bit on the clipped nodes of the edge integrals: edges across
+    the foot, beside it, at it, flags from 1e-9 to 1e3, nodes inside and beyond the edge."""
+    from engine.gaussian.highdim.cone6_kernel import theta_and_root
+    from engine.gaussian.highdim.cones import theta_diff
+
+    rng = np.random.default_rng(6)
+    bad = 0
+    for _ in range(4000):
+        lo = rng.choice([-1.0, 1.0, 0.0]) * 10.0 ** rng.uniform(-6, 2)
+        hi = lo + 10.0 ** rng.uniform(-6, 2)
+        a, b = 10.0 ** rng.uniform(-9, 3, size=2)
+        c = a * a + b * b
+        for sg in np.concatenate([10.0 ** rng.uniform(-8, 3, size=6), [abs(lo), abs(hi), 0.0]]):
+            x, y = min(max(sg, lo), hi), min(max(-sg, lo), hi)
+            got = theta_and_root(x, y, sg, a, b, c)
+            want = (theta_diff(x, y, a, b, c), math.sqrt(c + sg * sg))
+            bad += got[0] != want[0] or got[1] != want[1]
+    assert bad == 0

@@ -161,6 +161,28 @@ def j_at_nodes(A0, d2, xs, n, G):
 
 
 @_jit
+def theta_and_root(x, y, sg, a, b, c):
+    """``(cones.theta_diff(x, y, a, b, c), sqrt(c + sg^2))`` bit for bit, for the clipped nodes ``x = clip(sg)``, ``y =
+    clip(-sg)`` (``sg >= 0``) of the edge integrals: theta_diff's ``sqrt(c + x^2)`` is the root itself where ``x ==
+    sg``, and where ``y == -x`` (the nodes across the foot) ``Y == -X`` exactly and ``atan(X) - atan(-X)`` is ``2
+    atan(X)`` (atan is odd; checked bit for bit in tests/test_highdim_cones6.py): one square root and one arctangent
+    a flag and node instead of three and two."""
+    ws = math.sqrt(c + sg * sg)
+    if x == y:
+        return 0.0, ws
+    wx = ws if x == sg else math.sqrt(c + x * x)
+    X = a * x / (b * wx)
+    if y == -x:
+        return 2.0 * math.atan(X), ws
+    wy = math.sqrt(c + y * y)
+    Y = a * y / (b * wy)
+    if x * y <= 0.0:
+        return math.atan(X) - math.atan(Y), ws
+    num = (a / b) * c * (x - y) * (x + y) / (wx * wy * (x * wy + y * wx))
+    return math.atan(num / (1.0 + X * Y)), ws
+
+
+@_jit
 def log_k6(d2, e2, B, r, buf):
     """``(log K6', ok)``: ``K6' = int_r^inf J(d, a) / (a (B + rho^2)) drho``, ``a = sqrt(e2 + B + rho^2)`` (``K6``
     without ``d / 2 pi``), graded Gauss-Legendre in ``u = rho - r`` (poles at ``rho^2 = -B``), ``r >= 0``."""
@@ -226,10 +248,10 @@ def edge6_logs(R, d2, e2, d2f, fl, out, buf):
         for k in range(cnt):
             sg = xs[k]
             gr = ws[k] * G[k] / (math.sqrt(A0 + sg * sg) * (R + sg * sg))
+            x, y = _clip(sg, lo, hi), _clip(-sg, lo, hi)  # every flag of the edge has the edge's (lo, hi)
             for f in range(n):
-                a, b, c, flo, fhi = fl[f, 0], fl[f, 1], fl[f, 2], fl[f, 3], fl[f, 4]
-                dth = theta_diff(_clip(sg, flo, fhi), _clip(-sg, flo, fhi), a, b, c)
-                S[f] += gr * dth * sg / math.sqrt(c + sg * sg)
+                dth, root = theta_and_root(x, y, sg, fl[f, 0], fl[f, 1], fl[f, 2])
+                S[f] += gr * dth * sg / root
         base = -0.5 * (d2 + A0 + sa * sa)
         for f in range(n):
             if S[f] > 0.0:
@@ -356,9 +378,10 @@ def edge_fused6(R, d2, e2, d2f, fl, outs, buf):
             g4 = ws[k] / (R + sg * sg)
             g6 = g4 * G[k] / a
             g5 = g4 * 0.5 * _erfcx(a / C.SQRT2) / a
+            x, y = _clip(sg, lo, hi), _clip(-sg, lo, hi)  # every flag of the edge has the edge's (lo, hi)
             for f in range(n):
-                a_, b_, c_, flo, fhi = fl[f, 0], fl[f, 1], fl[f, 2], fl[f, 3], fl[f, 4]
-                val = theta_diff(_clip(sg, flo, fhi), _clip(-sg, flo, fhi), a_, b_, c_) * sg / math.sqrt(c_ + sg * sg)
+                dth, root = theta_and_root(x, y, sg, fl[f, 0], fl[f, 1], fl[f, 2])
+                val = dth * sg / root
                 S[0, f] += g6 * val
                 S[1, f] += g5 * val
                 S[2, f] += g4 * val

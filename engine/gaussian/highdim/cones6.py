@@ -442,13 +442,15 @@ def cone6_log_mass(Nrm, D, Yv, Yr, tol=TOL):
 # Per-pair tolerances follow the pair's posterior weight ``w`` (bounded by ``exp(log_weight_scale) Q(|y*|)``, y* the
 # region's point closest to the mean): ``log_marginal_error`` is the pairs' bars averaged with their weights, so a
 # pair asked for ``TOL max(1, LOOSEN_WEIGHT / w)`` adds at most ``TOL w + TOL LOOSEN_WEIGHT`` (5e-10 a pair; the
-# weighted average of the heavy pairs' ``TOL`` terms is at most ``TOL``). Pairs whose weight bound is below
-# ``RQMC_WEIGHT`` take RQMC directly (its bar, ~0.01-0.1 relative, times 1e-8: <= 1e-9 a pair), the rest the ridge
-# integrals (~1 s a pair) with RQMC where those are flagged.
+# weighted average of the heavy pairs' ``TOL`` terms is at most ``TOL``). Every pair takes the ridge integrals
+# (``cone6_kernel``, ~40 ms of CPU a pair), RQMC where they are flagged. Pairs whose weight bound is below
+# ``RQMC_WEIGHT`` would take RQMC directly (its bar, ~0.01-0.1 relative, times the bound); that route, set at 1e-8
+# when the ridge integrals took ~1 s a pair, now costs more than the cones (~120 ms a row: [6,6,6,6] points 0-3 in
+# one call, 131 s CPU with it at 1e-8, 92 s at 0, every bar smaller), so it is off (0).
 TOL_HEAVY = 5e-7
 LOOSEN_WEIGHT = 1e-3
 MAX_TOL = 1e-2
-RQMC_WEIGHT = 1e-8
+RQMC_WEIGHT = 0.0
 RQMC_RETRY = 0.1  # RQMC rows with a wider bar (``pairs.log_error`` is infinite from 0.5) take the cones at this tol
 
 
@@ -471,16 +473,16 @@ class Cones6Geometry:
 def pair_tolerances(log_weight_scale, log_upper):
     """Per pair: (skip, cones, tol): skipped when the weight bound ``exp(log_weight_scale) Q(|y*|)`` is below
     ``e^-NEGLIGIBLE_NATS`` (``engine.evaluate``'s pruning convention, as ``sliced.pair_tolerances``: such a pair is
-    mass 0 with error 0); the ridge integrals when the bound is at least ``RQMC_WEIGHT`` (every pair without
-    ``log_weight_scale``); the tolerance (module comment)."""
+    mass 0 with error 0); the ridge integrals when the bound is at least ``RQMC_WEIGHT`` (every pair when it is 0 or
+    without ``log_weight_scale``); the tolerance (module comment)."""
     n = log_upper.size
     if log_weight_scale is None:
         return np.zeros(n, dtype=bool), np.ones(n, dtype=bool), np.full(n, TOL_HEAVY)
     wb = log_weight_scale + log_upper
     with np.errstate(over="ignore", invalid="ignore"):
         loosen = np.clip(LOOSEN_WEIGHT * np.exp(-wb), 1.0, MAX_TOL / TOL_HEAVY)
-    return (wb < -NEGLIGIBLE_NATS, ~(wb < math.log(RQMC_WEIGHT)),
-            np.where(np.isfinite(loosen), loosen, 1.0) * TOL_HEAVY)
+    light = wb < math.log(RQMC_WEIGHT) if RQMC_WEIGHT > 0.0 else np.zeros(n, dtype=bool)
+    return (wb < -NEGLIGIBLE_NATS, ~light, np.where(np.isfinite(loosen), loosen, 1.0) * TOL_HEAVY)
 
 
 class _RowCones:
@@ -513,20 +515,51 @@ class _RowCones:
             except np.linalg.LinAlgError:
                 return [(m, _flagged(6)) for m in idx]
         out = cone6_moments_batch(Nrm, D[idx], Yv[idx], Yr, tol[idx], self.moments, self.shape)
-        for k, (m, r) in enumerate(zip(idx.tolist(), out)):
-            if r.flagged and np.isfinite(r.log_mass) and not r.rel <= tol[m]:  # a bar above tol (a signed sum that
-                # cancels far from the mean): the outer rules' sums are grouped per ridge and may cancel less
-                r2 = cone6_moments(Nrm, D[m], Yv[m], Yr, float(tol[m]), moments=self.moments)
-                if r2.rel < r.rel and np.all(np.isfinite(r2.moment_bounds)):
-                    out[k] = r2
         return list(zip(idx.tolist(), out))
+
+    def rules(self, m, tol):
+        """Row ``m`` by the outer rules (:func:`cone6_moments`; ~1 s): their sums are grouped per ridge and may cancel
+        less than the closed kernel's far from the mean."""
+        Nrm, D, Yv, Yr = self.data
+        return cone6_moments(Nrm, D[m], Yv[m], Yr, float(tol), moments=self.moments)
+
+
+def _usable(r):
+    """A :class:`Result` with numbers and finite bars (flagged or not)."""
+    return bool(np.isfinite(r.rel) and np.isfinite(r.log_mass) and np.all(np.isfinite(r.moment_bounds)))
+
+
+def _retry(cones, cand, idx, rqmc, use, tol):
+    """Into ``cand``: for the rows ``idx`` where neither ``cand``'s bar nor RQMC's (``rqmc = (log_mass, rel)``) is
+    within ``RQMC_RETRY``, the cones at that tolerance where RQMC took the row first (not ``use``), then (``CLOSED6``)
+    the outer rules where still too wide, each kept where its bar is narrower."""
+    lm, rel = rqmc
+
+    def weak(m):
+        return not (min(cand[m].rel if m in cand else np.inf, rel[m] if np.isfinite(lm[m]) else np.inf)
+                    <= RQMC_RETRY)
+
+    def keep(m, r):
+        if _usable(r) and not (m in cand and cand[m].rel <= r.rel):
+            cand[m] = r
+
+    retry = np.array([m for m in idx if weak(m)], dtype=np.intp)
+    for m, r in cones.rows(retry[~use[retry]], np.full(use.size, RQMC_RETRY)):
+        keep(m, r)
+    if CLOSED6:  # still too wide (the closed sums cancel): the outer rules, row by row
+        for m in retry:
+            if weak(m):
+                keep(m, cones.rules(m, tol[m] if use[m] else RQMC_RETRY))
 
 
 def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback, cones=None):
     """The rows of one region: :func:`cone6_moments` for the rows ``use`` at their ``tol``, ``fallback`` (``D_rows
-    -> (log_mass, mean, cov, rel)``, RQMC) for the others and the flagged ones; RQMC rows whose bar exceeds
-    ``RQMC_RETRY`` (or with no mass) take the cones at that tolerance; a row the cones flagged for its bar alone
-    keeps their numbers where RQMC's bar is wider. Returns ``(log_mass, mean, cov, rel, by_cones)``."""
+    -> (log_mass, mean, cov, rel)``, RQMC) for the others and the flagged ones; a row the cones flagged for its bar
+    alone keeps their numbers where RQMC's bar is wider. Rows where neither bar is within ``RQMC_RETRY`` (or RQMC has
+    no mass) take the cones at that tolerance if RQMC took them first, then (``CLOSED6``) the outer rules
+    (:meth:`_RowCones.rules`, ~1 s a row), kept where their bar is narrower: the rules used to retry every row the
+    closed kernel left above its tolerance, and on [6,6,6,6] points 0-3 none of 7 was certified and RQMC's bar was
+    the narrower on 5. Returns ``(log_mass, mean, cov, rel, by_cones)``."""
     M = D.shape[0]
     lm, rel = np.full(M, -np.inf), np.full(M, np.inf)
     mean, cov, done = np.zeros((M, 6)), np.zeros((M, 6, 6)), np.zeros(M, dtype=bool)
@@ -537,7 +570,7 @@ def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback, cones=None):
 
     cones = _RowCones(Nrm, D, Yv, Yr, moments) if cones is None else cones
     for m, r in cones.rows(np.nonzero(use)[0], tol):
-        if np.isfinite(r.rel) and np.isfinite(r.log_mass) and np.all(np.isfinite(r.moment_bounds)):
+        if _usable(r):
             if not r.flagged:
                 take(m, r)
                 done[m] = True
@@ -551,11 +584,7 @@ def region_rows(Nrm, D, Yv, Yr, use, tol, moments, fallback, cones=None):
             mean[idx] = sub[1]
         if moments >= 2:
             cov[idx] = sub[2]
-    retry = np.array([m for m in idx if m not in cand and not (np.isfinite(lm[m]) and rel[m] <= RQMC_RETRY)],
-                     dtype=np.intp)  # RQMC's bar too wide: the cones
-    for m, r in cones.rows(retry, np.full(M, RQMC_RETRY)):
-        if np.isfinite(r.rel) and np.isfinite(r.log_mass) and np.all(np.isfinite(r.moment_bounds)):
-            cand[m] = r
+    _retry(cones, cand, idx, (lm, rel), use, tol)
     for m in idx:
         if m in cand and (cand[m].rel < rel[m] or not np.isfinite(lm[m])):
             take(m, cand[m])
