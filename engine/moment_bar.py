@@ -118,6 +118,8 @@ def _facet_half_space(st, n, r, post_mean, log_w):
     from .distributions import _scaled_half_spaces
 
     Hs, sc = _scaled_half_spaces(st.part, st.cov)
+    if Hs.shape[1] == 0:  # no region has a facet (one region, the whole space): no half-space to refine by
+        return np.full(st.mu[n, r].shape, np.inf), np.full(st.mu[n, r].shape, np.inf)
     mu = st.mu[n, r]
     slack = sc[r] - np.einsum("pfs,ps->pf", Hs[r], mu)
     f = np.argmin(np.where(np.isnan(slack), np.inf, slack), axis=1)
