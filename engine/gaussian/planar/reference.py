@@ -53,6 +53,7 @@ from .kernel import _COV_UNIT_ERR
 from .kernel import edges_many as _edges_many
 
 _PARALLEL = 1e-12  # |n_j . e_i| below this: rows i and j are parallel
+SLICE_RULE_REL = 1e-13  # the nested slice quadrature's own rule error, relative (quad1d; before its conditioning)
 _ZERO_ROW = 0.5  # squared norm below this: a zero row
 _SWEEP = np.array([-6.0, -3.0, -1.5, 0.0, 1.5, 3.0, 6.0])  # inner abscissae where slice ends split the outer rule
 
@@ -243,8 +244,9 @@ def _slice_problem(Nrm, D, edges):
 
     The outer variable is ``t = u^T y`` with ``u`` the direction of the polygon's point closest to the
     origin (any direction when the origin is inside); for each ``t`` the slice is the interval of
-    ``v = w^T y`` (``w = rot90(u)``) allowed by every row. Returns ``(u, w, lo, hi, breaks, slices)``
-    where ``slices(T)`` maps (M, Q) abscissae to ``(v_lo, v_hi, feasible)``.
+    ``v = w^T y`` (``w = rot90(u)``) allowed by every row. Returns ``(u, w, lo, hi, breaks, slices, ab)``
+    where ``slices(T)`` maps (M, Q) abscissae to ``(v_lo, v_hi, feasible)`` and ``ab = (a, b)`` (M, F) are the rows
+    in the ``(t, v)`` frame (``n_f . u``, ``n_f . w``).
     """
     M, F = D.shape
     Nrm = np.broadcast_to(Nrm, (M, F, 2)) if Nrm.ndim == 2 else Nrm
@@ -298,7 +300,7 @@ def _slice_problem(Nrm, D, edges):
         feas = np.all(np.where((pos | neg)[:, None, :], True, R >= 0.0), axis=2) & (slo < shi)
         return slo, shi, feas
 
-    return u, v, lo, hi, breaks, slices
+    return u, v, lo, hi, breaks, slices, (a, b)
 
 
 def _slice_log_density(slices):
@@ -315,14 +317,66 @@ def _slice_log_density(slices):
 
 
 def planar_slice_log_mass(Nrm, D, edges=None):
-    """Nested quadrature: outer ``quad1d`` along the direction of the closest point, exact 1-D slices."""
+    """Nested quadrature: outer ``quad1d`` along the direction of the closest point, exact 1-D slices. Returns
+    ``(log_mass, rel_err)``: the rule's ``SLICE_RULE_REL`` plus the slice ends' conditioning
+    (:func:`slice_conditioning`)."""
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     if edges is None:
         edges = planar_edges(Nrm, D)[:3]
-    _, _, lo, hi, breaks, slices = _slice_problem(Nrm, D, edges)
+    _, _, lo, hi, breaks, slices, ab = _slice_problem(Nrm, D, edges)
 
-    total, _, _ = integrate_logconcave(_slice_log_density(slices), lo, hi, breaks)
-    return total, np.full(D.shape[0], 1e-13)
+    total, nodes, lw = integrate_logconcave(_slice_log_density(slices), lo, hi, breaks)
+    return total, SLICE_RULE_REL + slice_conditioning(D, ab, slices, total, nodes, lw)
+
+
+def _end_error(D, a, b, T, pick, rows):
+    """Rounding bound of the slice ends ``Q_f = (D_f - T a_f) / b_f`` at the abscissae ``T`` (M, Q), the rows
+    ``rows`` (M, Q) of ``pick`` (M, F) attaining them: ``eps (4 |T| + |D_f| + 3 |Q_f|) / |b_f|`` (see
+    :func:`slice_conditioning`); 0 where no row bounds the end."""
+    bs = np.where(pick, np.abs(b), 1.0)
+    q = np.abs(D[:, None, :] - T[:, :, None] * a[:, None, :]) / bs[:, None, :]
+    err = EPS * (4.0 * np.abs(T)[:, :, None] + np.abs(D)[:, None, :] + 3.0 * q) / bs[:, None, :]
+    err = np.where(pick[:, None, :], err, 0.0)
+    return np.take_along_axis(err, rows[..., None], axis=2)[..., 0]
+
+
+def slice_conditioning(D, ab, slices, total, nodes, lw):
+    """Relative error bound (M,) of the nested slice quadrature from the rounding of its slice ends and frame.
+
+    The slices are exact 1-D masses ``Z(t) = Phi(v_hi) - Phi(v_lo)`` of computed ends ``v = Q_f(t) = (D_f - t a_f) /
+    b_f`` (the rows in the frame ``(u, w)`` of :func:`_slice_problem`, ``a_f = n_f . u``, ``b_f = n_f . w``; ``Nrm``,
+    ``D`` exact). Each 2-term dot product is off by at most ``2 eps`` (unit rows and frame), so, to first order,
+    ``|dQ_f| <= (|t| |da_f| + eps |t a_f| + eps |D_f - t a_f| + |Q_f| |db_f|) / |b_f| + eps |Q_f| <= eps (4 |t| + |D_f|
+    + 3 |Q_f|) / |b_f|``: where two nearly parallel rows bound a thin slice, its relative error ``|dQ| phi(v) / Z``
+    grows like ``1 / sin(angle)`` (a wedge of angle 1e-6 at ``(6, 0.05)`` was 1.2e-9 off under the former flat
+    1e-13: tests/test_s2_shallow_vertex.py). The mass moves by ``int phi(t) (phi(v_hi) |dv_hi| + phi(v_lo) |dv_lo|)
+    dt``, summed here on the outer rule's own nodes as ``sum_k w_k phi(t_k) Z_k rho_k / P``, ``rho_k`` the node's
+    relative end error (the integrand is as smooth between the breaks as the mass's own). The frame ``u`` is unit
+    only to ``|u|^2 - 1 <= 4 eps``: the density ``phi(t) phi(v)`` is then off by ``2 eps (t^2 + v^2)`` relative plus
+    the Jacobian's ``4 eps``; ``E[v^2 | slice] <= 2 + dist(slice, 0)^2`` (a truncated normal on ``[c, hi]``, ``c >=
+    0``, is stochastically below the one on ``[c, inf)``, whose second moment is ``1 + c lambda(c) <= 2 + c^2``)."""
+    a, b = ab
+    slo, shi, feas = slices(nodes)
+    pos = b > _PARALLEL
+    neg = b < -_PARALLEL
+    R = D[:, None, :] - nodes[:, :, None] * a[:, None, :]
+    Q = R / np.where(pos | neg, b, 1.0)[:, None, :]
+    jh = np.argmin(np.where(pos[:, None, :], Q, np.inf), axis=2)
+    jl = np.argmax(np.where(neg[:, None, :], Q, -np.inf), axis=2)
+    dhi = np.where(np.isfinite(shi), _end_error(D, a, b, nodes, pos, jh), 0.0)
+    dlo = np.where(np.isfinite(slo), _end_error(D, a, b, nodes, neg, jl), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        lz = np.full(nodes.shape, -np.inf)
+        if np.any(feas):
+            lz[feas] = standard_interval_moments(slo[feas], shi[feas])[0]
+        phi_ends = (np.where(np.isfinite(shi), np.exp(-0.5 * shi * shi), 0.0) * dhi
+                    + np.where(np.isfinite(slo), np.exp(-0.5 * slo * slo), 0.0) * dlo)
+        rho = np.exp(np.log(phi_ends) - LOG_SQRT_2PI - lz)
+        near = np.where(slo > 0.0, slo, np.where(shi < 0.0, -shi, 0.0))
+        rho = rho + EPS * (4.0 + 2.0 * nodes * nodes + 2.0 * (2.0 + near * near))
+        w = np.exp(lw - total[:, None])
+        out = np.sum(np.where(feas & (w > 0.0), w * rho, 0.0), axis=1)
+    return np.where(np.isfinite(total), out, 0.0)
 
 
 def planar_slice_moments(Nrm, D, edges=None):
@@ -339,7 +393,7 @@ def planar_slice_moments(Nrm, D, edges=None):
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     if edges is None:
         edges = planar_edges(Nrm, D)[:3]
-    u, v, lo, hi, breaks, slices = _slice_problem(Nrm, D, edges)
+    u, v, lo, hi, breaks, slices, _ = _slice_problem(Nrm, D, edges)
 
     total, nodes, lw = integrate_logconcave(_slice_log_density(slices), lo, hi, breaks)
     slo, shi, feas = slices(nodes)
