@@ -1,16 +1,17 @@
-"""S = 2 wedges whose two edges meet at a shallow angle (1e-1 to 1e-6 rad), against 40-digit mpmath on the float64
+"""S = 2 wedges whose two edges meet at a shallow angle (1e-1 to 1e-6 rad), against 30-digit mpmath on the float64
 ``H``, ``c`` as given.
 
 The region is ``{y >= h}`` cut by the line through the vertex ``(a, h)`` at angle ``theta`` to ``y = h`` (the wedge
-opens away from the foot or toward it), rotated by ``phi``. The mean sits far below such a thin wedge's sectors: the
-edge formula's signed sum cancels by ``~ angle to the mean / theta``, the kernel flags the pair and the exact path's
-nested slice quadrature (``planar.reference.planar_slice_log_mass``) takes it. Until 2026-12-08 that quadrature
-reported a flat 1e-13: where two nearly parallel rows bound its slices, their ends' rounding (``eps (|t| + |D| +
-|Q|) / |b|``) is ``1 / sin(theta)`` times the slice's width relative: the wedge at ``(6, 0.05)`` through the mean
-(6e-3 rad, rotated by 0.4) was 1.5e-13 off under 7.1e-14, at 1e-3 rad 2.1e-12 under 1e-13, at 1e-6 rad 1.2e-9 under
-1e-13. Its bar now carries that conditioning (``planar.reference.slice_conditioning``). The edge ends' own rounding
-bound (``constants.end_rounding``) missed the ``|s| eps / |g|`` that the rounding of ``g = n_j . e_i`` gives (an end
-of the 6e-3 wedge 1.97e-14 off against 1.07e-14).
+opens away from the foot or toward it), rotated by ``phi``. Seen from the mean, such a thin wedge is the difference of
+two sectors' masses ``~ angle to the mean / theta`` times larger: the kernel flags the pair and the exact path takes
+it, the numpy edge formula (``planar.reference.planar_log_mass``) where its bar is below 1e-12, else nested slice
+quadrature (``planar_slice_log_mass``). Until 2026-12-08 both bars missed a ``1 / sin(theta)`` term. The edge ends'
+rounding bound (``constants.end_rounding``) left out ``g = n_j . e_i``'s own rounding, ``|s| eps / |g|``: an end of
+the 6e-3 rad wedge through the mean at ``(6, 0.05)`` (rotated by 0.4) was 1.97e-14 off against 1.07e-14, and that
+wedge 1.5e-13 off in log mass under the edge formula's 7.1e-14 (``(8, 0.05)``: 2.3e-13 under 1.2e-13). The slices
+reported a flat 1e-13, but where two nearly parallel rows bound them their ends' rounding (``eps (|t| + |D| + |Q|) /
+|b|``) is ``1 / sin(theta)`` times the slice's width relative: 2.1e-12 off at 1e-3 rad, 1.2e-9 at 1e-6 rad. Their bar
+now carries it (``planar.reference.slice_conditioning``).
 """
 
 import math
@@ -95,8 +96,8 @@ def _report(cases, errs, bars):
 
 def test_record_wedges_within_their_bar():
     """The exactness record's wedges (between ``y = 0.05`` and the ray from the mean through ``(a, 0.05)``, ``a`` =
-    6, 8, rotated by 0.4; main: 1.5e-13 / 4.3e-13 off under 7.1e-14 / 1.2e-13) and the same vertex at 1e-3, 1e-4, 1e-6
-    rad opening either way (main: up to 1.2e-9 off under 1e-13)."""
+    6, 8, rotated by 0.4; main: 1.5e-13 / 2.3e-13 off under 7.1e-14 / 1.2e-13) and the same vertex at 1e-3, 1e-4, 1e-6
+    rad opening either way (main: 6 of 8 outside, up to 1.2e-9 off under 1e-13; now the worst is 0.30 of its bar)."""
     cases = [(0.4, a, 0.05, math.atan(0.05 / a), 1) for a in (6.0, 8.0)]
     cases += [(0.4, 6.0, 0.05, th, s) for th in (1e-3, 1e-4, 1e-6) for s in (1, -1)]
     errs, bars = _errors(cases)
