@@ -44,6 +44,7 @@ from ..constants import (
     OWEN_H,
     OWEN_REL,
     PLANAR_SLICE_FALLBACK_REL,
+    g_rounding,
     vertex_error_terms,
 )
 from ..constants import end_rounding as _end_rounding
@@ -59,11 +60,13 @@ _SWEEP = np.array([-6.0, -3.0, -1.5, 0.0, 1.5, 3.0, 6.0])  # inner abscissae whe
 
 
 def planar_edges(Nrm: np.ndarray, D: np.ndarray):
-    """Edges of ``{y : Nrm y <= D}`` for each row of D (M, F): ``(s_lo, s_hi, active, empty, ds_lo, ds_hi)``.
+    """Edges of ``{y : Nrm y <= D}`` for each row of D (M, F): ``(s_lo, s_hi, active, empty, ds_lo, ds_hi, gs_lo,
+    gs_hi)``.
 
     ``Nrm``: the normals (F, 2) of one polygon, or per row (M, F, 2) (polygons of different regions with the same
     row count, ``polytopes._planar_flagged``); each row's numbers are those of a call with its own normals.
-    ``ds_lo``, ``ds_hi`` bound the rounding of the computed ends (:func:`end_rounding`)."""
+    ``ds_lo``, ``ds_hi`` bound the rounding of the computed ends but for ``g``'s own (:func:`end_rounding`), ``gs_lo``,
+    ``gs_hi`` the rest (``constants.g_rounding``)."""
     F = Nrm.shape[-2]
     E = np.stack([-Nrm[..., 1], Nrm[..., 0]], axis=-1)
     # G[., i, j] = n_j . e_i and C[., i, j] = n_i . n_j written out elementwise, not by matmul: BLAS rounds a
@@ -87,6 +90,9 @@ def planar_edges(Nrm: np.ndarray, D: np.ndarray):
     Gb = np.broadcast_to(G, R.shape)
     ds_hi = end_rounding(np.take_along_axis(D, jh, axis=1), D, s_hi, np.take_along_axis(Gb, jh[..., None], 2)[..., 0])
     ds_lo = end_rounding(np.take_along_axis(D, jl, axis=1), D, s_lo, np.take_along_axis(Gb, jl[..., None], 2)[..., 0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gs_hi = g_rounding(s_hi, np.take_along_axis(Gb, jh[..., None], 2)[..., 0])
+        gs_lo = g_rounding(s_lo, np.take_along_axis(Gb, jl[..., None], 2)[..., 0])
     idx = np.arange(F)
     other = idx[None, :] != idx[:, None]
     tol = 1e-12 * (1.0 + np.abs(D[:, None, :]) + np.abs(D[:, :, None]))
@@ -97,7 +103,7 @@ def planar_edges(Nrm: np.ndarray, D: np.ndarray):
     # a zero row with a negative offset, or two antiparallel rows that do not overlap: empty polygon
     empty = np.any(zero & (D < -1e-300), axis=1)
     active = ~zero & ~blocked & (s_lo < s_hi) & ~empty[:, None]
-    return s_lo, s_hi, active, empty, ds_lo, ds_hi
+    return s_lo, s_hi, active, empty, ds_lo, ds_hi, gs_lo, gs_hi
 
 
 def end_rounding(d_j, d_i, s, g):
@@ -192,11 +198,12 @@ def _tangent_angle(Nrm, on_line):
 
 
 def planar_log_mass(Nrm: np.ndarray, D: np.ndarray, *, fallback: bool = True, return_edges: bool = False):
-    """log P(y in {Nrm y <= D}), y ~ N(0, I_2), per row of D (M, F): (log_mass, rel_err[, edges]). ``Nrm``: (F, 2),
-    or per row (M, F, 2) (see :func:`planar_edges`)."""
+    """log P(y in {Nrm y <= D}), y ~ N(0, I_2), per row of D (M, F): (log_mass, rel_err[, edges, rel_decide]).
+    ``Nrm``: (F, 2), or per row (M, F, 2) (see :func:`planar_edges`). ``rel_decide``: the bar without the
+    conditioning terms (``g_rounding``, the slices' ends), on which the callers' fallback decisions stay."""
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     M, F = D.shape
-    s_lo, s_hi, active, empty, ds_lo, ds_hi = planar_edges(Nrm, D)
+    s_lo, s_hi, active, empty, ds_lo, ds_hi, gs_lo, gs_hi = planar_edges(Nrm, D)
     h = np.abs(D)
     log_B = np.full((M, F), -np.inf)
     rel_B = np.zeros((M, F))
@@ -226,16 +233,23 @@ def planar_log_mass(Nrm: np.ndarray, D: np.ndarray, *, fallback: bool = True, re
                                                      vertex_log_error(h, s_hi, ds_hi)], axis=-1), -np.inf)
         abs_terms = logsumexp(np.concatenate([log_B + np.log(rel_B + EPS), ends.reshape(M, 2 * F)], axis=1), axis=1)
         rel_err = np.exp(abs_terms - log_mass) + 4.0 * EPS * (1.0 + ratio) / np.maximum(1.0 - ratio, 1e-300)
+        # g's rounding (constants.g_rounding): reported, not a reason for the slices (they are as conditioned)
+        g_ends = np.where(active[..., None], np.stack([vertex_log_error(h, s_lo, gs_lo),
+                                                       vertex_log_error(h, s_hi, gs_hi)], axis=-1), -np.inf)
+        cond = np.exp(logsumexp(g_ends.reshape(M, 2 * F), axis=1) - log_mass)
     rel_err = np.where(np.isfinite(log_mass), rel_err, np.where(empty | ~np.any(active, axis=1), 0.0, np.inf))
     log_mass = np.where(empty | ~np.any(active, axis=1) & ~inside, -np.inf, log_mass)
-    if fallback:
-        bad = rel_err > PLANAR_SLICE_FALLBACK_REL
-        bad &= ~empty
-        if np.any(bad):
-            edges_bad = (s_lo[bad], s_hi[bad], active[bad])
-            log_mass[bad], rel_err[bad] = planar_slice_log_mass(Nrm[bad] if Nrm.ndim == 3 else Nrm, D[bad], edges_bad)
+    bad = (rel_err > PLANAR_SLICE_FALLBACK_REL) & ~empty if fallback else np.zeros(M, dtype=bool)
+    # decisions (the slices here, the covariance's redo in planar_moments) on the bar without the conditioning terms,
+    # as before 2026-12-08 (the same paths, the same bits); the bar reported has them
+    rel_decide = rel_err.copy()
+    rel_err = np.where(np.isfinite(log_mass) & ~bad, rel_err + cond, rel_err)
+    if np.any(bad):
+        edges_bad = (s_lo[bad], s_hi[bad], active[bad])
+        log_mass[bad], rel_err[bad] = planar_slice_log_mass(Nrm[bad] if Nrm.ndim == 3 else Nrm, D[bad], edges_bad)
+        rel_decide[bad] = SLICE_RULE_REL
     if return_edges:
-        return log_mass, rel_err, (s_lo, s_hi, active)
+        return log_mass, rel_err, (s_lo, s_hi, active), rel_decide
     return log_mass, rel_err
 
 
@@ -425,14 +439,14 @@ def planar_moments(Nrm: np.ndarray, D: np.ndarray, moments: int = 2, *, relative
     accurate relative to their smallest eigenvalue (``relative``) or to the whitened unit (:func:`cancels`).
     ``Nrm``: (F, 2), or per row (M, F, 2) (see :func:`planar_edges`)."""
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
-    log_mass, rel, (s_lo, s_hi, active) = planar_log_mass(Nrm, D, return_edges=True)
+    log_mass, rel, (s_lo, s_hi, active), rel_decide = planar_log_mass(Nrm, D, return_edges=True)
     if moments < 1:
         return log_mass, None, None, rel
     mean, cov = edge_divergence_moments(np.broadcast_to(Nrm, D.shape + (2,)), D, s_lo, s_hi, active, log_mass,
                                         moments)
     if moments < 2:
         return log_mass, mean, None, rel
-    redo = cancels(mean, cov, log_mass, rel, relative=relative)
+    redo = cancels(mean, cov, log_mass, rel_decide, relative=relative)
     if np.any(redo):
         _, mean[redo], cov[redo] = planar_slice_moments(Nrm[redo] if Nrm.ndim == 3 else Nrm, D[redo],
                                                         (s_lo[redo], s_hi[redo], active[redo]))
