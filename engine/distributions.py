@@ -1103,7 +1103,8 @@ def _term_caps(st: _FirstPass, log_px):
             if st.mu.shape[2] >= 5:
                 cap = np.minimum(cap, log_mass_bound(st.part[r].polytope, geo.chol[r], st.mu[rows, r]))
             caps[rows, r] = np.minimum(caps[rows, r], st.log_norm[rows, r] + cap)
-    return np.exp(caps - log_px[:, None])
+    with np.errstate(over="ignore"):  # a cap beyond e^709 p^ is inf: no bound (far pairs whose slices' bar is >= 0.5)
+        return np.exp(caps - log_px[:, None])
 
 
 def _posterior_moments(w, means, covs):
