@@ -1053,7 +1053,7 @@ def _finish(st: _FirstPass, heavy: bool, own: bool = False) -> Evaluation:
     caps = _LazyCaps(st)
     err = None
     if st.mass_err is not None:
-        err = _log_marginal_error(w, st.mass_err, lambda: np.exp(caps() - log_px[:, None]))
+        err = _log_marginal_error(w, st.mass_err, lambda: _over_p(caps(), log_px))
     if err is not None and st.rounding is not None:
         err = err + st.rounding
     if st.skipped is not None:  # p = p^ e^d + skipped, 0 <= skipped <= s p^: |log p - log p^| <= log(e^err + s)
@@ -1084,6 +1084,12 @@ class _LazyCaps:
         if self.caps is None:
             self.caps = _log_term_caps(self.st)
         return self.caps
+
+
+def _over_p(log_caps, log_px):
+    """The caps ``log_caps`` (N, R) over p^ (``log_px`` (N,)) for :func:`_log_marginal_error`."""
+    with np.errstate(over="ignore"):  # a cap beyond e^709 p^ is inf: no bound (far pairs whose slices' bar is >= 0.5)
+        return np.exp(log_caps - log_px[:, None])
 
 
 def _log_term_caps(st: _FirstPass):

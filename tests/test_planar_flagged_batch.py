@@ -60,7 +60,10 @@ def test_flagged_batch_equals_per_region_calls(flagged, relative):
     assert np.all(np.isfinite(a) == np.isfinite(b))
     fin = np.isfinite(b)
     assert np.all(np.abs(a[fin] - b[fin]) <= 1e-14 * np.maximum(1.0, np.abs(b[fin])))
-    assert np.array_equal(new.rel[fl], old.rel[fl])
+    # the slices' bar (planar.reference.slice_conditioning, a flat 1e-13 until 2026-12-08) is computed from the outer
+    # nodes by numpy's vectorised loops: like the log mass, its last bit may depend on a row's place in the call (51 of
+    # 195 one ulp apart)
+    assert np.all(np.abs(new.rel[fl] - old.rel[fl]) <= 1e-14 * old.rel[fl])
     sd = np.sqrt(np.minimum(old.cov[fl][:, 0, 0], old.cov[fl][:, 1, 1]))[fin]
     # the means lie up to ~4000 whitened units out: rounding of |mean| (4000 eps) is up to 1e-11 sd here
     scale = np.maximum(sd, 1e-3 * np.abs(old.mean[fl][fin]).max(axis=1))

@@ -35,6 +35,7 @@ from .interval import standard_interval_moments
 from .pairs import PairRequest, PairResult, TruncatedMoments, log_error
 from .planar import cancels, planar_log_mass, planar_moments, planar_slice_log_mass, planar_slice_moments
 from .planar.batch import RegionGeometry, batch_planar_pairs, gather_pairs, store_planar_pairs
+from .planar.reference import SLICE_RULE_REL
 from .solid import SolidGeometry, batch_solid_moments, loosen_factors, pair_cubature, solid_log_mass
 from .triangulation import triangulation_moments
 
@@ -113,7 +114,8 @@ def _solve_planar(pb: Pointed, req: PairRequest, cones: bool):
         return lm, None, None, rel
     mean, cov = facet_moments(pb.Nrm, pb.D, lm, lambda i, Nf, Df: _edge_solver(Nf, Df), req.moments)
     if req.moments >= 2:
-        redo = cancels(mean, cov, lm, rel, relative=req.relative)  # E[yy^T] - m m^T cancels: total variance
+        # E[yy^T] - m m^T cancels: total variance (decided on the rule's error, not the slices' conditioning)
+        redo = cancels(mean, cov, lm, np.full_like(rel, SLICE_RULE_REL), relative=req.relative)
         if np.any(redo):
             _, mean[redo], cov[redo] = planar_slice_moments(pb.Nrm, pb.D[redo])
     return lm, mean, cov, rel

@@ -28,6 +28,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 from ..planar import cancels, edge_divergence_moments, planar_log_mass, planar_slice_log_mass, planar_slice_moments
+from ..planar.reference import SLICE_RULE_REL
 from ..quad1d import integrate_logconcave
 
 _ZERO = 1e-10
@@ -102,17 +103,19 @@ def _planar(Nrm, D, moments, redo_cov=True):
     weight need; rows whose bound exceeds ``_REDO_REL`` still take it, and so do covariances that cancel
     (``planar.cancels``) unless ``redo_cov`` is False. Returns (lm, mean, cov, rel); rel is inf where the mass is
     unknown."""
-    lm, rel, edges = planar_log_mass(Nrm, D, fallback=False, return_edges=True)
-    bad = ~(rel <= _REDO_REL)  # includes unknown rows (inf, NaN)
+    lm, rel, edges, rel_decide = planar_log_mass(Nrm, D, fallback=False, return_edges=True)
+    bad = ~(rel_decide <= _REDO_REL)  # includes unknown rows (inf, NaN)
     if np.any(bad):
         lm[bad], rel[bad] = planar_slice_log_mass(Nrm, D[bad], tuple(e[bad] for e in edges))
+        rel_decide[bad] = SLICE_RULE_REL
     rel = np.where(np.isfinite(lm) | (rel == 0.0), rel, np.where(np.isnan(lm), np.inf, 0.0))
+    rel_decide = np.where(np.isfinite(lm) | (rel_decide == 0.0), rel_decide, np.where(np.isnan(lm), np.inf, 0.0))
     lm = np.where(np.isnan(lm), -np.inf, lm)
     if moments < 1:
         return lm, None, None, rel
     mean, cov = edge_divergence_moments(np.broadcast_to(Nrm, D.shape + (2,)), D, *edges, lm, moments)
     if moments >= 2 and redo_cov:
-        redo = cancels(mean, cov, lm, rel)
+        redo = cancels(mean, cov, lm, rel_decide)
         if np.any(redo):
             _, mean[redo], cov[redo] = planar_slice_moments(Nrm, D[redo], tuple(e[redo] for e in edges))
     return lm, mean, cov, rel

@@ -435,6 +435,7 @@ def edges_many(h, s_lo, s_hi, theta: bool):
 
 
 end_rounding = _jit(C.end_rounding)  # ``planar.reference.end_rounding``, compiled (the same source)
+g_rounding = _jit(C.g_rounding)  # the rest of an end's rounding bound (reported, never a reason to flag)
 _vertex_error_terms = _jit(C.vertex_error_terms)
 
 
@@ -759,6 +760,23 @@ class PlanarArrays(NamedTuple):
     cn: np.ndarray
 
 
+@_jit
+def _add_g_rounding(s_lo, s_hi, p, r, g, ds):
+    """Pair p's end rounding bounds ``ds`` (F, 2) completed by ``g_rounding`` (the full ``4 eps (|d_j| + |d_i| + |s|)
+    / |g|`` of ``constants.g_rounding``) for :func:`small_polygon`'s conditioning; a paired lower end is its
+    neighbour's upper end. Flagged pairs only: their vertex terms are summed by then."""
+    for f in range(ds.shape[0]):
+        if g.valid[r, f] and g.has_hi[r, f]:
+            ds[f, 1] += g_rounding(s_hi[p, f], g.ghi[r, f])
+    for f in range(ds.shape[0]):
+        if not g.valid[r, f]:
+            continue
+        if g.paired[r, f]:
+            ds[f, 0] = ds[g.jlo[r, f], 1]
+        elif g.has_lo[r, f]:
+            ds[f, 0] += g_rounding(s_lo[p, f], g.glo[r, f])
+
+
 # one loop on purpose: every array a compiled function receives, or a variable bound to a NamedTuple's field, is
 # reference-counted (two atomic operations); with the per-pair work in its own (numba-IR-inlined) function that was 22
 # array arguments and fields a pair, 7 % of the kernel's time (perf, bench_engine's S = 2 batch). In one loop they are
@@ -851,6 +869,7 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
         neg = 0.0
         err = 0.0
         rnd = 0.0  # the exponents' rounding (exponent_rounding)
+        cond = 0.0  # unpaired vertices' share of g's rounding (g_rounding): reported, not a reason to flag
         for f in range(F):
             if not act[p, f]:
                 continue
@@ -870,11 +889,15 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
                     err += fac * (lo_w if lo_w >= 0.0 else math.exp(ex - ref))
                 elif has_lo[r, f]:
                     ex, fac = _vertex_error_of(abs(d_f), s_lo[p, f], ds[f, 0])  # ds: end_rounding of this end
-                    err += fac * (lo_w if lo_w >= 0.0 else math.exp(ex - ref))
+                    w_lo = lo_w if lo_w >= 0.0 else math.exp(ex - ref)
+                    err += fac * w_lo
+                    cond += fac * w_lo * g_rounding(s_lo[p, f], glo[r, f]) / ds[f, 0] if ds[f, 0] > 0.0 else 0.0
                 j = jhi[r, f]
                 if has_hi[r, f] and not paired[r, j]:
                     ex, fac = _vertex_error_of(abs(d_f), s_hi[p, f], ds[f, 1])
-                    err += fac * (hi_w if hi_w >= 0.0 else math.exp(ex - ref))
+                    w_hi = hi_w if hi_w >= 0.0 else math.exp(ex - ref)
+                    err += fac * w_hi
+                    cond += fac * w_hi * g_rounding(s_hi[p, f], ghi[r, f]) / ds[f, 1] if ds[f, 1] > 0.0 else 0.0
                 if d_f < 0.0 and not inside:
                     pos += b
                 elif d_f > 0.0:
@@ -890,7 +913,7 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
         # does better, so they decide the fallback) and the sum's own rounding
         re = (err + rnd) / (pos * (1.0 - r1)) + 4.0 * _EPS * (1.0 + ratio) / max(1.0 - ratio, 1e-300)
         # reported: also the rounding of lm's own log-space sum (eps per nat: no float64 path does better)
-        re_all = re + _EPS * (abs(ref) + abs(lp) + abs(l1) + abs(lm))
+        re_all = re + _EPS * (abs(ref) + abs(lp) + abs(l1) + abs(lm)) + cond / (pos * (1.0 - r1))
         lo = loosen_factor(lws + lm + math.log1p(min(re, 1.0)))
         fl = boundary or not math.isfinite(lm) or not re <= FALLBACK_REL * lo
         for k in range(2):
@@ -898,6 +921,7 @@ def _pairs(g, pr, mu, D, moments, log_weight_scale, start, stop, out):  # noqa: 
             cov[p, k, 0] = 0.0
             cov[p, k, 1] = 0.0
         if fl:
+            _add_g_rounding(s_lo, s_hi, p, r, g, ds)
             lm_small, rel_small, used, _ = small_polygon(Nrm[r], D[p], s_lo[p], s_hi[p], act[p], ds, moments,
                                                          (mean[p], cov[p]))
             if used:

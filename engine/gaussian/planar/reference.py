@@ -44,6 +44,7 @@ from ..constants import (
     OWEN_H,
     OWEN_REL,
     PLANAR_SLICE_FALLBACK_REL,
+    g_rounding,
     vertex_error_terms,
 )
 from ..constants import end_rounding as _end_rounding
@@ -53,16 +54,19 @@ from .kernel import _COV_UNIT_ERR
 from .kernel import edges_many as _edges_many
 
 _PARALLEL = 1e-12  # |n_j . e_i| below this: rows i and j are parallel
+SLICE_RULE_REL = 1e-13  # the nested slice quadrature's own rule error, relative (quad1d; before its conditioning)
 _ZERO_ROW = 0.5  # squared norm below this: a zero row
 _SWEEP = np.array([-6.0, -3.0, -1.5, 0.0, 1.5, 3.0, 6.0])  # inner abscissae where slice ends split the outer rule
 
 
 def planar_edges(Nrm: np.ndarray, D: np.ndarray):
-    """Edges of ``{y : Nrm y <= D}`` for each row of D (M, F): ``(s_lo, s_hi, active, empty, ds_lo, ds_hi)``.
+    """Edges of ``{y : Nrm y <= D}`` for each row of D (M, F): ``(s_lo, s_hi, active, empty, ds_lo, ds_hi, gs_lo,
+    gs_hi)``.
 
     ``Nrm``: the normals (F, 2) of one polygon, or per row (M, F, 2) (polygons of different regions with the same
     row count, ``polytopes._planar_flagged``); each row's numbers are those of a call with its own normals.
-    ``ds_lo``, ``ds_hi`` bound the rounding of the computed ends (:func:`end_rounding`)."""
+    ``ds_lo``, ``ds_hi`` bound the rounding of the computed ends but for ``g``'s own (:func:`end_rounding`), ``gs_lo``,
+    ``gs_hi`` the rest (``constants.g_rounding``)."""
     F = Nrm.shape[-2]
     E = np.stack([-Nrm[..., 1], Nrm[..., 0]], axis=-1)
     # G[., i, j] = n_j . e_i and C[., i, j] = n_i . n_j written out elementwise, not by matmul: BLAS rounds a
@@ -86,6 +90,9 @@ def planar_edges(Nrm: np.ndarray, D: np.ndarray):
     Gb = np.broadcast_to(G, R.shape)
     ds_hi = end_rounding(np.take_along_axis(D, jh, axis=1), D, s_hi, np.take_along_axis(Gb, jh[..., None], 2)[..., 0])
     ds_lo = end_rounding(np.take_along_axis(D, jl, axis=1), D, s_lo, np.take_along_axis(Gb, jl[..., None], 2)[..., 0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gs_hi = g_rounding(s_hi, np.take_along_axis(Gb, jh[..., None], 2)[..., 0])
+        gs_lo = g_rounding(s_lo, np.take_along_axis(Gb, jl[..., None], 2)[..., 0])
     idx = np.arange(F)
     other = idx[None, :] != idx[:, None]
     tol = 1e-12 * (1.0 + np.abs(D[:, None, :]) + np.abs(D[:, :, None]))
@@ -96,7 +103,7 @@ def planar_edges(Nrm: np.ndarray, D: np.ndarray):
     # a zero row with a negative offset, or two antiparallel rows that do not overlap: empty polygon
     empty = np.any(zero & (D < -1e-300), axis=1)
     active = ~zero & ~blocked & (s_lo < s_hi) & ~empty[:, None]
-    return s_lo, s_hi, active, empty, ds_lo, ds_hi
+    return s_lo, s_hi, active, empty, ds_lo, ds_hi, gs_lo, gs_hi
 
 
 def end_rounding(d_j, d_i, s, g):
@@ -191,11 +198,12 @@ def _tangent_angle(Nrm, on_line):
 
 
 def planar_log_mass(Nrm: np.ndarray, D: np.ndarray, *, fallback: bool = True, return_edges: bool = False):
-    """log P(y in {Nrm y <= D}), y ~ N(0, I_2), per row of D (M, F): (log_mass, rel_err[, edges]). ``Nrm``: (F, 2),
-    or per row (M, F, 2) (see :func:`planar_edges`)."""
+    """log P(y in {Nrm y <= D}), y ~ N(0, I_2), per row of D (M, F): (log_mass, rel_err[, edges, rel_decide]).
+    ``Nrm``: (F, 2), or per row (M, F, 2) (see :func:`planar_edges`). ``rel_decide``: the bar without the
+    conditioning terms (``g_rounding``, the slices' ends), on which the callers' fallback decisions stay."""
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     M, F = D.shape
-    s_lo, s_hi, active, empty, ds_lo, ds_hi = planar_edges(Nrm, D)
+    s_lo, s_hi, active, empty, ds_lo, ds_hi, gs_lo, gs_hi = planar_edges(Nrm, D)
     h = np.abs(D)
     log_B = np.full((M, F), -np.inf)
     rel_B = np.zeros((M, F))
@@ -225,16 +233,23 @@ def planar_log_mass(Nrm: np.ndarray, D: np.ndarray, *, fallback: bool = True, re
                                                      vertex_log_error(h, s_hi, ds_hi)], axis=-1), -np.inf)
         abs_terms = logsumexp(np.concatenate([log_B + np.log(rel_B + EPS), ends.reshape(M, 2 * F)], axis=1), axis=1)
         rel_err = np.exp(abs_terms - log_mass) + 4.0 * EPS * (1.0 + ratio) / np.maximum(1.0 - ratio, 1e-300)
+        # g's rounding (constants.g_rounding): reported, not a reason for the slices (they are as conditioned)
+        g_ends = np.where(active[..., None], np.stack([vertex_log_error(h, s_lo, gs_lo),
+                                                       vertex_log_error(h, s_hi, gs_hi)], axis=-1), -np.inf)
+        cond = np.exp(logsumexp(g_ends.reshape(M, 2 * F), axis=1) - log_mass)
     rel_err = np.where(np.isfinite(log_mass), rel_err, np.where(empty | ~np.any(active, axis=1), 0.0, np.inf))
     log_mass = np.where(empty | ~np.any(active, axis=1) & ~inside, -np.inf, log_mass)
-    if fallback:
-        bad = rel_err > PLANAR_SLICE_FALLBACK_REL
-        bad &= ~empty
-        if np.any(bad):
-            edges_bad = (s_lo[bad], s_hi[bad], active[bad])
-            log_mass[bad], rel_err[bad] = planar_slice_log_mass(Nrm[bad] if Nrm.ndim == 3 else Nrm, D[bad], edges_bad)
+    bad = (rel_err > PLANAR_SLICE_FALLBACK_REL) & ~empty if fallback else np.zeros(M, dtype=bool)
+    # decisions (the slices here, the covariance's redo in planar_moments) on the bar without the conditioning terms,
+    # as before 2026-12-08 (the same paths, the same bits); the bar reported has them
+    rel_decide = rel_err.copy()
+    rel_err = np.where(np.isfinite(log_mass) & ~bad, rel_err + cond, rel_err)
+    if np.any(bad):
+        edges_bad = (s_lo[bad], s_hi[bad], active[bad])
+        log_mass[bad], rel_err[bad] = planar_slice_log_mass(Nrm[bad] if Nrm.ndim == 3 else Nrm, D[bad], edges_bad)
+        rel_decide[bad] = SLICE_RULE_REL
     if return_edges:
-        return log_mass, rel_err, (s_lo, s_hi, active)
+        return log_mass, rel_err, (s_lo, s_hi, active), rel_decide
     return log_mass, rel_err
 
 
@@ -243,8 +258,9 @@ def _slice_problem(Nrm, D, edges):
 
     The outer variable is ``t = u^T y`` with ``u`` the direction of the polygon's point closest to the
     origin (any direction when the origin is inside); for each ``t`` the slice is the interval of
-    ``v = w^T y`` (``w = rot90(u)``) allowed by every row. Returns ``(u, w, lo, hi, breaks, slices)``
-    where ``slices(T)`` maps (M, Q) abscissae to ``(v_lo, v_hi, feasible)``.
+    ``v = w^T y`` (``w = rot90(u)``) allowed by every row. Returns ``(u, w, lo, hi, breaks, slices, ab)``
+    where ``slices(T)`` maps (M, Q) abscissae to ``(v_lo, v_hi, feasible)`` and ``ab = (a, b)`` (M, F) are the rows
+    in the ``(t, v)`` frame (``n_f . u``, ``n_f . w``).
     """
     M, F = D.shape
     Nrm = np.broadcast_to(Nrm, (M, F, 2)) if Nrm.ndim == 2 else Nrm
@@ -298,7 +314,7 @@ def _slice_problem(Nrm, D, edges):
         feas = np.all(np.where((pos | neg)[:, None, :], True, R >= 0.0), axis=2) & (slo < shi)
         return slo, shi, feas
 
-    return u, v, lo, hi, breaks, slices
+    return u, v, lo, hi, breaks, slices, (a, b)
 
 
 def _slice_log_density(slices):
@@ -315,14 +331,66 @@ def _slice_log_density(slices):
 
 
 def planar_slice_log_mass(Nrm, D, edges=None):
-    """Nested quadrature: outer ``quad1d`` along the direction of the closest point, exact 1-D slices."""
+    """Nested quadrature: outer ``quad1d`` along the direction of the closest point, exact 1-D slices. Returns
+    ``(log_mass, rel_err)``: the rule's ``SLICE_RULE_REL`` plus the slice ends' conditioning
+    (:func:`slice_conditioning`)."""
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     if edges is None:
         edges = planar_edges(Nrm, D)[:3]
-    _, _, lo, hi, breaks, slices = _slice_problem(Nrm, D, edges)
+    _, _, lo, hi, breaks, slices, ab = _slice_problem(Nrm, D, edges)
 
-    total, _, _ = integrate_logconcave(_slice_log_density(slices), lo, hi, breaks)
-    return total, np.full(D.shape[0], 1e-13)
+    total, nodes, lw = integrate_logconcave(_slice_log_density(slices), lo, hi, breaks)
+    return total, SLICE_RULE_REL + slice_conditioning(D, ab, slices, total, nodes, lw)
+
+
+def _end_error(D, a, b, T, pick, rows):
+    """Rounding bound of the slice ends ``Q_f = (D_f - T a_f) / b_f`` at the abscissae ``T`` (M, Q), the rows
+    ``rows`` (M, Q) of ``pick`` (M, F) attaining them: ``eps (4 |T| + |D_f| + 3 |Q_f|) / |b_f|`` (see
+    :func:`slice_conditioning`); 0 where no row bounds the end."""
+    bs = np.where(pick, np.abs(b), 1.0)
+    q = np.abs(D[:, None, :] - T[:, :, None] * a[:, None, :]) / bs[:, None, :]
+    err = EPS * (4.0 * np.abs(T)[:, :, None] + np.abs(D)[:, None, :] + 3.0 * q) / bs[:, None, :]
+    err = np.where(pick[:, None, :], err, 0.0)
+    return np.take_along_axis(err, rows[..., None], axis=2)[..., 0]
+
+
+def slice_conditioning(D, ab, slices, total, nodes, lw):
+    """Relative error bound (M,) of the nested slice quadrature from the rounding of its slice ends and frame.
+
+    The slices are exact 1-D masses ``Z(t) = Phi(v_hi) - Phi(v_lo)`` of computed ends ``v = Q_f(t) = (D_f - t a_f) /
+    b_f`` (the rows in the frame ``(u, w)`` of :func:`_slice_problem`, ``a_f = n_f . u``, ``b_f = n_f . w``; ``Nrm``,
+    ``D`` exact). Each 2-term dot product is off by at most ``2 eps`` (unit rows and frame), so, to first order,
+    ``|dQ_f| <= (|t| |da_f| + eps |t a_f| + eps |D_f - t a_f| + |Q_f| |db_f|) / |b_f| + eps |Q_f| <= eps (4 |t| + |D_f|
+    + 3 |Q_f|) / |b_f|``: where two nearly parallel rows bound a thin slice, its relative error ``|dQ| phi(v) / Z``
+    grows like ``1 / sin(angle)`` (a wedge of angle 1e-6 at ``(6, 0.05)`` was 1.2e-9 off under the former flat
+    1e-13: tests/test_s2_shallow_vertex.py). The mass moves by ``int phi(t) (phi(v_hi) |dv_hi| + phi(v_lo) |dv_lo|)
+    dt``, summed here on the outer rule's own nodes as ``sum_k w_k phi(t_k) Z_k rho_k / P``, ``rho_k`` the node's
+    relative end error (the integrand is as smooth between the breaks as the mass's own). The frame ``u`` is unit
+    only to ``|u|^2 - 1 <= 4 eps``: the density ``phi(t) phi(v)`` is then off by ``2 eps (t^2 + v^2)`` relative plus
+    the Jacobian's ``4 eps``; ``E[v^2 | slice] <= 2 + dist(slice, 0)^2`` (a truncated normal on ``[c, hi]``, ``c >=
+    0``, is stochastically below the one on ``[c, inf)``, whose second moment is ``1 + c lambda(c) <= 2 + c^2``)."""
+    a, b = ab
+    slo, shi, feas = slices(nodes)
+    pos = b > _PARALLEL
+    neg = b < -_PARALLEL
+    R = D[:, None, :] - nodes[:, :, None] * a[:, None, :]
+    Q = R / np.where(pos | neg, b, 1.0)[:, None, :]
+    jh = np.argmin(np.where(pos[:, None, :], Q, np.inf), axis=2)
+    jl = np.argmax(np.where(neg[:, None, :], Q, -np.inf), axis=2)
+    dhi = np.where(np.isfinite(shi), _end_error(D, a, b, nodes, pos, jh), 0.0)
+    dlo = np.where(np.isfinite(slo), _end_error(D, a, b, nodes, neg, jl), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        lz = np.full(nodes.shape, -np.inf)
+        if np.any(feas):
+            lz[feas] = standard_interval_moments(slo[feas], shi[feas])[0]
+        phi_ends = (np.where(np.isfinite(shi), np.exp(-0.5 * shi * shi), 0.0) * dhi
+                    + np.where(np.isfinite(slo), np.exp(-0.5 * slo * slo), 0.0) * dlo)
+        rho = np.exp(np.log(phi_ends) - LOG_SQRT_2PI - lz)
+        near = np.where(slo > 0.0, slo, np.where(shi < 0.0, -shi, 0.0))
+        rho = rho + EPS * (4.0 + 2.0 * nodes * nodes + 2.0 * (2.0 + near * near))
+        w = np.exp(lw - total[:, None])
+        out = np.sum(np.where(feas & (w > 0.0), w * rho, 0.0), axis=1)
+    return np.where(np.isfinite(total), out, 0.0)
 
 
 def planar_slice_moments(Nrm, D, edges=None):
@@ -339,7 +407,7 @@ def planar_slice_moments(Nrm, D, edges=None):
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
     if edges is None:
         edges = planar_edges(Nrm, D)[:3]
-    u, v, lo, hi, breaks, slices = _slice_problem(Nrm, D, edges)
+    u, v, lo, hi, breaks, slices, _ = _slice_problem(Nrm, D, edges)
 
     total, nodes, lw = integrate_logconcave(_slice_log_density(slices), lo, hi, breaks)
     slo, shi, feas = slices(nodes)
@@ -371,14 +439,14 @@ def planar_moments(Nrm: np.ndarray, D: np.ndarray, moments: int = 2, *, relative
     accurate relative to their smallest eigenvalue (``relative``) or to the whitened unit (:func:`cancels`).
     ``Nrm``: (F, 2), or per row (M, F, 2) (see :func:`planar_edges`)."""
     D = np.atleast_2d(np.asarray(D, dtype=np.float64))
-    log_mass, rel, (s_lo, s_hi, active) = planar_log_mass(Nrm, D, return_edges=True)
+    log_mass, rel, (s_lo, s_hi, active), rel_decide = planar_log_mass(Nrm, D, return_edges=True)
     if moments < 1:
         return log_mass, None, None, rel
     mean, cov = edge_divergence_moments(np.broadcast_to(Nrm, D.shape + (2,)), D, s_lo, s_hi, active, log_mass,
                                         moments)
     if moments < 2:
         return log_mass, mean, None, rel
-    redo = cancels(mean, cov, log_mass, rel, relative=relative)
+    redo = cancels(mean, cov, log_mass, rel_decide, relative=relative)
     if np.any(redo):
         _, mean[redo], cov[redo] = planar_slice_moments(Nrm[redo] if Nrm.ndim == 3 else Nrm, D[redo],
                                                         (s_lo[redo], s_hi[redo], active[redo]))
